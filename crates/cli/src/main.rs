@@ -1,0 +1,47 @@
+//! The `cairn` binary: one command for every Cairn system.
+//!
+//! `main` parses the command line ([`cli`]), sets up logging (`RUST_LOG`, or
+//! `--log-level`), resolves the configuration ([`config`]: flags, then
+//! `CAIRN_*` environment variables, then an optional TOML file, then
+//! defaults) and runs the chosen command. Errors are printed once, with what
+//! to do next, and turn into exit code 1 (2 for usage errors, from clap).
+
+mod cli;
+mod config;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = cli::resolve_config(&cli.global).and_then(|config| {
+        init_logging(&config.log_level.0);
+        cli::run(cli.command, config)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr. `RUST_LOG` (full `tracing` filter syntax) wins over
+/// the configured level, which applies to Cairn's own crates (`warn` for the
+/// rest).
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        _ => EnvFilter::new(format!(
+            "warn,cairn={level},cairn_rpc={level},cairn_storage={level}"
+        )),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,214 @@
+//! [`RpcClient`]: one server's address, a cached channel and the call path.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::RpcError;
+
+/// Timeouts of an [`RpcClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// How long establishing a connection may take.
+    pub connect_timeout: Duration,
+    /// The deadline of a call when the caller gives none.
+    pub call_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client for one server, shared by every service stub that talks to it.
+///
+/// The connection is made on first use, with
+/// [`ClientOptions::connect_timeout`], and cached. A call that fails with
+/// [`RpcError::Unavailable`] drops the cached connection, so the next call
+/// connects again. Every call has a deadline. The generated tonic stubs are
+/// built per call around the cached channel, which is cheap:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), cairn_rpc::RpcError> {
+/// use cairn_rpc::echo::{EchoRequest, echo_client::EchoClient};
+/// let client = cairn_rpc::RpcClient::new("http://127.0.0.1:7000", Default::default())?;
+/// let reply = client
+///     .call(EchoRequest { text: "hi".into(), number: 1 }, |channel, request| async move {
+///         EchoClient::new(channel).echo(request).await
+///     })
+///     .await?;
+/// assert_eq!(reply.text, "hi");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct RpcClient {
+    addr: String,
+    endpoint: Endpoint,
+    options: ClientOptions,
+    /// The cached channel. Only cloned out under the lock; never held across
+    /// an `.await`.
+    channel: Mutex<Option<Channel>>,
+}
+
+impl RpcClient {
+    /// A client for `addr` (`http://host:port`). Does not connect yet.
+    pub fn new(addr: impl Into<String>, options: ClientOptions) -> Result<Self, RpcError> {
+        let addr = addr.into();
+        let endpoint = Endpoint::from_shared(addr.clone())
+            .map_err(|e| RpcError::InvalidAddress {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(options.connect_timeout);
+        Ok(Self {
+            addr,
+            endpoint,
+            options,
+            channel: Mutex::new(None),
+        })
+    }
+
+    /// The server's address, as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// Calls the server with the default deadline.
+    ///
+    /// `stub` receives the channel and the request (its gRPC timeout set to
+    /// the deadline) and makes the call with a generated client.
+    pub async fn call<Req, Resp, F, Fut>(&self, request: Req, stub: F) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message,
+        F: FnOnce(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        self.call_with_deadline(request, self.options.call_timeout, stub)
+            .await
+    }
+
+    /// Calls the server; fails with [`RpcError::Timeout`] if no reply comes
+    /// within `deadline`.
+    pub async fn call_with_deadline<Req, Resp, F, Fut>(
+        &self,
+        request: Req,
+        deadline: Duration,
+        stub: F,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message,
+        F: FnOnce(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        // Boxed: the generated tonic futures are large (16 KiB in the
+        // simulator), and every caller would otherwise carry one inline.
+        let attempt = Box::pin(self.attempt(request, deadline, stub));
+        let result = match tokio::time::timeout(deadline, attempt).await {
+            Ok(result) => result,
+            Err(_) => Err(RpcError::Timeout {
+                addr: self.addr.clone(),
+                after: deadline,
+            }),
+        };
+        if let Err(RpcError::Unavailable { .. }) = &result {
+            self.forget_channel();
+        }
+        result
+    }
+
+    async fn attempt<Req, Resp, F, Fut>(
+        &self,
+        request: Req,
+        deadline: Duration,
+        stub: F,
+    ) -> Result<Resp, RpcError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message,
+        F: FnOnce(Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        #[cfg(madsim)]
+        let link = match crate::sim_net::send_request(&self.endpoint, request.encoded_len()).await {
+            Ok(link) => link,
+            Err(reason) => return Err(self.unavailable(reason)),
+        };
+        let channel = self.channel().await?;
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(deadline);
+        let call = stub(channel, request);
+        #[cfg(madsim)]
+        let reply = crate::sim_net::await_reply(link, call).await;
+        #[cfg(not(madsim))]
+        let reply = call.await;
+        match reply {
+            Ok(response) => {
+                let response = response.into_inner();
+                #[cfg(madsim)]
+                crate::sim_net::deliver_reply(link, response.encoded_len())
+                    .await
+                    .map_err(|reason| self.unavailable(reason))?;
+                Ok(response)
+            }
+            Err(status) => Err(RpcError::from_status(&self.addr, status, deadline)),
+        }
+    }
+
+    /// The cached channel, or a new connection.
+    #[cfg(madsim)]
+    async fn channel(&self) -> Result<Channel, RpcError> {
+        // The simulated transport has no connection to keep: every call is
+        // its own message, and a dead server shows up as the call failing.
+        Ok(self.endpoint.connect_lazy())
+    }
+
+    /// The cached channel, or a new connection.
+    #[cfg(not(madsim))]
+    async fn channel(&self) -> Result<Channel, RpcError> {
+        if let Some(channel) = self.lock_channel().clone() {
+            return Ok(channel);
+        }
+        let connect = self.endpoint.connect();
+        let channel = match tokio::time::timeout(self.options.connect_timeout, connect).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(error)) => return Err(self.unavailable(format!("connect failed: {error}"))),
+            Err(_) => {
+                return Err(self.unavailable(format!(
+                    "no connection within {:?}",
+                    self.options.connect_timeout
+                )));
+            }
+        };
+        *self.lock_channel() = Some(channel.clone());
+        Ok(channel)
+    }
+
+    fn forget_channel(&self) {
+        *self.lock_channel() = None;
+    }
+
+    fn lock_channel(&self) -> std::sync::MutexGuard<'_, Option<Channel>> {
+        // A panic while holding this lock cannot leave the Option invalid.
+        self.channel.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> RpcError {
+        RpcError::Unavailable {
+            addr: self.addr.clone(),
+            reason: reason.into(),
+        }
+    }
+}
