@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/echo.proto"];
+const PROTOS: &[&str] = &["proto/echo.proto", "proto/mapreduce.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -50,6 +50,13 @@ pub(crate) enum Command {
     ///     data_dir = "/var/lib/cairn"
     ///     log_level = "debug"
     Config(ConfigArgs),
+    /// MapReduce: run jobs here (`run`), across machines (`coordinator`,
+    /// `worker`, `status`), or sequentially (`seq`).
+    #[command(subcommand)]
+    Mr(crate::mr::MrCommand),
+    /// Benchmarks and their baselines.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -81,5 +88,7 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Mr(command) => crate::mr::run(command, &config),
+        Command::Bench(command) => crate::bench::run(command),
     }
 }

@@ -6,8 +6,11 @@
 //! defaults) and runs the chosen command. Errors are printed once, with what
 //! to do next, and turn into exit code 1 (2 for usage errors, from clap).
 
+mod bench;
 mod cli;
 mod config;
+mod mr;
+mod progress;
 
 use std::process::ExitCode;
 

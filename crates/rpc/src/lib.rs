@@ -5,7 +5,8 @@
 //!
 //! 1. **The protocol definitions.** `proto/*.proto` are compiled at build
 //!    time by `protox`, a pure-Rust protobuf compiler, so no system `protoc`
-//!    is needed. The generated modules are re-exported here ([`echo`]).
+//!    is needed. The generated modules are re-exported here ([`echo`],
+//!    [`mapreduce`]).
 //! 2. **The client every service uses**, [`RpcClient`]: connect with a
 //!    timeout, reconnect after a failure, a deadline on every call, and one
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
@@ -47,6 +48,13 @@ pub use random::seeded_rng;
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod echo {
     tonic::include_proto!("cairn.echo");
+}
+
+/// Generated code for `proto/mapreduce.proto`: the coordinator and shuffle
+/// services of `cairn-mapreduce`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod mapreduce {
+    tonic::include_proto!("cairn.mapreduce");
 }
 
 /// Re-exported so that dependants name one tonic (the renamed one).

@@ -185,6 +185,25 @@ impl Disk for MemDisk {
         Ok(())
     }
 
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if !state.dirs.contains(path) {
+            return Err(not_found(path));
+        }
+        let doomed: Vec<PathBuf> = state
+            .names
+            .keys()
+            .filter(|p| p.starts_with(path))
+            .cloned()
+            .collect();
+        for name in doomed {
+            let inode = state.names.remove(&name).expect("listed above");
+            state.inodes.remove(&inode);
+        }
+        state.dirs.retain(|dir| !dir.starts_with(path));
+        Ok(())
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut state = self.lock();
         state.check_parent(to)?;

@@ -74,6 +74,10 @@ impl Disk for RealDisk {
         fs::remove_file(self.full(path))
     }
 
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        fs::remove_dir_all(self.full(path))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(self.full(from), self.full(to))
     }

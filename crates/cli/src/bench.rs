@@ -1,0 +1,79 @@
+//! `cairn bench`: benchmark baselines.
+//!
+//! `cairn bench wordcount FILES` is the COST baseline for MapReduce word
+//! count ("Scalability! But at what COST?", HotOS 2015): one thread, no
+//! framework — read each file, split words exactly as the `wc` app does,
+//! count them in a hash table, and write the counts sorted by word.
+
+use std::io::{BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use rustc_hash::FxHashMap;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Single-threaded word count: the baseline for `cairn mr run --app wc`.
+    Wordcount(WordcountArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WordcountArgs {
+    /// Write `WORD COUNT` lines, sorted by word, to this file.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Input files.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Wordcount(args) => wordcount(args),
+    }
+}
+
+fn wordcount(args: WordcountArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut counts: FxHashMap<Vec<u8>, u64> = FxHashMap::default();
+    let mut buffer = Vec::new();
+    let mut bytes = 0u64;
+    let mut words = 0u64;
+    for path in &args.inputs {
+        buffer.clear();
+        std::fs::File::open(path)
+            .and_then(|mut file| file.read_to_end(&mut buffer))
+            .with_context(|| format!("reading {}", path.display()))?;
+        bytes += buffer.len() as u64;
+        cairn_mapreduce::apps::for_each_word(&buffer, |word| {
+            words += 1;
+            match counts.get_mut(word) {
+                Some(count) => *count += 1,
+                None => {
+                    counts.insert(word.to_vec(), 1);
+                }
+            }
+        });
+    }
+    if let Some(output) = &args.output {
+        let mut sorted: Vec<_> = counts.iter().collect();
+        sorted.sort_unstable();
+        let file = std::fs::File::create(output)
+            .with_context(|| format!("creating {}", output.display()))?;
+        let mut out = BufWriter::new(file);
+        for (word, count) in sorted {
+            out.write_all(word)?;
+            writeln!(out, " {count}")?;
+        }
+        out.flush()?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{} distinct words, {words} words, {bytes} bytes in {seconds:.3}s ({:.1} MB/s)",
+        counts.len(),
+        bytes as f64 / seconds / 1e6
+    );
+    Ok(())
+}

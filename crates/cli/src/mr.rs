@@ -1,0 +1,509 @@
+//! `cairn mr`: run MapReduce jobs on one machine (`run`), on several
+//! (`coordinator`, `worker`, `status`), or sequentially (`seq`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use cairn_mapreduce::{AppSpec, CoordinatorCore, JobConfig, SchedulerConfig, WorkerConfig};
+use cairn_storage::RealDisk;
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::progress::JobProgress;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MrCommand {
+    /// Run a job on this machine: a coordinator and N worker processes.
+    ///
+    /// Example: cairn mr run --app wc --workers 4 books/*.txt
+    Run(RunArgs),
+    /// Run a job sequentially in this process (the reference output).
+    Seq(SeqArgs),
+    /// Coordinate a job for workers on any number of machines.
+    ///
+    /// Prints `coordinator listening on URL` when ready; start workers with
+    /// `cairn mr worker --coordinator URL`. Exits when the job is done.
+    /// Restarted with the same --data-dir, it resumes the job.
+    Coordinator(CoordinatorArgs),
+    /// Work for a coordinator until its job is done.
+    Worker(WorkerArgs),
+    /// Show a running job's progress and counters.
+    Status(StatusArgs),
+}
+
+/// What to run.
+#[derive(Debug, Args)]
+pub(crate) struct AppArgs {
+    /// A built-in app: wc, indexer, grep (with --pattern), or a 6.824 test
+    /// app (mtiming, rtiming, jobcount, early_exit, crash, nocrash).
+    #[arg(long, conflicts_with_all = ["mapper", "reducer"])]
+    app: Option<String>,
+    /// The regular expression for --app grep.
+    #[arg(long, default_value = "")]
+    pattern: String,
+    /// Streaming mapper: a shell command that reads input lines on stdin and
+    /// writes `key<TAB>value` lines.
+    #[arg(long, requires = "reducer")]
+    mapper: Option<String>,
+    /// Streaming reducer: a shell command that reads `key<TAB>value` lines
+    /// sorted by key and writes output lines.
+    #[arg(long, requires = "mapper")]
+    reducer: Option<String>,
+}
+
+impl AppArgs {
+    fn spec(&self) -> anyhow::Result<AppSpec> {
+        let spec = match (&self.app, &self.mapper, &self.reducer) {
+            (Some(name), _, _) => AppSpec::BuiltIn {
+                name: name.clone(),
+                pattern: self.pattern.clone(),
+            },
+            (None, Some(mapper), Some(reducer)) => AppSpec::Streaming {
+                mapper: mapper.clone(),
+                reducer: reducer.clone(),
+            },
+            _ => bail!("choose an app: --app NAME (e.g. --app wc), or --mapper CMD --reducer CMD"),
+        };
+        spec.build()?;
+        Ok(spec)
+    }
+}
+
+/// The job's shape.
+#[derive(Debug, Args)]
+pub(crate) struct JobArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Number of reduce tasks (and output files).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    reduces: u32,
+    /// Input split size, e.g. 64MiB, 512KiB or a number of bytes.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    split_size: u64,
+    /// Name output files part-r-00000 ... (Hadoop style) instead of mr-out-0 ...
+    #[arg(long)]
+    hadoop_names: bool,
+    /// Give a task to another worker after this many seconds without a
+    /// heartbeat from its worker.
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    task_timeout: f64,
+    /// Start backup copies of straggling tasks near the end of a phase.
+    #[arg(long)]
+    backup_tasks: bool,
+    /// Input files.
+    #[arg(required = true, value_name = "FILES")]
+    inputs: Vec<String>,
+}
+
+impl JobArgs {
+    fn config(&self, output_dir: &Path) -> anyhow::Result<JobConfig> {
+        for input in &self.inputs {
+            let metadata = std::fs::metadata(input)
+                .with_context(|| format!("input file {input}: check the path"))?;
+            if !metadata.is_file() {
+                bail!("input {input} is not a file; pass files (e.g. dir/*.txt)");
+            }
+        }
+        let timeout = Duration::from_secs_f64(self.task_timeout);
+        Ok(JobConfig {
+            app: self.app.spec()?,
+            inputs: self.inputs.clone(),
+            reduces: self.reduces,
+            split_bytes: self.split_size,
+            output_dir: output_dir.display().to_string(),
+            hadoop_names: self.hadoop_names,
+            scheduler: SchedulerConfig {
+                task_timeout: timeout,
+                worker_timeout: timeout,
+                backup_tasks: self.backup_tasks,
+                ..SchedulerConfig::default()
+            },
+            heartbeat_interval: Duration::from_millis(500),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Worker processes to start (one per core is a good start).
+    #[arg(long, default_value_t = default_workers(), value_parser = clap::value_parser!(u32).range(1..=1024))]
+    workers: u32,
+    /// Output directory.
+    #[arg(long, default_value = "mr-output")]
+    output: PathBuf,
+    /// No progress bar, no report: only errors.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn default_workers() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u32)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SeqArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Output file.
+    #[arg(long, default_value = "mr-out-0")]
+    output: PathBuf,
+    /// Input files.
+    #[arg(required = true, value_name = "FILES")]
+    inputs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CoordinatorArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: std::net::SocketAddr,
+    /// Output directory (must be reachable by every worker at this path).
+    #[arg(long, default_value = "mr-output")]
+    output: PathBuf,
+    /// Stay up this many seconds after the job ends, for workers still to
+    /// be told to exit.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
+    linger: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The coordinator's URL, as it printed it.
+    #[arg(long, env = "CAIRN_MR_COORDINATOR")]
+    coordinator: String,
+    /// Address of this worker's shuffle server (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// The URL other workers use to reach this one (needed when listening
+    /// on 0.0.0.0), e.g. http://host-a:7071.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory for this worker's intermediate files (removed at the end).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Give up after the coordinator has been unreachable this long.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    coordinator_timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    /// The coordinator's URL.
+    coordinator: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(value > 0.0 && value < 1e6) {
+        return Err(format!("{text}: use a positive number of seconds"));
+    }
+    Ok(value)
+}
+
+/// `64MiB`, `512KiB`, `1GiB`, `100MB` or plain bytes.
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 64MiB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err("the size must be positive".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{text} is too large")),
+    }
+}
+
+pub(crate) fn run(command: MrCommand, config: &Config) -> anyhow::Result<()> {
+    match command {
+        MrCommand::Seq(args) => seq(args),
+        MrCommand::Run(args) => runtime()?.block_on(run_job(args, config)),
+        MrCommand::Coordinator(args) => runtime()?.block_on(coordinator(args, config)),
+        MrCommand::Worker(args) => runtime()?.block_on(worker(args, config)),
+        MrCommand::Status(args) => runtime()?.block_on(status(args)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn seq(args: SeqArgs) -> anyhow::Result<()> {
+    let app = args.app.spec()?.build()?;
+    let disk = RealDisk::new(".")?;
+    let started = Instant::now();
+    let counters = cairn_mapreduce::run_sequential(&*app, &disk, &args.inputs, &args.output)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(
+        "sequential job done in {:.2?}: {} input bytes, {} output lines in {}",
+        started.elapsed(),
+        counters.get(cairn_mapreduce::counter::MAP_INPUT_BYTES),
+        counters.get(cairn_mapreduce::counter::REDUCE_OUTPUT_RECORDS),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Opens the coordinator and serves it; returns the core and its URL.
+async fn start_coordinator(
+    job: &JobConfig,
+    data_dir: PathBuf,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<(CoordinatorCore, String)> {
+    let disk = RealDisk::new(".")?;
+    let core = CoordinatorCore::open(job, &disk, &disk, data_dir)?;
+    let router = cairn_rpc::tonic::transport::Server::builder().add_service(core.service());
+    let (addr, _server) = cairn_mapreduce::serve(router, listen).await?;
+    Ok((core, format!("http://{addr}")))
+}
+
+async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating the output directory {}", args.output.display()))?;
+    let job = args.job.config(&args.output)?;
+    let data_dir = config.data_dir.0.join("mr-coordinator");
+    let (core, url) = start_coordinator(&job, data_dir, args.listen).await?;
+    println!("coordinator listening on {url}");
+    let status = core.status();
+    eprintln!(
+        "job {}: {} map tasks, {} reduce tasks; start workers with: cairn mr worker --coordinator {url}",
+        status.job_id, status.maps_total, status.reduces_total
+    );
+    let reporter = {
+        let core = core.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let s = core.status();
+                tracing::info!(
+                    "maps {}/{} reduces {}/{} workers {} ({} lost)",
+                    s.maps_done,
+                    s.maps_total,
+                    s.reduces_done,
+                    s.reduces_total,
+                    s.workers_alive,
+                    s.workers_lost
+                );
+            }
+        })
+    };
+    core.run_until_released(Duration::from_secs_f64(args.linger))
+        .await;
+    reporter.abort();
+    let status = core.status();
+    crate::progress::print_report(&status, None);
+    if !status.error.is_empty() {
+        bail!("the job failed: {}", status.error);
+    }
+    Ok(())
+}
+
+async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
+    let work_dir = args.work_dir.unwrap_or_else(|| {
+        config
+            .data_dir
+            .0
+            .join(format!("mr-worker-{}", std::process::id()))
+    });
+    let disk: Arc<dyn cairn_storage::Disk> = Arc::new(RealDisk::new(".")?);
+    let summary = cairn_mapreduce::run_worker(WorkerConfig {
+        coordinator: args.coordinator,
+        listen: args.listen,
+        advertise: args.advertise,
+        scratch: disk.clone(),
+        scratch_dir: work_dir,
+        shared: disk,
+        coordinator_timeout: Duration::from_secs_f64(args.coordinator_timeout),
+    })
+    .await?;
+    tracing::info!(
+        "worker done: {} maps, {} reduces, {} failed attempts",
+        summary.maps,
+        summary.reduces,
+        summary.failures
+    );
+    Ok(())
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    use cairn_rpc::mapreduce::coordinator_client::CoordinatorClient;
+    let client = cairn_rpc::RpcClient::new(args.coordinator.clone(), Default::default())?;
+    let reply = client
+        .call(
+            cairn_rpc::mapreduce::StatusRequest {},
+            |channel, request| async move { CoordinatorClient::new(channel).status(request).await },
+        )
+        .await?;
+    if args.json {
+        println!("{}", crate::progress::status_json(&reply));
+    } else {
+        crate::progress::print_report(&reply, None);
+    }
+    Ok(())
+}
+
+/// A worker process slot of `mr run`: restarted if its process dies.
+struct Slot {
+    index: u32,
+    child: Option<Child>,
+    restarts: u32,
+    log: PathBuf,
+}
+
+const MAX_RESTARTS_PER_WORKER: u32 = 3;
+
+fn spawn_worker(url: &str, job_dir: &Path, slot: &Slot) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("finding the cairn executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&slot.log)?;
+    Command::new(exe)
+        .args(["mr", "worker", "--coordinator", url, "--work-dir"])
+        .arg(job_dir.join(format!("worker-{}", slot.index)))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting a worker process")
+}
+
+async fn run_job(args: RunArgs, config: &Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.output)
+        .with_context(|| format!("creating the output directory {}", args.output.display()))?;
+    let job = args.job.config(&args.output)?;
+    let job_dir = config
+        .data_dir
+        .0
+        .join("mr")
+        .join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&job_dir).with_context(|| format!("creating {}", job_dir.display()))?;
+    let listen = "127.0.0.1:0".parse().expect("a valid address");
+    let (core, url) = start_coordinator(&job, job_dir.join("coordinator"), listen).await?;
+    let released = {
+        let core = core.clone();
+        tokio::spawn(async move { core.run_until_released(Duration::from_secs(10)).await })
+    };
+    let mut slots: Vec<Slot> = (0..args.workers)
+        .map(|index| Slot {
+            index,
+            child: None,
+            restarts: 0,
+            log: job_dir.join(format!("worker-{index}.log")),
+        })
+        .collect();
+    for slot in &mut slots {
+        slot.child = Some(spawn_worker(&url, &job_dir, slot)?);
+    }
+    let started = Instant::now();
+    let mut progress = JobProgress::new(args.quiet);
+    let status = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let status = core.status();
+        progress.update(&status);
+        if status.done || !status.error.is_empty() {
+            break status;
+        }
+        if let Err(error) = supervise(&mut slots, &url, &job_dir, &mut progress) {
+            progress.finish();
+            kill_all(&mut slots);
+            return Err(error);
+        }
+    };
+    progress.finish();
+    // Workers exit when told; the coordinator lingers until they are.
+    let _ = tokio::time::timeout(Duration::from_secs(15), released).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for slot in &mut slots {
+        if let Some(child) = slot.child.as_mut() {
+            while child.try_wait()?.is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    kill_all(&mut slots);
+    if !status.error.is_empty() {
+        bail!(
+            "the job failed: {}\nworker logs are in {}",
+            status.error,
+            job_dir.display()
+        );
+    }
+    if !args.quiet {
+        crate::progress::print_report(&status, Some(started.elapsed()));
+    }
+    std::fs::remove_dir_all(&job_dir).ok();
+    Ok(())
+}
+
+/// Restarts worker processes that died before the job ended.
+fn supervise(
+    slots: &mut [Slot],
+    url: &str,
+    job_dir: &Path,
+    progress: &mut JobProgress,
+) -> anyhow::Result<()> {
+    for slot in slots.iter_mut() {
+        let Some(child) = slot.child.as_mut() else {
+            continue;
+        };
+        let Some(exit) = child.try_wait()? else {
+            continue;
+        };
+        if slot.restarts >= MAX_RESTARTS_PER_WORKER {
+            bail!(
+                "worker {} keeps dying ({exit}); see its log: {}",
+                slot.index,
+                slot.log.display()
+            );
+        }
+        slot.restarts += 1;
+        progress.warn(&format!(
+            "worker {} exited ({exit}); restarting it (log: {})",
+            slot.index,
+            slot.log.display()
+        ));
+        slot.child = Some(spawn_worker(url, job_dir, slot)?);
+    }
+    Ok(())
+}
+
+fn kill_all(slots: &mut [Slot]) {
+    for slot in slots {
+        if let Some(mut child) = slot.child.take()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Progress display and the final report of a MapReduce job.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use cairn_mapreduce::StatusReply;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A live view of a job: a progress bar on a terminal, a line every few
+/// seconds otherwise, nothing when quiet.
+pub(crate) struct JobProgress {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    last_line: Instant,
+    last_bytes: (Instant, u64),
+    rate: f64,
+}
+
+impl JobProgress {
+    pub(crate) fn new(quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(1);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {msg}")
+                    .expect("a valid template"),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        });
+        let now = Instant::now();
+        Self {
+            bar,
+            quiet,
+            last_line: now,
+            last_bytes: (now, 0),
+            rate: 0.0,
+        }
+    }
+
+    pub(crate) fn update(&mut self, status: &StatusReply) {
+        let now = Instant::now();
+        let (since, bytes) = self.last_bytes;
+        let elapsed = now.duration_since(since).as_secs_f64();
+        if elapsed >= 0.5 {
+            let instant = status.input_bytes_done.saturating_sub(bytes) as f64 / elapsed;
+            self.rate = if self.rate == 0.0 {
+                instant
+            } else {
+                0.6 * self.rate + 0.4 * instant
+            };
+            self.last_bytes = (now, status.input_bytes_done);
+        }
+        let left = status
+            .input_bytes_total
+            .saturating_sub(status.input_bytes_done);
+        let eta = if status.maps_done < status.maps_total && self.rate > 0.0 {
+            format!(", maps end in ~{:.0}s", left as f64 / self.rate)
+        } else {
+            String::new()
+        };
+        let message = format!(
+            "maps {}/{} reduces {}/{} | {}/s{eta} | workers {}",
+            status.maps_done,
+            status.maps_total,
+            status.reduces_done,
+            status.reduces_total,
+            human_bytes(self.rate as u64),
+            status.workers_alive
+        );
+        let total = u64::from(status.maps_total + status.reduces_total);
+        let done = u64::from(status.maps_done + status.reduces_done);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total.max(1));
+            bar.set_position(done);
+            bar.set_message(message);
+        } else if !self.quiet && now.duration_since(self.last_line) >= Duration::from_secs(2) {
+            eprintln!("{message}");
+            self.last_line = now;
+        }
+    }
+
+    pub(crate) fn warn(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("warning: {message}")),
+            None => eprintln!("warning: {message}"),
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Prints the counters and where the output is.
+pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
+    let state = if status.done {
+        "done"
+    } else if !status.error.is_empty() {
+        "failed"
+    } else {
+        "running"
+    };
+    let elapsed = wall.unwrap_or(Duration::from_millis(status.elapsed_ms));
+    println!("job {} {state} in {:.2?}", status.job_id, elapsed);
+    println!(
+        "  maps {}/{}  reduces {}/{}  workers lost {}  failed attempts {}",
+        status.maps_done,
+        status.maps_total,
+        status.reduces_done,
+        status.reduces_total,
+        status.workers_lost,
+        status.task_failures
+    );
+    if status.input_bytes_total > 0 && elapsed.as_secs_f64() > 0.0 {
+        println!(
+            "  input {} at {}/s",
+            human_bytes(status.input_bytes_total),
+            human_bytes((status.input_bytes_total as f64 / elapsed.as_secs_f64()) as u64)
+        );
+    }
+    if !status.error.is_empty() {
+        println!("  error: {}", status.error);
+    }
+    println!("counters:");
+    for counter in &status.counters {
+        println!("  {:<28} {:>16}", counter.name, counter.value);
+    }
+    if status.done {
+        let first = status.outputs.first().map(String::as_str).unwrap_or("");
+        let last = status.outputs.last().map(String::as_str).unwrap_or("");
+        println!(
+            "output: {} files in {}/ ({first} .. {last})",
+            status.outputs.len(),
+            status.output_dir
+        );
+    }
+}
+
+/// The status as JSON, for scripts.
+pub(crate) fn status_json(status: &StatusReply) -> String {
+    let counters: serde_json::Map<String, serde_json::Value> = status
+        .counters
+        .iter()
+        .map(|c| (c.name.clone(), c.value.into()))
+        .collect();
+    serde_json::json!({
+        "job_id": status.job_id,
+        "done": status.done,
+        "error": status.error,
+        "maps": {"total": status.maps_total, "done": status.maps_done, "running": status.maps_running},
+        "reduces": {"total": status.reduces_total, "done": status.reduces_done, "running": status.reduces_running},
+        "input_bytes": {"total": status.input_bytes_total, "done": status.input_bytes_done},
+        "workers": {"alive": status.workers_alive, "lost": status.workers_lost},
+        "elapsed_ms": status.elapsed_ms,
+        "counters": counters,
+        "output_dir": status.output_dir,
+        "outputs": status.outputs,
+    })
+    .to_string()
+}

@@ -1,0 +1,397 @@
+//! The coordinator: a gRPC service over [`JobState`](state::JobState),
+//! a ticker that expires silent attempts and lost workers, and the journal
+//! that lets a restarted coordinator resume the job.
+
+mod journal;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_rpc::mapreduce::coordinator_server::{Coordinator as CoordinatorRpc, CoordinatorServer};
+use cairn_rpc::mapreduce::{
+    CompleteTaskReply, CompleteTaskRequest, FetchFailureReply, FetchFailureRequest, GetTaskReply,
+    GetTaskRequest, HeartbeatReply, HeartbeatRequest, JobSpec, MapLocationsReply,
+    MapLocationsRequest, RegisterReply, RegisterRequest, StatusReply, StatusRequest, TaskKind,
+    TaskProgress,
+};
+use cairn_storage::Disk;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+pub(crate) use journal::JobRecord;
+use journal::{Journal, Record};
+use state::{Assignment, JobState};
+pub use state::{SchedulerConfig, output_name};
+
+use crate::app::Counters;
+use crate::apps::AppSpec;
+use crate::split::plan_splits;
+
+/// How often the coordinator checks for silent attempts and lost workers.
+const TICK: Duration = Duration::from_millis(250);
+
+/// Everything that defines a job and how to run it.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    pub app: AppSpec,
+    /// Input files.
+    pub inputs: Vec<String>,
+    pub reduces: u32,
+    pub split_bytes: u64,
+    /// Where reduce output goes (a directory every worker can write).
+    pub output_dir: String,
+    pub hadoop_names: bool,
+    pub scheduler: SchedulerConfig,
+    /// How often workers send heartbeats.
+    pub heartbeat_interval: Duration,
+}
+
+/// Why a coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("{0}")]
+    App(#[from] crate::apps::AppSpecError),
+    #[error("cannot read the input: {0}")]
+    Input(std::io::Error),
+    #[error("journal: {0}")]
+    Journal(std::io::Error),
+    #[error(
+        "{dir} holds the journal of a different job; use another --data-dir, or remove it to discard that job"
+    )]
+    DifferentJob { dir: String },
+    #[error("--reduces must be at least 1")]
+    NoReduces,
+    #[error("no input files given")]
+    NoInputs,
+}
+
+/// A coordinator's shared state, behind the gRPC service.
+#[derive(Debug, Clone)]
+pub struct CoordinatorCore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<JobState>,
+    journal: Mutex<Journal>,
+    heartbeat_interval: Duration,
+}
+
+impl CoordinatorCore {
+    /// Plans the job (or resumes the one journaled in `data_dir`).
+    pub fn open(
+        config: &JobConfig,
+        input_disk: &dyn Disk,
+        data_disk: &dyn Disk,
+        data_dir: PathBuf,
+    ) -> Result<Self, CoordinatorError> {
+        if config.reduces == 0 {
+            return Err(CoordinatorError::NoReduces);
+        }
+        if config.inputs.is_empty() {
+            return Err(CoordinatorError::NoInputs);
+        }
+        config.app.build()?;
+        let splits = plan_splits(input_disk, &config.inputs, config.split_bytes)
+            .map_err(CoordinatorError::Input)?;
+        let (app, pattern, mapper, reducer) = match &config.app {
+            AppSpec::BuiltIn { name, pattern } => {
+                (name.clone(), pattern.clone(), String::new(), String::new())
+            }
+            AppSpec::Streaming { mapper, reducer } => (
+                "streaming".into(),
+                String::new(),
+                mapper.clone(),
+                reducer.clone(),
+            ),
+        };
+        let mut job = JobRecord {
+            job_id: String::new(),
+            app,
+            pattern,
+            mapper,
+            reducer,
+            inputs: config.inputs.clone(),
+            splits: splits
+                .iter()
+                .map(|s| (s.path.clone(), s.offset, s.length))
+                .collect(),
+            reduces: config.reduces,
+            output_dir: config.output_dir.clone(),
+            hadoop_names: config.hadoop_names,
+        };
+        let (mut journal, records) =
+            Journal::open(data_disk, &data_dir).map_err(CoordinatorError::Journal)?;
+        let now = Instant::now();
+        let state = match records.first() {
+            Some(Record::Job(previous)) => {
+                if !previous.same_job(&job) {
+                    return Err(CoordinatorError::DifferentJob {
+                        dir: data_dir.display().to_string(),
+                    });
+                }
+                let mut state = JobState::new(previous.clone(), config.scheduler.clone(), now);
+                state.replay(&records, now);
+                tracing::info!(job = %previous.job_id, records = records.len(), "resuming the journaled job");
+                state
+            }
+            _ => {
+                use rand::Rng;
+                job.job_id = format!("{:08x}", cairn_rpc::seeded_rng().r#gen::<u32>());
+                journal
+                    .append(&Record::Job(job.clone()))
+                    .map_err(CoordinatorError::Journal)?;
+                JobState::new(job, config.scheduler.clone(), now)
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                journal: Mutex::new(journal),
+                heartbeat_interval: config.heartbeat_interval,
+            }),
+        })
+    }
+
+    /// The gRPC service.
+    pub fn service(&self) -> CoordinatorServer<Self> {
+        CoordinatorServer::new(self.clone())
+    }
+
+    /// Runs the expiry ticker until the job is finished and every worker
+    /// has been told to exit, or `linger` has passed since the job finished.
+    pub async fn run_until_released(&self, linger: Duration) {
+        let mut finished_at = None;
+        loop {
+            tokio::time::sleep(TICK).await;
+            let now = Instant::now();
+            let (released, finished) = {
+                let records = self.with_state(|state| state.tick(now));
+                self.persist(&records);
+                self.with_state(|state| (state.all_workers_released(), state.finished()))
+            };
+            if finished {
+                let since = *finished_at.get_or_insert(now);
+                if released || now.duration_since(since) >= linger {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The job's progress.
+    pub fn status(&self) -> StatusReply {
+        self.with_state(|state| state.status(Instant::now()))
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut JobState) -> T) -> T {
+        f(&mut self.inner.state.lock().expect("coordinator state lock"))
+    }
+
+    /// Journals records. A journal that cannot be written stops the
+    /// coordinator: continuing would promise a resume it cannot deliver.
+    fn persist(&self, records: &[Record]) {
+        if records.is_empty() {
+            return;
+        }
+        let mut journal = self.inner.journal.lock().expect("journal lock");
+        for record in records {
+            if let Err(error) = journal.append(record) {
+                tracing::error!("cannot write the journal: {error}");
+                eprintln!(
+                    "error: the coordinator cannot write its journal ({error}); stopping. Restart it once the disk is fixed: it resumes from the journal."
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+
+    fn job_spec(&self) -> JobSpec {
+        self.with_state(|state| {
+            let job = &state.job;
+            JobSpec {
+                app: job.app.clone(),
+                pattern: job.pattern.clone(),
+                mapper: job.mapper.clone(),
+                reducer: job.reducer.clone(),
+                reduces: job.reduces,
+                output_dir: job.output_dir.clone(),
+                hadoop_names: job.hadoop_names,
+                splits: Vec::new(),
+                heartbeat_interval_ms: self.inner.heartbeat_interval.as_millis() as u64,
+                job_id: job.job_id.clone(),
+            }
+        })
+    }
+}
+
+fn kind_of(value: i32) -> Result<TaskKind, Status> {
+    match TaskKind::try_from(value) {
+        Ok(kind @ (TaskKind::Map | TaskKind::Reduce)) => Ok(kind),
+        _ => Err(Status::invalid_argument(format!(
+            "task kind {value} is not map or reduce"
+        ))),
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorRpc for CoordinatorCore {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let request = request.into_inner();
+        if request.shuffle_addr.is_empty() {
+            return Err(Status::invalid_argument("shuffle_addr is required"));
+        }
+        let (id, record) =
+            self.with_state(|state| state.register(request.shuffle_addr.clone(), Instant::now()));
+        self.persist(&[record]);
+        tracing::debug!(worker = id, addr = %request.shuffle_addr, host = %request.host, pid = request.pid, "worker registered");
+        Ok(Response::new(RegisterReply {
+            worker_id: id,
+            job: Some(self.job_spec()),
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<GetTaskRequest>,
+    ) -> Result<Response<GetTaskReply>, Status> {
+        let worker = request.into_inner().worker_id;
+        let assignment = self.with_state(|state| state.assign(worker, Instant::now()));
+        let mut reply = GetTaskReply::default();
+        match assignment {
+            Assignment::Map {
+                task,
+                attempt,
+                split,
+            } => {
+                tracing::debug!(worker, task, attempt, "map assigned");
+                reply.kind = TaskKind::Map as i32;
+                reply.task = task;
+                reply.attempt = attempt;
+                reply.split = Some(split);
+            }
+            Assignment::Reduce {
+                task,
+                attempt,
+                locations,
+            } => {
+                tracing::debug!(worker, task, attempt, "reduce assigned");
+                reply.kind = TaskKind::Reduce as i32;
+                reply.task = task;
+                reply.attempt = attempt;
+                reply.locations = locations;
+            }
+            Assignment::Wait(after) => {
+                reply.kind = TaskKind::Wait as i32;
+                reply.retry_after_ms = after.as_millis() as u64;
+            }
+            Assignment::Exit => reply.kind = TaskKind::Exit as i32,
+            Assignment::Reregister => reply.reregister = true,
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let request = request.into_inner();
+        let mut running = Vec::new();
+        for progress in &request.running {
+            running.push((
+                kind_of(progress.kind)?,
+                progress.task,
+                progress.attempt,
+                progress.bytes_done,
+            ));
+        }
+        let reply = match self
+            .with_state(|state| state.heartbeat(request.worker_id, &running, Instant::now()))
+        {
+            None => HeartbeatReply {
+                abort: Vec::new(),
+                reregister: true,
+            },
+            Some(abort) => HeartbeatReply {
+                abort: abort
+                    .into_iter()
+                    .map(|(kind, task, attempt)| TaskProgress {
+                        kind: kind as i32,
+                        task,
+                        attempt,
+                        bytes_done: 0,
+                    })
+                    .collect(),
+                reregister: false,
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<CompleteTaskRequest>,
+    ) -> Result<Response<CompleteTaskReply>, Status> {
+        let request = request.into_inner();
+        let kind = kind_of(request.kind)?;
+        let error = (!request.error.is_empty()).then_some(request.error);
+        let counters: Counters = request
+            .counters
+            .into_iter()
+            .map(|c| (c.name, c.value))
+            .collect();
+        let (accepted, records) = self.with_state(|state| {
+            state.complete(
+                request.worker_id,
+                kind,
+                request.task,
+                request.attempt,
+                error,
+                counters,
+                Instant::now(),
+            )
+        });
+        self.persist(&records);
+        if records.iter().any(|r| matches!(r, Record::JobDone)) {
+            tracing::debug!("job done");
+        }
+        Ok(Response::new(CompleteTaskReply { accepted }))
+    }
+
+    async fn report_fetch_failure(
+        &self,
+        request: Request<FetchFailureRequest>,
+    ) -> Result<Response<FetchFailureReply>, Status> {
+        let request = request.into_inner();
+        tracing::warn!(
+            reducer = request.worker_id,
+            map = request.map_task,
+            "fetch failed: {}",
+            request.error
+        );
+        let record =
+            self.with_state(|state| state.fetch_failed(request.map_task, request.map_attempt));
+        if let Some(record) = record {
+            self.persist(&[record]);
+        }
+        Ok(Response::new(FetchFailureReply {}))
+    }
+
+    async fn map_locations(
+        &self,
+        _: Request<MapLocationsRequest>,
+    ) -> Result<Response<MapLocationsReply>, Status> {
+        let locations = self.with_state(|state| state.map_locations());
+        Ok(Response::new(MapLocationsReply { locations }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(CoordinatorCore::status(self)))
+    }
+}

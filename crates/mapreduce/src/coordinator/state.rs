@@ -1,0 +1,778 @@
+//! The coordinator's bookkeeping (paper §3.2): every task's state and
+//! attempts, every worker's liveness, and the scheduling decisions. Pure
+//! logic: time comes in as arguments, and changes that must survive a
+//! restart come out as journal [`Record`]s for the caller to persist.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_rpc::mapreduce::{MapLocation, Split, StatusReply, TaskKind};
+use tokio::time::Instant;
+
+use super::journal::{JobRecord, Record};
+use crate::app::Counters;
+
+/// Scheduling settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// A running attempt with no heartbeat for this long is given up.
+    pub task_timeout: Duration,
+    /// A worker not heard from for this long is lost, and so is the map
+    /// output on its disk.
+    pub worker_timeout: Duration,
+    /// A task that fails this many times fails the job.
+    pub max_attempts: u32,
+    /// Start backup attempts of straggling tasks (paper §3.6).
+    pub backup_tasks: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            task_timeout: Duration::from_secs(10),
+            worker_timeout: Duration::from_secs(10),
+            max_attempts: 4,
+            backup_tasks: false,
+        }
+    }
+}
+
+/// A backup starts when a task has run this many times longer than the
+/// median finished task of its phase (and at least [`BACKUP_MIN_RUNTIME`]).
+const BACKUP_SLOWDOWN: u32 = 2;
+const BACKUP_MIN_RUNTIME: Duration = Duration::from_secs(5);
+/// How long a waiting worker sleeps before asking again.
+const WAIT_RETRY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+struct Attempt {
+    attempt: u32,
+    worker: u64,
+    started: Instant,
+    last_heartbeat: Instant,
+    bytes_done: u64,
+}
+
+#[derive(Debug, Default)]
+struct Task {
+    running: Vec<Attempt>,
+    next_attempt: u32,
+    failures: u32,
+    /// (worker, attempt) of the committed attempt.
+    done_by: Option<(u64, u32)>,
+    runtime: Option<Duration>,
+    counters: Counters,
+}
+
+#[derive(Debug)]
+struct Worker {
+    addr: String,
+    last_seen: Instant,
+    lost: bool,
+    told_to_exit: bool,
+}
+
+/// What a worker should do next.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Assignment {
+    Map {
+        task: u32,
+        attempt: u32,
+        split: Split,
+    },
+    Reduce {
+        task: u32,
+        attempt: u32,
+        locations: Vec<MapLocation>,
+    },
+    Wait(Duration),
+    Exit,
+    /// The coordinator does not know this worker: register again.
+    Reregister,
+}
+
+/// The whole job's state.
+#[derive(Debug)]
+pub(crate) struct JobState {
+    pub(crate) job: JobRecord,
+    config: SchedulerConfig,
+    maps: Vec<Task>,
+    reduces: Vec<Task>,
+    workers: BTreeMap<u64, Worker>,
+    next_worker: u64,
+    started: Instant,
+    pub(crate) failed: Option<String>,
+    pub(crate) done: bool,
+    workers_lost: u32,
+    task_failures: u32,
+}
+
+fn phase(kind: TaskKind) -> &'static str {
+    if kind == TaskKind::Map {
+        "map"
+    } else {
+        "reduce"
+    }
+}
+
+impl JobState {
+    pub(crate) fn new(job: JobRecord, config: SchedulerConfig, now: Instant) -> Self {
+        let maps = (0..job.splits.len()).map(|_| Task::default()).collect();
+        let reduces = (0..job.reduces).map(|_| Task::default()).collect();
+        Self {
+            job,
+            config,
+            maps,
+            reduces,
+            workers: BTreeMap::new(),
+            next_worker: 1,
+            started: now,
+            failed: None,
+            done: false,
+            workers_lost: 0,
+            task_failures: 0,
+        }
+    }
+
+    /// Rebuilds the state from a journal. Workers from before the restart
+    /// count as alive from `now`, so their map output is used if they are.
+    pub(crate) fn replay(&mut self, records: &[Record], now: Instant) {
+        for record in records {
+            match record {
+                Record::Job(_) => {}
+                Record::Worker { id, addr } => {
+                    self.workers.insert(
+                        *id,
+                        Worker {
+                            addr: addr.clone(),
+                            last_seen: now,
+                            lost: false,
+                            told_to_exit: false,
+                        },
+                    );
+                    self.next_worker = self.next_worker.max(id + 1);
+                }
+                Record::TaskDone {
+                    map,
+                    task,
+                    attempt,
+                    worker,
+                    counters,
+                } => {
+                    let task = self.task_mut(*map, *task);
+                    task.done_by = Some((*worker, *attempt));
+                    task.next_attempt = task.next_attempt.max(attempt + 1);
+                    task.counters = counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                }
+                Record::MapLost { task } => {
+                    let task = &mut self.maps[*task as usize];
+                    task.done_by = None;
+                    task.counters = Counters::default();
+                }
+                Record::JobDone => self.done = true,
+                Record::JobFailed { error } => self.failed = Some(error.clone()),
+            }
+        }
+    }
+
+    fn task_mut(&mut self, map: bool, task: u32) -> &mut Task {
+        if map {
+            &mut self.maps[task as usize]
+        } else {
+            &mut self.reduces[task as usize]
+        }
+    }
+
+    fn tasks_mut(&mut self, kind: TaskKind) -> &mut Vec<Task> {
+        if kind == TaskKind::Map {
+            &mut self.maps
+        } else {
+            &mut self.reduces
+        }
+    }
+
+    fn all_done(tasks: &[Task]) -> bool {
+        tasks.iter().all(|task| task.done_by.is_some())
+    }
+
+    pub(crate) fn finished(&self) -> bool {
+        self.done || self.failed.is_some()
+    }
+
+    /// Registers a worker.
+    pub(crate) fn register(&mut self, addr: String, now: Instant) -> (u64, Record) {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(
+            id,
+            Worker {
+                addr: addr.clone(),
+                last_seen: now,
+                lost: false,
+                told_to_exit: false,
+            },
+        );
+        (id, Record::Worker { id, addr })
+    }
+
+    /// Notes that `worker` is alive; false if it is unknown.
+    fn touch(&mut self, worker: u64, now: Instant) -> bool {
+        match self.workers.get_mut(&worker) {
+            Some(known) => {
+                known.last_seen = now;
+                known.lost = false;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets `worker`'s running attempts (it asked for new work, so it
+    /// is not running them any more).
+    fn drop_attempts_of(&mut self, worker: u64) {
+        for task in self.maps.iter_mut().chain(self.reduces.iter_mut()) {
+            task.running.retain(|attempt| attempt.worker != worker);
+        }
+    }
+
+    /// Picks the next task for `worker`.
+    pub(crate) fn assign(&mut self, worker: u64, now: Instant) -> Assignment {
+        if !self.touch(worker, now) {
+            return Assignment::Reregister;
+        }
+        if self.finished() {
+            if let Some(known) = self.workers.get_mut(&worker) {
+                known.told_to_exit = true;
+            }
+            return Assignment::Exit;
+        }
+        self.drop_attempts_of(worker);
+        let maps_done = Self::all_done(&self.maps);
+        let kind = if maps_done {
+            TaskKind::Reduce
+        } else {
+            TaskKind::Map
+        };
+        let tasks = if maps_done { &self.reduces } else { &self.maps };
+        let idle = tasks
+            .iter()
+            .position(|task| task.done_by.is_none() && task.running.is_empty());
+        let chosen = idle.or_else(|| self.backup_candidate(kind, worker, now));
+        let Some(index) = chosen else {
+            return Assignment::Wait(WAIT_RETRY);
+        };
+        let task = &mut self.tasks_mut(kind)[index];
+        let attempt = task.next_attempt;
+        task.next_attempt += 1;
+        task.running.push(Attempt {
+            attempt,
+            worker,
+            started: now,
+            last_heartbeat: now,
+            bytes_done: 0,
+        });
+        let index = index as u32;
+        if kind == TaskKind::Map {
+            let (path, offset, length) = self.job.splits[index as usize].clone();
+            Assignment::Map {
+                task: index,
+                attempt,
+                split: Split {
+                    index,
+                    path,
+                    offset,
+                    length,
+                },
+            }
+        } else {
+            Assignment::Reduce {
+                task: index,
+                attempt,
+                locations: self.map_locations(),
+            }
+        }
+    }
+
+    /// A running task of `kind` that straggles: it has one attempt, which
+    /// has run `BACKUP_SLOWDOWN` times longer than the phase's median.
+    fn backup_candidate(&self, kind: TaskKind, worker: u64, now: Instant) -> Option<usize> {
+        if !self.config.backup_tasks {
+            return None;
+        }
+        let tasks = if kind == TaskKind::Map {
+            &self.maps
+        } else {
+            &self.reduces
+        };
+        let mut runtimes: Vec<Duration> = tasks.iter().filter_map(|task| task.runtime).collect();
+        if runtimes.is_empty() {
+            return None;
+        }
+        runtimes.sort();
+        let threshold = (runtimes[runtimes.len() / 2] * BACKUP_SLOWDOWN).max(BACKUP_MIN_RUNTIME);
+        tasks.iter().position(|task| {
+            task.done_by.is_none()
+                && task.running.len() == 1
+                && task.running[0].worker != worker
+                && now.duration_since(task.running[0].started) > threshold
+        })
+    }
+
+    /// Where each finished map's output is.
+    pub(crate) fn map_locations(&self) -> Vec<MapLocation> {
+        self.maps
+            .iter()
+            .enumerate()
+            .filter_map(|(index, task)| {
+                let (worker, attempt) = task.done_by?;
+                let addr = self
+                    .workers
+                    .get(&worker)
+                    .map(|w| w.addr.clone())
+                    .unwrap_or_default();
+                Some(MapLocation {
+                    map_task: index as u32,
+                    attempt,
+                    addr,
+                })
+            })
+            .collect()
+    }
+
+    /// A heartbeat: returns the attempts among `running` the worker should
+    /// abandon, or `None` if the worker is unknown.
+    pub(crate) fn heartbeat(
+        &mut self,
+        worker: u64,
+        running: &[(TaskKind, u32, u32, u64)],
+        now: Instant,
+    ) -> Option<Vec<(TaskKind, u32, u32)>> {
+        if !self.touch(worker, now) {
+            return None;
+        }
+        let mut abort = Vec::new();
+        for &(kind, task, attempt, bytes_done) in running {
+            let entry = self
+                .tasks_mut(kind)
+                .get_mut(task as usize)
+                .and_then(|task| {
+                    task.running
+                        .iter_mut()
+                        .find(|a| a.attempt == attempt && a.worker == worker)
+                });
+            match entry {
+                Some(entry) => {
+                    entry.last_heartbeat = now;
+                    entry.bytes_done = bytes_done;
+                }
+                None => abort.push((kind, task, attempt)),
+            }
+        }
+        Some(abort)
+    }
+
+    /// An attempt finished. Returns whether it was committed, and the
+    /// records to journal.
+    pub(crate) fn complete(
+        &mut self,
+        worker: u64,
+        kind: TaskKind,
+        index: u32,
+        attempt: u32,
+        error: Option<String>,
+        counters: Counters,
+        now: Instant,
+    ) -> (bool, Vec<Record>) {
+        self.touch(worker, now);
+        let max_attempts = self.config.max_attempts;
+        let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
+            return (false, Vec::new());
+        };
+        let started = task
+            .running
+            .iter()
+            .find(|a| a.attempt == attempt)
+            .map(|a| a.started);
+        task.running.retain(|a| a.attempt != attempt);
+        if let Some(error) = error {
+            task.failures += 1;
+            let failures = task.failures;
+            self.task_failures += 1;
+            tracing::warn!(
+                task = index,
+                attempt,
+                worker,
+                "{} task failed: {error}",
+                phase(kind)
+            );
+            if failures >= max_attempts && self.failed.is_none() {
+                let message = format!(
+                    "{} task {index} failed {failures} times; last error: {error}",
+                    phase(kind)
+                );
+                self.failed = Some(message.clone());
+                return (false, vec![Record::JobFailed { error: message }]);
+            }
+            return (false, Vec::new());
+        }
+        if task.done_by.is_some() {
+            return (false, Vec::new());
+        }
+        task.done_by = Some((worker, attempt));
+        task.runtime = started.map(|started| now.duration_since(started));
+        task.counters = counters.clone();
+        task.running.clear();
+        let mut records = vec![Record::TaskDone {
+            map: kind == TaskKind::Map,
+            task: index,
+            attempt,
+            worker,
+            counters: counters.iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }];
+        if Self::all_done(&self.reduces) && Self::all_done(&self.maps) {
+            self.done = true;
+            records.push(Record::JobDone);
+        }
+        (true, records)
+    }
+
+    /// A reducer could not fetch `map`'s output of `attempt`: run it again.
+    pub(crate) fn fetch_failed(&mut self, map: u32, attempt: u32) -> Option<Record> {
+        let task = self.maps.get_mut(map as usize)?;
+        match task.done_by {
+            Some((_, done)) if done == attempt && !self.done => {
+                task.done_by = None;
+                task.counters = Counters::default();
+                tracing::warn!(
+                    map,
+                    attempt,
+                    "map output unreachable; running the map again"
+                );
+                Some(Record::MapLost { task: map })
+            }
+            _ => None,
+        }
+    }
+
+    /// Expires silent attempts and lost workers. Returns records to journal.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Record> {
+        let task_timeout = self.config.task_timeout;
+        for (kind, tasks) in [
+            (TaskKind::Map, &mut self.maps),
+            (TaskKind::Reduce, &mut self.reduces),
+        ] {
+            for (index, task) in tasks.iter_mut().enumerate() {
+                task.running.retain(|attempt| {
+                    let alive = now.duration_since(attempt.last_heartbeat) < task_timeout;
+                    if !alive {
+                        tracing::warn!(
+                            task = index,
+                            attempt = attempt.attempt,
+                            worker = attempt.worker,
+                            "{} attempt timed out; running the task elsewhere",
+                            phase(kind)
+                        );
+                    }
+                    alive
+                });
+            }
+        }
+        let mut records = Vec::new();
+        let lost: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| {
+                !w.lost
+                    && !w.told_to_exit
+                    && now.duration_since(w.last_seen) >= self.config.worker_timeout
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for worker in lost {
+            tracing::warn!(
+                worker,
+                "worker lost (no contact for {:?})",
+                self.config.worker_timeout
+            );
+            self.workers.get_mut(&worker).expect("listed above").lost = true;
+            self.workers_lost += 1;
+            self.drop_attempts_of(worker);
+            if Self::all_done(&self.reduces) {
+                continue;
+            }
+            for (index, task) in self.maps.iter_mut().enumerate() {
+                if matches!(task.done_by, Some((w, _)) if w == worker) {
+                    task.done_by = None;
+                    task.counters = Counters::default();
+                    records.push(Record::MapLost { task: index as u32 });
+                }
+            }
+        }
+        records
+    }
+
+    /// Whether every live worker has been told to exit.
+    pub(crate) fn all_workers_released(&self) -> bool {
+        self.workers.values().all(|w| w.lost || w.told_to_exit)
+    }
+
+    /// The committed attempts' counters, summed.
+    pub(crate) fn counters(&self) -> Counters {
+        let mut total = Counters::default();
+        for task in self.maps.iter().chain(self.reduces.iter()) {
+            if task.done_by.is_some() {
+                total.merge(&task.counters);
+            }
+        }
+        total
+    }
+
+    /// The output file of reduce task `r`.
+    pub(crate) fn output_name(&self, r: u32) -> String {
+        output_name(self.job.hadoop_names, r)
+    }
+
+    pub(crate) fn status(&self, now: Instant) -> StatusReply {
+        let count = |tasks: &[Task], done: bool| {
+            tasks
+                .iter()
+                .filter(|t| {
+                    if done {
+                        t.done_by.is_some()
+                    } else {
+                        t.done_by.is_none() && !t.running.is_empty()
+                    }
+                })
+                .count() as u32
+        };
+        let input_bytes_total = self.job.splits.iter().map(|s| s.2).sum();
+        let input_bytes_done = self
+            .maps
+            .iter()
+            .zip(&self.job.splits)
+            .map(|(task, split)| {
+                if task.done_by.is_some() {
+                    split.2
+                } else {
+                    task.running.iter().map(|a| a.bytes_done).max().unwrap_or(0)
+                }
+            })
+            .sum();
+        StatusReply {
+            job_id: self.job.job_id.clone(),
+            maps_total: self.maps.len() as u32,
+            maps_done: count(&self.maps, true),
+            maps_running: count(&self.maps, false),
+            reduces_total: self.reduces.len() as u32,
+            reduces_done: count(&self.reduces, true),
+            reduces_running: count(&self.reduces, false),
+            input_bytes_total,
+            input_bytes_done,
+            workers_alive: self
+                .workers
+                .values()
+                .filter(|w| !w.lost && !w.told_to_exit)
+                .count() as u32,
+            workers_lost: self.workers_lost,
+            elapsed_ms: now.duration_since(self.started).as_millis() as u64,
+            counters: self
+                .counters()
+                .iter()
+                .map(|(name, value)| cairn_rpc::mapreduce::Counter {
+                    name: name.to_string(),
+                    value,
+                })
+                .collect(),
+            done: self.done,
+            error: self.failed.clone().unwrap_or_default(),
+            output_dir: self.job.output_dir.clone(),
+            outputs: if self.done {
+                (0..self.job.reduces).map(|r| self.output_name(r)).collect()
+            } else {
+                Vec::new()
+            },
+            task_failures: self.task_failures,
+        }
+    }
+}
+
+/// `mr-out-<r>`, or `part-r-NNNNN` with Hadoop names.
+pub fn output_name(hadoop_names: bool, r: u32) -> String {
+    if hadoop_names {
+        format!("part-r-{r:05}")
+    } else {
+        format!("mr-out-{r}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(maps: usize, reduces: u32) -> JobState {
+        let record = JobRecord {
+            job_id: "t".into(),
+            app: "wc".into(),
+            pattern: String::new(),
+            mapper: String::new(),
+            reducer: String::new(),
+            inputs: vec![],
+            splits: (0..maps).map(|i| (format!("f{i}"), 0, 10)).collect(),
+            reduces,
+            output_dir: "out".into(),
+            hadoop_names: false,
+        };
+        JobState::new(record, SchedulerConfig::default(), Instant::now())
+    }
+
+    fn map_of(assignment: Assignment) -> (u32, u32) {
+        match assignment {
+            Assignment::Map { task, attempt, .. } => (task, attempt),
+            other => panic!("expected a map, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn maps_then_reduces_then_exit() {
+        let now = Instant::now();
+        let mut state = job(2, 1);
+        let (w, _) = state.register("http://w".into(), now);
+        let (v, _) = state.register("http://v".into(), now);
+        let (m0, a0) = map_of(state.assign(w, now));
+        let (m1, a1) = map_of(state.assign(v, now));
+        assert_eq!((m0, m1), (0, 1));
+        assert_eq!(
+            state.assign(w, now),
+            Assignment::Wait(WAIT_RETRY),
+            "reduces wait for all maps"
+        );
+        assert!(
+            state
+                .complete(w, TaskKind::Map, m0, a0, None, Counters::default(), now)
+                .0
+        );
+        assert!(
+            state
+                .complete(v, TaskKind::Map, m1, a1, None, Counters::default(), now)
+                .0
+        );
+        let Assignment::Reduce {
+            task,
+            attempt,
+            locations,
+        } = state.assign(w, now)
+        else {
+            panic!()
+        };
+        assert_eq!(locations.len(), 2);
+        let (committed, records) = state.complete(
+            w,
+            TaskKind::Reduce,
+            task,
+            attempt,
+            None,
+            Counters::default(),
+            now,
+        );
+        assert!(committed);
+        assert!(records.contains(&Record::JobDone));
+        assert_eq!(state.assign(v, now), Assignment::Exit);
+        assert!(!state.all_workers_released());
+        assert_eq!(state.assign(w, now), Assignment::Exit);
+        assert!(state.all_workers_released());
+    }
+
+    #[test]
+    fn silent_attempts_expire_but_heartbeats_keep_them() {
+        let start = Instant::now();
+        let mut state = job(2, 1);
+        let (w, _) = state.register("http://w".into(), start);
+        let (v, _) = state.register("http://v".into(), start);
+        let (m0, a0) = map_of(state.assign(w, start));
+        let (m1, _) = map_of(state.assign(v, start));
+        // w heartbeats for 30 s; v falls silent.
+        for second in 1..=30 {
+            let now = start + Duration::from_secs(second);
+            assert_eq!(
+                state.heartbeat(w, &[(TaskKind::Map, m0, a0, 0)], now),
+                Some(vec![])
+            );
+            state.tick(now);
+        }
+        let now = start + Duration::from_secs(30);
+        let (task, attempt) = map_of(state.assign(w, now));
+        assert_eq!(task, m1, "the silent worker's map runs again");
+        assert_eq!(attempt, 1);
+        assert_eq!(
+            state.heartbeat(v, &[(TaskKind::Map, m1, 0, 0)], now),
+            Some(vec![(TaskKind::Map, m1, 0)])
+        );
+    }
+
+    #[test]
+    fn duplicate_completions_count_once_and_failures_fail_the_job() {
+        let now = Instant::now();
+        let mut state = job(1, 1);
+        let (w, _) = state.register("http://w".into(), now);
+        let (_, a0) = map_of(state.assign(w, now));
+        let mut counters = Counters::default();
+        counters.add("x", 5);
+        assert!(
+            state
+                .complete(w, TaskKind::Map, 0, a0, None, counters.clone(), now)
+                .0
+        );
+        assert!(
+            !state
+                .complete(w, TaskKind::Map, 0, a0, None, counters, now)
+                .0
+        );
+        assert_eq!(state.counters().get("x"), 5);
+
+        let mut failing = job(1, 1);
+        let (w, _) = failing.register("http://w".into(), now);
+        for _ in 0..4 {
+            let (task, attempt) = map_of(failing.assign(w, now));
+            failing.complete(
+                w,
+                TaskKind::Map,
+                task,
+                attempt,
+                Some("boom".into()),
+                Counters::default(),
+                now,
+            );
+        }
+        assert!(
+            failing
+                .failed
+                .as_deref()
+                .unwrap()
+                .contains("failed 4 times")
+        );
+        assert_eq!(failing.assign(w, now), Assignment::Exit);
+    }
+
+    #[test]
+    fn a_lost_worker_takes_its_map_output_with_it() {
+        let start = Instant::now();
+        let mut state = job(1, 1);
+        let (w, _) = state.register("http://w".into(), start);
+        let (v, _) = state.register("http://v".into(), start);
+        let (task, attempt) = map_of(state.assign(w, start));
+        state.complete(
+            w,
+            TaskKind::Map,
+            task,
+            attempt,
+            None,
+            Counters::default(),
+            start,
+        );
+        let later = start + Duration::from_secs(11);
+        state.heartbeat(v, &[], later);
+        let records = state.tick(later);
+        assert_eq!(records, vec![Record::MapLost { task: 0 }]);
+        assert_eq!(map_of(state.assign(v, later)), (0, 1));
+    }
+}

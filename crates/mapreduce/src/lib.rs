@@ -1,0 +1,74 @@
+//! # cairn-mapreduce: MapReduce as the paper describes it
+//!
+//! A job (Dean & Ghemawat, OSDI 2004) runs a user's `map` over input splits
+//! and `reduce` over the grouped intermediate pairs. This crate is the
+//! engine behind `cairn mr`:
+//!
+//! 1. **Splitting (§3.1, §4.4).** [`plan_splits`] cuts input files into
+//!    splits of about 64 MiB on line boundaries; each split is a map task.
+//!    There are R reduce tasks (default 10, as in 6.824 lab 1).
+//! 2. **The coordinator (§3.2)** ([`CoordinatorCore`]) hands tasks to
+//!    workers that ask for them, tracks each task (idle, in progress with
+//!    worker and start time, done) and each worker's last contact, and
+//!    journals every decision that must survive its own restart.
+//! 3. **Map (§3.1 steps 3-4).** A worker ([`run_worker`]) reads its split,
+//!    calls [`App::map`], partitions pairs by `hash(key) mod R` (the lab's
+//!    FNV-1a, so outputs compare), runs the optional combiner (§4.3), and
+//!    writes one sorted run per partition to its *local* disk, spilling when
+//!    its buffer fills ([`map_task`](crate::map_task)).
+//! 4. **Shuffle and reduce (§3.1 steps 5-6).** A reducer fetches its
+//!    partition from every map worker over RPC (the Shuffle service; no
+//!    shared file system needed), merge-sorts the runs with bounded memory,
+//!    calls [`App::reduce`] once per key in increasing key order (§4.2), and
+//!    writes `mr-out-<r>` through a temporary file renamed when complete.
+//! 5. **Failures (§3.3).** A running attempt without a heartbeat for the
+//!    task timeout (10 s) is given to another worker; heartbeats keep a long
+//!    healthy task from being re-issued. A lost worker's finished maps run
+//!    again, since their output went with it; a reducer that cannot fetch a
+//!    map output reports it and waits for the re-run. Duplicate completions
+//!    are ignored, and with deterministic apps the output equals a
+//!    sequential run's ([`run_sequential`]). Backup attempts for stragglers
+//!    (§3.6) are available behind [`SchedulerConfig::backup_tasks`].
+//!
+//! Apps are built in ([`AppSpec`]: `wc`, `indexer`, `grep`, and the lab's
+//! test apps), written in Rust against the [`App`] trait, or any program in
+//! the Hadoop Streaming style (`--mapper CMD --reducer CMD`).
+//!
+//! ## Implementation caveats
+//!
+//! - Workers read input and write output through paths: on several
+//!   machines those paths must name a shared file system (the paper's GFS).
+//!   Intermediate data never needs one.
+//! - A worker runs one task at a time; run one worker per core.
+//! - The coordinator is a single point of failure while it is down; it
+//!   resumes the job from its journal when restarted (the paper aborts).
+//! - Attempts superseded by the coordinator run to completion and are then
+//!   ignored; user code is not interrupted.
+//! - Locality-aware scheduling (§3.4), bad-record skipping (§4.6) and a
+//!   status web page (§4.8) are not implemented; `cairn mr status` reports
+//!   progress and counters over RPC.
+
+pub mod app;
+pub mod apps;
+mod coordinator;
+mod diskio;
+pub mod format;
+pub mod map_task;
+mod merge;
+pub mod reduce_task;
+mod seq;
+mod serve;
+pub mod split;
+mod streaming;
+mod worker;
+
+pub use app::{App, AppError, Counters, Emit, MapInput, ReduceOutput, Values, counter};
+pub use apps::{AppSpec, AppSpecError};
+pub use coordinator::{CoordinatorCore, CoordinatorError, JobConfig, SchedulerConfig, output_name};
+pub use seq::run_sequential;
+pub use serve::{ServerTask, serve};
+pub use split::{DEFAULT_SPLIT_BYTES, plan_splits};
+pub use worker::{MAX_FETCH_PAGE_BYTES, WorkerConfig, WorkerError, WorkerSummary, run_worker};
+
+/// Re-exported for callers that query a coordinator.
+pub use cairn_rpc::mapreduce::StatusReply;

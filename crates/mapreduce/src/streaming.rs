@@ -1,0 +1,186 @@
+//! Streaming apps (Hadoop Streaming conventions): the mapper and reducer are
+//! shell commands. The mapper reads its split's lines on stdin; each stdout
+//! line is a pair, the key up to the first tab and the value after it (no
+//! tab: the whole line is the key, the value empty). The reducer reads its
+//! partition as `key<TAB>value` lines sorted by key, one process per reduce
+//! task, and its stdout lines are the output. A stderr line
+//! `reporter:counter:GROUP,NAME,N` adds N to a user counter; other stderr
+//! lines are passed through.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use crate::app::{Counters, user_counter};
+use crate::{App, AppError, Emit, MapInput, ReduceOutput, Values};
+
+/// A streaming app: `sh -c MAPPER` and `sh -c REDUCER`.
+#[derive(Debug)]
+pub(crate) struct Streaming {
+    mapper: String,
+    reducer: String,
+}
+
+impl Streaming {
+    pub(crate) fn new(mapper: String, reducer: String) -> Self {
+        Self { mapper, reducer }
+    }
+}
+
+/// A running command with stdin fed from `feed` on a thread, stderr
+/// parsed for counters on another, and stdout handed to `read_stdout`.
+fn run_command(
+    role: &str,
+    command: &str,
+    feed: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
+    read_stdout: impl FnOnce(&mut dyn BufRead) -> Result<(), AppError>,
+) -> Result<Counters, AppError> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the {role} `{command}`: {e}"))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let counters = Arc::new(Mutex::new(Counters::default()));
+    let result = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let result = feed(&mut stdin);
+            drop(stdin);
+            match result {
+                // The command may exit without reading all its input.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other,
+            }
+        });
+        let counters_seen = counters.clone();
+        scope.spawn(move || parse_stderr(stderr, &counters_seen));
+        let mut reader = BufReader::with_capacity(256 * 1024, stdout);
+        let read = read_stdout(&mut reader);
+        // Drain what is left so the command never blocks on a full pipe.
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        let written = writer.join().expect("the stdin feeder does not panic");
+        read.and(written.map_err(AppError::from))
+    });
+    let status = child.wait()?;
+    result?;
+    if !status.success() {
+        return Err(format!("the {role} `{command}` failed: {status}").into());
+    }
+    let counters = counters.lock().expect("counter lock").clone();
+    Ok(counters)
+}
+
+fn parse_stderr(stderr: impl Read, counters: &Mutex<Counters>) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { return };
+        let parsed = line.strip_prefix("reporter:counter:").and_then(|rest| {
+            let mut parts = rest.splitn(3, ',');
+            let group = parts.next()?;
+            let name = parts.next()?;
+            let amount = parts.next()?.trim().parse::<u64>().ok()?;
+            Some((group.to_string(), name.to_string(), amount))
+        });
+        match parsed {
+            Some((group, name, amount)) => counters
+                .lock()
+                .expect("counter lock")
+                .add(&user_counter(&group, &name), amount),
+            None if line.starts_with("reporter:") => {}
+            None => eprintln!("{line}"),
+        }
+    }
+}
+
+fn split_pair(line: &[u8]) -> (&[u8], &[u8]) {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    match line.iter().position(|byte| *byte == b'\t') {
+        Some(tab) => (&line[..tab], &line[tab + 1..]),
+        None => (line, &[]),
+    }
+}
+
+impl App for Streaming {
+    fn map(&self, input: &MapInput<'_>, output: &mut dyn Emit) -> Result<(), AppError> {
+        let contents = input.contents;
+        let counters = run_command(
+            "mapper",
+            &self.mapper,
+            move |stdin| stdin.write_all(contents),
+            |stdout| {
+                let mut line = Vec::new();
+                while stdout.read_until(b'\n', &mut line)? > 0 {
+                    let (key, value) = split_pair(&line);
+                    output.emit(key, value);
+                    line.clear();
+                }
+                Ok(())
+            },
+        )?;
+        for (name, value) in counters.iter() {
+            let name = name.strip_prefix("user.").unwrap_or(name);
+            let (group, name) = name.split_once('.').unwrap_or((name, ""));
+            output.count(group, name, value);
+        }
+        Ok(())
+    }
+
+    fn reduce(
+        &self,
+        _: &[u8],
+        _: &mut Values<'_>,
+        _: &mut ReduceOutput<'_>,
+    ) -> Result<(), AppError> {
+        Err("a streaming reducer reads whole partitions (reduce_partition)".into())
+    }
+
+    fn reduce_partition(
+        &self,
+        records: &mut (dyn RecordStream + Send),
+        output: &mut dyn Write,
+        counters: &mut Counters,
+    ) -> Option<Result<(), AppError>> {
+        let result = run_command(
+            "reducer",
+            &self.reducer,
+            move |stdin| {
+                let mut buffer = std::io::BufWriter::with_capacity(256 * 1024, stdin);
+                while let Some((key, value)) = records.next_record()? {
+                    buffer.write_all(key)?;
+                    buffer.write_all(b"\t")?;
+                    buffer.write_all(value)?;
+                    buffer.write_all(b"\n")?;
+                }
+                buffer.flush()
+            },
+            |stdout| {
+                let mut line = Vec::new();
+                while stdout.read_until(b'\n', &mut line)? > 0 {
+                    if !line.ends_with(b"\n") {
+                        line.push(b'\n');
+                    }
+                    output.write_all(&line)?;
+                    counters_add_line(counters, line.len());
+                    line.clear();
+                }
+                Ok(())
+            },
+        );
+        Some(result.map(|user| counters.merge(&user)))
+    }
+}
+
+fn counters_add_line(counters: &mut Counters, bytes: usize) {
+    counters.add(crate::app::counter::REDUCE_OUTPUT_RECORDS, 1);
+    counters.add(crate::app::counter::REDUCE_OUTPUT_BYTES, bytes as u64);
+}
+
+/// A sorted stream of a partition's records, for [`App::reduce_partition`].
+pub trait RecordStream {
+    /// The next record, or `None` at the end.
+    fn next_record(&mut self) -> std::io::Result<Option<(&[u8], &[u8])>>;
+}

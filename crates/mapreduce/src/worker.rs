@@ -1,0 +1,591 @@
+//! The worker: registers with the coordinator, serves its map output to
+//! reducers (the Shuffle service), and runs tasks one at a time until told
+//! to exit. A heartbeat task reports progress every interval, so that a long
+//! healthy task is never given to another worker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_rpc::mapreduce::coordinator_client::CoordinatorClient;
+use cairn_rpc::mapreduce::shuffle_client::ShuffleClient;
+use cairn_rpc::mapreduce::shuffle_server::{Shuffle, ShuffleServer};
+use cairn_rpc::mapreduce::{
+    CompleteTaskRequest, Counter, FetchFailureRequest, FetchReply, FetchRequest, GetTaskRequest,
+    HeartbeatRequest, JobSpec, MapLocation, MapLocationsRequest, RegisterRequest, Split, TaskKind,
+    TaskProgress,
+};
+use cairn_rpc::{ClientOptions, RpcClient, RpcError};
+use cairn_storage::{Disk, OpenMode};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::app::{Counters, counter};
+use crate::apps::AppSpec;
+use crate::diskio::DiskWriter;
+use crate::map_task::{partition_path, run_map_task};
+use crate::reduce_task::{ReduceTarget, run_reduce_task};
+use crate::serve::serve;
+use crate::{App, AppError};
+
+/// The largest page a Fetch returns (under gRPC's 4 MiB message limit).
+pub const MAX_FETCH_PAGE_BYTES: u32 = 1024 * 1024;
+/// Fetch attempts at one map output before reporting it to the coordinator.
+const FETCH_RETRIES: u32 = 3;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The coordinator's URL, `http://host:port`.
+    pub coordinator: String,
+    /// Where the shuffle server listens (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The URL reducers use to reach this worker; by default
+    /// `http://<listen address>`.
+    pub advertise: Option<String>,
+    /// The local disk for map output and fetched partitions.
+    pub scratch: Arc<dyn Disk>,
+    /// This worker's directory on `scratch`; removed when the job is done.
+    pub scratch_dir: PathBuf,
+    /// Where input files are read and output files written.
+    pub shared: Arc<dyn Disk>,
+    /// How long to keep trying to reach a coordinator that does not answer.
+    pub coordinator_timeout: Duration,
+}
+
+/// Why a worker stopped before the job was done.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(
+        "lost the coordinator at {addr} for {after:?} ({last}); is the job over, or the coordinator down?"
+    )]
+    CoordinatorGone {
+        addr: String,
+        after: Duration,
+        last: RpcError,
+    },
+    #[error("cannot start the shuffle server: {0}")]
+    Listen(std::io::Error),
+    #[error("the coordinator's job cannot run here: {0}")]
+    App(#[from] crate::apps::AppSpecError),
+    #[error(
+        "the shuffle server listens on {0}, which reducers cannot reach; pass --advertise http://HOST:PORT"
+    )]
+    Unadvertisable(SocketAddr),
+}
+
+/// What a worker did.
+#[derive(Debug, Default, Clone)]
+pub struct WorkerSummary {
+    pub maps: u32,
+    pub reduces: u32,
+    pub failures: u32,
+}
+
+/// The task running now, as heartbeats report it.
+#[derive(Debug, Default)]
+struct Running {
+    task: Mutex<Option<TaskProgress>>,
+    bytes_done: Arc<AtomicU64>,
+}
+
+/// Serves `part-<r>` files of this worker's map attempts.
+#[derive(Debug, Clone)]
+struct ShuffleService {
+    scratch: Arc<dyn Disk>,
+    dir: PathBuf,
+}
+
+#[tonic::async_trait]
+impl Shuffle for ShuffleService {
+    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
+        let request = request.into_inner();
+        let path = partition_path(
+            &map_dir(&self.dir, request.map_task, request.attempt),
+            request.partition,
+        );
+        let mut file = self.scratch.open(&path, OpenMode::Read).map_err(|e| {
+            Status::not_found(format!(
+                "map {} attempt {} partition {}: {e}",
+                request.map_task, request.attempt, request.partition
+            ))
+        })?;
+        let total = file.len().map_err(|e| Status::internal(e.to_string()))?;
+        let offset = request.offset.min(total);
+        let want = u64::from(request.max_bytes.clamp(1, MAX_FETCH_PAGE_BYTES)).min(total - offset);
+        let mut data = vec![0; want as usize];
+        file.read_exact_at(offset, &mut data)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(FetchReply { data, total }))
+    }
+}
+
+fn map_dir(root: &Path, task: u32, attempt: u32) -> PathBuf {
+    root.join(format!("map-{task}-{attempt}"))
+}
+
+/// A worker's connection to its coordinator, retrying through outages.
+struct Link {
+    client: RpcClient,
+    timeout: Duration,
+}
+
+impl Link {
+    /// Calls until success or until the coordinator has been unreachable
+    /// for `timeout`. Requests here are idempotent or deduplicated by
+    /// (task, attempt), so retrying is safe.
+    async fn call<Req, Resp, F, Fut>(&self, request: Req, stub: F) -> Result<Resp, WorkerError>
+    where
+        Req: prost::Message + Clone,
+        Resp: prost::Message,
+        F: Fn(tonic::transport::Channel, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let start = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.client.call(request.clone(), &stub).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) if error.is_retryable() && start.elapsed() < self.timeout => {
+                    tracing::debug!("coordinator call failed, retrying: {error}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(last) => {
+                    return Err(WorkerError::CoordinatorGone {
+                        addr: self.client.addr().to_string(),
+                        after: start.elapsed(),
+                        last,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs a worker until the job is done.
+pub async fn run_worker(config: WorkerConfig) -> Result<WorkerSummary, WorkerError> {
+    let shuffle = ShuffleService {
+        scratch: config.scratch.clone(),
+        dir: config.scratch_dir.clone(),
+    };
+    config
+        .scratch
+        .create_dir_all(&config.scratch_dir)
+        .map_err(WorkerError::Listen)?;
+    let router = tonic::transport::Server::builder().add_service(ShuffleServer::new(shuffle));
+    let (bound, server) = serve(router, config.listen)
+        .await
+        .map_err(WorkerError::Listen)?;
+    let advertise = match &config.advertise {
+        Some(url) => url.clone(),
+        None if bound.ip().is_unspecified() => return Err(WorkerError::Unadvertisable(bound)),
+        None => format!("http://{bound}"),
+    };
+    let options = ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(10),
+    };
+    let client = RpcClient::new(config.coordinator.clone(), options).map_err(|last| {
+        WorkerError::CoordinatorGone {
+            addr: config.coordinator.clone(),
+            after: Duration::ZERO,
+            last,
+        }
+    })?;
+    let link = Arc::new(Link {
+        client,
+        timeout: config.coordinator_timeout,
+    });
+    let result = work(&config, &link, &advertise).await;
+    server.abort();
+    if let Err(error) = config.scratch.remove_dir_all(&config.scratch_dir) {
+        tracing::debug!("cleaning {}: {error}", config.scratch_dir.display());
+    }
+    result
+}
+
+async fn register(link: &Link, advertise: &str) -> Result<(u64, JobSpec), WorkerError> {
+    let request = RegisterRequest {
+        shuffle_addr: advertise.to_string(),
+        host: std::env::var("HOSTNAME").unwrap_or_default(),
+        pid: std::process::id(),
+    };
+    let reply = link
+        .call(request, |channel, request| async move {
+            CoordinatorClient::new(channel).register(request).await
+        })
+        .await?;
+    Ok((reply.worker_id, reply.job.unwrap_or_default()))
+}
+
+async fn work(
+    config: &WorkerConfig,
+    link: &Arc<Link>,
+    advertise: &str,
+) -> Result<WorkerSummary, WorkerError> {
+    let (mut worker_id, mut job) = register(link, advertise).await?;
+    tracing::debug!(worker = worker_id, job = %job.job_id, "registered with {}", config.coordinator);
+    let mut app = app_of(&job)?;
+    let running = Arc::new(Running::default());
+    let worker_cell = Arc::new(AtomicU64::new(worker_id));
+    let heartbeats = tokio::spawn(heartbeat_loop(
+        link.clone(),
+        worker_cell.clone(),
+        running.clone(),
+        job.heartbeat_interval_ms,
+    ));
+    let mut summary = WorkerSummary::default();
+    let outcome = loop {
+        let request = GetTaskRequest { worker_id };
+        let reply = match link
+            .call(request, |channel, request| async move {
+                CoordinatorClient::new(channel).get_task(request).await
+            })
+            .await
+        {
+            Ok(reply) => reply,
+            Err(error) => break Err(error),
+        };
+        if reply.reregister {
+            (worker_id, job) = match register(link, advertise).await {
+                Ok(registered) => registered,
+                Err(error) => break Err(error),
+            };
+            app = app_of(&job)?;
+            worker_cell.store(worker_id, Ordering::SeqCst);
+            tracing::info!(
+                worker = worker_id,
+                "registered again (the coordinator restarted)"
+            );
+            continue;
+        }
+        let kind = TaskKind::try_from(reply.kind).unwrap_or(TaskKind::Wait);
+        let (task, attempt) = (reply.task, reply.attempt);
+        let result = match kind {
+            TaskKind::Exit => break Ok(summary),
+            TaskKind::Wait => {
+                tokio::time::sleep(Duration::from_millis(reply.retry_after_ms.clamp(10, 5000)))
+                    .await;
+                continue;
+            }
+            TaskKind::Map => {
+                running.start(kind, task, attempt);
+                let split = reply.split.unwrap_or_default();
+                run_map(
+                    config,
+                    app.clone(),
+                    &job,
+                    split,
+                    task,
+                    attempt,
+                    running.bytes_done.clone(),
+                )
+                .await
+            }
+            TaskKind::Reduce => {
+                running.start(kind, task, attempt);
+                run_reduce(
+                    config,
+                    link,
+                    app.clone(),
+                    &job,
+                    worker_id,
+                    task,
+                    attempt,
+                    reply.locations,
+                )
+                .await
+            }
+        };
+        running.finish();
+        let (error, counters) = match result {
+            Ok(counters) => {
+                if kind == TaskKind::Map {
+                    summary.maps += 1
+                } else {
+                    summary.reduces += 1
+                }
+                (String::new(), counters)
+            }
+            Err(error) => {
+                summary.failures += 1;
+                tracing::warn!(task, attempt, "{kind:?} task failed: {error}");
+                (error.to_string(), Counters::default())
+            }
+        };
+        let request = CompleteTaskRequest {
+            worker_id,
+            kind: kind as i32,
+            task,
+            attempt,
+            error,
+            counters: counters
+                .iter()
+                .map(|(name, value)| Counter {
+                    name: name.to_string(),
+                    value,
+                })
+                .collect(),
+        };
+        if let Err(error) = link
+            .call(request, |channel, request| async move {
+                CoordinatorClient::new(channel).complete_task(request).await
+            })
+            .await
+        {
+            break Err(error);
+        }
+    };
+    heartbeats.abort();
+    outcome
+}
+
+fn app_of(job: &JobSpec) -> Result<Arc<dyn App>, WorkerError> {
+    let spec = if job.app == "streaming" {
+        AppSpec::Streaming {
+            mapper: job.mapper.clone(),
+            reducer: job.reducer.clone(),
+        }
+    } else {
+        AppSpec::BuiltIn {
+            name: job.app.clone(),
+            pattern: job.pattern.clone(),
+        }
+    };
+    Ok(spec.build()?)
+}
+
+impl Running {
+    fn start(&self, kind: TaskKind, task: u32, attempt: u32) {
+        self.bytes_done.store(0, Ordering::Relaxed);
+        *self.task.lock().expect("running lock") = Some(TaskProgress {
+            kind: kind as i32,
+            task,
+            attempt,
+            bytes_done: 0,
+        });
+    }
+
+    fn finish(&self) {
+        *self.task.lock().expect("running lock") = None;
+    }
+
+    fn snapshot(&self) -> Vec<TaskProgress> {
+        let task = self.task.lock().expect("running lock").clone();
+        task.map(|mut progress| {
+            progress.bytes_done = self.bytes_done.load(Ordering::Relaxed);
+            progress
+        })
+        .into_iter()
+        .collect()
+    }
+}
+
+async fn heartbeat_loop(
+    link: Arc<Link>,
+    worker: Arc<AtomicU64>,
+    running: Arc<Running>,
+    interval_ms: u64,
+) {
+    let interval = Duration::from_millis(interval_ms.clamp(50, 10_000));
+    loop {
+        tokio::time::sleep(interval).await;
+        let request = HeartbeatRequest {
+            worker_id: worker.load(Ordering::SeqCst),
+            running: running.snapshot(),
+        };
+        let reply = link
+            .client
+            .call(request, |channel, request| async move {
+                CoordinatorClient::new(channel).heartbeat(request).await
+            })
+            .await;
+        match reply {
+            Ok(reply) if !reply.abort.is_empty() => {
+                // The task was given up or finished elsewhere; this attempt's
+                // result will be ignored. Tasks run to completion anyway.
+                tracing::info!("coordinator superseded the running attempt");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!("heartbeat failed: {error}"),
+        }
+    }
+}
+
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::from(format!("task panicked: {e}")))?
+}
+
+async fn run_map(
+    config: &WorkerConfig,
+    app: Arc<dyn App>,
+    job: &JobSpec,
+    split: Split,
+    task: u32,
+    attempt: u32,
+    progress: Arc<AtomicU64>,
+) -> Result<Counters, AppError> {
+    let (scratch, shared) = (config.scratch.clone(), config.shared.clone());
+    let dir = map_dir(&config.scratch_dir, task, attempt);
+    let reduces = job.reduces;
+    let output = run_blocking(move || {
+        run_map_task(&*app, &*shared, &*scratch, &dir, &split, reduces, &progress)
+    })
+    .await?;
+    Ok(output.counters)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_reduce(
+    config: &WorkerConfig,
+    link: &Link,
+    app: Arc<dyn App>,
+    job: &JobSpec,
+    worker_id: u64,
+    task: u32,
+    attempt: u32,
+    mut locations: Vec<MapLocation>,
+) -> Result<Counters, AppError> {
+    let dir = config.scratch_dir.join(format!("reduce-{task}-{attempt}"));
+    config.scratch.create_dir_all(&dir)?;
+    let mut counters = Counters::default();
+    let mut runs = Vec::new();
+    locations.sort_by_key(|location| location.map_task);
+    for mut location in locations {
+        let path = dir.join(format!("map-{}", location.map_task));
+        loop {
+            match fetch_with_retries(config, &location, task, &path).await {
+                Ok(bytes) => {
+                    counters.add(counter::SHUFFLE_BYTES, bytes);
+                    break;
+                }
+                Err(error) => {
+                    let report = FetchFailureRequest {
+                        worker_id,
+                        reduce_task: task,
+                        map_task: location.map_task,
+                        map_attempt: location.attempt,
+                        error: error.to_string(),
+                    };
+                    link.call(report, |c, r| async move {
+                        CoordinatorClient::new(c).report_fetch_failure(r).await
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    location = wait_for_new_location(link, &location)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        runs.push(path);
+    }
+    let output_dir = PathBuf::from(&job.output_dir);
+    let name = crate::coordinator::output_name(job.hadoop_names, task);
+    let temp_name = format!(".{name}.attempt-{worker_id}-{attempt}.tmp");
+    let (scratch, shared) = (config.scratch.clone(), config.shared.clone());
+    let work_dir = dir.clone();
+    let reduce_counters = run_blocking(move || {
+        let target = ReduceTarget {
+            disk: &*shared,
+            path: output_dir.join(&name),
+            temp_path: output_dir.join(&temp_name),
+        };
+        run_reduce_task(&*app, &*scratch, &work_dir, runs, &target)
+    })
+    .await?;
+    counters.merge(&reduce_counters);
+    if let Err(error) = config.scratch.remove_dir_all(&dir) {
+        tracing::debug!("cleaning {}: {error}", dir.display());
+    }
+    Ok(counters)
+}
+
+/// Polls the coordinator until `lost`'s map has run again.
+async fn wait_for_new_location(
+    link: &Link,
+    lost: &MapLocation,
+) -> Result<MapLocation, WorkerError> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let reply = link
+            .call(MapLocationsRequest {}, |c, r| async move {
+                CoordinatorClient::new(c).map_locations(r).await
+            })
+            .await?;
+        if let Some(found) = reply.locations.into_iter().find(|l| {
+            l.map_task == lost.map_task && (l.attempt != lost.attempt || l.addr != lost.addr)
+        }) {
+            return Ok(found);
+        }
+    }
+}
+
+async fn fetch_with_retries(
+    config: &WorkerConfig,
+    location: &MapLocation,
+    partition: u32,
+    path: &Path,
+) -> Result<u64, String> {
+    let mut last = String::new();
+    for retry in 0..FETCH_RETRIES {
+        if retry > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << retry)).await;
+        }
+        match fetch(config, location, partition, path).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+/// Copies one map output partition to `path`, a page at a time.
+async fn fetch(
+    config: &WorkerConfig,
+    location: &MapLocation,
+    partition: u32,
+    path: &Path,
+) -> Result<u64, String> {
+    let options = ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(10),
+    };
+    let client = RpcClient::new(location.addr.clone(), options).map_err(|e| e.to_string())?;
+    let mut file = DiskWriter::create(&*config.scratch, path).map_err(|e| e.to_string())?;
+    let mut offset = 0u64;
+    loop {
+        let request = FetchRequest {
+            map_task: location.map_task,
+            attempt: location.attempt,
+            partition,
+            offset,
+            max_bytes: MAX_FETCH_PAGE_BYTES,
+        };
+        let reply = client
+            .call(request, |channel, request| async move {
+                ShuffleClient::new(channel).fetch(request).await
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        use std::io::Write;
+        file.write_all(&reply.data).map_err(|e| e.to_string())?;
+        offset += reply.data.len() as u64;
+        if offset >= reply.total {
+            return Ok(offset);
+        }
+        if reply.data.is_empty() {
+            return Err(format!(
+                "map output of task {} shrank while being fetched",
+                location.map_task
+            ));
+        }
+    }
+}
