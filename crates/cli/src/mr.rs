@@ -281,7 +281,7 @@ async fn start_coordinator(
 ) -> anyhow::Result<(CoordinatorCore, String)> {
     let disk = RealDisk::new(".")?;
     let core = CoordinatorCore::open(job, &disk, &disk, data_dir)?;
-    let router = cairn_rpc::tonic::transport::Server::builder().add_service(core.service());
+    let router = core.router();
     let (addr, _server) = cairn_mapreduce::serve(router, listen).await?;
     Ok((core, format!("http://{addr}")))
 }

@@ -163,7 +163,7 @@ mod tests {
         // FNV-1a of "" is the offset basis; masked and reduced mod 10.
         assert_eq!(partition_of(b"", 10), (0x811c_9dc5u32 & 0x7fff_ffff) % 10);
         // FNV-1a 32 of "a" is 0xe40c292c.
-        assert_eq!(partition_of(b"a", 1 << 30), 0xe40c_292c & 0x7fff_ffff);
+        assert_eq!(partition_of(b"a", 1 << 31), 0xe40c_292c & 0x7fff_ffff);
     }
 
     #[test]

@@ -157,8 +157,9 @@ mod tests {
         let c = run(&[]);
         let d = run(&[("c", "d"), ("z", "9")]);
         let readers = [&a, &b, &c, &d]
+            .into_iter()
             .map(|bytes| RunReader::new(&bytes[..]))
-            .to_vec();
+            .collect();
         let mut merger = Merger::new(readers).unwrap();
         let mut out = Vec::new();
         while merger.advance().unwrap() {

@@ -14,8 +14,7 @@ use cairn_rpc::mapreduce::shuffle_client::ShuffleClient;
 use cairn_rpc::mapreduce::shuffle_server::{Shuffle, ShuffleServer};
 use cairn_rpc::mapreduce::{
     CompleteTaskRequest, Counter, FetchFailureRequest, FetchReply, FetchRequest, GetTaskRequest,
-    HeartbeatRequest, JobSpec, MapLocation, MapLocationsRequest, RegisterRequest, Split, TaskKind,
-    TaskProgress,
+    HeartbeatRequest, JobSpec, MapLocation, RegisterRequest, Split, TaskKind, TaskProgress,
 };
 use cairn_rpc::{ClientOptions, RpcClient, RpcError};
 use cairn_storage::{Disk, OpenMode};
@@ -47,7 +46,8 @@ pub struct WorkerConfig {
     pub advertise: Option<String>,
     /// The local disk for map output and fetched partitions.
     pub scratch: Arc<dyn Disk>,
-    /// This worker's directory on `scratch`; removed when the job is done.
+    /// A directory on `scratch` for this worker; it works in a fresh
+    /// subdirectory, removed when the job is done.
     pub scratch_dir: PathBuf,
     /// Where input files are read and output files written.
     pub shared: Arc<dyn Disk>,
@@ -91,17 +91,30 @@ struct Running {
     bytes_done: Arc<AtomicU64>,
 }
 
-/// Serves `part-<r>` files of this worker's map attempts.
+/// Serves `part-<r>` files of the map attempts this worker process
+/// finished (never leftovers of an earlier process at the same address).
 #[derive(Debug, Clone)]
 struct ShuffleService {
     scratch: Arc<dyn Disk>,
     dir: PathBuf,
+    finished: Arc<Mutex<std::collections::BTreeSet<(u32, u32)>>>,
 }
 
 #[tonic::async_trait]
 impl Shuffle for ShuffleService {
     async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
         let request = request.into_inner();
+        let finished = self
+            .finished
+            .lock()
+            .expect("finished lock")
+            .contains(&(request.map_task, request.attempt));
+        if !finished {
+            return Err(Status::not_found(format!(
+                "this worker has no output of map {} attempt {}",
+                request.map_task, request.attempt
+            )));
+        }
         let path = partition_path(
             &map_dir(&self.dir, request.map_task, request.attempt),
             request.partition,
@@ -165,11 +178,31 @@ impl Link {
     }
 }
 
+/// A reduce attempt given back because a map output it needs was lost;
+/// asking for a new task tells the coordinator so.
+#[derive(Debug)]
+struct Abandoned;
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reduce abandoned: a map output it needs is lost")
+    }
+}
+
+impl std::error::Error for Abandoned {}
+
 /// Runs a worker until the job is done.
-pub async fn run_worker(config: WorkerConfig) -> Result<WorkerSummary, WorkerError> {
+pub async fn run_worker(mut config: WorkerConfig) -> Result<WorkerSummary, WorkerError> {
+    // A directory of this process's own, so that files an earlier worker
+    // left in the same place are never mixed in (and it is all this worker
+    // removes when done).
+    let incarnation: u32 = rand::Rng::r#gen(&mut cairn_rpc::seeded_rng());
+    config.scratch_dir = config.scratch_dir.join(format!("worker-{incarnation:08x}"));
+    let finished = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
     let shuffle = ShuffleService {
         scratch: config.scratch.clone(),
         dir: config.scratch_dir.clone(),
+        finished: finished.clone(),
     };
     config
         .scratch
@@ -199,7 +232,7 @@ pub async fn run_worker(config: WorkerConfig) -> Result<WorkerSummary, WorkerErr
         client,
         timeout: config.coordinator_timeout,
     });
-    let result = work(&config, &link, &advertise).await;
+    let result = work(&config, &link, &advertise, &finished).await;
     server.abort();
     if let Err(error) = config.scratch.remove_dir_all(&config.scratch_dir) {
         tracing::debug!("cleaning {}: {error}", config.scratch_dir.display());
@@ -225,6 +258,7 @@ async fn work(
     config: &WorkerConfig,
     link: &Arc<Link>,
     advertise: &str,
+    finished: &Mutex<std::collections::BTreeSet<(u32, u32)>>,
 ) -> Result<WorkerSummary, WorkerError> {
     let (mut worker_id, mut job) = register(link, advertise).await?;
     tracing::debug!(worker = worker_id, job = %job.job_id, "registered with {}", config.coordinator);
@@ -301,9 +335,21 @@ async fn work(
             }
         };
         running.finish();
+        if result.as_ref().is_err_and(|error| error.is::<Abandoned>()) {
+            tracing::info!(
+                task,
+                attempt,
+                "reduce given back: a map output it needs is being rebuilt"
+            );
+            continue;
+        }
         let (error, counters) = match result {
             Ok(counters) => {
                 if kind == TaskKind::Map {
+                    finished
+                        .lock()
+                        .expect("finished lock")
+                        .insert((task, attempt));
                     summary.maps += 1
                 } else {
                     summary.reduces += 1
@@ -418,6 +464,11 @@ async fn heartbeat_loop(
 async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
 ) -> Result<T, AppError> {
+    // The simulator runs everything on one thread in virtual time: the task
+    // runs inline there.
+    #[cfg(madsim)]
+    return f();
+    #[cfg(not(madsim))]
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AppError::from(format!("task panicked: {e}")))?
@@ -458,31 +509,27 @@ async fn run_reduce(
     let mut counters = Counters::default();
     let mut runs = Vec::new();
     locations.sort_by_key(|location| location.map_task);
-    for mut location in locations {
+    for location in locations {
         let path = dir.join(format!("map-{}", location.map_task));
-        loop {
-            match fetch_with_retries(config, &location, task, &path).await {
-                Ok(bytes) => {
-                    counters.add(counter::SHUFFLE_BYTES, bytes);
-                    break;
-                }
-                Err(error) => {
-                    let report = FetchFailureRequest {
-                        worker_id,
-                        reduce_task: task,
-                        map_task: location.map_task,
-                        map_attempt: location.attempt,
-                        error: error.to_string(),
-                    };
-                    link.call(report, |c, r| async move {
-                        CoordinatorClient::new(c).report_fetch_failure(r).await
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    location = wait_for_new_location(link, &location)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
+        match fetch_with_retries(config, &location, task, &path).await {
+            Ok(bytes) => counters.add(counter::SHUFFLE_BYTES, bytes),
+            Err(error) => {
+                let report = FetchFailureRequest {
+                    worker_id,
+                    reduce_task: task,
+                    map_task: location.map_task,
+                    map_attempt: location.attempt,
+                    error: error.to_string(),
+                };
+                link.call(report, |c, r| async move {
+                    CoordinatorClient::new(c).report_fetch_failure(r).await
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                // The map runs again; this worker may be needed for it,
+                // so it gives the reduce back instead of waiting.
+                config.scratch.remove_dir_all(&dir).ok();
+                return Err(Box::new(Abandoned));
             }
         }
         runs.push(path);
@@ -506,26 +553,6 @@ async fn run_reduce(
         tracing::debug!("cleaning {}: {error}", dir.display());
     }
     Ok(counters)
-}
-
-/// Polls the coordinator until `lost`'s map has run again.
-async fn wait_for_new_location(
-    link: &Link,
-    lost: &MapLocation,
-) -> Result<MapLocation, WorkerError> {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let reply = link
-            .call(MapLocationsRequest {}, |c, r| async move {
-                CoordinatorClient::new(c).map_locations(r).await
-            })
-            .await?;
-        if let Some(found) = reply.locations.into_iter().find(|l| {
-            l.map_task == lost.map_task && (l.attempt != lost.attempt || l.addr != lost.addr)
-        }) {
-            return Ok(found);
-        }
-    }
 }
 
 async fn fetch_with_retries(

@@ -156,9 +156,10 @@ impl CoordinatorCore {
         })
     }
 
-    /// The gRPC service.
-    pub fn service(&self) -> CoordinatorServer<Self> {
-        CoordinatorServer::new(self.clone())
+    /// A gRPC router serving this coordinator, ready for
+    /// [`serve`](crate::serve).
+    pub fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder().add_service(CoordinatorServer::new(self.clone()))
     }
 
     /// Runs the expiry ticker until the job is finished and every worker

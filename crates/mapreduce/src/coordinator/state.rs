@@ -641,8 +641,9 @@ mod tests {
         let (m0, a0) = map_of(state.assign(w, now));
         let (m1, a1) = map_of(state.assign(v, now));
         assert_eq!((m0, m1), (0, 1));
+        let (x, _) = state.register("http://x".into(), now);
         assert_eq!(
-            state.assign(w, now),
+            state.assign(x, now),
             Assignment::Wait(WAIT_RETRY),
             "reduces wait for all maps"
         );
@@ -677,8 +678,9 @@ mod tests {
         assert!(committed);
         assert!(records.contains(&Record::JobDone));
         assert_eq!(state.assign(v, now), Assignment::Exit);
-        assert!(!state.all_workers_released());
         assert_eq!(state.assign(w, now), Assignment::Exit);
+        assert!(!state.all_workers_released(), "x has not been told");
+        assert_eq!(state.assign(x, now), Assignment::Exit);
         assert!(state.all_workers_released());
     }
 
@@ -700,7 +702,8 @@ mod tests {
             state.tick(now);
         }
         let now = start + Duration::from_secs(30);
-        let (task, attempt) = map_of(state.assign(w, now));
+        let (x, _) = state.register("http://x".into(), now);
+        let (task, attempt) = map_of(state.assign(x, now));
         assert_eq!(task, m1, "the silent worker's map runs again");
         assert_eq!(attempt, 1);
         assert_eq!(
