@@ -427,7 +427,7 @@ async fn run_job(args: RunArgs, config: &Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut progress = JobProgress::new(args.quiet);
     let status = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let status = core.status();
         progress.update(&status);
         if status.done || !status.error.is_empty() {

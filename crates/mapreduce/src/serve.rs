@@ -21,7 +21,9 @@ pub async fn serve(
         )
     })?;
     let addr = listener.local_addr()?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Without TCP_NODELAY, small replies wait out the peer's delayed ACK
+    // (40 ms on Linux).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     Ok((addr, tokio::spawn(router.serve_with_incoming(incoming))))
 }
 

@@ -30,7 +30,7 @@ use crate::apps::AppSpec;
 use crate::split::plan_splits;
 
 /// How often the coordinator checks for silent attempts and lost workers.
-const TICK: Duration = Duration::from_millis(250);
+const TICK: Duration = Duration::from_millis(100);
 
 /// Everything that defines a job and how to run it.
 #[derive(Debug, Clone)]

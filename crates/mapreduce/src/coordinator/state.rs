@@ -42,7 +42,7 @@ impl Default for SchedulerConfig {
 const BACKUP_SLOWDOWN: u32 = 2;
 const BACKUP_MIN_RUNTIME: Duration = Duration::from_secs(5);
 /// How long a waiting worker sleeps before asking again.
-const WAIT_RETRY: Duration = Duration::from_millis(200);
+const WAIT_RETRY: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Clone)]
 struct Attempt {
