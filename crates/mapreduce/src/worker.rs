@@ -420,7 +420,7 @@ impl Running {
     }
 
     fn snapshot(&self) -> Vec<TaskProgress> {
-        let task = self.task.lock().expect("running lock").clone();
+        let task = *self.task.lock().expect("running lock");
         task.map(|mut progress| {
             progress.bytes_done = self.bytes_done.load(Ordering::Relaxed);
             progress

@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 pub(crate) use journal::JobRecord;
 use journal::{Journal, Record};
-use state::{Assignment, JobState};
+use state::{Assignment, Completion, JobState};
 pub use state::{SchedulerConfig, output_name};
 
 use crate::app::Counters;
@@ -348,15 +348,15 @@ impl CoordinatorRpc for CoordinatorCore {
             .map(|c| (c.name, c.value))
             .collect();
         let (accepted, records) = self.with_state(|state| {
-            state.complete(
-                request.worker_id,
+            let completion = Completion {
+                worker: request.worker_id,
                 kind,
-                request.task,
-                request.attempt,
+                task: request.task,
+                attempt: request.attempt,
                 error,
                 counters,
-                Instant::now(),
-            )
+            };
+            state.complete(completion, Instant::now())
         });
         self.persist(&records);
         if records.iter().any(|r| matches!(r, Record::JobDone)) {

@@ -91,6 +91,18 @@ pub(crate) enum Assignment {
     Reregister,
 }
 
+/// A finished attempt, as a worker reports it.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) worker: u64,
+    pub(crate) kind: TaskKind,
+    pub(crate) task: u32,
+    pub(crate) attempt: u32,
+    /// Why the attempt failed; `None` on success.
+    pub(crate) error: Option<String>,
+    pub(crate) counters: Counters,
+}
+
 /// The whole job's state.
 #[derive(Debug)]
 pub(crate) struct JobState {
@@ -373,16 +385,8 @@ impl JobState {
 
     /// An attempt finished. Returns whether it was committed, and the
     /// records to journal.
-    pub(crate) fn complete(
-        &mut self,
-        worker: u64,
-        kind: TaskKind,
-        index: u32,
-        attempt: u32,
-        error: Option<String>,
-        counters: Counters,
-        now: Instant,
-    ) -> (bool, Vec<Record>) {
+    pub(crate) fn complete(&mut self, completion: Completion, now: Instant) -> (bool, Vec<Record>) {
+        let Completion { worker, kind, task: index, attempt, error, counters } = completion;
         self.touch(worker, now);
         let max_attempts = self.config.max_attempts;
         let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
@@ -609,6 +613,20 @@ pub fn output_name(hadoop_names: bool, r: u32) -> String {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
+    fn complete(
+        state: &mut JobState,
+        worker: u64,
+        kind: TaskKind,
+        task: u32,
+        attempt: u32,
+        error: Option<String>,
+        counters: Counters,
+        now: Instant,
+    ) -> (bool, Vec<Record>) {
+        state.complete(Completion { worker, kind, task, attempt, error, counters }, now)
+    }
+
     fn job(maps: usize, reduces: u32) -> JobState {
         let record = JobRecord {
             job_id: "t".into(),
@@ -648,13 +666,11 @@ mod tests {
             "reduces wait for all maps"
         );
         assert!(
-            state
-                .complete(w, TaskKind::Map, m0, a0, None, Counters::default(), now)
+            complete(&mut state, w, TaskKind::Map, m0, a0, None, Counters::default(), now)
                 .0
         );
         assert!(
-            state
-                .complete(v, TaskKind::Map, m1, a1, None, Counters::default(), now)
+            complete(&mut state, v, TaskKind::Map, m1, a1, None, Counters::default(), now)
                 .0
         );
         let Assignment::Reduce {
@@ -666,7 +682,7 @@ mod tests {
             panic!()
         };
         assert_eq!(locations.len(), 2);
-        let (committed, records) = state.complete(
+        let (committed, records) = complete(&mut state, 
             w,
             TaskKind::Reduce,
             task,
@@ -721,13 +737,11 @@ mod tests {
         let mut counters = Counters::default();
         counters.add("x", 5);
         assert!(
-            state
-                .complete(w, TaskKind::Map, 0, a0, None, counters.clone(), now)
+            complete(&mut state, w, TaskKind::Map, 0, a0, None, counters.clone(), now)
                 .0
         );
         assert!(
-            !state
-                .complete(w, TaskKind::Map, 0, a0, None, counters, now)
+            !complete(&mut state, w, TaskKind::Map, 0, a0, None, counters, now)
                 .0
         );
         assert_eq!(state.counters().get("x"), 5);
@@ -736,7 +750,7 @@ mod tests {
         let (w, _) = failing.register("http://w".into(), now);
         for _ in 0..4 {
             let (task, attempt) = map_of(failing.assign(w, now));
-            failing.complete(
+            complete(&mut failing, 
                 w,
                 TaskKind::Map,
                 task,
@@ -763,7 +777,7 @@ mod tests {
         let (w, _) = state.register("http://w".into(), start);
         let (v, _) = state.register("http://v".into(), start);
         let (task, attempt) = map_of(state.assign(w, start));
-        state.complete(
+        complete(&mut state, 
             w,
             TaskKind::Map,
             task,
