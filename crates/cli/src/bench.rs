@@ -70,10 +70,10 @@ fn wordcount(args: WordcountArgs) -> anyhow::Result<()> {
         out.flush()?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{} distinct words, {words} words, {bytes} bytes in {seconds:.3}s ({:.1} MB/s)",
+    crate::progress::print_stdout(&format!(
+        "{} distinct words, {words} words, {bytes} bytes in {seconds:.3}s ({:.1} MB/s)\n",
         counts.len(),
         bytes as f64 / seconds / 1e6
-    );
+    ));
     Ok(())
 }

@@ -82,9 +82,9 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Config(args) => {
             if args.toml {
-                print!("{}", config.to_toml()?);
+                crate::progress::print_stdout(&config.to_toml()?);
             } else {
-                print!("{}", config.describe());
+                crate::progress::print_stdout(&config.describe());
             }
             Ok(())
         }

@@ -292,7 +292,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
     let job = args.job.config(&args.output)?;
     let data_dir = config.data_dir.0.join("mr-coordinator");
     let (core, url) = start_coordinator(&job, data_dir, args.listen).await?;
-    println!("coordinator listening on {url}");
+    crate::progress::print_stdout(&format!("coordinator listening on {url}\n"));
     let status = core.status();
     eprintln!(
         "job {}: {} map tasks, {} reduce tasks; start workers with: cairn mr worker --coordinator {url}",
@@ -364,7 +364,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         )
         .await?;
     if args.json {
-        println!("{}", crate::progress::status_json(&reply));
+        crate::progress::print_stdout(&format!("{}\n", crate::progress::status_json(&reply)));
     } else {
         crate::progress::print_report(&reply, None);
     }

@@ -110,6 +110,8 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
 
 /// Prints the counters and where the output is.
 pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
+    use std::fmt::Write as _;
+    let mut out = String::new();
     let state = if status.done {
         "done"
     } else if !status.error.is_empty() {
@@ -118,8 +120,9 @@ pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
         "running"
     };
     let elapsed = wall.unwrap_or(Duration::from_millis(status.elapsed_ms));
-    println!("job {} {state} in {:.2?}", status.job_id, elapsed);
-    println!(
+    _ = writeln!(out, "job {} {state} in {:.2?}", status.job_id, elapsed);
+    _ = writeln!(
+        out,
         "  maps {}/{}  reduces {}/{}  workers lost {}  failed attempts {}",
         status.maps_done,
         status.maps_total,
@@ -129,28 +132,31 @@ pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
         status.task_failures
     );
     if status.input_bytes_total > 0 && elapsed.as_secs_f64() > 0.0 {
-        println!(
+        _ = writeln!(
+            out,
             "  input {} at {}/s",
             human_bytes(status.input_bytes_total),
             human_bytes((status.input_bytes_total as f64 / elapsed.as_secs_f64()) as u64)
         );
     }
     if !status.error.is_empty() {
-        println!("  error: {}", status.error);
+        _ = writeln!(out, "  error: {}", status.error);
     }
-    println!("counters:");
+    _ = writeln!(out, "counters:");
     for counter in &status.counters {
-        println!("  {:<28} {:>16}", counter.name, counter.value);
+        _ = writeln!(out, "  {:<28} {:>16}", counter.name, counter.value);
     }
     if status.done {
         let first = status.outputs.first().map(String::as_str).unwrap_or("");
         let last = status.outputs.last().map(String::as_str).unwrap_or("");
-        println!(
+        _ = writeln!(
+            out,
             "output: {} files in {}/ ({first} .. {last})",
             status.outputs.len(),
             status.output_dir
         );
     }
+    crate::progress::print_stdout(&out);
 }
 
 /// The status as JSON, for scripts.
@@ -174,4 +180,14 @@ pub(crate) fn status_json(status: &StatusReply) -> String {
         "outputs": status.outputs,
     })
     .to_string()
+}
+
+/// Writes to stdout, ignoring a closed pipe (`cairn ... | head`) instead of
+/// panicking as `println!` would.
+pub(crate) fn print_stdout(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }

@@ -386,7 +386,14 @@ impl JobState {
     /// An attempt finished. Returns whether it was committed, and the
     /// records to journal.
     pub(crate) fn complete(&mut self, completion: Completion, now: Instant) -> (bool, Vec<Record>) {
-        let Completion { worker, kind, task: index, attempt, error, counters } = completion;
+        let Completion {
+            worker,
+            kind,
+            task: index,
+            attempt,
+            error,
+            counters,
+        } = completion;
         self.touch(worker, now);
         let max_attempts = self.config.max_attempts;
         let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
@@ -624,7 +631,17 @@ mod tests {
         counters: Counters,
         now: Instant,
     ) -> (bool, Vec<Record>) {
-        state.complete(Completion { worker, kind, task, attempt, error, counters }, now)
+        state.complete(
+            Completion {
+                worker,
+                kind,
+                task,
+                attempt,
+                error,
+                counters,
+            },
+            now,
+        )
     }
 
     fn job(maps: usize, reduces: u32) -> JobState {
@@ -666,12 +683,30 @@ mod tests {
             "reduces wait for all maps"
         );
         assert!(
-            complete(&mut state, w, TaskKind::Map, m0, a0, None, Counters::default(), now)
-                .0
+            complete(
+                &mut state,
+                w,
+                TaskKind::Map,
+                m0,
+                a0,
+                None,
+                Counters::default(),
+                now
+            )
+            .0
         );
         assert!(
-            complete(&mut state, v, TaskKind::Map, m1, a1, None, Counters::default(), now)
-                .0
+            complete(
+                &mut state,
+                v,
+                TaskKind::Map,
+                m1,
+                a1,
+                None,
+                Counters::default(),
+                now
+            )
+            .0
         );
         let Assignment::Reduce {
             task,
@@ -682,7 +717,8 @@ mod tests {
             panic!()
         };
         assert_eq!(locations.len(), 2);
-        let (committed, records) = complete(&mut state, 
+        let (committed, records) = complete(
+            &mut state,
             w,
             TaskKind::Reduce,
             task,
@@ -737,20 +773,27 @@ mod tests {
         let mut counters = Counters::default();
         counters.add("x", 5);
         assert!(
-            complete(&mut state, w, TaskKind::Map, 0, a0, None, counters.clone(), now)
-                .0
+            complete(
+                &mut state,
+                w,
+                TaskKind::Map,
+                0,
+                a0,
+                None,
+                counters.clone(),
+                now
+            )
+            .0
         );
-        assert!(
-            !complete(&mut state, w, TaskKind::Map, 0, a0, None, counters, now)
-                .0
-        );
+        assert!(!complete(&mut state, w, TaskKind::Map, 0, a0, None, counters, now).0);
         assert_eq!(state.counters().get("x"), 5);
 
         let mut failing = job(1, 1);
         let (w, _) = failing.register("http://w".into(), now);
         for _ in 0..4 {
             let (task, attempt) = map_of(failing.assign(w, now));
-            complete(&mut failing, 
+            complete(
+                &mut failing,
                 w,
                 TaskKind::Map,
                 task,
@@ -777,7 +820,8 @@ mod tests {
         let (w, _) = state.register("http://w".into(), start);
         let (v, _) = state.register("http://v".into(), start);
         let (task, attempt) = map_of(state.assign(w, start));
-        complete(&mut state, 
+        complete(
+            &mut state,
             w,
             TaskKind::Map,
             task,
