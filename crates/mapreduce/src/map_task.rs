@@ -18,11 +18,16 @@ use crate::app::{Counters, ValueSource, counter, user_counter};
 use crate::diskio::{DiskReader, DiskWriter};
 use crate::format::{RunReader, RunWriter};
 use crate::merge::{GroupValues, Merger};
-use crate::split::read_split;
+use crate::split::read_split_into;
 use crate::{App, AppError, Emit, MapInput, Values};
 
 /// Map output buffered in memory before a spill.
 pub const MAX_MAP_BUFFER_BYTES: usize = 128 * 1024 * 1024;
+
+/// The split buffer kept between map tasks.
+static SPLIT_BUFFER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+/// A split buffer larger than this (a huge `--split-size`) is not kept.
+const MAX_KEPT_SPLIT_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 
 /// What a finished map task produced.
 #[derive(Debug)]
@@ -47,7 +52,10 @@ pub(crate) fn run_map_task(
     progress: &AtomicU64,
 ) -> Result<MapTaskOutput, AppError> {
     scratch.create_dir_all(dir)?;
-    let contents = read_split(input_disk, split)
+    // One split buffer per process, reused: mapping fresh pages for every
+    // 64 MiB split costs more than the copy itself.
+    let mut contents = std::mem::take(&mut *SPLIT_BUFFER.lock().expect("split buffer lock"));
+    read_split_into(input_disk, split, &mut contents)
         .map_err(|e| format!("reading {} at {}: {e}", split.path, split.offset))?;
     let mut collector = Collector::new(app, reduces, scratch, dir, MAX_MAP_BUFFER_BYTES);
     collector
@@ -63,9 +71,12 @@ pub(crate) fn run_map_task(
         offset: split.offset,
         contents: &contents,
     };
-    app.map(&input, &mut collector)?;
+    let mapped = app.map(&input, &mut collector);
     progress.store(split.length, Ordering::Relaxed);
-    drop(contents);
+    if contents.capacity() <= MAX_KEPT_SPLIT_BUFFER_BYTES {
+        *SPLIT_BUFFER.lock().expect("split buffer lock") = contents;
+    }
+    mapped?;
     collector.finish()
 }
 

@@ -41,6 +41,15 @@ pub fn plan_splits(disk: &dyn Disk, paths: &[String], split_size: u64) -> io::Re
 
 /// Reads the whole lines that start inside `split`.
 pub(crate) fn read_split(disk: &dyn Disk, split: &Split) -> io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    read_split_into(disk, split, &mut data)?;
+    Ok(data)
+}
+
+/// Like [`read_split`], into `data` (cleared first), so that a worker can
+/// reuse one buffer for every split instead of mapping fresh pages.
+pub(crate) fn read_split_into(disk: &dyn Disk, split: &Split, data: &mut Vec<u8>) -> io::Result<()> {
+    data.clear();
     let mut file = disk.open(Path::new(&split.path), OpenMode::Read)?;
     let len = file.len()?;
     let start = if split.offset == 0 {
@@ -61,11 +70,10 @@ pub(crate) fn read_split(disk: &dyn Disk, split: &Split) -> io::Result<Vec<u8>> 
         }
     };
     if split.length == 0 || start >= end {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut data = vec![0; (end - start) as usize];
-    file.read_exact_at(start, &mut data)?;
-    Ok(data)
+    data.resize((end - start) as usize, 0);
+    file.read_exact_at(start, data)
 }
 
 /// The offset of the first `\n` at or after `from`.
