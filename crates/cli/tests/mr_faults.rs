@@ -3,203 +3,57 @@
 //! coordinator killed and restarted in the middle of a job. Each job's
 //! output must equal the sequential run's.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+use std::path::Path;
+use std::time::Duration;
+
+use common::{
+    Processes, assert_same, cairn, sorted_lines, sorted_output, status, wait_exit, wait_for, worker,
+};
+
 /// A mapper that is slow (so that it can be killed mid-map) and splits
 /// ASCII words; a reducer that is slow and sums counts.
 const MAPPER: &str = "sleep 1; tr -cs 'A-Za-z' '\\n' | awk 'length > 0 { print $0 \"\\t1\" }'";
 const REDUCER: &str = "sleep 1; awk -F'\\t' '{ c[$1] += $2 } END { for (k in c) print k, c[k] }'";
 
-/// Kills every process it holds when dropped (also when a test panics).
-#[derive(Default)]
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
+/// The corpus cut to 400 lines a file, so the job is quick but for the sleeps.
 fn inputs(dir: &Path) -> Vec<String> {
-    // Small inputs of many lines, so the job is quick apart from the sleeps.
-    let corpus = corpus_dir();
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&corpus).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "txt") {
-            let text = std::fs::read_to_string(&path).unwrap();
+    common::corpus_files()
+        .iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
             let short: String = text.lines().take(400).map(|l| format!("{l}\n")).collect();
-            let target = dir.join(path.file_name().unwrap());
+            let target = dir.join(Path::new(path).file_name().unwrap());
             std::fs::write(&target, short).unwrap();
-            files.push(target.display().to_string());
-        }
-    }
-    files.sort();
-    assert!(files.len() >= 4, "no corpus in {}", corpus.display());
-    files
-}
-
-fn corpus_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("CAIRN_CORPUS_DIR") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/gutenberg")
-}
-
-fn sorted_output(dir: &Path, prefix: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with(prefix) && !name.ends_with(".tmp") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            lines.extend(text.lines().filter(|l| !l.is_empty()).map(String::from));
-        }
-    }
-    lines.sort();
-    lines
+            target.display().to_string()
+        })
+        .collect()
 }
 
 fn expected(dir: &Path, files: &[String]) -> Vec<String> {
-    let out = dir.join("expected");
-    let status = Command::new(CAIRN)
-        .args([
-            "mr",
-            "seq",
-            "--mapper",
-            MAPPER,
-            "--reducer",
-            REDUCER,
-            "--output",
-        ])
-        .arg(&out)
-        .args(files)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut lines: Vec<String> = std::fs::read_to_string(out)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    lines.sort();
+    let mut args = vec![
+        "mr",
+        "seq",
+        "--mapper",
+        MAPPER,
+        "--reducer",
+        REDUCER,
+        "--output",
+        "expected",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    cairn(dir, &args);
+    let lines = sorted_lines(&dir.join("expected"));
     assert!(lines.len() > 1000, "a non-trivial expected output");
     lines
 }
 
-/// Starts a coordinator and returns it with its URL.
-fn coordinator(dir: &Path, files: &[String], listen: &str) -> (Child, String) {
-    let mut child = Command::new(CAIRN)
-        .current_dir(dir)
-        .args([
-            "--data-dir",
-            "data",
-            "mr",
-            "coordinator",
-            "--mapper",
-            MAPPER,
-            "--reducer",
-            REDUCER,
-        ])
-        .args([
-            "--reduces",
-            "4",
-            "--task-timeout",
-            "2",
-            "--linger",
-            "2",
-            "--output",
-            "out",
-            "--listen",
-            listen,
-        ])
-        .args(files)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("coordinator listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, url)
-}
-
-fn worker(dir: &Path, url: &str, name: &str) -> Child {
-    Command::new(CAIRN)
-        .current_dir(dir)
-        .args([
-            "mr",
-            "worker",
-            "--coordinator",
-            url,
-            "--coordinator-timeout",
-            "60",
-            "--work-dir",
-        ])
-        .arg(format!("work-{name}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn status(url: &str) -> Option<serde_json::Value> {
-    let output = Command::new(CAIRN)
-        .args(["mr", "status", url, "--json"])
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| serde_json::from_slice(&output.stdout).ok())
-        .flatten()
-}
-
-/// Polls the coordinator until `condition` holds on its status.
-fn wait_for(
-    url: &str,
-    what: &str,
-    deadline: Duration,
-    condition: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = status(url)
-            && condition(&status)
-        {
-            return status;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_exit(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "process did not exit in {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn coordinator(dir: &Path, files: &[String], listen: &str) -> (std::process::Child, String) {
+    let mut args = vec!["--mapper", MAPPER, "--reducer", REDUCER, "--reduces", "4"];
+    args.extend(["--task-timeout", "2", "--linger", "2", "--output", "out"]);
+    args.extend(files.iter().map(String::as_str));
+    common::coordinator(dir, &args, listen)
 }
 
 #[test]
@@ -229,7 +83,11 @@ fn workers_killed_mid_map_and_mid_reduce() {
         coordinator_exit.success(),
         "coordinator: {coordinator_exit}"
     );
-    assert_eq!(sorted_output(&dir.path().join("out"), "mr-out-"), expected);
+    assert_same(
+        &sorted_output(&dir.path().join("out"), "mr-out-"),
+        &expected,
+        "output",
+    );
 }
 
 #[test]
@@ -270,5 +128,9 @@ fn coordinator_killed_and_restarted_resumes_the_job() {
             "workers exit cleanly when told"
         );
     }
-    assert_eq!(sorted_output(&dir.path().join("out"), "mr-out-"), expected);
+    assert_same(
+        &sorted_output(&dir.path().join("out"), "mr-out-"),
+        &expected,
+        "output",
+    );
 }

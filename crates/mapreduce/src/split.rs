@@ -48,7 +48,11 @@ pub(crate) fn read_split(disk: &dyn Disk, split: &Split) -> io::Result<Vec<u8>> 
 
 /// Like [`read_split`], into `data` (cleared first), so that a worker can
 /// reuse one buffer for every split instead of mapping fresh pages.
-pub(crate) fn read_split_into(disk: &dyn Disk, split: &Split, data: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) fn read_split_into(
+    disk: &dyn Disk,
+    split: &Split,
+    data: &mut Vec<u8>,
+) -> io::Result<()> {
     data.clear();
     let mut file = disk.open(Path::new(&split.path), OpenMode::Read)?;
     let len = file.len()?;

@@ -1,0 +1,203 @@
+//! Helpers for the tests that run the real `cairn` binary as processes.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// Kills every process it holds when dropped, also when a test panics.
+#[derive(Default)]
+pub(crate) struct Processes(pub(crate) Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The 6.824 inputs: `$CAIRN_CORPUS_DIR`, or `../shared/corpus/gutenberg`
+/// beside the workspace.
+pub(crate) fn corpus_files() -> Vec<String> {
+    let dir = match std::env::var("CAIRN_CORPUS_DIR") {
+        Ok(dir) => PathBuf::from(dir),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/gutenberg"),
+    };
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+        panic!("the test corpus is missing at {} ({e}); set CAIRN_CORPUS_DIR to a directory of pg-*.txt files", dir.display())
+    });
+    let mut files: Vec<String> = entries
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "txt"))
+        .map(|path| std::fs::canonicalize(path).unwrap().display().to_string())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files.len(),
+        8,
+        "expected the 8 lab inputs in {}",
+        dir.display()
+    );
+    files
+}
+
+/// Sorted non-empty lines of every file in `dir` whose name starts with
+/// `prefix` (temporary files excluded), as `sort mr-out* | grep .` gives.
+pub(crate) fn sorted_output(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with(prefix) && !name.ends_with(".tmp") {
+            lines.extend(sorted_lines(&path));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+pub(crate) fn sorted_lines(path: &Path) -> Vec<String> {
+    let text = std::fs::read(path).unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&text)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Asserts equal line lists, showing the first difference.
+pub(crate) fn assert_same(got: &[String], expected: &[String], what: &str) {
+    if got != expected {
+        let at = got
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(expected.len()));
+        panic!(
+            "{what}: {} lines vs {} expected; first difference at line {at}: got {:?}, expected {:?}",
+            got.len(),
+            expected.len(),
+            got.get(at),
+            expected.get(at)
+        );
+    }
+}
+
+/// Runs `cairn ARGS` in `dir` to completion and asserts success.
+pub(crate) fn cairn(dir: &Path, args: &[&str]) {
+    let output = Command::new(CAIRN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cairn {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts `cairn mr coordinator ARGS --listen LISTEN` in `dir`; returns it
+/// with the URL it printed.
+pub(crate) fn coordinator(dir: &Path, args: &[&str], listen: &str) -> (Child, String) {
+    let mut child = Command::new(CAIRN)
+        .current_dir(dir)
+        .args([
+            "--data-dir",
+            "data",
+            "mr",
+            "coordinator",
+            "--listen",
+            listen,
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("coordinator listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the coordinator: {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+/// Starts a worker in `dir`.
+pub(crate) fn worker(dir: &Path, url: &str, name: &str) -> Child {
+    Command::new(CAIRN)
+        .current_dir(dir)
+        .args([
+            "mr",
+            "worker",
+            "--coordinator",
+            url,
+            "--coordinator-timeout",
+            "60",
+            "--work-dir",
+        ])
+        .arg(format!("work-{name}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The coordinator's status as JSON, if it answers.
+pub(crate) fn status(url: &str) -> Option<serde_json::Value> {
+    let output = Command::new(CAIRN)
+        .args(["mr", "status", url, "--json"])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).ok())
+        .flatten()
+}
+
+/// Polls the coordinator until `condition` holds on its status.
+pub(crate) fn wait_for(
+    url: &str,
+    what: &str,
+    deadline: Duration,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = status(url)
+            && condition(&status)
+        {
+            return status;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for `child` to exit, failing the test after `deadline`.
+pub(crate) fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "a process did not exit within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
