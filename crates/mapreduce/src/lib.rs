@@ -15,7 +15,7 @@
 //!    calls [`App::map`], partitions pairs by `hash(key) mod R` (the lab's
 //!    FNV-1a, so outputs compare), runs the optional combiner (§4.3), and
 //!    writes one sorted run per partition to its *local* disk, spilling when
-//!    its buffer fills ([`map_task`](crate::map_task)).
+//!    its buffer fills ([`map_task`]).
 //! 4. **Shuffle and reduce (§3.1 steps 5-6).** A reducer fetches its
 //!    partition from every map worker over RPC (the Shuffle service; no
 //!    shared file system needed), merge-sorts the runs with bounded memory,
