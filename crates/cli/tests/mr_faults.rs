@@ -134,3 +134,71 @@ fn coordinator_killed_and_restarted_resumes_the_job() {
         "output",
     );
 }
+
+#[test]
+fn a_failing_mapper_fails_the_job_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs(dir.path());
+    let output = std::process::Command::new(common::CAIRN)
+        .current_dir(dir.path())
+        .args([
+            "mr",
+            "run",
+            "--mapper",
+            "echo boom >&2; exit 3",
+            "--reducer",
+            "cat",
+            "--workers",
+            "2",
+        ])
+        .args(&files[..2])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed 4 times"), "{stderr}");
+    assert!(stderr.contains("exit status: 3"), "{stderr}");
+}
+
+#[test]
+fn streaming_counters_reach_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = inputs(dir.path());
+    let mapper = "awk '{ print $1 \"\\t1\" } END { print \"reporter:counter:lines,seen,\" NR > \"/dev/stderr\" }'";
+    let output = std::process::Command::new(common::CAIRN)
+        .current_dir(dir.path())
+        .args([
+            "mr",
+            "run",
+            "--mapper",
+            mapper,
+            "--reducer",
+            "cat",
+            "--workers",
+            "2",
+            "--reduces",
+            "3",
+        ])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = String::from_utf8_lossy(&output.stdout);
+    let seen = report
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("user.lines.seen"))
+        .unwrap_or_else(|| panic!("no user counter in the report:\n{report}"));
+    let lines: usize = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().lines().count())
+        .sum();
+    assert_eq!(
+        seen.trim().parse::<usize>().unwrap(),
+        lines,
+        "each input line counted once"
+    );
+}

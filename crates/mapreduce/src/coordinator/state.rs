@@ -814,6 +814,53 @@ mod tests {
     }
 
     #[test]
+    fn backups_start_only_for_stragglers_and_only_when_enabled() {
+        let start = Instant::now();
+        for enabled in [false, true] {
+            let mut state = job(3, 1);
+            state.config.backup_tasks = enabled;
+            let workers: Vec<u64> = (0..3)
+                .map(|i| state.register(format!("http://{i}"), start).0)
+                .collect();
+            let assigned: Vec<(u32, u32)> = workers
+                .iter()
+                .map(|w| map_of(state.assign(*w, start)))
+                .collect();
+            // Two maps finish in 1 s; the third runs on and heartbeats.
+            let done_at = start + Duration::from_secs(1);
+            for i in 0..2 {
+                let (task, attempt) = assigned[i];
+                complete(
+                    &mut state,
+                    workers[i],
+                    TaskKind::Map,
+                    task,
+                    attempt,
+                    None,
+                    Counters::default(),
+                    done_at,
+                );
+            }
+            let later = start + Duration::from_secs(6);
+            state.heartbeat(
+                workers[2],
+                &[(TaskKind::Map, assigned[2].0, assigned[2].1, 0)],
+                later,
+            );
+            let next = state.assign(workers[0], later);
+            if enabled {
+                assert_eq!(
+                    map_of(next),
+                    (assigned[2].0, 1),
+                    "a backup of the straggler"
+                );
+            } else {
+                assert_eq!(next, Assignment::Wait(WAIT_RETRY));
+            }
+        }
+    }
+
+    #[test]
     fn a_lost_worker_takes_its_map_output_with_it() {
         let start = Instant::now();
         let mut state = job(1, 1);
