@@ -90,6 +90,10 @@ pub(crate) struct JobArgs {
     /// heartbeat from its worker.
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     task_timeout: f64,
+    /// Consider a worker lost (and rerun the maps whose output it held) after
+    /// this many seconds without a heartbeat; workers send one every 0.5 s.
+    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
+    worker_timeout: f64,
     /// Start backup copies of straggling tasks near the end of a phase.
     #[arg(long)]
     backup_tasks: bool,
@@ -117,7 +121,7 @@ impl JobArgs {
             hadoop_names: self.hadoop_names,
             scheduler: SchedulerConfig {
                 task_timeout: timeout,
-                worker_timeout: timeout,
+                worker_timeout: Duration::from_secs_f64(self.worker_timeout),
                 backup_tasks: self.backup_tasks,
                 ..SchedulerConfig::default()
             },

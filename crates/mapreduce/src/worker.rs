@@ -564,7 +564,7 @@ async fn fetch_with_retries(
     let mut last = String::new();
     for retry in 0..FETCH_RETRIES {
         if retry > 0 {
-            tokio::time::sleep(Duration::from_millis(200 << retry)).await;
+            tokio::time::sleep(Duration::from_millis(100 << retry)).await;
         }
         match fetch(config, location, partition, path).await {
             Ok(bytes) => return Ok(bytes),

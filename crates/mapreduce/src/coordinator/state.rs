@@ -30,7 +30,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             task_timeout: Duration::from_secs(10),
-            worker_timeout: Duration::from_secs(10),
+            worker_timeout: Duration::from_secs(3),
             max_attempts: 4,
             backup_tasks: false,
         }
@@ -117,6 +117,7 @@ pub(crate) struct JobState {
     pub(crate) done: bool,
     workers_lost: u32,
     task_failures: u32,
+    attempts_lost: u32,
 }
 
 fn phase(kind: TaskKind) -> &'static str {
@@ -143,6 +144,7 @@ impl JobState {
             done: false,
             workers_lost: 0,
             task_failures: 0,
+            attempts_lost: 0,
         }
     }
 
@@ -240,11 +242,15 @@ impl JobState {
     }
 
     /// Forgets `worker`'s running attempts (it asked for new work, so it
-    /// is not running them any more).
-    fn drop_attempts_of(&mut self, worker: u64) {
+    /// is not running them any more, or it is lost). Returns how many.
+    fn drop_attempts_of(&mut self, worker: u64) -> u32 {
+        let mut dropped = 0;
         for task in self.maps.iter_mut().chain(self.reduces.iter_mut()) {
+            let before = task.running.len();
             task.running.retain(|attempt| attempt.worker != worker);
+            dropped += (before - task.running.len()) as u32;
         }
+        dropped
     }
 
     /// Picks the next task for `worker`.
@@ -468,6 +474,7 @@ impl JobState {
     /// Expires silent attempts and lost workers. Returns records to journal.
     pub(crate) fn tick(&mut self, now: Instant) -> Vec<Record> {
         let task_timeout = self.config.task_timeout;
+        let mut expired = 0;
         for (kind, tasks) in [
             (TaskKind::Map, &mut self.maps),
             (TaskKind::Reduce, &mut self.reduces),
@@ -476,6 +483,7 @@ impl JobState {
                 task.running.retain(|attempt| {
                     let alive = now.duration_since(attempt.last_heartbeat) < task_timeout;
                     if !alive {
+                        expired += 1;
                         tracing::warn!(
                             task = index,
                             attempt = attempt.attempt,
@@ -488,6 +496,7 @@ impl JobState {
                 });
             }
         }
+        self.attempts_lost += expired;
         let mut records = Vec::new();
         let lost: Vec<u64> = self
             .workers
@@ -507,7 +516,7 @@ impl JobState {
             );
             self.workers.get_mut(&worker).expect("listed above").lost = true;
             self.workers_lost += 1;
-            self.drop_attempts_of(worker);
+            self.attempts_lost += self.drop_attempts_of(worker);
             if Self::all_done(&self.reduces) {
                 continue;
             }
@@ -603,6 +612,7 @@ impl JobState {
                 Vec::new()
             },
             task_failures: self.task_failures,
+            attempts_lost: self.attempts_lost,
         }
     }
 }
