@@ -347,6 +347,7 @@ async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
         scratch_dir: work_dir,
         shared: disk,
         coordinator_timeout: Duration::from_secs_f64(args.coordinator_timeout),
+        app: None,
     })
     .await?;
     tracing::info!(

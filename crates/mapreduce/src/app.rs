@@ -73,6 +73,12 @@ pub trait App: Send + Sync {
     }
 }
 
+impl std::fmt::Debug for dyn App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dyn App")
+    }
+}
+
 /// A map task's input.
 #[derive(Debug)]
 pub struct MapInput<'a> {

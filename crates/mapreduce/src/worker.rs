@@ -53,6 +53,10 @@ pub struct WorkerConfig {
     pub shared: Arc<dyn Disk>,
     /// How long to keep trying to reach a coordinator that does not answer.
     pub coordinator_timeout: Duration,
+    /// The app for jobs whose app is [`AppSpec::Library`] (a Rust [`App`]
+    /// compiled into the worker program); `None` for built-in and streaming
+    /// apps only.
+    pub app: Option<Arc<dyn App>>,
 }
 
 /// Why a worker stopped before the job was done.
@@ -262,7 +266,7 @@ async fn work(
 ) -> Result<WorkerSummary, WorkerError> {
     let (mut worker_id, mut job) = register(link, advertise).await?;
     tracing::debug!(worker = worker_id, job = %job.job_id, "registered with {}", config.coordinator);
-    let mut app = app_of(&job)?;
+    let mut app = app_of(&job, config.app.as_ref())?;
     let running = Arc::new(Running::default());
     let worker_cell = Arc::new(AtomicU64::new(worker_id));
     let heartbeats = tokio::spawn(heartbeat_loop(
@@ -288,7 +292,7 @@ async fn work(
                 Ok(registered) => registered,
                 Err(error) => break Err(error),
             };
-            app = app_of(&job)?;
+            app = app_of(&job, config.app.as_ref())?;
             worker_cell.store(worker_id, Ordering::SeqCst);
             tracing::info!(
                 worker = worker_id,
@@ -389,7 +393,12 @@ async fn work(
     outcome
 }
 
-fn app_of(job: &JobSpec) -> Result<Arc<dyn App>, WorkerError> {
+fn app_of(job: &JobSpec, library: Option<&Arc<dyn App>>) -> Result<Arc<dyn App>, WorkerError> {
+    if let Some(name) = job.app.strip_prefix(crate::apps::LIBRARY_PREFIX) {
+        return library.cloned().ok_or_else(|| {
+            WorkerError::App(crate::apps::AppSpecError::LibraryApp(name.to_string()))
+        });
+    }
     let spec = if job.app == "streaming" {
         AppSpec::Streaming {
             mapper: job.mapper.clone(),

@@ -121,6 +121,7 @@ fn job(app: &str, workers: usize, split_bytes: u64) -> Job {
                     scratch_dir: "scratch".into(),
                     shared: Arc::new(shared),
                     coordinator_timeout: Duration::from_secs(120),
+                    app: None,
                 };
                 if let Err(error) = cairn_mapreduce::run_worker(config).await {
                     tracing::warn!("worker stopped: {error}");

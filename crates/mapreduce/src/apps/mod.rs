@@ -43,7 +43,14 @@ pub enum AppSpec {
     BuiltIn { name: String, pattern: String },
     /// Hadoop Streaming: shell commands for map and reduce.
     Streaming { mapper: String, reducer: String },
+    /// An [`App`] implemented by the program that embeds this crate. The
+    /// coordinator only carries the name; every worker is given the app in
+    /// [`WorkerConfig::app`](crate::WorkerConfig::app).
+    Library { name: String },
 }
+
+/// How a library app's name travels in the job spec.
+pub(crate) const LIBRARY_PREFIX: &str = "library:";
 
 /// Why an app cannot be made.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +63,10 @@ pub enum AppSpecError {
     BadPattern(String),
     #[error("a streaming job needs both --mapper and --reducer")]
     IncompleteStreaming,
+    #[error(
+        "app {0:?} is a library app: the program that runs the worker must provide it (WorkerConfig::app)"
+    )]
+    LibraryApp(String),
 }
 
 impl AppSpec {
@@ -69,6 +80,7 @@ impl AppSpec {
                 return Ok(Arc::new(Streaming::new(mapper.clone(), reducer.clone())));
             }
             AppSpec::BuiltIn { name, pattern } => (name.as_str(), pattern),
+            AppSpec::Library { name } => return Err(AppSpecError::LibraryApp(name.clone())),
         };
         Ok(match name {
             "wc" => Arc::new(wc::WordCount),

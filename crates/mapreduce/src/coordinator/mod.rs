@@ -26,7 +26,7 @@ use state::{Assignment, Completion, JobState};
 pub use state::{SchedulerConfig, output_name};
 
 use crate::app::Counters;
-use crate::apps::AppSpec;
+use crate::apps::{AppSpec, LIBRARY_PREFIX};
 use crate::split::plan_splits;
 
 /// How often the coordinator checks for silent attempts and lost workers.
@@ -94,7 +94,9 @@ impl CoordinatorCore {
         if config.inputs.is_empty() {
             return Err(CoordinatorError::NoInputs);
         }
-        config.app.build()?;
+        if !matches!(config.app, AppSpec::Library { .. }) {
+            config.app.build()?;
+        }
         let splits = plan_splits(input_disk, &config.inputs, config.split_bytes)
             .map_err(CoordinatorError::Input)?;
         let (app, pattern, mapper, reducer) = match &config.app {
@@ -106,6 +108,12 @@ impl CoordinatorCore {
                 String::new(),
                 mapper.clone(),
                 reducer.clone(),
+            ),
+            AppSpec::Library { name } => (
+                format!("{LIBRARY_PREFIX}{name}"),
+                String::new(),
+                String::new(),
+                String::new(),
             ),
         };
         let mut job = JobRecord {
