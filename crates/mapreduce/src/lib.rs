@@ -31,8 +31,11 @@
 //!    (§3.6) are available behind [`SchedulerConfig::backup_tasks`].
 //!
 //! Apps are built in ([`AppSpec`]: `wc`, `indexer`, `grep`, and the lab's
-//! test apps), written in Rust against the [`App`] trait, or any program in
-//! the Hadoop Streaming style (`--mapper CMD --reducer CMD`).
+//! test apps), any program in the Hadoop Streaming style (`--mapper CMD
+//! --reducer CMD`), or written in Rust against the [`App`] trait by a
+//! program that embeds this crate: the job names it
+//! ([`AppSpec::Library`]) and each worker is given it
+//! ([`WorkerConfig::app`]); [`run_sequential`] runs any `App` in process.
 //!
 //! ## Implementation caveats
 //!
