@@ -21,12 +21,12 @@ impl Drop for Processes {
     }
 }
 
-/// The 6.824 inputs: `$CAIRN_CORPUS_DIR`, or `../shared/corpus/gutenberg`
-/// beside the workspace.
+/// The 6.824 inputs: `$CAIRN_CORPUS_DIR`, or the copy committed under
+/// `testdata/gutenberg` in the workspace.
 pub(crate) fn corpus_files() -> Vec<String> {
     let dir = match std::env::var("CAIRN_CORPUS_DIR") {
         Ok(dir) => PathBuf::from(dir),
-        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus/gutenberg"),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/gutenberg"),
     };
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
         panic!("the test corpus is missing at {} ({e}); set CAIRN_CORPUS_DIR to a directory of pg-*.txt files", dir.display())
