@@ -1,0 +1,558 @@
+//! [`Raft`]: one node's protocol state, its clock and its role changes.
+//! Message handling lives beside it: `election.rs`, `replication.rs` and
+//! `read.rs`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{Config, ConfigError};
+use crate::log::RaftLog;
+use crate::message::{Message, MessageBody};
+use crate::progress::Progress;
+use crate::ready::{ReadState, Ready};
+use crate::types::{
+    ClusterConfig, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
+};
+
+/// A node's role (Raft §5.1, plus the pre-candidate of thesis §9.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader (or waits for one).
+    Follower,
+    /// Asks for pre-votes before raising its term.
+    PreCandidate,
+    /// Asks for votes in a new term.
+    Candidate,
+    /// Leads its term.
+    Leader,
+}
+
+/// What a node starts from: what its storage recovered.
+#[derive(Debug, Clone)]
+pub struct InitialState {
+    /// The group's members (used when there is no snapshot yet).
+    pub cluster: ClusterConfig,
+    /// The durable term, vote and commit.
+    pub hard_state: HardState,
+    /// The latest durable snapshot, if any. The caller restores its state
+    /// machine from it; the core resumes applying at its index + 1.
+    pub snapshot: Option<Snapshot>,
+    /// The durable entries after the snapshot, consecutive.
+    pub entries: Vec<Entry>,
+}
+
+impl InitialState {
+    /// A brand-new node of `cluster`.
+    pub fn new(cluster: ClusterConfig) -> Self {
+        Self {
+            cluster,
+            hard_state: HardState::default(),
+            snapshot: None,
+            entries: Vec::new(),
+        }
+    }
+}
+
+/// Why a proposal or read was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader accepts proposals and reads; `hint` is the leader this
+    /// node knows of, if any.
+    #[error("not the leader (leader hint: {hint:?})")]
+    NotLeader {
+        /// The current leader, if known.
+        hint: Option<NodeId>,
+    },
+    /// The leader is handing leadership over and accepts nothing meanwhile.
+    #[error("leadership is being transferred to node {to}")]
+    Transferring {
+        /// The successor.
+        to: NodeId,
+    },
+}
+
+/// A snapshot of a node's state for monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The node.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: Term,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: LogIndex,
+    /// The last index handed to the state machine.
+    pub applied: LogIndex,
+    /// Its last log index.
+    pub last_index: LogIndex,
+    /// The index its latest snapshot covers.
+    pub snapshot_index: LogIndex,
+}
+
+/// One Raft node as a pure state machine: no I/O, no clock, no global
+/// randomness. Drive it with [`tick`](Self::tick), [`step`](Self::step),
+/// [`propose`](Self::propose) and [`read_index`](Self::read_index); collect
+/// work with [`ready`](Self::ready), do it as [`Ready`] describes, then
+/// [`advance`](Self::advance).
+///
+/// Invariants, asserted after every input: at most one vote per term (the
+/// vote is durable before any message that depends on it leaves, through
+/// `Ready` step 1); a leader's log only grows while it leads; commit and
+/// applied never move back; see also [`RaftLog`]'s.
+#[derive(Debug)]
+pub struct Raft {
+    pub(crate) config: Config,
+    pub(crate) cluster: ClusterConfig,
+    pub(crate) term: Term,
+    pub(crate) vote: Option<NodeId>,
+    pub(crate) role: Role,
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) log: RaftLog,
+    rng: StdRng,
+    /// Ticks since the last election reset (followers and candidates) or the
+    /// last check-quorum round (leaders).
+    pub(crate) election_elapsed: u32,
+    pub(crate) heartbeat_elapsed: u32,
+    pub(crate) randomized_election_timeout: u32,
+    /// Votes received in the current (pre-)campaign.
+    pub(crate) votes: BTreeMap<NodeId, bool>,
+    /// Leaders only: one per other voter.
+    pub(crate) progress: BTreeMap<NodeId, Progress>,
+    pub(crate) messages: Vec<Message>,
+    /// The latest snapshot, kept to send to followers that need it.
+    pub(crate) snapshot: Option<Snapshot>,
+    /// A snapshot received from the leader, for the next `Ready`.
+    pub(crate) snapshot_to_install: Option<Snapshot>,
+    /// A snapshot being received in chunks.
+    pub(crate) incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    pub(crate) read_round: u64,
+    pub(crate) pending_reads: VecDeque<PendingRead>,
+    pub(crate) read_states: Vec<ReadState>,
+    pub(crate) transfer_target: Option<NodeId>,
+    pub(crate) transfer_elapsed: u32,
+    pub(crate) transfer_sent: bool,
+    last_hard_state: HardState,
+    ready_outstanding: bool,
+}
+
+/// A read-index request waiting for its heartbeat round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PendingRead {
+    pub(crate) ctx: u64,
+    /// The commit index at the request; `None` until this leader has
+    /// committed an entry of its own term.
+    pub(crate) index: Option<LogIndex>,
+    pub(crate) round: u64,
+}
+
+impl Raft {
+    /// A node starting from `initial`, drawing its election timeouts from a
+    /// generator seeded with `seed`.
+    pub fn new(config: Config, initial: InitialState, seed: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let (snapshot_index, snapshot_term, cluster) = match &initial.snapshot {
+            Some(snapshot) => (
+                snapshot.meta.index,
+                snapshot.meta.term,
+                snapshot.meta.config.clone(),
+            ),
+            None => (0, 0, initial.cluster.clone()),
+        };
+        if !cluster.contains(config.id) {
+            return Err(ConfigError(format!(
+                "node {} is not a member of the cluster {:?}",
+                config.id, cluster.voters
+            )));
+        }
+        let entries: Vec<Entry> = initial
+            .entries
+            .into_iter()
+            .filter(|e| e.index > snapshot_index)
+            .collect();
+        if let Some(first) = entries.first()
+            && first.index != snapshot_index + 1
+        {
+            return Err(ConfigError(format!(
+                "the stored log starts at {} but the snapshot ends at {snapshot_index}",
+                first.index
+            )));
+        }
+        let log = RaftLog::restore(
+            snapshot_index,
+            snapshot_term,
+            entries,
+            initial.hard_state.commit,
+        );
+        let mut raft = Self {
+            config,
+            cluster,
+            term: initial.hard_state.term,
+            vote: initial.hard_state.vote,
+            role: Role::Follower,
+            leader: None,
+            log,
+            rng: StdRng::seed_from_u64(seed),
+            election_elapsed: 0,
+            heartbeat_elapsed: 0,
+            randomized_election_timeout: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            messages: Vec::new(),
+            snapshot: initial.snapshot,
+            snapshot_to_install: None,
+            incoming_snapshot: None,
+            read_round: 0,
+            pending_reads: VecDeque::new(),
+            read_states: Vec::new(),
+            transfer_target: None,
+            transfer_elapsed: 0,
+            transfer_sent: false,
+            last_hard_state: initial.hard_state,
+            ready_outstanding: false,
+        };
+        raft.last_hard_state.commit = raft.log.commit;
+        raft.reset_election_timer();
+        Ok(raft)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// Its role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Its current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The leader it knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// The group's members.
+    pub fn cluster(&self) -> &ClusterConfig {
+        &self.cluster
+    }
+
+    /// Monitoring information.
+    pub fn status(&self) -> Status {
+        Status {
+            id: self.config.id,
+            term: self.term,
+            role: self.role,
+            leader: self.leader,
+            commit: self.log.commit,
+            applied: self.log.applied,
+            last_index: self.log.last_index(),
+            snapshot_index: self.log.snapshot_index,
+        }
+    }
+
+    /// The entry at `index`, if the log holds it (tests and diagnostics).
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.entry(index)
+    }
+
+    /// Leaders only: each follower's progress.
+    pub fn progress(&self) -> &BTreeMap<NodeId, Progress> {
+        &self.progress
+    }
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.assert_no_ready();
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed += 1;
+            if self.election_elapsed >= self.randomized_election_timeout
+                && self.cluster.contains(self.config.id)
+            {
+                self.start_election(false);
+            }
+        }
+        self.assert_invariants();
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        self.election_elapsed += 1;
+        if self.election_elapsed >= self.config.election_timeout_ticks {
+            self.election_elapsed = 0;
+            if self.config.check_quorum && !self.quorum_active() {
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        if self.transfer_target.is_some() {
+            self.transfer_elapsed += 1;
+            if self.transfer_elapsed >= self.config.election_timeout_ticks {
+                // The successor did not take over within an election timeout.
+                self.transfer_target = None;
+            }
+        }
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Whether a quorum (self included) has been heard from since the last
+    /// round; resets the marks for the next.
+    fn quorum_active(&mut self) -> bool {
+        let mut active = 1;
+        for progress in self.progress.values_mut() {
+            if progress.recent_active {
+                active += 1;
+            }
+            progress.recent_active = false;
+        }
+        active >= self.cluster.quorum()
+    }
+
+    /// Proposes a command. Leaders append it at once and send it to followers
+    /// without waiting for a heartbeat; the answer is its (index, term), and
+    /// the command is committed when an entry at that index with that term
+    /// is applied.
+    pub fn propose(&mut self, data: Bytes) -> Result<(LogIndex, Term), ProposeError> {
+        self.assert_no_ready();
+        self.check_leader()?;
+        let index = self.append_entry(EntryKind::Normal, data);
+        self.broadcast_append();
+        self.assert_invariants();
+        Ok((index, self.term))
+    }
+
+    /// Proposes several commands at once (one broadcast for all).
+    pub fn propose_batch(
+        &mut self,
+        commands: impl IntoIterator<Item = Bytes>,
+    ) -> Result<Vec<(LogIndex, Term)>, ProposeError> {
+        self.assert_no_ready();
+        self.check_leader()?;
+        let placed: Vec<(LogIndex, Term)> = commands
+            .into_iter()
+            .map(|data| (self.append_entry(EntryKind::Normal, data), self.term))
+            .collect();
+        if !placed.is_empty() {
+            self.broadcast_append();
+        }
+        self.assert_invariants();
+        Ok(placed)
+    }
+
+    pub(crate) fn check_leader(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { hint: self.leader });
+        }
+        if let Some(to) = self.transfer_target {
+            return Err(ProposeError::Transferring { to });
+        }
+        Ok(())
+    }
+
+    fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> LogIndex {
+        let index = self.log.last_index() + 1;
+        self.log.push(Entry {
+            term: self.term,
+            index,
+            kind,
+            data,
+        });
+        index
+    }
+
+    /// The service snapshotted its state through `index` (at most the
+    /// applied index): the core drops the log up to it and keeps `data` to
+    /// send to followers that fall behind. Returns the snapshot's metadata,
+    /// which the caller stores with the data.
+    pub fn compact(&mut self, index: LogIndex, data: Bytes) -> SnapshotMeta {
+        self.assert_no_ready();
+        assert!(
+            index <= self.log.applied,
+            "snapshot at {index} beyond applied {}",
+            self.log.applied
+        );
+        let current = self
+            .snapshot
+            .as_ref()
+            .map_or(self.log.snapshot_index, |s| s.meta.index);
+        if index <= current {
+            return self
+                .snapshot
+                .as_ref()
+                .map_or_else(|| self.snapshot_meta_at(index), |s| s.meta.clone());
+        }
+        let meta = self.snapshot_meta_at(index);
+        self.log.compact(index);
+        self.snapshot = Some(Snapshot {
+            meta: meta.clone(),
+            data,
+        });
+        self.assert_invariants();
+        meta
+    }
+
+    fn snapshot_meta_at(&self, index: LogIndex) -> SnapshotMeta {
+        SnapshotMeta {
+            index,
+            term: self.log.term(index).unwrap_or(self.log.snapshot_term),
+            config: self.cluster.clone(),
+        }
+    }
+
+    /// Starts an election now (tests, or an operator's nudge).
+    pub fn campaign(&mut self) {
+        self.assert_no_ready();
+        if self.role != Role::Leader {
+            self.start_election(false);
+        }
+    }
+
+    pub(crate) fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        let base = self.config.election_timeout_ticks;
+        self.randomized_election_timeout = self.rng.gen_range(base..2 * base);
+    }
+
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.votes.clear();
+        self.pending_reads.clear();
+        self.transfer_target = None;
+        self.reset_election_timer();
+    }
+
+    pub(crate) fn become_leader(&mut self) {
+        assert!(
+            matches!(self.role, Role::Candidate),
+            "only a candidate becomes leader (was {:?})",
+            self.role
+        );
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next = self.log.last_index() + 1;
+        self.progress = self
+            .cluster
+            .voters
+            .iter()
+            .filter(|&&id| id != self.config.id)
+            .map(|&id| (id, Progress::new(next)))
+            .collect();
+        // A no-op of the new term: it commits everything before it (Raft
+        // §5.4.2) and lets read index work (thesis §6.4).
+        self.append_entry(EntryKind::Noop, Bytes::new());
+        self.broadcast_append();
+        self.maybe_commit();
+    }
+
+    /// Collects what the caller must do now. See [`Ready`] for the order.
+    pub fn ready(&mut self) -> Ready {
+        self.assert_no_ready();
+        let hard_state = HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        };
+        let ready = Ready {
+            hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
+            entries: self.log.unpersisted(),
+            snapshot: self.snapshot_to_install.take(),
+            messages: std::mem::take(&mut self.messages),
+            committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        self.last_hard_state = hard_state;
+        self.ready_outstanding = !ready.is_empty();
+        ready
+    }
+
+    /// Whether [`ready`](Self::ready) has anything.
+    pub fn has_ready(&self) -> bool {
+        let hard_state = HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        };
+        hard_state != self.last_hard_state
+            || self.log.persisted < self.log.last_index()
+            || self.snapshot_to_install.is_some()
+            || !self.messages.is_empty()
+            || self.log.applied < self.log.commit.min(self.log.persisted)
+            || !self.read_states.is_empty()
+    }
+
+    /// Reports that the caller finished every step of `ready`.
+    pub fn advance(&mut self, ready: &Ready) {
+        self.ready_outstanding = false;
+        if let Some(last) = ready.entries.last() {
+            self.log.persisted_to(last.index, last.term);
+        }
+        if let Some(last) = ready.committed_entries.last() {
+            self.log.applied_to(last.index);
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.assert_invariants();
+    }
+
+    pub(crate) fn assert_no_ready(&self) {
+        assert!(
+            !self.ready_outstanding,
+            "a Ready is outstanding: call advance() first"
+        );
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, body: MessageBody) {
+        self.messages.push(Message {
+            from: self.config.id,
+            to,
+            term: self.term,
+            body,
+        });
+    }
+
+    pub(crate) fn assert_invariants(&self) {
+        self.log.assert_invariants();
+        if self.role == Role::Leader {
+            assert_eq!(
+                self.leader,
+                Some(self.config.id),
+                "a leader knows itself as leader"
+            );
+            assert_eq!(self.vote, Some(self.config.id), "a leader voted for itself");
+        } else {
+            assert!(self.progress.is_empty(), "only leaders track progress");
+        }
+        for (id, progress) in &self.progress {
+            assert!(
+                progress.match_index < progress.next_index,
+                "progress of {id}: match {} not below next {}",
+                progress.match_index,
+                progress.next_index
+            );
+        }
+    }
+}

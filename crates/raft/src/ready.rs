@@ -1,0 +1,63 @@
+//! [`Ready`]: what the core asks its caller to do, in order.
+
+use crate::message::Message;
+use crate::types::{Entry, HardState, LogIndex, Snapshot};
+
+/// A batch of work for the caller of [`Raft`](crate::Raft), collected by
+/// [`Raft::ready`](crate::Raft::ready). The caller performs these steps in
+/// this order, and only then calls [`Raft::advance`](crate::Raft::advance):
+///
+/// 1. **Persist** `snapshot` (if any), `entries` and `hard_state` (if any),
+///    and make them durable (one fsync for the batch). `entries` may start
+///    at or below the last index already stored: the stored entries from
+///    `entries[0].index` on are replaced (a conflict truncation). After a
+///    snapshot, stored entries up to its index are no longer needed.
+/// 2. **Send** `messages`. They may depend on step 1 (a vote, an
+///    acknowledgement of appended entries), so never before it.
+/// 3. **Restore** the state machine from `snapshot`, if any.
+/// 4. **Apply** `committed_entries` in order (skipping
+///    [`EntryKind::Noop`](crate::EntryKind::Noop)).
+/// 5. **Serve** the reads in `read_states` once the state machine has
+///    applied their index.
+/// 6. Call [`Raft::advance`](crate::Raft::advance) with this `Ready`.
+///
+/// No other call into the core may happen between `ready()` and
+/// `advance()`; the core asserts it.
+#[derive(Debug, Clone, Default)]
+pub struct Ready {
+    /// Term, vote and commit, when they changed.
+    pub hard_state: Option<HardState>,
+    /// Entries to append durably.
+    pub entries: Vec<Entry>,
+    /// A snapshot received from the leader, to persist and restore.
+    pub snapshot: Option<Snapshot>,
+    /// Messages to send after step 1.
+    pub messages: Vec<Message>,
+    /// Entries committed and not yet applied, in index order.
+    pub committed_entries: Vec<Entry>,
+    /// Confirmed read-index requests.
+    pub read_states: Vec<ReadState>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.snapshot.is_none()
+            && self.messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+    }
+}
+
+/// A read-index request the leader has confirmed (thesis §6.4): once the
+/// state machine has applied `index`, a read issued before the request was
+/// made sees every write acknowledged before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's token from [`Raft::read_index`](crate::Raft::read_index).
+    pub ctx: u64,
+    /// The commit index when the request was made.
+    pub index: LogIndex,
+}

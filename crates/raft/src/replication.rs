@@ -1,0 +1,393 @@
+//! Log replication (Raft §5.3), commitment (§5.4.2) and snapshot transfer
+//! (§7).
+
+use crate::message::{
+    AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
+    InstallSnapshotResponse, MessageBody, Reject,
+};
+use crate::node::{Raft, Role};
+use crate::progress::ProgressState;
+use crate::types::{LogIndex, NodeId, Snapshot};
+
+impl Raft {
+    /// Sends what each follower is missing, as far as flow control allows.
+    pub(crate) fn broadcast_append(&mut self) {
+        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in followers {
+            self.send_append(to, false);
+        }
+    }
+
+    /// Sends `to` the entries from its `next_index`, or a snapshot chunk when
+    /// those are compacted. With `even_if_empty`, sends an empty append to
+    /// carry the commit index or to probe.
+    pub(crate) fn send_append(&mut self, to: NodeId, even_if_empty: bool) {
+        let Some(progress) = self.progress.get(&to) else {
+            return;
+        };
+        if let ProgressState::Snapshot { .. } = progress.state {
+            self.send_snapshot_chunk(to);
+            return;
+        }
+        if !progress.can_send(self.config.max_inflight_appends) {
+            return;
+        }
+        let next = progress.next_index;
+        let prev_index = next - 1;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // The entries it needs are compacted away: send the snapshot.
+            self.start_snapshot(to);
+            return;
+        };
+        let entries = if next <= self.log.last_index() {
+            self.log
+                .slice(next, self.log.last_index(), self.config.max_append_bytes)
+        } else {
+            Vec::new()
+        };
+        if entries.is_empty() && !even_if_empty {
+            return;
+        }
+        let last = entries.last().map(|e| e.index);
+        let commit = self.log.commit;
+        let request = AppendEntries {
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+        };
+        self.send(to, MessageBody::AppendEntries(request));
+        if let Some(progress) = self.progress.get_mut(&to) {
+            progress.sent(last);
+            progress.commit_sent = progress
+                .commit_sent
+                .max(commit.min(last.unwrap_or(prev_index)));
+        }
+    }
+
+    pub(crate) fn broadcast_heartbeat(&mut self) {
+        let (commit, read_round) = (self.log.commit, self.read_round);
+        let mut heartbeats = Vec::with_capacity(self.progress.len());
+        for (&to, progress) in &mut self.progress {
+            let heartbeat = Heartbeat {
+                commit: commit.min(progress.match_index),
+                read_round,
+            };
+            progress.commit_sent = progress.commit_sent.max(heartbeat.commit);
+            heartbeats.push((to, heartbeat));
+        }
+        for (to, heartbeat) in heartbeats {
+            self.send(to, MessageBody::Heartbeat(heartbeat));
+        }
+    }
+
+    pub(crate) fn handle_append_entries(&mut self, from: NodeId, mut request: AppendEntries) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        let commit = self.log.commit;
+        if request.prev_index < commit {
+            // Entries up to our commit index are committed and so match the
+            // leader's (Leader Completeness); skip them.
+            let skip = ((commit - request.prev_index) as usize).min(request.entries.len());
+            request.entries.drain(..skip);
+            request.prev_index = commit;
+            request.prev_term = self
+                .log
+                .term(commit)
+                .expect("the commit index is in the log");
+            if request
+                .entries
+                .first()
+                .is_some_and(|e| e.index != commit + 1)
+            {
+                request.entries.clear();
+            }
+        }
+        let response = if self.log.term(request.prev_index) == Some(request.prev_term) {
+            let match_index = self.log.append_after(request.prev_index, &request.entries);
+            self.log.commit_to(request.commit.min(match_index));
+            AppendEntriesResponse {
+                match_index,
+                reject: None,
+            }
+        } else {
+            let (conflict_term, conflict_index) = match self.log.term(request.prev_index) {
+                Some(term) => (
+                    Some(term),
+                    self.log.first_index_of_term_at(request.prev_index),
+                ),
+                None => (None, self.log.last_index() + 1),
+            };
+            let reject = Reject {
+                rejected_index: request.prev_index,
+                conflict_term,
+                conflict_index,
+            };
+            AppendEntriesResponse {
+                match_index: self.log.last_index(),
+                reject: Some(reject),
+            }
+        };
+        self.send(from, MessageBody::AppendEntriesResponse(response));
+    }
+
+    pub(crate) fn handle_append_entries_response(
+        &mut self,
+        from: NodeId,
+        response: AppendEntriesResponse,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        match response.reject {
+            None => {
+                let was_probe = progress.state == ProgressState::Probe;
+                let moved = progress.update_match(response.match_index.min(last_index));
+                if was_probe {
+                    progress.become_replicate();
+                }
+                if moved && self.maybe_commit() {
+                    // Tell everyone at once, so followers apply promptly.
+                    self.broadcast_append_or_commit();
+                } else {
+                    // Send what is left, or the commit index it has not seen.
+                    let stale_commit = self
+                        .progress
+                        .get(&from)
+                        .is_some_and(|p| p.commit_sent < self.log.commit.min(p.match_index));
+                    self.send_append(from, stale_commit);
+                }
+                self.maybe_finish_transfer(from);
+            }
+            Some(reject) => {
+                let hint_next = match reject.conflict_term {
+                    Some(term) => match self.log.last_index_of_term(term) {
+                        Some(index) => index + 1,
+                        None => reject.conflict_index,
+                    },
+                    None => reject.conflict_index,
+                };
+                if progress.reject(reject.rejected_index, hint_next.max(1)) {
+                    self.send_append(from, true);
+                }
+            }
+        }
+    }
+
+    /// After the commit index moved: appends where there are entries to
+    /// send, else an empty append that carries the new commit index.
+    fn broadcast_append_or_commit(&mut self) {
+        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for to in followers {
+            self.send_append(to, true);
+        }
+    }
+
+    /// Commits the highest index a quorum has stored, if it is of this term
+    /// (Raft §5.4.2: never count replicas of an older term's entry).
+    /// Returns whether the commit index moved.
+    pub(crate) fn maybe_commit(&mut self) -> bool {
+        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        matched.push(self.log.persisted);
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.cluster.quorum() - 1];
+        if candidate > self.log.commit && self.log.term(candidate) == Some(self.term) {
+            self.log.commit_to(candidate);
+            self.release_reads_after_commit();
+            return true;
+        }
+        false
+    }
+
+    pub(crate) fn handle_heartbeat(&mut self, from: NodeId, heartbeat: Heartbeat) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        self.log
+            .commit_to(heartbeat.commit.min(self.log.last_index()));
+        self.send(
+            from,
+            MessageBody::HeartbeatResponse(HeartbeatResponse {
+                read_round: heartbeat.read_round,
+            }),
+        );
+    }
+
+    pub(crate) fn handle_heartbeat_response(&mut self, from: NodeId, response: HeartbeatResponse) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        progress.read_round = progress.read_round.max(response.read_round);
+        // A heartbeat round trip means the link works: resend whatever may
+        // have been lost.
+        progress.paused = false;
+        if progress.state == ProgressState::Replicate
+            && progress.inflight.len() >= self.config.max_inflight_appends
+        {
+            progress.inflight.pop_front();
+        }
+        let behind = progress.match_index < last_index;
+        if behind {
+            self.send_append(from, true);
+        }
+        self.advance_reads();
+    }
+
+    fn start_snapshot(&mut self, to: NodeId) {
+        let Some(snapshot) = &self.snapshot else {
+            panic!("node {to} needs compacted entries but there is no snapshot");
+        };
+        let index = snapshot.meta.index;
+        if let Some(progress) = self.progress.get_mut(&to) {
+            progress.become_snapshot(index);
+        }
+        self.send_snapshot_chunk(to);
+    }
+
+    /// Sends the chunk at the follower's offset, unless one is unanswered.
+    fn send_snapshot_chunk(&mut self, to: NodeId) {
+        let Some(snapshot) = self.snapshot.clone() else {
+            return;
+        };
+        let Some(progress) = self.progress.get_mut(&to) else {
+            return;
+        };
+        let ProgressState::Snapshot { index, offset } = progress.state else {
+            return;
+        };
+        if progress.paused {
+            return;
+        }
+        if index != snapshot.meta.index {
+            // A newer snapshot replaced the one being sent: start over.
+            progress.state = ProgressState::Snapshot {
+                index: snapshot.meta.index,
+                offset: 0,
+            };
+            return self.send_snapshot_chunk(to);
+        }
+        progress.paused = true;
+        let total = snapshot.data.len() as u64;
+        let start = offset.min(total);
+        let end = (start + self.config.snapshot_chunk_bytes).min(total);
+        let request = InstallSnapshot {
+            meta: snapshot.meta.clone(),
+            total_bytes: total,
+            offset: start,
+            data: snapshot.data.slice(start as usize..end as usize),
+        };
+        self.send(to, MessageBody::InstallSnapshot(request));
+    }
+
+    pub(crate) fn handle_install_snapshot(&mut self, from: NodeId, request: InstallSnapshot) {
+        if self.role != Role::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader = Some(from);
+        self.election_elapsed = 0;
+        let meta = request.meta.clone();
+        let respond = |raft: &mut Self, next_offset: u64, done: bool| {
+            let response = InstallSnapshotResponse {
+                snapshot_index: meta.index,
+                next_offset,
+                done,
+            };
+            raft.send(from, MessageBody::InstallSnapshotResponse(response));
+        };
+        if meta.index <= self.log.commit {
+            // Our log already covers it.
+            self.incoming_snapshot = None;
+            return respond(self, request.total_bytes, true);
+        }
+        if request.offset == 0 {
+            self.incoming_snapshot = Some((
+                meta.clone(),
+                Vec::with_capacity(request.total_bytes as usize),
+            ));
+        }
+        let Some((incoming_meta, buffer)) = &mut self.incoming_snapshot else {
+            return respond(self, 0, false);
+        };
+        if *incoming_meta != meta || buffer.len() as u64 != request.offset {
+            let expected = if *incoming_meta == meta {
+                buffer.len() as u64
+            } else {
+                0
+            };
+            return respond(self, expected, false);
+        }
+        buffer.extend_from_slice(&request.data);
+        let received = buffer.len() as u64;
+        if received < request.total_bytes {
+            return respond(self, received, false);
+        }
+        let (meta, data) = self.incoming_snapshot.take().expect("checked above");
+        self.install_snapshot(Snapshot {
+            meta,
+            data: data.into(),
+        });
+        respond(self, received, true);
+    }
+
+    /// Adopts a complete snapshot from the leader (Raft §7): if the log holds
+    /// its last entry, only the commit index moves; otherwise the log is
+    /// replaced and the state machine will be restored from it.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = &snapshot.meta;
+        if self.log.term(meta.index) == Some(meta.term) {
+            self.log.commit_to(meta.index);
+            return;
+        }
+        self.log.reset_to_snapshot(meta.index, meta.term);
+        self.cluster = meta.config.clone();
+        self.snapshot = Some(snapshot.clone());
+        self.snapshot_to_install = Some(snapshot);
+    }
+
+    pub(crate) fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        response: InstallSnapshotResponse,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(progress) = self.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        let ProgressState::Snapshot { index, .. } = progress.state else {
+            return;
+        };
+        if response.snapshot_index != index {
+            return;
+        }
+        progress.paused = false;
+        if response.done {
+            progress.update_match(index);
+            progress.become_replicate();
+            self.send_append(from, false);
+        } else {
+            progress.state = ProgressState::Snapshot {
+                index,
+                offset: response.next_offset,
+            };
+            self.send_snapshot_chunk(from);
+        }
+    }
+}

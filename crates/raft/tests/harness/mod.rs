@@ -1,0 +1,525 @@
+//! An in-memory cluster for driving `Raft` cores by hand or at random:
+//! a message pool the test delivers from (in any order, with drops and
+//! duplicates), per-link cuts, a durable store per node that keeps only what
+//! a `Ready` asked to persist, crashes that may land in the middle of a
+//! `Ready`, and an oracle that checks the Raft safety properties after every
+//! step.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different subset
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use cairn_raft::{
+    ClusterConfig, Config, Entry, EntryKind, HardState, InitialState, LogIndex, Message, NodeId,
+    Raft, Role, Snapshot, Term,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// What survives a crash: exactly what `Ready` step 1 persisted.
+#[derive(Debug, Clone, Default)]
+pub struct Durable {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+impl Durable {
+    fn persist(
+        &mut self,
+        hard_state: Option<HardState>,
+        snapshot: Option<&Snapshot>,
+        entries: &[Entry],
+    ) {
+        if let Some(snapshot) = snapshot {
+            // A snapshot from the leader replaces the whole stored log.
+            self.entries.clear();
+            self.snapshot = Some(snapshot.clone());
+        }
+        if let Some(first) = entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+            let floor = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+            let expected = self.entries.last().map_or(floor + 1, |e| e.index + 1);
+            assert_eq!(first.index, expected, "persisted entries leave a gap");
+            self.entries.extend_from_slice(entries);
+        }
+        if let Some(hard_state) = hard_state {
+            self.hard_state = hard_state;
+        }
+    }
+
+    fn compact(&mut self, snapshot: Snapshot) {
+        self.entries.retain(|e| e.index > snapshot.meta.index);
+        self.snapshot = Some(snapshot);
+    }
+}
+
+/// The test state machine: the applied index and a running hash of the
+/// applied commands. Its snapshot is those 16 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Machine {
+    pub applied: LogIndex,
+    pub digest: u64,
+}
+
+impl Machine {
+    fn apply(&mut self, entry: &Entry) {
+        assert_eq!(entry.index, self.applied + 1, "applied out of order");
+        self.applied = entry.index;
+        if entry.kind == EntryKind::Normal {
+            for &byte in entry.data.iter() {
+                self.digest = (self.digest ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+            }
+            self.digest = self.digest.rotate_left(7) ^ entry.index;
+        }
+    }
+
+    fn encode(&self) -> Bytes {
+        let mut data = self.applied.to_le_bytes().to_vec();
+        data.extend_from_slice(&self.digest.to_le_bytes());
+        data.into()
+    }
+
+    fn decode(data: &[u8]) -> Self {
+        Self {
+            applied: u64::from_le_bytes(data[..8].try_into().unwrap()),
+            digest: u64::from_le_bytes(data[8..16].try_into().unwrap()),
+        }
+    }
+}
+
+pub struct Node {
+    pub raft: Option<Raft>,
+    pub durable: Durable,
+    pub machine: Machine,
+    pub incarnation: u64,
+    last_commit: LogIndex,
+    /// Reads confirmed to this node: (ctx, index).
+    pub reads: Vec<(u64, LogIndex)>,
+}
+
+/// Decides whether a message is lost at delivery.
+pub type DropFilter = Box<dyn Fn(&Message) -> bool>;
+/// Rewrites a message at delivery.
+pub type Mutator = Box<dyn Fn(&mut Message)>;
+
+/// What a run exercised, so a sweep can prove it is not toothless.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub crashes_in_ready: u64,
+    pub snapshots_installed: u64,
+    pub reads_confirmed: u64,
+    pub entries_applied: u64,
+}
+
+/// The cluster and its oracle.
+pub struct Cluster {
+    pub nodes: BTreeMap<NodeId, Node>,
+    pub pool: Vec<Message>,
+    pub cut: BTreeSet<(NodeId, NodeId)>,
+    pub rng: StdRng,
+    pub config: Config,
+    /// Every entry applied anywhere, by index: must never disagree.
+    pub applied: BTreeMap<LogIndex, (Term, EntryKind, Bytes)>,
+    /// For each applied index, the highest leader term seen when it was first
+    /// applied: leaders of later terms must hold it (leader completeness).
+    pub committed_by: BTreeMap<LogIndex, Term>,
+    /// The state machine after each applied index.
+    pub digests: BTreeMap<LogIndex, u64>,
+    /// The leader of each term ever seen.
+    pub leaders: BTreeMap<Term, NodeId>,
+    /// Probability of a crash in the middle of processing a `Ready`.
+    pub crash_in_ready: f64,
+    /// Messages for which this returns true are dropped at delivery.
+    pub drop_filter: Option<DropFilter>,
+    /// Applied to every message at delivery.
+    pub mutate: Option<Mutator>,
+    pub stats: Stats,
+}
+
+impl Cluster {
+    pub fn new(size: u64, seed: u64) -> Self {
+        Self::with_config(size, seed, |_| {})
+    }
+
+    pub fn with_config(size: u64, seed: u64, tune: impl Fn(&mut Config)) -> Self {
+        let mut config = Config::new(1);
+        tune(&mut config);
+        let mut cluster = Self {
+            nodes: BTreeMap::new(),
+            pool: Vec::new(),
+            cut: BTreeSet::new(),
+            rng: StdRng::seed_from_u64(seed),
+            config,
+            applied: BTreeMap::new(),
+            committed_by: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            crash_in_ready: 0.0,
+            drop_filter: None,
+            mutate: None,
+            stats: Stats::default(),
+        };
+        for id in 1..=size {
+            let node = Node {
+                raft: None,
+                durable: Durable::default(),
+                machine: Machine::default(),
+                incarnation: 0,
+                last_commit: 0,
+                reads: Vec::new(),
+            };
+            cluster.nodes.insert(id, node);
+        }
+        for id in 1..=size {
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn raft(&self, id: NodeId) -> &Raft {
+        self.nodes[&id].raft.as_ref().expect("node is up")
+    }
+
+    pub fn raft_mut(&mut self, id: NodeId) -> &mut Raft {
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .raft
+            .as_mut()
+            .expect("node is up")
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[&id].raft.is_some()
+    }
+
+    /// Starts (or restarts) a node from its durable state.
+    pub fn start(&mut self, id: NodeId) {
+        let cluster_config = ClusterConfig::new(self.ids());
+        let seed = self.rng.r#gen();
+        let mut config = self.config.clone();
+        config.id = id;
+        let node = self.nodes.get_mut(&id).unwrap();
+        assert!(node.raft.is_none(), "node {id} is already up");
+        let initial = InitialState {
+            cluster: cluster_config,
+            hard_state: node.durable.hard_state,
+            snapshot: node.durable.snapshot.clone(),
+            entries: node.durable.entries.clone(),
+        };
+        node.machine = node
+            .durable
+            .snapshot
+            .as_ref()
+            .map_or_else(Machine::default, |s| Machine::decode(&s.data));
+        node.raft = Some(Raft::new(config, initial, seed).expect("valid config"));
+        node.incarnation += 1;
+        node.last_commit = 0;
+    }
+
+    /// Crashes a node: everything not persisted is gone.
+    pub fn crash(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        node.raft = None;
+        self.pool.retain(|m| m.to != id && m.from != id);
+    }
+
+    pub fn tick(&mut self, id: NodeId) {
+        if let Some(raft) = self.nodes.get_mut(&id).unwrap().raft.as_mut() {
+            raft.tick();
+        }
+    }
+
+    pub fn tick_all(&mut self) {
+        for id in self.ids() {
+            self.tick(id);
+        }
+    }
+
+    /// Whether `from` can reach `to`.
+    pub fn linked(&self, from: NodeId, to: NodeId) -> bool {
+        !self.cut.contains(&(from, to))
+    }
+
+    /// Cuts both directions between the two sides.
+    pub fn partition(&mut self, side: &[NodeId]) {
+        self.cut.clear();
+        for a in self.ids() {
+            for b in self.ids() {
+                if side.contains(&a) != side.contains(&b) {
+                    self.cut.insert((a, b));
+                }
+            }
+        }
+    }
+
+    pub fn isolate(&mut self, id: NodeId) {
+        self.partition(&[id]);
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Delivers the message at `position` of the pool.
+    pub fn deliver(&mut self, position: usize) {
+        let mut message = self.pool.remove(position);
+        if let Some(mutate) = &self.mutate {
+            mutate(&mut message);
+        }
+        if !self.linked(message.from, message.to)
+            || self.drop_filter.as_ref().is_some_and(|drop| drop(&message))
+        {
+            return;
+        }
+        if let Some(raft) = self.nodes.get_mut(&message.to).unwrap().raft.as_mut() {
+            raft.step(message);
+        }
+    }
+
+    /// Processes every node's `Ready` until none has work, delivering
+    /// messages in order, until the pool is empty too (bounded).
+    pub fn stabilize(&mut self) {
+        for _ in 0..10_000 {
+            self.process_readies();
+            if self.pool.is_empty() {
+                return;
+            }
+            while !self.pool.is_empty() {
+                self.deliver(0);
+                self.process_readies();
+            }
+        }
+        panic!("the cluster did not stabilize");
+    }
+
+    /// Ticks every node `ticks` times, stabilizing after each.
+    pub fn run_ticks(&mut self, ticks: u32) {
+        for _ in 0..ticks {
+            self.tick_all();
+            self.stabilize();
+        }
+    }
+
+    /// Ticks until some node is leader (bounded); returns it.
+    pub fn elect(&mut self) -> NodeId {
+        for _ in 0..1_000 {
+            self.tick_all();
+            self.stabilize();
+            if let Some(leader) = self.leader() {
+                return leader;
+            }
+        }
+        panic!("no leader elected");
+    }
+
+    /// The live node that is leader in the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|(&id, node)| node.raft.as_ref().map(|r| (r.term(), r.role(), id)))
+            .filter(|&(_, role, _)| role == Role::Leader)
+            .map(|(term, _, id)| (term, id))
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    pub fn process_readies(&mut self) {
+        for id in self.ids() {
+            self.process_ready(id);
+        }
+    }
+
+    /// Runs one node's `Ready` through the six steps, possibly crashing
+    /// part way (losing what was not yet persisted or sent).
+    pub fn process_ready(&mut self, id: NodeId) {
+        loop {
+            let crash_point = if self.crash_in_ready > 0.0 && self.rng.gen_bool(self.crash_in_ready)
+            {
+                Some(self.rng.gen_range(0..3))
+            } else {
+                None
+            };
+            let node = self.nodes.get_mut(&id).unwrap();
+            let Some(raft) = node.raft.as_mut() else {
+                return;
+            };
+            if !raft.has_ready() {
+                return;
+            }
+            let ready = raft.ready();
+            if crash_point.is_some() {
+                self.stats.crashes_in_ready += 1;
+            }
+            self.stats.snapshots_installed += u64::from(ready.snapshot.is_some());
+            self.stats.reads_confirmed += ready.read_states.len() as u64;
+            self.stats.entries_applied += ready.committed_entries.len() as u64;
+            if crash_point == Some(0) {
+                return self.crash(id); // before persisting: nothing of it survives
+            }
+            node.durable
+                .persist(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
+            if crash_point == Some(1) {
+                return self.crash(id); // persisted, nothing sent
+            }
+            for message in &ready.messages {
+                if self.cut.contains(&(message.from, message.to)) {
+                    continue;
+                }
+                self.pool.push(message.clone());
+            }
+            if crash_point == Some(2) {
+                return self.crash(id); // sent, not applied
+            }
+            let node = self.nodes.get_mut(&id).unwrap();
+            if let Some(snapshot) = &ready.snapshot {
+                node.machine = Machine::decode(&snapshot.data);
+                check_digest(&mut self.digests, node.machine, id);
+            }
+            let newest_leader_term = self.leaders.keys().next_back().copied().unwrap_or(0);
+            for entry in &ready.committed_entries {
+                self.committed_by
+                    .entry(entry.index)
+                    .or_insert(newest_leader_term.max(entry.term));
+                let known = self.applied.entry(entry.index).or_insert((
+                    entry.term,
+                    entry.kind,
+                    entry.data.clone(),
+                ));
+                assert_eq!(
+                    *known,
+                    (entry.term, entry.kind, entry.data.clone()),
+                    "state machine safety: node {id} applied a different entry at {}",
+                    entry.index
+                );
+                node.machine.apply(entry);
+                check_digest(&mut self.digests, node.machine, id);
+            }
+            for read in &ready.read_states {
+                node.reads.push((read.ctx, read.index));
+            }
+            let raft = node.raft.as_mut().unwrap();
+            raft.advance(&ready);
+            self.check(id);
+        }
+    }
+
+    /// The node snapshots its state machine at its applied index.
+    pub fn compact(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(raft) = node.raft.as_mut() else {
+            return;
+        };
+        let index = node.machine.applied;
+        if index == 0 || index <= node.durable.snapshot.as_ref().map_or(0, |s| s.meta.index) {
+            return;
+        }
+        let data = node.machine.encode();
+        let meta = raft.compact(index, data.clone());
+        node.durable.compact(Snapshot { meta, data });
+    }
+
+    /// Checks the per-node properties after a step of node `id`.
+    pub fn check(&mut self, id: NodeId) {
+        let node = self.nodes.get_mut(&id).unwrap();
+        let Some(raft) = node.raft.as_ref() else {
+            return;
+        };
+        let status = raft.status();
+        assert!(
+            status.commit >= node.last_commit,
+            "node {id}: commit went back"
+        );
+        node.last_commit = status.commit;
+        if status.role == Role::Leader {
+            let previous = *self.leaders.entry(status.term).or_insert(id);
+            assert_eq!(
+                previous, id,
+                "election safety: two leaders in term {}",
+                status.term
+            );
+            // Leader completeness: every applied entry is in the leader's log.
+            for (&index, (term, kind, data)) in self.applied.range(status.snapshot_index + 1..) {
+                if self.committed_by[&index] >= status.term {
+                    continue;
+                }
+                let entry = raft.entry(index).unwrap_or_else(|| {
+                    panic!(
+                        "leader completeness: leader {id} of term {} lacks committed index {index}",
+                        status.term
+                    )
+                });
+                assert_eq!(
+                    (entry.term, entry.kind, &entry.data),
+                    (*term, *kind, data),
+                    "leader completeness at {index}"
+                );
+            }
+        }
+    }
+
+    /// Log matching across every pair of live nodes.
+    pub fn check_log_matching(&self) {
+        let live: Vec<&Raft> = self
+            .nodes
+            .values()
+            .filter_map(|n| n.raft.as_ref())
+            .collect();
+        for (i, a) in live.iter().enumerate() {
+            for b in &live[i + 1..] {
+                let (sa, sb) = (a.status(), b.status());
+                let low = sa.snapshot_index.max(sb.snapshot_index) + 1;
+                let high = sa.last_index.min(sb.last_index);
+                let mut index = high;
+                while index >= low {
+                    let (ea, eb) = (a.entry(index).unwrap(), b.entry(index).unwrap());
+                    if ea.term == eb.term {
+                        for j in low..=index {
+                            assert_eq!(
+                                a.entry(j),
+                                b.entry(j),
+                                "log matching: nodes {} and {} differ at {j}",
+                                sa.id,
+                                sb.id
+                            );
+                        }
+                        break;
+                    }
+                    index -= 1;
+                }
+            }
+        }
+    }
+
+    /// Whether every live node applied at least `index`.
+    pub fn all_applied(&self, index: LogIndex) -> bool {
+        self.nodes
+            .values()
+            .all(|n| n.raft.is_some() && n.machine.applied >= index)
+    }
+
+    /// Proposes at the leader and stabilizes; returns the index.
+    pub fn propose(&mut self, data: &str) -> LogIndex {
+        let leader = self.leader().expect("a leader");
+        let (index, _) = self
+            .raft_mut(leader)
+            .propose(Bytes::copy_from_slice(data.as_bytes()))
+            .expect("leader accepts");
+        self.stabilize();
+        index
+    }
+}
+
+fn check_digest(digests: &mut BTreeMap<LogIndex, u64>, machine: Machine, id: NodeId) {
+    let known = *digests.entry(machine.applied).or_insert(machine.digest);
+    assert_eq!(
+        known, machine.digest,
+        "state machine safety: node {id} diverged at {}",
+        machine.applied
+    );
+}
