@@ -7,7 +7,11 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["proto/echo.proto", "proto/mapreduce.proto"];
+const PROTOS: &[&str] = &[
+    "proto/echo.proto",
+    "proto/mapreduce.proto",
+    "proto/raft.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {
@@ -20,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
+        .bytes([".cairn.raft"])
         .emit_rerun_if_changed(false)
         .compile_protos(PROTOS, &["proto"])?;
     Ok(())

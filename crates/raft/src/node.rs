@@ -137,6 +137,8 @@ pub struct Raft {
     pub(crate) transfer_target: Option<NodeId>,
     pub(crate) transfer_elapsed: u32,
     pub(crate) transfer_sent: bool,
+    /// The commit index moved since followers were last told.
+    pub(crate) commit_broadcast_due: bool,
     last_hard_state: HardState,
     ready_outstanding: bool,
 }
@@ -213,6 +215,7 @@ impl Raft {
             transfer_target: None,
             transfer_elapsed: 0,
             transfer_sent: false,
+            commit_broadcast_due: false,
             last_hard_state: initial.hard_state,
             ready_outstanding: false,
         };
@@ -287,6 +290,7 @@ impl Raft {
     }
 
     fn tick_leader(&mut self) {
+        self.flush_commit();
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.config.election_timeout_ticks {
@@ -438,6 +442,7 @@ impl Raft {
         self.votes.clear();
         self.pending_reads.clear();
         self.transfer_target = None;
+        self.commit_broadcast_due = false;
         self.reset_election_timer();
     }
 

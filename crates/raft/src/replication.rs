@@ -154,17 +154,10 @@ impl Raft {
                 if was_probe {
                     progress.become_replicate();
                 }
-                if moved && self.maybe_commit() {
-                    // Tell everyone at once, so followers apply promptly.
-                    self.broadcast_append_or_commit();
-                } else {
-                    // Send what is left, or the commit index it has not seen.
-                    let stale_commit = self
-                        .progress
-                        .get(&from)
-                        .is_some_and(|p| p.commit_sent < self.log.commit.min(p.match_index));
-                    self.send_append(from, stale_commit);
+                if moved {
+                    self.maybe_commit();
                 }
+                self.send_append(from, false);
                 self.maybe_finish_transfer(from);
             }
             Some(reject) => {
@@ -182,11 +175,22 @@ impl Raft {
         }
     }
 
-    /// After the commit index moved: appends where there are entries to
-    /// send, else an empty append that carries the new commit index.
-    fn broadcast_append_or_commit(&mut self) {
-        let followers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for to in followers {
+    /// Tells followers that have not heard of the current commit index,
+    /// with an empty append. Called once per tick after the commit index
+    /// moved, so that several commits within a tick cost one message per
+    /// follower.
+    pub(crate) fn flush_commit(&mut self) {
+        if !std::mem::take(&mut self.commit_broadcast_due) {
+            return;
+        }
+        let commit = self.log.commit;
+        let stale: Vec<NodeId> = self
+            .progress
+            .iter()
+            .filter(|(_, p)| p.commit_sent < commit.min(p.match_index))
+            .map(|(&id, _)| id)
+            .collect();
+        for to in stale {
             self.send_append(to, true);
         }
     }
@@ -201,6 +205,7 @@ impl Raft {
         let candidate = matched[self.cluster.quorum() - 1];
         if candidate > self.log.commit && self.log.term(candidate) == Some(self.term) {
             self.log.commit_to(candidate);
+            self.commit_broadcast_due = true;
             self.release_reads_after_commit();
             return true;
         }

@@ -28,7 +28,9 @@ fn election() {
         );
         assert_eq!(raft.role() == Role::Leader, id == leader);
     }
-    // The leader's no-op is committed and applied everywhere.
+    // The leader's no-op is committed; followers learn so at its next tick.
+    assert!(cluster.raft(leader).status().commit >= 1);
+    cluster.run_ticks(1);
     assert!(cluster.all_applied(1));
     let index = cluster.propose("x");
     assert!(cluster.all_applied(index));

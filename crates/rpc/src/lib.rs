@@ -6,7 +6,7 @@
 //! 1. **The protocol definitions.** `proto/*.proto` are compiled at build
 //!    time by `protox`, a pure-Rust protobuf compiler, so no system `protoc`
 //!    is needed. The generated modules are re-exported here ([`echo`],
-//!    [`mapreduce`]).
+//!    [`mapreduce`], [`raft`]).
 //! 2. **The client every service uses**, [`RpcClient`]: connect with a
 //!    timeout, reconnect after a failure, a deadline on every call, and one
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
@@ -55,6 +55,13 @@ pub mod echo {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod mapreduce {
     tonic::include_proto!("cairn.mapreduce");
+}
+
+/// Generated code for `proto/raft.proto`: the messages between the nodes
+/// of a Raft group (`cairn-rsm`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod raft {
+    tonic::include_proto!("cairn.raft");
 }
 
 /// Re-exported so that dependants name one tonic (the renamed one).

@@ -511,6 +511,8 @@ impl Cluster {
             .propose(Bytes::copy_from_slice(data.as_bytes()))
             .expect("leader accepts");
         self.stabilize();
+        // Followers hear of the new commit index at the leader's next tick.
+        self.run_ticks(1);
         index
     }
 }

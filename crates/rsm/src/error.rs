@@ -1,0 +1,39 @@
+//! The runtime's errors, with their retry semantics.
+
+use cairn_raft::NodeId;
+
+/// Why a submitted command or a read did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// This node is not the leader (or stopped being it before the command
+    /// was applied). Retry at `hint` if given, else at another node. A
+    /// command that failed this way may still have been applied: services
+    /// make retries safe with a client id and sequence number.
+    #[error("not the leader{}", hint.map(|h| format!(" (try node {h})")).unwrap_or_default())]
+    NotLeader {
+        /// The leader this node knows of.
+        hint: Option<NodeId>,
+    },
+    /// No answer within the deadline; the outcome is unknown. Retry.
+    #[error("no answer within the deadline; the command may or may not have been applied")]
+    Timeout,
+    /// The node is shutting down or stopped. Retry at another node.
+    #[error("the node is shutting down")]
+    Shutdown,
+}
+
+/// Why a node could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The settings are inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The data directory could not be read or is damaged.
+    #[error(
+        "storage: {0} (check the data directory; move it aside to start this node empty and let it catch up)"
+    )]
+    Storage(String),
+    /// The state machine refused its snapshot.
+    #[error("the state machine could not restore its snapshot: {0}")]
+    Restore(String),
+}

@@ -1,0 +1,57 @@
+//! # cairn-rsm: a replicated state machine on Raft
+//!
+//! A service (the key/value store, the shard controller) implements
+//! [`StateMachine`] and gets a [`Node`]: a task that owns one
+//! `cairn_raft::Raft` core, its durable storage and the state machine, and
+//! talks to its peers over gRPC. Services never touch Raft itself; they
+//! [`Node::submit`] commands and [`Node::read`] the state.
+//!
+//! ## The node's loop
+//!
+//! One task owns everything and changes it in response to messages (no
+//! locks). Each turn it takes a tick of its clock (10 ms by default) or up
+//! to [`MAX_COMMANDS_PER_ROUND`] queued commands (proposals, reads, Raft
+//! messages from peers), proposes all the turn's commands at once and asks
+//! for one read index for all the turn's reads, then works off the core's
+//! `Ready` exactly as its documentation orders:
+//!
+//! 1. persist entries, hard state and any snapshot in the write-ahead log
+//!    (`cairn_storage::Wal`) with **one fsync for the batch** (group commit);
+//! 2. send the messages: the requests for each peer in one gRPC call
+//!    (`Raft.Step`), each call in its own task so calls are pipelined; the
+//!    responses to requests that came in a call go back as that call's
+//!    reply, in order — which is why the core answers every request;
+//! 3. restore the state machine from a snapshot the leader sent;
+//! 4. apply committed commands and answer their submitters, matched by
+//!    index *and* term (an entry at the index from another term means the
+//!    command was lost with a deposed leader: `NotLeader`);
+//! 5. serve reads whose read index is applied;
+//! 6. advance the core.
+//!
+//! When the persisted Raft state passes `max_raft_state` bytes, the node
+//! asks the state machine for a snapshot, stores it (temporary file, fsync,
+//! rename) and compacts the log. A node that stops being leader fails every
+//! waiting submitter and reader at once with [`SubmitError::NotLeader`].
+//!
+//! ## Implementation caveats
+//!
+//! - fsync runs on the node's task: while it runs, the node queues commands
+//!   (which is what batches them).
+//! - A snapshot is taken synchronously on the node's task.
+//! - Messages to a peer with [`MAX_INFLIGHT_BATCHES_PER_PEER`] calls
+//!   outstanding are dropped; Raft retransmits.
+
+mod codec;
+mod error;
+mod node;
+mod state_machine;
+mod storage;
+mod transport;
+
+pub use codec::{CodecError, decode, encode};
+pub use error::{StartError, SubmitError};
+pub use node::{
+    MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer,
+};
+pub use state_machine::StateMachine;
+pub use transport::{MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, RaftService};

@@ -1,0 +1,669 @@
+//! [`Node`]: the handle services use, and the task that owns a Raft core,
+//! its storage and its state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_raft::{
+    ClusterConfig, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, Ready, Role, Term,
+};
+use cairn_storage::Disk;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::{StartError, SubmitError};
+use crate::state_machine::StateMachine;
+use crate::storage::RaftStorage;
+use crate::transport::{Outbox, RaftService};
+
+/// How many commands may wait for the node task; senders wait when full.
+pub const MAX_QUEUED_COMMANDS: usize = 8192;
+/// The most commands the task takes from its queue before it processes a
+/// `Ready` (the batch that becomes one fsync).
+pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
+
+/// A node's settings.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The group's name; messages for another group are refused.
+    pub cluster: String,
+    /// Every member's id and URL (`http://host:port`), this node included.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where the log and snapshots live, relative to the disk's root.
+    pub data_dir: PathBuf,
+    /// The protocol's settings (its `id` is this node's id).
+    pub raft: cairn_raft::Config,
+    /// The length of one tick of the core's clock.
+    pub tick: Duration,
+    /// Snapshot when the Raft state (log and hard state) passes this many
+    /// bytes; -1 never snapshots.
+    pub max_raft_state: i64,
+    /// The deadline of one message batch to a peer.
+    pub rpc_timeout: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults for node `id` of `peers`, storing under `data_dir`.
+    pub fn new(id: NodeId, peers: BTreeMap<NodeId, String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cluster: "cairn".into(),
+            peers,
+            data_dir: data_dir.into(),
+            raft: cairn_raft::Config::new(id),
+            tick: Duration::from_millis(10),
+            max_raft_state: 8 << 20,
+            rpc_timeout: Duration::from_millis(500),
+        }
+    }
+
+    fn validate(&self) -> Result<(), StartError> {
+        self.raft
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        if !self.peers.contains_key(&self.raft.id) {
+            return Err(StartError::Config(format!(
+                "node {} is not among the peers",
+                self.raft.id
+            )));
+        }
+        if self.peers.contains_key(&0) {
+            return Err(StartError::Config("node id 0 is reserved".into()));
+        }
+        if self.tick.is_zero() {
+            return Err(StartError::Config(
+                "the tick must be longer than zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The tonic server type of [`Node::raft_service`].
+#[cfg(not(madsim))]
+pub type RaftServer<S> = cairn_rpc::raft::raft_server::RaftServer<RaftService<S>>;
+/// The tonic server type of [`Node::raft_service`].
+#[cfg(madsim)]
+pub type RaftServer<S> =
+    cairn_rpc::raft::raft_server::RaftServer<RaftService<S>, tonic::codegen::IdentityInterceptor>;
+
+/// What a node reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node.
+    pub id: NodeId,
+    /// Its current term.
+    pub term: Term,
+    /// Its role.
+    pub role: Role,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+    /// Its commit index.
+    pub commit: LogIndex,
+    /// The last index applied to the state machine.
+    pub applied: LogIndex,
+    /// Its last log index.
+    pub last_index: LogIndex,
+    /// The index its latest snapshot covers.
+    pub snapshot_index: LogIndex,
+    /// The size of its Raft state in bytes.
+    pub raft_state_bytes: u64,
+    /// Whether the node task is running.
+    pub running: bool,
+}
+
+type ReadFn<S> = Box<dyn FnOnce(Result<&S, SubmitError>) + Send>;
+
+pub(crate) enum Command<S> {
+    Submit {
+        command: Bytes,
+        reply: oneshot::Sender<Result<Bytes, SubmitError>>,
+    },
+    Start {
+        command: Bytes,
+        reply: oneshot::Sender<Result<(LogIndex, Term), SubmitError>>,
+    },
+    Read {
+        read: ReadFn<S>,
+    },
+    Transfer {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), SubmitError>>,
+    },
+    Inbound {
+        messages: Vec<Message>,
+        reply: Option<oneshot::Sender<Vec<Message>>>,
+    },
+    Shutdown,
+}
+
+/// A handle on a running node. Cheap to clone.
+pub struct Node<S: StateMachine> {
+    commands: mpsc::Sender<Command<S>>,
+    status: watch::Receiver<NodeStatus>,
+    service: RaftService<S>,
+}
+
+impl<S: StateMachine> Clone for Node<S> {
+    fn clone(&self) -> Self {
+        Self {
+            commands: self.commands.clone(),
+            status: self.status.clone(),
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Node<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("status", &*self.status.borrow())
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Recovers the node from `disk` (restoring `machine` from the latest
+    /// snapshot) and starts its task. Serve [`Node::raft_service`] on the
+    /// node's URL so that peers can reach it.
+    pub fn start(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        mut machine: S,
+    ) -> Result<Self, StartError> {
+        config.validate()?;
+        let cluster = ClusterConfig::new(config.peers.keys().copied());
+        let (storage, recovered) = RaftStorage::open(disk, &config.data_dir, cluster)?;
+        if let Some(snapshot) = &recovered.machine_snapshot {
+            machine.restore(snapshot).map_err(StartError::Restore)?;
+        }
+        let seed: u64 = cairn_rpc::seeded_rng().r#gen();
+        let raft = Raft::new(config.raft.clone(), recovered.initial, seed)
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let (commands, inbox) = mpsc::channel(MAX_QUEUED_COMMANDS);
+        let status = status_of(&raft, &storage, true);
+        let (status_tx, status_rx) = watch::channel(status);
+        let outbox = Outbox::new(&config, commands.clone());
+        let service = RaftService::new(config.raft.id, config.cluster.clone(), commands.clone());
+        let driver = Driver {
+            raft,
+            storage,
+            machine,
+            outbox,
+            status: status_tx,
+            max_raft_state: config.max_raft_state,
+            proposals: BTreeMap::new(),
+            reply_slots: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            next_batch: 0,
+            read_batches: BTreeMap::new(),
+            confirmed_reads: VecDeque::new(),
+            next_read: 0,
+            stop_error: None,
+        };
+        tokio::spawn(driver.run(inbox, config.tick));
+        Ok(Self {
+            commands,
+            status: status_rx,
+            service,
+        })
+    }
+
+    /// Replicates `command` and answers with the state machine's output once
+    /// it is applied on this node, or fails: [`SubmitError::NotLeader`] (at
+    /// once on a follower, or when leadership is lost before the command is
+    /// applied), [`SubmitError::Timeout`] after `deadline`.
+    pub async fn submit(&self, command: Bytes, deadline: Duration) -> Result<Bytes, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Submit { command, reply }).await?;
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SubmitError::Shutdown),
+            Err(_) => Err(SubmitError::Timeout),
+        }
+    }
+
+    /// Appends `command` to the log if this node is the leader and answers
+    /// at once with its (index, term), without waiting for commitment (the
+    /// 6.824 `Start`).
+    pub async fn start_command(&self, command: Bytes) -> Result<(LogIndex, Term), SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Start { command, reply }).await?;
+        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+    }
+
+    /// Runs `f` on the state machine, linearizably: through read index,
+    /// without a log write. Fails like [`submit`](Self::submit).
+    pub async fn read<R, F>(&self, f: F, deadline: Duration) -> Result<R, SubmitError>
+    where
+        F: FnOnce(&S) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let read: ReadFn<S> = Box::new(move |machine| {
+            let _ = reply.send(machine.map(f));
+        });
+        self.send(Command::Read { read }).await?;
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SubmitError::Shutdown),
+            Err(_) => Err(SubmitError::Timeout),
+        }
+    }
+
+    /// Asks the leader to hand leadership to `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Transfer { to, reply }).await?;
+        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+    }
+
+    /// The node's latest status.
+    pub fn status(&self) -> NodeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// The gRPC service peers send Raft messages to.
+    pub fn raft_service(&self) -> RaftServer<S> {
+        cairn_rpc::raft::raft_server::RaftServer::new(self.service.clone())
+            .max_decoding_message_size(crate::transport::MAX_BATCH_BYTES)
+    }
+
+    /// Stops the node task (its storage stays as it is).
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+
+    async fn send(&self, command: Command<S>) -> Result<(), SubmitError> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| SubmitError::Shutdown)
+    }
+}
+
+fn status_of(raft: &Raft, storage: &RaftStorage, running: bool) -> NodeStatus {
+    let status = raft.status();
+    NodeStatus {
+        id: status.id,
+        term: status.term,
+        role: status.role,
+        leader: status.leader,
+        commit: status.commit,
+        applied: status.applied,
+        last_index: status.last_index,
+        snapshot_index: status.snapshot_index,
+        raft_state_bytes: storage.raft_state_bytes(),
+        running,
+    }
+}
+
+/// A proposal waiting for its entry to be applied.
+enum Waiter {
+    Output(oneshot::Sender<Result<Bytes, SubmitError>>),
+}
+
+/// The responses owed for one inbound batch.
+struct BatchReply {
+    remaining: usize,
+    responses: Vec<Message>,
+    reply: oneshot::Sender<Vec<Message>>,
+}
+
+/// The node task's state. Owned by one task; changed only by its loop.
+struct Driver<S: StateMachine> {
+    raft: Raft,
+    storage: RaftStorage,
+    machine: S,
+    outbox: Outbox<S>,
+    status: watch::Sender<NodeStatus>,
+    max_raft_state: i64,
+    /// Proposals by index: the term they were proposed in, and who waits.
+    proposals: BTreeMap<LogIndex, (Term, Waiter)>,
+    /// Per peer, the inbound batches owed a response, one slot per request,
+    /// in the order the requests were stepped.
+    reply_slots: BTreeMap<NodeId, VecDeque<u64>>,
+    batches: BTreeMap<u64, BatchReply>,
+    next_batch: u64,
+    /// Reads waiting for their read-index round, by round token.
+    read_batches: BTreeMap<u64, Vec<ReadFn<S>>>,
+    /// Reads confirmed at an index, waiting for it to be applied.
+    confirmed_reads: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
+    next_read: u64,
+    stop_error: Option<String>,
+}
+
+impl<S: StateMachine> Driver<S> {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command<S>>, tick: Duration) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut reads = Vec::new();
+            let mut proposals = Vec::new();
+            tokio::select! {
+                _ = ticker.tick() => self.raft.tick(),
+                command = inbox.recv() => {
+                    let Some(command) = command else { break };
+                    if !self.take(command, &mut proposals, &mut reads) {
+                        break;
+                    }
+                    let mut taken = 1;
+                    while taken < MAX_COMMANDS_PER_ROUND {
+                        let Ok(command) = inbox.try_recv() else { break };
+                        taken += 1;
+                        if !self.take(command, &mut proposals, &mut reads) {
+                            return self.stop(inbox);
+                        }
+                    }
+                }
+            }
+            self.propose(proposals);
+            self.start_read(reads);
+            if let Err(error) = self.process_ready() {
+                self.stop_error = Some(error);
+                break;
+            }
+            self.maybe_snapshot();
+            self.publish_status(true);
+        }
+        self.stop(inbox);
+    }
+
+    /// Handles one command; proposals and reads are collected for a batch.
+    /// Returns false on shutdown.
+    fn take(
+        &mut self,
+        command: Command<S>,
+        proposals: &mut Vec<(Bytes, Waiter)>,
+        reads: &mut Vec<ReadFn<S>>,
+    ) -> bool {
+        match command {
+            Command::Submit { command, reply } => proposals.push((command, Waiter::Output(reply))),
+            Command::Start { command, reply } => {
+                let result = self.raft.propose(command).map_err(not_leader);
+                let _ = reply.send(result);
+            }
+            Command::Read { read } => reads.push(read),
+            Command::Transfer { to, reply } => {
+                let _ = reply.send(self.raft.transfer_leader(to).map_err(not_leader));
+            }
+            Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn propose(&mut self, proposals: Vec<(Bytes, Waiter)>) {
+        if proposals.is_empty() {
+            return;
+        }
+        let (commands, waiters): (Vec<Bytes>, Vec<Waiter>) = proposals.into_iter().unzip();
+        match self.raft.propose_batch(commands) {
+            Ok(placed) => {
+                for ((index, term), waiter) in placed.into_iter().zip(waiters) {
+                    self.proposals.insert(index, (term, waiter));
+                }
+            }
+            Err(error) => {
+                for Waiter::Output(reply) in waiters {
+                    let _ = reply.send(Err(not_leader(error)));
+                }
+            }
+        }
+    }
+
+    fn start_read(&mut self, reads: Vec<ReadFn<S>>) {
+        if reads.is_empty() {
+            return;
+        }
+        self.next_read += 1;
+        match self.raft.read_index(self.next_read) {
+            Ok(()) => {
+                self.read_batches.insert(self.next_read, reads);
+            }
+            Err(error) => {
+                for read in reads {
+                    read(Err(not_leader(error)));
+                }
+            }
+        }
+    }
+
+    fn step_inbound(
+        &mut self,
+        messages: Vec<Message>,
+        reply: Option<oneshot::Sender<Vec<Message>>>,
+    ) {
+        let requests = messages.iter().filter(|m| m.is_request()).count();
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        for message in messages {
+            if message.is_request() {
+                self.reply_slots
+                    .entry(message.from)
+                    .or_default()
+                    .push_back(batch);
+            }
+            self.raft.step(message);
+        }
+        if let Some(reply) = reply {
+            if requests == 0 {
+                let _ = reply.send(Vec::new());
+            } else {
+                self.batches.insert(
+                    batch,
+                    BatchReply {
+                        remaining: requests,
+                        responses: Vec::new(),
+                        reply,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Runs every `Ready` through the steps its documentation numbers.
+    fn process_ready(&mut self) -> Result<(), String> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            // 1. Persist.
+            self.storage
+                .persist(&ready)
+                .map_err(|e| format!("cannot persist the Raft log: {e}"))?;
+            // 2. Send (responses go back as replies to the requests' calls).
+            self.dispatch(&ready);
+            // 3. Restore.
+            if let Some(snapshot) = &ready.snapshot {
+                self.machine
+                    .restore(&snapshot.data)
+                    .map_err(|e| format!("cannot restore a snapshot from the leader: {e}"))?;
+                let covered: Vec<LogIndex> = self
+                    .proposals
+                    .range(..=snapshot.meta.index)
+                    .map(|(&i, _)| i)
+                    .collect();
+                for index in covered {
+                    self.fail_proposal(index);
+                }
+            }
+            // 4. Apply.
+            self.apply(&ready);
+            // 5. Serve reads.
+            for read in &ready.read_states {
+                if let Some(reads) = self.read_batches.remove(&read.ctx) {
+                    self.confirmed_reads.push_back((read.index, reads));
+                }
+            }
+            // 6. Advance.
+            self.raft.advance(&ready);
+            self.serve_reads();
+        }
+        if self.raft.role() != Role::Leader {
+            self.fail_all_waiters();
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, ready: &Ready) {
+        let mut outgoing: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
+        for message in &ready.messages {
+            if message.is_response() {
+                self.route_response(message.clone());
+            } else {
+                outgoing
+                    .entry(message.to)
+                    .or_default()
+                    .push(message.clone());
+            }
+        }
+        for (to, messages) in outgoing {
+            self.outbox.send(to, messages);
+        }
+    }
+
+    fn route_response(&mut self, message: Message) {
+        let Some(batch) = self
+            .reply_slots
+            .get_mut(&message.to)
+            .and_then(VecDeque::pop_front)
+        else {
+            tracing::debug!(
+                to = message.to,
+                "a response with no request waiting for it; dropped"
+            );
+            return;
+        };
+        let Some(pending) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        pending.responses.push(message);
+        pending.remaining -= 1;
+        if pending.remaining == 0
+            && let Some(done) = self.batches.remove(&batch)
+        {
+            let _ = done.reply.send(done.responses);
+        }
+    }
+
+    fn apply(&mut self, ready: &Ready) {
+        for entry in &ready.committed_entries {
+            let output = match entry.kind {
+                EntryKind::Normal => Some(self.machine.apply(entry.index, &entry.data)),
+                EntryKind::Noop => None,
+            };
+            // Anything proposed at or below this index that is not this
+            // entry was overwritten.
+            let older: Vec<LogIndex> = self
+                .proposals
+                .range(..entry.index)
+                .map(|(&i, _)| i)
+                .collect();
+            for index in older {
+                self.fail_proposal(index);
+            }
+            if let Some((term, Waiter::Output(reply))) = self.proposals.remove(&entry.index) {
+                let result = match output {
+                    Some(output) if term == entry.term => Ok(output),
+                    _ => Err(SubmitError::NotLeader {
+                        hint: self.raft.leader(),
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.raft.status().applied;
+        while self
+            .confirmed_reads
+            .front()
+            .is_some_and(|(index, _)| *index <= applied)
+        {
+            let (_, reads) = self.confirmed_reads.pop_front().expect("checked");
+            for read in reads {
+                read(Ok(&self.machine));
+            }
+        }
+    }
+
+    fn fail_proposal(&mut self, index: LogIndex) {
+        if let Some((_, Waiter::Output(reply))) = self.proposals.remove(&index) {
+            let _ = reply.send(Err(SubmitError::NotLeader {
+                hint: self.raft.leader(),
+            }));
+        }
+    }
+
+    /// Leadership is gone: nobody here will answer the waiting clients.
+    fn fail_all_waiters(&mut self) {
+        let hint = self.raft.leader();
+        for (_, (_, Waiter::Output(reply))) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(SubmitError::NotLeader { hint }));
+        }
+        for (_, reads) in std::mem::take(&mut self.read_batches) {
+            for read in reads {
+                read(Err(SubmitError::NotLeader { hint }));
+            }
+        }
+        for (_, reads) in std::mem::take(&mut self.confirmed_reads) {
+            for read in reads {
+                read(Err(SubmitError::NotLeader { hint }));
+            }
+        }
+    }
+
+    /// Snapshots the state machine when the Raft state passed
+    /// `max_raft_state`.
+    fn maybe_snapshot(&mut self) {
+        if self.max_raft_state < 0 || self.storage.raft_state_bytes() <= self.max_raft_state as u64
+        {
+            return;
+        }
+        let status = self.raft.status();
+        if status.applied <= status.snapshot_index {
+            return;
+        }
+        let data = self.machine.snapshot();
+        let meta = self.raft.compact(status.applied, data.clone());
+        if let Err(error) = self
+            .storage
+            .save_snapshot(&meta, &data)
+            .and_then(|()| self.storage.compact(meta.index))
+        {
+            tracing::error!(%error, "cannot save a snapshot; the log keeps growing");
+        }
+    }
+
+    fn publish_status(&self, running: bool) {
+        let status = status_of(&self.raft, &self.storage, running);
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+
+    fn stop(mut self, mut inbox: mpsc::Receiver<Command<S>>) {
+        if let Some(error) = &self.stop_error {
+            tracing::error!(id = self.raft.id(), %error, "the node stopped");
+        }
+        inbox.close();
+        self.fail_all_waiters();
+        self.publish_status(false);
+    }
+}
+
+fn not_leader(error: ProposeError) -> SubmitError {
+    match error {
+        ProposeError::NotLeader { hint } => SubmitError::NotLeader { hint },
+        ProposeError::Transferring { to } => SubmitError::NotLeader { hint: Some(to) },
+    }
+}

@@ -1,0 +1,228 @@
+//! [`RaftStorage`]: the durable side of a node — the write-ahead log (hard
+//! state and entries) and the snapshot store, both on a [`Disk`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use cairn_raft::{
+    ClusterConfig, Entry, EntryKind, HardState, InitialState, Ready, Snapshot, SnapshotMeta,
+};
+use cairn_storage::{Disk, SnapshotStore, Wal, WalEntry, WalOptions};
+
+use crate::error::StartError;
+
+/// The write-ahead log and snapshots of one node.
+#[derive(Debug)]
+pub(crate) struct RaftStorage {
+    wal: Wal,
+    snapshots: SnapshotStore,
+}
+
+/// What a node recovers at start.
+pub(crate) struct Recovered {
+    pub(crate) initial: InitialState,
+    /// The state machine's part of the latest snapshot.
+    pub(crate) machine_snapshot: Option<Bytes>,
+}
+
+impl RaftStorage {
+    /// Opens the log and snapshots under `dir` and recovers what they hold.
+    pub(crate) fn open(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        cluster: ClusterConfig,
+    ) -> Result<(Self, Recovered), StartError> {
+        let storage_error = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
+        let snapshots = SnapshotStore::open(disk.clone(), &dir.join("snapshots"))
+            .map_err(|e| storage_error(&e))?;
+        let (wal, recovered) = Wal::open(disk, &dir.join("wal"), WalOptions::default())
+            .map_err(|e| storage_error(&e))?;
+        let stored = snapshots.load_latest().map_err(|e| storage_error(&e))?;
+        let (snapshot, machine_snapshot) = match stored {
+            Some(stored) => {
+                let (config, data) = decode_snapshot(stored.data).ok_or_else(|| {
+                    StartError::Storage(format!("snapshot at index {} is unreadable", stored.index))
+                })?;
+                let meta = SnapshotMeta {
+                    index: stored.index,
+                    term: stored.term,
+                    config,
+                };
+                (
+                    Some(Snapshot {
+                        meta,
+                        data: data.clone(),
+                    }),
+                    Some(data),
+                )
+            }
+            None => (None, None),
+        };
+        let hard_state = match recovered.state {
+            Some(bytes) => decode_hard_state(&bytes)
+                .ok_or_else(|| StartError::Storage("the stored hard state is unreadable".into()))?,
+            None => HardState::default(),
+        };
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let mut entries = Vec::with_capacity(recovered.entries.len());
+        for stored in recovered
+            .entries
+            .into_iter()
+            .filter(|e| e.index > snapshot_index)
+        {
+            let (kind, data) = decode_entry_data(stored.data).ok_or_else(|| {
+                StartError::Storage(format!("log entry {} is unreadable", stored.index))
+            })?;
+            entries.push(Entry {
+                term: stored.term,
+                index: stored.index,
+                kind,
+                data,
+            });
+        }
+        if let Some(first) = entries.first()
+            && first.index != snapshot_index + 1
+        {
+            return Err(StartError::Storage(format!(
+                "the log starts at index {} but the snapshot ends at {snapshot_index}; the data directory is damaged",
+                first.index
+            )));
+        }
+        let initial = InitialState {
+            cluster,
+            hard_state,
+            snapshot,
+            entries,
+        };
+        Ok((
+            Self { wal, snapshots },
+            Recovered {
+                initial,
+                machine_snapshot,
+            },
+        ))
+    }
+
+    /// `Ready` step 1: makes the snapshot, entries and hard state durable
+    /// (one fsync for the log).
+    pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+        if let Some(snapshot) = &ready.snapshot {
+            let index = snapshot.meta.index;
+            self.save_snapshot(&snapshot.meta, &snapshot.data)?;
+            // The log is replaced by the snapshot: drop anything after it.
+            if self.wal.last_index() > index && index >= self.wal.compacted_to() {
+                self.wal.truncate(index + 1).map_err(|e| e.to_string())?;
+            }
+            self.wal.compact(index).map_err(|e| e.to_string())?;
+        }
+        if !ready.entries.is_empty() {
+            let entries: Vec<WalEntry> = ready
+                .entries
+                .iter()
+                .map(|e| WalEntry::new(e.index, e.term, encode_entry_data(e.kind, &e.data)))
+                .collect();
+            self.wal.append(&entries).map_err(|e| e.to_string())?;
+        }
+        if let Some(hard_state) = &ready.hard_state {
+            self.wal
+                .set_state(&encode_hard_state(hard_state))
+                .map_err(|e| e.to_string())?;
+        }
+        if ready.snapshot.is_some() || !ready.entries.is_empty() || ready.hard_state.is_some() {
+            self.wal.sync().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Stores a snapshot the service took, then drops the log it covers.
+    pub(crate) fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+        let encoded = encode_snapshot(&meta.config, data);
+        self.snapshots
+            .save(meta.index, meta.term, &encoded)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Drops the log up to `index` (after its snapshot was saved); durable
+    /// on return.
+    pub(crate) fn compact(&mut self, index: u64) -> Result<(), String> {
+        self.wal.compact(index).map_err(|e| e.to_string())
+    }
+
+    /// The size of the Raft state (6.824's `RaftStateSize`).
+    pub(crate) fn raft_state_bytes(&self) -> u64 {
+        self.wal.live_bytes()
+    }
+}
+
+fn encode_hard_state(hard_state: &HardState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.put_u64_le(hard_state.term);
+    out.put_u64_le(hard_state.vote.unwrap_or(0));
+    out.put_u64_le(hard_state.commit);
+    out
+}
+
+fn decode_hard_state(mut bytes: &[u8]) -> Option<HardState> {
+    if bytes.len() != 24 {
+        return None;
+    }
+    let term = bytes.get_u64_le();
+    let vote = bytes.get_u64_le();
+    let commit = bytes.get_u64_le();
+    Some(HardState {
+        term,
+        vote: (vote != 0).then_some(vote),
+        commit,
+    })
+}
+
+/// An entry's payload in the log: one kind byte, then the command.
+fn encode_entry_data(kind: EntryKind, data: &Bytes) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 1);
+    out.put_u8(match kind {
+        EntryKind::Normal => 0,
+        EntryKind::Noop => 1,
+    });
+    out.extend_from_slice(data);
+    out.freeze()
+}
+
+fn decode_entry_data(mut data: Bytes) -> Option<(EntryKind, Bytes)> {
+    if data.is_empty() {
+        return None;
+    }
+    let kind = match data.get_u8() {
+        0 => EntryKind::Normal,
+        1 => EntryKind::Noop,
+        _ => return None,
+    };
+    Some((kind, data))
+}
+
+/// A stored snapshot: the voters (count, then ids), then the state
+/// machine's bytes.
+fn encode_snapshot(config: &ClusterConfig, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + 8 * config.voters.len() + data.len());
+    out.put_u64_le(config.voters.len() as u64);
+    for &voter in &config.voters {
+        out.put_u64_le(voter);
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+fn decode_snapshot(mut data: Bytes) -> Option<(ClusterConfig, Bytes)> {
+    if data.len() < 8 {
+        return None;
+    }
+    let count = usize::try_from(data.get_u64_le()).ok()?;
+    if count == 0 || data.len() < count.checked_mul(8)? {
+        return None;
+    }
+    let voters: Vec<u64> = (0..count).map(|_| data.get_u64_le()).collect();
+    if voters.contains(&0) {
+        return None;
+    }
+    Some((ClusterConfig::new(voters), data))
+}
