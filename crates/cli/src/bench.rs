@@ -17,6 +17,9 @@ use rustc_hash::FxHashMap;
 pub(crate) enum BenchCommand {
     /// Single-threaded word count: the baseline for `cairn mr run --app wc`.
     Wordcount(WordcountArgs),
+    /// Proposals per second and commit latency of a 3-node Raft group in one
+    /// process, in memory and on disk with fsync.
+    Raft(crate::bench_raft::RaftArgs),
 }
 
 #[derive(Debug, Args)]
@@ -32,6 +35,7 @@ pub(crate) struct WordcountArgs {
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Wordcount(args) => wordcount(args),
+        BenchCommand::Raft(args) => crate::bench_raft::run(args),
     }
 }
 

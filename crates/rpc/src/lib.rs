@@ -36,12 +36,16 @@
 mod client;
 mod error;
 mod random;
+mod serve;
 #[cfg(madsim)]
 pub mod sim_net;
 
 pub use client::{ClientOptions, RpcClient};
 pub use error::RpcError;
 pub use random::seeded_rng;
+#[cfg(not(madsim))]
+pub use serve::serve_on;
+pub use serve::{ServerTask, serve};
 
 /// Generated code for `proto/echo.proto`: a minimal service used to check
 /// connectivity and by the simulated network's self-tests.

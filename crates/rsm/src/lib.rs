@@ -54,4 +54,4 @@ pub use node::{
     MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer,
 };
 pub use state_machine::StateMachine;
-pub use transport::{MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, RaftService};
+pub use transport::{LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, RaftService};

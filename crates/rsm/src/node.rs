@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::error::{StartError, SubmitError};
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
-use crate::transport::{Outbox, RaftService};
+use crate::transport::{LocalNet, Outbox, RaftService};
 
 /// How many commands may wait for the node task; senders wait when full.
 pub const MAX_QUEUED_COMMANDS: usize = 8192;
@@ -168,10 +168,26 @@ impl<S: StateMachine> Node<S> {
     /// Recovers the node from `disk` (restoring `machine` from the latest
     /// snapshot) and starts its task. Serve [`Node::raft_service`] on the
     /// node's URL so that peers can reach it.
-    pub fn start(
+    pub fn start(config: NodeConfig, disk: Arc<dyn Disk>, machine: S) -> Result<Self, StartError> {
+        Self::start_with(config, disk, machine, None)
+    }
+
+    /// Like [`start`](Self::start), but the node talks to its peers through
+    /// `net`, in this process, instead of gRPC.
+    pub fn start_local(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        machine: S,
+        net: &LocalNet<S>,
+    ) -> Result<Self, StartError> {
+        Self::start_with(config, disk, machine, Some(net))
+    }
+
+    fn start_with(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
         mut machine: S,
+        net: Option<&LocalNet<S>>,
     ) -> Result<Self, StartError> {
         config.validate()?;
         let cluster = ClusterConfig::new(config.peers.keys().copied());
@@ -185,7 +201,13 @@ impl<S: StateMachine> Node<S> {
         let (commands, inbox) = mpsc::channel(MAX_QUEUED_COMMANDS);
         let status = status_of(&raft, &storage, true);
         let (status_tx, status_rx) = watch::channel(status);
-        let outbox = Outbox::new(&config, commands.clone());
+        let outbox = match net {
+            Some(net) => {
+                net.register(config.raft.id, commands.clone());
+                Outbox::local(&config, commands.clone(), net)
+            }
+            None => Outbox::new(&config, commands.clone()),
+        };
         let service = RaftService::new(config.raft.id, config.cluster.clone(), commands.clone());
         let driver = Driver {
             raft,

@@ -40,6 +40,9 @@ struct Inode {
     /// The last unsynced write, if the last unsynced change was a write.
     last_write: Option<(u64, Vec<u8>)>,
     dirty: bool,
+    /// The lowest offset changed since the last sync: a sync copies only
+    /// from there, so syncing an appended-to file costs what was appended.
+    dirty_from: usize,
 }
 
 impl MemDisk {
@@ -275,6 +278,11 @@ impl DiskFile for MemFile {
             }
             inode.current[start..end].copy_from_slice(data);
             inode.last_write = Some((offset, data.to_vec()));
+            inode.dirty_from = if inode.dirty {
+                inode.dirty_from.min(start)
+            } else {
+                start
+            };
             inode.dirty = true;
         })
     }
@@ -285,8 +293,15 @@ impl DiskFile for MemFile {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.with(true, |inode| {
-            inode.current.resize(len as usize, 0);
+            let len = len as usize;
+            let changed_from = len.min(inode.current.len());
+            inode.current.resize(len, 0);
             inode.last_write = None;
+            inode.dirty_from = if inode.dirty {
+                inode.dirty_from.min(changed_from)
+            } else {
+                changed_from
+            };
             inode.dirty = true;
         })
     }
@@ -294,7 +309,12 @@ impl DiskFile for MemFile {
     fn sync(&mut self) -> io::Result<()> {
         self.with(false, |inode| {
             if inode.dirty {
-                inode.durable = inode.current.clone();
+                let from = inode
+                    .dirty_from
+                    .min(inode.durable.len())
+                    .min(inode.current.len());
+                inode.durable.truncate(from);
+                inode.durable.extend_from_slice(&inode.current[from..]);
                 inode.last_write = None;
                 inode.dirty = false;
             }
