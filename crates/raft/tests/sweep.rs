@@ -6,7 +6,7 @@
 //! monotonic commit after every step, log matching after every action; at
 //! the end the network heals and the cluster must agree on a new entry.
 //!
-//! `RAFT_SWEEP_SCHEDULES=N` runs more (default 1500); a failure prints the
+//! `RAFT_SWEEP_SCHEDULES=N` runs more (default 2500); a failure prints the
 //! seed, and `RAFT_SWEEP_SEED=S` replays that one schedule.
 
 mod harness;
@@ -154,7 +154,7 @@ fn random_schedules_keep_raft_safe_and_live() {
         return;
     }
     let schedules: u64 =
-        std::env::var("RAFT_SWEEP_SCHEDULES").map_or(1500, |n| n.parse().expect("a number"));
+        std::env::var("RAFT_SWEEP_SCHEDULES").map_or(2500, |n| n.parse().expect("a number"));
     let base: u64 = std::env::var("RAFT_SWEEP_BASE").map_or(0, |n| n.parse().expect("a number"));
     let mut total = harness::Stats::default();
     for seed in base..base + schedules {
