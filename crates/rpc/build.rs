@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/echo.proto",
     "proto/mapreduce.proto",
     "proto/raft.proto",
+    "proto/kv.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .bytes([".cairn.raft"])
+        .bytes([".cairn.raft", ".cairn.kv"])
         .emit_rerun_if_changed(false)
         .compile_protos(PROTOS, &["proto"])?;
     Ok(())

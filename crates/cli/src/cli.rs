@@ -54,6 +54,14 @@ pub(crate) enum Command {
     /// `worker`, `status`), or sequentially (`seq`).
     #[command(subcommand)]
     Mr(crate::mr::MrCommand),
+    /// Start a local key/value cluster: N nodes as separate processes on
+    /// 127.0.0.1, data under --data-dir (default ./cairn-data), reused on the
+    /// next run. Ctrl-C stops every node.
+    Cluster(crate::cluster::ClusterArgs),
+    /// The replicated key/value store: run a node (`serve`) or use a
+    /// cluster (`get`, `put`, `append`, `del`, `cas`, `status`).
+    #[command(subcommand)]
+    Kv(crate::kv::KvCommand),
     /// Benchmarks and their baselines.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -90,5 +98,7 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Mr(command) => crate::mr::run(command, &config),
         Command::Bench(command) => crate::bench::run(command),
+        Command::Cluster(args) => crate::cluster::run(args, &config),
+        Command::Kv(command) => crate::kv::run(command, &config),
     }
 }

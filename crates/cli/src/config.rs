@@ -40,6 +40,35 @@ pub(crate) struct ConfigOverrides {
 struct ConfigFile {
     data_dir: Option<PathBuf>,
     log_level: Option<String>,
+    /// `cairn kv serve` settings; flags override them.
+    #[serde(default, skip_serializing_if = "NodeSection::is_empty")]
+    node: NodeSection,
+}
+
+/// The `[node]` table: one key/value node's identity and peers.
+///
+///     [node]
+///     id = 1
+///     peers = ["1=http://10.0.0.1:7701", "2=http://10.0.0.2:7701", "3=http://10.0.0.3:7701"]
+///     listen = "0.0.0.0:7701"
+///     max_raft_state = 8388608
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NodeSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) peers: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_raft_state: Option<i64>,
+}
+
+impl NodeSection {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
@@ -51,6 +80,8 @@ pub(crate) struct Config {
     pub(crate) data_dir: (PathBuf, Source),
     /// Log level for Cairn's own messages (default `info`).
     pub(crate) log_level: (String, Source),
+    /// The file's `[node]` table (for `cairn kv serve`).
+    pub(crate) node: NodeSection,
     /// The file the configuration was read from, if any.
     pub(crate) file: Option<PathBuf>,
 }
@@ -76,6 +107,7 @@ impl Config {
                 PathBuf::from("cairn-data")
             }),
             log_level: pick(overrides.log_level, file.log_level, || "info".to_string()),
+            node: file.node,
             file: path.map(Path::to_path_buf),
         })
     }
@@ -103,6 +135,10 @@ impl Config {
             writeln!(out, "{key:<10} = {value:<30} # {}", source.label())
                 .expect("writing to a String");
         }
+        if !self.node.is_empty() {
+            let table = toml::to_string(&self.node).unwrap_or_default();
+            writeln!(out, "[node] # config file\n{table}").expect("writing to a String");
+        }
         out
     }
 
@@ -111,6 +147,7 @@ impl Config {
         let file = ConfigFile {
             data_dir: Some(self.data_dir.0.clone()),
             log_level: Some(self.log_level.0.clone()),
+            node: self.node.clone(),
         };
         Ok(toml::to_string(&file)?)
     }

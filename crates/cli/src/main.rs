@@ -9,7 +9,9 @@
 mod bench;
 mod bench_raft;
 mod cli;
+mod cluster;
 mod config;
+mod kv;
 mod mr;
 mod progress;
 
@@ -40,7 +42,7 @@ fn init_logging(level: &str) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(format!(
-            "warn,cairn={level},cairn_rpc={level},cairn_storage={level}"
+            "warn,cairn={level},cairn_rpc={level},cairn_storage={level},cairn_rsm={level},cairn_kv={level}"
         )),
     };
     tracing_subscriber::fmt()

@@ -6,7 +6,7 @@
 //! 1. **The protocol definitions.** `proto/*.proto` are compiled at build
 //!    time by `protox`, a pure-Rust protobuf compiler, so no system `protoc`
 //!    is needed. The generated modules are re-exported here ([`echo`],
-//!    [`mapreduce`], [`raft`]).
+//!    [`mapreduce`], [`raft`], [`kv`]).
 //! 2. **The client every service uses**, [`RpcClient`]: connect with a
 //!    timeout, reconnect after a failure, a deadline on every call, and one
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
@@ -66,6 +66,13 @@ pub mod mapreduce {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod raft {
     tonic::include_proto!("cairn.raft");
+}
+
+/// Generated code for `proto/kv.proto`: the replicated key/value service
+/// (`cairn-kv`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod kv {
+    tonic::include_proto!("cairn.kv");
 }
 
 /// Re-exported so that dependants name one tonic (the renamed one).

@@ -1,0 +1,390 @@
+//! `cairn kv`: run a key/value node (`serve`) and talk to a cluster
+//! (`get`, `put`, `append`, `del`, `cas`, `status`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use cairn_kv::{Client, ClientConfig, KvServer};
+use cairn_rsm::NodeConfig;
+use cairn_storage::RealDisk;
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::progress::print_stdout;
+
+/// The endpoints of the cluster `cairn cluster` starts by default.
+pub(crate) const DEFAULT_ENDPOINTS: &str =
+    "http://127.0.0.1:7701,http://127.0.0.1:7702,http://127.0.0.1:7703";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KvCommand {
+    /// Run one node of a key/value cluster (data in --data-dir).
+    ///
+    /// Every node needs the same --peers list, e.g.
+    /// `cairn kv serve --id 1 --peers 1=http://10.0.0.1:7701,2=http://10.0.0.2:7701,3=http://10.0.0.3:7701
+    /// --data-dir /var/lib/cairn`. The [node] table of the --config file can hold the same settings.
+    Serve(ServeArgs),
+    /// Print a key's value (exit status 1 if it is missing).
+    Get(KeyArgs),
+    /// Set a key's value.
+    Put(KeyValueArgs),
+    /// Append to a key's value (a missing key counts as empty).
+    Append(KeyValueArgs),
+    /// Delete a key.
+    Del(KeyArgs),
+    /// Set a key's value only if it currently is --expect (or missing, with
+    /// --expect-missing); exit status 1 if it was not swapped.
+    Cas(CasArgs),
+    /// Show every node's role, term, commit and applied index.
+    Status(ClientArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// This node's id (1, 2, ...), one of the ids in --peers.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Every node of the cluster as ID=URL, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// The address to listen on (default: the host and port of this node's
+    /// URL in --peers).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Snapshot when the Raft log passes this many bytes (-1: never).
+    #[arg(long, allow_negative_numbers = true)]
+    max_raft_state: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClientArgs {
+    /// The cluster's nodes, comma-separated (default: the local cluster of
+    /// `cairn cluster`).
+    #[arg(long, env = "CAIRN_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
+    endpoints: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 15)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyArgs {
+    /// The key.
+    key: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyValueArgs {
+    /// The key.
+    key: String,
+    /// The value.
+    value: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CasArgs {
+    /// The key.
+    key: String,
+    /// The new value.
+    value: String,
+    /// The value the key must have now.
+    #[arg(
+        long,
+        conflicts_with = "expect_missing",
+        required_unless_present = "expect_missing"
+    )]
+    expect: Option<String>,
+    /// Swap only if the key is missing.
+    #[arg(long)]
+    expect_missing: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+pub(crate) fn run(command: KvCommand, config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match command {
+        KvCommand::Serve(args) => runtime.block_on(serve(args, config)),
+        KvCommand::Status(args) => runtime.block_on(status(args)),
+        command => runtime.block_on(request(command)),
+    }
+}
+
+fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    let config = ClientConfig {
+        deadline: Duration::from_secs(args.timeout),
+        ..ClientConfig::default()
+    };
+    Client::new(&args.endpoints, config)
+        .map_err(|e| anyhow::anyhow!("{e}; pass --endpoints http://HOST:PORT,..."))
+}
+
+async fn request(command: KvCommand) -> anyhow::Result<()> {
+    match command {
+        KvCommand::Get(args) => {
+            let client = client(&args.client)?;
+            let value = client.get(args.key.as_bytes()).await?;
+            if args.client.json {
+                let value = value
+                    .as_ref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned());
+                let found = value.is_some();
+                print_stdout(&format!(
+                    "{}\n",
+                    serde_json::json!({ "key": args.key, "found": found, "value": value })
+                ));
+            } else if let Some(value) = &value {
+                print_stdout(&format!("{}\n", String::from_utf8_lossy(value)));
+            }
+            if value.is_none() {
+                if !args.client.json {
+                    eprintln!("not found: {}", args.key);
+                }
+                std::process::exit(1);
+            }
+        }
+        KvCommand::Put(args) => {
+            let mut client = client(&args.client)?;
+            let outcome = client
+                .put(args.key.as_bytes(), args.value.as_bytes())
+                .await?;
+            report(args.client.json, "OK", outcome.ok, outcome.existed);
+        }
+        KvCommand::Append(args) => {
+            let mut client = client(&args.client)?;
+            let outcome = client
+                .append(args.key.as_bytes(), args.value.as_bytes())
+                .await?;
+            report(args.client.json, "OK", outcome.ok, outcome.existed);
+        }
+        KvCommand::Del(args) => {
+            let mut client = client(&args.client)?;
+            let outcome = client.delete(args.key.as_bytes()).await?;
+            report(args.client.json, "deleted", outcome.ok, outcome.existed);
+        }
+        KvCommand::Cas(args) => {
+            let mut client = client(&args.client)?;
+            let expected = if args.expect_missing {
+                None
+            } else {
+                args.expect.as_deref().map(str::as_bytes)
+            };
+            let outcome = client
+                .cas(args.key.as_bytes(), expected, args.value.as_bytes())
+                .await?;
+            report(args.client.json, "swapped", outcome.ok, outcome.existed);
+            if !outcome.ok {
+                if !args.client.json {
+                    eprintln!(
+                        "not swapped: the current value of {} is not the expected one",
+                        args.key
+                    );
+                }
+                std::process::exit(1);
+            }
+        }
+        KvCommand::Serve(_) | KvCommand::Status(_) => unreachable!("dispatched in run()"),
+    }
+    Ok(())
+}
+
+fn report(json: bool, done: &str, ok: bool, existed: bool) {
+    if json {
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::json!({ "ok": ok, "existed": existed })
+        ));
+    } else if ok {
+        print_stdout(&format!("{done}\n"));
+    }
+}
+
+async fn status(args: ClientArgs) -> anyhow::Result<()> {
+    let client = client(&args)?;
+    let mut rows = Vec::new();
+    for (index, endpoint) in args.endpoints.iter().enumerate() {
+        rows.push((endpoint.clone(), client.status(index).await));
+    }
+    if args.json {
+        let nodes: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(endpoint, status)| match status {
+                Ok(s) => serde_json::json!({
+                    "endpoint": endpoint, "id": s.id, "role": s.role, "term": s.term, "leader": s.leader,
+                    "commit": s.commit, "applied": s.applied, "last_index": s.last_index,
+                    "snapshot_index": s.snapshot_index, "raft_state_bytes": s.raft_state_bytes,
+                }),
+                Err(error) => serde_json::json!({ "endpoint": endpoint, "error": error.to_string() }),
+            })
+            .collect();
+        print_stdout(&format!("{}\n", serde_json::Value::Array(nodes)));
+        return Ok(());
+    }
+    let mut out = format!(
+        "{:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}\n",
+        "endpoint", "id", "role", "term", "leader", "commit", "applied", "snapshot"
+    );
+    for (endpoint, status) in &rows {
+        match status {
+            Ok(s) => out.push_str(&format!(
+                "{endpoint:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}\n",
+                s.id, s.role, s.term, s.leader, s.commit, s.applied, s.snapshot_index
+            )),
+            Err(error) => out.push_str(&format!("{endpoint:<26} unreachable: {error}\n")),
+        }
+    }
+    print_stdout(&out);
+    if rows.iter().all(|(_, s)| s.is_err()) {
+        bail!("no node answered; is the cluster running? (`cairn cluster` starts one)");
+    }
+    Ok(())
+}
+
+/// Parses `ID=URL` pairs.
+pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
+    let mut map = BTreeMap::new();
+    for peer in peers {
+        let (id, url) = peer.split_once('=').with_context(|| {
+            format!("peer {peer:?} is not ID=URL (e.g. 1=http://10.0.0.1:7701)")
+        })?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .with_context(|| format!("peer {peer:?}: the id is not a number"))?;
+        if id == 0 {
+            bail!("peer {peer:?}: node ids start at 1");
+        }
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            bail!(
+                "peer {peer:?}: the URL must start with http:// (e.g. {id}=http://10.0.0.1:7701)"
+            );
+        }
+        if map.insert(id, url.trim().to_string()).is_some() {
+            bail!("node {id} appears twice in --peers");
+        }
+    }
+    Ok(map)
+}
+
+async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
+    let node = &config.node;
+    let id = args
+        .id
+        .or(node.id)
+        .context("which node is this? pass --id N (or id in the [node] table of --config)")?;
+    let peer_list = if args.peers.is_empty() {
+        node.peers.clone().unwrap_or_default()
+    } else {
+        args.peers.clone()
+    };
+    if peer_list.is_empty() {
+        bail!(
+            "pass --peers 1=http://HOST:PORT,2=...,3=... (every node of the cluster, this one included)"
+        );
+    }
+    let peers = parse_peers(&peer_list)?;
+    let own_url = peers
+        .get(&id)
+        .with_context(|| format!("node {id} is not in --peers; add {id}=http://HOST:PORT"))?;
+    let listen: SocketAddr = match args.listen.clone().or(node.listen.clone()) {
+        Some(listen) => listen
+            .parse()
+            .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?,
+        None => listen_of(own_url)?,
+    };
+    let data_dir = config.data_dir.0.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let disk = Arc::new(
+        RealDisk::new(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
+    );
+    let mut node_config = NodeConfig::new(id, peers, "raft");
+    if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
+        node_config.max_raft_state = max;
+    }
+    let server = KvServer::start(node_config, disk)
+        .map_err(|e| anyhow::anyhow!("node {id} cannot start: {e}"))?;
+    let (addr, task) = cairn_rpc::serve(server.router(), listen).await?;
+    tracing::info!(
+        "node {id} serving on {addr}, data in {}",
+        data_dir.display()
+    );
+    wait_for_stop_signal().await;
+    tracing::info!("node {id} stopping");
+    server.node().shutdown().await;
+    task.abort();
+    Ok(())
+}
+
+/// The socket address in a URL like `http://127.0.0.1:7701`.
+fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
+    let authority = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    if let Ok(addr) = authority.parse() {
+        return Ok(addr);
+    }
+    let port = authority
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok())
+        .with_context(|| format!("{url} has no port; write it as http://HOST:PORT"))?;
+    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+/// Holds an exclusive lock on the data directory for the life of the node,
+/// so that two nodes never share one log.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(_) => bail!(
+            "another cairn node is using {}; stop it or pick another --data-dir",
+            dir.display()
+        ),
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,197 @@
+//! [`KvServer`]: one node of the key/value service — an `rsm::Node` running
+//! [`KvStore`], and the gRPC services (Raft and Kv) it answers on one port.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_raft::{NodeId, Role};
+use cairn_rpc::kv::kv_server::{Kv, KvServer as KvGrpcServer};
+use cairn_rpc::kv::{
+    GetReply, GetRequest, Op, StatusReply, StatusRequest, WriteReply, WriteRequest,
+};
+use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
+use cairn_storage::Disk;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use crate::store::KvStore;
+
+/// The longest key accepted.
+pub const MAX_KEY_BYTES: usize = 4 << 10;
+/// The largest value accepted.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The largest request the gRPC layer decodes (a value at the limit plus
+/// room), so that an oversized value gets our clear error, not a transport
+/// one.
+const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// How long the server waits for a write to be applied or a read confirmed.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Metadata key naming the leader's id in a not-leader error.
+pub const LEADER_ID_KEY: &str = "cairn-leader-id";
+/// Metadata key naming the leader's URL in a not-leader error.
+pub const LEADER_URL_KEY: &str = "cairn-leader-url";
+
+/// One running key/value node.
+#[derive(Clone)]
+pub struct KvServer {
+    node: Node<KvStore>,
+    peers: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl std::fmt::Debug for KvServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvServer")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl KvServer {
+    /// Recovers the node from `disk` and starts it. Serve
+    /// [`router`](Self::router) on the node's own URL from `config.peers`.
+    pub fn start(config: NodeConfig, disk: Arc<dyn Disk>) -> Result<Self, StartError> {
+        let peers = Arc::new(config.peers.clone());
+        let node = Node::start(config, disk, KvStore::new())?;
+        Ok(Self { node, peers })
+    }
+
+    /// The Raft node underneath.
+    pub fn node(&self) -> &Node<KvStore> {
+        &self.node
+    }
+
+    /// The gRPC services of this node: Raft (for peers) and Kv (for
+    /// clients), to serve on one port.
+    pub fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .add_service(self.node.raft_service())
+            .add_service(
+                KvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+    }
+
+    fn error(&self, error: SubmitError) -> Status {
+        match error {
+            SubmitError::NotLeader { hint } => {
+                let url = hint.and_then(|id| self.peers.get(&id));
+                let message = match (hint, url) {
+                    (Some(id), Some(url)) => format!("not the leader; node {id} at {url} is"),
+                    _ => "not the leader, and no leader is known yet; retry shortly".into(),
+                };
+                let mut status = Status::failed_precondition(message);
+                if let (Some(id), Some(url)) = (hint, url) {
+                    if let Ok(value) = id.to_string().parse() {
+                        status.metadata_mut().insert(LEADER_ID_KEY, value);
+                    }
+                    if let Ok(value) = url.parse() {
+                        status.metadata_mut().insert(LEADER_URL_KEY, value);
+                    }
+                }
+                status
+            }
+            SubmitError::Timeout => Status::deadline_exceeded(
+                "the request was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
+            ),
+            SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
+        }
+    }
+}
+
+/// Checks a key (and value) against the limits.
+pub fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(Status::invalid_argument("the key is empty"));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "the key is {} bytes; keys are limited to {MAX_KEY_BYTES} bytes",
+            key.len()
+        )));
+    }
+    if let Some(value) = value
+        && value.len() > MAX_VALUE_BYTES
+    {
+        return Err(Status::invalid_argument(format!(
+            "the value is {} bytes; values are limited to {MAX_VALUE_BYTES} bytes (1 MiB)",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Kv for KvServer {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let key = request.into_inner().key;
+        validate(&key, None)?;
+        let value = self
+            .node
+            .read(move |store: &KvStore| store.get(&key), REQUEST_DEADLINE)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Response::new(GetReply {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        }))
+    }
+
+    async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        let request = request.into_inner();
+        let value = match Op::try_from(request.op) {
+            Ok(Op::Put | Op::Append | Op::Cas) => Some(&request.value[..]),
+            Ok(Op::Delete) => None,
+            Ok(Op::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown operation {}; use put, append, delete or cas",
+                    request.op
+                )));
+            }
+        };
+        validate(&request.key, value)?;
+        if request.expected.len() > MAX_VALUE_BYTES {
+            return Err(Status::invalid_argument(
+                "the expected value is over the value limit",
+            ));
+        }
+        if request.client_id == 0 || request.seq == 0 {
+            return Err(Status::invalid_argument(
+                "writes need a client id and a sequence number above 0",
+            ));
+        }
+        let output = self
+            .node
+            .submit(Bytes::from(request.encode_to_vec()), REQUEST_DEADLINE)
+            .await
+            .map_err(|e| self.error(e))?;
+        let reply = WriteReply::decode(output)
+            .map_err(|e| Status::internal(format!("bad reply from the store: {e}")))?;
+        Ok(Response::new(reply))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let status = self.node.status();
+        let role = match status.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        };
+        Ok(Response::new(StatusReply {
+            id: status.id,
+            term: status.term,
+            role: role.into(),
+            leader: status.leader.unwrap_or(0),
+            commit: status.commit,
+            applied: status.applied,
+            last_index: status.last_index,
+            snapshot_index: status.snapshot_index,
+            raft_state_bytes: status.raft_state_bytes,
+        }))
+    }
+}
