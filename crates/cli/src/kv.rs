@@ -86,10 +86,23 @@ pub(crate) struct KeyArgs {
 pub(crate) struct KeyValueArgs {
     /// The key.
     key: String,
-    /// The value.
+    /// The value; `-` reads it from standard input.
     value: String,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+impl KeyValueArgs {
+    fn value(&self) -> anyhow::Result<Vec<u8>> {
+        if self.value == "-" {
+            let mut value = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut value)
+                .context("reading the value from standard input")?;
+            Ok(value)
+        } else {
+            Ok(self.value.clone().into_bytes())
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -159,16 +172,12 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
         }
         KvCommand::Put(args) => {
             let mut client = client(&args.client)?;
-            let outcome = client
-                .put(args.key.as_bytes(), args.value.as_bytes())
-                .await?;
+            let outcome = client.put(args.key.as_bytes(), &args.value()?).await?;
             report(args.client.json, "OK", outcome.ok, outcome.existed);
         }
         KvCommand::Append(args) => {
             let mut client = client(&args.client)?;
-            let outcome = client
-                .append(args.key.as_bytes(), args.value.as_bytes())
-                .await?;
+            let outcome = client.append(args.key.as_bytes(), &args.value()?).await?;
             report(args.client.json, "OK", outcome.ok, outcome.existed);
         }
         KvCommand::Del(args) => {
