@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/mapreduce.proto",
     "proto/raft.proto",
     "proto/kv.proto",
+    "proto/etcd.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .bytes([".cairn.raft", ".cairn.kv"])
+        .bytes([".cairn.raft", ".cairn.kv", ".etcdserverpb"])
         .emit_rerun_if_changed(false)
         .compile_protos(PROTOS, &["proto"])?;
     Ok(())

@@ -20,6 +20,9 @@ pub(crate) enum BenchCommand {
     /// Proposals per second and commit latency of a 3-node Raft group in one
     /// process, in memory and on disk with fsync.
     Raft(crate::bench_raft::RaftArgs),
+    /// The same key/value workload against a Cairn cluster and (with
+    /// --etcd) etcd: throughput and latency percentiles.
+    Kv(crate::bench_kv::KvBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -36,6 +39,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Wordcount(args) => wordcount(args),
         BenchCommand::Raft(args) => crate::bench_raft::run(args),
+        BenchCommand::Kv(args) => crate::bench_kv::run(args),
     }
 }
 

@@ -7,6 +7,7 @@
 //! to do next, and turn into exit code 1 (2 for usage errors, from clap).
 
 mod bench;
+mod bench_kv;
 mod bench_raft;
 mod cli;
 mod cluster;

@@ -47,6 +47,19 @@ impl Message {
         )
     }
 
+    /// Whether this is a leader's replication traffic (appends, heartbeats,
+    /// snapshot chunks, TimeoutNow), which a leader may send before its own
+    /// disk write completes.
+    pub fn is_leader_traffic(&self) -> bool {
+        matches!(
+            self.body,
+            MessageBody::AppendEntries(_)
+                | MessageBody::Heartbeat(_)
+                | MessageBody::InstallSnapshot(_)
+                | MessageBody::TimeoutNow
+        )
+    }
+
     /// The approximate encoded size of the message.
     pub fn size_bytes(&self) -> u64 {
         let body = match &self.body {

@@ -484,10 +484,20 @@ impl Raft {
             hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
             entries: self.log.unpersisted(),
             snapshot: self.snapshot_to_install.take(),
+            early_messages: Vec::new(),
             messages: std::mem::take(&mut self.messages),
             committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),
             read_states: std::mem::take(&mut self.read_states),
         };
+        let mut ready = ready;
+        if self.role == Role::Leader {
+            let term = self.term;
+            let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut ready.messages)
+                .into_iter()
+                .partition(|m| m.term == term && m.is_leader_traffic());
+            ready.early_messages = early;
+            ready.messages = late;
+        }
         self.last_hard_state = hard_state;
         self.ready_outstanding = !ready.is_empty();
         ready

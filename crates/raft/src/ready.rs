@@ -7,6 +7,12 @@ use crate::types::{Entry, HardState, LogIndex, Snapshot};
 /// [`Raft::ready`](crate::Raft::ready). The caller performs these steps in
 /// this order, and only then calls [`Raft::advance`](crate::Raft::advance):
 ///
+/// 0. **Send** `early_messages`, before or while persisting: a leader's
+///    appends and heartbeats, which depend on nothing unpersisted (the
+///    leader's term and vote were durable before it could win; it counts
+///    its own log toward commitment only once persisted). Writing the
+///    leader's disk in parallel with replication (thesis §10.2.1) takes one
+///    fsync off the commit path.
 /// 1. **Persist** `snapshot` (if any), `entries` and `hard_state` (if any),
 ///    and make them durable (one fsync for the batch). `entries` may start
 ///    at or below the last index already stored: the stored entries from
@@ -31,6 +37,8 @@ pub struct Ready {
     pub entries: Vec<Entry>,
     /// A snapshot received from the leader, to persist and restore.
     pub snapshot: Option<Snapshot>,
+    /// Messages that may be sent before step 1 (step 0).
+    pub early_messages: Vec<Message>,
     /// Messages to send after step 1.
     pub messages: Vec<Message>,
     /// Entries committed and not yet applied, in index order.
@@ -45,6 +53,7 @@ impl Ready {
         self.hard_state.is_none()
             && self.entries.is_empty()
             && self.snapshot.is_none()
+            && self.early_messages.is_empty()
             && self.messages.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()

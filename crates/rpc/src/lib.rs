@@ -75,5 +75,12 @@ pub mod kv {
     tonic::include_proto!("cairn.kv");
 }
 
+/// Generated code for `proto/etcd.proto`: the few calls of etcd's v3 API
+/// that `cairn bench kv` makes to compare with etcd.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 /// Re-exported so that dependants name one tonic (the renamed one).
 pub use tonic;

@@ -15,9 +15,12 @@
 //! for one read index for all the turn's reads, then works off the core's
 //! `Ready` exactly as its documentation orders:
 //!
+//! 0. send a leader's appends and heartbeats at once, so that followers
+//!    write while the leader writes (thesis §10.2.1; the leader counts its
+//!    own log toward commitment only once it is durable);
 //! 1. persist entries, hard state and any snapshot in the write-ahead log
 //!    (`cairn_storage::Wal`) with **one fsync for the batch** (group commit);
-//! 2. send the messages: the requests for each peer in one gRPC call
+//! 2. send the other messages: the requests for each peer in one gRPC call
 //!    (`Raft.Step`), each call in its own task so calls are pipelined; the
 //!    responses to requests that came in a call go back as that call's
 //!    reply, in order — which is why the core answers every request;

@@ -495,12 +495,14 @@ impl<S: StateMachine> Driver<S> {
     fn process_ready(&mut self) -> Result<(), String> {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
+            // 0. A leader's appends and heartbeats go out while it writes.
+            self.dispatch(&ready.early_messages);
             // 1. Persist.
             self.storage
                 .persist(&ready)
                 .map_err(|e| format!("cannot persist the Raft log: {e}"))?;
             // 2. Send (responses go back as replies to the requests' calls).
-            self.dispatch(&ready);
+            self.dispatch(&ready.messages);
             // 3. Restore.
             if let Some(snapshot) = &ready.snapshot {
                 self.machine
@@ -533,9 +535,12 @@ impl<S: StateMachine> Driver<S> {
         Ok(())
     }
 
-    fn dispatch(&mut self, ready: &Ready) {
+    fn dispatch(&mut self, messages: &[Message]) {
+        if messages.is_empty() {
+            return;
+        }
         let mut outgoing: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
-        for message in &ready.messages {
+        for message in messages {
             if message.is_response() {
                 self.route_response(message.clone());
             } else {

@@ -226,7 +226,8 @@ impl Cluster {
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
         node.raft = None;
-        self.pool.retain(|m| m.to != id && m.from != id);
+        // Messages already sent stay on the wire; those to it are lost.
+        self.pool.retain(|m| m.to != id);
     }
 
     pub fn tick(&mut self, id: NodeId) {
@@ -359,6 +360,13 @@ impl Cluster {
             self.stats.snapshots_installed += u64::from(ready.snapshot.is_some());
             self.stats.reads_confirmed += ready.read_states.len() as u64;
             self.stats.entries_applied += ready.committed_entries.len() as u64;
+            // Step 0: a leader's appends and heartbeats leave before its
+            // disk write.
+            for message in &ready.early_messages {
+                if !self.cut.contains(&(message.from, message.to)) {
+                    self.pool.push(message.clone());
+                }
+            }
             if crash_point == Some(0) {
                 return self.crash(id); // before persisting: nothing of it survives
             }

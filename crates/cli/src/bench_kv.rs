@@ -1,0 +1,350 @@
+//! `cairn bench kv`: the same key/value workload against a Cairn cluster
+//! and, with `--etcd`, against etcd (through etcd's v3 gRPC API), with
+//! throughput and latency percentiles side by side.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use cairn_kv::{Client, ClientConfig};
+use cairn_rpc::etcd::kv_client::KvClient as EtcdKv;
+use cairn_rpc::etcd::maintenance_client::MaintenanceClient;
+use cairn_rpc::etcd::{PutRequest, RangeRequest, StatusRequest};
+use cairn_rpc::{ClientOptions, RpcClient};
+use clap::{Args, ValueEnum};
+use rand::Rng;
+
+#[derive(Debug, Args)]
+pub(crate) struct KvBenchArgs {
+    /// The Cairn cluster's nodes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = crate::kv::DEFAULT_ENDPOINTS)]
+    endpoints: Vec<String>,
+    /// Also run the workload against etcd at these endpoints
+    /// (http://HOST:PORT, comma-separated); clients talk to etcd's leader.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Skip Cairn (measure etcd only).
+    #[arg(long)]
+    etcd_only: bool,
+    /// Concurrent clients, each with one request outstanding.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Distinct keys, chosen uniformly at random.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 16)]
+    key_size: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Seconds measured (after a 1 s warm-up).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// put, get (linearizable) or mixed (half each).
+    #[arg(long, value_enum, default_value_t = Workload::Put)]
+    workload: Workload,
+    /// One JSON object per system instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Put,
+    Get,
+    Mixed,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Cairn(Vec<String>),
+    Etcd(String),
+}
+
+impl Target {
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Cairn(_) => "cairn",
+            Target::Etcd(_) => "etcd",
+        }
+    }
+}
+
+/// One client's connection to either system.
+enum Session {
+    Cairn(Client),
+    Etcd(Box<RpcClient>),
+}
+
+impl Session {
+    fn open(target: &Target) -> anyhow::Result<Self> {
+        let config = ClientConfig {
+            call_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(10),
+        };
+        Ok(match target {
+            Target::Cairn(endpoints) => Session::Cairn(Client::new(endpoints, config)?),
+            Target::Etcd(url) => {
+                let options = ClientOptions {
+                    connect_timeout: Duration::from_secs(5),
+                    call_timeout: Duration::from_secs(10),
+                };
+                Session::Etcd(Box::new(RpcClient::new(url.clone(), options)?))
+            }
+        })
+    }
+
+    async fn put(&mut self, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Session::Cairn(client) => {
+                client.put(key, value).await?;
+            }
+            Session::Etcd(client) => {
+                let request = PutRequest {
+                    key: Bytes::copy_from_slice(key),
+                    value: Bytes::copy_from_slice(value),
+                    ..Default::default()
+                };
+                client
+                    .call(request, |c, r| async move { EtcdKv::new(c).put(r).await })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&mut self, key: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Session::Cairn(client) => {
+                client.get(key).await?;
+            }
+            Session::Etcd(client) => {
+                let request = RangeRequest {
+                    key: Bytes::copy_from_slice(key),
+                    ..Default::default()
+                };
+                client
+                    .call(request, |c, r| async move { EtcdKv::new(c).range(r).await })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Outcome {
+    operations: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+pub(crate) fn run(args: KvBenchArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.keys == 0 || args.key_size == 0 {
+        bail!("--clients, --keys and --key-size must be above zero");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let mut targets = Vec::new();
+        if !args.etcd_only {
+            targets.push(Target::Cairn(args.endpoints.clone()));
+        }
+        if !args.etcd.is_empty() {
+            targets.push(Target::Etcd(etcd_leader(&args.etcd).await?));
+        }
+        if targets.is_empty() {
+            bail!("--etcd-only needs --etcd ENDPOINTS");
+        }
+        if !args.json {
+            println!(
+                "workload {:?}, {} clients, {} keys of {} B, values of {} B, {} s after a 1 s warm-up",
+                args.workload, args.clients, args.keys, args.key_size, args.value_size, args.seconds
+            );
+            println!("{:<6} {:>12} {:>10} {:>10} {:>10} {:>8}", "system", "ops/s", "p50", "p99", "p999", "errors");
+        }
+        let mut results = Vec::new();
+        for target in &targets {
+            let outcome = measure(target, &args).await?;
+            print_result(target.name(), &outcome, &args);
+            results.push((target.name(), outcome));
+        }
+        if let [(_, cairn), (_, etcd)] = &results[..]
+            && !args.json
+        {
+            let rate = |o: &Outcome| o.operations as f64 / o.elapsed.as_secs_f64();
+            println!(
+                "cairn/etcd: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x (below 1 is faster)",
+                rate(cairn) / rate(etcd).max(1e-9),
+                percentile(cairn, 0.5).as_secs_f64() / percentile(etcd, 0.5).as_secs_f64().max(1e-9),
+                percentile(cairn, 0.99).as_secs_f64() / percentile(etcd, 0.99).as_secs_f64().max(1e-9),
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The etcd member that leads (clients of the benchmark talk to it, as
+/// Cairn's clerks talk to Cairn's leader).
+async fn etcd_leader(endpoints: &[String]) -> anyhow::Result<String> {
+    let options = ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        call_timeout: Duration::from_secs(2),
+    };
+    let mut first_error = None;
+    for url in endpoints {
+        let client = RpcClient::new(url.clone(), options.clone())?;
+        match client
+            .call(StatusRequest {}, |c, r| async move {
+                MaintenanceClient::new(c).status(r).await
+            })
+            .await
+        {
+            Ok(status) => {
+                let member = status.header.map(|h| h.member_id).unwrap_or_default();
+                if member != 0 && member == status.leader {
+                    return Ok(url.clone());
+                }
+            }
+            Err(error) => {
+                first_error.get_or_insert(error.to_string());
+            }
+        }
+    }
+    match first_error {
+        Some(error) if endpoints.len() == 1 => {
+            bail!("etcd at {} did not answer: {error}", endpoints[0])
+        }
+        _ => {
+            tracing::warn!(
+                "no etcd member reported itself leader; using {}",
+                endpoints[0]
+            );
+            Ok(endpoints[0].clone())
+        }
+    }
+}
+
+fn key(index: usize, size: usize) -> Vec<u8> {
+    let digits = format!("{index}");
+    let mut key = vec![b'k'; size.saturating_sub(digits.len())];
+    key.extend_from_slice(digits.as_bytes());
+    key
+}
+
+async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome> {
+    let value = vec![b'v'; args.value_size];
+    if args.workload != Workload::Put {
+        preload(target, args, &value).await?;
+    }
+    let warm_up = Instant::now() + Duration::from_secs(1);
+    let end = warm_up + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..args.clients {
+        let mut session = Session::open(target)?;
+        let (value, keys, key_size, workload) =
+            (value.clone(), args.keys, args.key_size, args.workload);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = cairn_rpc::seeded_rng();
+            let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            loop {
+                let started = Instant::now();
+                if started >= end {
+                    break;
+                }
+                let key = key(rng.gen_range(0..keys), key_size);
+                let read = match workload {
+                    Workload::Put => false,
+                    Workload::Get => true,
+                    Workload::Mixed => rng.gen_bool(0.5),
+                };
+                let result = if read {
+                    session.get(&key).await
+                } else {
+                    session.put(&key, &value).await
+                };
+                if started < warm_up {
+                    continue;
+                }
+                match result {
+                    Ok(()) => latencies.push(started.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut outcome = Outcome {
+        operations: 0,
+        errors: 0,
+        latencies: Vec::new(),
+        elapsed: Duration::from_secs(args.seconds),
+    };
+    for task in tasks {
+        let (latencies, errors) = task.await.context("a client task failed")?;
+        outcome.operations += latencies.len() as u64;
+        outcome.errors += errors;
+        outcome.latencies.extend(latencies);
+    }
+    outcome.latencies.sort_unstable();
+    Ok(outcome)
+}
+
+/// Writes every key once, so that reads find values.
+async fn preload(target: &Target, args: &KvBenchArgs, value: &[u8]) -> anyhow::Result<()> {
+    let workers = args.clients.min(64);
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let mut session = Session::open(target)?;
+        let (value, keys, key_size) = (value.to_vec(), args.keys, args.key_size);
+        tasks.push(tokio::spawn(async move {
+            for index in (worker..keys).step_by(workers) {
+                session.put(&key(index, key_size), &value).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await
+            .context("a preload task failed")?
+            .with_context(|| format!("preloading {}", target.name()))?;
+    }
+    Ok(())
+}
+
+fn percentile(outcome: &Outcome, p: f64) -> Duration {
+    if outcome.latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    let at = ((outcome.latencies.len() as f64 * p) as usize).min(outcome.latencies.len() - 1);
+    outcome.latencies[at]
+}
+
+fn print_result(name: &str, outcome: &Outcome, args: &KvBenchArgs) {
+    let rate = outcome.operations as f64 / outcome.elapsed.as_secs_f64();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if args.json {
+        let row = serde_json::json!({
+            "system": name,
+            "workload": format!("{:?}", args.workload).to_lowercase(),
+            "clients": args.clients,
+            "ops_per_sec": rate,
+            "p50_ms": ms(percentile(outcome, 0.5)),
+            "p99_ms": ms(percentile(outcome, 0.99)),
+            "p999_ms": ms(percentile(outcome, 0.999)),
+            "errors": outcome.errors,
+        });
+        println!("{row}");
+    } else {
+        println!(
+            "{name:<6} {rate:>12.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8}",
+            ms(percentile(outcome, 0.5)),
+            ms(percentile(outcome, 0.99)),
+            ms(percentile(outcome, 0.999)),
+            outcome.errors
+        );
+    }
+}
