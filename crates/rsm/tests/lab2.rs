@@ -33,7 +33,7 @@ async fn initial_election_2a() {
 
 #[madsim::test]
 async fn re_election_2a() {
-    let mut t = Tester::new(3, true, -1);
+    let t = Tester::new(3, true, -1);
     let leader1 = t.check_one_leader().await;
     t.disconnect(leader1);
     t.check_one_leader().await;
@@ -52,7 +52,7 @@ async fn re_election_2a() {
 #[madsim::test]
 async fn many_elections_2a() {
     let servers = 7;
-    let mut t = Tester::new(servers, true, -1);
+    let t = Tester::new(servers, true, -1);
     t.check_one_leader().await;
     for _ in 1..10 {
         let (i1, i2, i3) = {

@@ -36,6 +36,8 @@ pub struct Shared {
     pub logs: Vec<BTreeMap<LogIndex, Bytes>>,
     pub apply_error: Option<String>,
     pub max_index: LogIndex,
+    /// How many times a state machine was restored from a snapshot.
+    pub restores: usize,
 }
 
 /// The lab's applier: records each applied command and checks that no two
@@ -106,6 +108,7 @@ impl StateMachine for LabMachine {
             at += 16 + len;
         }
         let mut shared = self.shared.lock().unwrap();
+        shared.restores += 1;
         // The tester's log of this server becomes the snapshot's.
         shared.logs[self.server] = log.clone();
         self.log = log;
@@ -118,13 +121,17 @@ pub fn command(value: u64) -> Bytes {
     Bytes::copy_from_slice(&value.to_le_bytes())
 }
 
+/// The tester. Every method takes `&self` (state that changes is behind
+/// short-lived locks, never held across an `.await`), so that the lab's
+/// concurrent clients can share it through an `Arc`.
 pub struct Tester {
-    pub world: World,
+    pub world: Mutex<World>,
     pub n: usize,
     pub shared: Arc<Mutex<Shared>>,
-    pub connected: Vec<bool>,
-    pub alive: Vec<bool>,
+    connected: Mutex<Vec<bool>>,
+    alive: Mutex<Vec<bool>>,
     names: Vec<String>,
+    seed: u64,
 }
 
 pub fn name(server: usize) -> String {
@@ -177,18 +184,28 @@ impl Tester {
             });
         }
         let names = (0..n).map(name).collect();
+        let seed = world.seed();
         Self {
-            world,
+            world: Mutex::new(world),
             n,
             shared,
-            connected: vec![true; n],
-            alive: vec![true; n],
+            connected: Mutex::new(vec![true; n]),
+            alive: Mutex::new(vec![true; n]),
             names,
+            seed,
         }
     }
 
     pub fn seed(&self) -> u64 {
-        self.world.seed()
+        self.seed
+    }
+
+    pub fn is_connected(&self, server: usize) -> bool {
+        self.connected.lock().unwrap()[server]
+    }
+
+    pub fn is_alive(&self, server: usize) -> bool {
+        self.alive.lock().unwrap()[server]
     }
 
     fn fail(&self, message: String) -> ! {
@@ -200,7 +217,7 @@ impl Tester {
     }
 
     fn node(&self, server: usize) -> Option<Node<LabMachine>> {
-        if !self.alive[server] {
+        if !self.is_alive(server) {
             return None;
         }
         self.shared.lock().unwrap().nodes[server].clone()
@@ -214,44 +231,95 @@ impl Tester {
             .then_some((status.term, status.role == Role::Leader))
     }
 
-    pub fn disconnect(&mut self, server: usize) {
-        self.connected[server] = false;
-        self.world.disconnect(&self.names[server]);
+    pub fn disconnect(&self, server: usize) {
+        self.connected.lock().unwrap()[server] = false;
+        self.world.lock().unwrap().disconnect(&self.names[server]);
     }
 
-    pub fn connect(&mut self, server: usize) {
-        self.connected[server] = true;
-        self.world.connect(&self.names[server]);
+    pub fn connect(&self, server: usize) {
+        self.connected.lock().unwrap()[server] = true;
+        self.world.lock().unwrap().connect(&self.names[server]);
     }
 
     /// Kills a server; its disk keeps what it synced.
-    pub fn crash1(&mut self, server: usize) {
-        self.world.kill(&self.names[server]);
-        self.alive[server] = false;
+    pub fn crash1(&self, server: usize) {
+        self.world.lock().unwrap().kill(&self.names[server]);
+        self.alive.lock().unwrap()[server] = false;
         self.shared.lock().unwrap().nodes[server] = None;
     }
 
     /// Starts a server again from what its disk kept.
-    pub fn start1(&mut self, server: usize) {
+    pub fn start1(&self, server: usize) {
         self.crash1(server);
-        self.world.restart(&self.names[server]);
-        self.alive[server] = true;
+        self.world.lock().unwrap().restart(&self.names[server]);
+        self.alive.lock().unwrap()[server] = true;
     }
 
     pub fn set_reliable(&self, reliable: bool) {
-        self.world.set_reliable(reliable);
+        self.world.lock().unwrap().set_reliable(reliable);
     }
 
     pub fn set_long_reordering(&self, on: bool) {
-        self.world.set_long_reordering(on);
+        self.world.lock().unwrap().set_long_reordering(on);
     }
 
     pub fn rpc_total(&self) -> u64 {
-        self.world.total_rpcs()
+        self.world.lock().unwrap().total_rpcs()
     }
 
     pub fn bytes_total(&self) -> u64 {
-        self.world.total_bytes()
+        self.world.lock().unwrap().total_bytes()
+    }
+
+    /// The commands every server applied, by index, up to `last`; fails if
+    /// a running server has not applied through `last` or two servers
+    /// differ (the lab's final `wait(index, servers)` over every index).
+    pub fn check_all_applied(&self, last: LogIndex) -> BTreeMap<LogIndex, Bytes> {
+        for server in 0..self.n {
+            if let Some(node) = self.node(server) {
+                let applied = node.status().applied;
+                if applied < last {
+                    self.fail(format!(
+                        "server {server} applied only through {applied}, not {last}"
+                    ));
+                }
+            }
+        }
+        let shared = self.shared.lock().unwrap();
+        let reference: BTreeMap<LogIndex, Bytes> = shared.logs[0]
+            .range(..=last)
+            .map(|(i, c)| (*i, c.clone()))
+            .collect();
+        for (server, log) in shared.logs.iter().enumerate() {
+            let mine: BTreeMap<LogIndex, Bytes> =
+                log.range(..=last).map(|(i, c)| (*i, c.clone())).collect();
+            // A server restored from a snapshot keeps the snapshot's log, so
+            // compare what both have.
+            for (index, command) in &mine {
+                if let Some(other) = reference.get(index)
+                    && other != command
+                {
+                    let message = format!("servers 0 and {server} differ at index {index}");
+                    drop(shared);
+                    self.fail(message);
+                }
+            }
+        }
+        reference
+    }
+
+    /// The highest snapshot index of any running server.
+    pub fn max_snapshot_index(&self) -> LogIndex {
+        (0..self.n)
+            .filter_map(|i| self.node(i))
+            .map(|node| node.status().snapshot_index)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How many times a server restored its state machine from a snapshot.
+    pub fn restores(&self) -> usize {
+        self.shared.lock().unwrap().restores
     }
 
     /// The largest Raft state of any running server (`LogSize`).
@@ -274,7 +342,7 @@ impl Tester {
             let ms = 450 + madsim::rand::thread_rng().gen_range(0..100);
             self.sleep(Duration::from_millis(ms)).await;
             let mut leaders: BTreeMap<Term, Vec<usize>> = BTreeMap::new();
-            for server in (0..self.n).filter(|&i| self.connected[i]) {
+            for server in (0..self.n).filter(|&i| self.is_connected(i)) {
                 if let Some((term, true)) = self.state(server) {
                     leaders.entry(term).or_default().push(server);
                 }
@@ -294,7 +362,7 @@ impl Tester {
     /// All connected servers agree on the term.
     pub fn check_terms(&self) -> Term {
         let mut term = None;
-        for server in (0..self.n).filter(|&i| self.connected[i]) {
+        for server in (0..self.n).filter(|&i| self.is_connected(i)) {
             if let Some((t, _)) = self.state(server) {
                 match term {
                     None => term = Some(t),
@@ -308,7 +376,7 @@ impl Tester {
 
     /// No connected server thinks it is leader.
     pub fn check_no_leader(&self) {
-        for server in (0..self.n).filter(|&i| self.connected[i]) {
+        for server in (0..self.n).filter(|&i| self.is_connected(i)) {
             if let Some((_, true)) = self.state(server) {
                 self.fail(format!(
                     "expected no leader among connected servers, but {server} claims to be leader"
@@ -391,7 +459,7 @@ impl Tester {
             let mut index = None;
             for _ in 0..self.n {
                 starts = (starts + 1) % self.n;
-                if self.connected[starts]
+                if self.is_connected(starts)
                     && let Some((i, _)) = self.start(starts, cmd.clone()).await
                 {
                     index = Some(i);
