@@ -257,7 +257,9 @@ impl Client {
                 }
             }
             // Back off once per round of all servers.
-            if self.leader.load(Relaxed).is_multiple_of(self.servers.len()) || self.servers.len() == 1 {
+            if self.leader.load(Relaxed).is_multiple_of(self.servers.len())
+                || self.servers.len() == 1
+            {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(200));
             }

@@ -263,6 +263,11 @@ impl Raft {
         }
     }
 
+    /// The size of the latest snapshot's data (0 without one).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64)
+    }
+
     /// The entry at `index`, if the log holds it (tests and diagnostics).
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.log.entry(index)

@@ -110,6 +110,8 @@ pub struct NodeStatus {
     pub snapshot_index: LogIndex,
     /// The size of its Raft state in bytes.
     pub raft_state_bytes: u64,
+    /// The size of its latest snapshot of the state machine in bytes.
+    pub snapshot_bytes: u64,
     /// Whether the node task is running.
     pub running: bool,
 }
@@ -323,6 +325,7 @@ fn status_of(raft: &Raft, storage: &RaftStorage, running: bool) -> NodeStatus {
         last_index: status.last_index,
         snapshot_index: status.snapshot_index,
         raft_state_bytes: storage.raft_state_bytes(),
+        snapshot_bytes: raft.snapshot_bytes(),
         running,
     }
 }
