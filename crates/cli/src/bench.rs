@@ -35,6 +35,58 @@ pub(crate) struct WordcountArgs {
     inputs: Vec<PathBuf>,
 }
 
+/// What a load run measured: the latency of every completed operation in
+/// the measured window, and the failures.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) errors: u64,
+    latencies: Vec<std::time::Duration>,
+    elapsed: std::time::Duration,
+}
+
+impl Outcome {
+    /// An empty outcome of a window of `elapsed`.
+    pub(crate) fn new(elapsed: std::time::Duration) -> Self {
+        Self {
+            errors: 0,
+            latencies: Vec::new(),
+            elapsed,
+        }
+    }
+
+    /// Adds one load task's latencies and errors.
+    pub(crate) fn add(&mut self, latencies: Vec<std::time::Duration>, errors: u64) {
+        self.latencies.extend(latencies);
+        self.errors += errors;
+    }
+
+    /// Sorts the latencies; call once every task was added.
+    pub(crate) fn sorted(mut self) -> Self {
+        self.latencies.sort_unstable();
+        self
+    }
+
+    /// Completed operations per second.
+    pub(crate) fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency below which a fraction `p` of operations completed
+    /// (after [`sorted`](Self::sorted)).
+    pub(crate) fn percentile(&self, p: f64) -> std::time::Duration {
+        if self.latencies.is_empty() {
+            return std::time::Duration::ZERO;
+        }
+        let at = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
+        self.latencies[at]
+    }
+
+    /// A percentile in milliseconds.
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
+        self.percentile(p).as_secs_f64() * 1e3
+    }
+}
+
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Wordcount(args) => wordcount(args),

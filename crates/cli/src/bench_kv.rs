@@ -12,6 +12,8 @@ use cairn_rpc::etcd::maintenance_client::MaintenanceClient;
 use cairn_rpc::etcd::{PutRequest, RangeRequest, StatusRequest};
 use cairn_rpc::{ClientOptions, RpcClient};
 use clap::{Args, ValueEnum};
+
+use crate::bench::Outcome;
 use rand::Rng;
 
 #[derive(Debug, Args)]
@@ -133,13 +135,6 @@ impl Session {
     }
 }
 
-struct Outcome {
-    operations: u64,
-    errors: u64,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
 pub(crate) fn run(args: KvBenchArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.keys == 0 || args.key_size == 0 {
         bail!("--clients, --keys and --key-size must be above zero");
@@ -175,12 +170,11 @@ pub(crate) fn run(args: KvBenchArgs) -> anyhow::Result<()> {
         if let [(_, cairn), (_, etcd)] = &results[..]
             && !args.json
         {
-            let rate = |o: &Outcome| o.operations as f64 / o.elapsed.as_secs_f64();
             println!(
                 "cairn/etcd: throughput {:.2}x, p50 latency {:.2}x, p99 latency {:.2}x (below 1 is faster)",
-                rate(cairn) / rate(etcd).max(1e-9),
-                percentile(cairn, 0.5).as_secs_f64() / percentile(etcd, 0.5).as_secs_f64().max(1e-9),
-                percentile(cairn, 0.99).as_secs_f64() / percentile(etcd, 0.99).as_secs_f64().max(1e-9),
+                cairn.rate() / etcd.rate().max(1e-9),
+                cairn.percentile_ms(0.5) / etcd.percentile_ms(0.5).max(1e-9),
+                cairn.percentile_ms(0.99) / etcd.percentile_ms(0.99).max(1e-9),
             );
         }
         Ok(())
@@ -277,19 +271,12 @@ async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome>
             (latencies, errors)
         }));
     }
-    let mut outcome = Outcome {
-        operations: 0,
-        errors: 0,
-        latencies: Vec::new(),
-        elapsed: Duration::from_secs(args.seconds),
-    };
+    let mut outcome = Outcome::new(Duration::from_secs(args.seconds));
     for task in tasks {
         let (latencies, errors) = task.await.context("a client task failed")?;
-        outcome.operations += latencies.len() as u64;
-        outcome.errors += errors;
-        outcome.latencies.extend(latencies);
+        outcome.add(latencies, errors);
     }
-    outcome.latencies.sort_unstable();
+    let outcome = outcome.sorted();
     Ok(outcome)
 }
 
@@ -315,35 +302,26 @@ async fn preload(target: &Target, args: &KvBenchArgs, value: &[u8]) -> anyhow::R
     Ok(())
 }
 
-fn percentile(outcome: &Outcome, p: f64) -> Duration {
-    if outcome.latencies.is_empty() {
-        return Duration::ZERO;
-    }
-    let at = ((outcome.latencies.len() as f64 * p) as usize).min(outcome.latencies.len() - 1);
-    outcome.latencies[at]
-}
-
 fn print_result(name: &str, outcome: &Outcome, args: &KvBenchArgs) {
-    let rate = outcome.operations as f64 / outcome.elapsed.as_secs_f64();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let rate = outcome.rate();
     if args.json {
         let row = serde_json::json!({
             "system": name,
             "workload": format!("{:?}", args.workload).to_lowercase(),
             "clients": args.clients,
             "ops_per_sec": rate,
-            "p50_ms": ms(percentile(outcome, 0.5)),
-            "p99_ms": ms(percentile(outcome, 0.99)),
-            "p999_ms": ms(percentile(outcome, 0.999)),
+            "p50_ms": outcome.percentile_ms(0.5),
+            "p99_ms": outcome.percentile_ms(0.99),
+            "p999_ms": outcome.percentile_ms(0.999),
             "errors": outcome.errors,
         });
         println!("{row}");
     } else {
         println!(
             "{name:<6} {rate:>12.0} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8}",
-            ms(percentile(outcome, 0.5)),
-            ms(percentile(outcome, 0.99)),
-            ms(percentile(outcome, 0.999)),
+            outcome.percentile_ms(0.5),
+            outcome.percentile_ms(0.99),
+            outcome.percentile_ms(0.999),
             outcome.errors
         );
     }

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use cairn_raft::{LogIndex, Role};
 use cairn_rsm::{LocalNet, Node, NodeConfig, StateMachine, SubmitError};
 use cairn_storage::{Disk, MemDisk, RealDisk};
+
+use crate::bench::Outcome;
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Args)]
@@ -68,13 +70,6 @@ impl StateMachine for Counter {
     }
 }
 
-struct Outcome {
-    operations: u64,
-    errors: u64,
-    latencies: Vec<Duration>,
-    elapsed: Duration,
-}
-
 pub(crate) fn run(args: RaftArgs) -> anyhow::Result<()> {
     if args.clients.is_empty() || args.clients.contains(&0) {
         bail!(
@@ -118,20 +113,11 @@ pub(crate) fn run(args: RaftArgs) -> anyhow::Result<()> {
 }
 
 fn print_row(storage: &str, clients: usize, outcome: &Outcome) {
-    let mut latencies = outcome.latencies.clone();
-    latencies.sort_unstable();
-    let percentile = |p: f64| -> String {
-        if latencies.is_empty() {
-            return "-".into();
-        }
-        let at = ((latencies.len() as f64 * p) as usize).min(latencies.len() - 1);
-        format!("{:.2}ms", latencies[at].as_secs_f64() * 1e3)
-    };
-    let rate = outcome.operations as f64 / outcome.elapsed.as_secs_f64();
     println!(
-        "{storage:<8} {clients:>8} {rate:>14.0} {:>10} {:>10} {:>8}",
-        percentile(0.50),
-        percentile(0.99),
+        "{storage:<8} {clients:>8} {:>14.0} {:>8.2}ms {:>8.2}ms {:>8}",
+        outcome.rate(),
+        outcome.percentile_ms(0.50),
+        outcome.percentile_ms(0.99),
         outcome.errors
     );
 }
@@ -192,19 +178,12 @@ async fn measure(
             (latencies, errors)
         }));
     }
-    let mut outcome = Outcome {
-        operations: 0,
-        errors: 0,
-        latencies: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut outcome = Outcome::new(Duration::from_secs(args.seconds));
     for task in tasks {
         let (latencies, errors) = task.await.context("a proposer task failed")?;
-        outcome.operations += latencies.len() as u64;
-        outcome.errors += errors;
-        outcome.latencies.extend(latencies);
+        outcome.add(latencies, errors);
     }
-    outcome.elapsed = Duration::from_secs(args.seconds);
+    let outcome = outcome.sorted();
     for node in &nodes {
         node.shutdown().await;
     }
