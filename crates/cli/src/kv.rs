@@ -26,7 +26,7 @@ pub(crate) enum KvCommand {
     ///
     /// Every node needs the same --peers list, e.g.
     /// `cairn kv serve --id 1 --peers 1=http://10.0.0.1:7701,2=http://10.0.0.2:7701,3=http://10.0.0.3:7701
-    /// --data-dir /var/lib/cairn`. The [node] table of the --config file can hold the same settings.
+    /// --data-dir /var/lib/cairn`. The `[node]` table of the --config file can hold the same settings.
     Serve(ServeArgs),
     /// Print a key's value (exit status 1 if it is missing).
     Get(KeyArgs),

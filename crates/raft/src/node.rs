@@ -104,7 +104,7 @@ pub struct Status {
 /// Invariants, asserted after every input: at most one vote per term (the
 /// vote is durable before any message that depends on it leaves, through
 /// `Ready` step 1); a leader's log only grows while it leads; commit and
-/// applied never move back; see also [`RaftLog`]'s.
+/// applied never move back; see also the log's (`log.rs`).
 #[derive(Debug)]
 pub struct Raft {
     pub(crate) config: Config,
