@@ -377,7 +377,7 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
 
 /// Ctrl-C or SIGTERM.
 pub(crate) async fn wait_for_stop_signal() {
-    #[cfg(unix)]
+    #[cfg(all(unix, not(madsim)))]
     {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
@@ -392,7 +392,7 @@ pub(crate) async fn wait_for_stop_signal() {
             }
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(any(not(unix), madsim))]
     {
         let _ = tokio::signal::ctrl_c().await;
     }
