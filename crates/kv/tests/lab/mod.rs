@@ -15,9 +15,13 @@ use cairn_testkit::history::{History, KvInput};
 use cairn_testkit::linearizability::{CheckOptions, check_kv};
 use cairn_testkit::{NodeContext, World};
 use rand::Rng;
+use rand::seq::SliceRandom;
 
 pub const PORT: u16 = 7300;
 pub const ELECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The lab's `checkTimeout`: a test that runs longer (here: in virtual
+/// time) fails.
+pub const TEST_TIME_LIMIT: Duration = Duration::from_secs(120);
 
 pub fn server_name(i: usize) -> String {
     format!("s{i}")
@@ -36,6 +40,7 @@ pub struct Tester {
     clients: Mutex<usize>,
     pub max_raft_state: i64,
     seed: u64,
+    started: tokio::time::Instant,
 }
 
 /// A lab clerk: a `cairn_kv::Client` living on its own simulated node, whose
@@ -44,8 +49,9 @@ pub struct Tester {
 pub struct Clerk {
     pub node: String,
     pub id: u64,
-    /// Every server: which ones it can reach is the network's business.
-    servers: usize,
+    /// Every server's URL, shuffled (labrpc `random_handles`): which ones it
+    /// can reach is the network's business.
+    urls: Vec<String>,
     history: History,
     client: Arc<tokio::sync::Mutex<Option<Client>>>,
 }
@@ -63,7 +69,7 @@ impl Tester {
             world.add_node(&server_name(i), move |context: NodeContext| {
                 let (servers, peers) = (servers.clone(), peers.clone());
                 async move {
-                    let mut config = NodeConfig::new(i as u64 + 1, peers, "kv");
+                    let mut config = NodeConfig::new(i as u64 + 1, peers, "raft");
                     config.max_raft_state = max_raft_state;
                     let server = KvServer::start(config, Arc::new(context.disk.clone()))
                         .unwrap_or_else(|e| panic!("server {i} cannot start: {e}"));
@@ -84,6 +90,7 @@ impl Tester {
             clients: Mutex::new(0),
             max_raft_state,
             seed,
+            started: tokio::time::Instant::now(),
         })
     }
 
@@ -108,10 +115,12 @@ impl Tester {
         };
         let id = self.clients.lock().map(|c| *c as u64).unwrap();
         self.world.lock().unwrap().add_client(&node);
+        let mut urls: Vec<String> = (0..self.n).map(url).collect();
+        urls.shuffle(&mut madsim::rand::thread_rng());
         let clerk = Clerk {
             node,
             id,
-            servers: self.n,
+            urls,
             history: self.history.clone(),
             client: Arc::default(),
         };
@@ -193,6 +202,23 @@ impl Tester {
             .unwrap_or(0)
     }
 
+    /// The status of server `i`, if it runs.
+    pub fn status(&self, i: usize) -> Option<cairn_rsm::NodeStatus> {
+        self.servers.lock().unwrap()[i]
+            .as_ref()
+            .map(|s| s.node().status())
+    }
+
+    /// The highest snapshot index of a running server (0: none has taken
+    /// or installed a snapshot).
+    pub fn max_snapshot_index(&self) -> u64 {
+        (0..self.n)
+            .filter_map(|i| self.status(i))
+            .map(|s| s.snapshot_index)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The largest snapshot of a running server (`SnapshotSize`).
     pub fn snapshot_size(&self) -> u64 {
         let servers = self.servers.lock().unwrap();
@@ -204,11 +230,34 @@ impl Tester {
             .unwrap_or(0)
     }
 
+    /// The lab's `cfg.end()`: fails a test that ran over the time limit
+    /// (virtual time) and prints `time servers rpcs ops`.
+    pub fn end(&self, title: &str) {
+        let elapsed = self.started.elapsed();
+        if elapsed > TEST_TIME_LIMIT {
+            self.fail(format!(
+                "test took longer than {TEST_TIME_LIMIT:?} ({elapsed:?}, virtual)"
+            ));
+        }
+        let rpcs = self.world.lock().unwrap().total_rpcs();
+        eprintln!(
+            "{title} ... Passed -- {:.1}s {} {rpcs} {}",
+            elapsed.as_secs_f64(),
+            self.n,
+            self.history.len()
+        );
+    }
+
     /// The whole history must be linearizable; a checker that runs out of
     /// budget fails the test too.
     pub fn check_linearizable(&self, name: &str) {
         let operations = self.history.operations();
-        let check = check_kv(&operations, &CheckOptions::default());
+        let options = CheckOptions::default();
+        let check = check_kv(&operations, &options);
+        eprintln!(
+            "{name}: linearizability {:?} after {} of {} search steps ({} operations, {} keys)",
+            check.result, check.steps, options.max_steps, check.operations, check.keys
+        );
         if check.result != cairn_testkit::linearizability::CheckResult::Ok {
             eprintln!(
                 "seed {}: replay with MADSIM_TEST_SEED={}",
@@ -223,12 +272,11 @@ impl Clerk {
     async fn client(&self) -> tokio::sync::MutexGuard<'_, Option<Client>> {
         let mut guard = self.client.lock().await;
         if guard.is_none() {
-            let urls: Vec<String> = (0..self.servers).map(url).collect();
             let config = ClientConfig {
                 call_timeout: Duration::from_millis(500),
                 deadline: Duration::from_secs(3600),
             };
-            *guard = Some(Client::new(&urls, config).expect("valid URLs"));
+            *guard = Some(Client::new(&self.urls, config).expect("valid URLs"));
         }
         guard
     }
@@ -329,4 +377,38 @@ pub fn check_client_appends(t: &Tester, client: usize, value: &str, count: usize
 
 pub fn random_below(n: u64) -> u64 {
     madsim::rand::thread_rng().gen_range(0..n)
+}
+
+/// The appends to `key` recorded in the history must appear in its final
+/// `value` in an order that respects real time: an append that returned
+/// before another was called comes first. With every append present once
+/// (checked by [`check_client_appends`]) and one final Get, this is the
+/// whole linearizability condition for an append-only key, checked without
+/// the search that five concurrent appenders make too large for the
+/// general checker.
+pub fn check_append_order(t: &Tester, key: &str, value: &str) {
+    let mut appends: Vec<(u64, u64, usize, String)> = Vec::new();
+    for op in t.history.operations() {
+        let (KvInput::Append { key: k, value: v }, Some(ret)) = (&op.input, op.ret) else {
+            continue;
+        };
+        if k != key {
+            continue;
+        }
+        let Some(at) = value.find(v.as_str()) else {
+            t.fail(format!("append {v:?} that returned is missing from {key}"));
+        };
+        appends.push((op.call, ret, at, v.clone()));
+    }
+    for (call_a, ret_a, at_a, a) in &appends {
+        for (call_b, _, at_b, b) in &appends {
+            if ret_a < call_b && at_a > at_b {
+                t.fail(format!(
+                    "append {a:?} returned (t={ret_a}ns) before append {b:?} was called \
+                     (t={call_b}ns), but comes after it in the value of {key}; \
+                     (call of the first: t={call_a}ns)"
+                ));
+            }
+        }
+    }
 }
