@@ -57,9 +57,13 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    /// A client for `addr` (`http://host:port`). Does not connect yet.
+    /// A client for `addr` (`http://host:port`; a bare `host:port` means
+    /// `http://host:port`). Does not connect yet.
     pub fn new(addr: impl Into<String>, options: ClientOptions) -> Result<Self, RpcError> {
-        let addr = addr.into();
+        let mut addr = addr.into();
+        if !addr.contains("://") {
+            addr = format!("http://{addr}");
+        }
         let endpoint = Endpoint::from_shared(addr.clone())
             .map_err(|e| RpcError::InvalidAddress {
                 addr: addr.clone(),
@@ -210,5 +214,26 @@ impl RpcClient {
             addr: self.addr.clone(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_host_and_port_means_http() {
+        let client = RpcClient::new("127.0.0.1:7701", ClientOptions::default()).unwrap();
+        assert_eq!(client.addr(), "http://127.0.0.1:7701");
+        let client = RpcClient::new("http://10.0.0.1:1", ClientOptions::default()).unwrap();
+        assert_eq!(client.addr(), "http://10.0.0.1:1");
+    }
+
+    #[test]
+    fn a_malformed_address_is_rejected_with_the_reason() {
+        let Err(error) = RpcClient::new("http://bad host:1", ClientOptions::default()) else {
+            panic!("a space in the host was accepted");
+        };
+        assert!(matches!(error, RpcError::InvalidAddress { .. }), "{error}");
     }
 }

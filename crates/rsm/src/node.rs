@@ -223,6 +223,7 @@ impl<S: StateMachine> Node<S> {
             batches: BTreeMap::new(),
             next_batch: 0,
             read_batches: BTreeMap::new(),
+            queued_reads: Vec::new(),
             confirmed_reads: VecDeque::new(),
             next_read: 0,
             stop_error: None,
@@ -357,8 +358,12 @@ struct Driver<S: StateMachine> {
     reply_slots: BTreeMap<NodeId, VecDeque<u64>>,
     batches: BTreeMap<u64, BatchReply>,
     next_batch: u64,
-    /// Reads waiting for their read-index round, by round token.
+    /// Reads waiting for their read-index round, by round token. At most
+    /// one round is in flight: reads that arrive meanwhile wait in
+    /// `queued_reads` and share the next round, so a burst of reads costs
+    /// one heartbeat round, not one per batch (as etcd's read loop does).
     read_batches: BTreeMap<u64, Vec<ReadFn<S>>>,
+    queued_reads: Vec<ReadFn<S>>,
     /// Reads confirmed at an index, waiting for it to be applied.
     confirmed_reads: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
     next_read: u64,
@@ -394,6 +399,14 @@ impl<S: StateMachine> Driver<S> {
             if let Err(error) = self.process_ready() {
                 self.stop_error = Some(error);
                 break;
+            }
+            if self.read_batches.is_empty() && !self.queued_reads.is_empty() {
+                // The round in flight was confirmed: the queued reads go.
+                self.start_read(Vec::new());
+                if let Err(error) = self.process_ready() {
+                    self.stop_error = Some(error);
+                    break;
+                }
             }
             self.maybe_snapshot();
             self.publish_status(true);
@@ -444,10 +457,14 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
+    /// Queues `reads` and starts a read-index round for everything queued,
+    /// unless a round is already in flight.
     fn start_read(&mut self, reads: Vec<ReadFn<S>>) {
-        if reads.is_empty() {
+        self.queued_reads.extend(reads);
+        if self.queued_reads.is_empty() || !self.read_batches.is_empty() {
             return;
         }
+        let reads = std::mem::take(&mut self.queued_reads);
         self.next_read += 1;
         match self.raft.read_index(self.next_read) {
             Ok(()) => {
@@ -642,6 +659,9 @@ impl<S: StateMachine> Driver<S> {
             for read in reads {
                 read(Err(SubmitError::NotLeader { hint }));
             }
+        }
+        for read in std::mem::take(&mut self.queued_reads) {
+            read(Err(SubmitError::NotLeader { hint }));
         }
         for (_, reads) in std::mem::take(&mut self.confirmed_reads) {
             for read in reads {
