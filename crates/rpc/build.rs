@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/raft.proto",
     "proto/kv.proto",
     "proto/etcd.proto",
+    "proto/shardctrler.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -62,6 +62,11 @@ pub(crate) enum Command {
     /// cluster (`get`, `put`, `append`, `del`, `cas`, `status`).
     #[command(subcommand)]
     Kv(crate::kv::KvCommand),
+    /// The shard controller, which assigns shards to replica groups: run a
+    /// node (`serve`) or change and read its configurations (`join`,
+    /// `leave`, `move`, `query`).
+    #[command(subcommand)]
+    Shardctl(crate::shardctl::ShardctlCommand),
     /// Benchmarks and their baselines.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -100,5 +105,6 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Bench(command) => crate::bench::run(command),
         Command::Cluster(args) => crate::cluster::run(args, &config),
         Command::Kv(command) => crate::kv::run(command, &config),
+        Command::Shardctl(command) => crate::shardctl::run(command, &config),
     }
 }

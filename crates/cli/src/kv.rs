@@ -289,7 +289,21 @@ pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, Stri
     Ok(map)
 }
 
-async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
+/// Everything a node needs before its service starts: identity, peers,
+/// listening address, and its locked data directory.
+pub(crate) struct PreparedNode {
+    pub(crate) id: u64,
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: std::path::PathBuf,
+    pub(crate) disk: Arc<RealDisk>,
+    pub(crate) node_config: NodeConfig,
+    /// Held for the life of the node.
+    _lock: std::fs::File,
+}
+
+/// Resolves `serve`'s flags and the `[node]` table, and locks and opens the
+/// data directory.
+pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<PreparedNode> {
     let node = &config.node;
     let id = args
         .id
@@ -318,7 +332,7 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let data_dir = config.data_dir.0.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let _lock = lock_data_dir(&data_dir)?;
+    let lock = lock_data_dir(&data_dir)?;
     let disk = Arc::new(
         RealDisk::new(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
     );
@@ -326,12 +340,25 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
         node_config.max_raft_state = max;
     }
-    let server = KvServer::start(node_config, disk)
+    Ok(PreparedNode {
+        id,
+        listen,
+        data_dir,
+        disk,
+        node_config,
+        _lock: lock,
+    })
+}
+
+async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
+    let prepared = prepare_node(&args, config)?;
+    let id = prepared.id;
+    let server = KvServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("node {id} cannot start: {e}"))?;
-    let (addr, task) = cairn_rpc::serve(server.router(), listen).await?;
+    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
     tracing::info!(
         "node {id} serving on {addr}, data in {}",
-        data_dir.display()
+        prepared.data_dir.display()
     );
     wait_for_stop_signal().await;
     tracing::info!("node {id} stopping");

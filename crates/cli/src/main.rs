@@ -15,6 +15,7 @@ mod config;
 mod kv;
 mod mr;
 mod progress;
+mod shardctl;
 
 use std::process::ExitCode;
 

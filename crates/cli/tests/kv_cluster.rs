@@ -6,98 +6,34 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_kv::{Client, ClientConfig};
-use common::{CAIRN, Processes};
+use common::{CAIRN, NodeProcesses, free_ports};
 
-struct Cluster {
-    dir: tempfile::TempDir,
-    urls: Vec<String>,
-    processes: Processes,
-    /// The position in `processes` of each node's current process.
-    slots: Vec<Option<usize>>,
+/// A 3-node key/value cluster of `cairn kv serve` processes.
+struct Cluster(NodeProcesses);
+
+impl std::ops::Deref for Cluster {
+    type Target = NodeProcesses;
+    fn deref(&self) -> &NodeProcesses {
+        &self.0
+    }
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+impl std::ops::DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut NodeProcesses {
+        &mut self.0
+    }
 }
 
 impl Cluster {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let urls: Vec<String> = free_ports(3)
-            .into_iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
-            .collect();
-        let mut cluster = Self {
-            dir,
-            urls,
-            processes: Processes::default(),
-            slots: vec![None; 3],
-        };
-        for id in 1..=3 {
-            cluster.start_node(id);
-        }
-        cluster
-    }
-
-    fn node_dir(&self, id: u64) -> PathBuf {
-        self.dir.path().join(format!("node{id}"))
-    }
-
-    fn start_node(&mut self, id: u64) {
-        let peers: Vec<String> = self
-            .urls
-            .iter()
-            .enumerate()
-            .map(|(i, u)| format!("{}={u}", i + 1))
-            .collect();
-        let log = std::fs::File::create(self.dir.path().join(format!("node{id}.log"))).unwrap();
-        let child = Command::new(CAIRN)
-            .args([
-                "kv",
-                "serve",
-                "--id",
-                &id.to_string(),
-                "--peers",
-                &peers.join(","),
-            ])
-            .arg("--data-dir")
-            .arg(self.node_dir(id))
-            .args(["--max-raft-state", "20000"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.processes.0.push(child);
-        self.slots[id as usize - 1] = Some(self.processes.0.len() - 1);
-    }
-
-    fn kill(&mut self, id: u64) {
-        let slot = self.slots[id as usize - 1].take().expect("node is running");
-        let child: &mut Child = &mut self.processes.0[slot];
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-    }
-
-    fn endpoints(&self) -> String {
-        self.urls.join(",")
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        Command::new(CAIRN)
-            .args(args)
-            .args(["--endpoints", &self.endpoints(), "--timeout", "20"])
-            .output()
-            .unwrap()
+        Self(NodeProcesses::start(
+            &["kv", "serve", "--max-raft-state", "20000"],
+            3,
+        ))
     }
 
     fn client(&self) -> Client {

@@ -6,10 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_rpc::kv::kv_client::KvClient;
 use cairn_rpc::kv::{GetRequest, Op, StatusReply, StatusRequest, WriteReply, WriteRequest};
-use cairn_rpc::{ClientOptions, RpcClient, RpcError};
+use cairn_rpc::{ReplicaError, Replicas, RpcError};
 use rand::Rng;
-
-use crate::server::LEADER_URL_KEY;
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,11 +61,9 @@ impl Default for ClientConfig {
 /// clerk has at most one write outstanding (its sequence number).
 #[derive(Debug)]
 pub struct Client {
-    servers: Vec<RpcClient>,
-    leader: std::sync::atomic::AtomicUsize,
+    servers: Replicas,
     client_id: u64,
     seq: u64,
-    config: ClientConfig,
 }
 
 /// What a write reports.
@@ -79,39 +75,19 @@ pub struct WriteOutcome {
     pub existed: bool,
 }
 
-enum Attempt<T> {
-    Done(T),
-    Fatal(KvError),
-    Retry {
-        leader_url: Option<String>,
-        error: String,
-    },
-}
-
 impl Client {
     /// A clerk for the servers at `endpoints` (`http://host:port`).
     pub fn new(endpoints: &[String], config: ClientConfig) -> Result<Self, KvError> {
         if endpoints.is_empty() {
             return Err(KvError::BadEndpoint("(none given)".into()));
         }
-        let options = ClientOptions {
-            connect_timeout: config.call_timeout,
-            call_timeout: config.call_timeout,
-        };
-        let servers = endpoints
-            .iter()
-            .map(|url| {
-                RpcClient::new(url.clone(), options.clone())
-                    .map_err(|e| KvError::BadEndpoint(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let servers = Replicas::new(endpoints, config.call_timeout, config.deadline)
+            .map_err(|e| KvError::BadEndpoint(e.to_string()))?;
         let client_id = cairn_rpc::seeded_rng().gen_range(1..u64::MAX);
         Ok(Self {
             servers,
-            leader: 0.into(),
             client_id,
             seq: 0,
-            config,
         })
     }
 
@@ -167,7 +143,8 @@ impl Client {
     /// The status of the server at `endpoint` (an index into the endpoints
     /// given at creation).
     pub async fn status(&self, endpoint: usize) -> Result<StatusReply, RpcError> {
-        self.servers[endpoint]
+        self.servers
+            .server(endpoint)
             .call(StatusRequest {}, |c, r| async move {
                 KvClient::new(c).status(r).await
             })
@@ -225,77 +202,17 @@ impl Client {
 
     /// Calls the leader it believes in, then others, until one answers or
     /// the deadline passes.
-    async fn retry<'a, T, F, Fut>(&'a self, mut call: F) -> Result<T, KvError>
+    async fn retry<'a, T, F, Fut>(&'a self, call: F) -> Result<T, KvError>
     where
-        F: FnMut(&'a RpcClient) -> Fut,
+        F: FnMut(&'a cairn_rpc::RpcClient) -> Fut,
         Fut: std::future::Future<Output = Result<T, RpcError>>,
     {
-        use std::sync::atomic::Ordering::Relaxed;
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(5);
-        loop {
-            let index = self.leader.load(Relaxed) % self.servers.len();
-            match classify(call(&self.servers[index]).await) {
-                Attempt::Done(value) => return Ok(value),
-                Attempt::Fatal(error) => return Err(error),
-                Attempt::Retry { leader_url, error } => {
-                    if started.elapsed() >= self.config.deadline {
-                        return Err(KvError::Timeout {
-                            after: self.config.deadline,
-                            last: error,
-                        });
-                    }
-                    let hinted = leader_url
-                        .and_then(|url| self.servers.iter().position(|s| s.addr() == url));
-                    match hinted {
-                        Some(leader) if leader != index => {
-                            self.leader.store(leader, Relaxed);
-                            continue; // go straight to the leader named
-                        }
-                        _ => self.leader.store((index + 1) % self.servers.len(), Relaxed),
-                    }
-                }
-            }
-            // Back off once per round of all servers.
-            if self.leader.load(Relaxed).is_multiple_of(self.servers.len())
-                || self.servers.len() == 1
-            {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
-            }
-        }
-    }
-}
-
-fn classify<T>(result: Result<T, RpcError>) -> Attempt<T> {
-    let status = match result {
-        Ok(value) => return Attempt::Done(value),
-        Err(RpcError::Rejected { status, .. }) => status,
-        Err(error) => {
-            return Attempt::Retry {
-                leader_url: None,
-                error: error.to_string(),
-            };
-        }
-    };
-    match status.code() {
-        tonic::Code::InvalidArgument => {
-            Attempt::Fatal(KvError::InvalidArgument(status.message().to_string()))
-        }
-        tonic::Code::FailedPrecondition => {
-            let leader_url = status
-                .metadata()
-                .get(LEADER_URL_KEY)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            Attempt::Retry {
-                leader_url,
-                error: status.message().to_string(),
-            }
-        }
-        _ => Attempt::Retry {
-            leader_url: None,
-            error: status.message().to_string(),
-        },
+        self.servers
+            .call_leader(call)
+            .await
+            .map_err(|error| match error {
+                ReplicaError::InvalidArgument(message) => KvError::InvalidArgument(message),
+                ReplicaError::Timeout { after, last } => KvError::Timeout { after, last },
+            })
     }
 }

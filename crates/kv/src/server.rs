@@ -29,10 +29,7 @@ const MAX_REQUEST_BYTES: usize = 8 << 20;
 /// How long the server waits for a write to be applied or a read confirmed.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Metadata key naming the leader's id in a not-leader error.
-pub const LEADER_ID_KEY: &str = "cairn-leader-id";
-/// Metadata key naming the leader's URL in a not-leader error.
-pub const LEADER_URL_KEY: &str = "cairn-leader-url";
+pub use cairn_rpc::{LEADER_ID_KEY, LEADER_URL_KEY};
 
 /// One running key/value node.
 #[derive(Clone)]
@@ -76,21 +73,7 @@ impl KvServer {
     fn error(&self, error: SubmitError) -> Status {
         match error {
             SubmitError::NotLeader { hint } => {
-                let url = hint.and_then(|id| self.peers.get(&id));
-                let message = match (hint, url) {
-                    (Some(id), Some(url)) => format!("not the leader; node {id} at {url} is"),
-                    _ => "not the leader, and no leader is known yet; retry shortly".into(),
-                };
-                let mut status = Status::failed_precondition(message);
-                if let (Some(id), Some(url)) = (hint, url) {
-                    if let Ok(value) = id.to_string().parse() {
-                        status.metadata_mut().insert(LEADER_ID_KEY, value);
-                    }
-                    if let Ok(value) = url.parse() {
-                        status.metadata_mut().insert(LEADER_URL_KEY, value);
-                    }
-                }
-                status
+                cairn_rpc::not_leader(hint.and_then(|id| Some((id, self.peers.get(&id)?.as_str()))))
             }
             SubmitError::Timeout => Status::deadline_exceeded(
                 "the request was not applied within 5 s (the outcome is unknown); retry with the same sequence number",

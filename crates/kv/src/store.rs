@@ -5,22 +5,14 @@ use std::collections::BTreeMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cairn_raft::LogIndex;
 use cairn_rpc::kv::{Op, WriteReply, WriteRequest};
-use cairn_rsm::StateMachine;
+use cairn_rsm::sessions::Session;
+use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
 
 /// The most client sessions remembered. Beyond it, the least recently active
 /// session is forgotten; that client's next write fails with
 /// `session_expired` instead of risking a second application.
 pub const MAX_SESSIONS: usize = 100_000;
-
-/// What the store remembers about one client: its last write and answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Session {
-    seq: u64,
-    reply: Reply,
-    /// The log index of its last write, for least-recently-active eviction.
-    last_index: LogIndex,
-}
 
 /// A write's answer, small enough to keep per client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +36,19 @@ impl Reply {
 /// The key/value state machine: every write is applied at most once per
 /// (client, sequence number), even when the clerk retries it at another
 /// server in another term (the dissertation's client sessions, §6.3).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvStore {
     data: BTreeMap<Bytes, Bytes>,
-    sessions: BTreeMap<u64, Session>,
-    /// (last index, client): the eviction order.
-    activity: BTreeMap<(LogIndex, u64), ()>,
+    sessions: Sessions<Reply>,
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        Self {
+            data: BTreeMap::new(),
+            sessions: Sessions::new(MAX_SESSIONS),
+        }
+    }
 }
 
 impl KvStore {
@@ -115,26 +114,6 @@ impl KvStore {
         };
         Reply { ok, previous_found }
     }
-
-    fn remember(&mut self, client: u64, seq: u64, reply: Reply, index: LogIndex) {
-        if let Some(old) = self.sessions.insert(
-            client,
-            Session {
-                seq,
-                reply,
-                last_index: index,
-            },
-        ) {
-            self.activity.remove(&(old.last_index, client));
-        }
-        self.activity.insert((index, client), ());
-        while self.sessions.len() > MAX_SESSIONS {
-            let Some(((_, oldest), ())) = self.activity.pop_first() else {
-                break;
-            };
-            self.sessions.remove(&oldest);
-        }
-    }
 }
 
 impl StateMachine for KvStore {
@@ -143,12 +122,10 @@ impl StateMachine for KvStore {
             tracing::error!(index, "an undecodable write in the log; applied as nothing");
             return WriteReply::default().encode_to_vec().into();
         };
-        match self.sessions.get(&request.client_id) {
-            Some(session) if request.seq <= session.seq => {
-                // A retry: answer as the first time, apply nothing.
-                return session.reply.encode();
-            }
-            None if request.seq > 1 => {
+        match self.sessions.check(request.client_id, request.seq) {
+            // A retry: answer as the first time, apply nothing.
+            Seen::Duplicate(reply) => return reply.encode(),
+            Seen::Expired => {
                 let expired = WriteReply {
                     ok: false,
                     previous_found: false,
@@ -156,10 +133,11 @@ impl StateMachine for KvStore {
                 };
                 return expired.encode_to_vec().into();
             }
-            _ => {}
+            Seen::New => {}
         }
         let reply = self.execute(&request);
-        self.remember(request.client_id, request.seq, reply, index);
+        self.sessions
+            .remember(request.client_id, request.seq, reply, index);
         reply.encode()
     }
 
@@ -173,8 +151,8 @@ impl StateMachine for KvStore {
             out.extend_from_slice(value);
         }
         out.put_u64_le(self.sessions.len() as u64);
-        for (client, session) in &self.sessions {
-            out.put_u64_le(*client);
+        for (client, session) in self.sessions.iter() {
+            out.put_u64_le(client);
             out.put_u64_le(session.seq);
             out.put_u64_le(session.last_index);
             out.put_u8(u8::from(session.reply.ok) | (u8::from(session.reply.previous_found) << 1));
@@ -220,7 +198,7 @@ fn decode_snapshot(mut data: &[u8]) -> Option<KvStore> {
             ok: flags & 1 != 0,
             previous_found: flags & 2 != 0,
         };
-        store.sessions.insert(
+        store.sessions.restore(
             client,
             Session {
                 seq,
@@ -228,7 +206,6 @@ fn decode_snapshot(mut data: &[u8]) -> Option<KvStore> {
                 last_index,
             },
         );
-        store.activity.insert((last_index, client), ());
     }
     data.is_empty().then_some(store)
 }

@@ -10,7 +10,8 @@
 //! 2. **The client every service uses**, [`RpcClient`]: connect with a
 //!    timeout, reconnect after a failure, a deadline on every call, and one
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
-//!    sense ([`RpcError::is_retryable`]).
+//!    sense ([`RpcError::is_retryable`]); and on top of it [`Replicas`],
+//!    which finds and follows the leader of a replicated group.
 //! 3. **The hook into the simulated network.** In a simulation build
 //!    (`RUSTFLAGS="--cfg madsim"`) every call made through [`RpcClient`]
 //!    passes through `sim_net`, which applies the 6.824 `labrpc` rules
@@ -36,6 +37,7 @@
 mod client;
 mod error;
 mod random;
+mod replicas;
 mod serve;
 #[cfg(madsim)]
 pub mod sim_net;
@@ -43,6 +45,7 @@ pub mod sim_net;
 pub use client::{ClientOptions, RpcClient};
 pub use error::RpcError;
 pub use random::seeded_rng;
+pub use replicas::{LEADER_ID_KEY, LEADER_URL_KEY, ReplicaError, Replicas, not_leader};
 #[cfg(not(madsim))]
 pub use serve::serve_on;
 pub use serve::{ServerTask, serve};
@@ -80,6 +83,13 @@ pub mod kv {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod etcd {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// Generated code for `proto/shardctrler.proto`: the shard controller
+/// (`cairn-shardctrler`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod shardctrler {
+    tonic::include_proto!("cairn.shardctrler");
 }
 
 /// Re-exported so that dependants name one tonic (the renamed one).

@@ -47,6 +47,7 @@
 mod codec;
 mod error;
 mod node;
+pub mod sessions;
 mod state_machine;
 mod storage;
 mod transport;
@@ -56,5 +57,6 @@ pub use error::{StartError, SubmitError};
 pub use node::{
     MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer,
 };
+pub use sessions::{Seen, Sessions};
 pub use state_machine::StateMachine;
 pub use transport::{LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, RaftService};

@@ -201,3 +201,99 @@ pub(crate) fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Ports free on loopback right now.
+pub(crate) fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The nodes of one Raft group as `cairn ... serve` processes on loopback,
+/// each with its data directory and log file under a temporary directory.
+pub(crate) struct NodeProcesses {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) urls: Vec<String>,
+    serve: Vec<String>,
+    processes: Processes,
+    /// The position in `processes` of each node's current process.
+    slots: Vec<Option<usize>>,
+}
+
+impl NodeProcesses {
+    /// Starts `n` nodes, each running `cairn SERVE... --id I --peers ...
+    /// --data-dir ...`.
+    pub(crate) fn start(serve: &[&str], n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let urls: Vec<String> = free_ports(n)
+            .into_iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let mut nodes = Self {
+            dir,
+            urls,
+            serve: serve.iter().map(|s| s.to_string()).collect(),
+            processes: Processes::default(),
+            slots: vec![None; n],
+        };
+        for id in 1..=n as u64 {
+            nodes.start_node(id);
+        }
+        nodes
+    }
+
+    pub(crate) fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node{id}"))
+    }
+
+    /// Starts node `id` (again), on its data directory.
+    pub(crate) fn start_node(&mut self, id: u64) {
+        let peers: Vec<String> = self
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("{}={u}", i + 1))
+            .collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("node{id}.log")))
+            .unwrap();
+        let child = Command::new(CAIRN)
+            .args(&self.serve)
+            .args(["--id", &id.to_string(), "--peers", &peers.join(",")])
+            .arg("--data-dir")
+            .arg(self.node_dir(id))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.processes.0.push(child);
+        self.slots[id as usize - 1] = Some(self.processes.0.len() - 1);
+    }
+
+    /// SIGKILLs node `id`.
+    pub(crate) fn kill(&mut self, id: u64) {
+        let slot = self.slots[id as usize - 1].take().expect("node is running");
+        let child: &mut Child = &mut self.processes.0[slot];
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub(crate) fn endpoints(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// Runs `cairn ARGS --endpoints ... --timeout 20`.
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(CAIRN)
+            .args(args)
+            .args(["--endpoints", &self.endpoints(), "--timeout", "20"])
+            .output()
+            .unwrap()
+    }
+}

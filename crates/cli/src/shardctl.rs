@@ -1,0 +1,229 @@
+//! `cairn shardctl`: run a shard controller node (`serve`) and change or
+//! read its configurations (`join`, `leave`, `move`, `query`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use cairn_shardctrler::{Client, Config as ShardConfig, CtrlerServer, DEFAULT_SHARDS, Gid};
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::kv::{ServeArgs, prepare_node, wait_for_stop_signal};
+use crate::progress::print_stdout;
+
+/// The controllers a local sharded cluster runs by default.
+pub(crate) const DEFAULT_ENDPOINTS: &str =
+    "http://127.0.0.1:7801,http://127.0.0.1:7802,http://127.0.0.1:7803";
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ShardctlCommand {
+    /// Run one node of a shard controller cluster (data in --data-dir).
+    ///
+    /// Every node needs the same --peers list and the same --shards, e.g.
+    /// `cairn shardctl serve --id 1 --peers 1=http://10.0.0.1:7801,2=http://10.0.0.2:7801,3=http://10.0.0.3:7801`.
+    Serve(CtrlServeArgs),
+    /// Add replica groups, each as GID=SERVER[,SERVER...]; shards are
+    /// rebalanced, moving as few as possible.
+    Join(JoinArgs),
+    /// Remove replica groups; their shards go to the others.
+    Leave(LeaveArgs),
+    /// Assign one shard to one group.
+    Move(MoveArgs),
+    /// Print a configuration (the latest without a number).
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CtrlServeArgs {
+    #[command(flatten)]
+    node: ServeArgs,
+    /// The number of shards; fixed when the cluster is created, the same on
+    /// every node.
+    #[arg(long, default_value_t = DEFAULT_SHARDS)]
+    shards: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CtrlClientArgs {
+    /// The controllers, comma-separated.
+    #[arg(long, env = "CAIRN_SHARDCTL_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
+    endpoints: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 15)]
+    timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct JoinArgs {
+    /// Groups as GID=SERVER[,SERVER...], e.g. 1=http://10.0.0.1:7901,http://10.0.0.2:7901.
+    #[arg(required = true)]
+    groups: Vec<String>,
+    #[command(flatten)]
+    client: CtrlClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LeaveArgs {
+    /// The groups' ids.
+    #[arg(required = true)]
+    gids: Vec<Gid>,
+    #[command(flatten)]
+    client: CtrlClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MoveArgs {
+    /// The shard (0 to the shard count - 1).
+    shard: usize,
+    /// The group that gets it.
+    gid: Gid,
+    #[command(flatten)]
+    client: CtrlClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    /// The configuration's number (default: the latest).
+    num: Option<u64>,
+    #[command(flatten)]
+    client: CtrlClientArgs,
+}
+
+pub(crate) fn run(command: ShardctlCommand, config: &Config) -> anyhow::Result<()> {
+    if let ShardctlCommand::Serve(args) = &command
+        && args.shards == 0
+    {
+        bail!("--shards must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match command {
+            ShardctlCommand::Serve(args) => serve(args, config).await,
+            ShardctlCommand::Join(args) => {
+                let groups = parse_groups(&args.groups)?;
+                let num = client(&args.client)?.join(&groups).await?;
+                report_change(&args.client, "joined", num);
+                Ok(())
+            }
+            ShardctlCommand::Leave(args) => {
+                let num = client(&args.client)?.leave(&args.gids).await?;
+                report_change(&args.client, "left", num);
+                Ok(())
+            }
+            ShardctlCommand::Move(args) => {
+                let num = client(&args.client)?
+                    .move_shard(args.shard, args.gid)
+                    .await?;
+                report_change(&args.client, "moved", num);
+                Ok(())
+            }
+            ShardctlCommand::Query(args) => {
+                let config = client(&args.client)?.query(args.num).await?;
+                print_config(&config, args.client.json);
+                Ok(())
+            }
+        }
+    })
+}
+
+fn client(args: &CtrlClientArgs) -> anyhow::Result<Client> {
+    Client::new(
+        &args.endpoints,
+        Duration::from_secs(2),
+        Duration::from_secs(args.timeout),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; pass --endpoints http://HOST:PORT,..."))
+}
+
+/// Parses `GID=SERVER[,SERVER...]` arguments.
+fn parse_groups(groups: &[String]) -> anyhow::Result<BTreeMap<Gid, Vec<String>>> {
+    let mut map = BTreeMap::new();
+    for group in groups {
+        let (gid, servers) = group.split_once('=').with_context(|| {
+            format!("group {group:?} is not GID=SERVER[,SERVER...] (e.g. 1=http://10.0.0.1:7901)")
+        })?;
+        let gid: Gid = gid
+            .trim()
+            .parse()
+            .with_context(|| format!("group {group:?}: the gid is not a number"))?;
+        let servers: Vec<String> = servers
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if servers.is_empty() {
+            bail!("group {gid} lists no servers; write {gid}=http://HOST:PORT[,...]");
+        }
+        if map.insert(gid, servers).is_some() {
+            bail!("group {gid} is named twice");
+        }
+    }
+    Ok(map)
+}
+
+fn report_change(args: &CtrlClientArgs, done: &str, num: u64) {
+    if args.json {
+        print_stdout(&format!("{}\n", serde_json::json!({ "config": num })));
+    } else {
+        print_stdout(&format!("{done}: configuration {num}\n"));
+    }
+}
+
+fn print_config(config: &ShardConfig, json: bool) {
+    if json {
+        let groups: serde_json::Map<String, serde_json::Value> = config
+            .groups
+            .iter()
+            .map(|(gid, servers)| (gid.to_string(), serde_json::json!(servers)))
+            .collect();
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::json!({ "num": config.num, "shards": config.shards, "groups": groups })
+        ));
+        return;
+    }
+    let mut out = format!("configuration {}\n", config.num);
+    if config.groups.is_empty() {
+        out.push_str("no groups; no shard is served\n");
+    }
+    for (gid, servers) in &config.groups {
+        let shards = config.shards_of(*gid);
+        out.push_str(&format!(
+            "group {gid}: {} shard{} {:?}; servers {}\n",
+            shards.len(),
+            if shards.len() == 1 { "" } else { "s" },
+            shards,
+            servers.join(", ")
+        ));
+    }
+    print_stdout(&out);
+}
+
+async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
+    let prepared = prepare_node(&args.node, config)?;
+    let id = prepared.id;
+    let server = CtrlerServer::start(
+        prepared.node_config.clone(),
+        prepared.disk.clone(),
+        args.shards,
+    )
+    .map_err(|e| anyhow::anyhow!("controller {id} cannot start: {e}"))?;
+    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    tracing::info!(
+        "shard controller {id} serving on {addr} ({} shards), data in {}",
+        args.shards,
+        prepared.data_dir.display()
+    );
+    wait_for_stop_signal().await;
+    tracing::info!("controller {id} stopping");
+    server.node().shutdown().await;
+    task.abort();
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! [`Client`]: the controller's clerk. It finds the leader, retries across
+//! servers, and numbers its changes so that a retried change is applied
+//! once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_rpc::shardctrler::change_request::Change;
+use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
+use cairn_rpc::shardctrler::{ChangeRequest, Group, Join, Leave, Move, QueryRequest};
+use cairn_rpc::{ReplicaError, Replicas};
+use rand::Rng;
+
+use crate::config::{Config, Gid};
+
+/// Why a controller request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CtrlerError {
+    /// The request is malformed (gid 0, a shard that does not exist, an
+    /// empty server list); nothing was applied.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// The controller refused the change against its latest configuration
+    /// (a group that already joined, or is not there); nothing was applied.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// No server completed the request within the deadline. A change may
+    /// or may not have been applied; retrying it through the same client
+    /// is safe.
+    #[error(
+        "no controller completed the request within {after:?} ({last}); check that the controllers are running and have a leader"
+    )]
+    Timeout {
+        /// The deadline.
+        after: Duration,
+        /// The last error seen.
+        last: String,
+    },
+    /// The controller forgot this client; the change's outcome is unknown.
+    /// Query, then retry with a new client.
+    #[error(
+        "the controller no longer remembers this client; the change's outcome is unknown: query, then retry with a new client"
+    )]
+    SessionExpired,
+    /// The addresses given are unusable.
+    #[error("bad endpoint: {0}")]
+    BadEndpoint(String),
+}
+
+impl From<ReplicaError> for CtrlerError {
+    fn from(error: ReplicaError) -> Self {
+        match error {
+            ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
+            ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
+        }
+    }
+}
+
+/// A shard controller clerk. Queries take `&self`; changes take `&mut self`
+/// (one outstanding change per clerk: its sequence number).
+#[derive(Debug)]
+pub struct Client {
+    servers: Replicas,
+    client_id: u64,
+    seq: u64,
+}
+
+impl Client {
+    /// A clerk for the controllers at `endpoints`, each call allowed
+    /// `call_timeout` and each request `deadline` in all.
+    pub fn new(
+        endpoints: &[String],
+        call_timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Self, CtrlerError> {
+        let servers = Replicas::new(endpoints, call_timeout, deadline)
+            .map_err(|e| CtrlerError::BadEndpoint(e.to_string()))?;
+        Ok(Self {
+            servers,
+            client_id: cairn_rpc::seeded_rng().gen_range(1..u64::MAX),
+            seq: 0,
+        })
+    }
+
+    /// Configuration `num`, or the latest with `None`. Linearizable: the
+    /// latest reflects every change completed before the call.
+    pub async fn query(&self, num: Option<u64>) -> Result<Config, CtrlerError> {
+        let request = QueryRequest {
+            num: num.and_then(|n| i64::try_from(n).ok()).unwrap_or(-1),
+        };
+        let config = self
+            .servers
+            .call_leader(|server| {
+                async move {
+                    server
+                        .call(request, |c, r| async move {
+                            ShardCtrlerClient::new(c).query(r).await
+                        })
+                        .await
+                }
+            })
+            .await?;
+        Ok(Config::from_proto(config))
+    }
+
+    /// Adds groups (gid → server addresses); returns the new
+    /// configuration's number.
+    pub async fn join(&mut self, groups: &BTreeMap<Gid, Vec<String>>) -> Result<u64, CtrlerError> {
+        let groups = groups
+            .iter()
+            .map(|(&gid, servers)| Group {
+                gid,
+                servers: servers.clone(),
+            })
+            .collect();
+        self.change(Change::Join(Join { groups })).await
+    }
+
+    /// Removes groups; returns the new configuration's number.
+    pub async fn leave(&mut self, gids: &[Gid]) -> Result<u64, CtrlerError> {
+        self.change(Change::Leave(Leave {
+            gids: gids.to_vec(),
+        }))
+        .await
+    }
+
+    /// Assigns `shard` to `gid`; returns the new configuration's number.
+    pub async fn move_shard(&mut self, shard: usize, gid: Gid) -> Result<u64, CtrlerError> {
+        let shard = u32::try_from(shard)
+            .map_err(|_| CtrlerError::InvalidArgument(format!("shard {shard} does not exist")))?;
+        self.change(Change::Move(Move { shard, gid })).await
+    }
+
+    async fn change(&mut self, change: Change) -> Result<u64, CtrlerError> {
+        self.seq += 1;
+        let request = ChangeRequest {
+            client_id: self.client_id,
+            seq: self.seq,
+            change: Some(change),
+        };
+        let reply = self
+            .servers
+            .call_leader(|server| {
+                let request = request.clone();
+                async move {
+                    server
+                        .call(request, |c, r| async move {
+                            ShardCtrlerClient::new(c).change(r).await
+                        })
+                        .await
+                }
+            })
+            .await?;
+        if reply.session_expired {
+            return Err(CtrlerError::SessionExpired);
+        }
+        if !reply.error.is_empty() {
+            return Err(CtrlerError::Refused(reply.error));
+        }
+        Ok(reply.num)
+    }
+}

@@ -1,0 +1,264 @@
+//! [`Controller`]: the replicated state — every configuration so far, and
+//! the clients' sessions.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use cairn_raft::LogIndex;
+use cairn_rpc::shardctrler::{self as proto, ChangeReply, ChangeRequest, change_request::Change};
+use cairn_rsm::sessions::Session;
+use cairn_rsm::{Seen, Sessions, StateMachine};
+use prost::Message as _;
+
+use crate::config::{Config, Gid, rebalance};
+
+/// The most client sessions remembered (least recently active forgotten).
+pub const MAX_SESSIONS: usize = 10_000;
+
+/// The shard controller's state machine.
+///
+/// Invariant: `configs[i].num == i`, and every configuration has the same
+/// shard count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    configs: Vec<Config>,
+    sessions: Sessions<ChangeReply>,
+}
+
+impl Controller {
+    /// A controller for a cluster of `shards` shards, holding only
+    /// configuration 0.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            configs: vec![Config::initial(shards)],
+            sessions: Sessions::new(MAX_SESSIONS),
+        }
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> usize {
+        self.latest().shards.len()
+    }
+
+    /// The latest configuration.
+    pub fn latest(&self) -> &Config {
+        self.configs.last().expect("configuration 0 always exists")
+    }
+
+    /// Configuration `num`; `None`, or a number beyond the latest, means
+    /// the latest.
+    pub fn query(&self, num: Option<u64>) -> &Config {
+        num.and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| self.configs.get(n))
+            .unwrap_or_else(|| self.latest())
+    }
+
+    /// Applies one change to a copy of the latest configuration; an error
+    /// leaves everything as it was.
+    fn change(&mut self, change: &Change) -> Result<u64, String> {
+        let mut next = self.latest().clone();
+        next.num += 1;
+        match change {
+            Change::Join(join) => {
+                for group in &join.groups {
+                    if next.groups.contains_key(&group.gid) {
+                        return Err(format!(
+                            "group {} has already joined; leave it first",
+                            group.gid
+                        ));
+                    }
+                    next.groups.insert(group.gid, group.servers.clone());
+                }
+                rebalance(&mut next.shards, &next.groups);
+            }
+            Change::Leave(leave) => {
+                for gid in &leave.gids {
+                    if next.groups.remove(gid).is_none() {
+                        return Err(format!("group {gid} is not in the configuration"));
+                    }
+                }
+                rebalance(&mut next.shards, &next.groups);
+            }
+            Change::Move(moved) => {
+                let shard = moved.shard as usize;
+                if shard >= next.shards.len() {
+                    return Err(format!(
+                        "shard {shard} does not exist (shards are 0..{})",
+                        next.shards.len()
+                    ));
+                }
+                if !next.groups.contains_key(&moved.gid) {
+                    return Err(format!("group {} is not in the configuration", moved.gid));
+                }
+                next.shards[shard] = moved.gid;
+            }
+        }
+        let num = next.num;
+        self.configs.push(next);
+        Ok(num)
+    }
+
+    /// The groups of the latest configuration.
+    pub fn groups(&self) -> &BTreeMap<Gid, Vec<String>> {
+        &self.latest().groups
+    }
+}
+
+impl StateMachine for Controller {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        let Ok(request) = ChangeRequest::decode(command) else {
+            tracing::error!(
+                index,
+                "an undecodable change in the log; applied as nothing"
+            );
+            return ChangeReply::default().encode_to_vec().into();
+        };
+        match self.sessions.check(request.client_id, request.seq) {
+            Seen::Duplicate(reply) => return reply.encode_to_vec().into(),
+            Seen::Expired => {
+                let expired = ChangeReply {
+                    session_expired: true,
+                    ..ChangeReply::default()
+                };
+                return expired.encode_to_vec().into();
+            }
+            Seen::New => {}
+        }
+        let reply = match request.change.as_ref().map(|change| self.change(change)) {
+            Some(Ok(num)) => ChangeReply {
+                num,
+                ..ChangeReply::default()
+            },
+            Some(Err(error)) => ChangeReply {
+                error,
+                ..ChangeReply::default()
+            },
+            None => ChangeReply {
+                error: "no change given".into(),
+                ..ChangeReply::default()
+            },
+        };
+        self.sessions
+            .remember(request.client_id, request.seq, reply.clone(), index);
+        reply.encode_to_vec().into()
+    }
+
+    fn snapshot(&self) -> Bytes {
+        proto::Snapshot {
+            configs: self.configs.iter().map(Config::to_proto).collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(client_id, session)| proto::SessionRecord {
+                    client_id,
+                    seq: session.seq,
+                    last_index: session.last_index,
+                    reply: Some(session.reply.clone()),
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        let snapshot = proto::Snapshot::decode(snapshot)
+            .map_err(|e| format!("the shard controller's snapshot is damaged: {e}"))?;
+        let configs: Vec<Config> = snapshot
+            .configs
+            .into_iter()
+            .map(Config::from_proto)
+            .collect();
+        let numbered = configs.iter().enumerate().all(|(i, c)| c.num == i as u64);
+        if configs.is_empty() || !numbered {
+            return Err(
+                "the shard controller's snapshot has no or misnumbered configurations".into(),
+            );
+        }
+        let mut sessions = Sessions::new(MAX_SESSIONS);
+        for record in snapshot.sessions {
+            let session = Session {
+                seq: record.seq,
+                reply: record.reply.unwrap_or_default(),
+                last_index: record.last_index,
+            };
+            sessions.restore(record.client_id, session);
+        }
+        *self = Self { configs, sessions };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_rpc::shardctrler::{Group, Join, Leave, Move};
+
+    fn change(client: u64, seq: u64, change: Change) -> Vec<u8> {
+        ChangeRequest {
+            client_id: client,
+            seq,
+            change: Some(change),
+        }
+        .encode_to_vec()
+    }
+
+    fn join(gids: &[Gid]) -> Change {
+        Change::Join(Join {
+            groups: gids
+                .iter()
+                .map(|&gid| Group {
+                    gid,
+                    servers: vec![format!("a{gid}"), format!("b{gid}")],
+                })
+                .collect(),
+        })
+    }
+
+    fn reply(bytes: Bytes) -> ChangeReply {
+        ChangeReply::decode(bytes).unwrap()
+    }
+
+    #[test]
+    fn every_change_makes_a_configuration_and_history_stays() {
+        let mut c = Controller::new(10);
+        assert_eq!(reply(c.apply(1, &change(1, 1, join(&[1])))).num, 1);
+        assert_eq!(reply(c.apply(2, &change(1, 2, join(&[2])))).num, 2);
+        let r = reply(c.apply(3, &change(1, 3, Change::Move(Move { shard: 0, gid: 2 }))));
+        assert_eq!(r.num, 3);
+        assert_eq!(c.latest().shards[0], 2);
+        assert_eq!(c.query(Some(1)).shards, vec![1; 10]);
+        assert_eq!(c.query(Some(0)), &Config::initial(10));
+        assert_eq!(c.query(Some(99)).num, 3);
+        assert_eq!(c.query(None).num, 3);
+        assert_eq!(c.groups()[&2], vec!["a2".to_string(), "b2".to_string()]);
+    }
+
+    #[test]
+    fn a_retried_change_applies_once_and_a_bad_one_changes_nothing() {
+        let mut c = Controller::new(10);
+        c.apply(1, &change(1, 1, join(&[1])));
+        assert_eq!(reply(c.apply(2, &change(1, 1, join(&[1])))).num, 1);
+        assert_eq!(c.latest().num, 1);
+        let refused = reply(c.apply(3, &change(2, 1, join(&[1]))));
+        assert_eq!(refused.num, 0);
+        assert!(refused.error.contains("already joined"), "{refused:?}");
+        let refused = reply(c.apply(4, &change(2, 2, Change::Leave(Leave { gids: vec![9] }))));
+        assert!(refused.error.contains("not in the configuration"));
+        let refused = reply(c.apply(5, &change(2, 3, Change::Move(Move { shard: 10, gid: 1 }))));
+        assert!(refused.error.contains("does not exist"));
+        assert_eq!(c.latest().num, 1);
+    }
+
+    #[test]
+    fn snapshot_round_trip() {
+        let mut c = Controller::new(10);
+        c.apply(1, &change(1, 1, join(&[1, 2, 3])));
+        c.apply(2, &change(1, 2, Change::Leave(Leave { gids: vec![2] })));
+        let mut restored = Controller::new(10);
+        restored.restore(&c.snapshot()).unwrap();
+        assert_eq!(restored, c);
+        assert_eq!(reply(restored.apply(3, &change(1, 2, join(&[7])))).num, 2);
+        assert!(restored.restore(b"\xff\xff garbage").is_err());
+    }
+}
