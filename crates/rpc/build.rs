@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "proto/kv.proto",
     "proto/etcd.proto",
     "proto/shardctrler.proto",
+    "proto/shardkv.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,7 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
-        .bytes([".cairn.raft", ".cairn.kv", ".etcdserverpb"])
+        .bytes([
+            ".cairn.raft",
+            ".cairn.kv",
+            ".cairn.shardkv",
+            ".etcdserverpb",
+        ])
         .emit_rerun_if_changed(false)
         .compile_protos(PROTOS, &["proto"])?;
     Ok(())

@@ -92,5 +92,12 @@ pub mod shardctrler {
     tonic::include_proto!("cairn.shardctrler");
 }
 
+/// Generated code for `proto/shardkv.proto`: the sharded key/value
+/// service (`cairn-shardkv`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod shardkv {
+    tonic::include_proto!("cairn.shardkv");
+}
+
 /// Re-exported so that dependants name one tonic (the renamed one).
 pub use tonic;

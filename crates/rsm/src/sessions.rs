@@ -68,6 +68,17 @@ impl<R: Clone> Sessions<R> {
         }
     }
 
+    /// The remembered answer if write `seq` of `client` is a retry, without
+    /// the expiry rule of [`check`](Self::check): for tables that start
+    /// empty for clients that already made writes elsewhere (a shard's
+    /// table in a sharded store, which only sees that shard's writes).
+    pub fn duplicate(&self, client: u64, seq: u64) -> Option<R> {
+        self.sessions
+            .get(&client)
+            .filter(|session| seq <= session.seq)
+            .map(|session| session.reply.clone())
+    }
+
     /// Records that write `seq` of `client` was applied at `index` with
     /// `reply`, forgetting the least recently active client if the table is
     /// full.

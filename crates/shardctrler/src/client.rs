@@ -90,14 +90,12 @@ impl Client {
         };
         let config = self
             .servers
-            .call_leader(|server| {
-                async move {
-                    server
-                        .call(request, |c, r| async move {
-                            ShardCtrlerClient::new(c).query(r).await
-                        })
-                        .await
-                }
+            .call_leader(|server| async move {
+                server
+                    .call(request, |c, r| async move {
+                        ShardCtrlerClient::new(c).query(r).await
+                    })
+                    .await
             })
             .await?;
         Ok(Config::from_proto(config))

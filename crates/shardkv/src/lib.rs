@@ -1,0 +1,92 @@
+//! # cairn-shardkv: a key/value store spread over many Raft groups
+//!
+//! Keys fall into a fixed number of shards ([`shard_of`]: FNV-1a of the
+//! key, modulo the shard count); the shard controller
+//! (`cairn-shardctrler`) assigns each shard to a replica group; each group
+//! is a Raft group of [`ShardKvServer`]s whose state machine is a
+//! [`ShardStore`]. Clients use [`Client`], which routes each key by the
+//! latest configuration it knows and asks the controller again when a group
+//! answers "wrong group".
+//!
+//! ## Moving shards
+//!
+//! Each group's leader polls the controller (every 100 ms) for the
+//! configuration after its own and puts it in the group's log, so every
+//! replica changes configuration at the same point of its history, one
+//! configuration at a time, in order. On that entry:
+//!
+//! - a shard the group gains from no one (gid 0) is served at once, empty;
+//! - a shard it gains from another group is **Pulling**: not served until
+//!   the leader has fetched its keys *and its duplicate table* from the old
+//!   owner (`PullShards`) and put them in the log;
+//! - a shard it loses is **Offering**: frozen (no longer served) and kept
+//!   until the new owner has it.
+//!
+//! A group moves to the next configuration only when no shard is in
+//! hand-over, so an old owner answers a pull for configuration `n` exactly
+//! when it has reached `n` itself, and at most one group serves a shard at
+//! any moment. Once the data is installed the new owner serves it
+//! (**Collecting**) and tells the old owner to drop its copy
+//! (`DeleteShards`, through the old owner's log); when that is confirmed,
+//! the shard is **Serving**. Shards not involved in a change are served
+//! throughout it, and each gained shard is served as soon as its own data
+//! has arrived, whatever the other shards do.
+//!
+//! Writes are exactly-once per clerk (client id and sequence number); the
+//! duplicate table is kept per shard and travels with it, so a write
+//! retried at the new owner after the old one applied it is recognized.
+//!
+//! ## Implementation caveats
+//!
+//! - A shard's duplicate table keeps its 100,000 most recently active
+//!   clients; a write retried after its client was forgotten by that shard
+//!   would apply again.
+//! - A group whose old owner is down waits for it (the data exists nowhere
+//!   else); shards from live groups keep moving meanwhile.
+
+mod client;
+mod server;
+mod store;
+
+pub use client::{Client, ClientConfig, ShardKvError};
+pub use server::{MAX_KEY_BYTES, MAX_VALUE_BYTES, POLL_INTERVAL, ShardKvServer};
+pub use store::{MAX_SESSIONS_PER_SHARD, Plan, ShardState, ShardStore};
+
+/// Maps a key to its shard, given the shard count.
+pub type ShardOf = fn(&[u8], usize) -> usize;
+
+/// The shard of `key` among `shards`: the 64-bit FNV-1a hash of the key's
+/// bytes, modulo the shard count. Stable: it never changes between
+/// versions, because data on disk depends on it.
+pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in key {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % shards.max(1) as u64) as usize
+}
+
+/// The 6.824 lab's `key2shard`: the first byte modulo the shard count (0
+/// for the empty key). Only for the lab's tests, whose keys "0".."9" then
+/// land in ten different shards.
+pub fn lab_shard_of(key: &[u8], shards: usize) -> usize {
+    key.first().map_or(0, |&b| usize::from(b) % shards.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shard_function_is_stable() {
+        // Fixed values: changing the hash would strand data on disk.
+        assert_eq!(shard_of(b"", 10), (0xcbf2_9ce4_8422_2325u64 % 10) as usize);
+        assert_eq!(
+            shard_of(b"a", 1 << 20),
+            (0xaf63_dc4c_8601_ec8cu64 % (1 << 20)) as usize
+        );
+        assert_eq!(lab_shard_of(b"0", 10), 8);
+        assert_eq!(lab_shard_of(b"", 10), 0);
+    }
+}

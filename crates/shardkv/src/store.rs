@@ -1,0 +1,448 @@
+//! [`ShardStore`]: one replica group's replicated state — its view of the
+//! configuration, and the shards it holds, each with its keys, its
+//! duplicate table and where it stands in a hand-over.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use cairn_raft::LogIndex;
+use cairn_rpc::shardkv::{
+    self as proto, Command, DeleteReply, DeleteRequest, GetReply, InstallShards, Op, PullReply,
+    ShardData, WriteReply, WriteRequest, command,
+};
+use cairn_rsm::sessions::Session;
+use cairn_rsm::{Sessions, StateMachine};
+use cairn_shardctrler::{Config, Gid};
+use prost::Message as _;
+
+use crate::ShardOf;
+
+/// The most clients a shard's duplicate table remembers.
+pub const MAX_SESSIONS_PER_SHARD: usize = 100_000;
+
+/// Where a shard this group holds stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardState {
+    /// Owned in the current configuration, data here: served.
+    Serving = 1,
+    /// Owned in the current configuration; its data is still with the
+    /// previous owner. Not served until it arrives.
+    Pulling = 2,
+    /// Owned in the previous configuration, not the current: kept, frozen,
+    /// until the new owner has it. Not served.
+    Offering = 3,
+    /// Arrived from the previous owner and served; that owner has not yet
+    /// confirmed that it dropped its copy.
+    Collecting = 4,
+}
+
+impl ShardState {
+    fn from_number(n: u32) -> Option<Self> {
+        Some(match n {
+            1 => Self::Serving,
+            2 => Self::Pulling,
+            3 => Self::Offering,
+            4 => Self::Collecting,
+            _ => return None,
+        })
+    }
+
+    /// Whether requests for the shard are answered here.
+    pub fn serves(self) -> bool {
+        matches!(self, Self::Serving | Self::Collecting)
+    }
+}
+
+/// A write's answer, as kept in a shard's duplicate table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Reply {
+    previous_found: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Shard {
+    state: ShardState,
+    data: BTreeMap<Bytes, Bytes>,
+    sessions: Sessions<Reply>,
+}
+
+impl Shard {
+    fn new(state: ShardState) -> Self {
+        Self {
+            state,
+            data: BTreeMap::new(),
+            sessions: Sessions::new(MAX_SESSIONS_PER_SHARD),
+        }
+    }
+
+    fn to_proto(&self, shard: u32) -> ShardData {
+        ShardData {
+            shard,
+            data: self
+                .data
+                .iter()
+                .map(|(key, value)| proto::KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(client_id, session)| proto::ShardSession {
+                    client_id,
+                    seq: session.seq,
+                    reply: Some(WriteReply {
+                        previous_found: session.reply.previous_found,
+                        wrong_group: false,
+                    }),
+                    last_index: session.last_index,
+                })
+                .collect(),
+        }
+    }
+
+    fn load(&mut self, data: ShardData) {
+        self.data = data.data.into_iter().map(|kv| (kv.key, kv.value)).collect();
+        let mut sessions = Sessions::new(MAX_SESSIONS_PER_SHARD);
+        for s in data.sessions {
+            let reply = Reply {
+                previous_found: s.reply.is_some_and(|r| r.previous_found),
+            };
+            sessions.restore(
+                s.client_id,
+                Session {
+                    seq: s.seq,
+                    reply,
+                    last_index: s.last_index,
+                },
+            );
+        }
+        self.sessions = sessions;
+    }
+}
+
+/// What the group's leader has to do to move the shards along.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The current configuration's number.
+    pub config_num: u64,
+    /// No hand-over is under way: the next configuration may be applied.
+    pub stable: bool,
+    /// Shards to fetch, by the group that has them, with its servers.
+    pub pull: BTreeMap<Gid, (Vec<String>, Vec<u32>)>,
+    /// Shards whose old owner must be told to drop them.
+    pub collect: BTreeMap<Gid, (Vec<String>, Vec<u32>)>,
+}
+
+/// One replica group's state machine.
+///
+/// Invariants: a shard is in `shards` iff the group owns it in `config`
+/// (state Serving, Pulling or Collecting) or owned it in `previous` and
+/// the new owner has not yet confirmed it (Offering). Configurations are
+/// applied one at a time, in order, and only when every shard is Serving.
+#[derive(Debug, Clone)]
+pub struct ShardStore {
+    gid: Gid,
+    shard_of: ShardOf,
+    config: Config,
+    previous: Config,
+    shards: BTreeMap<u32, Shard>,
+}
+
+impl PartialEq for ShardStore {
+    fn eq(&self, other: &Self) -> bool {
+        self.gid == other.gid
+            && self.config == other.config
+            && self.previous == other.previous
+            && self.shards == other.shards
+    }
+}
+
+impl ShardStore {
+    /// The empty state of group `gid` in a cluster of `shards` shards.
+    pub fn new(gid: Gid, shards: usize, shard_of: ShardOf) -> Self {
+        Self {
+            gid,
+            shard_of,
+            config: Config::initial(shards),
+            previous: Config::initial(shards),
+            shards: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration this group has reached.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The state of `shard` here, if the group holds it.
+    pub fn shard_state(&self, shard: u32) -> Option<ShardState> {
+        self.shards.get(&shard).map(|s| s.state)
+    }
+
+    fn shard_of_key(&self, key: &[u8]) -> u32 {
+        (self.shard_of)(key, self.config.shards.len()) as u32
+    }
+
+    /// A Get: the value, or `wrong_group` if the key's shard is not served
+    /// here now.
+    pub fn get(&self, key: &[u8]) -> GetReply {
+        match self.shards.get(&self.shard_of_key(key)) {
+            Some(shard) if shard.state.serves() => {
+                let value = shard.data.get(key).cloned();
+                GetReply {
+                    found: value.is_some(),
+                    value: value.unwrap_or_default(),
+                    wrong_group: false,
+                }
+            }
+            _ => GetReply {
+                wrong_group: true,
+                ..GetReply::default()
+            },
+        }
+    }
+
+    /// What the leader should do next.
+    pub fn plan(&self) -> Plan {
+        let mut plan = Plan {
+            config_num: self.config.num,
+            stable: self.shards.values().all(|s| s.state == ShardState::Serving),
+            ..Plan::default()
+        };
+        for (&shard, state) in &self.shards {
+            let target = match state.state {
+                ShardState::Pulling => &mut plan.pull,
+                ShardState::Collecting => &mut plan.collect,
+                _ => continue,
+            };
+            let from = self.previous.shards[shard as usize];
+            let servers = self.previous.groups.get(&from).cloned().unwrap_or_default();
+            target
+                .entry(from)
+                .or_insert_with(|| (servers, Vec::new()))
+                .1
+                .push(shard);
+        }
+        plan
+    }
+
+    /// The data of `shards`, handed over in configuration `num`, for their
+    /// new owner; not ready before this group reached `num`.
+    pub fn pull(&self, num: u64, shards: &[u32]) -> PullReply {
+        if self.config.num != num {
+            return PullReply::default();
+        }
+        let mut out = Vec::new();
+        for &shard in shards {
+            match self.shards.get(&shard) {
+                Some(s) if s.state == ShardState::Offering => out.push(s.to_proto(shard)),
+                _ => {
+                    tracing::warn!(
+                        gid = self.gid,
+                        shard,
+                        num,
+                        "asked for a shard this group is not handing over"
+                    );
+                    return PullReply::default();
+                }
+            }
+        }
+        PullReply {
+            ready: true,
+            shards: out,
+        }
+    }
+
+    fn write(&mut self, index: LogIndex, request: &WriteRequest) -> WriteReply {
+        let shard = self.shard_of_key(&request.key);
+        let Some(shard) = self.shards.get_mut(&shard).filter(|s| s.state.serves()) else {
+            return WriteReply {
+                wrong_group: true,
+                ..WriteReply::default()
+            };
+        };
+        if let Some(reply) = shard.sessions.duplicate(request.client_id, request.seq) {
+            return WriteReply {
+                previous_found: reply.previous_found,
+                wrong_group: false,
+            };
+        }
+        let previous_found = shard.data.contains_key(&request.key[..]);
+        match Op::try_from(request.op) {
+            Ok(Op::Put) => {
+                shard
+                    .data
+                    .insert(request.key.clone(), request.value.clone());
+            }
+            Ok(Op::Append) => {
+                let entry = shard.data.entry(request.key.clone()).or_default();
+                let mut joined = BytesMut::with_capacity(entry.len() + request.value.len());
+                joined.extend_from_slice(entry);
+                joined.extend_from_slice(&request.value);
+                *entry = joined.freeze();
+            }
+            Ok(Op::Delete) => {
+                shard.data.remove(&request.key[..]);
+            }
+            Ok(Op::Unspecified) | Err(_) => {}
+        }
+        let reply = Reply { previous_found };
+        shard
+            .sessions
+            .remember(request.client_id, request.seq, reply, index);
+        WriteReply {
+            previous_found,
+            wrong_group: false,
+        }
+    }
+
+    fn reconfigure(&mut self, next: Config) {
+        let stable = self.shards.values().all(|s| s.state == ShardState::Serving);
+        if next.num != self.config.num + 1
+            || !stable
+            || next.shards.len() != self.config.shards.len()
+        {
+            return;
+        }
+        for shard in 0..next.shards.len() {
+            let (was, is) = (self.config.shards[shard], next.shards[shard]);
+            let key = shard as u32;
+            if was != self.gid && is == self.gid {
+                let state = if was == 0 {
+                    ShardState::Serving
+                } else {
+                    ShardState::Pulling
+                };
+                self.shards.insert(key, Shard::new(state));
+            } else if was == self.gid
+                && is != self.gid
+                && let Some(s) = self.shards.get_mut(&key)
+            {
+                s.state = ShardState::Offering;
+            }
+        }
+        self.previous = std::mem::replace(&mut self.config, next);
+    }
+
+    fn install(&mut self, install: InstallShards) {
+        if install.config_num != self.config.num {
+            return;
+        }
+        for data in install.shards {
+            if let Some(shard) = self
+                .shards
+                .get_mut(&data.shard)
+                .filter(|s| s.state == ShardState::Pulling)
+            {
+                shard.load(data);
+                shard.state = ShardState::Collecting;
+            }
+        }
+    }
+
+    fn delete(&mut self, request: &DeleteRequest) -> DeleteReply {
+        if request.config_num == self.config.num {
+            for shard in &request.shards {
+                if self
+                    .shards
+                    .get(shard)
+                    .is_some_and(|s| s.state == ShardState::Offering)
+                {
+                    self.shards.remove(shard);
+                }
+            }
+        }
+        DeleteReply {
+            done: request.config_num <= self.config.num,
+        }
+    }
+
+    fn deleted(&mut self, request: &DeleteRequest) {
+        if request.config_num != self.config.num {
+            return;
+        }
+        for shard in &request.shards {
+            if let Some(s) = self
+                .shards
+                .get_mut(shard)
+                .filter(|s| s.state == ShardState::Collecting)
+            {
+                s.state = ShardState::Serving;
+            }
+        }
+    }
+}
+
+impl StateMachine for ShardStore {
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> Bytes {
+        let Ok(Command {
+            command: Some(command),
+        }) = Command::decode(command)
+        else {
+            tracing::error!(
+                index,
+                "an undecodable command in the log; applied as nothing"
+            );
+            return Bytes::new();
+        };
+        match command {
+            command::Command::Write(request) => self.write(index, &request).encode_to_vec().into(),
+            command::Command::Config(config) => {
+                self.reconfigure(Config::from_proto(config));
+                Bytes::new()
+            }
+            command::Command::Install(install) => {
+                self.install(install);
+                Bytes::new()
+            }
+            command::Command::Delete(request) => self.delete(&request).encode_to_vec().into(),
+            command::Command::Deleted(request) => {
+                self.deleted(&request);
+                Bytes::new()
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Bytes {
+        proto::Snapshot {
+            config: Some(self.config.to_proto()),
+            previous: Some(self.previous.to_proto()),
+            shards: self
+                .shards
+                .iter()
+                .map(|(&shard, s)| proto::ShardSnapshot {
+                    data: Some(s.to_proto(shard)),
+                    state: s.state as u32,
+                })
+                .collect(),
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        let damaged = |what: &str| format!("the shard group's snapshot is damaged: {what}");
+        let snapshot = proto::Snapshot::decode(snapshot).map_err(|e| damaged(&e.to_string()))?;
+        let config = Config::from_proto(snapshot.config.ok_or_else(|| damaged("no config"))?);
+        let previous = Config::from_proto(
+            snapshot
+                .previous
+                .ok_or_else(|| damaged("no previous config"))?,
+        );
+        let mut shards = BTreeMap::new();
+        for s in snapshot.shards {
+            let state = ShardState::from_number(s.state).ok_or_else(|| damaged("shard state"))?;
+            let data = s.data.ok_or_else(|| damaged("shard data"))?;
+            let mut shard = Shard::new(state);
+            let number = data.shard;
+            shard.load(data);
+            shards.insert(number, shard);
+        }
+        self.config = config;
+        self.previous = previous;
+        self.shards = shards;
+        Ok(())
+    }
+}
