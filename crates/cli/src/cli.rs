@@ -67,6 +67,10 @@ pub(crate) enum Command {
     /// `leave`, `move`, `query`).
     #[command(subcommand)]
     Shardctl(crate::shardctl::ShardctlCommand),
+    /// The sharded key/value store's replica groups: run a server
+    /// (`serve`). Use `cairn kv` against the controllers to read and write.
+    #[command(subcommand)]
+    Shardkv(crate::shardkv::ShardkvCommand),
     /// Benchmarks and their baselines.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -106,5 +110,6 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Cluster(args) => crate::cluster::run(args, &config),
         Command::Kv(command) => crate::kv::run(command, &config),
         Command::Shardctl(command) => crate::shardctl::run(command, &config),
+        Command::Shardkv(command) => crate::shardkv::run(command, &config),
     }
 }

@@ -1,6 +1,7 @@
 //! `cairn cluster`: a local key/value cluster — N `cairn kv serve`
-//! processes on 127.0.0.1, a live status line, a clean stop on Ctrl-C, and
-//! the data kept for the next run.
+//! processes on 127.0.0.1 (or, with `--sharded`, shard controllers and
+//! replica groups), a live status line, a clean stop on Ctrl-C, and the
+//! data kept for the next run.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -22,13 +23,127 @@ pub(crate) struct ClusterArgs {
     /// Node N listens on 127.0.0.1:(BASE_PORT + N).
     #[arg(long, default_value_t = 7700)]
     base_port: u16,
+    /// A sharded cluster: --nodes shard controllers on BASE_PORT + N, and
+    /// --groups replica groups of --nodes servers, server N of group G on
+    /// BASE_PORT + 10 G + N. `cairn kv` then works against the controllers.
+    #[arg(long)]
+    sharded: bool,
+    /// With --sharded: how many replica groups.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=9))]
+    groups: u64,
+}
+
+/// What a member process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Kv,
+    Controller,
+    Group(u64),
 }
 
 struct Member {
     id: u64,
+    kind: Kind,
+    /// The file-name stem of its data directory and log.
+    name: String,
     url: String,
     dir: PathBuf,
+    /// The `cairn` arguments that start it.
+    args: Vec<String>,
     child: Option<Child>,
+}
+
+impl Member {
+    fn label(&self) -> String {
+        match self.kind {
+            Kind::Kv => self.id.to_string(),
+            Kind::Controller => format!("c{}", self.id),
+            Kind::Group(gid) => format!("g{gid}.{}", self.id),
+        }
+    }
+}
+
+/// The members of a plain cluster: `nodes` key/value nodes.
+fn kv_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
+    let url = |id: u64| format!("http://127.0.0.1:{}", u64::from(args.base_port) + id);
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|id| format!("{id}={}", url(id)))
+        .collect();
+    (1..=args.nodes)
+        .map(|id| Member {
+            id,
+            kind: Kind::Kv,
+            name: format!("node{id}"),
+            url: url(id),
+            dir: data_dir.join(format!("node{id}")),
+            args: vec![
+                "kv".into(),
+                "serve".into(),
+                "--id".into(),
+                id.to_string(),
+                "--peers".into(),
+                peers.join(","),
+            ],
+            child: None,
+        })
+        .collect()
+}
+
+/// The members of a sharded cluster: the controllers, then each group.
+fn sharded_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
+    let base = u64::from(args.base_port);
+    let ctrl_url = |id: u64| format!("http://127.0.0.1:{}", base + id);
+    let controllers: Vec<String> = (1..=args.nodes).map(ctrl_url).collect();
+    let ctrl_peers: Vec<String> = (1..=args.nodes)
+        .map(|id| format!("{id}={}", ctrl_url(id)))
+        .collect();
+    let mut members: Vec<Member> = (1..=args.nodes)
+        .map(|id| Member {
+            id,
+            kind: Kind::Controller,
+            name: format!("ctrl{id}"),
+            url: ctrl_url(id),
+            dir: data_dir.join(format!("ctrl{id}")),
+            args: vec![
+                "shardctl".into(),
+                "serve".into(),
+                "--id".into(),
+                id.to_string(),
+                "--peers".into(),
+                ctrl_peers.join(","),
+            ],
+            child: None,
+        })
+        .collect();
+    for gid in 1..=args.groups {
+        let url = |id: u64| format!("http://127.0.0.1:{}", base + 10 * gid + id);
+        let peers: Vec<String> = (1..=args.nodes)
+            .map(|id| format!("{id}={}", url(id)))
+            .collect();
+        for id in 1..=args.nodes {
+            members.push(Member {
+                id,
+                kind: Kind::Group(gid),
+                name: format!("group{gid}-node{id}"),
+                url: url(id),
+                dir: data_dir.join(format!("group{gid}-node{id}")),
+                args: vec![
+                    "shardkv".into(),
+                    "serve".into(),
+                    "--gid".into(),
+                    gid.to_string(),
+                    "--id".into(),
+                    id.to_string(),
+                    "--peers".into(),
+                    peers.join(","),
+                    "--controllers".into(),
+                    controllers.join(","),
+                ],
+                child: None,
+            });
+        }
+    }
+    members
 }
 
 pub(crate) fn run(args: ClusterArgs, config: &Config) -> anyhow::Result<()> {
@@ -41,22 +156,25 @@ pub(crate) fn run(args: ClusterArgs, config: &Config) -> anyhow::Result<()> {
 
 async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the cairn executable")?;
-    let last_port = u32::from(args.base_port) + args.nodes as u32;
-    if last_port > u32::from(u16::MAX) {
+    let highest = if args.sharded {
+        u32::from(args.base_port) + 10 * args.groups as u32 + args.nodes as u32
+    } else {
+        u32::from(args.base_port) + args.nodes as u32
+    };
+    if highest > u32::from(u16::MAX) {
         bail!(
-            "--base-port {} leaves no room for {} nodes; pick a lower one",
-            args.base_port,
-            args.nodes
+            "--base-port {} leaves no room for every node; pick a lower one",
+            args.base_port
         );
     }
-    let mut members: Vec<Member> = (1..=args.nodes)
-        .map(|id| Member {
-            id,
-            url: format!("http://127.0.0.1:{}", u64::from(args.base_port) + id),
-            dir: data_dir.join(format!("node{id}")),
-            child: None,
-        })
-        .collect();
+    if args.sharded && args.nodes > 9 {
+        bail!("--sharded takes at most 9 --nodes per group");
+    }
+    let mut members = if args.sharded {
+        sharded_members(&args, data_dir)
+    } else {
+        kv_members(&args, data_dir)
+    };
     for member in &members {
         let addr = member.url.trim_start_matches("http://");
         if std::net::TcpListener::bind(addr).is_err() {
@@ -65,29 +183,18 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    let peers: Vec<String> = members
-        .iter()
-        .map(|m| format!("{}={}", m.id, m.url))
-        .collect();
-    let reused = data_dir.join("node1").exists();
+    let reused = data_dir.join(&members[0].name).exists();
     for member in &mut members {
         std::fs::create_dir_all(&member.dir)
             .with_context(|| format!("creating {}", member.dir.display()))?;
-        let log_path = data_dir.join(format!("node{}.log", member.id));
+        let log_path = data_dir.join(format!("{}.log", member.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let child = Command::new(&exe)
-            .args([
-                "kv",
-                "serve",
-                "--id",
-                &member.id.to_string(),
-                "--peers",
-                &peers.join(","),
-            ])
+            .args(&member.args)
             .arg("--data-dir")
             .arg(&member.dir)
             .stdin(Stdio::null())
@@ -95,11 +202,18 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting node {}", member.id))?;
+            .with_context(|| format!("starting {}", member.name))?;
         member.child = Some(child);
     }
-    let endpoints: Vec<String> = members.iter().map(|m| m.url.clone()).collect();
+    let endpoints: Vec<String> = members
+        .iter()
+        .filter(|m| matches!(m.kind, Kind::Kv | Kind::Controller))
+        .map(|m| m.url.clone())
+        .collect();
     print_banner(&members, data_dir, reused, &endpoints);
+    if args.sharded {
+        join_groups(&members, &endpoints).await?;
+    }
     let client = Client::new(
         &endpoints,
         ClientConfig {
@@ -116,7 +230,11 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
         tokio::select! {
             _ = &mut stopped => break,
             _ = ticker.tick() => {
-                let line = status_line(&client, &mut members).await;
+                let line = if args.sharded {
+                    sharded_status_line(&endpoints, &mut members).await
+                } else {
+                    status_line(&client, &mut members).await
+                };
                 if tty {
                     eprint!("\r\x1b[2K{line}");
                     let _ = std::io::stderr().flush();
@@ -140,18 +258,34 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[String]) {
+    let groups = members
+        .iter()
+        .filter_map(|m| match m.kind {
+            Kind::Group(gid) => Some(gid),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let what = if groups > 0 {
+        format!("a sharded cluster of {groups} groups and their controllers")
+    } else {
+        format!("{} nodes", members.len())
+    };
     let mut out = format!(
-        "cairn cluster: {} nodes on 127.0.0.1, data in {}{}\n",
-        members.len(),
+        "cairn cluster: {what} on 127.0.0.1, data in {}{}\n",
         data_dir.display(),
         if reused { " (reused)" } else { "" }
     );
     for member in members {
+        let role = match member.kind {
+            Kind::Kv => format!("node {}", member.id),
+            Kind::Controller => format!("controller {}", member.id),
+            Kind::Group(gid) => format!("group {gid} server {}", member.id),
+        };
         out.push_str(&format!(
-            "  node {}  {}  (log: {})\n",
-            member.id,
+            "  {role:<18} {}  (log: {})\n",
             member.url,
-            data_dir.join(format!("node{}.log", member.id)).display()
+            data_dir.join(format!("{}.log", member.name)).display()
         ));
     }
     let default = endpoints.join(",") == crate::kv::DEFAULT_ENDPOINTS;
@@ -175,13 +309,14 @@ async fn status_line(client: &Client, members: &mut [Member]) -> String {
         {
             member.child = None;
             parts.push(format!(
-                "{}: exited ({exit}; see node{}.log)",
-                member.id, member.id
+                "{}: exited ({exit}; see {}.log)",
+                member.label(),
+                member.name
             ));
             continue;
         }
         if member.child.is_none() {
-            parts.push(format!("{}: down", member.id));
+            parts.push(format!("{}: down", member.label()));
             continue;
         }
         match client.status(index).await {
@@ -194,13 +329,132 @@ async fn status_line(client: &Client, members: &mut [Member]) -> String {
                     status.id, status.role, status.commit
                 ));
             }
-            Err(_) => parts.push(format!("{}: starting", member.id)),
+            Err(_) => parts.push(format!("{}: starting", member.label())),
         }
     }
     let head = match leader {
         Some((id, term)) => format!("leader {id}, term {term}"),
         None => "no leader yet".to_string(),
     };
+    format!("[{head}] {}", parts.join(" | "))
+}
+
+/// Adds the replica groups the controllers do not know yet (a reused
+/// cluster already has them).
+async fn join_groups(members: &[Member], controllers: &[String]) -> anyhow::Result<()> {
+    let mut client = cairn_shardctrler::Client::new(
+        controllers,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )?;
+    let config = client
+        .query(None)
+        .await
+        .context("the shard controllers did not answer; see ctrl*.log")?;
+    let mut groups: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for member in members {
+        if let Kind::Group(gid) = member.kind
+            && !config.groups.contains_key(&gid)
+        {
+            groups.entry(gid).or_default().push(member.url.clone());
+        }
+    }
+    if !groups.is_empty() {
+        let num = client
+            .join(&groups)
+            .await
+            .context("joining the replica groups")?;
+        eprintln!(
+            "joined groups {:?}: configuration {num}\n",
+            groups.keys().collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}
+
+/// `[config N] controllers: leader c2 | group 1: leader g1.3, 5 shards | ...`
+async fn sharded_status_line(controllers: &[String], members: &mut [Member]) -> String {
+    use cairn_rpc::kv::StatusRequest;
+    use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
+    use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
+    let options = cairn_rpc::ClientOptions {
+        connect_timeout: Duration::from_millis(300),
+        call_timeout: Duration::from_millis(300),
+    };
+    let mut config = None;
+    let mut ctrl_leader = None;
+    let mut groups: std::collections::BTreeMap<u64, (Option<String>, u64, usize, usize)> =
+        Default::default();
+    for member in members.iter_mut() {
+        if let Some(child) = &mut member.child
+            && let Ok(Some(_)) = child.try_wait()
+        {
+            member.child = None;
+        }
+        let up = member.child.is_some();
+        let Ok(server) = cairn_rpc::RpcClient::new(member.url.clone(), options.clone()) else {
+            continue;
+        };
+        match member.kind {
+            Kind::Kv => {}
+            Kind::Controller => {
+                if up
+                    && let Ok(s) = server
+                        .call(StatusRequest {}, |c, r| async move {
+                            ShardCtrlerClient::new(c).status(r).await
+                        })
+                        .await
+                    && s.role == "leader"
+                {
+                    ctrl_leader = Some(member.label());
+                }
+            }
+            Kind::Group(gid) => {
+                let entry = groups.entry(gid).or_default();
+                if !up {
+                    entry.3 += 1;
+                    continue;
+                }
+                if let Ok(s) = server
+                    .call(StatusRequest {}, |c, r| async move {
+                        ShardKvClient::new(c).status(r).await
+                    })
+                    .await
+                    && s.node.as_ref().is_some_and(|n| n.role == "leader")
+                {
+                    *entry = (Some(member.label()), s.config_num, s.serving.len(), entry.3);
+                }
+            }
+        }
+    }
+    if let Ok(client) = cairn_shardctrler::Client::new(
+        controllers,
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+    ) && let Ok(latest) = client.query(None).await
+    {
+        config = Some(latest.num);
+    }
+    let mut parts = vec![match ctrl_leader {
+        Some(leader) => format!("controllers: leader {leader}"),
+        None => "controllers: no leader yet".to_string(),
+    }];
+    for (gid, (leader, num, shards, down)) in groups {
+        let down = if down > 0 {
+            format!(", {down} down")
+        } else {
+            String::new()
+        };
+        parts.push(match leader {
+            Some(leader) => {
+                format!("group {gid}: leader {leader}, config {num}, {shards} shards{down}")
+            }
+            None => format!("group {gid}: no leader yet{down}"),
+        });
+    }
+    let head = config.map_or("no configuration yet".to_string(), |n| {
+        format!("config {n}")
+    });
     format!("[{head}] {}", parts.join(" | "))
 }
 

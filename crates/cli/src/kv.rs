@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use cairn_kv::{Client, ClientConfig, KvServer};
+use cairn_rpc::RpcError;
 use cairn_rsm::NodeConfig;
 use cairn_storage::RealDisk;
 use clap::{Args, Subcommand};
@@ -146,11 +147,67 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
         .map_err(|e| anyhow::anyhow!("{e}; pass --endpoints http://HOST:PORT,..."))
 }
 
+/// The cluster behind `--endpoints`: one Raft group serving the Kv
+/// service, or the shard controllers of a sharded cluster (which do not).
+enum Store {
+    Single(Client),
+    Sharded(cairn_shardkv::Client),
+}
+
+/// Connects to the cluster, finding out which kind it is: a shard
+/// controller answers the Kv service's `Status` with "unimplemented".
+async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
+    let single = client(args)?;
+    for index in 0..single.endpoints() {
+        match single.status(index).await {
+            Ok(_) => return Ok(Store::Single(single)),
+            Err(RpcError::Rejected { status, .. })
+                if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
+            {
+                return Ok(Store::Sharded(sharded_client(args)?));
+            }
+            Err(_) => {}
+        }
+    }
+    // Nobody answered: the single-group client's errors say so.
+    Ok(Store::Single(single))
+}
+
+fn sharded_client(args: &ClientArgs) -> anyhow::Result<cairn_shardkv::Client> {
+    let settings = cairn_shardkv::ClientConfig {
+        deadline: Duration::from_secs(args.timeout),
+        ..cairn_shardkv::ClientConfig::default()
+    };
+    cairn_shardkv::Client::new(&args.endpoints, cairn_shardkv::shard_of, settings)
+        .map_err(|e| anyhow::anyhow!("{e}; pass --endpoints http://HOST:PORT,..."))
+}
+
+impl Store {
+    async fn get(&mut self, key: &[u8]) -> anyhow::Result<Option<bytes::Bytes>> {
+        Ok(match self {
+            Store::Single(c) => c.get(key).await?,
+            Store::Sharded(c) => c.get(key).await?,
+        })
+    }
+
+    /// Put, Append or Delete; returns whether the key existed.
+    async fn write(&mut self, op: &str, key: &[u8], value: &[u8]) -> anyhow::Result<bool> {
+        Ok(match (self, op) {
+            (Store::Single(c), "put") => c.put(key, value).await?.existed,
+            (Store::Single(c), "append") => c.append(key, value).await?.existed,
+            (Store::Single(c), _) => c.delete(key).await?.existed,
+            (Store::Sharded(c), "put") => c.put(key, value).await?,
+            (Store::Sharded(c), "append") => c.append(key, value).await?,
+            (Store::Sharded(c), _) => c.delete(key).await?,
+        })
+    }
+}
+
 async fn request(command: KvCommand) -> anyhow::Result<()> {
     match command {
         KvCommand::Get(args) => {
-            let client = client(&args.client)?;
-            let value = client.get(args.key.as_bytes()).await?;
+            let mut store = connect(&args.client).await?;
+            let value = store.get(args.key.as_bytes()).await?;
             if args.client.json {
                 let value = value
                     .as_ref()
@@ -171,22 +228,28 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
             }
         }
         KvCommand::Put(args) => {
-            let mut client = client(&args.client)?;
-            let outcome = client.put(args.key.as_bytes(), &args.value()?).await?;
-            report(args.client.json, "OK", outcome.ok, outcome.existed);
+            let mut store = connect(&args.client).await?;
+            let existed = store
+                .write("put", args.key.as_bytes(), &args.value()?)
+                .await?;
+            report(args.client.json, "OK", true, existed);
         }
         KvCommand::Append(args) => {
-            let mut client = client(&args.client)?;
-            let outcome = client.append(args.key.as_bytes(), &args.value()?).await?;
-            report(args.client.json, "OK", outcome.ok, outcome.existed);
+            let mut store = connect(&args.client).await?;
+            let existed = store
+                .write("append", args.key.as_bytes(), &args.value()?)
+                .await?;
+            report(args.client.json, "OK", true, existed);
         }
         KvCommand::Del(args) => {
-            let mut client = client(&args.client)?;
-            let outcome = client.delete(args.key.as_bytes()).await?;
-            report(args.client.json, "deleted", outcome.ok, outcome.existed);
+            let mut store = connect(&args.client).await?;
+            let existed = store.write("del", args.key.as_bytes(), b"").await?;
+            report(args.client.json, "deleted", true, existed);
         }
         KvCommand::Cas(args) => {
-            let mut client = client(&args.client)?;
+            let Store::Single(mut client) = connect(&args.client).await? else {
+                bail!("compare-and-swap is not available on a sharded cluster; use put");
+            };
             let expected = if args.expect_missing {
                 None
             } else {
@@ -222,45 +285,155 @@ fn report(json: bool, done: &str, ok: bool, existed: bool) {
     }
 }
 
+/// One node's line in `cairn kv status`.
+struct StatusRow {
+    /// "node", "controller" or "group G".
+    kind: String,
+    endpoint: String,
+    status: Result<cairn_rpc::kv::StatusReply, String>,
+    /// A sharded group's configuration and shards.
+    extra: Option<(u64, usize)>,
+}
+
 async fn status(args: ClientArgs) -> anyhow::Result<()> {
     let client = client(&args)?;
     let mut rows = Vec::new();
+    let mut sharded = false;
     for (index, endpoint) in args.endpoints.iter().enumerate() {
-        rows.push((endpoint.clone(), client.status(index).await));
+        let status = client.status(index).await;
+        if let Err(RpcError::Rejected { status, .. }) = &status
+            && status.code() == cairn_rpc::tonic::Code::Unimplemented
+        {
+            sharded = true;
+        }
+        rows.push(StatusRow {
+            kind: "node".into(),
+            endpoint: endpoint.clone(),
+            status: status.map_err(|e| e.to_string()),
+            extra: None,
+        });
+    }
+    if sharded {
+        rows = sharded_status(&args).await?;
     }
     if args.json {
         let nodes: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(endpoint, status)| match status {
-                Ok(s) => serde_json::json!({
-                    "endpoint": endpoint, "id": s.id, "role": s.role, "term": s.term, "leader": s.leader,
-                    "commit": s.commit, "applied": s.applied, "last_index": s.last_index,
-                    "snapshot_index": s.snapshot_index, "raft_state_bytes": s.raft_state_bytes,
-                }),
-                Err(error) => serde_json::json!({ "endpoint": endpoint, "error": error.to_string() }),
+            .map(|row| {
+                let mut value = match &row.status {
+                    Ok(s) => serde_json::json!({
+                        "endpoint": row.endpoint, "kind": row.kind, "id": s.id, "role": s.role,
+                        "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied,
+                        "last_index": s.last_index, "snapshot_index": s.snapshot_index,
+                        "raft_state_bytes": s.raft_state_bytes,
+                    }),
+                    Err(error) => serde_json::json!({
+                        "endpoint": row.endpoint, "kind": row.kind, "error": error,
+                    }),
+                };
+                if let Some((config, shards)) = row.extra {
+                    value["config"] = config.into();
+                    value["serving_shards"] = shards.into();
+                }
+                value
             })
             .collect();
         print_stdout(&format!("{}\n", serde_json::Value::Array(nodes)));
         return Ok(());
     }
     let mut out = format!(
-        "{:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}\n",
-        "endpoint", "id", "role", "term", "leader", "commit", "applied", "snapshot"
+        "{:<11} {:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}{}\n",
+        "kind",
+        "endpoint",
+        "id",
+        "role",
+        "term",
+        "leader",
+        "commit",
+        "applied",
+        "snapshot",
+        if sharded { "  config  shards" } else { "" }
     );
-    for (endpoint, status) in &rows {
-        match status {
-            Ok(s) => out.push_str(&format!(
-                "{endpoint:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}\n",
-                s.id, s.role, s.term, s.leader, s.commit, s.applied, s.snapshot_index
-            )),
-            Err(error) => out.push_str(&format!("{endpoint:<26} unreachable: {error}\n")),
+    for row in &rows {
+        let (kind, endpoint) = (&row.kind, &row.endpoint);
+        match &row.status {
+            Ok(s) => {
+                out.push_str(&format!(
+                    "{kind:<11} {endpoint:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}",
+                    s.id, s.role, s.term, s.leader, s.commit, s.applied, s.snapshot_index
+                ));
+                if let Some((config, shards)) = row.extra {
+                    out.push_str(&format!("  {config:>6}  {shards:>6}"));
+                }
+                out.push('\n');
+            }
+            Err(error) => {
+                out.push_str(&format!("{kind:<11} {endpoint:<26} unreachable: {error}\n"))
+            }
         }
     }
     print_stdout(&out);
-    if rows.iter().all(|(_, s)| s.is_err()) {
+    if rows.iter().all(|row| row.status.is_err()) {
         bail!("no node answered; is the cluster running? (`cairn cluster` starts one)");
     }
     Ok(())
+}
+
+/// The controllers, then every server of every group in the latest
+/// configuration.
+async fn sharded_status(args: &ClientArgs) -> anyhow::Result<Vec<StatusRow>> {
+    use cairn_rpc::kv::StatusRequest;
+    use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
+    use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
+    let options = cairn_rpc::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(2),
+    };
+    let mut rows = Vec::new();
+    for endpoint in &args.endpoints {
+        let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
+        let status = server
+            .call(StatusRequest {}, |c, r| async move {
+                ShardCtrlerClient::new(c).status(r).await
+            })
+            .await;
+        rows.push(StatusRow {
+            kind: "controller".into(),
+            endpoint: endpoint.clone(),
+            status: status.map_err(|e| e.to_string()),
+            extra: None,
+        });
+    }
+    let controllers = cairn_shardctrler::Client::new(
+        &args.endpoints,
+        Duration::from_secs(1),
+        Duration::from_secs(args.timeout),
+    )?;
+    let config = controllers.query(None).await?;
+    for (gid, servers) in &config.groups {
+        for endpoint in servers {
+            let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
+            let status = server
+                .call(StatusRequest {}, |c, r| async move {
+                    ShardKvClient::new(c).status(r).await
+                })
+                .await;
+            let (status, extra) = match status {
+                Ok(group) => (
+                    group.node.ok_or_else(|| "no status".to_string()),
+                    Some((group.config_num, group.serving.len())),
+                ),
+                Err(error) => (Err(error.to_string()), None),
+            };
+            rows.push(StatusRow {
+                kind: format!("group {gid}"),
+                endpoint: endpoint.clone(),
+                status,
+                extra,
+            });
+        }
+    }
+    Ok(rows)
 }
 
 /// Parses `ID=URL` pairs.

@@ -16,6 +16,7 @@ mod kv;
 mod mr;
 mod progress;
 mod shardctl;
+mod shardkv;
 
 use std::process::ExitCode;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::{NodeId, Role};
+use cairn_raft::NodeId;
 use cairn_rpc::kv::kv_server::{Kv, KvServer as KvGrpcServer};
 use cairn_rpc::kv::{
     GetReply, GetRequest, Op, StatusReply, StatusRequest, WriteReply, WriteRequest,
@@ -158,23 +158,6 @@ impl Kv for KvServer {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        let status = self.node.status();
-        let role = match status.role {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::PreCandidate => "pre-candidate",
-        };
-        Ok(Response::new(StatusReply {
-            id: status.id,
-            term: status.term,
-            role: role.into(),
-            leader: status.leader.unwrap_or(0),
-            commit: status.commit,
-            applied: status.applied,
-            last_index: status.last_index,
-            snapshot_index: status.snapshot_index,
-            raft_state_bytes: status.raft_state_bytes,
-        }))
+        Ok(Response::new(self.node.status().to_reply()))
     }
 }

@@ -116,6 +116,29 @@ pub struct NodeStatus {
     pub running: bool,
 }
 
+impl NodeStatus {
+    /// The wire form every Cairn service answers `Status` with.
+    pub fn to_reply(&self) -> cairn_rpc::kv::StatusReply {
+        let role = match self.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::PreCandidate => "pre-candidate",
+        };
+        cairn_rpc::kv::StatusReply {
+            id: self.id,
+            term: self.term,
+            role: role.into(),
+            leader: self.leader.unwrap_or(0),
+            commit: self.commit,
+            applied: self.applied,
+            last_index: self.last_index,
+            snapshot_index: self.snapshot_index,
+            raft_state_bytes: self.raft_state_bytes,
+        }
+    }
+}
+
 type ReadFn<S> = Box<dyn FnOnce(Result<&S, SubmitError>) + Send>;
 
 pub(crate) enum Command<S> {
@@ -128,6 +151,9 @@ pub(crate) enum Command<S> {
         reply: oneshot::Sender<Result<(LogIndex, Term), SubmitError>>,
     },
     Read {
+        read: ReadFn<S>,
+    },
+    Inspect {
         read: ReadFn<S>,
     },
     Transfer {
@@ -276,6 +302,21 @@ impl<S: StateMachine> Node<S> {
             Ok(Err(_)) => Err(SubmitError::Shutdown),
             Err(_) => Err(SubmitError::Timeout),
         }
+    }
+
+    /// Runs `f` on this node's state machine as it is now, on any node:
+    /// not linearizable (a follower may lag), for status displays.
+    pub async fn inspect<R, F>(&self, f: F) -> Result<R, SubmitError>
+    where
+        F: FnOnce(&S) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let read: ReadFn<S> = Box::new(move |machine| {
+            let _ = reply.send(machine.map(f));
+        });
+        self.send(Command::Inspect { read }).await?;
+        answer.await.unwrap_or(Err(SubmitError::Shutdown))
     }
 
     /// Asks the leader to hand leadership to `to`.
@@ -429,6 +470,7 @@ impl<S: StateMachine> Driver<S> {
                 let _ = reply.send(result);
             }
             Command::Read { read } => reads.push(read),
+            Command::Inspect { read } => read(Ok(&self.machine)),
             Command::Transfer { to, reply } => {
                 let _ = reply.send(self.raft.transfer_leader(to).map_err(not_leader));
             }

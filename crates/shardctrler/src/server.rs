@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_raft::NodeId;
+use cairn_rpc::kv::{StatusReply, StatusRequest};
 use cairn_rpc::shardctrler::change_request::Change;
 use cairn_rpc::shardctrler::shard_ctrler_server::{ShardCtrler, ShardCtrlerServer};
 use cairn_rpc::shardctrler::{ChangeReply, ChangeRequest, Config as WireConfig, QueryRequest};
@@ -196,5 +197,12 @@ impl ShardCtrler for CtrlerServer {
             .await
             .map_err(|e| self.error(e))?;
         Ok(Response::new(config))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(self.node.status().to_reply()))
     }
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_raft::{NodeId, Role};
 use cairn_rpc::Replicas;
+use cairn_rpc::kv::StatusRequest;
 use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
 use cairn_rpc::shardkv::shard_kv_server::{ShardKv, ShardKvServer as ShardKvGrpcServer};
 use cairn_rpc::shardkv::{
-    Command, DeleteReply, DeleteRequest, GetReply, GetRequest, InstallShards, Op, PullReply,
-    PullRequest, WriteReply, WriteRequest, command,
+    Command, DeleteReply, DeleteRequest, GetReply, GetRequest, GroupStatus, InstallShards, Op,
+    PullReply, PullRequest, WriteReply, WriteRequest, command,
 };
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_shardctrler::Gid;
@@ -41,6 +42,7 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct ShardKvServer {
     node: Node<ShardStore>,
+    gid: Gid,
     peers: Arc<BTreeMap<NodeId, String>>,
     follower: Arc<tokio::task::JoinHandle<()>>,
 }
@@ -77,6 +79,7 @@ impl ShardKvServer {
         let follower = tokio::spawn(follow(node.clone(), gid, controller));
         Ok(Self {
             node,
+            gid,
             peers,
             follower: Arc::new(follower),
         })
@@ -209,6 +212,32 @@ impl ShardKv for ShardKvServer {
         let reply = DeleteReply::decode(output)
             .map_err(|e| Status::internal(format!("bad reply from the store: {e}")))?;
         Ok(Response::new(reply))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<GroupStatus>, Status> {
+        Ok(Response::new(self.group_status().await))
+    }
+}
+
+impl ShardKvServer {
+    async fn group_status(&self) -> GroupStatus {
+        let node = self.node.status();
+        // The configuration as this node has applied it (no read index: a
+        // status is a local view).
+        let (config_num, serving) = self
+            .node
+            .inspect(|store: &ShardStore| (store.config().num, store.serving()))
+            .await
+            .unwrap_or_default();
+        GroupStatus {
+            node: Some(node.to_reply()),
+            gid: self.gid,
+            config_num,
+            serving,
+        }
     }
 }
 

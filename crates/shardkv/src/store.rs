@@ -176,6 +176,15 @@ impl ShardStore {
         &self.config
     }
 
+    /// The shards served now, in increasing order.
+    pub fn serving(&self) -> Vec<u32> {
+        self.shards
+            .iter()
+            .filter(|(_, s)| s.state.serves())
+            .map(|(&shard, _)| shard)
+            .collect()
+    }
+
     /// The state of `shard` here, if the group holds it.
     pub fn shard_state(&self, shard: u32) -> Option<ShardState> {
         self.shards.get(&shard).map(|s| s.state)

@@ -1,0 +1,80 @@
+//! `cairn shardkv serve`: run one server of a sharded store's replica
+//! group. Clients use `cairn kv`, which finds out by itself that the
+//! endpoints it was given are shard controllers.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use cairn_shardkv::{ShardKvServer, shard_of};
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::kv::{ServeArgs, prepare_node, wait_for_stop_signal};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ShardkvCommand {
+    /// Run one server of a replica group (data in --data-dir).
+    ///
+    /// Every server of the group needs the same --gid and --peers; every
+    /// server of every group the same --controllers and --shards, e.g.
+    /// `cairn shardkv serve --gid 1 --id 1 --peers 1=http://10.0.0.1:7711,2=...,3=...
+    /// --controllers http://10.0.0.1:7701,http://10.0.0.2:7701,http://10.0.0.3:7701`.
+    /// Then add the group with `cairn shardctl join 1=URL,URL,URL`.
+    Serve(GroupServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GroupServeArgs {
+    /// The replica group's id (above 0), as given to `cairn shardctl join`.
+    #[arg(long)]
+    gid: u64,
+    #[command(flatten)]
+    node: ServeArgs,
+    /// The shard controllers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = crate::shardctl::DEFAULT_ENDPOINTS)]
+    controllers: Vec<String>,
+    /// The number of shards: the controllers' --shards.
+    #[arg(long, default_value_t = cairn_shardctrler::DEFAULT_SHARDS)]
+    shards: usize,
+}
+
+pub(crate) fn run(command: ShardkvCommand, config: &Config) -> anyhow::Result<()> {
+    let ShardkvCommand::Serve(args) = command;
+    if args.gid == 0 {
+        bail!("--gid 0 is reserved (it means no group); use 1 or above");
+    }
+    if args.shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(args, config))
+}
+
+async fn serve(args: GroupServeArgs, config: &Config) -> anyhow::Result<()> {
+    let prepared = prepare_node(&args.node, config)?;
+    let (id, gid) = (prepared.id, args.gid);
+    let server = ShardKvServer::start(
+        prepared.node_config.clone(),
+        prepared.disk.clone(),
+        gid,
+        args.shards,
+        shard_of,
+        &args.controllers,
+    )
+    .map_err(|e| anyhow::anyhow!("group {gid} server {id} cannot start: {e}"))?;
+    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    tracing::info!(
+        "group {gid} server {id} serving on {addr}, data in {}",
+        prepared.data_dir.display()
+    );
+    wait_for_stop_signal().await;
+    tracing::info!("group {gid} server {id} stopping");
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .ok();
+    task.abort();
+    Ok(())
+}
