@@ -575,3 +575,39 @@ async fn challenge2_partial() {
 fn lab_shard(key: &str) -> usize {
     cairn_shardkv::lab_shard_of(key.as_bytes(), NSHARDS)
 }
+
+/// Not in the lab: a cluster of 64 shards with keys spread by the
+/// production hash (FNV-1a), 100 keys through joins and leaves of all three
+/// groups, then a balanced final configuration.
+#[madsim::test]
+async fn many_shards_join_leave() {
+    let t = Tester::with_shards(N, false, 1000, 64, cairn_shardkv::shard_of);
+    let ck = t.make_client();
+    t.join(0).await;
+    let keys: Vec<String> = (0..100).map(|i| format!("key-{i}")).collect();
+    let mut values = put_all(&ck, &keys, 10).await;
+    t.join(1).await;
+    check_and_append(&t, &ck, &keys, &mut values, 5).await;
+    t.join(2).await;
+    check_and_append(&t, &ck, &keys, &mut values, 5).await;
+    t.leave(0).await;
+    check_and_append(&t, &ck, &keys, &mut values, 5).await;
+    t.join(0).await;
+    t.leave(1).await;
+    check_and_append(&t, &ck, &keys, &mut values, 5).await;
+    sleep(Duration::from_secs(1)).await;
+    check_all(&t, &ck, &keys, &values).await;
+    let config = t.query().await;
+    let counts: Vec<usize> = config
+        .groups
+        .keys()
+        .map(|g| config.shards.iter().filter(|s| *s == g).count())
+        .collect();
+    if counts != [32, 32] {
+        t.fail(format!(
+            "64 shards over 2 groups should be 32 each: {counts:?}"
+        ));
+    }
+    t.checklogs();
+    t.end("many_shards_join_leave");
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cairn_rsm::NodeConfig;
 use cairn_shardctrler::{Config, CtrlerServer, Gid};
-use cairn_shardkv::{Client, ClientConfig, ShardKvError, ShardKvServer, lab_shard_of};
+use cairn_shardkv::{Client, ClientConfig, ShardKvError, ShardKvServer, ShardOf, lab_shard_of};
 use cairn_testkit::history::{History, KvInput};
 use cairn_testkit::linearizability::{CheckOptions, CheckResult, check_kv};
 use cairn_testkit::{NodeContext, World};
@@ -57,6 +57,7 @@ pub struct Tester {
     pub history: History,
     clients: Mutex<u64>,
     seed: u64,
+    shard_of: ShardOf,
     pub started: tokio::time::Instant,
 }
 
@@ -76,6 +77,18 @@ pub struct Clerk {
 
 impl Tester {
     pub fn new(n: usize, unreliable: bool, max_raft_state: i64) -> Arc<Self> {
+        Self::with_shards(n, unreliable, max_raft_state, NSHARDS, lab_shard_of)
+    }
+
+    /// A tester whose cluster has `shards` shards, keys mapped by
+    /// `shard_of` (the lab's is `key[0] % 10`).
+    pub fn with_shards(
+        n: usize,
+        unreliable: bool,
+        max_raft_state: i64,
+        shards: usize,
+        shard_of: ShardOf,
+    ) -> Arc<Self> {
         cairn_testkit::init_logging();
         let mut world = World::new();
         world.set_reliable(!unreliable);
@@ -90,7 +103,7 @@ impl Tester {
                     let mut config = NodeConfig::new(i as u64 + 1, peers, "raft");
                     config.max_raft_state = -1;
                     let server =
-                        CtrlerServer::start(config, Arc::new(context.disk.clone()), NSHARDS)
+                        CtrlerServer::start(config, Arc::new(context.disk.clone()), shards)
                             .unwrap_or_else(|e| panic!("controller {i} cannot start: {e}"));
                     if let Err(error) = server.router().serve(context.bind(CTRL_PORT)).await {
                         panic!("controller {i} cannot serve: {error}");
@@ -114,8 +127,8 @@ impl Tester {
                             config,
                             Arc::new(context.disk.clone()),
                             gid,
-                            NSHARDS,
-                            lab_shard_of,
+                            shards,
+                            shard_of,
                             &ctrler_urls(),
                         )
                         .unwrap_or_else(|e| panic!("server {group}/{i} cannot start: {e}"));
@@ -130,7 +143,7 @@ impl Tester {
         let seed = world.seed();
         let world = Arc::new(Mutex::new(world));
         let history = History::new();
-        let mck = Clerk::new(&world, "mck".into(), 0, &history, seed);
+        let mck = Clerk::new(&world, "mck".into(), 0, &history, seed, shard_of);
         Arc::new(Self {
             world,
             n,
@@ -140,6 +153,7 @@ impl Tester {
             history,
             clients: Mutex::new(0),
             seed,
+            shard_of,
             started: tokio::time::Instant::now(),
         })
     }
@@ -158,7 +172,14 @@ impl Tester {
             *count += 1;
             *count
         };
-        Clerk::new(&self.world, format!("c{id}"), id, &self.history, self.seed)
+        Clerk::new(
+            &self.world,
+            format!("c{id}"),
+            id,
+            &self.history,
+            self.seed,
+            self.shard_of,
+        )
     }
 
     pub fn set_unreliable(&self, unreliable: bool) {
@@ -298,14 +319,21 @@ pub fn fail(seed: u64, message: String) -> ! {
 }
 
 impl Clerk {
-    fn new(world: &Arc<Mutex<World>>, node: String, id: u64, history: &History, seed: u64) -> Self {
+    fn new(
+        world: &Arc<Mutex<World>>,
+        node: String,
+        id: u64,
+        history: &History,
+        seed: u64,
+        shard_of: ShardOf,
+    ) -> Self {
         world.lock().unwrap().add_client(&node);
         let settings = ClientConfig {
             call_timeout: Duration::from_millis(500),
             group_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(3600),
         };
-        let kv = Client::new(&ctrler_urls(), lab_shard_of, settings).expect("valid URLs");
+        let kv = Client::new(&ctrler_urls(), shard_of, settings).expect("valid URLs");
         let controller = cairn_shardctrler::Client::new(
             &ctrler_urls(),
             Duration::from_millis(500),
