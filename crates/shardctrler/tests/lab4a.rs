@@ -127,6 +127,10 @@ impl Tester {
         }
     }
 
+    fn set_unreliable(&self, unreliable: bool) {
+        self.world.lock().unwrap().set_reliable(!unreliable);
+    }
+
     /// The servers that believe they lead.
     fn leaders(&self) -> Vec<usize> {
         let servers = self.servers.lock().unwrap();
@@ -516,4 +520,42 @@ async fn refused_changes_change_nothing() {
     }
     check_same_config(&t, &ck.query(None).await, &before);
     t.end("refused_changes_change_nothing");
+}
+
+/// Not in the lab (which says only that the sharded store's tests will use
+/// the controller on an unreliable network): concurrent joins and leaves
+/// over a network that drops requests and replies, each applied exactly
+/// once — a duplicate Join or Leave would be refused, and the clerk would
+/// report it.
+#[madsim::test]
+async fn unreliable_concurrent_changes_apply_once() {
+    let t = Tester::new(3);
+    t.set_unreliable(true);
+    let mut handles = Vec::new();
+    let mut gids = Vec::new();
+    for xi in 0..10 {
+        let gid = 1 + xi as Gid;
+        gids.push(gid);
+        let ck = t.clerk();
+        handles.push(madsim::task::spawn(async move {
+            for _ in 0..3 {
+                ck.join(group(gid, &["a", "b"])).await;
+                ck.join(group(gid + 100, &["c"])).await;
+                ck.leave(vec![gid + 100]).await;
+                ck.leave(vec![gid]).await;
+            }
+            ck.join(group(gid, &["a", "b"])).await;
+        }));
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    t.set_unreliable(false);
+    let ck = t.clerk();
+    let c = check(&t, &gids, &ck).await;
+    // 10 clerks x (3 x 4 + 1) changes, each one configuration.
+    if c.num != 130 {
+        t.fail(format!("expected configuration 130, got {}", c.num));
+    }
+    t.end("unreliable_concurrent_changes_apply_once");
 }
