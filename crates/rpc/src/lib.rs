@@ -6,7 +6,7 @@
 //! 1. **The protocol definitions.** `proto/*.proto` are compiled at build
 //!    time by `protox`, a pure-Rust protobuf compiler, so no system `protoc`
 //!    is needed. The generated modules are re-exported here ([`echo`],
-//!    [`mapreduce`], [`raft`], [`kv`]).
+//!    [`mapreduce`], [`raft`], [`kv`], [`etcd`], [`shardctrler`], [`shardkv`]).
 //! 2. **The client every service uses**, [`RpcClient`]: connect with a
 //!    timeout, reconnect after a failure, a deadline on every call, and one
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
