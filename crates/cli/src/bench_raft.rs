@@ -76,6 +76,13 @@ pub(crate) fn run(args: RaftArgs) -> anyhow::Result<()> {
             "--clients takes a comma-separated list of counts above zero, e.g. --clients 1,64,256"
         );
     }
+    if args.payload > cairn_rsm::MAX_COMMAND_BYTES {
+        bail!(
+            "--payload {} is over the {}-byte limit of one log entry; use a smaller payload",
+            args.payload,
+            cairn_rsm::MAX_COMMAND_BYTES
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -171,7 +178,8 @@ async fn measure(
                     Err(
                         SubmitError::NotLeader { .. }
                         | SubmitError::Timeout
-                        | SubmitError::Shutdown,
+                        | SubmitError::Shutdown
+                        | SubmitError::TooLarge { .. },
                     ) => errors += 1,
                 }
             }

@@ -85,6 +85,7 @@ fn a_controller_cluster_of_processes() {
     // Refused and invalid changes say why and change nothing.
     for (args, want) in [
         (vec!["shardctl", "leave", "7"], "not in the configuration"),
+        (vec!["shardctl", "leave", "2"], "last group"),
         (vec!["shardctl", "join", "2=http://d:1"], "already joined"),
         (vec!["shardctl", "move", "12", "2"], "does not exist"),
         (vec!["shardctl", "join", "0=http://d:1"], "reserved"),

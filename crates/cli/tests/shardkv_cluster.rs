@@ -132,3 +132,50 @@ async fn writes_survive_joins_leaves_and_a_killed_group() {
         String::from_utf8_lossy(&got)
     );
 }
+
+/// A hand-over of shards holding megabytes: 30 values of about 1 MB in one
+/// group, then a second group joins and takes half the shards (each shard
+/// moves in its own call and log entry, well past gRPC's default 4 MiB
+/// message limit in total).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabytes_of_shards_move_between_groups() {
+    let controllers = NodeProcesses::start(&["shardctl", "serve"], 3);
+    let groups: BTreeMap<u64, NodeProcesses> = (1..=2)
+        .map(|gid| (gid, start_group(gid, &controllers)))
+        .collect();
+    let mut admin = cairn_shardctrler::Client::new(
+        &controllers.urls,
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    admin
+        .join(&BTreeMap::from([(1, groups[&1].urls.clone())]))
+        .await
+        .unwrap();
+    let mut client = client(&controllers);
+    let value = |i: usize| vec![b'a' + (i % 26) as u8; 1_000_000];
+    for i in 0..30 {
+        client
+            .put(format!("big-{i}").as_bytes(), &value(i))
+            .await
+            .unwrap();
+    }
+    admin
+        .join(&BTreeMap::from([(2, groups[&2].urls.clone())]))
+        .await
+        .unwrap();
+    let config = admin.query(None).await.unwrap();
+    assert_eq!(config.shards_of(2).len(), 5);
+    for i in 0..30 {
+        let got = client
+            .get(format!("big-{i}").as_bytes())
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(
+            got[..] == value(i)[..],
+            "big-{i} differs after the hand-over"
+        );
+    }
+}

@@ -79,6 +79,7 @@ impl KvServer {
                 "the request was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
             ),
             SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
+            error @ SubmitError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
         }
     }
 }

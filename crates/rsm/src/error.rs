@@ -20,6 +20,15 @@ pub enum SubmitError {
     /// The node is shutting down or stopped. Retry at another node.
     #[error("the node is shutting down")]
     Shutdown,
+    /// The command is larger than a log entry may be; nothing was done.
+    /// Do not retry it unchanged.
+    #[error("the command is {bytes} bytes; log entries are limited to {limit} bytes")]
+    TooLarge {
+        /// The command's size.
+        bytes: usize,
+        /// [`MAX_COMMAND_BYTES`](crate::MAX_COMMAND_BYTES).
+        limit: usize,
+    },
 }
 
 /// Why a node could not start.

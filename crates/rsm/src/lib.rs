@@ -55,7 +55,8 @@ mod transport;
 pub use codec::{CodecError, decode, encode};
 pub use error::{StartError, SubmitError};
 pub use node::{
-    MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer,
+    MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus,
+    RaftServer,
 };
 pub use sessions::{Seen, Sessions};
 pub use state_machine::StateMachine;

@@ -139,6 +139,21 @@ impl NodeStatus {
     }
 }
 
+/// The largest command [`Node::submit`] accepts: well under the
+/// write-ahead log's record limit, so that an entry always fits (a command
+/// that did not would stop every node that tried to persist it).
+pub const MAX_COMMAND_BYTES: usize = 8 << 20;
+
+fn check_size(command: &Bytes) -> Result<(), SubmitError> {
+    if command.len() > MAX_COMMAND_BYTES {
+        return Err(SubmitError::TooLarge {
+            bytes: command.len(),
+            limit: MAX_COMMAND_BYTES,
+        });
+    }
+    Ok(())
+}
+
 type ReadFn<S> = Box<dyn FnOnce(Result<&S, SubmitError>) + Send>;
 
 pub(crate) enum Command<S> {
@@ -267,6 +282,7 @@ impl<S: StateMachine> Node<S> {
     /// once on a follower, or when leadership is lost before the command is
     /// applied), [`SubmitError::Timeout`] after `deadline`.
     pub async fn submit(&self, command: Bytes, deadline: Duration) -> Result<Bytes, SubmitError> {
+        check_size(&command)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Submit { command, reply }).await?;
         match tokio::time::timeout(deadline, answer).await {
@@ -280,6 +296,7 @@ impl<S: StateMachine> Node<S> {
     /// at once with its (index, term), without waiting for commitment (the
     /// 6.824 `Start`).
     pub async fn start_command(&self, command: Bytes) -> Result<(LogIndex, Term), SubmitError> {
+        check_size(&command)?;
         let (reply, answer) = oneshot::channel();
         self.send(Command::Start { command, reply }).await?;
         answer.await.unwrap_or(Err(SubmitError::Shutdown))

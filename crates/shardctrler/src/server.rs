@@ -50,14 +50,26 @@ impl CtrlerServer {
     /// Recovers the node from `disk` and starts it, for a cluster of
     /// `shards` shards (fixed when the cluster is created; every node must
     /// be given the same count). Serve [`router`](Self::router) on the
-    /// node's own URL from `config.peers`.
+    /// node's own URL from `config.peers`. The last group cannot leave
+    /// (see [`Controller::keep_last_group`]).
     pub fn start(
         config: NodeConfig,
         disk: Arc<dyn Disk>,
         shards: usize,
     ) -> Result<Self, StartError> {
+        Self::start_with(config, disk, Controller::new(shards).keep_last_group(true))
+    }
+
+    /// Starts the node with `controller` as its empty state (its shard
+    /// count and policy).
+    pub fn start_with(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        controller: Controller,
+    ) -> Result<Self, StartError> {
         let peers = Arc::new(config.peers.clone());
-        let node = Node::start(config, disk, Controller::new(shards))?;
+        let shards = controller.shards();
+        let node = Node::start(config, disk, controller)?;
         Ok(Self {
             node,
             peers,
@@ -87,6 +99,7 @@ impl CtrlerServer {
                 "the change was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
             ),
             SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
+            error @ SubmitError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
         }
     }
 

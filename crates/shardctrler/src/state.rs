@@ -23,6 +23,9 @@ pub const MAX_SESSIONS: usize = 10_000;
 pub struct Controller {
     configs: Vec<Config>,
     sessions: Sessions<ChangeReply>,
+    /// Refuse a Leave that would leave no group (a setting, the same on
+    /// every node; not in snapshots).
+    keep_last_group: bool,
 }
 
 impl Controller {
@@ -32,7 +35,18 @@ impl Controller {
         Self {
             configs: vec![Config::initial(shards)],
             sessions: Sessions::new(MAX_SESSIONS),
+            keep_last_group: false,
         }
+    }
+
+    /// Refuses (`true`) or allows a Leave of the last group. A sharded
+    /// store sets it: with no group left, the shards' data would have no
+    /// owner to hand it to, and the next group to join would start empty.
+    /// The 6.824 controller tests leave every group, so the plain
+    /// controller allows it.
+    pub fn keep_last_group(mut self, keep: bool) -> Self {
+        self.keep_last_group = keep;
+        self
     }
 
     /// The shard count.
@@ -76,6 +90,12 @@ impl Controller {
                     if next.groups.remove(gid).is_none() {
                         return Err(format!("group {gid} is not in the configuration"));
                     }
+                }
+                if next.groups.is_empty() && self.keep_last_group {
+                    return Err(
+                        "this would remove the last group, and the data of every shard with it; join another group first"
+                            .into(),
+                    );
                 }
                 rebalance(&mut next.shards, &next.groups);
             }
@@ -184,7 +204,11 @@ impl StateMachine for Controller {
             };
             sessions.restore(record.client_id, session);
         }
-        *self = Self { configs, sessions };
+        *self = Self {
+            configs,
+            sessions,
+            keep_last_group: self.keep_last_group,
+        };
         Ok(())
     }
 }
@@ -248,6 +272,22 @@ mod tests {
         let refused = reply(c.apply(5, &change(2, 3, Change::Move(Move { shard: 10, gid: 1 }))));
         assert!(refused.error.contains("does not exist"));
         assert_eq!(c.latest().num, 1);
+    }
+
+    #[test]
+    fn the_last_group_stays_when_asked_to() {
+        let mut c = Controller::new(10).keep_last_group(true);
+        c.apply(1, &change(1, 1, join(&[1, 2])));
+        let left = reply(c.apply(2, &change(1, 2, Change::Leave(Leave { gids: vec![1] }))));
+        assert_eq!(left.num, 2);
+        let refused = reply(c.apply(3, &change(1, 3, Change::Leave(Leave { gids: vec![2] }))));
+        assert!(refused.error.contains("last group"), "{refused:?}");
+        assert_eq!(c.latest().shards, vec![2; 10]);
+        let mut lab = Controller::new(10);
+        lab.apply(1, &change(1, 1, join(&[1])));
+        let left = reply(lab.apply(2, &change(1, 2, Change::Leave(Leave { gids: vec![1] }))));
+        assert_eq!(left.num, 2);
+        assert_eq!(lab.latest().shards, vec![0; 10]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use cairn_raft::Role;
 use cairn_rsm::NodeConfig;
-use cairn_shardctrler::{Client, Config, CtrlerServer, Gid, minimum_moves};
+use cairn_shardctrler::{Client, Config, Controller, CtrlerServer, Gid, minimum_moves};
 use cairn_testkit::{NodeContext, World};
 
 const PORT: u16 = 7400;
@@ -60,9 +60,14 @@ impl Tester {
                 async move {
                     let mut config = NodeConfig::new(i as u64 + 1, peers, "raft");
                     config.max_raft_state = -1;
-                    let server =
-                        CtrlerServer::start(config, Arc::new(context.disk.clone()), NSHARDS)
-                            .unwrap_or_else(|e| panic!("controller {i} cannot start: {e}"));
+                    // The lab leaves every group (TestBasic), so the last
+                    // group may leave here.
+                    let server = CtrlerServer::start_with(
+                        config,
+                        Arc::new(context.disk.clone()),
+                        Controller::new(NSHARDS),
+                    )
+                    .unwrap_or_else(|e| panic!("controller {i} cannot start: {e}"));
                     servers.lock().unwrap()[i] = Some(server.clone());
                     if let Err(error) = server.router().serve(context.bind(PORT)).await {
                         panic!("controller {i} cannot serve: {error}");

@@ -43,6 +43,11 @@
 //!   would apply again.
 //! - A group whose old owner is down waits for it (the data exists nowhere
 //!   else); shards from live groups keep moving meanwhile.
+//! - A shard moves in one message and one log entry: a shard over 8 MiB
+//!   (`cairn_rsm::MAX_COMMAND_BYTES`) cannot move; the group logs an error
+//!   and the shard stays with its old owner.
+//! - The controllers of a sharded store refuse to let the last group leave
+//!   (its data would have no one to go to).
 
 mod client;
 mod server;

@@ -33,6 +33,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one round of a hand-over call to another group may take.
 const PEER_DEADLINE: Duration = Duration::from_secs(1);
+/// The largest pull reply accepted: one shard's keys and duplicate table.
+/// A shard must also fit in one log entry (`cairn_rsm::MAX_COMMAND_BYTES`).
+const MAX_HANDOVER_BYTES: usize = 64 << 20;
 /// The longest key accepted.
 pub const MAX_KEY_BYTES: usize = 4 << 10;
 /// The largest value accepted.
@@ -101,7 +104,9 @@ impl ShardKvServer {
     pub fn router(&self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
-            .add_service(ShardKvGrpcServer::new(self.clone()).max_decoding_message_size(64 << 20))
+            .add_service(
+                ShardKvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_HANDOVER_BYTES),
+            )
     }
 
     fn error(&self, error: SubmitError) -> Status {
@@ -113,6 +118,7 @@ impl ShardKvServer {
                 "the request was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
             ),
             SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
+            error @ SubmitError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
         }
     }
 
@@ -289,30 +295,48 @@ async fn follow(node: Node<ShardStore>, gid: Gid, controller: cairn_shardctrler:
                 continue;
             };
             let node = node.clone();
+            // One shard per call and per log entry, so that a hand-over is
+            // bounded by the size of one shard.
             calls.push(tokio::spawn(async move {
-                let request = PullRequest { config_num, shards };
-                let reply = group
-                    .call_leader(|server| {
-                        let request = request.clone();
-                        async move {
-                            server
-                                .call(request, |c, r| async move {
-                                    ShardKvClient::new(c).pull_shards(r).await
-                                })
-                                .await
+                for shard in shards {
+                    let request = PullRequest {
+                        config_num,
+                        shards: vec![shard],
+                    };
+                    let reply = group
+                        .call_leader(|server| {
+                            let request = request.clone();
+                            async move {
+                                server
+                                    .call(request, |c, r| async move {
+                                        ShardKvClient::new(c)
+                                            .max_decoding_message_size(MAX_HANDOVER_BYTES)
+                                            .pull_shards(r)
+                                            .await
+                                    })
+                                    .await
+                            }
+                        })
+                        .await;
+                    match reply {
+                        Ok(reply) if reply.ready => {
+                            let install = InstallShards {
+                                config_num,
+                                shards: reply.shards,
+                            };
+                            let result = submit(&node, command::Command::Install(install)).await;
+                            if let Err(error @ SubmitError::TooLarge { .. }) = result {
+                                tracing::error!(
+                                    gid,
+                                    shard,
+                                    %error,
+                                    "shard {shard} is too large to hand over in one log entry; it stays with group {from}"
+                                );
+                            }
                         }
-                    })
-                    .await;
-                match reply {
-                    Ok(reply) if reply.ready => {
-                        let install = InstallShards {
-                            config_num,
-                            shards: reply.shards,
-                        };
-                        let _ = submit(&node, command::Command::Install(install)).await;
+                        Ok(_) => tracing::debug!(gid, from, config_num, "shard not ready yet"),
+                        Err(error) => tracing::debug!(gid, from, %error, "cannot pull a shard"),
                     }
-                    Ok(_) => tracing::debug!(gid, from, config_num, "shards not ready yet"),
-                    Err(error) => tracing::debug!(gid, from, %error, "cannot pull shards"),
                 }
             }));
         }

@@ -102,7 +102,10 @@ impl Shard {
         }
     }
 
-    fn load(&mut self, data: ShardData) {
+    /// Takes the keys and duplicate table of `data`. Sessions from another
+    /// group's log get `restamp`, this group's index of the install, as
+    /// their last activity (their own indexes mean nothing here).
+    fn load(&mut self, data: ShardData, restamp: Option<LogIndex>) {
         self.data = data.data.into_iter().map(|kv| (kv.key, kv.value)).collect();
         let mut sessions = Sessions::new(MAX_SESSIONS_PER_SHARD);
         for s in data.sessions {
@@ -114,7 +117,7 @@ impl Shard {
                 Session {
                     seq: s.seq,
                     reply,
-                    last_index: s.last_index,
+                    last_index: restamp.unwrap_or(s.last_index),
                 },
             );
         }
@@ -335,7 +338,7 @@ impl ShardStore {
         self.previous = std::mem::replace(&mut self.config, next);
     }
 
-    fn install(&mut self, install: InstallShards) {
+    fn install(&mut self, index: LogIndex, install: InstallShards) {
         if install.config_num != self.config.num {
             return;
         }
@@ -345,7 +348,7 @@ impl ShardStore {
                 .get_mut(&data.shard)
                 .filter(|s| s.state == ShardState::Pulling)
             {
-                shard.load(data);
+                shard.load(data, Some(index));
                 shard.state = ShardState::Collecting;
             }
         }
@@ -403,7 +406,7 @@ impl StateMachine for ShardStore {
                 Bytes::new()
             }
             command::Command::Install(install) => {
-                self.install(install);
+                self.install(index, install);
                 Bytes::new()
             }
             command::Command::Delete(request) => self.delete(&request).encode_to_vec().into(),
@@ -446,7 +449,7 @@ impl StateMachine for ShardStore {
             let data = s.data.ok_or_else(|| damaged("shard data"))?;
             let mut shard = Shard::new(state);
             let number = data.shard;
-            shard.load(data);
+            shard.load(data, None);
             shards.insert(number, shard);
         }
         self.config = config;
