@@ -79,7 +79,7 @@ impl ShardKvServer {
             Duration::from_secs(1),
         )
         .map_err(|e| StartError::Config(format!("bad controller address: {e}")))?;
-        let follower = tokio::spawn(follow(node.clone(), gid, controller));
+        let follower = tokio::spawn(follow(node.clone(), gid, shards, controller));
         Ok(Self {
             node,
             gid,
@@ -252,7 +252,13 @@ impl ShardKvServer {
 /// the log; fetch the shards being pulled and tell old owners to drop the
 /// shards that arrived, each source group on its own, so that a dead group
 /// holds up only its own shards.
-async fn follow(node: Node<ShardStore>, gid: Gid, controller: cairn_shardctrler::Client) {
+async fn follow(
+    node: Node<ShardStore>,
+    gid: Gid,
+    shards: usize,
+    controller: cairn_shardctrler::Client,
+) {
+    let mut mismatch_reported = None;
     let groups: Mutex<BTreeMap<Vec<String>, Arc<Replicas>>> = Mutex::default();
     let replicas = |servers: &Vec<String>| -> Option<Arc<Replicas>> {
         let mut groups = groups.lock().unwrap_or_else(|e| e.into_inner());
@@ -284,6 +290,18 @@ async fn follow(node: Node<ShardStore>, gid: Gid, controller: cairn_shardctrler:
             if let Ok(next) = controller.query(Some(config_num + 1)).await
                 && next.num == config_num + 1
             {
+                if next.shards.len() != shards {
+                    if mismatch_reported != Some(next.num) {
+                        tracing::error!(
+                            gid,
+                            "the controllers have {} shards but this server was started with {shards}; restart it with --shards {}",
+                            next.shards.len(),
+                            next.shards.len()
+                        );
+                        mismatch_reported = Some(next.num);
+                    }
+                    continue;
+                }
                 let command = command::Command::Config(next.to_proto());
                 let _ = submit(&node, command).await;
             }
