@@ -39,6 +39,15 @@ pub enum KvError {
     BadEndpoint(String),
 }
 
+impl From<ReplicaError> for KvError {
+    fn from(error: ReplicaError) -> Self {
+        match error {
+            ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
+            ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
+        }
+    }
+}
+
 /// Timeouts of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -102,14 +111,8 @@ impl Client {
             key: Bytes::copy_from_slice(key),
         };
         let reply = self
-            .retry(|server| {
-                let request = request.clone();
-                async move {
-                    server
-                        .call(request, |c, r| async move { KvClient::new(c).get(r).await })
-                        .await
-                }
-            })
+            .servers
+            .request(request, |c, r| async move { KvClient::new(c).get(r).await })
             .await?;
         Ok(reply.found.then_some(reply.value))
     }
@@ -179,17 +182,11 @@ impl Client {
             expect_missing,
         };
         let reply: WriteReply = self
-            .retry(|server| {
-                let request = request.clone();
-                async move {
-                    server
-                        .call(
-                            request,
-                            |c, r| async move { KvClient::new(c).write(r).await },
-                        )
-                        .await
-                }
-            })
+            .servers
+            .request(
+                request,
+                |c, r| async move { KvClient::new(c).write(r).await },
+            )
             .await?;
         if reply.session_expired {
             return Err(KvError::SessionExpired);
@@ -198,21 +195,5 @@ impl Client {
             ok: reply.ok,
             existed: reply.previous_found,
         })
-    }
-
-    /// Calls the leader it believes in, then others, until one answers or
-    /// the deadline passes.
-    async fn retry<'a, T, F, Fut>(&'a self, call: F) -> Result<T, KvError>
-    where
-        F: FnMut(&'a cairn_rpc::RpcClient) -> Fut,
-        Fut: std::future::Future<Output = Result<T, RpcError>>,
-    {
-        self.servers
-            .call_leader(call)
-            .await
-            .map_err(|error| match error {
-                ReplicaError::InvalidArgument(message) => KvError::InvalidArgument(message),
-                ReplicaError::Timeout { after, last } => KvError::Timeout { after, last },
-            })
     }
 }

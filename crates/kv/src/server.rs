@@ -1,12 +1,11 @@
 //! [`KvServer`]: one node of the key/value service — an `rsm::Node` running
 //! [`KvStore`], and the gRPC services (Raft and Kv) it answers on one port.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::NodeId;
+
 use cairn_rpc::kv::kv_server::{Kv, KvServer as KvGrpcServer};
 use cairn_rpc::kv::{
     GetReply, GetRequest, Op, StatusReply, StatusRequest, WriteReply, WriteRequest,
@@ -35,7 +34,6 @@ pub use cairn_rpc::{LEADER_ID_KEY, LEADER_URL_KEY};
 #[derive(Clone)]
 pub struct KvServer {
     node: Node<KvStore>,
-    peers: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl std::fmt::Debug for KvServer {
@@ -50,9 +48,8 @@ impl KvServer {
     /// Recovers the node from `disk` and starts it. Serve
     /// [`router`](Self::router) on the node's own URL from `config.peers`.
     pub fn start(config: NodeConfig, disk: Arc<dyn Disk>) -> Result<Self, StartError> {
-        let peers = Arc::new(config.peers.clone());
         let node = Node::start(config, disk, KvStore::new())?;
-        Ok(Self { node, peers })
+        Ok(Self { node })
     }
 
     /// The Raft node underneath.
@@ -71,16 +68,7 @@ impl KvServer {
     }
 
     fn error(&self, error: SubmitError) -> Status {
-        match error {
-            SubmitError::NotLeader { hint } => {
-                cairn_rpc::not_leader(hint.and_then(|id| Some((id, self.peers.get(&id)?.as_str()))))
-            }
-            SubmitError::Timeout => Status::deadline_exceeded(
-                "the request was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
-            ),
-            SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
-            error @ SubmitError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
-        }
+        self.node.error_status(error)
     }
 }
 

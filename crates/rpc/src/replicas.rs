@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::{ClientOptions, RpcClient, RpcError};
@@ -168,6 +169,28 @@ impl Replicas {
                 pause = (pause * 2).min(Duration::from_millis(200));
             }
         }
+    }
+
+    /// [`call_leader`](Self::call_leader) for one unary call: sends
+    /// `request` through `stub` (a generated client's method) to the server
+    /// believed to lead, then to others, until one answers or the deadline
+    /// passes.
+    pub async fn request<Req, Resp, F, Fut>(
+        &self,
+        request: Req,
+        stub: F,
+    ) -> Result<Resp, ReplicaError>
+    where
+        Req: prost::Message + Clone,
+        Resp: prost::Message,
+        F: Fn(Channel, tonic::Request<Req>) -> Fut + Clone,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call_leader(|server| {
+            let (request, stub) = (request.clone(), stub.clone());
+            async move { server.call(request, stub).await }
+        })
+        .await
     }
 
     fn position(&self, url: &str) -> Option<usize> {

@@ -187,6 +187,8 @@ pub struct Node<S: StateMachine> {
     commands: mpsc::Sender<Command<S>>,
     status: watch::Receiver<NodeStatus>,
     service: RaftService<S>,
+    /// Every node's URL, to name the leader in a not-leader answer.
+    peers: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl<S: StateMachine> Clone for Node<S> {
@@ -195,6 +197,7 @@ impl<S: StateMachine> Clone for Node<S> {
             commands: self.commands.clone(),
             status: self.status.clone(),
             service: self.service.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -252,6 +255,7 @@ impl<S: StateMachine> Node<S> {
             None => Outbox::new(&config, commands.clone()),
         };
         let service = RaftService::new(config.raft.id, config.cluster.clone(), commands.clone());
+        let peers = Arc::new(config.peers.clone());
         let driver = Driver {
             raft,
             storage,
@@ -274,6 +278,7 @@ impl<S: StateMachine> Node<S> {
             commands,
             status: status_rx,
             service,
+            peers,
         })
     }
 
@@ -334,6 +339,27 @@ impl<S: StateMachine> Node<S> {
         });
         self.send(Command::Inspect { read }).await?;
         answer.await.unwrap_or(Err(SubmitError::Shutdown))
+    }
+
+    /// The gRPC status a service answers a failed submit or read with:
+    /// `FAILED_PRECONDITION` naming the leader (id and URL in metadata,
+    /// [`cairn_rpc::not_leader`]), `DEADLINE_EXCEEDED`, `UNAVAILABLE` or
+    /// `INVALID_ARGUMENT`.
+    pub fn error_status(&self, error: SubmitError) -> tonic::Status {
+        match error {
+            SubmitError::NotLeader { hint } => {
+                cairn_rpc::not_leader(hint.and_then(|id| Some((id, self.peers.get(&id)?.as_str()))))
+            }
+            SubmitError::Timeout => tonic::Status::deadline_exceeded(
+                "the request was not applied in time (the outcome is unknown); retry with the same sequence number",
+            ),
+            SubmitError::Shutdown => {
+                tonic::Status::unavailable("this node is shutting down; use another")
+            }
+            error @ SubmitError::TooLarge { .. } => {
+                tonic::Status::invalid_argument(error.to_string())
+            }
+        }
     }
 
     /// Asks the leader to hand leadership to `to`.

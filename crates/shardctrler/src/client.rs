@@ -90,12 +90,8 @@ impl Client {
         };
         let config = self
             .servers
-            .call_leader(|server| async move {
-                server
-                    .call(request, |c, r| async move {
-                        ShardCtrlerClient::new(c).query(r).await
-                    })
-                    .await
+            .request(request, |c, r| async move {
+                ShardCtrlerClient::new(c).query(r).await
             })
             .await?;
         Ok(Config::from_proto(config))
@@ -138,15 +134,8 @@ impl Client {
         };
         let reply = self
             .servers
-            .call_leader(|server| {
-                let request = request.clone();
-                async move {
-                    server
-                        .call(request, |c, r| async move {
-                            ShardCtrlerClient::new(c).change(r).await
-                        })
-                        .await
-                }
+            .request(request, |c, r| async move {
+                ShardCtrlerClient::new(c).change(r).await
             })
             .await?;
         if reply.session_expired {

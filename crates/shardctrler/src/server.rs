@@ -2,12 +2,12 @@
 //! running [`Controller`], and the gRPC services (Raft and ShardCtrler) it
 //! answers on one port.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::NodeId;
+
 use cairn_rpc::kv::{StatusReply, StatusRequest};
 use cairn_rpc::shardctrler::change_request::Change;
 use cairn_rpc::shardctrler::shard_ctrler_server::{ShardCtrler, ShardCtrlerServer};
@@ -33,7 +33,6 @@ pub const MAX_ADDRESS_BYTES: usize = 512;
 #[derive(Clone)]
 pub struct CtrlerServer {
     node: Node<Controller>,
-    peers: Arc<BTreeMap<NodeId, String>>,
     shards: usize,
 }
 
@@ -67,14 +66,9 @@ impl CtrlerServer {
         disk: Arc<dyn Disk>,
         controller: Controller,
     ) -> Result<Self, StartError> {
-        let peers = Arc::new(config.peers.clone());
         let shards = controller.shards();
         let node = Node::start(config, disk, controller)?;
-        Ok(Self {
-            node,
-            peers,
-            shards,
-        })
+        Ok(Self { node, shards })
     }
 
     /// The Raft node underneath.
@@ -91,16 +85,7 @@ impl CtrlerServer {
     }
 
     fn error(&self, error: SubmitError) -> Status {
-        match error {
-            SubmitError::NotLeader { hint } => {
-                cairn_rpc::not_leader(hint.and_then(|id| Some((id, self.peers.get(&id)?.as_str()))))
-            }
-            SubmitError::Timeout => Status::deadline_exceeded(
-                "the change was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
-            ),
-            SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
-            error @ SubmitError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
-        }
+        self.node.error_status(error)
     }
 
     /// Checks a change before it reaches the log.

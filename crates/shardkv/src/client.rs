@@ -114,17 +114,10 @@ impl Client {
             let request = request.clone();
             async move {
                 let reply = group
-                    .call_leader(|server| {
-                        let request = request.clone();
-                        async move {
-                            server
-                                .call(
-                                    request,
-                                    |c, r| async move { ShardKvClient::new(c).get(r).await },
-                                )
-                                .await
-                        }
-                    })
+                    .request(
+                        request,
+                        |c, r| async move { ShardKvClient::new(c).get(r).await },
+                    )
                     .await?;
                 Ok(if reply.wrong_group {
                     Outcome::WrongGroup
@@ -164,15 +157,8 @@ impl Client {
             let request = request.clone();
             async move {
                 let reply = group
-                    .call_leader(|server| {
-                        let request = request.clone();
-                        async move {
-                            server
-                                .call(request, |c, r| async move {
-                                    ShardKvClient::new(c).write(r).await
-                                })
-                                .await
-                        }
+                    .request(request, |c, r| async move {
+                        ShardKvClient::new(c).write(r).await
                     })
                     .await?;
                 Ok(if reply.wrong_group {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::{NodeId, Role};
+use cairn_raft::Role;
 use cairn_rpc::Replicas;
 use cairn_rpc::kv::StatusRequest;
 use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
@@ -46,7 +46,6 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 pub struct ShardKvServer {
     node: Node<ShardStore>,
     gid: Gid,
-    peers: Arc<BTreeMap<NodeId, String>>,
     follower: Arc<tokio::task::JoinHandle<()>>,
 }
 
@@ -71,7 +70,6 @@ impl ShardKvServer {
         shard_of: ShardOf,
         controllers: &[String],
     ) -> Result<Self, StartError> {
-        let peers = Arc::new(config.peers.clone());
         let node = Node::start(config, disk, ShardStore::new(gid, shards, shard_of))?;
         let controller = cairn_shardctrler::Client::new(
             controllers,
@@ -83,7 +81,6 @@ impl ShardKvServer {
         Ok(Self {
             node,
             gid,
-            peers,
             follower: Arc::new(follower),
         })
     }
@@ -110,16 +107,7 @@ impl ShardKvServer {
     }
 
     fn error(&self, error: SubmitError) -> Status {
-        match error {
-            SubmitError::NotLeader { hint } => {
-                cairn_rpc::not_leader(hint.and_then(|id| Some((id, self.peers.get(&id)?.as_str()))))
-            }
-            SubmitError::Timeout => Status::deadline_exceeded(
-                "the request was not applied within 5 s (the outcome is unknown); retry with the same sequence number",
-            ),
-            SubmitError::Shutdown => Status::unavailable("this node is shutting down; use another"),
-            error @ SubmitError::TooLarge { .. } => Status::invalid_argument(error.to_string()),
-        }
+        self.node.error_status(error)
     }
 
     async fn submit(&self, command: command::Command) -> Result<Bytes, Status> {
@@ -322,18 +310,11 @@ async fn follow(
                         shards: vec![shard],
                     };
                     let reply = group
-                        .call_leader(|server| {
-                            let request = request.clone();
-                            async move {
-                                server
-                                    .call(request, |c, r| async move {
-                                        ShardKvClient::new(c)
-                                            .max_decoding_message_size(MAX_HANDOVER_BYTES)
-                                            .pull_shards(r)
-                                            .await
-                                    })
-                                    .await
-                            }
+                        .request(request, |c, r| async move {
+                            ShardKvClient::new(c)
+                                .max_decoding_message_size(MAX_HANDOVER_BYTES)
+                                .pull_shards(r)
+                                .await
                         })
                         .await;
                     match reply {
@@ -366,15 +347,8 @@ async fn follow(
             calls.push(tokio::spawn(async move {
                 let request = DeleteRequest { config_num, shards };
                 let reply = group
-                    .call_leader(|server| {
-                        let request = request.clone();
-                        async move {
-                            server
-                                .call(request, |c, r| async move {
-                                    ShardKvClient::new(c).delete_shards(r).await
-                                })
-                                .await
-                        }
+                    .request(request.clone(), |c, r| async move {
+                        ShardKvClient::new(c).delete_shards(r).await
                     })
                     .await;
                 match reply {

@@ -216,11 +216,16 @@ impl ShardStore {
         }
     }
 
+    /// No hand-over is under way: every shard held is Serving.
+    fn stable(&self) -> bool {
+        self.shards.values().all(|s| s.state == ShardState::Serving)
+    }
+
     /// What the leader should do next.
     pub fn plan(&self) -> Plan {
         let mut plan = Plan {
             config_num: self.config.num,
-            stable: self.shards.values().all(|s| s.state == ShardState::Serving),
+            stable: self.stable(),
             ..Plan::default()
         };
         for (&shard, state) in &self.shards {
@@ -311,9 +316,8 @@ impl ShardStore {
     }
 
     fn reconfigure(&mut self, next: Config) {
-        let stable = self.shards.values().all(|s| s.state == ShardState::Serving);
         if next.num != self.config.num + 1
-            || !stable
+            || !self.stable()
             || next.shards.len() != self.config.shards.len()
         {
             return;
