@@ -124,7 +124,12 @@ impl Raft {
         response: RequestVoteResponse,
     ) {
         let expected = match (response.pre_vote, self.role) {
-            (true, Role::PreCandidate) => true,
+            // A grant carries the term of the pre-campaign it answers (our
+            // term + 1); one from an older pre-campaign must not count. A
+            // refusal carries the voter's term, ours or (handled in `step`)
+            // a newer one.
+            (true, Role::PreCandidate) if response.granted => term == self.term + 1,
+            (true, Role::PreCandidate) => term == self.term,
             (false, Role::Candidate) => term == self.term,
             _ => false,
         };

@@ -82,6 +82,7 @@ pub use message::{
 pub use node::{InitialState, ProposeError, Raft, Role, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready};
+pub use replication::MAX_SNAPSHOT_BYTES;
 pub use types::{
     ClusterConfig, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
 };

@@ -7,7 +7,7 @@ use crate::message::{
 };
 use crate::node::{Raft, Role};
 use crate::progress::ProgressState;
-use crate::types::{LogIndex, NodeId, Snapshot};
+use crate::types::{LogIndex, NodeId, Snapshot, Term};
 
 impl Raft {
     /// Sends what each follower is missing, as far as flow control allows.
@@ -87,24 +87,17 @@ impl Raft {
         }
         self.leader = Some(from);
         self.election_elapsed = 0;
-        let commit = self.log.commit;
-        if request.prev_index < commit {
-            // Entries up to our commit index are committed and so match the
-            // leader's (Leader Completeness); skip them.
-            let skip = ((commit - request.prev_index) as usize).min(request.entries.len());
-            request.entries.drain(..skip);
-            request.prev_index = commit;
-            request.prev_term = self
-                .log
-                .term(commit)
-                .expect("the commit index is in the log");
-            if request
-                .entries
-                .first()
-                .is_some_and(|e| e.index != commit + 1)
-            {
-                request.entries.clear();
-            }
+        if !append_is_well_formed(&request, self.term) || !self.skip_committed(&mut request) {
+            // No correct leader sends this: refuse it, change nothing.
+            let response = AppendEntriesResponse {
+                match_index: self.log.last_index(),
+                reject: Some(Reject {
+                    rejected_index: request.prev_index,
+                    conflict_term: None,
+                    conflict_index: self.log.commit + 1,
+                }),
+            };
+            return self.send(from, MessageBody::AppendEntriesResponse(response));
         }
         let response = if self.log.term(request.prev_index) == Some(request.prev_term) {
             let match_index = self.log.append_after(request.prev_index, &request.entries);
@@ -132,6 +125,42 @@ impl Raft {
             }
         };
         self.send(from, MessageBody::AppendEntriesResponse(response));
+    }
+
+    /// Drops the entries of `request` at or below our commit index: they
+    /// are committed, so a correct leader's match ours (Leader
+    /// Completeness). Returns false if they do not, or if what remains
+    /// would not follow our committed log: the request contradicts what
+    /// this node knows is committed.
+    fn skip_committed(&self, request: &mut AppendEntries) -> bool {
+        let commit = self.log.commit;
+        if request.prev_index >= commit {
+            return true;
+        }
+        let skip = ((commit - request.prev_index) as usize).min(request.entries.len());
+        let contradicts = request.entries[..skip]
+            .iter()
+            .any(|e| self.log.term(e.index).is_some_and(|term| term != e.term));
+        if contradicts {
+            return false;
+        }
+        request.entries.drain(..skip);
+        request.prev_index = commit;
+        request.prev_term = self
+            .log
+            .term(commit)
+            .expect("the commit index is in the log");
+        if request
+            .entries
+            .first()
+            .is_some_and(|e| e.index != commit + 1)
+        {
+            request.entries.clear();
+        }
+        request
+            .entries
+            .first()
+            .is_none_or(|first| first.term >= request.prev_term)
     }
 
     pub(crate) fn handle_append_entries_response(
@@ -319,11 +348,16 @@ impl Raft {
             self.incoming_snapshot = None;
             return respond(self, request.total_bytes, true);
         }
+        if !snapshot_chunk_is_well_formed(&request, self.term) {
+            // No correct leader sends this: forget any partial snapshot and
+            // ask for it again from the start.
+            self.incoming_snapshot = None;
+            return respond(self, 0, false);
+        }
         if request.offset == 0 {
-            self.incoming_snapshot = Some((
-                meta.clone(),
-                Vec::with_capacity(request.total_bytes as usize),
-            ));
+            // The buffer grows with what arrives: the total a chunk claims
+            // reserves nothing.
+            self.incoming_snapshot = Some((meta.clone(), Vec::new()));
         }
         let Some((incoming_meta, buffer)) = &mut self.incoming_snapshot else {
             return respond(self, 0, false);
@@ -395,4 +429,42 @@ impl Raft {
             self.send_snapshot_chunk(from);
         }
     }
+}
+
+/// The most bytes a snapshot from a leader may have. A chunk claiming more is
+/// refused: the follower buffers a snapshot in memory until it is complete.
+pub const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
+
+/// Whether an append is possible from a correct leader of `term`: entries
+/// consecutive from `prev_index + 1`, terms never decreasing from
+/// `prev_term`, none newer than the leader's term.
+fn append_is_well_formed(request: &AppendEntries, term: Term) -> bool {
+    if request.prev_term > term || (request.prev_index == 0 && request.prev_term != 0) {
+        return false;
+    }
+    let mut expected_index = request.prev_index;
+    let mut last_term = request.prev_term;
+    for entry in &request.entries {
+        let Some(next) = expected_index.checked_add(1) else {
+            return false;
+        };
+        if entry.index != next || entry.term < last_term || entry.term > term {
+            return false;
+        }
+        expected_index = next;
+        last_term = entry.term;
+    }
+    true
+}
+
+/// Whether a snapshot chunk is possible from a correct leader of `term`.
+fn snapshot_chunk_is_well_formed(request: &InstallSnapshot, term: Term) -> bool {
+    let meta = &request.meta;
+    let end = request.offset.checked_add(request.data.len() as u64);
+    meta.index > 0
+        && meta.term > 0
+        && meta.term <= term
+        && !meta.config.voters.is_empty()
+        && request.total_bytes <= MAX_SNAPSHOT_BYTES
+        && end.is_some_and(|end| end <= request.total_bytes)
 }
