@@ -45,6 +45,8 @@
 //!   outstanding are dropped; Raft retransmits.
 
 mod codec;
+#[cfg(test)]
+mod crash_tests;
 mod error;
 mod node;
 pub mod sessions;

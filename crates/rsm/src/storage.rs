@@ -36,11 +36,21 @@ impl RaftStorage {
         dir: &Path,
         cluster: ClusterConfig,
     ) -> Result<(Self, Recovered), StartError> {
+        Self::open_with(disk, dir, cluster, WalOptions::default())
+    }
+
+    /// [`open`](Self::open) with the log laid out by `options`.
+    pub(crate) fn open_with(
+        disk: Arc<dyn Disk>,
+        dir: &Path,
+        cluster: ClusterConfig,
+        options: WalOptions,
+    ) -> Result<(Self, Recovered), StartError> {
         let storage_error = |e: &dyn std::fmt::Display| StartError::Storage(e.to_string());
         let snapshots = SnapshotStore::open(disk.clone(), &dir.join("snapshots"))
             .map_err(|e| storage_error(&e))?;
-        let (wal, recovered) = Wal::open(disk, &dir.join("wal"), WalOptions::default())
-            .map_err(|e| storage_error(&e))?;
+        let (wal, recovered) =
+            Wal::open(disk, &dir.join("wal"), options).map_err(|e| storage_error(&e))?;
         let stored = snapshots.load_latest().map_err(|e| storage_error(&e))?;
         let (snapshot, machine_snapshot) = match stored {
             Some(stored) => {
@@ -68,11 +78,19 @@ impl RaftStorage {
             None => HardState::default(),
         };
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let snapshot_term = snapshot.as_ref().map_or(0, |s| s.meta.term);
+        // Entries after a snapshot belong to its history only if the log
+        // agrees with it at its index; otherwise they are what the
+        // snapshot replaced (kept by a crash before the log was cut).
+        let replaced = recovered
+            .entries
+            .iter()
+            .any(|e| e.index == snapshot_index && e.term != snapshot_term);
         let mut entries = Vec::with_capacity(recovered.entries.len());
         for stored in recovered
             .entries
             .into_iter()
-            .filter(|e| e.index > snapshot_index)
+            .filter(|e| e.index > snapshot_index && !replaced)
         {
             let (kind, data) = decode_entry_data(stored.data).ok_or_else(|| {
                 StartError::Storage(format!("log entry {} is unreadable", stored.index))
@@ -123,12 +141,17 @@ impl RaftStorage {
     /// fsync off the path from a commit to the client's answer.
     pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), String> {
         if let Some(snapshot) = &ready.snapshot {
+            // The snapshot replaces the whole log (the core sends one only
+            // when its log disagrees at the snapshot's index). First the
+            // entries after it go, durably: a crash between the two steps
+            // must not recover the new snapshot followed by the replaced
+            // entries, a log this node never had.
             let index = snapshot.meta.index;
-            self.save_snapshot(&snapshot.meta, &snapshot.data)?;
-            // The log is replaced by the snapshot: drop anything after it.
             if self.wal.last_index() > index && index >= self.wal.compacted_to() {
                 self.wal.truncate(index + 1).map_err(|e| e.to_string())?;
+                self.wal.sync().map_err(|e| e.to_string())?;
             }
+            self.save_snapshot(&snapshot.meta, &snapshot.data)?;
             self.wal.compact(index).map_err(|e| e.to_string())?;
         }
         if !ready.entries.is_empty() {

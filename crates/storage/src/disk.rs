@@ -36,6 +36,27 @@ pub trait Disk: Send + Sync + Debug {
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
 
+    /// Creates `path` and its missing parents and makes them durable: syncs
+    /// the parent of every directory it created, and `path`'s own parent,
+    /// so that a power loss right after cannot take the directory (and
+    /// what is later written into it) away.
+    fn create_dir_durable(&self, path: &Path) -> io::Result<()> {
+        let mut created = Vec::new();
+        let mut current = path;
+        while !current.as_os_str().is_empty() && !self.exists(current) {
+            created.push(current);
+            current = current.parent().unwrap_or(Path::new(""));
+        }
+        self.create_dir_all(path)?;
+        for dir in created.iter().rev() {
+            self.sync_dir(dir.parent().unwrap_or(Path::new("")))?;
+        }
+        if created.is_empty() {
+            self.sync_dir(path.parent().unwrap_or(Path::new("")))?;
+        }
+        Ok(())
+    }
+
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         let mut file = self.open(path, OpenMode::Read)?;

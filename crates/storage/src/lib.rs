@@ -78,12 +78,14 @@
 //!   [`MAX_SNAPSHOT_BYTES`]); there is no streaming install of large
 //!   snapshots yet.
 
+mod crash_points;
 mod disk;
 mod mem_disk;
 mod real_disk;
 pub mod snapshot;
 pub mod wal;
 
+pub use crash_points::CrashPoints;
 pub use disk::{Disk, DiskFile, OpenMode, write_atomic};
 pub use mem_disk::MemDisk;
 pub use real_disk::RealDisk;

@@ -17,6 +17,12 @@ use crate::{Disk, DiskFile, OpenMode};
 /// resets every file to its durable bytes; the last unsynced write of a file,
 /// if it starts within the durable bytes, survives as a random prefix (from
 /// nothing to all of it): a torn write.
+///
+/// Directory entries are durable only once their directory is synced
+/// ([`Disk::sync_dir`]), as on a real file system: a crash undoes every
+/// create, rename and remove (of files and directories) made since the
+/// last sync of the directory holding the entry, and whatever lies under a
+/// directory whose own entry was lost.
 #[derive(Debug, Clone, Default)]
 pub struct MemDisk {
     state: Arc<Mutex<State>>,
@@ -30,6 +36,9 @@ struct State {
     names: BTreeMap<PathBuf, u64>,
     inodes: BTreeMap<u64, Inode>,
     dirs: BTreeSet<PathBuf>,
+    /// The names and directories as of their parent directory's last sync.
+    durable_names: BTreeMap<PathBuf, u64>,
+    durable_dirs: BTreeSet<PathBuf>,
     crashes: u64,
 }
 
@@ -58,6 +67,7 @@ impl MemDisk {
         let mut state = self.lock();
         state.generation += 1;
         state.crashes += 1;
+        state.recover_entries();
         for inode in state.inodes.values_mut() {
             let mut survivor = inode.durable.clone();
             if let Some((offset, data)) = inode.last_write.take() {
@@ -112,7 +122,50 @@ fn parent_of(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
+/// Whether every directory above `path` is in `dirs` (the root always is).
+fn reachable(path: &Path, dirs: &BTreeSet<PathBuf>) -> bool {
+    path.ancestors()
+        .skip(1)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .all(|dir| dirs.contains(dir))
+}
+
 impl State {
+    /// At a crash: only durable entries remain, and only those whose whole
+    /// chain of parent directories is durable too.
+    fn recover_entries(&mut self) {
+        let dirs: BTreeSet<PathBuf> = self
+            .durable_dirs
+            .iter()
+            .filter(|dir| reachable(dir, &self.durable_dirs))
+            .cloned()
+            .collect();
+        let names: BTreeMap<PathBuf, u64> = self
+            .durable_names
+            .iter()
+            .filter(|(path, inode)| reachable(path, &dirs) && self.inodes.contains_key(inode))
+            .map(|(path, &inode)| (path.clone(), inode))
+            .collect();
+        let live: BTreeSet<u64> = names.values().copied().collect();
+        self.inodes.retain(|inode, _| live.contains(inode));
+        self.durable_dirs = dirs.clone();
+        self.durable_names = names.clone();
+        self.dirs = dirs;
+        self.names = names;
+    }
+
+    /// Drops the files no name refers to, durable or current (a removed
+    /// file comes back at a crash until its directory was synced).
+    fn forget_unnamed_inodes(&mut self) {
+        let named: BTreeSet<u64> = self
+            .names
+            .values()
+            .chain(self.durable_names.values())
+            .copied()
+            .collect();
+        self.inodes.retain(|inode, _| named.contains(inode));
+    }
+
     fn check_parent(&self, path: &Path) -> io::Result<()> {
         let parent = parent_of(path);
         if parent.as_os_str().is_empty() || self.dirs.contains(&parent) {
@@ -183,8 +236,8 @@ impl Disk for MemDisk {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut state = self.lock();
-        let inode = state.names.remove(path).ok_or_else(|| not_found(path))?;
-        state.inodes.remove(&inode);
+        state.names.remove(path).ok_or_else(|| not_found(path))?;
+        state.forget_unnamed_inodes();
         Ok(())
     }
 
@@ -200,10 +253,10 @@ impl Disk for MemDisk {
             .cloned()
             .collect();
         for name in doomed {
-            let inode = state.names.remove(&name).expect("listed above");
-            state.inodes.remove(&inode);
+            state.names.remove(&name);
         }
         state.dirs.retain(|dir| !dir.starts_with(path));
+        state.forget_unnamed_inodes();
         Ok(())
     }
 
@@ -211,9 +264,8 @@ impl Disk for MemDisk {
         let mut state = self.lock();
         state.check_parent(to)?;
         let inode = state.names.remove(from).ok_or_else(|| not_found(from))?;
-        if let Some(replaced) = state.names.insert(to.to_path_buf(), inode) {
-            state.inodes.remove(&replaced);
-        }
+        state.names.insert(to.to_path_buf(), inode);
+        state.forget_unnamed_inodes();
         Ok(())
     }
 
@@ -222,7 +274,25 @@ impl Disk for MemDisk {
         state.names.contains_key(path) || state.dirs.contains(path)
     }
 
-    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        if !dir.as_os_str().is_empty() && !state.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        let state = &mut *state;
+        state.durable_names.retain(|path, _| parent_of(path) != dir);
+        for (path, &inode) in &state.names {
+            if parent_of(path) == dir {
+                state.durable_names.insert(path.clone(), inode);
+            }
+        }
+        state.durable_dirs.retain(|path| parent_of(path) != dir);
+        for path in &state.dirs {
+            if parent_of(path) == dir {
+                state.durable_dirs.insert(path.clone());
+            }
+        }
+        state.forget_unnamed_inodes();
         Ok(())
     }
 }
@@ -330,8 +400,11 @@ mod tests {
     use super::*;
     use crate::write_atomic;
 
+    /// Appends to `path` (created if missing, its name made durable).
     fn write(disk: &MemDisk, path: &str, data: &[u8], sync: bool) {
-        let mut file = disk.open(Path::new(path), OpenMode::Create).unwrap();
+        let path = Path::new(path);
+        let mut file = disk.open(path, OpenMode::Create).unwrap();
+        disk.sync_dir(&parent_of(path)).unwrap();
         file.append(data).unwrap();
         if sync {
             file.sync().unwrap();
@@ -395,6 +468,7 @@ mod tests {
     fn handles_from_before_a_crash_fail() {
         let disk = MemDisk::new();
         let mut file = disk.open(Path::new("a"), OpenMode::Create).unwrap();
+        disk.sync_dir(Path::new("")).unwrap();
         disk.crash(&mut StdRng::seed_from_u64(1));
         assert!(file.append(b"late write").is_err());
         assert_eq!(disk.read(Path::new("a")).unwrap(), b"");
@@ -403,7 +477,7 @@ mod tests {
     #[test]
     fn atomic_write_is_all_or_nothing() {
         let disk = MemDisk::new();
-        disk.create_dir_all(Path::new("d")).unwrap();
+        disk.create_dir_durable(Path::new("d")).unwrap();
         write_atomic(&disk, Path::new("d/state"), b"one").unwrap();
         write_atomic(&disk, Path::new("d/state"), b"two").unwrap();
         disk.crash(&mut StdRng::seed_from_u64(3));
@@ -412,6 +486,59 @@ mod tests {
             disk.list(Path::new("d")).unwrap(),
             vec!["state".to_string()]
         );
+    }
+
+    #[test]
+    fn a_new_name_is_lost_at_a_crash_until_its_directory_is_synced() {
+        let create_synced_file = |disk: &MemDisk| {
+            let mut file = disk
+                .open(Path::new("data/raft/log"), OpenMode::Create)
+                .unwrap();
+            file.append(b"synced data").unwrap();
+            file.sync().unwrap();
+        };
+        let disk = MemDisk::new();
+        disk.create_dir_all(Path::new("data/raft")).unwrap();
+        create_synced_file(&disk);
+        disk.crash(&mut StdRng::seed_from_u64(1));
+        assert!(!disk.exists(Path::new("data")), "no directory was synced");
+        disk.create_dir_durable(Path::new("data/raft")).unwrap();
+        create_synced_file(&disk);
+        disk.crash(&mut StdRng::seed_from_u64(1));
+        assert!(disk.exists(Path::new("data/raft")));
+        assert!(
+            !disk.exists(Path::new("data/raft/log")),
+            "log's entry unsynced"
+        );
+        create_synced_file(&disk);
+        disk.sync_dir(Path::new("data/raft")).unwrap();
+        disk.crash(&mut StdRng::seed_from_u64(1));
+        assert_eq!(
+            disk.read(Path::new("data/raft/log")).unwrap(),
+            b"synced data"
+        );
+    }
+
+    #[test]
+    fn renames_and_removes_are_undone_until_the_directory_is_synced() {
+        let disk = MemDisk::new();
+        disk.create_dir_durable(Path::new("d")).unwrap();
+        write(&disk, "d/a", b"one", true);
+        disk.sync_dir(Path::new("d")).unwrap();
+        disk.rename(Path::new("d/a"), Path::new("d/b")).unwrap();
+        disk.crash(&mut StdRng::seed_from_u64(2));
+        assert_eq!(disk.list(Path::new("d")).unwrap(), vec!["a".to_string()]);
+        disk.remove_file(Path::new("d/a")).unwrap();
+        disk.crash(&mut StdRng::seed_from_u64(2));
+        assert_eq!(
+            disk.read(Path::new("d/a")).unwrap(),
+            b"one",
+            "remove undone"
+        );
+        disk.remove_file(Path::new("d/a")).unwrap();
+        disk.sync_dir(Path::new("d")).unwrap();
+        disk.crash(&mut StdRng::seed_from_u64(2));
+        assert!(disk.list(Path::new("d")).unwrap().is_empty());
     }
 
     #[test]

@@ -14,10 +14,24 @@ pub struct RealDisk {
 }
 
 impl RealDisk {
-    /// A disk rooted at `root` (created if missing).
+    /// A disk rooted at `root`, created if missing: every directory created
+    /// on the way is made durable (its parent fsynced).
     pub fn new(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
+        let mut created = Vec::new();
+        let mut current = root.as_path();
+        while !current.as_os_str().is_empty() && !current.exists() {
+            created.push(current.to_path_buf());
+            current = current.parent().unwrap_or(Path::new(""));
+        }
         fs::create_dir_all(&root)?;
+        for dir in created.iter().rev() {
+            let parent = match dir.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent,
+                _ => Path::new("."),
+            };
+            File::open(parent)?.sync_all()?;
+        }
         Ok(Self { root })
     }
 

@@ -105,9 +105,7 @@ impl SnapshotStore {
     /// Opens the store in `dir` (created if missing), removing temporary
     /// files left by a crash during [`save`](Self::save).
     pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<SnapshotStore, SnapshotError> {
-        disk.create_dir_all(dir).map_err(io_error(dir))?;
-        let parent = dir.parent().unwrap_or(Path::new(""));
-        disk.sync_dir(parent).map_err(io_error(parent))?;
+        disk.create_dir_durable(dir).map_err(io_error(dir))?;
         let names = disk.list(dir).map_err(io_error(dir))?;
         let mut removed = false;
         for name in names.iter().filter(|name| name.ends_with(TEMP_SUFFIX)) {

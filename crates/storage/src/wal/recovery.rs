@@ -33,8 +33,7 @@ pub(crate) struct RecoveredLog {
 ///    [`WalError::Corrupt`] on anything else that does not decode or fit.
 /// 5. Removes the leftover segments before the replayed ones.
 pub(crate) fn recover(disk: &dyn Disk, dir: &Path) -> Result<RecoveredLog, WalError> {
-    disk.create_dir_all(dir).map_err(io_error(dir))?;
-    sync_dir(disk, dir.parent().unwrap_or(Path::new("")))?;
+    disk.create_dir_durable(dir).map_err(io_error(dir))?;
     remove_temp_files(disk, dir)?;
     let mut seqs = list_segments(disk, dir)?;
     drop_empty_newest(disk, dir, &mut seqs)?;
