@@ -503,12 +503,17 @@ pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<
         None => listen_of(own_url)?,
     };
     let data_dir = config.data_dir.0.clone();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let lock = lock_data_dir(&data_dir)?;
+    if data_dir.exists() && !data_dir.is_dir() {
+        bail!(
+            "--data-dir {} is a file, not a directory; pass a directory (it is created if missing)",
+            data_dir.display()
+        );
+    }
     let disk = Arc::new(
-        RealDisk::new(&data_dir).with_context(|| format!("opening {}", data_dir.display()))?,
+        RealDisk::new(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?,
     );
+    let lock = lock_data_dir(&data_dir)?;
     let mut node_config = NodeConfig::new(id, peers, "raft");
     if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
         node_config.max_raft_state = max;
@@ -533,11 +538,11 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
         "node {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
     );
-    wait_for_stop_signal().await;
+    let outcome = run_until_stopped(server.node(), &format!("node {id}")).await;
     tracing::info!("node {id} stopping");
     server.node().shutdown().await;
     task.abort();
-    Ok(())
+    outcome
 }
 
 /// The socket address in a URL like `http://127.0.0.1:7701`.
@@ -556,22 +561,35 @@ fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
-/// Holds an exclusive lock on the data directory for the life of the node,
-/// so that two nodes never share one log.
+/// Holds an exclusive lock (flock) on the data directory itself for the
+/// life of the process, so that two nodes never share one log. The lock is
+/// on the directory, not on a file in it: removing a file cannot release it,
+/// and the kernel drops it when the process dies, however it dies.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
-    let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(_) => bail!(
             "another cairn node is using {}; stop it or pick another --data-dir",
             dir.display()
         ),
+    }
+}
+
+/// Serves until Ctrl-C or SIGTERM (`Ok`), or until the node stops on its
+/// own, e.g. on a disk error (`Err` with the reason: the process then exits
+/// with a non-zero status instead of staying up as a node that answers
+/// nothing).
+pub(crate) async fn run_until_stopped<S: cairn_rsm::StateMachine>(
+    node: &cairn_rsm::Node<S>,
+    what: &str,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        () = wait_for_stop_signal() => Ok(()),
+        reason = node.stopped() => Err(anyhow::anyhow!(
+            "{what} stopped: {reason}. Everything it acknowledged is on its disk; fix the cause \
+             (free disk space, check the disk and its permissions) and start it again"
+        )),
     }
 }
 

@@ -9,7 +9,7 @@ use cairn_shardctrler::{Client, Config as ShardConfig, CtrlerServer, DEFAULT_SHA
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::kv::{ServeArgs, prepare_node, wait_for_stop_signal};
+use crate::kv::{ServeArgs, prepare_node, run_until_stopped};
 use crate::progress::print_stdout;
 
 /// The controllers a local sharded cluster runs by default.
@@ -221,9 +221,9 @@ async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
         args.shards,
         prepared.data_dir.display()
     );
-    wait_for_stop_signal().await;
+    let outcome = run_until_stopped(server.node(), &format!("controller {id}")).await;
     tracing::info!("controller {id} stopping");
     server.node().shutdown().await;
     task.abort();
-    Ok(())
+    outcome
 }

@@ -9,7 +9,7 @@ use cairn_shardkv::{ShardKvServer, shard_of};
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
-use crate::kv::{ServeArgs, prepare_node, wait_for_stop_signal};
+use crate::kv::{ServeArgs, prepare_node, run_until_stopped};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ShardkvCommand {
@@ -70,11 +70,12 @@ async fn serve(args: GroupServeArgs, config: &Config) -> anyhow::Result<()> {
         "group {gid} server {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
     );
-    wait_for_stop_signal().await;
+    let what = format!("group {gid} server {id}");
+    let outcome = run_until_stopped(server.node(), &what).await;
     tracing::info!("group {gid} server {id} stopping");
     tokio::time::timeout(Duration::from_secs(5), server.shutdown())
         .await
         .ok();
     task.abort();
-    Ok(())
+    outcome
 }

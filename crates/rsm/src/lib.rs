@@ -58,7 +58,7 @@ pub use codec::{CodecError, decode, encode};
 pub use error::{StartError, SubmitError};
 pub use node::{
     MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus,
-    RaftServer,
+    RaftServer, SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX,
 };
 pub use sessions::{Seen, Sessions};
 pub use state_machine::StateMachine;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_raft::{
-    ClusterConfig, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, Ready, Role, Term,
+    ClusterConfig, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, Ready, Role,
+    SnapshotMeta, Term,
 };
 use cairn_storage::Disk;
 use rand::Rng;
@@ -24,6 +25,12 @@ pub const MAX_QUEUED_COMMANDS: usize = 8192;
 /// The most commands the task takes from its queue before it processes a
 /// `Ready` (the batch that becomes one fsync).
 pub const MAX_COMMANDS_PER_ROUND: usize = 1024;
+
+/// The wait before retrying a snapshot save that failed; it doubles with
+/// every further failure, up to [`SNAPSHOT_RETRY_MAX`].
+pub const SNAPSHOT_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between snapshot save attempts.
+pub const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// A node's settings.
 #[derive(Debug, Clone)]
@@ -114,16 +121,20 @@ pub struct NodeStatus {
     pub snapshot_bytes: u64,
     /// Whether the node task is running.
     pub running: bool,
+    /// Why the node task stopped on its own (an I/O error, an unreadable
+    /// snapshot), if it did.
+    pub stopped: Option<String>,
 }
 
 impl NodeStatus {
     /// The wire form every Cairn service answers `Status` with.
     pub fn to_reply(&self) -> cairn_rpc::kv::StatusReply {
-        let role = match self.role {
-            Role::Leader => "leader",
-            Role::Follower => "follower",
-            Role::Candidate => "candidate",
-            Role::PreCandidate => "pre-candidate",
+        let role = match (self.running, self.role) {
+            (false, _) => "stopped",
+            (true, Role::Leader) => "leader",
+            (true, Role::Follower) => "follower",
+            (true, Role::Candidate) => "candidate",
+            (true, Role::PreCandidate) => "pre-candidate",
         };
         cairn_rpc::kv::StatusReply {
             id: self.id,
@@ -245,7 +256,7 @@ impl<S: StateMachine> Node<S> {
         let raft = Raft::new(config.raft.clone(), recovered.initial, seed)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let (commands, inbox) = mpsc::channel(MAX_QUEUED_COMMANDS);
-        let status = status_of(&raft, &storage, true);
+        let status = status_of(&raft, &storage, true, None);
         let (status_tx, status_rx) = watch::channel(status);
         let outbox = match net {
             Some(net) => {
@@ -272,6 +283,7 @@ impl<S: StateMachine> Node<S> {
             confirmed_reads: VecDeque::new(),
             next_read: 0,
             stop_error: None,
+            snapshot_retry: None,
         };
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
@@ -374,6 +386,21 @@ impl<S: StateMachine> Node<S> {
         self.status.borrow().clone()
     }
 
+    /// Waits until the node task stops on its own and returns why (an I/O
+    /// error it cannot go on after, for instance). A node stopped by
+    /// [`shutdown`](Self::shutdown) never resolves this.
+    pub async fn stopped(&self) -> String {
+        let mut status = self.status.clone();
+        loop {
+            if let Some(reason) = status.borrow_and_update().stopped.clone() {
+                return reason;
+            }
+            if status.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
@@ -398,7 +425,12 @@ impl<S: StateMachine> Node<S> {
     }
 }
 
-fn status_of(raft: &Raft, storage: &RaftStorage, running: bool) -> NodeStatus {
+fn status_of(
+    raft: &Raft,
+    storage: &RaftStorage,
+    running: bool,
+    stopped: Option<String>,
+) -> NodeStatus {
     let status = raft.status();
     NodeStatus {
         id: status.id,
@@ -412,6 +444,7 @@ fn status_of(raft: &Raft, storage: &RaftStorage, running: bool) -> NodeStatus {
         raft_state_bytes: storage.raft_state_bytes(),
         snapshot_bytes: raft.snapshot_bytes(),
         running,
+        stopped,
     }
 }
 
@@ -452,6 +485,9 @@ struct Driver<S: StateMachine> {
     confirmed_reads: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
     next_read: u64,
     stop_error: Option<String>,
+    /// After a failed snapshot save: when to try again, and the wait that
+    /// follows another failure.
+    snapshot_retry: Option<(tokio::time::Instant, Duration)>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -766,19 +802,47 @@ impl<S: StateMachine> Driver<S> {
         if status.applied <= status.snapshot_index {
             return;
         }
+        let now = tokio::time::Instant::now();
+        if self.snapshot_retry.is_some_and(|(at, _)| now < at) {
+            return;
+        }
+        // Saved first, then the core compacts: a failed save leaves the
+        // core and the log as they were.
         let data = self.machine.snapshot();
-        let meta = self.raft.compact(status.applied, data.clone());
-        if let Err(error) = self
-            .storage
-            .save_snapshot(&meta, &data)
-            .and_then(|()| self.storage.compact(meta.index))
-        {
-            tracing::error!(%error, "cannot save a snapshot; the log keeps growing");
+        let meta = SnapshotMeta {
+            index: status.applied,
+            term: self
+                .raft
+                .entry(status.applied)
+                .expect("an applied entry above the snapshot is in the log")
+                .term,
+            config: self.raft.cluster().clone(),
+        };
+        if let Err(error) = self.storage.save_snapshot(&meta, &data) {
+            let wait = self
+                .snapshot_retry
+                .map_or(SNAPSHOT_RETRY_FIRST, |(_, wait)| {
+                    (wait * 2).min(SNAPSHOT_RETRY_MAX)
+                });
+            self.snapshot_retry = Some((now + wait, wait));
+            tracing::error!(%error, retry_in = ?wait, "cannot save a snapshot; the log keeps growing until a save succeeds");
+            return;
+        }
+        self.snapshot_retry = None;
+        let compacted = self.raft.compact(meta.index, data);
+        debug_assert_eq!(compacted, meta, "the core's snapshot is the saved one");
+        if let Err(error) = self.storage.compact(meta.index) {
+            tracing::error!(%error, "cannot drop the log a snapshot covers; it takes disk space until the next snapshot");
         }
     }
 
     fn publish_status(&self, running: bool) {
-        let status = status_of(&self.raft, &self.storage, running);
+        let stopped = if running {
+            None
+        } else {
+            self.stop_error.clone()
+        };
+        let status = status_of(&self.raft, &self.storage, running, stopped);
         self.status.send_if_modified(|current| {
             let changed = *current != status;
             *current = status;

@@ -91,6 +91,8 @@ impl<S: StateMachine> LocalNet<S> {
 /// Sends message batches to peers, each call in its own task; the responses
 /// come back to the node as inbound messages.
 pub(crate) struct Outbox<S: StateMachine> {
+    /// This node.
+    id: NodeId,
     cluster: String,
     peers: BTreeMap<NodeId, Peer<S>>,
     node: mpsc::Sender<Command<S>>,
@@ -122,6 +124,7 @@ impl<S: StateMachine> Outbox<S> {
             }
         }
         Self {
+            id: config.raft.id,
             cluster: config.cluster.clone(),
             peers,
             node,
@@ -150,6 +153,7 @@ impl<S: StateMachine> Outbox<S> {
             })
             .collect();
         Self {
+            id: config.raft.id,
             cluster: config.cluster.clone(),
             peers,
             node,
@@ -201,9 +205,10 @@ impl<S: StateMachine> Outbox<S> {
                     messages,
                 };
                 let client = client.clone();
+                let self_id = self.id;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    send_grpc(&client, to, batch, node).await;
+                    send_grpc(&client, self_id, to, batch, node).await;
                 });
             }
         }
@@ -213,6 +218,7 @@ impl<S: StateMachine> Outbox<S> {
 /// One gRPC call; its responses go back to the node.
 async fn send_grpc<S: StateMachine>(
     client: &RpcClient,
+    self_id: NodeId,
     to: NodeId,
     batch: MessageBatch,
     node: mpsc::Sender<Command<S>>,
@@ -232,13 +238,7 @@ async fn send_grpc<S: StateMachine>(
             return;
         }
     };
-    let mut responses = Vec::with_capacity(reply.messages.len());
-    for message in reply.messages {
-        match codec::decode(message) {
-            Ok(message) => responses.push(message),
-            Err(error) => tracing::warn!(from = to, %error, "dropped a malformed response"),
-        }
-    }
+    let responses = responses_in_reply(self_id, to, reply.messages);
     if !responses.is_empty() {
         let _ = node
             .send(Command::Inbound {
@@ -247,6 +247,72 @@ async fn send_grpc<S: StateMachine>(
             })
             .await;
     }
+}
+
+/// The messages of a reply from `peer` that this node can take: responses
+/// from `peer` to `self_id`. Anything else (a request, a message for or from
+/// another node) would be paired with the wrong call's reply slot; it is
+/// dropped with a warning, as is what does not decode.
+fn responses_in_reply(
+    self_id: NodeId,
+    peer: NodeId,
+    messages: Vec<proto::Message>,
+) -> Vec<Message> {
+    let mut responses = Vec::with_capacity(messages.len());
+    for message in messages {
+        match codec::decode(message) {
+            Ok(message)
+                if message.is_response() && message.from == peer && message.to == self_id =>
+            {
+                responses.push(message)
+            }
+            Ok(message) => {
+                tracing::warn!(
+                    from = peer,
+                    ?message,
+                    "dropped a reply message that is not a response of this peer to this node"
+                )
+            }
+            Err(error) => tracing::warn!(from = peer, %error, "dropped a malformed response"),
+        }
+    }
+    responses
+}
+
+/// Checks an incoming batch before any of it reaches the node: every
+/// message is a request (or `TimeoutNow`) to this node, all from one other
+/// node. The reply slots pair each request with one response from the
+/// core, per sender, in order; a message the core would not answer (one
+/// "from" this node) or that is not a request would shift that pairing.
+fn check_batch(self_id: NodeId, messages: &[Message]) -> Result<(), Status> {
+    let Some(first) = messages.first() else {
+        return Ok(());
+    };
+    for message in messages {
+        if message.to != self_id {
+            return Err(Status::failed_precondition(format!(
+                "a message for node {} reached node {self_id}; check the peer addresses",
+                message.to
+            )));
+        }
+        if message.from == self_id {
+            return Err(Status::invalid_argument(format!(
+                "a message claiming to come from node {self_id} reached node {self_id} itself; \
+                 two nodes share an id: give each node its own --id"
+            )));
+        }
+        if message.from != first.from {
+            return Err(Status::invalid_argument(
+                "one batch carries messages from several nodes; a batch comes from its caller only",
+            ));
+        }
+        if message.is_response() {
+            return Err(Status::invalid_argument(
+                "a response in a request batch; responses travel in replies only",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The gRPC service that hands incoming batches to the node.
@@ -289,14 +355,9 @@ impl<S: StateMachine> proto::raft_server::Raft for RaftService<S> {
         for message in batch.messages {
             let message =
                 codec::decode(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
-            if message.to != self.id {
-                return Err(Status::failed_precondition(format!(
-                    "a message for node {} reached node {}; check the peer addresses",
-                    message.to, self.id
-                )));
-            }
             messages.push(message);
         }
+        check_batch(self.id, &messages)?;
         let (reply, answer) = oneshot::channel();
         self.node
             .send(Command::Inbound {
@@ -313,5 +374,107 @@ impl<S: StateMachine> proto::raft_server::Raft for RaftService<S> {
             cluster: self.cluster.clone(),
             messages: responses.iter().map(codec::encode).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_raft::{Heartbeat, HeartbeatResponse, MessageBody};
+
+    use super::*;
+
+    /// A state machine that is never used: the tests stop at the service.
+    struct Counter;
+
+    impl StateMachine for Counter {
+        fn apply(&mut self, _index: cairn_raft::LogIndex, _command: &[u8]) -> bytes::Bytes {
+            bytes::Bytes::new()
+        }
+        fn snapshot(&self) -> bytes::Bytes {
+            bytes::Bytes::new()
+        }
+        fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn message(from: NodeId, to: NodeId, body: MessageBody) -> Message {
+        Message {
+            from,
+            to,
+            term: 1,
+            body,
+        }
+    }
+
+    fn heartbeat(from: NodeId, to: NodeId) -> Message {
+        let body = MessageBody::Heartbeat(Heartbeat {
+            commit: 0,
+            read_round: 0,
+        });
+        message(from, to, body)
+    }
+
+    fn heartbeat_response(from: NodeId, to: NodeId) -> Message {
+        let body = MessageBody::HeartbeatResponse(HeartbeatResponse { read_round: 0 });
+        message(from, to, body)
+    }
+
+    /// Sends `messages` to node 2's service; returns the error and whether
+    /// anything reached the node.
+    async fn step_node_2(messages: &[Message]) -> (Option<Status>, bool) {
+        let (node, mut inbox) = mpsc::channel::<Command<Counter>>(4);
+        let service = RaftService::new(2, "test".into(), node);
+        let batch = MessageBatch {
+            cluster: "test".into(),
+            messages: messages.iter().map(codec::encode).collect(),
+        };
+        let call = proto::raft_server::Raft::step(&service, Request::new(batch));
+        let answered = tokio::spawn(async move {
+            if let Some(Command::Inbound {
+                reply: Some(reply), ..
+            }) = inbox.recv().await
+            {
+                let _ = reply.send(Vec::new());
+                return true;
+            }
+            false
+        });
+        let error = call.await.err();
+        drop(service);
+        (error, answered.await.unwrap())
+    }
+
+    /// Bug 5 of the reliability review: a request claiming to come from the
+    /// receiver itself got no response from the core, so the reply slots
+    /// paired later responses with the wrong calls.
+    #[tokio::test]
+    async fn a_batch_from_the_receiver_itself_is_refused() {
+        let (error, reached) = step_node_2(&[heartbeat(2, 2)]).await;
+        assert!(error.is_some() && !reached, "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_mixing_senders_or_carrying_responses_is_refused() {
+        let (error, reached) = step_node_2(&[heartbeat(1, 2), heartbeat(3, 2)]).await;
+        assert!(error.is_some() && !reached, "mixed senders: {error:?}");
+        let (error, reached) = step_node_2(&[heartbeat_response(1, 2)]).await;
+        assert!(error.is_some() && !reached, "a response: {error:?}");
+        let (error, reached) = step_node_2(&[heartbeat(1, 2)]).await;
+        assert!(error.is_none() && reached, "a good batch: {error:?}");
+    }
+
+    /// The other half of bug 5: only responses from the peer called, to
+    /// this node, are taken from a reply.
+    #[test]
+    fn only_the_peers_responses_are_taken_from_a_reply() {
+        let reply = [
+            heartbeat_response(3, 1),
+            heartbeat(3, 1),
+            heartbeat_response(2, 1),
+            heartbeat_response(3, 2),
+        ];
+        let kept = responses_in_reply(1, 3, reply.iter().map(codec::encode).collect());
+        assert_eq!(kept, vec![heartbeat_response(3, 1)]);
     }
 }
