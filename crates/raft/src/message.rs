@@ -148,6 +148,11 @@ pub struct Heartbeat {
 pub struct HeartbeatResponse {
     /// The echoed read round (0 when the heartbeat was rejected).
     pub read_round: u64,
+    /// Set, to the follower's last index, when its log ends before the
+    /// heartbeat's commit index: it lost entries the leader counts as
+    /// matched (a node restarted on an empty or replaced disk), and the
+    /// leader must start over from there.
+    pub lacking: Option<LogIndex>,
 }
 
 /// See [`MessageBody::RequestVote`].

@@ -97,6 +97,22 @@ impl Progress {
         moved
     }
 
+    /// The follower's log ends at `last`, below what it had acknowledged:
+    /// it lost entries (a node restarted on an empty or replaced disk). The
+    /// leader probes again from there, the one case where `match_index`
+    /// goes down; a snapshot follows if the leader's log no longer reaches
+    /// back that far. The commit index does not move back: what the
+    /// follower lost was stored by a quorum when it was committed.
+    pub(crate) fn lost_entries(&mut self, last: LogIndex) {
+        if last >= self.match_index {
+            return;
+        }
+        self.match_index = last;
+        if !matches!(self.state, ProgressState::Snapshot { .. }) {
+            self.become_probe();
+        }
+    }
+
     /// Whether the leader may send another AppendEntries now.
     pub(crate) fn can_send(&self, max_inflight: usize) -> bool {
         match self.state {

@@ -190,6 +190,12 @@ impl Raft {
                 self.maybe_finish_transfer(from);
             }
             Some(reject) => {
+                if reject.conflict_term.is_none() && reject.conflict_index <= progress.match_index {
+                    // Its log ends (at conflict_index - 1) before what it
+                    // had acknowledged: it lost entries.
+                    progress.lost_entries(reject.conflict_index.saturating_sub(1));
+                    return self.send_append(from, true);
+                }
                 let hint_next = match reject.conflict_term {
                     Some(term) => match self.log.last_index_of_term(term) {
                         Some(index) => index + 1,
@@ -247,12 +253,13 @@ impl Raft {
         }
         self.leader = Some(from);
         self.election_elapsed = 0;
-        self.log
-            .commit_to(heartbeat.commit.min(self.log.last_index()));
+        let last_index = self.log.last_index();
+        self.log.commit_to(heartbeat.commit.min(last_index));
         self.send(
             from,
             MessageBody::HeartbeatResponse(HeartbeatResponse {
                 read_round: heartbeat.read_round,
+                lacking: (heartbeat.commit > last_index).then_some(last_index),
             }),
         );
     }
@@ -267,6 +274,9 @@ impl Raft {
         };
         progress.recent_active = true;
         progress.read_round = progress.read_round.max(response.read_round);
+        if let Some(follower_last) = response.lacking {
+            progress.lost_entries(follower_last);
+        }
         // A heartbeat round trip means the link works: resend whatever may
         // have been lost.
         progress.paused = false;

@@ -94,7 +94,10 @@ impl Raft {
                 })
             }
             MessageBody::Heartbeat(_) => {
-                MessageBody::HeartbeatResponse(HeartbeatResponse { read_round: 0 })
+                MessageBody::HeartbeatResponse(HeartbeatResponse {
+                    read_round: 0,
+                    lacking: None,
+                })
             }
             MessageBody::RequestVote(request) => {
                 MessageBody::RequestVoteResponse(RequestVoteResponse {

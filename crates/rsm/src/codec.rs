@@ -49,6 +49,8 @@ pub fn encode(message: &Message) -> proto::Message {
         MessageBody::HeartbeatResponse(response) => {
             Body::HeartbeatResponse(proto::HeartbeatResponse {
                 read_round: response.read_round,
+                lacking: response.lacking.is_some(),
+                last_index: response.lacking.unwrap_or(0),
             })
         }
         MessageBody::RequestVote(request) => Body::RequestVote(proto::RequestVote {
@@ -150,6 +152,7 @@ pub fn decode(message: proto::Message) -> Result<Message, CodecError> {
         }),
         Body::HeartbeatResponse(response) => MessageBody::HeartbeatResponse(HeartbeatResponse {
             read_round: response.read_round,
+            lacking: response.lacking.then_some(response.last_index),
         }),
         Body::RequestVote(request) => MessageBody::RequestVote(RequestVote {
             pre_vote: request.pre_vote,

@@ -416,7 +416,10 @@ mod tests {
     }
 
     fn heartbeat_response(from: NodeId, to: NodeId) -> Message {
-        let body = MessageBody::HeartbeatResponse(HeartbeatResponse { read_round: 0 });
+        let body = MessageBody::HeartbeatResponse(HeartbeatResponse {
+            read_round: 0,
+            lacking: None,
+        });
         message(from, to, body)
     }
 

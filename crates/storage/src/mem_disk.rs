@@ -87,6 +87,19 @@ impl MemDisk {
         }
     }
 
+    /// Replaces the disk with an empty one, durably (a machine whose disk
+    /// was swapped or wiped). Handles opened before stop working.
+    pub fn wipe(&self) {
+        let mut state = self.lock();
+        let generation = state.generation + 1;
+        let crashes = state.crashes;
+        *state = State {
+            generation,
+            crashes,
+            ..State::default()
+        };
+    }
+
     /// How many times this disk crashed.
     pub fn crashes(&self) -> u64 {
         self.lock().crashes

@@ -255,6 +255,26 @@ impl Tester {
         self.alive.lock().unwrap()[server] = true;
     }
 
+    /// Kills a server, replaces its disk with an empty one and starts it:
+    /// a machine whose damaged data directory was removed.
+    pub fn wipe1(&self, server: usize) {
+        self.crash1(server);
+        let mut world = self.world.lock().unwrap();
+        world.disk(&self.names[server]).wipe();
+        world.restart(&self.names[server]);
+        self.alive.lock().unwrap()[server] = true;
+    }
+
+    /// How many calls reached a server.
+    pub fn rpc_count(&self, server: usize) -> u64 {
+        self.world.lock().unwrap().rpc_count(&self.names[server])
+    }
+
+    /// The last index applied by a running server.
+    pub fn applied(&self, server: usize) -> Option<LogIndex> {
+        Some(self.node(server)?.status().applied)
+    }
+
     pub fn set_reliable(&self, reliable: bool) {
         self.world.lock().unwrap().set_reliable(reliable);
     }
