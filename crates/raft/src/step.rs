@@ -93,12 +93,10 @@ impl Raft {
                     }),
                 })
             }
-            MessageBody::Heartbeat(_) => {
-                MessageBody::HeartbeatResponse(HeartbeatResponse {
-                    read_round: 0,
-                    lacking: None,
-                })
-            }
+            MessageBody::Heartbeat(_) => MessageBody::HeartbeatResponse(HeartbeatResponse {
+                read_round: 0,
+                lacking: None,
+            }),
             MessageBody::RequestVote(request) => {
                 MessageBody::RequestVoteResponse(RequestVoteResponse {
                     pre_vote: request.pre_vote,

@@ -48,6 +48,7 @@ mod codec;
 #[cfg(test)]
 mod crash_tests;
 mod error;
+mod identity;
 mod node;
 pub mod sessions;
 mod state_machine;

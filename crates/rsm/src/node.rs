@@ -16,6 +16,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{StartError, SubmitError};
+use crate::identity::Identity;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::{LocalNet, Outbox, RaftService};
@@ -35,7 +36,9 @@ pub const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(60);
 /// A node's settings.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// The group's name; messages for another group are refused.
+    /// The group's name. With the members' ids and URLs at the first start
+    /// it makes the cluster id that every message carries; messages with
+    /// another cluster id are refused.
     pub cluster: String,
     /// Every member's id and URL (`http://host:port`), this node included.
     pub peers: BTreeMap<NodeId, String>,
@@ -241,12 +244,17 @@ impl<S: StateMachine> Node<S> {
     }
 
     fn start_with(
-        config: NodeConfig,
+        mut config: NodeConfig,
         disk: Arc<dyn Disk>,
         mut machine: S,
         net: Option<&LocalNet<S>>,
     ) -> Result<Self, StartError> {
         config.validate()?;
+        // The flags' member list counts once, at bootstrap; later starts
+        // must agree with what the data says. Messages carry the id.
+        let flags = Identity::from_flags(&config.cluster, config.raft.id, &config.peers);
+        let identity = crate::identity::check_or_store(&*disk, &config.data_dir, flags)?;
+        config.cluster = identity.cluster_id;
         let cluster = ClusterConfig::new(config.peers.keys().copied());
         let (storage, recovered) = RaftStorage::open(disk, &config.data_dir, cluster)?;
         if let Some(snapshot) = &recovered.machine_snapshot {

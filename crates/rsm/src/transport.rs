@@ -3,6 +3,7 @@
 //! answers each call with the responses to the requests it carried.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 struct Peer<S: StateMachine> {
     link: Link<S>,
     slots: Arc<Semaphore>,
+    /// Batches the peer refused; the first of every thousand is logged.
+    refusals: Arc<AtomicU64>,
 }
 
 enum Link<S: StateMachine> {
@@ -115,6 +118,7 @@ impl<S: StateMachine> Outbox<S> {
                         Peer {
                             link: Link::Grpc(Arc::new(client)),
                             slots,
+                            refusals: Arc::default(),
                         },
                     );
                 }
@@ -148,6 +152,7 @@ impl<S: StateMachine> Outbox<S> {
                     Peer {
                         link: Link::Local(net.clone(), id),
                         slots,
+                        refusals: Arc::default(),
                     },
                 )
             })
@@ -205,10 +210,11 @@ impl<S: StateMachine> Outbox<S> {
                     messages,
                 };
                 let client = client.clone();
+                let refusals = peer.refusals.clone();
                 let self_id = self.id;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    send_grpc(&client, self_id, to, batch, node).await;
+                    send_grpc(&client, &refusals, self_id, to, batch, node).await;
                 });
             }
         }
@@ -218,6 +224,7 @@ impl<S: StateMachine> Outbox<S> {
 /// One gRPC call; its responses go back to the node.
 async fn send_grpc<S: StateMachine>(
     client: &RpcClient,
+    refusals: &AtomicU64,
     self_id: NodeId,
     to: NodeId,
     batch: MessageBatch,
@@ -233,6 +240,14 @@ async fn send_grpc<S: StateMachine>(
         .await;
     let reply = match result {
         Ok(reply) => reply,
+        Err(error @ cairn_rpc::RpcError::Rejected { .. }) => {
+            // Not a lost message: the peer refuses this node (another
+            // cluster, a shared id, a bad batch). The operator must act.
+            if refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000 == 0 {
+                tracing::error!(peer = to, %error, "a peer refuses this node's messages");
+            }
+            return;
+        }
         Err(error) => {
             tracing::trace!(to, %error, "message batch lost");
             return;
