@@ -243,7 +243,10 @@ async fn send_grpc<S: StateMachine>(
         Err(error @ cairn_rpc::RpcError::Rejected { .. }) => {
             // Not a lost message: the peer refuses this node (another
             // cluster, a shared id, a bad batch). The operator must act.
-            if refusals.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000 == 0 {
+            if refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
                 tracing::error!(peer = to, %error, "a peer refuses this node's messages");
             }
             return;
