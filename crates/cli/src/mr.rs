@@ -86,8 +86,12 @@ pub(crate) struct JobArgs {
     /// Name output files part-r-00000 ... (Hadoop style) instead of mr-out-0 ...
     #[arg(long)]
     hadoop_names: bool,
-    /// Give a task to another worker after this many seconds without a
-    /// heartbeat from its worker.
+    /// Give a task attempt up, and the task to another worker, after this
+    /// many seconds without progress: no input consumed, no output
+    /// produced (as Hadoop's mapreduce.task.timeout). A live worker does not
+    /// keep a stuck attempt: it is killed (a streaming command with every
+    /// process it started) and counts as a failed attempt. Raise it for
+    /// tasks that legitimately compute this long between records.
     #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     task_timeout: f64,
     /// Consider a worker lost (and rerun the maps whose output it held) after

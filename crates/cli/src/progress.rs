@@ -123,13 +123,14 @@ pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
     _ = writeln!(out, "job {} {state} in {:.2?}", status.job_id, elapsed);
     _ = writeln!(
         out,
-        "  maps {}/{}  reduces {}/{}  workers lost {}  failed attempts {}  lost attempts {}",
+        "  maps {}/{}  reduces {}/{}  workers lost {}  failed attempts {} (timed-out attempts {})  lost attempts {}",
         status.maps_done,
         status.maps_total,
         status.reduces_done,
         status.reduces_total,
         status.workers_lost,
         status.task_failures,
+        status.attempts_timed_out,
         status.attempts_lost
     );
     if status.input_bytes_total > 0 && elapsed.as_secs_f64() > 0.0 {
@@ -175,7 +176,7 @@ pub(crate) fn status_json(status: &StatusReply) -> String {
         "reduces": {"total": status.reduces_total, "done": status.reduces_done, "running": status.reduces_running},
         "input_bytes": {"total": status.input_bytes_total, "done": status.input_bytes_done},
         "workers": {"alive": status.workers_alive, "lost": status.workers_lost},
-        "attempts": {"failed": status.task_failures, "lost": status.attempts_lost},
+        "attempts": {"failed": status.task_failures, "timed_out": status.attempts_timed_out, "lost": status.attempts_lost},
         "elapsed_ms": status.elapsed_ms,
         "counters": counters,
         "output_dir": status.output_dir,

@@ -202,3 +202,90 @@ fn streaming_counters_reach_the_report() {
         "each input line counted once"
     );
 }
+
+/// A mapper that hangs (while its worker stays alive and heartbeating) the
+/// first time it sees the line `HANG-ONCE`: it starts `sleep` under its
+/// shell, notes the sleep's pid in `hung.pid`, and waits. The directory
+/// `hung.marker` makes every later attempt go through.
+const HANGING_MAPPER: &str = "input=$(cat); \
+    case \"$input\" in *HANG-ONCE*) if mkdir hung.marker 2>/dev/null; then \
+    sleep 100000 & echo $! > hung.pid; wait; fi;; esac; \
+    printf '%s\\n' \"$input\" | tr -cs 'A-Za-z' '\\n' | awk 'length > 0 { print $0 \"\\t1\" }'";
+const SUMMING_REDUCER: &str = "awk -F'\\t' '{ c[$1] += $2 } END { for (k in c) print k, c[k] }'";
+
+/// Whether process `pid` is gone (or a zombie, dead but not yet reaped).
+fn process_gone(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[test]
+fn a_mapper_that_hangs_is_timed_out_killed_and_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = inputs(dir.path());
+    files.truncate(3);
+    let hang = dir.path().join("hang.txt");
+    std::fs::write(&hang, "the line below hangs the mapper once\nHANG-ONCE\n").unwrap();
+    files.push(hang.display().to_string());
+    // The reference, run where the marker already exists so nothing hangs.
+    let reference = dir.path().join("reference");
+    std::fs::create_dir_all(reference.join("hung.marker")).unwrap();
+    let mut args = vec![
+        "mr",
+        "seq",
+        "--mapper",
+        HANGING_MAPPER,
+        "--reducer",
+        SUMMING_REDUCER,
+    ];
+    args.extend(["--output", "expected"]);
+    args.extend(files.iter().map(String::as_str));
+    cairn(&reference, &args);
+    let expected = sorted_lines(&reference.join("expected"));
+
+    let child = std::process::Command::new(common::CAIRN)
+        .current_dir(dir.path())
+        .args([
+            "mr",
+            "run",
+            "--mapper",
+            HANGING_MAPPER,
+            "--reducer",
+            SUMMING_REDUCER,
+        ])
+        .args(["--workers", "2", "--reduces", "3", "--task-timeout", "2"])
+        .args(["--output", "out"])
+        .args(&files)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut processes = Processes(vec![child]);
+    let exit = wait_exit(&mut processes.0[0], Duration::from_secs(60));
+    assert!(exit.success(), "the job fails: {exit}");
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut processes.0[0].stdout.take().unwrap(), &mut report).unwrap();
+    assert!(
+        report.contains("timed-out attempts 1"),
+        "the hung attempt is reported as timed out:\n{report}"
+    );
+    assert_same(
+        &sorted_output(&dir.path().join("out"), "mr-out-"),
+        &expected,
+        "output",
+    );
+    let pid = std::fs::read_to_string(dir.path().join("hung.pid")).unwrap();
+    let start = std::time::Instant::now();
+    while !process_gone(pid.trim()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the hung mapper's sleep (pid {}) still runs: the attempt's process group was not killed",
+            pid.trim()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

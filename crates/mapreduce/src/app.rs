@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::format::partition_of;
+pub use crate::progress::Progress;
 pub use crate::streaming::RecordStream;
 
 /// An error from user code: the attempt fails and the task is retried
@@ -88,6 +89,10 @@ pub struct MapInput<'a> {
     pub offset: u64,
     /// The split's bytes: whole lines.
     pub contents: &'a [u8],
+    /// The attempt's progress. Emitting advances it; a map that works long
+    /// without emitting advances it itself, or the task timeout gives the
+    /// attempt up.
+    pub progress: &'a Progress,
 }
 
 /// Where map (and combine) output goes.
@@ -201,10 +206,10 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Adds `delta` to `name`.
+    /// Adds `delta` to `name` (saturating at `u64::MAX`).
     pub fn add(&mut self, name: &str, delta: u64) {
         if let Some(value) = self.values.get_mut(name) {
-            *value += delta;
+            *value = value.saturating_add(delta);
         } else {
             self.values.insert(name.to_string(), delta);
         }

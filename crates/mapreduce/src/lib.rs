@@ -21,14 +21,25 @@
 //!    shared file system needed), merge-sorts the runs with bounded memory,
 //!    calls [`App::reduce`] once per key in increasing key order (§4.2), and
 //!    writes `mr-out-<r>` through a temporary file renamed when complete.
-//! 5. **Failures (§3.3).** A running attempt without a heartbeat for the
-//!    task timeout (10 s) is given to another worker; heartbeats keep a long
-//!    healthy task from being re-issued. A lost worker's finished maps run
-//!    again, since their output went with it; a reducer that cannot fetch a
-//!    map output reports it and waits for the re-run. Duplicate completions
-//!    are ignored, and with deterministic apps the output equals a
-//!    sequential run's ([`run_sequential`]). Backup attempts for stragglers
-//!    (§3.6) are available behind [`SchedulerConfig::backup_tasks`].
+//! 5. **Failures (§3.3).** Tasks time out on *progress*, not on their
+//!    worker's liveness, as Hadoop's `mapreduce.task.timeout` does: each
+//!    attempt has a [`Progress`] that advances whenever it consumes input
+//!    (bytes handed to a streaming mapper, records read by a reducer,
+//!    shuffle pages fetched) or produces output (records emitted, bytes
+//!    written), and the worker's heartbeats carry it. An attempt whose
+//!    progress has not moved for the task timeout (10 s) is given up and
+//!    the task given to another worker: a hung mapper on a live,
+//!    heartbeating worker is retried like a dead one. The stalled attempt
+//!    counts as a failed one (a task that fails or stalls
+//!    [`max_attempts`](SchedulerConfig::max_attempts) times fails the job);
+//!    its worker is told on its next heartbeat, kills the attempt's
+//!    streaming commands with their whole process group, and never reports
+//!    its result. A lost worker's finished maps run again, since their
+//!    output went with it; a reducer that cannot fetch a map output reports
+//!    it and waits for the re-run. Duplicate completions are ignored, and
+//!    with deterministic apps the output equals a sequential run's
+//!    ([`run_sequential`]). Backup attempts for stragglers (§3.6) are
+//!    available behind [`SchedulerConfig::backup_tasks`].
 //!
 //! Apps are built in ([`AppSpec`]: `wc`, `indexer`, `grep`, and the lab's
 //! test apps), any program in the Hadoop Streaming style (`--mapper CMD
@@ -45,8 +56,17 @@
 //! - A worker runs one task at a time; run one worker per core.
 //! - The coordinator is a single point of failure while it is down; it
 //!   resumes the job from its journal when restarted (the paper aborts).
-//! - Attempts superseded by the coordinator run to completion and are then
-//!   ignored; user code is not interrupted.
+//! - A cancelled attempt's streaming commands are killed, but Rust map and
+//!   reduce code is not interrupted: it runs on (it may poll
+//!   [`Progress::is_cancelled`]) and its result is dropped. Rust code that
+//!   computes longer than the task timeout between records must call
+//!   [`Progress::advance`] (the `MapInput::progress` handle), as Hadoop
+//!   code calls `progress()`.
+//! - A shuffle fetch counts as progress while it waits, since it has its
+//!   own deadline and retry limit; a reduce function that stalls inside
+//!   one key's values is timed out.
+//! - Streaming commands run in their own process group, so a terminal's
+//!   Ctrl-C reaches the worker, not them; they end when their pipes close.
 //! - Locality-aware scheduling (§3.4), bad-record skipping (§4.6) and a
 //!   status web page (§4.8) are not implemented; `cairn mr status` reports
 //!   progress and counters over RPC.
@@ -58,6 +78,7 @@ mod diskio;
 pub mod format;
 pub mod map_task;
 mod merge;
+mod progress;
 pub mod reduce_task;
 mod seq;
 mod serve;
@@ -65,7 +86,7 @@ pub mod split;
 mod streaming;
 mod worker;
 
-pub use app::{App, AppError, Counters, Emit, MapInput, ReduceOutput, Values, counter};
+pub use app::{App, AppError, Counters, Emit, MapInput, Progress, ReduceOutput, Values, counter};
 pub use apps::{AppSpec, AppSpecError};
 pub use coordinator::{CoordinatorCore, CoordinatorError, JobConfig, SchedulerConfig, output_name};
 pub use seq::run_sequential;

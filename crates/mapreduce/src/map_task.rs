@@ -9,7 +9,6 @@
 
 use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use cairn_rpc::mapreduce::Split;
 use cairn_storage::Disk;
@@ -18,6 +17,7 @@ use crate::app::{Counters, ValueSource, counter, user_counter};
 use crate::diskio::{DiskReader, DiskWriter};
 use crate::format::{RunReader, RunWriter};
 use crate::merge::{GroupValues, Merger};
+use crate::progress::Progress;
 use crate::split::read_split_into;
 use crate::{App, AppError, Emit, MapInput, Values};
 
@@ -41,7 +41,7 @@ pub(crate) fn partition_path(dir: &Path, partition: u32) -> PathBuf {
 }
 
 /// Runs a map task; its output goes under `dir` on `scratch`. `progress`
-/// receives the input bytes done.
+/// advances with the input consumed and every record emitted or written.
 pub(crate) fn run_map_task(
     app: &dyn App,
     input_disk: &dyn Disk,
@@ -49,7 +49,7 @@ pub(crate) fn run_map_task(
     dir: &Path,
     split: &Split,
     reduces: u32,
-    progress: &AtomicU64,
+    progress: &Progress,
 ) -> Result<MapTaskOutput, AppError> {
     scratch.create_dir_all(dir)?;
     // One split buffer per process, reused: mapping fresh pages for every
@@ -57,7 +57,12 @@ pub(crate) fn run_map_task(
     let mut contents = std::mem::take(&mut *SPLIT_BUFFER.lock().expect("split buffer lock"));
     read_split_into(input_disk, split, &mut contents)
         .map_err(|e| format!("reading {} at {}: {e}", split.path, split.offset))?;
-    let mut collector = Collector::new(app, reduces, scratch, dir, MAX_MAP_BUFFER_BYTES);
+    let target = SpillTarget {
+        scratch,
+        dir,
+        limit: MAX_MAP_BUFFER_BYTES,
+    };
+    let mut collector = Collector::new(app, reduces, target, progress);
     collector
         .counters
         .add(counter::MAP_INPUT_BYTES, contents.len() as u64);
@@ -70,14 +75,26 @@ pub(crate) fn run_map_task(
         path: &split.path,
         offset: split.offset,
         contents: &contents,
+        progress,
     };
     let mapped = app.map(&input, &mut collector);
-    progress.store(split.length, Ordering::Relaxed);
+    progress.finish_input(split.length);
     if contents.capacity() <= MAX_KEPT_SPLIT_BUFFER_BYTES {
         *SPLIT_BUFFER.lock().expect("split buffer lock") = contents;
     }
     mapped?;
+    if progress.is_cancelled() {
+        return Err("the map attempt was cancelled".into());
+    }
     collector.finish()
+}
+
+/// Where a map task's spills and final runs go.
+struct SpillTarget<'a> {
+    scratch: &'a dyn Disk,
+    dir: &'a Path,
+    /// Buffered bytes that trigger a spill.
+    limit: usize,
 }
 
 /// One record in the in-memory buffer: where its key and value sit in the
@@ -112,6 +129,7 @@ struct Collector<'a> {
     scratch: &'a dyn Disk,
     dir: &'a Path,
     limit: usize,
+    progress: &'a Progress,
     partitions: Vec<PartitionBuffer>,
     buffered: usize,
     /// Spill files per partition.
@@ -126,16 +144,16 @@ impl<'a> Collector<'a> {
     fn new(
         app: &'a dyn App,
         reduces: u32,
-        scratch: &'a dyn Disk,
-        dir: &'a Path,
-        limit: usize,
+        target: SpillTarget<'a>,
+        progress: &'a Progress,
     ) -> Self {
         Self {
             app,
             reduces,
-            scratch,
-            dir,
-            limit,
+            scratch: target.scratch,
+            dir: target.dir,
+            limit: target.limit,
+            progress,
             partitions: (0..reduces).map(|_| PartitionBuffer::default()).collect(),
             buffered: 0,
             spills: vec![Vec::new(); reduces as usize],
@@ -170,6 +188,7 @@ impl<'a> Collector<'a> {
                     j += 1;
                 }
                 let group = &entries[i..j];
+                self.progress.advance(group.len() as u64);
                 if self.app.has_combiner() {
                     let mut source = BufferValues {
                         buffer: &buffer,
@@ -249,12 +268,14 @@ impl<'a> Collector<'a> {
                     first: true,
                     count: 0,
                     error: None,
+                    progress: self.progress,
                 };
                 combine_group(self.app, &key, &mut source, &mut writer, &mut self.counters)?;
                 if let Some(error) = source.error {
                     return Err(error);
                 }
             } else {
+                self.progress.advance(1);
                 writer.write(merger.key(), merger.value())?;
             }
         }
@@ -281,6 +302,7 @@ impl Emit for Collector<'_> {
         buffer.entries.push(entry);
         self.buffered += key.len() + value.len() + std::mem::size_of::<Entry>();
         self.counters.add(counter::MAP_OUTPUT_RECORDS, 1);
+        self.progress.advance(1);
         self.counters
             .add(counter::MAP_OUTPUT_BYTES, (key.len() + value.len()) as u64);
         if self.buffered >= self.limit

@@ -4,7 +4,7 @@ use std::io::{self, BufRead};
 
 use crate::app::ValueSource;
 use crate::format::RunReader;
-use crate::streaming::RecordStream;
+use crate::progress::Progress;
 
 /// Merges sorted runs into one sorted stream. Records with equal keys come
 /// out in run order, so the merge is stable.
@@ -95,24 +95,16 @@ impl<R: BufRead> Merger<R> {
     }
 }
 
-impl<R: BufRead> RecordStream for Merger<R> {
-    fn next_record(&mut self) -> io::Result<Option<(&[u8], &[u8])>> {
-        Ok(if self.advance()? {
-            Some((&self.key, &self.value))
-        } else {
-            None
-        })
-    }
-}
-
 /// The values of one key, drawn from a merger positioned on the key's
-/// first record. I/O errors end the values and are kept in `error`.
+/// first record. I/O errors end the values and are kept in `error`. Each
+/// value read advances `progress`.
 pub(crate) struct GroupValues<'a, R: BufRead> {
     pub(crate) merger: &'a mut Merger<R>,
     pub(crate) key: &'a [u8],
     pub(crate) first: bool,
     pub(crate) count: u64,
     pub(crate) error: Option<io::Error>,
+    pub(crate) progress: &'a Progress,
 }
 
 impl<R: BufRead> ValueSource for GroupValues<'_, R> {
@@ -133,6 +125,7 @@ impl<R: BufRead> ValueSource for GroupValues<'_, R> {
             }
         }
         self.count += 1;
+        self.progress.advance(1);
         Some(self.merger.value())
     }
 }

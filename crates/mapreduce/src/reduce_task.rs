@@ -13,6 +13,7 @@ use crate::app::{Counters, LineSink, counter};
 use crate::diskio::{DiskReader, DiskWriter};
 use crate::format::{RunReader, RunWriter};
 use crate::merge::{GroupValues, Merger};
+use crate::progress::Progress;
 use crate::streaming::RecordStream;
 use crate::{App, AppError, ReduceOutput, Values};
 
@@ -50,6 +51,7 @@ fn reduce_fanin(
     scratch: &dyn Disk,
     dir: &Path,
     mut runs: Vec<PathBuf>,
+    progress: &Progress,
 ) -> io::Result<Vec<PathBuf>> {
     let mut pass = 0;
     while runs.len() > MAX_MERGE_FANIN {
@@ -59,6 +61,7 @@ fn reduce_fanin(
             let mut merger = Merger::new(open_runs(scratch, batch)?)?;
             let mut writer = RunWriter::new(DiskWriter::create(scratch, &path)?);
             while merger.advance()? {
+                progress.advance(1);
                 writer.write(merger.key(), merger.value())?;
             }
             writer.finish()?;
@@ -80,21 +83,27 @@ pub(crate) struct ReduceTarget<'a> {
     pub(crate) temp_path: PathBuf,
 }
 
-/// Merges `runs`, reduces and commits the output file.
+/// Merges `runs`, reduces and commits the output file. Every record read
+/// or written advances `progress`; a cancelled attempt stops before its
+/// output is committed.
 pub(crate) fn run_reduce_task(
     app: &dyn App,
     scratch: &dyn Disk,
     work_dir: &Path,
     runs: Vec<PathBuf>,
     target: &ReduceTarget<'_>,
+    progress: &Progress,
 ) -> Result<Counters, AppError> {
-    let runs = reduce_fanin(scratch, work_dir, runs)?;
+    let runs = reduce_fanin(scratch, work_dir, runs, progress)?;
     let mut merger = Merger::new(open_runs(scratch, &runs)?)?;
     let mut counters = Counters::default();
     let file = DiskWriter::create(target.disk, &target.temp_path)
         .map_err(|e| format!("creating {}: {e}", target.temp_path.display()))?;
     let mut output = BufWriter::with_capacity(256 * 1024, file);
-    reduce_stream(app, &mut merger, &mut output, &mut counters)?;
+    reduce_stream(app, &mut merger, &mut output, &mut counters, progress)?;
+    if progress.is_cancelled() {
+        return Err("the reduce attempt was cancelled".into());
+    }
     let file = output.into_inner().map_err(|e| e.into_error())?;
     file.sync()?;
     target.disk.rename(&target.temp_path, &target.path)?;
@@ -111,12 +120,18 @@ pub(crate) fn reduce_stream<R: io::BufRead + Send>(
     merger: &mut Merger<R>,
     output: &mut (dyn Write + Send),
     counters: &mut Counters,
+    progress: &Progress,
 ) -> Result<(), AppError> {
+    let output = &mut ProgressWriter {
+        inner: output,
+        progress,
+    };
     let mut counting = CountingStream {
         inner: merger,
         records: 0,
         groups: 0,
         last_key: None,
+        progress,
     };
     if let Some(result) = app.reduce_partition(&mut counting, output, counters) {
         result?;
@@ -137,6 +152,7 @@ pub(crate) fn reduce_stream<R: io::BufRead + Send>(
             first: true,
             count: 0,
             error: None,
+            progress,
         };
         {
             let mut lines: &mut dyn Write = &mut *output;
@@ -160,18 +176,48 @@ struct CountingStream<'a, R: io::BufRead> {
     records: u64,
     groups: u64,
     last_key: Option<Vec<u8>>,
+    progress: &'a Progress,
 }
 
 impl<R: io::BufRead> RecordStream for CountingStream<'_, R> {
     fn next_record(&mut self) -> io::Result<Option<(&[u8], &[u8])>> {
+        if self.progress.is_cancelled() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the reduce attempt was cancelled",
+            ));
+        }
         if !self.inner.advance()? {
             return Ok(None);
         }
         self.records += 1;
+        self.progress.advance(1);
         if self.last_key.as_deref() != Some(self.inner.key()) {
             self.groups += 1;
             self.last_key = Some(self.inner.key().to_vec());
         }
         Ok(Some((self.inner.key(), self.inner.value())))
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+}
+
+/// Output that advances the attempt's progress by the bytes written.
+struct ProgressWriter<'a> {
+    inner: &'a mut (dyn Write + Send),
+    progress: &'a Progress,
+}
+
+impl Write for ProgressWriter<'_> {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buffer)?;
+        self.progress.advance(written as u64);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }

@@ -12,6 +12,7 @@ use cairn_storage::Disk;
 use crate::app::{Counters, user_counter};
 use crate::format::{RunReader, RunWriter};
 use crate::merge::Merger;
+use crate::progress::Progress;
 use crate::reduce_task::reduce_stream;
 use crate::split::read_split;
 use crate::{App, AppError, Emit, MapInput};
@@ -36,6 +37,8 @@ pub fn run_sequential(
             self.counters.add(&user_counter(group, name), delta);
         }
     }
+    // Nothing times the sequential run out: its progress is never read.
+    let progress = Progress::new();
     let mut pairs = Pairs {
         pairs: Vec::new(),
         counters: Counters::default(),
@@ -59,6 +62,7 @@ pub fn run_sequential(
                 path,
                 offset: 0,
                 contents: &contents,
+                progress: &progress,
             },
             &mut pairs,
         )?;
@@ -74,7 +78,7 @@ pub fn run_sequential(
     let mut counters = pairs.counters;
     let temp = output.with_extension("tmp");
     let mut file = io::BufWriter::new(crate::diskio::DiskWriter::create(disk, &temp)?);
-    reduce_stream(app, &mut merger, &mut file, &mut counters)?;
+    reduce_stream(app, &mut merger, &mut file, &mut counters, &progress)?;
     file.flush()?;
     file.into_inner().map_err(|e| e.into_error())?.sync()?;
     disk.rename(&temp, output)?;

@@ -6,12 +6,19 @@
 //! task, and its stdout lines are the output. A stderr line
 //! `reporter:counter:GROUP,NAME,N` adds N to a user counter; other stderr
 //! lines are passed through.
+//!
+//! Each command runs in a process group of its own. Input handed to it and
+//! lines it writes advance the attempt's [`Progress`]; when the coordinator
+//! gives the attempt up, the whole group is SIGKILLed, so nothing the
+//! command started (a `sleep` under its shell, a pipeline) outlives it.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use crate::app::{Counters, user_counter};
+use crate::progress::Progress;
 use crate::{App, AppError, Emit, MapInput, ReduceOutput, Values};
 
 /// A streaming app: `sh -c MAPPER` and `sh -c REDUCER`.
@@ -27,22 +34,30 @@ impl Streaming {
     }
 }
 
+/// Input is handed to a streaming command in pieces of this size, each
+/// advancing the attempt's progress once written.
+const FEED_CHUNK_BYTES: usize = 64 * 1024;
+
 /// A running command with stdin fed from `feed` on a thread, stderr
-/// parsed for counters on another, and stdout handed to `read_stdout`.
+/// parsed for counters on another, and stdout handed to `read_stdout`. The
+/// command leads its own process group, killed if `progress` is cancelled.
 fn run_command(
     role: &str,
     command: &str,
+    progress: &Progress,
     feed: impl FnOnce(&mut dyn Write) -> std::io::Result<()> + Send,
     read_stdout: impl FnOnce(&mut dyn BufRead) -> Result<(), AppError>,
 ) -> Result<Counters, AppError> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
+        .process_group(0)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the {role} `{command}`: {e}"))?;
+    let tracked = progress.track_child(&child);
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
@@ -67,6 +82,10 @@ fn run_command(
         read.and(written.map_err(AppError::from))
     });
     let status = child.wait()?;
+    drop(tracked);
+    if progress.is_cancelled() {
+        return Err(format!("the {role} was killed: its attempt was cancelled").into());
+    }
     result?;
     if !status.success() {
         return Err(format!("the {role} `{command}` failed: {status}").into());
@@ -106,11 +125,18 @@ fn split_pair(line: &[u8]) -> (&[u8], &[u8]) {
 
 impl App for Streaming {
     fn map(&self, input: &MapInput<'_>, output: &mut dyn Emit) -> Result<(), AppError> {
-        let contents = input.contents;
+        let (contents, progress) = (input.contents, input.progress);
         let counters = run_command(
             "mapper",
             &self.mapper,
-            move |stdin| stdin.write_all(contents),
+            progress,
+            move |stdin| {
+                for chunk in contents.chunks(FEED_CHUNK_BYTES) {
+                    stdin.write_all(chunk)?;
+                    progress.consume_input(chunk.len() as u64);
+                }
+                Ok(())
+            },
             |stdout| {
                 let mut line = Vec::new();
                 while stdout.read_until(b'\n', &mut line)? > 0 {
@@ -144,9 +170,12 @@ impl App for Streaming {
         output: &mut dyn Write,
         counters: &mut Counters,
     ) -> Option<Result<(), AppError>> {
+        // A handle of its own: the feeder thread borrows the records.
+        let progress = records.progress();
         let result = run_command(
             "reducer",
             &self.reducer,
+            &progress,
             move |stdin| {
                 let mut buffer = std::io::BufWriter::with_capacity(256 * 1024, stdin);
                 while let Some((key, value)) = records.next_record()? {
@@ -183,4 +212,84 @@ fn counters_add_line(counters: &mut Counters, bytes: usize) {
 pub trait RecordStream {
     /// The next record, or `None` at the end.
     fn next_record(&mut self) -> std::io::Result<Option<(&[u8], &[u8])>>;
+
+    /// The attempt's progress: reading records advances it; a reducer that
+    /// works long between records advances it too, and one that starts
+    /// processes has them killed when the attempt is cancelled.
+    fn progress(&self) -> Progress;
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    struct Discard;
+
+    impl Emit for Discard {
+        fn emit(&mut self, _: &[u8], _: &[u8]) {}
+        fn count(&mut self, _: &str, _: &str, _: u64) {}
+    }
+
+    /// Polls `condition` every 10 ms until it holds; panics after 10 s.
+    fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !condition() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether process `pid` is gone (or dead and not yet reaped).
+    fn process_gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    }
+
+    fn read_pid(path: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.ends_with('\n').then(|| text.trim().to_string())
+    }
+
+    #[test]
+    fn cancelling_kills_the_command_and_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // The sleep holds none of the mapper's pipes: only killing the
+        // process group ends it.
+        let mapper = format!(
+            "sleep 100000 </dev/null >/dev/null 2>&1 & echo $! > {}; wait",
+            pid_file.display()
+        );
+        let app = Streaming::new(mapper, "cat".into());
+        let progress = Progress::new();
+        let canceller = progress.clone();
+        let watched = pid_file.clone();
+        let cancelling = std::thread::spawn(move || {
+            wait_for("the mapper starts its sleep", || {
+                read_pid(&watched).is_some()
+            });
+            canceller.cancel();
+        });
+        let input = MapInput {
+            path: "in",
+            offset: 0,
+            contents: b"a line\n",
+            progress: &progress,
+        };
+        let error = app.map(&input, &mut Discard).unwrap_err();
+        cancelling.join().unwrap();
+        assert!(error.to_string().contains("cancelled"), "{error}");
+        assert_eq!(progress.input_bytes(), 7, "the input was handed over");
+        let pid = read_pid(&pid_file).unwrap();
+        wait_for(&format!("the mapper's sleep (pid {pid}) is killed"), || {
+            process_gone(&pid)
+        });
+    }
 }

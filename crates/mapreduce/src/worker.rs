@@ -1,7 +1,11 @@
 //! The worker: registers with the coordinator, serves its map output to
 //! reducers (the Shuffle service), and runs tasks one at a time until told
-//! to exit. A heartbeat task reports progress every interval, so that a long
-//! healthy task is never given to another worker.
+//! to exit. A heartbeat task reports the running attempt's [`Progress`]
+//! every interval, so that a long task that keeps consuming input or
+//! producing output is never given to another worker; when the coordinator
+//! gives an attempt up (it made no progress for the task timeout, or was
+//! done elsewhere), the heartbeat cancels it: its streaming processes are
+//! killed and its result is never reported.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +29,7 @@ use crate::app::{Counters, counter};
 use crate::apps::AppSpec;
 use crate::diskio::DiskWriter;
 use crate::map_task::{partition_path, run_map_task};
+use crate::progress::Progress;
 use crate::reduce_task::{ReduceTarget, run_reduce_task};
 use crate::serve::serve;
 use crate::{App, AppError};
@@ -88,11 +93,10 @@ pub struct WorkerSummary {
     pub failures: u32,
 }
 
-/// The task running now, as heartbeats report it.
+/// The attempt running now and its progress, as heartbeats report it.
 #[derive(Debug, Default)]
 struct Running {
-    task: Mutex<Option<TaskProgress>>,
-    bytes_done: Arc<AtomicU64>,
+    current: Mutex<Option<(TaskProgress, Progress)>>,
 }
 
 /// Serves `part-<r>` files of the map attempts this worker process
@@ -276,6 +280,7 @@ async fn work(
         job.heartbeat_interval_ms,
     ));
     let mut summary = WorkerSummary::default();
+    let mut progress;
     let outcome = loop {
         let request = GetTaskRequest { worker_id };
         let reply = match link
@@ -310,35 +315,37 @@ async fn work(
                 continue;
             }
             TaskKind::Map => {
-                running.start(kind, task, attempt);
+                progress = running.start(kind, task, attempt);
                 let split = reply.split.unwrap_or_default();
-                run_map(
-                    config,
-                    app.clone(),
-                    &job,
-                    split,
+                let attempt = MapAttempt {
                     task,
                     attempt,
-                    running.bytes_done.clone(),
-                )
-                .await
+                    split,
+                    progress: progress.clone(),
+                };
+                run_map(config, app.clone(), &job, attempt).await
             }
             TaskKind::Reduce => {
-                running.start(kind, task, attempt);
-                run_reduce(
-                    config,
-                    link,
-                    app.clone(),
-                    &job,
+                progress = running.start(kind, task, attempt);
+                let attempt = ReduceAttempt {
                     worker_id,
                     task,
                     attempt,
-                    reply.locations,
-                )
-                .await
+                    locations: reply.locations,
+                    progress: progress.clone(),
+                };
+                run_reduce(config, link, app.clone(), &job, attempt).await
             }
         };
         running.finish();
+        if progress.is_cancelled() {
+            tracing::info!(
+                task,
+                attempt,
+                "{kind:?} attempt cancelled: the coordinator gave it up; its result is dropped"
+            );
+            continue;
+        }
         if result.as_ref().is_err_and(|error| error.is::<Abandoned>()) {
             tracing::info!(
                 task,
@@ -414,28 +421,60 @@ fn app_of(job: &JobSpec, library: Option<&Arc<dyn App>>) -> Result<Arc<dyn App>,
 }
 
 impl Running {
-    fn start(&self, kind: TaskKind, task: u32, attempt: u32) {
-        self.bytes_done.store(0, Ordering::Relaxed);
-        *self.task.lock().expect("running lock") = Some(TaskProgress {
+    /// Starts reporting a new attempt; returns its progress.
+    fn start(&self, kind: TaskKind, task: u32, attempt: u32) -> Progress {
+        let progress = Progress::new();
+        let report = TaskProgress {
             kind: kind as i32,
             task,
             attempt,
-            bytes_done: 0,
-        });
+            ..TaskProgress::default()
+        };
+        *self.current.lock().expect("running lock") = Some((report, progress.clone()));
+        progress
     }
 
     fn finish(&self) {
-        *self.task.lock().expect("running lock") = None;
+        *self.current.lock().expect("running lock") = None;
     }
 
+    /// The running attempt's report. A bounded wait (a shuffle fetch, with
+    /// its own deadline and retries) counts as progress.
     fn snapshot(&self) -> Vec<TaskProgress> {
-        let task = *self.task.lock().expect("running lock");
-        task.map(|mut progress| {
-            progress.bytes_done = self.bytes_done.load(Ordering::Relaxed);
-            progress
-        })
-        .into_iter()
-        .collect()
+        let current = self.current.lock().expect("running lock");
+        current
+            .as_ref()
+            .map(|(report, progress)| {
+                if progress.in_bounded_wait() {
+                    progress.advance(1);
+                }
+                TaskProgress {
+                    bytes_done: progress.input_bytes(),
+                    progress: progress.count(),
+                    ..*report
+                }
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// Cancels the running attempt if it is among `abort`.
+    fn cancel_if_among(&self, abort: &[TaskProgress]) {
+        let current = self.current.lock().expect("running lock");
+        let Some((report, progress)) = current.as_ref() else {
+            return;
+        };
+        let same = |other: &TaskProgress| {
+            (other.kind, other.task, other.attempt) == (report.kind, report.task, report.attempt)
+        };
+        if abort.iter().any(same) && !progress.is_cancelled() {
+            tracing::warn!(
+                task = report.task,
+                attempt = report.attempt,
+                "the coordinator gave the running attempt up (no progress for the task timeout, or done elsewhere); killing it"
+            );
+            progress.cancel();
+        }
     }
 }
 
@@ -459,12 +498,7 @@ async fn heartbeat_loop(
             })
             .await;
         match reply {
-            Ok(reply) if !reply.abort.is_empty() => {
-                // The task was given up or finished elsewhere; this attempt's
-                // result will be ignored. Tasks run to completion anyway.
-                tracing::info!("coordinator superseded the running attempt");
-            }
-            Ok(_) => {}
+            Ok(reply) => running.cancel_if_among(&reply.abort),
             Err(error) => tracing::debug!("heartbeat failed: {error}"),
         }
     }
@@ -483,18 +517,27 @@ async fn run_blocking<T: Send + 'static>(
         .map_err(|e| AppError::from(format!("task panicked: {e}")))?
 }
 
+/// A map attempt to run.
+#[derive(Debug)]
+struct MapAttempt {
+    task: u32,
+    attempt: u32,
+    split: Split,
+    progress: Progress,
+}
+
 async fn run_map(
     config: &WorkerConfig,
     app: Arc<dyn App>,
     job: &JobSpec,
-    split: Split,
-    task: u32,
-    attempt: u32,
-    progress: Arc<AtomicU64>,
+    attempt: MapAttempt,
 ) -> Result<Counters, AppError> {
     let (scratch, shared) = (config.scratch.clone(), config.shared.clone());
-    let dir = map_dir(&config.scratch_dir, task, attempt);
+    let dir = map_dir(&config.scratch_dir, attempt.task, attempt.attempt);
     let reduces = job.reduces;
+    let MapAttempt {
+        split, progress, ..
+    } = attempt;
     let output = run_blocking(move || {
         run_map_task(&*app, &*shared, &*scratch, &dir, &split, reduces, &progress)
     })
@@ -502,17 +545,30 @@ async fn run_map(
     Ok(output.counters)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A reduce attempt to run.
+#[derive(Debug)]
+struct ReduceAttempt {
+    worker_id: u64,
+    task: u32,
+    attempt: u32,
+    locations: Vec<MapLocation>,
+    progress: Progress,
+}
+
 async fn run_reduce(
     config: &WorkerConfig,
     link: &Link,
     app: Arc<dyn App>,
     job: &JobSpec,
-    worker_id: u64,
-    task: u32,
-    attempt: u32,
-    mut locations: Vec<MapLocation>,
+    reduce: ReduceAttempt,
 ) -> Result<Counters, AppError> {
+    let ReduceAttempt {
+        worker_id,
+        task,
+        attempt,
+        mut locations,
+        progress,
+    } = reduce;
     let dir = config.scratch_dir.join(format!("reduce-{task}-{attempt}"));
     config.scratch.create_dir_all(&dir)?;
     let mut counters = Counters::default();
@@ -520,7 +576,12 @@ async fn run_reduce(
     locations.sort_by_key(|location| location.map_task);
     for location in locations {
         let path = dir.join(format!("map-{}", location.map_task));
-        match fetch_with_retries(config, &location, task, &path).await {
+        let fetched = progress
+            .bounded_wait(fetch_with_retries(
+                config, &location, task, &path, &progress,
+            ))
+            .await;
+        match fetched {
             Ok(bytes) => counters.add(counter::SHUFFLE_BYTES, bytes),
             Err(error) => {
                 let report = FetchFailureRequest {
@@ -554,7 +615,7 @@ async fn run_reduce(
             path: output_dir.join(&name),
             temp_path: output_dir.join(&temp_name),
         };
-        run_reduce_task(&*app, &*scratch, &work_dir, runs, &target)
+        run_reduce_task(&*app, &*scratch, &work_dir, runs, &target, &progress)
     })
     .await?;
     counters.merge(&reduce_counters);
@@ -569,13 +630,14 @@ async fn fetch_with_retries(
     location: &MapLocation,
     partition: u32,
     path: &Path,
+    progress: &Progress,
 ) -> Result<u64, String> {
     let mut last = String::new();
     for retry in 0..FETCH_RETRIES {
         if retry > 0 {
             tokio::time::sleep(Duration::from_millis(100 << retry)).await;
         }
-        match fetch(config, location, partition, path).await {
+        match fetch(config, location, partition, path, progress).await {
             Ok(bytes) => return Ok(bytes),
             Err(error) => last = error,
         }
@@ -589,6 +651,7 @@ async fn fetch(
     location: &MapLocation,
     partition: u32,
     path: &Path,
+    progress: &Progress,
 ) -> Result<u64, String> {
     let options = ClientOptions {
         connect_timeout: Duration::from_secs(1),
@@ -614,6 +677,7 @@ async fn fetch(
         use std::io::Write;
         file.write_all(&reply.data).map_err(|e| e.to_string())?;
         offset += reply.data.len() as u64;
+        progress.advance(reply.data.len() as u64);
         if offset >= reply.total {
             return Ok(offset);
         }

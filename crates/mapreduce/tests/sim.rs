@@ -5,10 +5,16 @@
 #![cfg(madsim)]
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_mapreduce::{AppSpec, CoordinatorCore, JobConfig, SchedulerConfig, WorkerConfig};
+use cairn_rpc::mapreduce::coordinator_client::CoordinatorClient;
+use cairn_rpc::mapreduce::{
+    GetTaskRequest, HeartbeatRequest, RegisterRequest, TaskKind, TaskProgress,
+};
+use cairn_rpc::{ClientOptions, RpcClient};
 use cairn_storage::{Disk, MemDisk, OpenMode};
 use cairn_testkit::{NodeContext, World, wait_until};
 use rand::Rng;
@@ -248,4 +254,109 @@ async fn a_restarted_coordinator_resumes_the_job() {
     );
     wait_until("the job finishes", Duration::from_secs(300), || job.done()).await;
     job.check_output();
+}
+
+/// A worker that takes one task and then heartbeats forever without making
+/// progress on it, like a streaming mapper that hangs: its liveness must not
+/// keep the task. Sets `aborted` once the coordinator tells it to give the
+/// attempt up.
+async fn stuck_worker(held: Arc<Mutex<Option<TaskProgress>>>, aborted: Arc<AtomicBool>) {
+    let options = ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(2),
+    };
+    let client = RpcClient::new(format!("http://coordinator:{COORDINATOR_PORT}"), options).unwrap();
+    let register = RegisterRequest {
+        shuffle_addr: format!("http://stuck:{SHUFFLE_PORT}"),
+        host: "stuck".into(),
+        pid: 0,
+    };
+    let worker_id = loop {
+        let reply = client
+            .call(register.clone(), |channel, request| async move {
+                CoordinatorClient::new(channel).register(request).await
+            })
+            .await;
+        match reply {
+            Ok(reply) => break reply.worker_id,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let attempt = loop {
+        let reply = client
+            .call(
+                GetTaskRequest { worker_id },
+                |channel, request| async move {
+                    CoordinatorClient::new(channel).get_task(request).await
+                },
+            )
+            .await;
+        match reply {
+            Ok(reply)
+                if reply.kind == TaskKind::Map as i32 || reply.kind == TaskKind::Reduce as i32 =>
+            {
+                break TaskProgress {
+                    kind: reply.kind,
+                    task: reply.task,
+                    attempt: reply.attempt,
+                    ..TaskProgress::default()
+                };
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    *held.lock().unwrap() = Some(attempt);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let request = HeartbeatRequest {
+            worker_id,
+            running: vec![attempt],
+        };
+        let reply = client
+            .call(request, |channel, request| async move {
+                CoordinatorClient::new(channel).heartbeat(request).await
+            })
+            .await;
+        if let Ok(reply) = reply
+            && reply.abort.iter().any(|a| {
+                (a.kind, a.task, a.attempt) == (attempt.kind, attempt.task, attempt.attempt)
+            })
+        {
+            aborted.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[madsim::test]
+async fn an_attempt_that_makes_no_progress_is_timed_out_and_run_elsewhere() {
+    let mut job = job("wc", 2, 4096);
+    let held: Arc<Mutex<Option<TaskProgress>>> = Arc::default();
+    let aborted = Arc::new(AtomicBool::new(false));
+    {
+        let (held, aborted) = (held.clone(), aborted.clone());
+        job.world.add_node("stuck", move |_node: NodeContext| {
+            stuck_worker(held.clone(), aborted.clone())
+        });
+    }
+    wait_until(
+        "the stuck worker holds a task",
+        Duration::from_secs(30),
+        || held.lock().unwrap().is_some(),
+    )
+    .await;
+    // The stuck worker heartbeats every 500 ms throughout: only the lack of
+    // progress can give its attempt up (after the 10 s task timeout).
+    wait_until("the job finishes", Duration::from_secs(120), || job.done()).await;
+    job.check_output();
+    let status = job.core.lock().unwrap().as_ref().unwrap().status();
+    assert!(
+        status.attempts_timed_out >= 1,
+        "the stuck attempt counts as timed out: {status:?}"
+    );
+    wait_until(
+        "the stuck worker is told to abandon its attempt",
+        Duration::from_secs(5),
+        || aborted.load(Ordering::SeqCst),
+    )
+    .await;
 }

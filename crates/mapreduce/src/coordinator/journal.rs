@@ -72,6 +72,49 @@ pub(crate) struct Journal {
     path: PathBuf,
 }
 
+/// The records of a journal's bytes, as [`decode`] reads them.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Decoded {
+    pub(crate) records: Vec<Record>,
+    /// The length of the complete, valid lines; past it is a torn last
+    /// record (or nothing).
+    pub(crate) valid_len: u64,
+}
+
+/// A journal line that is corrupt and not the last: what was written
+/// after it cannot be trusted.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error(
+    "line {line} is corrupt; the journal cannot be replayed (move the data directory away to start the job afresh)"
+)]
+pub(crate) struct CorruptLine {
+    /// 1-based.
+    pub(crate) line: usize,
+}
+
+/// Decodes a journal: one JSON record per `\n`-terminated line. The last
+/// line may be torn (a crash mid-write: unterminated or unparsable) and is
+/// left out; any other bad line is an error.
+pub(crate) fn decode(data: &[u8]) -> Result<Decoded, CorruptLine> {
+    let mut records = Vec::new();
+    let mut valid_len = 0u64;
+    let lines: Vec<&[u8]> = data.split_inclusive(|byte| *byte == b'\n').collect();
+    for (number, line) in lines.iter().enumerate() {
+        let parsed = line
+            .strip_suffix(b"\n")
+            .and_then(|text| serde_json::from_slice::<Record>(text).ok());
+        match parsed {
+            Some(record) => {
+                records.push(record);
+                valid_len += line.len() as u64;
+            }
+            None if number + 1 == lines.len() => break,
+            None => return Err(CorruptLine { line: number + 1 }),
+        }
+    }
+    Ok(Decoded { records, valid_len })
+}
+
 impl Journal {
     /// Opens (creating) the journal in `dir` and returns its records.
     pub(crate) fn open(disk: &dyn Disk, dir: &Path) -> io::Result<(Self, Vec<Record>)> {
@@ -81,37 +124,18 @@ impl Journal {
         let len = file.len()?;
         let mut data = vec![0; len as usize];
         file.read_exact_at(0, &mut data)?;
-        let mut records = Vec::new();
-        let mut good_len = 0u64;
-        let lines: Vec<&[u8]> = data.split_inclusive(|byte| *byte == b'\n').collect();
-        for (number, line) in lines.iter().enumerate() {
-            let last = number + 1 == lines.len();
-            let parsed = line
-                .strip_suffix(b"\n")
-                .and_then(|text| serde_json::from_slice::<Record>(text).ok());
-            match parsed {
-                Some(record) => {
-                    records.push(record);
-                    good_len += line.len() as u64;
-                }
-                None if last => {
-                    tracing::warn!(path = %path.display(), "dropping a torn last journal record");
-                    file.set_len(good_len)?;
-                    file.sync()?;
-                }
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{} line {} is corrupt; the journal cannot be replayed (move the data directory away to start the job afresh)",
-                            path.display(),
-                            number + 1
-                        ),
-                    ));
-                }
-            }
+        let decoded = decode(&data).map_err(|corrupt| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {corrupt}", path.display()),
+            )
+        })?;
+        if decoded.valid_len < len {
+            tracing::warn!(path = %path.display(), "dropping a torn last journal record");
+            file.set_len(decoded.valid_len)?;
+            file.sync()?;
         }
-        Ok((Self { file, path }, records))
+        Ok((Self { file, path }, decoded.records))
     }
 
     /// Appends a record and syncs it.
@@ -126,35 +150,4 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use cairn_storage::MemDisk;
-
-    #[test]
-    fn replays_and_drops_a_torn_tail() {
-        let disk = MemDisk::new();
-        let (mut journal, records) = Journal::open(&disk, Path::new("d")).unwrap();
-        assert!(records.is_empty());
-        journal
-            .append(&Record::Worker {
-                id: 1,
-                addr: "http://a:1".into(),
-            })
-            .unwrap();
-        journal.append(&Record::MapLost { task: 3 }).unwrap();
-        let mut file = disk.open(Path::new("d/journal"), OpenMode::Write).unwrap();
-        file.append(b"{\"type\":\"job_do").unwrap();
-        file.sync().unwrap();
-        let (mut journal, records) = Journal::open(&disk, Path::new("d")).unwrap();
-        assert_eq!(records.len(), 2);
-        journal.append(&Record::JobDone).unwrap();
-        let (_, records) = Journal::open(&disk, Path::new("d")).unwrap();
-        assert_eq!(records.last(), Some(&Record::JobDone));
-
-        let mut file = disk.open(Path::new("d/journal"), OpenMode::Write).unwrap();
-        file.write_at(0, b"garbage!").unwrap();
-        file.sync().unwrap();
-        let error = Journal::open(&disk, Path::new("d")).unwrap_err();
-        assert!(error.to_string().contains("line 1"), "{error}");
-    }
-}
+mod tests;

@@ -1,5 +1,6 @@
 //! The coordinator: a gRPC service over [`JobState`](state::JobState),
-//! a ticker that expires silent attempts and lost workers, and the journal
+//! a ticker that expires attempts that stopped making progress and lost
+//! workers, and the journal
 //! that lets a restarted coordinator resume the job.
 
 mod journal;
@@ -29,7 +30,7 @@ use crate::app::Counters;
 use crate::apps::{AppSpec, LIBRARY_PREFIX};
 use crate::split::plan_splits;
 
-/// How often the coordinator checks for silent attempts and lost workers.
+/// How often the coordinator checks for stalled attempts and lost workers.
 const TICK: Duration = Duration::from_millis(100);
 
 /// Everything that defines a job and how to run it.
@@ -57,6 +58,10 @@ pub enum CoordinatorError {
     Input(std::io::Error),
     #[error("journal: {0}")]
     Journal(std::io::Error),
+    #[error(
+        "{path}: {reason}; the journal cannot be replayed (move the data directory away to start the job afresh)"
+    )]
+    BadJournal { path: String, reason: String },
     #[error(
         "{dir} holds the journal of a different job; use another --data-dir, or remove it to discard that job"
     )]
@@ -134,25 +139,29 @@ impl CoordinatorCore {
         let (mut journal, records) =
             Journal::open(data_disk, &data_dir).map_err(CoordinatorError::Journal)?;
         let now = Instant::now();
-        let state = match records.first() {
-            Some(Record::Job(previous)) => {
-                if !previous.same_job(&job) {
-                    return Err(CoordinatorError::DifferentJob {
-                        dir: data_dir.display().to_string(),
-                    });
-                }
-                let mut state = JobState::new(previous.clone(), config.scheduler.clone(), now);
-                state.replay(&records, now);
-                tracing::info!(job = %previous.job_id, records = records.len(), "resuming the journaled job");
+        let state = match resume(&job, &config.scheduler, &records, now) {
+            Ok(Some(state)) => {
+                tracing::info!(job = %state.job.job_id, records = records.len(), "resuming the journaled job");
                 state
             }
-            _ => {
+            Ok(None) => {
                 use rand::Rng;
                 job.job_id = format!("{:08x}", cairn_rpc::seeded_rng().r#gen::<u32>());
                 journal
                     .append(&Record::Job(job.clone()))
                     .map_err(CoordinatorError::Journal)?;
                 JobState::new(job, config.scheduler.clone(), now)
+            }
+            Err(ResumeError::DifferentJob) => {
+                return Err(CoordinatorError::DifferentJob {
+                    dir: data_dir.display().to_string(),
+                });
+            }
+            Err(ResumeError::Bad(reason)) => {
+                return Err(CoordinatorError::BadJournal {
+                    path: data_dir.join("journal").display().to_string(),
+                    reason,
+                });
             }
         };
         Ok(Self {
@@ -237,6 +246,39 @@ impl CoordinatorCore {
     }
 }
 
+/// Why a journal cannot resume the job.
+#[derive(Debug, PartialEq)]
+enum ResumeError {
+    /// It is the journal of another job.
+    DifferentJob,
+    /// Its records do not describe a job (what is wrong with them).
+    Bad(String),
+}
+
+/// The state of the job that a journal's records describe, or `None` for
+/// an empty journal (a new job). `job` is the job being started.
+fn resume(
+    job: &JobRecord,
+    scheduler: &SchedulerConfig,
+    records: &[Record],
+    now: Instant,
+) -> Result<Option<JobState>, ResumeError> {
+    match records.split_first() {
+        None => Ok(None),
+        Some((Record::Job(previous), rest)) => {
+            if !previous.same_job(job) {
+                return Err(ResumeError::DifferentJob);
+            }
+            let mut state = JobState::new(previous.clone(), scheduler.clone(), now);
+            state.replay(rest, now).map_err(ResumeError::Bad)?;
+            Ok(Some(state))
+        }
+        Some(_) => Err(ResumeError::Bad(
+            "it does not start with the job's record".into(),
+        )),
+    }
+}
+
 fn kind_of(value: i32) -> Result<TaskKind, Status> {
     match TaskKind::try_from(value) {
         Ok(kind @ (TaskKind::Map | TaskKind::Reduce)) => Ok(kind),
@@ -311,18 +353,12 @@ impl CoordinatorRpc for CoordinatorCore {
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
         let request = request.into_inner();
-        let mut running = Vec::new();
         for progress in &request.running {
-            running.push((
-                kind_of(progress.kind)?,
-                progress.task,
-                progress.attempt,
-                progress.bytes_done,
-            ));
+            kind_of(progress.kind)?;
         }
-        let reply = match self
-            .with_state(|state| state.heartbeat(request.worker_id, &running, Instant::now()))
-        {
+        let reply = match self.with_state(|state| {
+            state.heartbeat(request.worker_id, &request.running, Instant::now())
+        }) {
             None => HeartbeatReply {
                 abort: Vec::new(),
                 reregister: true,
@@ -334,7 +370,7 @@ impl CoordinatorRpc for CoordinatorCore {
                         kind: kind as i32,
                         task,
                         attempt,
-                        bytes_done: 0,
+                        ..TaskProgress::default()
                     })
                     .collect(),
                 reregister: false,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_rpc::mapreduce::{MapLocation, Split, StatusReply, TaskKind};
+use cairn_rpc::mapreduce::{MapLocation, Split, StatusReply, TaskKind, TaskProgress};
 use tokio::time::Instant;
 
 use super::journal::{JobRecord, Record};
@@ -15,12 +15,15 @@ use crate::app::Counters;
 /// Scheduling settings.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
-    /// A running attempt with no heartbeat for this long is given up.
+    /// A running attempt whose progress (input consumed, output produced)
+    /// has not moved for this long is given up and run elsewhere, however
+    /// alive its worker is (Hadoop's `mapreduce.task.timeout`). It counts
+    /// as a failed attempt, unless its worker had fallen silent.
     pub task_timeout: Duration,
     /// A worker not heard from for this long is lost, and so is the map
     /// output on its disk.
     pub worker_timeout: Duration,
-    /// A task that fails this many times fails the job.
+    /// A task that fails (or times out) this many times fails the job.
     pub max_attempts: u32,
     /// Start backup attempts of straggling tasks (paper §3.6).
     pub backup_tasks: bool,
@@ -41,6 +44,11 @@ impl Default for SchedulerConfig {
 /// median finished task of its phase (and at least [`BACKUP_MIN_RUNTIME`]).
 const BACKUP_SLOWDOWN: u32 = 2;
 const BACKUP_MIN_RUNTIME: Duration = Duration::from_secs(5);
+/// A journal record naming a larger worker id or attempt number is
+/// corrupt: a coordinator never gets near them (and counting on from them
+/// would overflow).
+const MAX_WORKER_ID: u64 = 1 << 48;
+const MAX_ATTEMPT: u32 = 1 << 30;
 /// How long a waiting worker sleeps before asking again.
 const WAIT_RETRY: Duration = Duration::from_millis(50);
 
@@ -51,6 +59,23 @@ struct Attempt {
     started: Instant,
     last_heartbeat: Instant,
     bytes_done: u64,
+    /// The progress count last reported, and when it last moved.
+    progress: u64,
+    progress_at: Instant,
+}
+
+impl Attempt {
+    fn new(attempt: u32, worker: u64, now: Instant) -> Self {
+        Self {
+            attempt,
+            worker,
+            started: now,
+            last_heartbeat: now,
+            bytes_done: 0,
+            progress: 0,
+            progress_at: now,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -62,6 +87,9 @@ struct Task {
     done_by: Option<(u64, u32)>,
     runtime: Option<Duration>,
     counters: Counters,
+    /// Attempts the coordinator gave up (timed out, or on a lost worker):
+    /// their worker is told to abandon them. At most one per attempt made.
+    given_up: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -118,6 +146,7 @@ pub(crate) struct JobState {
     workers_lost: u32,
     task_failures: u32,
     attempts_lost: u32,
+    attempts_timed_out: u32,
 }
 
 fn phase(kind: TaskKind) -> &'static str {
@@ -145,13 +174,18 @@ impl JobState {
             workers_lost: 0,
             task_failures: 0,
             attempts_lost: 0,
+            attempts_timed_out: 0,
         }
     }
 
-    /// Rebuilds the state from a journal. Workers from before the restart
-    /// count as alive from `now`, so their map output is used if they are.
-    pub(crate) fn replay(&mut self, records: &[Record], now: Instant) {
-        for record in records {
+    /// Rebuilds the state from a journal's records after the job record.
+    /// Workers from before the restart count as alive from `now`, so their
+    /// map output is used if they are. A record that does not fit the job
+    /// (a task it does not have, a second job) is an error naming it.
+    pub(crate) fn replay(&mut self, records: &[Record], now: Instant) -> Result<(), String> {
+        for (number, record) in records.iter().enumerate() {
+            self.check_fits(record)
+                .map_err(|error| format!("record {} {error}", number + 2))?;
             match record {
                 Record::Job(_) => {}
                 Record::Worker { id, addr } => {
@@ -187,6 +221,36 @@ impl JobState {
                 Record::JobFailed { error } => self.failed = Some(error.clone()),
             }
         }
+        Ok(())
+    }
+
+    /// Whether a journal record after the first fits this job.
+    fn check_fits(&self, record: &Record) -> Result<(), String> {
+        let (map, task) = match record {
+            Record::Job(_) => return Err("is a second job record".into()),
+            Record::Worker { id, .. } | Record::TaskDone { worker: id, .. }
+                if *id > MAX_WORKER_ID =>
+            {
+                return Err(format!("names worker {id}, beyond any worker id given out"));
+            }
+            Record::TaskDone { attempt, .. } if *attempt > MAX_ATTEMPT => {
+                return Err(format!("names attempt {attempt}, beyond any attempt made"));
+            }
+            Record::TaskDone { map, task, .. } => (*map, *task),
+            Record::MapLost { task } => (true, *task),
+            Record::Worker { .. } | Record::JobDone | Record::JobFailed { .. } => return Ok(()),
+        };
+        let (kind, count) = if map {
+            ("map", self.maps.len())
+        } else {
+            ("reduce", self.reduces.len())
+        };
+        if task as usize >= count {
+            return Err(format!(
+                "names {kind} task {task}, but the job has {count} {kind} tasks"
+            ));
+        }
+        Ok(())
     }
 
     fn task_mut(&mut self, map: bool, task: u32) -> &mut Task {
@@ -246,9 +310,17 @@ impl JobState {
     fn drop_attempts_of(&mut self, worker: u64) -> u32 {
         let mut dropped = 0;
         for task in self.maps.iter_mut().chain(self.reduces.iter_mut()) {
-            let before = task.running.len();
-            task.running.retain(|attempt| attempt.worker != worker);
-            dropped += (before - task.running.len()) as u32;
+            let Task {
+                running, given_up, ..
+            } = task;
+            running.retain(|attempt| {
+                let keep = attempt.worker != worker;
+                if !keep {
+                    given_up.push(attempt.attempt);
+                    dropped += 1;
+                }
+                keep
+            });
         }
         dropped
     }
@@ -282,13 +354,7 @@ impl JobState {
         let task = &mut self.tasks_mut(kind)[index];
         let attempt = task.next_attempt;
         task.next_attempt += 1;
-        task.running.push(Attempt {
-            attempt,
-            worker,
-            started: now,
-            last_heartbeat: now,
-            bytes_done: 0,
-        });
+        task.running.push(Attempt::new(attempt, worker, now));
         let index = index as u32;
         if kind == TaskKind::Map {
             let (path, offset, length) = self.job.splits[index as usize].clone();
@@ -357,33 +423,43 @@ impl JobState {
             .collect()
     }
 
-    /// A heartbeat: returns the attempts among `running` the worker should
-    /// abandon, or `None` if the worker is unknown.
+    /// A heartbeat: notes each running attempt's progress, and returns the
+    /// attempts among `running` the worker should abandon (given up, or
+    /// done elsewhere), or `None` if the worker is unknown. An attempt this
+    /// coordinator never gave out (it restarted since) is left to finish.
+    /// The caller has checked that every kind is map or reduce.
     pub(crate) fn heartbeat(
         &mut self,
         worker: u64,
-        running: &[(TaskKind, u32, u32, u64)],
+        running: &[TaskProgress],
         now: Instant,
     ) -> Option<Vec<(TaskKind, u32, u32)>> {
         if !self.touch(worker, now) {
             return None;
         }
         let mut abort = Vec::new();
-        for &(kind, task, attempt, bytes_done) in running {
-            let entry = self
-                .tasks_mut(kind)
-                .get_mut(task as usize)
-                .and_then(|task| {
-                    task.running
-                        .iter_mut()
-                        .find(|a| a.attempt == attempt && a.worker == worker)
-                });
+        for report in running {
+            let kind = report.kind();
+            let Some(task) = self.tasks_mut(kind).get_mut(report.task as usize) else {
+                continue;
+            };
+            let entry = task
+                .running
+                .iter_mut()
+                .find(|a| a.attempt == report.attempt && a.worker == worker);
             match entry {
                 Some(entry) => {
                     entry.last_heartbeat = now;
-                    entry.bytes_done = bytes_done;
+                    entry.bytes_done = report.bytes_done;
+                    if report.progress != entry.progress {
+                        entry.progress = report.progress;
+                        entry.progress_at = now;
+                    }
                 }
-                None => abort.push((kind, task, attempt)),
+                None if task.done_by.is_some() || task.given_up.contains(&report.attempt) => {
+                    abort.push((kind, report.task, report.attempt));
+                }
+                None => {}
             }
         }
         Some(abort)
@@ -401,7 +477,6 @@ impl JobState {
             counters,
         } = completion;
         self.touch(worker, now);
-        let max_attempts = self.config.max_attempts;
         let Some(task) = self.tasks_mut(kind).get_mut(index as usize) else {
             return (false, Vec::new());
         };
@@ -412,9 +487,6 @@ impl JobState {
             .map(|a| a.started);
         task.running.retain(|a| a.attempt != attempt);
         if let Some(error) = error {
-            task.failures += 1;
-            let failures = task.failures;
-            self.task_failures += 1;
             tracing::warn!(
                 task = index,
                 attempt,
@@ -422,15 +494,12 @@ impl JobState {
                 "{} task failed: {error}",
                 phase(kind)
             );
-            if failures >= max_attempts && self.failed.is_none() {
-                let message = format!(
-                    "{} task {index} failed {failures} times; last error: {error}",
-                    phase(kind)
-                );
-                self.failed = Some(message.clone());
-                return (false, vec![Record::JobFailed { error: message }]);
-            }
-            return (false, Vec::new());
+            return (
+                false,
+                self.count_failure(kind, index, &error)
+                    .into_iter()
+                    .collect(),
+            );
         }
         if task.done_by.is_some() {
             return (false, Vec::new());
@@ -471,33 +540,84 @@ impl JobState {
         }
     }
 
-    /// Expires silent attempts and lost workers. Returns records to journal.
-    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Record> {
+    /// A failed attempt of task `index`: fails the job (returning the
+    /// record to journal) when the task has failed `max_attempts` times.
+    fn count_failure(&mut self, kind: TaskKind, index: u32, error: &str) -> Option<Record> {
+        let max_attempts = self.config.max_attempts;
+        let task = &mut self.tasks_mut(kind)[index as usize];
+        task.failures += 1;
+        let failures = task.failures;
+        self.task_failures += 1;
+        if failures < max_attempts || self.failed.is_some() {
+            return None;
+        }
+        let message = format!(
+            "{} task {index} failed {failures} times; last error: {error}",
+            phase(kind)
+        );
+        self.failed = Some(message.clone());
+        Some(Record::JobFailed { error: message })
+    }
+
+    /// Gives up attempts whose progress has not moved for the task timeout:
+    /// a stalled one (its worker heartbeats) is a failed attempt, a silent
+    /// one (its worker does not) is lost. Returns records to journal.
+    fn expire_attempts(&mut self, now: Instant) -> Vec<Record> {
         let task_timeout = self.config.task_timeout;
-        let mut expired = 0;
+        let mut stalled = Vec::new();
+        let mut silent = 0;
         for (kind, tasks) in [
             (TaskKind::Map, &mut self.maps),
             (TaskKind::Reduce, &mut self.reduces),
         ] {
             for (index, task) in tasks.iter_mut().enumerate() {
-                task.running.retain(|attempt| {
-                    let alive = now.duration_since(attempt.last_heartbeat) < task_timeout;
-                    if !alive {
-                        expired += 1;
+                let Task {
+                    running, given_up, ..
+                } = task;
+                running.retain(|attempt| {
+                    if now.duration_since(attempt.progress_at) < task_timeout {
+                        return true;
+                    }
+                    given_up.push(attempt.attempt);
+                    let (task, worker) = (index, attempt.worker);
+                    let heard_from = now.duration_since(attempt.last_heartbeat) < task_timeout;
+                    let attempt = attempt.attempt;
+                    if heard_from {
                         tracing::warn!(
-                            task = index,
-                            attempt = attempt.attempt,
-                            worker = attempt.worker,
-                            "{} attempt timed out; running the task elsewhere",
+                            task,
+                            attempt,
+                            worker,
+                            "{} attempt made no progress for {task_timeout:?}; giving it up and running the task elsewhere",
                             phase(kind)
                         );
+                        stalled.push((kind, index as u32));
+                    } else {
+                        tracing::warn!(
+                            task,
+                            attempt,
+                            worker,
+                            "{} attempt fell silent; running the task elsewhere",
+                            phase(kind)
+                        );
+                        silent += 1;
                     }
-                    alive
+                    false
                 });
             }
         }
-        self.attempts_lost += expired;
-        let mut records = Vec::new();
+        self.attempts_lost += silent;
+        self.attempts_timed_out += stalled.len() as u32;
+        let error = format!("the attempt made no progress for {task_timeout:?} (--task-timeout)");
+        stalled
+            .into_iter()
+            .filter_map(|(kind, index)| self.count_failure(kind, index, &error))
+            .collect()
+    }
+
+    /// Expires stalled and silent attempts and lost workers. Returns records
+    /// to journal.
+    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Record> {
+        let mut records = self.expire_attempts(now);
         let lost: Vec<u64> = self
             .workers
             .iter()
@@ -613,6 +733,7 @@ impl JobState {
             },
             task_failures: self.task_failures,
             attempts_lost: self.attempts_lost,
+            attempts_timed_out: self.attempts_timed_out,
         }
     }
 }

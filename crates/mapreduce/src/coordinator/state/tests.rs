@@ -42,6 +42,17 @@ fn job(maps: usize, reduces: u32) -> JobState {
     JobState::new(record, SchedulerConfig::default(), Instant::now())
 }
 
+/// A heartbeat's report of an attempt whose progress count is `count`.
+fn progress(kind: TaskKind, task: u32, attempt: u32, count: u64) -> TaskProgress {
+    TaskProgress {
+        kind: kind as i32,
+        task,
+        attempt,
+        bytes_done: 0,
+        progress: count,
+    }
+}
+
 fn map_of(assignment: Assignment) -> (u32, u32) {
     match assignment {
         Assignment::Map { task, attempt, .. } => (task, attempt),
@@ -126,11 +137,11 @@ fn silent_attempts_expire_but_heartbeats_keep_them() {
     let (v, _) = state.register("http://v".into(), start);
     let (m0, a0) = map_of(state.assign(w, start));
     let (m1, _) = map_of(state.assign(v, start));
-    // w heartbeats for 30 s; v falls silent.
+    // w heartbeats with progress for 30 s; v falls silent.
     for second in 1..=30 {
         let now = start + Duration::from_secs(second);
         assert_eq!(
-            state.heartbeat(w, &[(TaskKind::Map, m0, a0, 0)], now),
+            state.heartbeat(w, &[progress(TaskKind::Map, m0, a0, second)], now),
             Some(vec![])
         );
         state.tick(now);
@@ -141,7 +152,7 @@ fn silent_attempts_expire_but_heartbeats_keep_them() {
     assert_eq!(task, m1, "the silent worker's map runs again");
     assert_eq!(attempt, 1);
     assert_eq!(
-        state.heartbeat(v, &[(TaskKind::Map, m1, 0, 0)], now),
+        state.heartbeat(v, &[progress(TaskKind::Map, m1, 0, 0)], now),
         Some(vec![(TaskKind::Map, m1, 0)])
     );
 }
@@ -226,7 +237,7 @@ fn backups_start_only_for_stragglers_and_only_when_enabled() {
         let later = start + Duration::from_secs(6);
         state.heartbeat(
             workers[2],
-            &[(TaskKind::Map, assigned[2].0, assigned[2].1, 0)],
+            &[progress(TaskKind::Map, assigned[2].0, assigned[2].1, 1)],
             later,
         );
         let next = state.assign(workers[0], later);
@@ -264,4 +275,69 @@ fn a_lost_worker_takes_its_map_output_with_it() {
     let records = state.tick(later);
     assert_eq!(records, vec![Record::MapLost { task: 0 }]);
     assert_eq!(map_of(state.assign(v, later)), (0, 1));
+}
+
+#[test]
+fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
+    let start = Instant::now();
+    let mut state = job(2, 1);
+    let (w, _) = state.register("http://w".into(), start);
+    let (v, _) = state.register("http://v".into(), start);
+    let (m0, a0) = map_of(state.assign(w, start));
+    let (m1, a1) = map_of(state.assign(v, start));
+    // Both workers heartbeat every second for 30 s; w's progress moves,
+    // v's is stuck at 7 from 1 s: the tick at 11 s gives it up, and from
+    // the next heartbeat on v is told to abandon it.
+    for second in 1..=30 {
+        let now = start + Duration::from_secs(second);
+        let moving = progress(TaskKind::Map, m0, a0, second * 100);
+        assert_eq!(state.heartbeat(w, &[moving], now), Some(vec![]));
+        let stuck = progress(TaskKind::Map, m1, a1, 7);
+        let abort = state.heartbeat(v, &[stuck], now);
+        let expired = second >= 12;
+        assert_eq!(
+            abort,
+            Some(if expired {
+                vec![(TaskKind::Map, m1, a1)]
+            } else {
+                vec![]
+            }),
+            "at {second} s"
+        );
+        state.tick(now);
+    }
+    let now = start + Duration::from_secs(30);
+    let status = state.status(now);
+    assert_eq!(status.maps_running, 1, "w's moving attempt is kept");
+    assert_eq!(status.attempts_timed_out, 1);
+    assert_eq!(
+        status.task_failures, 1,
+        "a timed-out attempt is a failed one"
+    );
+    assert_eq!(status.attempts_lost, 0, "its worker was not lost");
+    let (x, _) = state.register("http://x".into(), now);
+    assert_eq!(
+        map_of(state.assign(x, now)),
+        (m1, a1 + 1),
+        "the stuck map runs again"
+    );
+}
+
+#[test]
+fn a_task_that_never_progresses_fails_the_job_after_max_attempts() {
+    let start = Instant::now();
+    let mut state = job(1, 1);
+    let (w, _) = state.register("http://w".into(), start);
+    let mut now = start;
+    for _ in 0..4 {
+        let (task, attempt) = map_of(state.assign(w, now));
+        for _ in 0..11 {
+            now += Duration::from_secs(1);
+            state.heartbeat(w, &[progress(TaskKind::Map, task, attempt, 0)], now);
+            state.tick(now);
+        }
+    }
+    let error = state.failed.clone().expect("the job failed");
+    assert!(error.contains("failed 4 times"), "{error}");
+    assert!(error.contains("no progress"), "{error}");
 }
