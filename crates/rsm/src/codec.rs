@@ -195,12 +195,54 @@ pub fn decode(message: proto::Message) -> Result<Message, CodecError> {
         }
         Body::TimeoutNow(_) => MessageBody::TimeoutNow,
     };
-    Ok(Message {
+    let message = Message {
         from: message.from,
         to: message.to,
         term,
         body,
-    })
+    };
+    check_bounds(&message)?;
+    Ok(message)
+}
+
+/// The highest term or log index a message may carry. Real clusters stay
+/// far below (a term a millisecond for a hundred million years); a larger
+/// number is an attack or corruption, and would overflow the core's `+ 1`s.
+pub const MAX_TERM_OR_INDEX: u64 = 1 << 62;
+
+fn check_bounds(message: &Message) -> Result<(), CodecError> {
+    let mut numbers = vec![message.term];
+    match &message.body {
+        MessageBody::AppendEntries(request) => {
+            numbers.extend([request.prev_index, request.prev_term, request.commit]);
+            if let Some(last) = request.entries.last() {
+                numbers.extend([last.index, last.term]);
+            }
+        }
+        MessageBody::AppendEntriesResponse(response) => {
+            numbers.push(response.match_index);
+            if let Some(reject) = &response.reject {
+                numbers.extend([reject.rejected_index, reject.conflict_index]);
+                numbers.extend(reject.conflict_term);
+            }
+        }
+        MessageBody::Heartbeat(request) => numbers.push(request.commit),
+        MessageBody::HeartbeatResponse(response) => numbers.extend(response.lacking),
+        MessageBody::RequestVote(request) => {
+            numbers.extend([request.last_index, request.last_term]);
+        }
+        MessageBody::InstallSnapshot(request) => {
+            numbers.extend([request.meta.index, request.meta.term]);
+        }
+        MessageBody::InstallSnapshotResponse(response) => numbers.push(response.snapshot_index),
+        MessageBody::RequestVoteResponse(_) | MessageBody::TimeoutNow => {}
+    }
+    if numbers.iter().any(|&n| n > MAX_TERM_OR_INDEX) {
+        return Err(bad(format!(
+            "a term or index above {MAX_TERM_OR_INDEX}: {numbers:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn decode_append(request: proto::AppendEntries, term: u64) -> Result<AppendEntries, CodecError> {

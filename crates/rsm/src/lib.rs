@@ -55,7 +55,7 @@ mod state_machine;
 mod storage;
 mod transport;
 
-pub use codec::{CodecError, decode, encode};
+pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
 pub use error::{StartError, SubmitError};
 pub use node::{
     MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus,

@@ -118,9 +118,11 @@ pub(crate) fn decode(data: &[u8]) -> Result<Decoded, CorruptLine> {
 impl Journal {
     /// Opens (creating) the journal in `dir` and returns its records.
     pub(crate) fn open(disk: &dyn Disk, dir: &Path) -> io::Result<(Self, Vec<Record>)> {
-        disk.create_dir_all(dir)?;
+        disk.create_dir_durable(dir)?;
         let path = dir.join("journal");
         let mut file = disk.open(&path, OpenMode::Create)?;
+        // The journal's name must survive a power loss with its records.
+        disk.sync_dir(dir)?;
         let len = file.len()?;
         let mut data = vec![0; len as usize];
         file.read_exact_at(0, &mut data)?;
