@@ -93,6 +93,10 @@ pub struct Status {
     pub last_index: LogIndex,
     /// The index its latest snapshot covers.
     pub snapshot_index: LogIndex,
+    /// Messages refused because no correct peer could have sent them (a
+    /// second leader in this node's term). Non-zero means a broken or
+    /// hostile member: the runtime logs it as an error.
+    pub protocol_violations: u64,
 }
 
 /// One Raft node as a pure state machine: no I/O, no clock, no global
@@ -141,6 +145,8 @@ pub struct Raft {
     pub(crate) commit_broadcast_due: bool,
     last_hard_state: HardState,
     ready_outstanding: bool,
+    /// See [`Status::protocol_violations`].
+    pub(crate) protocol_violations: u64,
 }
 
 /// A read-index request waiting for its heartbeat round.
@@ -218,6 +224,7 @@ impl Raft {
             commit_broadcast_due: false,
             last_hard_state: initial.hard_state,
             ready_outstanding: false,
+            protocol_violations: 0,
         };
         raft.last_hard_state.commit = raft.log.commit;
         raft.reset_election_timer();
@@ -260,6 +267,7 @@ impl Raft {
             applied: self.log.applied,
             last_index: self.log.last_index(),
             snapshot_index: self.log.snapshot_index,
+            protocol_violations: self.protocol_violations,
         }
     }
 

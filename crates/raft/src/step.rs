@@ -18,10 +18,28 @@ impl Raft {
     /// refused without a term change.
     pub fn step(&mut self, message: Message) {
         self.assert_no_ready();
-        if message.to != self.config.id || message.from == self.config.id {
-            return;
-        }
+        assert_eq!(
+            message.to, self.config.id,
+            "a message for node {} reached node {}: the transport routes by `to`",
+            message.to, self.config.id
+        );
+        assert_ne!(
+            message.from, self.config.id,
+            "node {} received a message from itself: the transport refuses those",
+            self.config.id
+        );
         if message.term < self.term {
+            self.reject_stale(&message);
+        } else if message.term == self.term
+            && self.role == Role::Leader
+            && message.is_leader_traffic()
+            && message.body != MessageBody::TimeoutNow
+        {
+            // Another leader in this node's own term: impossible in a
+            // correct cluster (election safety), so either a peer is broken
+            // or the message is forged. Refuse it, keep leading, and count
+            // it for the operator; never follow it.
+            self.protocol_violations += 1;
             self.reject_stale(&message);
         } else {
             if message.term > self.term && !self.admit_newer_term(&message) {

@@ -186,3 +186,51 @@ fn a_stale_pre_vote_grant_is_not_counted() {
         "a grant for term 6 was counted in the pre-campaign for term 7"
     );
 }
+
+/// A second leader in a leader's own term is impossible in a correct
+/// cluster: the leader refuses its messages (answering each), keeps
+/// leading, and counts the violation; it used to step down and follow.
+#[test]
+fn a_second_leader_in_the_same_term_is_refused_and_counted() {
+    let mut raft = follower(5, (1..=3).map(|i| entry(i, 5)).collect(), 3);
+    raft.campaign();
+    drain(&mut raft);
+    for (from, term, pre_vote) in [(3, 6, true), (3, 6, false)] {
+        let grant = RequestVoteResponse {
+            pre_vote,
+            granted: true,
+        };
+        raft.step(message(
+            from,
+            2,
+            term,
+            MessageBody::RequestVoteResponse(grant),
+        ));
+        drain(&mut raft);
+    }
+    assert_eq!((raft.role(), raft.term()), (Role::Leader, 6));
+    let append = AppendEntries {
+        prev_index: 3,
+        prev_term: 5,
+        entries: vec![entry(4, 6)],
+        commit: 3,
+    };
+    raft.step(message(1, 2, 6, MessageBody::AppendEntries(append)));
+    let sent = drain(&mut raft);
+    let answers: Vec<_> = sent
+        .iter()
+        .filter(|m| m.to == 1 && m.is_response())
+        .collect();
+    assert_eq!(answers.len(), 1, "answered once: {sent:?}");
+    assert_eq!(
+        (raft.role(), raft.term()),
+        (Role::Leader, 6),
+        "still leading"
+    );
+    assert_eq!(raft.status().protocol_violations, 1);
+    assert_eq!(
+        raft.entry(4).map(|e| e.kind),
+        Some(EntryKind::Noop),
+        "the leader's own no-op stays at 4"
+    );
+}

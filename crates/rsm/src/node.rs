@@ -260,6 +260,11 @@ impl<S: StateMachine> Node<S> {
         if let Some(snapshot) = &recovered.machine_snapshot {
             machine.restore(snapshot).map_err(StartError::Restore)?;
         }
+        let recovered_applied = recovered
+            .initial
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.meta.index);
         let seed: u64 = cairn_rpc::seeded_rng().r#gen();
         let raft = Raft::new(config.raft.clone(), recovered.initial, seed)
             .map_err(|e| StartError::Config(e.to_string()))?;
@@ -291,6 +296,8 @@ impl<S: StateMachine> Node<S> {
             confirmed_reads: VecDeque::new(),
             next_read: 0,
             stop_error: None,
+            applied: recovered_applied,
+            violations: 0,
             snapshot_retry: None,
         };
         tokio::spawn(driver.run(inbox, config.tick));
@@ -493,6 +500,10 @@ struct Driver<S: StateMachine> {
     confirmed_reads: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
     next_read: u64,
     stop_error: Option<String>,
+    /// The last index applied to `machine` (asserted contiguous).
+    applied: LogIndex,
+    /// Protocol violations the core reported so far (logged as they grow).
+    violations: u64,
     /// After a failed snapshot save: when to try again, and the wait that
     /// follows another failure.
     snapshot_retry: Option<(tokio::time::Instant, Duration)>,
@@ -654,6 +665,7 @@ impl<S: StateMachine> Driver<S> {
             self.dispatch(&ready.messages);
             // 3. Restore.
             if let Some(snapshot) = &ready.snapshot {
+                self.applied = snapshot.meta.index;
                 self.machine
                     .restore(&snapshot.data)
                     .map_err(|e| format!("cannot restore a snapshot from the leader: {e}"))?;
@@ -730,6 +742,12 @@ impl<S: StateMachine> Driver<S> {
 
     fn apply(&mut self, ready: &Ready) {
         for entry in &ready.committed_entries {
+            assert_eq!(
+                entry.index,
+                self.applied + 1,
+                "committed entries are applied in order, each once"
+            );
+            self.applied = entry.index;
             let output = match entry.kind {
                 EntryKind::Normal => Some(self.machine.apply(entry.index, &entry.data)),
                 EntryKind::Noop => None,
@@ -844,7 +862,16 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    fn publish_status(&self, running: bool) {
+    fn publish_status(&mut self, running: bool) {
+        let violations = self.raft.status().protocol_violations;
+        if violations > self.violations {
+            self.violations = violations;
+            tracing::error!(
+                id = self.raft.id(),
+                violations,
+                "a peer claims to lead this node's own term: a broken or hostile member; its messages are refused"
+            );
+        }
         let stopped = if running {
             None
         } else {
