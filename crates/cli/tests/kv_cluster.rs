@@ -246,3 +246,41 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// Appends grow a value to the limit and no further: the largest value
+/// reads back whole, and the append that would pass the limit is refused at
+/// once (no retry loop) with the value unchanged, through the library and
+/// the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_stop_at_the_value_limit_and_the_largest_value_reads_back() {
+    let cluster = Cluster::start();
+    let mut client = cluster.client();
+    let quarter = vec![b'v'; cairn_kv::MAX_VALUE_BYTES / 4];
+    for _ in 0..4 {
+        client.append(b"big", &quarter).await.unwrap();
+    }
+    let value = client.get(b"big").await.unwrap().unwrap();
+    assert_eq!(value.len(), cairn_kv::MAX_VALUE_BYTES);
+
+    let started = Instant::now();
+    let error = client.append(b"big", b"x").await.unwrap_err();
+    assert!(
+        matches!(error, cairn_kv::KvError::ValueTooLarge { .. }),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+    let output = cluster.cli(&["kv", "append", "big", "x"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("nothing was changed"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(client.get(b"big").await.unwrap().unwrap(), value);
+    // The client goes on working.
+    client.put(b"small", b"ok").await.unwrap();
+}

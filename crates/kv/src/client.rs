@@ -1,13 +1,34 @@
 //! [`Client`]: the clerk. It finds the leader, retries across servers with
-//! back-off, and numbers its writes so that a retried write is applied once.
+//! back-off, opens a session with the cluster, and numbers its writes so
+//! that a retried write is applied once.
+//!
+//! ## When the session expires
+//!
+//! The cluster forgets the least recently active of too many sessions, and
+//! answers the next write of a forgotten client "session expired" without
+//! applying it. What the clerk does depends on what it knows:
+//!
+//! - the write's only attempt got that answer: the write was certainly not
+//!   applied, so the clerk opens a new session and sends it once more;
+//! - an earlier attempt got no answer (a lost reply, a timeout, a leader
+//!   change): it may have been applied, and sending it again under a new
+//!   session could apply it twice. The clerk reports
+//!   [`KvError::SessionExpired`] (the outcome is unknown) and opens a new
+//!   session with its next request.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::kv::kv_client::KvClient;
-use cairn_rpc::kv::{GetRequest, Op, StatusReply, StatusRequest, WriteReply, WriteRequest};
+use cairn_rpc::kv::{
+    GetRequest, Op, RegisterRequest, StatusReply, StatusRequest, WriteReply, WriteRequest,
+};
+use cairn_rpc::tonic::transport::Channel;
 use cairn_rpc::{ReplicaError, Replicas, RpcError};
-use rand::Rng;
+
+use crate::server::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,13 +48,28 @@ pub enum KvError {
         /// The last error seen.
         last: String,
     },
-    /// The servers forgot this client (too long idle among too many
-    /// clients). The write was not applied now; whether an earlier attempt
-    /// was is unknown. Make a new client.
+    /// The cluster forgot this client's session (too long idle among too
+    /// many clients) while a write's outcome was unknown: the write may
+    /// have been applied once, or not at all. The client's next request
+    /// opens a new session.
     #[error(
-        "the cluster no longer remembers this client; the write's outcome is unknown: read the key, then retry with a new client"
+        "the cluster forgot this client's session while the write's outcome was unknown (it was applied once or not at all); read the key before writing it again"
     )]
     SessionExpired,
+    /// An append would have grown the value past the value limit; nothing
+    /// was changed.
+    #[error(
+        "the append would make the value longer than {limit} bytes, the value limit; nothing was changed: append less, or split the data over several keys"
+    )]
+    ValueTooLarge {
+        /// The value limit in bytes.
+        limit: usize,
+    },
+    /// A server refused the request for a reason retrying cannot change (a
+    /// message over the size limit, a server without the method); nothing
+    /// was applied.
+    #[error("the server refused the request: {0}")]
+    Refused(String),
     /// The addresses given are unusable.
     #[error("bad endpoint {0}")]
     BadEndpoint(String),
@@ -43,6 +79,7 @@ impl From<ReplicaError> for KvError {
     fn from(error: ReplicaError) -> Self {
         match error {
             ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
+            error @ ReplicaError::Refused { .. } => Self::Refused(error.to_string()),
             ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
         }
     }
@@ -71,7 +108,9 @@ impl Default for ClientConfig {
 #[derive(Debug)]
 pub struct Client {
     servers: Replicas,
-    client_id: u64,
+    /// The session's id, given by the cluster; `None` before the first
+    /// write and after the session expired.
+    client_id: Option<u64>,
     seq: u64,
 }
 
@@ -92,16 +131,15 @@ impl Client {
         }
         let servers = Replicas::new(endpoints, config.call_timeout, config.deadline)
             .map_err(|e| KvError::BadEndpoint(e.to_string()))?;
-        let client_id = cairn_rpc::seeded_rng().gen_range(1..u64::MAX);
         Ok(Self {
             servers,
-            client_id,
+            client_id: None,
             seq: 0,
         })
     }
 
-    /// This clerk's id (unique with high probability).
-    pub fn id(&self) -> u64 {
+    /// This clerk's session id, once its first write opened one.
+    pub fn id(&self) -> Option<u64> {
         self.client_id
     }
 
@@ -112,7 +150,7 @@ impl Client {
         };
         let reply = self
             .servers
-            .request(request, |c, r| async move { KvClient::new(c).get(r).await })
+            .request(request, |c, r| async move { stub(c).get(r).await })
             .await?;
         Ok(reply.found.then_some(reply.value))
     }
@@ -166,34 +204,80 @@ impl Client {
         value: &[u8],
         expected: Option<Option<&[u8]>>,
     ) -> Result<WriteOutcome, KvError> {
-        self.seq += 1;
         let (expected, expect_missing) = match expected {
             Some(Some(expected)) => (Bytes::copy_from_slice(expected), false),
             Some(None) => (Bytes::new(), true),
             None => (Bytes::new(), false),
         };
-        let request = WriteRequest {
-            client_id: self.client_id,
-            seq: self.seq,
+        let mut request = WriteRequest {
             op: op as i32,
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
             expected,
             expect_missing,
+            ..WriteRequest::default()
         };
-        let reply: WriteReply = self
-            .servers
-            .request(
-                request,
-                |c, r| async move { KvClient::new(c).write(r).await },
-            )
-            .await?;
-        if reply.session_expired {
-            return Err(KvError::SessionExpired);
+        // At most once more, under a new session, and only when the write
+        // was certainly not applied (see the module documentation).
+        for resent in [false, true] {
+            request.client_id = self.session().await?;
+            self.seq += 1;
+            request.seq = self.seq;
+            let attempts = Arc::new(AtomicUsize::new(0));
+            let counter = attempts.clone();
+            let reply: WriteReply = self
+                .servers
+                .request(request.clone(), move |c, r| {
+                    counter.fetch_add(1, Relaxed);
+                    async move { stub(c).write(r).await }
+                })
+                .await?;
+            if reply.session_expired {
+                self.client_id = None;
+                if attempts.load(Relaxed) == 1 && !resent {
+                    continue;
+                }
+                return Err(KvError::SessionExpired);
+            }
+            if reply.value_too_large {
+                return Err(KvError::ValueTooLarge {
+                    limit: MAX_VALUE_BYTES,
+                });
+            }
+            return Ok(WriteOutcome {
+                ok: reply.ok,
+                existed: reply.previous_found,
+            });
         }
-        Ok(WriteOutcome {
-            ok: reply.ok,
-            existed: reply.previous_found,
-        })
+        Err(KvError::SessionExpired)
     }
+
+    /// The session's id, registering a new session (through the log) if
+    /// there is none.
+    async fn session(&mut self) -> Result<u64, KvError> {
+        if let Some(id) = self.client_id {
+            return Ok(id);
+        }
+        let reply = self
+            .servers
+            .request(RegisterRequest {}, |c, r| async move {
+                stub(c).register(r).await
+            })
+            .await?;
+        if reply.client_id == 0 {
+            return Err(KvError::Refused(
+                "the server registered no session; is it a key/value server?".into(),
+            ));
+        }
+        self.client_id = Some(reply.client_id);
+        self.seq = 0;
+        Ok(reply.client_id)
+    }
+}
+
+/// A generated client whose message limits are the servers'.
+fn stub(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

@@ -10,28 +10,45 @@
 //!   linearizable: a Get sees every write acknowledged before it started.
 //!   A missing key answers "not found".
 //! - **Put**, **Append** (to a missing key: a Put), **Delete** and
-//!   **compare-and-swap** go through the log. Each carries the clerk's id
-//!   and a sequence number; the store keeps, per clerk, the last number it
-//!   applied and that write's answer, so a write the clerk retries (at
-//!   another server, in another term, after a lost reply) is applied once
-//!   and answered as the first time. The table is part of the snapshot.
-//! - Keys are 1 byte to 4 KiB, values up to 1 MiB; anything else is refused
-//!   with `InvalidArgument` before it reaches the log.
+//!   **compare-and-swap** go through the log. Each carries the clerk's
+//!   session id and a sequence number; the store keeps, per session, the
+//!   last number it applied and that write's answer, so a write the clerk
+//!   retries (at another server, in another term, after a lost reply) is
+//!   applied once and answered as the first time. The table is part of the
+//!   snapshot.
+//! - Keys are 1 byte to 4 KiB, values up to 1 MiB ([`MAX_VALUE_BYTES`]);
+//!   anything else is refused with `InvalidArgument` before it reaches the
+//!   log. An append that would grow a value past the limit is refused when
+//!   it is applied (it depends on the value then, the same on every node)
+//!   and changes nothing: [`KvError::ValueTooLarge`]. Servers and clerks
+//!   encode and decode gRPC messages up to [`MAX_MESSAGE_BYTES`], so a
+//!   value at the limit always reads back.
 //!
-//! ## Bounding the duplicate table
+//! ## Sessions (the Raft dissertation, §6.3)
 //!
-//! The store remembers at most [`MAX_SESSIONS`] clerks. Beyond that, it
-//! forgets the least recently active one (by the log index of its last
-//! write: deterministic on every node). A forgotten clerk's next write is
-//! refused with `session_expired` rather than applied, because the store
-//! can no longer tell a retry from a new write; the clerk reports
-//! [`KvError::SessionExpired`].
+//! A clerk's first write opens a session: a `Register` call puts a
+//! registration in the log, and the clerk's id is that entry's index, so
+//! ids are unique and never reused. The store remembers at most
+//! [`MAX_SESSIONS`] sessions; beyond that it forgets the least recently
+//! active one (by the log index of its last registration or write:
+//! deterministic on every node). A write for a session the store does not
+//! know, a first write included, is answered `session_expired` and not
+//! applied, because the store can no longer tell a retry from a new
+//! write. The clerk then opens a new session; if the write's only attempt
+//! got that answer it certainly was not applied and is sent again under
+//! the new session, otherwise its outcome is unknown and the clerk reports
+//! [`KvError::SessionExpired`] (see [`Client`]).
+//!
+//! A clerk retries a request across servers with bounded, jittered
+//! exponential backoff, and stops at once on an answer retrying cannot
+//! change (invalid argument, value too large, a message over the size
+//! limit, an expired session whose write's outcome is unknown).
 //!
 //! ## Implementation caveats
 //!
-//! - A clerk's first write (sequence number 1) retried after its session
-//!   was evicted would apply again; eviction needs 100,000 more recently
-//!   active clerks in between.
+//! - Every one-shot clerk (each `cairn kv put`) costs a registration entry
+//!   in the log besides its write, and a session that lives until 100,000
+//!   more recently active ones push it out.
 //! - Every node keeps the whole data set in memory (a `BTreeMap`), and a
 //!   snapshot serializes all of it.
 
@@ -41,6 +58,7 @@ mod store;
 
 pub use client::{Client, ClientConfig, KvError, WriteOutcome};
 pub use server::{
-    KvServer, LEADER_ID_KEY, LEADER_URL_KEY, MAX_KEY_BYTES, MAX_VALUE_BYTES, validate,
+    KvServer, LEADER_ID_KEY, LEADER_URL_KEY, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES,
+    validate,
 };
 pub use store::{KvStore, MAX_SESSIONS};

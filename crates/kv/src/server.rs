@@ -8,7 +8,8 @@ use bytes::Bytes;
 
 use cairn_rpc::kv::kv_server::{Kv, KvServer as KvGrpcServer};
 use cairn_rpc::kv::{
-    GetReply, GetRequest, Op, StatusReply, StatusRequest, WriteReply, WriteRequest,
+    GetReply, GetRequest, Op, RegisterReply, RegisterRequest, StatusReply, StatusRequest,
+    WriteReply, WriteRequest,
 };
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_storage::Disk;
@@ -21,10 +22,11 @@ use crate::store::KvStore;
 pub const MAX_KEY_BYTES: usize = 4 << 10;
 /// The largest value accepted.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// The largest request the gRPC layer decodes (a value at the limit plus
-/// room), so that an oversized value gets our clear error, not a transport
-/// one.
-const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// The largest message the gRPC layer of a server or a clerk encodes or
+/// decodes: a request or reply with a value and an expected value at the
+/// limit fits with room to spare, and an oversized value still reaches
+/// [`validate`] and gets its clear error instead of a transport one.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 /// How long the server waits for a write to be applied or a read confirmed.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -63,7 +65,9 @@ impl KvServer {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
             .add_service(
-                KvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_REQUEST_BYTES),
+                KvGrpcServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
     }
 
@@ -115,9 +119,9 @@ impl Kv for KvServer {
         let value = match Op::try_from(request.op) {
             Ok(Op::Put | Op::Append | Op::Cas) => Some(&request.value[..]),
             Ok(Op::Delete) => None,
-            Ok(Op::Unspecified) | Err(_) => {
+            Ok(Op::Unspecified | Op::Register) | Err(_) => {
                 return Err(Status::invalid_argument(format!(
-                    "unknown operation {}; use put, append, delete or cas",
+                    "operation {} is not a write; use put, append, delete or cas (and Register to open a session)",
                     request.op
                 )));
             }
@@ -141,6 +145,26 @@ impl Kv for KvServer {
         let reply = WriteReply::decode(output)
             .map_err(|e| Status::internal(format!("bad reply from the store: {e}")))?;
         Ok(Response::new(reply))
+    }
+
+    async fn register(
+        &self,
+        _request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let registration = WriteRequest {
+            op: Op::Register as i32,
+            ..WriteRequest::default()
+        };
+        let output = self
+            .node
+            .submit(Bytes::from(registration.encode_to_vec()), REQUEST_DEADLINE)
+            .await
+            .map_err(|e| self.error(e))?;
+        let reply = WriteReply::decode(output)
+            .map_err(|e| Status::internal(format!("bad reply from the store: {e}")))?;
+        Ok(Response::new(RegisterReply {
+            client_id: reply.client_id,
+        }))
     }
 
     async fn status(

@@ -9,16 +9,20 @@ use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
 
+use crate::server::MAX_VALUE_BYTES;
+
 /// The most client sessions remembered. Beyond it, the least recently active
 /// session is forgotten; that client's next write fails with
 /// `session_expired` instead of risking a second application.
 pub const MAX_SESSIONS: usize = 100_000;
 
 /// A write's answer, small enough to keep per client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Reply {
     ok: bool,
     previous_found: bool,
+    /// An append refused: the value would have passed the limit.
+    too_large: bool,
 }
 
 impl Reply {
@@ -26,10 +30,23 @@ impl Reply {
         WriteReply {
             ok: self.ok,
             previous_found: self.previous_found,
-            session_expired: false,
+            value_too_large: self.too_large,
+            ..WriteReply::default()
         }
         .encode_to_vec()
         .into()
+    }
+
+    fn flags(self) -> u8 {
+        u8::from(self.ok) | (u8::from(self.previous_found) << 1) | (u8::from(self.too_large) << 2)
+    }
+
+    fn from_flags(flags: u8) -> Self {
+        Self {
+            ok: flags & 1 != 0,
+            previous_found: flags & 2 != 0,
+            too_large: flags & 4 != 0,
+        }
     }
 }
 
@@ -81,18 +98,25 @@ impl KvStore {
         let key = Bytes::copy_from_slice(&request.key);
         let value = Bytes::copy_from_slice(&request.value);
         let previous_found = self.data.contains_key(&key);
+        let mut too_large = false;
         let ok = match Op::try_from(request.op) {
             Ok(Op::Put) => {
                 self.data.insert(key, value);
                 true
             }
             Ok(Op::Append) => {
-                let entry = self.data.entry(key).or_default();
-                let mut joined = BytesMut::with_capacity(entry.len() + value.len());
-                joined.extend_from_slice(entry);
-                joined.extend_from_slice(&value);
-                *entry = joined.freeze();
-                true
+                let current = self.data.get(&key).map_or(0, Bytes::len);
+                // Decided from the applied state alone: the same on every
+                // replica. A refused append changes nothing.
+                too_large = current + value.len() > MAX_VALUE_BYTES;
+                if !too_large {
+                    let entry = self.data.entry(key).or_default();
+                    let mut joined = BytesMut::with_capacity(entry.len() + value.len());
+                    joined.extend_from_slice(entry);
+                    joined.extend_from_slice(&value);
+                    *entry = joined.freeze();
+                }
+                !too_large
             }
             Ok(Op::Delete) => {
                 self.data.remove(&key);
@@ -108,11 +132,15 @@ impl KvStore {
                 }
                 matches
             }
-            // Validated before proposing; an unknown op in the log changes
-            // nothing.
-            Ok(Op::Unspecified) | Err(_) => false,
+            // Validated before proposing (and registrations are applied
+            // before this): an unknown op in the log changes nothing.
+            Ok(Op::Unspecified | Op::Register) | Err(_) => false,
         };
-        Reply { ok, previous_found }
+        Reply {
+            ok,
+            previous_found,
+            too_large,
+        }
     }
 }
 
@@ -122,14 +150,24 @@ impl StateMachine for KvStore {
             tracing::error!(index, "an undecodable write in the log; applied as nothing");
             return WriteReply::default().encode_to_vec().into();
         };
+        if request.op == Op::Register as i32 {
+            // The client's id is this entry's index: unique, and larger
+            // than every id given before.
+            self.sessions.register(index, Reply::default(), index);
+            let registered = WriteReply {
+                ok: true,
+                client_id: index,
+                ..WriteReply::default()
+            };
+            return registered.encode_to_vec().into();
+        }
         match self.sessions.check(request.client_id, request.seq) {
             // A retry: answer as the first time, apply nothing.
             Seen::Duplicate(reply) => return reply.encode(),
             Seen::Expired => {
                 let expired = WriteReply {
-                    ok: false,
-                    previous_found: false,
                     session_expired: true,
+                    ..WriteReply::default()
                 };
                 return expired.encode_to_vec().into();
             }
@@ -155,7 +193,7 @@ impl StateMachine for KvStore {
             out.put_u64_le(client);
             out.put_u64_le(session.seq);
             out.put_u64_le(session.last_index);
-            out.put_u8(u8::from(session.reply.ok) | (u8::from(session.reply.previous_found) << 1));
+            out.put_u8(session.reply.flags());
         }
         out.freeze()
     }
@@ -193,11 +231,7 @@ fn decode_snapshot(mut data: &[u8]) -> Option<KvStore> {
         let client = take(&mut data, 8)?.get_u64_le();
         let seq = take(&mut data, 8)?.get_u64_le();
         let last_index = take(&mut data, 8)?.get_u64_le();
-        let flags = take(&mut data, 1)?[0];
-        let reply = Reply {
-            ok: flags & 1 != 0,
-            previous_found: flags & 2 != 0,
-        };
+        let reply = Reply::from_flags(take(&mut data, 1)?[0]);
         store.sessions.restore(
             client,
             Session {
@@ -211,80 +245,4 @@ fn decode_snapshot(mut data: &[u8]) -> Option<KvStore> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(client: u64, seq: u64, op: Op, key: &str, value: &str) -> Vec<u8> {
-        WriteRequest {
-            client_id: client,
-            seq,
-            op: op as i32,
-            key: key.as_bytes().to_vec().into(),
-            value: value.as_bytes().to_vec().into(),
-            ..WriteRequest::default()
-        }
-        .encode_to_vec()
-    }
-
-    #[test]
-    fn a_retried_append_applies_once() {
-        let mut store = KvStore::new();
-        store.apply(1, &write(7, 1, Op::Append, "k", "a"));
-        store.apply(2, &write(7, 1, Op::Append, "k", "a"));
-        store.apply(3, &write(7, 2, Op::Append, "k", "b"));
-        store.apply(4, &write(7, 2, Op::Append, "k", "b"));
-        assert_eq!(store.get(b"k").unwrap(), Bytes::from("ab"));
-    }
-
-    #[test]
-    fn snapshot_round_trip_keeps_sessions() {
-        let mut store = KvStore::new();
-        store.apply(1, &write(1, 1, Op::Put, "a", "1"));
-        store.apply(2, &write(2, 1, Op::Append, "b", "2"));
-        let mut restored = KvStore::new();
-        restored.restore(&store.snapshot()).unwrap();
-        assert_eq!(restored, store);
-        // The session survived: a retry is not applied again.
-        restored.apply(3, &write(2, 1, Op::Append, "b", "2"));
-        assert_eq!(restored.get(b"b").unwrap(), Bytes::from("2"));
-        assert!(restored.restore(&store.snapshot()[..5]).is_err());
-    }
-
-    #[test]
-    fn cas_and_delete() {
-        let mut store = KvStore::new();
-        let cas = |seq, expected: Option<&str>, value: &str| {
-            WriteRequest {
-                client_id: 3,
-                seq,
-                op: Op::Cas as i32,
-                key: Bytes::from_static(b"k"),
-                value: value.as_bytes().to_vec().into(),
-                expected: expected.unwrap_or("").as_bytes().to_vec().into(),
-                expect_missing: expected.is_none(),
-            }
-            .encode_to_vec()
-        };
-        let reply = |bytes: Bytes| WriteReply::decode(bytes).unwrap();
-        assert!(reply(store.apply(1, &cas(1, None, "x"))).ok);
-        assert!(!reply(store.apply(2, &cas(2, Some("y"), "z"))).ok);
-        assert!(reply(store.apply(3, &cas(3, Some("x"), "z"))).ok);
-        assert_eq!(store.get(b"k").unwrap(), Bytes::from("z"));
-        store.apply(4, &write(3, 4, Op::Delete, "k", ""));
-        assert_eq!(store.get(b"k"), None);
-    }
-
-    #[test]
-    fn sessions_are_bounded_and_an_evicted_client_is_told() {
-        let mut store = KvStore::new();
-        for client in 0..(MAX_SESSIONS as u64 + 10) {
-            store.apply(client + 1, &write(client + 100, 1, Op::Put, "k", "v"));
-        }
-        assert_eq!(store.sessions(), MAX_SESSIONS);
-        // Client 100 was the least recently active: evicted.
-        let reply =
-            WriteReply::decode(store.apply(1 << 40, &write(100, 2, Op::Put, "k", "w"))).unwrap();
-        assert!(reply.session_expired);
-        assert_eq!(store.get(b"k").unwrap(), Bytes::from("v"));
-    }
-}
+mod tests;

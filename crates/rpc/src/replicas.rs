@@ -7,16 +7,26 @@
 //! ([`not_leader`] builds that status). A clerk keeps one [`Replicas`]: it
 //! remembers the last server that answered, follows a leader hint at once,
 //! otherwise tries the next server, and backs off once per round of all
-//! servers, until a deadline.
+//! servers (exponentially, from [`FIRST_PAUSE`] to [`MAX_PAUSE`], each
+//! pause drawn at random from its upper half so that clients do not retry
+//! in step), until a deadline. An answer that sending again cannot change
+//! (an invalid or too large request, an unknown method) ends the request at
+//! once.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use rand::Rng;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::{ClientOptions, RpcClient, RpcError};
+
+/// The first pause after a round of all servers failed.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+/// The longest pause between rounds.
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Metadata key naming the leader's id in a not-leader error.
 pub const LEADER_ID_KEY: &str = "cairn-leader-id";
@@ -49,6 +59,17 @@ pub enum ReplicaError {
     /// nothing was applied, and sending it again will not help.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// A server refused the request with a status that sending it again
+    /// will not change (`OUT_OF_RANGE`: a message over a size limit;
+    /// `UNIMPLEMENTED`: a server without this method;
+    /// `PERMISSION_DENIED`, `UNAUTHENTICATED`).
+    #[error("the server refused the request ({code:?}: {message}); retrying it will not help")]
+    Refused {
+        /// The status code.
+        code: Code,
+        /// The server's (or the transport's) message.
+        message: String,
+    },
     /// No server completed the request within the deadline.
     #[error(
         "no server completed the request within {after:?} ({last}); check that the cluster is running and has a leader"
@@ -67,6 +88,9 @@ pub struct Replicas {
     servers: Vec<RpcClient>,
     leader: AtomicUsize,
     deadline: Duration,
+    /// For the jitter of the pauses: a SplitMix64 state, seeded from
+    /// [`seeded_rng`](crate::seeded_rng) (small, and no lock to draw).
+    jitter_state: AtomicU64,
 }
 
 impl Replicas {
@@ -95,6 +119,7 @@ impl Replicas {
             servers,
             leader: 0.into(),
             deadline,
+            jitter_state: AtomicU64::new(crate::seeded_rng().r#gen()),
         })
     }
 
@@ -128,26 +153,23 @@ impl Replicas {
         Fut: Future<Output = Result<T, RpcError>>,
     {
         let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(5);
+        let mut pause = FIRST_PAUSE;
         let n = self.servers.len();
         loop {
             let index = self.leader.load(Relaxed) % n;
             let (error, hint) = match call(&self.servers[index]).await {
                 Ok(value) => return Ok(value),
-                Err(RpcError::Rejected { status, .. }) => match status.code() {
-                    Code::InvalidArgument => {
-                        return Err(ReplicaError::InvalidArgument(status.message().into()));
+                Err(RpcError::Rejected { status, .. }) => {
+                    if let Some(error) = final_error(&status) {
+                        return Err(error);
                     }
-                    Code::FailedPrecondition => {
-                        let hint = status
-                            .metadata()
-                            .get(LEADER_URL_KEY)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|url| self.position(url));
-                        (status.message().to_string(), hint)
-                    }
-                    _ => (status.message().to_string(), None),
-                },
+                    let hint = (status.code() == Code::FailedPrecondition)
+                        .then(|| status.metadata().get(LEADER_URL_KEY))
+                        .flatten()
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|url| self.position(url));
+                    (status.message().to_string(), hint)
+                }
                 Err(error) => (error.to_string(), None),
             };
             if started.elapsed() >= self.deadline {
@@ -165,10 +187,25 @@ impl Replicas {
             }
             // Back off once per round of all servers.
             if self.leader.load(Relaxed).is_multiple_of(n) || n == 1 {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(200));
+                tokio::time::sleep(self.jitter(pause)).await;
+                pause = (pause * 2).min(MAX_PAUSE);
             }
         }
+    }
+
+    /// A pause drawn uniformly from the upper half of `pause`.
+    pub fn jitter(&self, pause: Duration) -> Duration {
+        // SplitMix64: one step of a Weyl sequence, then a mix.
+        let mut x = self
+            .jitter_state
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        // The top 53 bits as a fraction in [0, 1).
+        let fraction = (x >> 11) as f64 / (1u64 << 53) as f64;
+        pause / 2 + pause.mul_f64(fraction / 2.0)
     }
 
     /// [`call_leader`](Self::call_leader) for one unary call: sends
@@ -200,5 +237,93 @@ impl Replicas {
             format!("http://{url}")
         };
         self.servers.iter().position(|s| s.addr() == url)
+    }
+}
+
+/// The error that ends a request at once for a status no retry can change,
+/// or `None` for a status worth retrying (not the leader, unavailable, a
+/// timeout, an internal error that another server may not have).
+fn final_error(status: &Status) -> Option<ReplicaError> {
+    match status.code() {
+        Code::InvalidArgument => Some(ReplicaError::InvalidArgument(status.message().into())),
+        code @ (Code::OutOfRange
+        | Code::Unimplemented
+        | Code::PermissionDenied
+        | Code::Unauthenticated) => Some(ReplicaError::Refused {
+            code,
+            message: status.message().into(),
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn replicas(deadline: Duration) -> Replicas {
+        let endpoints = ["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];
+        Replicas::new(&endpoints, Duration::from_millis(100), deadline).unwrap()
+    }
+
+    fn rejected(code: Code) -> RpcError {
+        RpcError::Rejected {
+            addr: "x".into(),
+            status: Status::new(code, "decoded message length too large"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_status_no_retry_can_change_ends_the_request_at_once() {
+        let servers = replicas(Duration::from_secs(30));
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), _> = servers
+            .call_leader(|_| {
+                calls.fetch_add(1, Relaxed);
+                async { Err(rejected(Code::OutOfRange)) }
+            })
+            .await;
+        assert!(
+            matches!(
+                result,
+                Err(ReplicaError::Refused {
+                    code: Code::OutOfRange,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(calls.load(Relaxed), 1, "the request was retried");
+    }
+
+    #[tokio::test]
+    async fn a_retryable_status_is_retried_with_growing_pauses_until_the_deadline() {
+        let servers = replicas(Duration::from_millis(300));
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), _> = servers
+            .call_leader(|_| {
+                calls.fetch_add(1, Relaxed);
+                async { Err(rejected(Code::Unavailable)) }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(ReplicaError::Timeout { .. })),
+            "{result:?}"
+        );
+        // Pauses of 2.5-5, 5-10, 10-20, ... ms per round of two servers: a
+        // handful of rounds in 300 ms, not a tight loop.
+        let calls = calls.load(Relaxed);
+        assert!((4..=30).contains(&calls), "{calls} calls in 300 ms");
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half() {
+        let servers = replicas(Duration::from_secs(1));
+        for _ in 0..100 {
+            let pause = servers.jitter(Duration::from_millis(100));
+            assert!(pause >= Duration::from_millis(50) && pause <= Duration::from_millis(100));
+        }
     }
 }

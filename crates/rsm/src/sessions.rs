@@ -1,18 +1,31 @@
 //! [`Sessions`]: the duplicate table that makes a service's writes
 //! exactly-once (the dissertation's client sessions, §6.3).
 //!
-//! A clerk numbers its writes 1, 2, 3, ... and has at most one outstanding;
-//! the state machine remembers, per client, the last sequence number it
-//! applied and the answer it gave. A write whose number is not above the
-//! remembered one is a retry: it gets the remembered answer and changes
-//! nothing. The table lives in the state machine, so it is in every
-//! snapshot and survives restarts.
+//! A client first **registers**: a registration goes through the log like
+//! any command, and the id the client gets is chosen by the cluster (the
+//! services use the log index of the registration entry, so ids are unique
+//! and increase with time). The client then numbers its writes 1, 2, 3,
+//! ... and has at most one outstanding; the state machine remembers, per
+//! client, the last sequence number it applied and the answer it gave. A
+//! write whose number is not above the remembered one is a retry: it gets
+//! the remembered answer and changes nothing. The table lives in the state
+//! machine, so it is in every snapshot and survives restarts.
 //!
 //! Growth is bounded: beyond [`Sessions::new`]'s limit, the least recently
-//! active client is forgotten. Its next write (sequence number above 1 with
-//! no session) is answered [`Seen::Expired`] and not applied, because
-//! applying it could apply a retry twice; the clerk must start over with a
-//! new id.
+//! active client is forgotten. Any later write of a client the table does
+//! not know, its first write included, is answered [`Seen::Expired`] and
+//! not applied, because the table can no longer tell a retry from a new
+//! write; the client must register again (§6.3: "session expired").
+//!
+//! A table that starts empty for clients who registered elsewhere (a
+//! shard's table in a sharded store, which only sees that shard's writes)
+//! cannot use that rule: a client's first write to the shard is unknown
+//! there too. It uses [`Sessions::check_above_floor`] instead: the table
+//! remembers the highest client id it ever forgot (its **floor**), and
+//! because ids increase with registration time, an unknown client above
+//! the floor was never forgotten here, so its write is new; one at or below
+//! it may have been forgotten and is answered [`Seen::Expired`]. The floor
+//! must travel with the table (hand-over, snapshot).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,16 +38,17 @@ pub enum Seen<R> {
     New,
     /// A retry of the last write: answer this, apply nothing.
     Duplicate(R),
-    /// The client was forgotten: answer that its session expired.
+    /// The client is unknown (never registered, or forgotten): answer that
+    /// its session expired, apply nothing.
     Expired,
 }
 
 /// One client's session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session<R> {
-    /// The last sequence number applied.
+    /// The last sequence number applied (0: none yet, just registered).
     pub seq: u64,
-    /// The answer it got.
+    /// The answer it got (meaningless while `seq` is 0).
     pub reply: R,
     /// The log index it was applied at (its last activity).
     pub last_index: LogIndex,
@@ -47,6 +61,8 @@ pub struct Sessions<R> {
     sessions: BTreeMap<u64, Session<R>>,
     /// (last index, client): the eviction order.
     activity: BTreeSet<(LogIndex, u64)>,
+    /// The highest client id ever forgotten (0: none).
+    floor: u64,
 }
 
 impl<R: Clone> Sessions<R> {
@@ -56,27 +72,35 @@ impl<R: Clone> Sessions<R> {
             limit: limit.max(1),
             sessions: BTreeMap::new(),
             activity: BTreeSet::new(),
+            floor: 0,
         }
     }
 
-    /// Classifies write `seq` of `client`.
+    /// Classifies write `seq` of `client` in a table that sees every
+    /// registration: an unknown client is [`Seen::Expired`].
     pub fn check(&self, client: u64, seq: u64) -> Seen<R> {
         match self.sessions.get(&client) {
             Some(session) if seq <= session.seq => Seen::Duplicate(session.reply.clone()),
-            None if seq > 1 => Seen::Expired,
-            _ => Seen::New,
+            Some(_) => Seen::New,
+            None => Seen::Expired,
         }
     }
 
-    /// The remembered answer if write `seq` of `client` is a retry, without
-    /// the expiry rule of [`check`](Self::check): for tables that start
-    /// empty for clients that already made writes elsewhere (a shard's
-    /// table in a sharded store, which only sees that shard's writes).
-    pub fn duplicate(&self, client: u64, seq: u64) -> Option<R> {
-        self.sessions
-            .get(&client)
-            .filter(|session| seq <= session.seq)
-            .map(|session| session.reply.clone())
+    /// Classifies write `seq` of `client` in a table that does not see
+    /// registrations (see the module documentation): an unknown client
+    /// above the [`floor`](Self::floor) is new here, one at or below it
+    /// [`Seen::Expired`].
+    pub fn check_above_floor(&self, client: u64, seq: u64) -> Seen<R> {
+        match self.check(client, seq) {
+            Seen::Expired if client > self.floor => Seen::New,
+            seen => seen,
+        }
+    }
+
+    /// Opens a session for `client`, registered at `index`, with no write
+    /// yet; forgets the least recently active client if the table is full.
+    pub fn register(&mut self, client: u64, reply: R, index: LogIndex) {
+        self.remember(client, 0, reply, index);
     }
 
     /// Records that write `seq` of `client` was applied at `index` with
@@ -97,7 +121,19 @@ impl<R: Clone> Sessions<R> {
                 break;
             };
             self.sessions.remove(&oldest);
+            self.floor = self.floor.max(oldest);
         }
+    }
+
+    /// The highest client id this table ever forgot (0: none).
+    pub fn floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Raises the floor to at least `floor` (from a snapshot, or the table
+    /// a shard arrived with).
+    pub fn raise_floor(&mut self, floor: u64) {
+        self.floor = self.floor.max(floor);
     }
 
     /// How many clients are remembered.
@@ -133,8 +169,9 @@ mod tests {
     #[test]
     fn a_retry_gets_the_first_answer() {
         let mut sessions = Sessions::new(10);
+        sessions.register(7, "", 1);
         assert_eq!(sessions.check(7, 1), Seen::New);
-        sessions.remember(7, 1, "first", 1);
+        sessions.remember(7, 1, "first", 2);
         assert_eq!(sessions.check(7, 1), Seen::Duplicate("first"));
         assert_eq!(sessions.check(7, 2), Seen::New);
     }
@@ -149,5 +186,40 @@ mod tests {
         assert_eq!(sessions.len(), 2);
         assert_eq!(sessions.check(2, 2), Seen::Expired);
         assert_eq!(sessions.check(1, 2), Seen::Duplicate(()));
+        assert_eq!(sessions.floor(), 2);
+    }
+
+    /// The sequence: a client's first write is applied and its
+    /// reply lost; the table fills with other clients; the retry must not
+    /// apply again.
+    #[test]
+    fn a_first_write_retried_after_eviction_is_expired_not_new() {
+        let limit = 1_000;
+        let mut sessions = Sessions::new(limit);
+        sessions.register(1, (), 1);
+        assert_eq!(sessions.check(1, 1), Seen::New);
+        sessions.remember(1, 1, (), 2); // applied; the reply is lost
+        for client in 3..(limit as u64 + 3) {
+            sessions.register(client, (), client);
+        }
+        assert_eq!(sessions.check(1, 1), Seen::Expired);
+        // A client that never registered is not new either.
+        assert_eq!(sessions.check(1 << 40, 1), Seen::Expired);
+    }
+
+    #[test]
+    fn above_the_floor_an_unknown_client_is_new() {
+        let mut sessions = Sessions::new(2);
+        assert_eq!(sessions.check_above_floor(5, 1), Seen::New);
+        sessions.remember(5, 1, (), 1);
+        sessions.remember(6, 1, (), 2);
+        sessions.remember(7, 1, (), 3); // forgets 5
+        assert_eq!(sessions.check_above_floor(5, 1), Seen::Expired);
+        assert_eq!(sessions.check_above_floor(4, 1), Seen::Expired);
+        assert_eq!(sessions.check_above_floor(8, 1), Seen::New);
+        assert_eq!(sessions.check_above_floor(6, 1), Seen::Duplicate(()));
+        let mut moved = Sessions::<()>::new(2);
+        moved.raise_floor(sessions.floor());
+        assert_eq!(moved.check_above_floor(5, 1), Seen::Expired);
     }
 }

@@ -1,15 +1,20 @@
 //! [`Client`]: the controller's clerk. It finds the leader, retries across
-//! servers, and numbers its changes so that a retried change is applied
-//! once.
+//! servers, opens a session with the controller, and numbers its changes
+//! so that a retried change is applied once. A change answered "session
+//! expired" on its only attempt was certainly not applied and is sent once
+//! more under a new session; otherwise its outcome is unknown and the
+//! clerk reports [`CtrlerError::SessionExpired`] (as `cairn-kv`'s clerk).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
+use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::shardctrler::change_request::Change;
 use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
 use cairn_rpc::shardctrler::{ChangeRequest, Group, Join, Leave, Move, QueryRequest};
 use cairn_rpc::{ReplicaError, Replicas};
-use rand::Rng;
 
 use crate::config::{Config, Gid};
 
@@ -36,12 +41,18 @@ pub enum CtrlerError {
         /// The last error seen.
         last: String,
     },
-    /// The controller forgot this client; the change's outcome is unknown.
-    /// Query, then retry with a new client.
+    /// The controller forgot this client's session while a change's
+    /// outcome was unknown: it may have been applied once, or not at all.
+    /// The client's next change opens a new session.
     #[error(
-        "the controller no longer remembers this client; the change's outcome is unknown: query, then retry with a new client"
+        "the controller forgot this client's session while the change's outcome was unknown (it was applied once or not at all); query before changing again"
     )]
     SessionExpired,
+    /// A controller refused the request for a reason retrying cannot
+    /// change (a server without the method, a message over the size
+    /// limit); nothing was applied.
+    #[error("the controller refused the request: {0}")]
+    Rejected(String),
     /// The addresses given are unusable.
     #[error("bad endpoint: {0}")]
     BadEndpoint(String),
@@ -51,6 +62,7 @@ impl From<ReplicaError> for CtrlerError {
     fn from(error: ReplicaError) -> Self {
         match error {
             ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
+            error @ ReplicaError::Refused { .. } => Self::Rejected(error.to_string()),
             ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
         }
     }
@@ -61,7 +73,9 @@ impl From<ReplicaError> for CtrlerError {
 #[derive(Debug)]
 pub struct Client {
     servers: Replicas,
-    client_id: u64,
+    /// The session's id; `None` before the first change and after the
+    /// session expired.
+    client_id: Option<u64>,
     seq: u64,
 }
 
@@ -77,7 +91,7 @@ impl Client {
             .map_err(|e| CtrlerError::BadEndpoint(e.to_string()))?;
         Ok(Self {
             servers,
-            client_id: cairn_rpc::seeded_rng().gen_range(1..u64::MAX),
+            client_id: None,
             seq: 0,
         })
     }
@@ -125,25 +139,63 @@ impl Client {
         self.change(Change::Move(Move { shard, gid })).await
     }
 
-    async fn change(&mut self, change: Change) -> Result<u64, CtrlerError> {
-        self.seq += 1;
-        let request = ChangeRequest {
-            client_id: self.client_id,
-            seq: self.seq,
-            change: Some(change),
-        };
+    /// Registers a new client session through the controllers' log and
+    /// returns its id: unique, and larger than every id registered before
+    /// it (the sharded store's clerks use these ids too).
+    pub async fn register(&self) -> Result<u64, CtrlerError> {
         let reply = self
             .servers
-            .request(request, |c, r| async move {
-                ShardCtrlerClient::new(c).change(r).await
+            .request(RegisterRequest {}, |c, r| async move {
+                ShardCtrlerClient::new(c).register(r).await
             })
             .await?;
-        if reply.session_expired {
-            return Err(CtrlerError::SessionExpired);
+        if reply.client_id == 0 {
+            return Err(CtrlerError::Rejected(
+                "the controller registered no session; is it a shard controller?".into(),
+            ));
         }
-        if !reply.error.is_empty() {
-            return Err(CtrlerError::Refused(reply.error));
+        Ok(reply.client_id)
+    }
+
+    async fn change(&mut self, change: Change) -> Result<u64, CtrlerError> {
+        let mut request = ChangeRequest {
+            change: Some(change),
+            ..ChangeRequest::default()
+        };
+        // At most once more, under a new session, and only when the change
+        // was certainly not applied.
+        for resent in [false, true] {
+            let client_id = match self.client_id {
+                Some(id) => id,
+                None => {
+                    let id = self.register().await?;
+                    (self.client_id, self.seq) = (Some(id), 0);
+                    id
+                }
+            };
+            self.seq += 1;
+            (request.client_id, request.seq) = (client_id, self.seq);
+            let attempts = Arc::new(AtomicUsize::new(0));
+            let counter = attempts.clone();
+            let reply = self
+                .servers
+                .request(request.clone(), move |c, r| {
+                    counter.fetch_add(1, Relaxed);
+                    async move { ShardCtrlerClient::new(c).change(r).await }
+                })
+                .await?;
+            if reply.session_expired {
+                self.client_id = None;
+                if attempts.load(Relaxed) == 1 && !resent {
+                    continue;
+                }
+                return Err(CtrlerError::SessionExpired);
+            }
+            if !reply.error.is_empty() {
+                return Err(CtrlerError::Refused(reply.error));
+            }
+            return Ok(reply.num);
         }
-        Ok(reply.num)
+        Err(CtrlerError::SessionExpired)
     }
 }

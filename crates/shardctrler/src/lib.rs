@@ -24,14 +24,22 @@
 //!   configurations come back exactly, server lists in their original
 //!   order.
 //! - Changes are exactly-once per clerk (client id and sequence number,
-//!   a bounded duplicate table in the snapshot, as in `cairn-kv`).
+//!   a bounded duplicate table in the snapshot, as in `cairn-kv`; a clerk
+//!   registers a session first, through the log).
 //!   A change that cannot apply to the latest configuration (joining a gid
 //!   that is present, leaving or moving to one that is not) is refused and
 //!   changes nothing.
+//! - **Register** opens a client session and answers its id: the log
+//!   index of the registration, so ids are unique and increase with time.
+//!   The sharded store's clerks take their ids here too, and its shards
+//!   rely on that order to tell a forgotten client from a new one.
 //!
 //! ## Implementation caveats
 //!
 //! - Every configuration ever made is kept, in memory and in snapshots.
+//! - Every registration opens a session here, the sharded store's clerks'
+//!   included (they never send a change): many one-shot sharded clients
+//!   push administrators' idle sessions out of the table sooner.
 //! - The shard count is given to every node at start; nodes given
 //!   different counts disagree until one restores the other's snapshot.
 

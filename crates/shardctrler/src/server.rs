@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use cairn_rpc::kv::{StatusReply, StatusRequest};
+use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rpc::shardctrler::change_request::Change;
 use cairn_rpc::shardctrler::shard_ctrler_server::{ShardCtrler, ShardCtrlerServer};
-use cairn_rpc::shardctrler::{ChangeReply, ChangeRequest, Config as WireConfig, QueryRequest};
+use cairn_rpc::shardctrler::{
+    ChangeReply, ChangeRequest, Config as WireConfig, QueryRequest, Register,
+};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_storage::Disk;
 use prost::Message as _;
@@ -144,6 +146,9 @@ impl CtrlerServer {
                 }
                 unique_gids([moved.gid])
             }
+            Some(Change::Register(_)) => Err(Status::invalid_argument(
+                "a registration is not a change; call Register to open a session",
+            )),
         }
     }
 }
@@ -182,6 +187,26 @@ impl ShardCtrler for CtrlerServer {
         let reply = ChangeReply::decode(output)
             .map_err(|e| Status::internal(format!("bad reply from the controller: {e}")))?;
         Ok(Response::new(reply))
+    }
+
+    async fn register(
+        &self,
+        _request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let registration = ChangeRequest {
+            change: Some(Change::Register(Register {})),
+            ..ChangeRequest::default()
+        };
+        let output = self
+            .node
+            .submit(Bytes::from(registration.encode_to_vec()), REQUEST_DEADLINE)
+            .await
+            .map_err(|e| self.error(e))?;
+        let reply = ChangeReply::decode(output)
+            .map_err(|e| Status::internal(format!("bad reply from the controller: {e}")))?;
+        Ok(Response::new(RegisterReply {
+            client_id: reply.client_id,
+        }))
     }
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<WireConfig>, Status> {

@@ -99,6 +99,9 @@ impl Controller {
                 }
                 rebalance(&mut next.shards, &next.groups);
             }
+            Change::Register(_) => {
+                return Err("a registration is not a change".into());
+            }
             Change::Move(moved) => {
                 let shard = moved.shard as usize;
                 if shard >= next.shards.len() {
@@ -133,6 +136,17 @@ impl StateMachine for Controller {
             );
             return ChangeReply::default().encode_to_vec().into();
         };
+        if let Some(Change::Register(_)) = request.change {
+            // The client's id is this entry's index: unique, and larger
+            // than every id given before (the sharded store's clerks rely
+            // on that).
+            self.sessions.register(index, ChangeReply::default(), index);
+            let registered = ChangeReply {
+                client_id: index,
+                ..ChangeReply::default()
+            };
+            return registered.encode_to_vec().into();
+        }
         match self.sessions.check(request.client_id, request.seq) {
             Seen::Duplicate(reply) => return reply.encode_to_vec().into(),
             Seen::Expired => {
@@ -243,9 +257,25 @@ mod tests {
         ChangeReply::decode(bytes).unwrap()
     }
 
+    fn register(c: &mut Controller, index: LogIndex) -> u64 {
+        let registration = ChangeRequest {
+            change: Some(Change::Register(proto::Register {})),
+            ..ChangeRequest::default()
+        };
+        reply(c.apply(index, &registration.encode_to_vec())).client_id
+    }
+
+    /// `controller` with clients 1 and 2 registered (at indexes 1 and 2).
+    fn registered(controller: Controller) -> Controller {
+        let mut c = controller;
+        assert_eq!(register(&mut c, 1), 1);
+        assert_eq!(register(&mut c, 2), 2);
+        c
+    }
+
     #[test]
     fn every_change_makes_a_configuration_and_history_stays() {
-        let mut c = Controller::new(10);
+        let mut c = registered(Controller::new(10));
         assert_eq!(reply(c.apply(1, &change(1, 1, join(&[1])))).num, 1);
         assert_eq!(reply(c.apply(2, &change(1, 2, join(&[2])))).num, 2);
         let r = reply(c.apply(3, &change(1, 3, Change::Move(Move { shard: 0, gid: 2 }))));
@@ -260,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_retried_change_applies_once_and_a_bad_one_changes_nothing() {
-        let mut c = Controller::new(10);
+        let mut c = registered(Controller::new(10));
         c.apply(1, &change(1, 1, join(&[1])));
         assert_eq!(reply(c.apply(2, &change(1, 1, join(&[1])))).num, 1);
         assert_eq!(c.latest().num, 1);
@@ -276,14 +306,14 @@ mod tests {
 
     #[test]
     fn the_last_group_stays_when_asked_to() {
-        let mut c = Controller::new(10).keep_last_group(true);
+        let mut c = registered(Controller::new(10).keep_last_group(true));
         c.apply(1, &change(1, 1, join(&[1, 2])));
         let left = reply(c.apply(2, &change(1, 2, Change::Leave(Leave { gids: vec![1] }))));
         assert_eq!(left.num, 2);
         let refused = reply(c.apply(3, &change(1, 3, Change::Leave(Leave { gids: vec![2] }))));
         assert!(refused.error.contains("last group"), "{refused:?}");
         assert_eq!(c.latest().shards, vec![2; 10]);
-        let mut lab = Controller::new(10);
+        let mut lab = registered(Controller::new(10));
         lab.apply(1, &change(1, 1, join(&[1])));
         let left = reply(lab.apply(2, &change(1, 2, Change::Leave(Leave { gids: vec![1] }))));
         assert_eq!(left.num, 2);
@@ -292,7 +322,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip() {
-        let mut c = Controller::new(10);
+        let mut c = registered(Controller::new(10));
         c.apply(1, &change(1, 1, join(&[1, 2, 3])));
         c.apply(2, &change(1, 2, Change::Leave(Leave { gids: vec![2] })));
         let mut restored = Controller::new(10);
@@ -300,5 +330,20 @@ mod tests {
         assert_eq!(restored, c);
         assert_eq!(reply(restored.apply(3, &change(1, 2, join(&[7])))).num, 2);
         assert!(restored.restore(b"\xff\xff garbage").is_err());
+    }
+
+    #[test]
+    fn a_first_change_retried_after_its_session_was_evicted_applies_once() {
+        let mut c = Controller::new(10);
+        let client = register(&mut c, 1);
+        c.apply(2, &change(client, 1, join(&[1]))); // the reply is lost
+        for index in 3..(MAX_SESSIONS as u64 + 3) {
+            register(&mut c, index);
+        }
+        let retry = reply(c.apply(1 << 40, &change(client, 1, join(&[1]))));
+        assert!(retry.session_expired, "{retry:?}");
+        assert_eq!(c.latest().num, 1);
+        // Unregistered clients are told too.
+        assert!(reply(c.apply(1 << 41, &change(1 << 50, 1, join(&[2])))).session_expired);
     }
 }

@@ -1,20 +1,38 @@
 //! [`Client`]: the sharded store's clerk. It routes each key to the group
 //! that serves its shard in the latest configuration it knows, finds that
 //! group's leader, and asks the controller again when a group answers
-//! "wrong group" or cannot be reached.
+//! "wrong group" or cannot be reached, backing off (jittered, doubling
+//! from [`FIRST_ROUTE_PAUSE`] to [`MAX_ROUTE_PAUSE`]) between rounds.
+//!
+//! Its client id comes from the controller's `Register` (unique and
+//! increasing). A shard that may have forgotten the client answers
+//! "session expired" without applying the write; the clerk then registers
+//! again. If no earlier attempt of the write could have been applied (its
+//! only attempts were that answer and "wrong group" answers), it sends the
+//! write once more under the new id; otherwise the outcome is unknown and
+//! it reports [`ShardKvError::SessionExpired`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
-use cairn_rpc::shardkv::{GetRequest, Op, WriteRequest};
+use cairn_rpc::shardkv::{GetRequest, Op, WriteReply, WriteRequest};
+use cairn_rpc::tonic::transport::Channel;
 use cairn_rpc::{ReplicaError, Replicas, RpcError};
 use cairn_shardctrler::{Config, CtrlerError, Gid};
 use rand::Rng;
+use rand::rngs::StdRng;
 
 use crate::ShardOf;
+use crate::server::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
+
+/// The first pause between two rounds of asking the controller.
+const FIRST_ROUTE_PAUSE: Duration = Duration::from_millis(25);
+/// The longest pause between two rounds of asking the controller.
+const MAX_ROUTE_PAUSE: Duration = Duration::from_millis(400);
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,9 +53,44 @@ pub enum ShardKvError {
         /// The last error seen.
         last: String,
     },
+    /// A shard forgot this client's session while a write's outcome was
+    /// unknown: it may have been applied once, or not at all. The client's
+    /// next write registers a new session.
+    #[error(
+        "the key's shard forgot this client's session while the write's outcome was unknown (it was applied once or not at all); read the key before writing it again"
+    )]
+    SessionExpired,
+    /// An append would have grown the value past the value limit; nothing
+    /// was changed.
+    #[error(
+        "the append would make the value longer than {limit} bytes, the value limit; nothing was changed: append less, or split the data over several keys"
+    )]
+    ValueTooLarge {
+        /// The value limit in bytes.
+        limit: usize,
+    },
+    /// A server refused the request for a reason retrying cannot change (a
+    /// message over the size limit, a server without the method); nothing
+    /// was applied.
+    #[error("a server refused the request: {0}")]
+    Refused(String),
     /// The addresses given are unusable.
     #[error("bad endpoint: {0}")]
     BadEndpoint(String),
+}
+
+impl From<CtrlerError> for ShardKvError {
+    fn from(error: CtrlerError) -> Self {
+        match error {
+            CtrlerError::InvalidArgument(message) => Self::InvalidArgument(message),
+            CtrlerError::Timeout { after, last } => Self::Timeout {
+                after,
+                last: format!("controller: {last}"),
+            },
+            CtrlerError::BadEndpoint(message) => Self::BadEndpoint(message),
+            error => Self::Refused(error.to_string()),
+        }
+    }
 }
 
 /// Timeouts of a [`Client`].
@@ -70,9 +123,14 @@ pub struct Client {
     config: Config,
     groups: BTreeMap<Vec<String>, Arc<Replicas>>,
     shard_of: ShardOf,
-    client_id: u64,
+    /// The session's id from the controller; `None` before the first write
+    /// and after a shard said the session expired.
+    client_id: Option<u64>,
     seq: u64,
     settings: ClientConfig,
+    /// For the jitter of the pauses between rounds (boxed: a clerk stays
+    /// small).
+    rng: Box<StdRng>,
 }
 
 enum Outcome<T> {
@@ -99,9 +157,10 @@ impl Client {
             config: Config::default(),
             groups: BTreeMap::new(),
             shard_of,
-            client_id: cairn_rpc::seeded_rng().gen_range(1..u64::MAX),
+            client_id: None,
             seq: 0,
             settings,
+            rng: Box::new(cairn_rpc::seeded_rng()),
         })
     }
 
@@ -114,10 +173,7 @@ impl Client {
             let request = request.clone();
             async move {
                 let reply = group
-                    .request(
-                        request,
-                        |c, r| async move { ShardKvClient::new(c).get(r).await },
-                    )
+                    .request(request, |c, r| async move { stub(c).get(r).await })
                     .await?;
                 Ok(if reply.wrong_group {
                     Outcome::WrongGroup
@@ -145,26 +201,69 @@ impl Client {
     }
 
     async fn write(&mut self, op: Op, key: &[u8], value: &[u8]) -> Result<bool, ShardKvError> {
-        self.seq += 1;
-        let request = WriteRequest {
-            client_id: self.client_id,
-            seq: self.seq,
+        let mut request = WriteRequest {
             op: op as i32,
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
+            ..WriteRequest::default()
         };
-        self.route(key, |group| {
-            let request = request.clone();
+        // At most once more, under a new session, and only when the write
+        // was certainly not applied (see the module documentation).
+        for resent in [false, true] {
+            let client_id = match self.client_id {
+                Some(id) => id,
+                None => {
+                    let id = self.controller.register().await?;
+                    (self.client_id, self.seq) = (Some(id), 0);
+                    id
+                }
+            };
+            self.seq += 1;
+            (request.client_id, request.seq) = (client_id, self.seq);
+            // Attempts that may have been applied: every call but those
+            // answered "wrong group".
+            let attempts = Arc::new(AtomicUsize::new(0));
+            let reply = self.send_write(&request, &attempts).await?;
+            if reply.session_expired {
+                self.client_id = None;
+                if attempts.load(Relaxed) == 1 && !resent {
+                    continue;
+                }
+                return Err(ShardKvError::SessionExpired);
+            }
+            if reply.value_too_large {
+                return Err(ShardKvError::ValueTooLarge {
+                    limit: MAX_VALUE_BYTES,
+                });
+            }
+            return Ok(reply.previous_found);
+        }
+        Err(ShardKvError::SessionExpired)
+    }
+
+    /// Routes one write until a group answers it, counting in `attempts`
+    /// the calls that may have applied it.
+    async fn send_write(
+        &mut self,
+        request: &WriteRequest,
+        attempts: &Arc<AtomicUsize>,
+    ) -> Result<WriteReply, ShardKvError> {
+        let key = request.key.clone();
+        self.route(&key, |group| {
+            let (request, attempts) = (request.clone(), attempts.clone());
             async move {
+                let counter = attempts.clone();
                 let reply = group
-                    .request(request, |c, r| async move {
-                        ShardKvClient::new(c).write(r).await
+                    .request(request, move |c, r| {
+                        counter.fetch_add(1, Relaxed);
+                        async move { stub(c).write(r).await }
                     })
                     .await?;
                 Ok(if reply.wrong_group {
+                    attempts.fetch_sub(1, Relaxed);
                     Outcome::WrongGroup
                 } else {
-                    Outcome::Done(reply.previous_found)
+                    Outcome::Done(reply)
                 })
             }
         })
@@ -180,6 +279,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<Outcome<T>, ReplicaError>>,
     {
         let started = tokio::time::Instant::now();
+        let mut pause = FIRST_ROUTE_PAUSE;
         let mut last = String::from("no configuration yet");
         loop {
             if !self.config.shards.is_empty() {
@@ -194,6 +294,9 @@ impl Client {
                         }
                         Err(ReplicaError::InvalidArgument(message)) => {
                             return Err(ShardKvError::InvalidArgument(message));
+                        }
+                        Err(error @ ReplicaError::Refused { .. }) => {
+                            return Err(ShardKvError::Refused(error.to_string()));
                         }
                         Err(ReplicaError::Timeout { last: error, .. }) => {
                             last = format!("group {gid}: {error}");
@@ -210,13 +313,16 @@ impl Client {
                 });
             }
             if !self.config.shards.is_empty() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                let jittered = pause / 2 + pause.mul_f64(self.rng.gen_range(0.0..0.5));
+                tokio::time::sleep(jittered).await;
+                pause = (pause * 2).min(MAX_ROUTE_PAUSE);
             }
             match self.controller.query(None).await {
                 Ok(config) => self.config = config,
                 Err(CtrlerError::InvalidArgument(message)) => {
                     return Err(ShardKvError::InvalidArgument(message));
                 }
+                Err(error @ CtrlerError::Rejected(_)) => return Err(error.into()),
                 Err(error) => last = format!("controller: {error}"),
             }
         }
@@ -237,4 +343,11 @@ impl Client {
         self.groups.insert(servers.to_vec(), group.clone());
         Ok(group)
     }
+}
+
+/// A generated client whose message limits are the servers'.
+fn stub(channel: Channel) -> ShardKvClient<Channel> {
+    ShardKvClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

@@ -32,15 +32,34 @@
 //! throughout it, and each gained shard is served as soon as its own data
 //! has arrived, whatever the other shards do.
 //!
+//! ## Exactly-once writes
+//!
 //! Writes are exactly-once per clerk (client id and sequence number); the
 //! duplicate table is kept per shard and travels with it, so a write
 //! retried at the new owner after the old one applied it is recognized.
+//! A clerk's id comes from the shard controller's `Register`: the index of
+//! the registration in the controller's log, so ids are unique and
+//! increase with time. A shard never sees registrations, so a client it
+//! does not know may be new to it or forgotten by it. Each shard's table
+//! keeps its [`MAX_SESSIONS_PER_SHARD`] most recently active clients and
+//! remembers the highest id it ever forgot (its *session floor*): an
+//! unknown client above the floor registered after every forgotten one and
+//! is new here; one at or below it is answered `session_expired` and
+//! nothing is applied, because its write may be a retry of one the shard
+//! applied and forgot (the Raft dissertation's §6.3 rule, adapted to a
+//! table that starts empty). The clerk registers again, with a larger id.
+//! The floor moves with the shard on hand-over and is in snapshots.
+//!
+//! An append that would grow a value past [`MAX_VALUE_BYTES`] is refused
+//! when it is applied and changes nothing ([`ShardKvError::ValueTooLarge`]).
 //!
 //! ## Implementation caveats
 //!
-//! - A shard's duplicate table keeps its 100,000 most recently active
-//!   clients; a write retried after its client was forgotten by that shard
-//!   would apply again.
+//! - A client unknown to a shard whose floor is above its id is told its
+//!   session expired although it may never have written there; it
+//!   registers again (safe, one more controller round trip).
+//! - Every clerk's registration is a session in the controller's table
+//!   too, though a sharded-store clerk never sends a change.
 //! - A group whose old owner is down waits for it (the data exists nowhere
 //!   else); shards from live groups keep moving meanwhile.
 //! - A shard moves in one message and one log entry: a shard over 8 MiB
@@ -54,7 +73,7 @@ mod server;
 mod store;
 
 pub use client::{Client, ClientConfig, ShardKvError};
-pub use server::{MAX_KEY_BYTES, MAX_VALUE_BYTES, POLL_INTERVAL, ShardKvServer};
+pub use server::{MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, POLL_INTERVAL, ShardKvServer};
 pub use store::{MAX_SESSIONS_PER_SHARD, Plan, ShardState, ShardStore};
 
 /// Maps a key to its shard, given the shard count.

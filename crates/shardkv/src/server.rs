@@ -38,8 +38,11 @@ const PEER_DEADLINE: Duration = Duration::from_secs(1);
 const MAX_HANDOVER_BYTES: usize = 64 << 20;
 /// The longest key accepted.
 pub const MAX_KEY_BYTES: usize = 4 << 10;
-/// The largest value accepted.
+/// The largest value accepted, and the longest an append may grow one to.
 pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// The largest message a clerk encodes or decodes: a get or write with a
+/// value at the limit fits with room to spare.
+pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
 /// One running server of a replica group.
 #[derive(Clone)]

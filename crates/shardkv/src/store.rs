@@ -11,13 +11,16 @@ use cairn_rpc::shardkv::{
     ShardData, WriteReply, WriteRequest, command,
 };
 use cairn_rsm::sessions::Session;
-use cairn_rsm::{Sessions, StateMachine};
+use cairn_rsm::{Seen, Sessions, StateMachine};
 use cairn_shardctrler::{Config, Gid};
 use prost::Message as _;
 
 use crate::ShardOf;
+use crate::server::MAX_VALUE_BYTES;
 
-/// The most clients a shard's duplicate table remembers.
+/// The most clients a shard's duplicate table remembers. Beyond it, the
+/// least recently active is forgotten and the table's session floor rises
+/// to its id.
 pub const MAX_SESSIONS_PER_SHARD: usize = 100_000;
 
 /// Where a shard this group holds stands.
@@ -57,6 +60,18 @@ impl ShardState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Reply {
     previous_found: bool,
+    /// An append refused: the value would have passed the limit.
+    too_large: bool,
+}
+
+impl Reply {
+    fn to_proto(self) -> WriteReply {
+        WriteReply {
+            previous_found: self.previous_found,
+            value_too_large: self.too_large,
+            ..WriteReply::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +87,38 @@ impl Shard {
             state,
             data: BTreeMap::new(),
             sessions: Sessions::new(MAX_SESSIONS_PER_SHARD),
+        }
+    }
+
+    /// Applies a new write to the shard's keys.
+    fn execute(&mut self, request: &WriteRequest) -> Reply {
+        let previous_found = self.data.contains_key(&request.key[..]);
+        let mut too_large = false;
+        match Op::try_from(request.op) {
+            Ok(Op::Put) => {
+                self.data.insert(request.key.clone(), request.value.clone());
+            }
+            Ok(Op::Append) => {
+                let current = self.data.get(&request.key[..]).map_or(0, Bytes::len);
+                // Decided from the applied state alone: the same on every
+                // replica. A refused append changes nothing.
+                too_large = current + request.value.len() > MAX_VALUE_BYTES;
+                if !too_large {
+                    let entry = self.data.entry(request.key.clone()).or_default();
+                    let mut joined = BytesMut::with_capacity(entry.len() + request.value.len());
+                    joined.extend_from_slice(entry);
+                    joined.extend_from_slice(&request.value);
+                    *entry = joined.freeze();
+                }
+            }
+            Ok(Op::Delete) => {
+                self.data.remove(&request.key[..]);
+            }
+            Ok(Op::Unspecified) | Err(_) => {}
+        }
+        Reply {
+            previous_found,
+            too_large,
         }
     }
 
@@ -92,26 +139,27 @@ impl Shard {
                 .map(|(client_id, session)| proto::ShardSession {
                     client_id,
                     seq: session.seq,
-                    reply: Some(WriteReply {
-                        previous_found: session.reply.previous_found,
-                        wrong_group: false,
-                    }),
+                    reply: Some(session.reply.to_proto()),
                     last_index: session.last_index,
                 })
                 .collect(),
+            session_floor: self.sessions.floor(),
         }
     }
 
-    /// Takes the keys and duplicate table of `data`. Sessions from another
+    /// Takes the keys, duplicate table and session floor of `data`.
+    /// Sessions from another
     /// group's log get `restamp`, this group's index of the install, as
     /// their last activity (their own indexes mean nothing here).
     fn load(&mut self, data: ShardData, restamp: Option<LogIndex>) {
         self.data = data.data.into_iter().map(|kv| (kv.key, kv.value)).collect();
         let mut sessions = Sessions::new(MAX_SESSIONS_PER_SHARD);
+        sessions.raise_floor(data.session_floor);
         for s in data.sessions {
-            let reply = Reply {
-                previous_found: s.reply.is_some_and(|r| r.previous_found),
-            };
+            let reply = s.reply.map_or_else(Reply::default, |r| Reply {
+                previous_found: r.previous_found,
+                too_large: r.value_too_large,
+            });
             sessions.restore(
                 s.client_id,
                 Session {
@@ -280,39 +328,24 @@ impl ShardStore {
                 ..WriteReply::default()
             };
         };
-        if let Some(reply) = shard.sessions.duplicate(request.client_id, request.seq) {
-            return WriteReply {
-                previous_found: reply.previous_found,
-                wrong_group: false,
-            };
+        match shard
+            .sessions
+            .check_above_floor(request.client_id, request.seq)
+        {
+            Seen::Duplicate(reply) => return reply.to_proto(),
+            Seen::Expired => {
+                return WriteReply {
+                    session_expired: true,
+                    ..WriteReply::default()
+                };
+            }
+            Seen::New => {}
         }
-        let previous_found = shard.data.contains_key(&request.key[..]);
-        match Op::try_from(request.op) {
-            Ok(Op::Put) => {
-                shard
-                    .data
-                    .insert(request.key.clone(), request.value.clone());
-            }
-            Ok(Op::Append) => {
-                let entry = shard.data.entry(request.key.clone()).or_default();
-                let mut joined = BytesMut::with_capacity(entry.len() + request.value.len());
-                joined.extend_from_slice(entry);
-                joined.extend_from_slice(&request.value);
-                *entry = joined.freeze();
-            }
-            Ok(Op::Delete) => {
-                shard.data.remove(&request.key[..]);
-            }
-            Ok(Op::Unspecified) | Err(_) => {}
-        }
-        let reply = Reply { previous_found };
+        let reply = shard.execute(request);
         shard
             .sessions
             .remember(request.client_id, request.seq, reply, index);
-        WriteReply {
-            previous_found,
-            wrong_group: false,
-        }
+        reply.to_proto()
     }
 
     fn reconfigure(&mut self, next: Config) {
@@ -462,3 +495,6 @@ impl StateMachine for ShardStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
