@@ -179,6 +179,7 @@ async fn measure(
                         SubmitError::NotLeader { .. }
                         | SubmitError::Timeout
                         | SubmitError::Shutdown
+                        | SubmitError::Overloaded
                         | SubmitError::TooLarge { .. },
                     ) => errors += 1,
                 }

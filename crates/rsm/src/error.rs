@@ -20,6 +20,13 @@ pub enum SubmitError {
     /// The node is shutting down or stopped. Retry at another node.
     #[error("the node is shutting down")]
     Shutdown,
+    /// The node has as much work waiting as its bounds allow (its command
+    /// queue, its proposals or its reads in flight); nothing was done.
+    /// Retry after a pause (with back-off), here or at another node.
+    #[error(
+        "the node is overloaded (too many requests waiting); nothing was done: retry after a pause"
+    )]
+    Overloaded,
     /// The command is larger than a log entry may be; nothing was done.
     /// Do not retry it unchanged.
     #[error("the command is {bytes} bytes; log entries are limited to {limit} bytes")]

@@ -47,6 +47,7 @@
 mod codec;
 #[cfg(test)]
 mod crash_tests;
+mod driver;
 mod error;
 mod identity;
 mod node;
@@ -58,8 +59,9 @@ mod transport;
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
 pub use error::{StartError, SubmitError};
 pub use node::{
-    MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus,
-    RaftServer, SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX,
+    MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS,
+    MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer, SNAPSHOT_RETRY_FIRST,
+    SNAPSHOT_RETRY_MAX,
 };
 pub use sessions::{Seen, Sessions};
 pub use state_machine::StateMachine;

@@ -1,0 +1,526 @@
+//! The node task: the one owner of a Raft core, its storage and its state
+//! machine. It takes commands from its queue in batches, steps the core,
+//! and runs every `Ready` through the steps its documentation numbers.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_raft::{
+    EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::SubmitError;
+use crate::node::{
+    Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS, NodeStatus, ReadFn,
+    SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX, status_of,
+};
+use crate::state_machine::StateMachine;
+use crate::storage::RaftStorage;
+use crate::transport::Outbox;
+
+/// The most inbound message batches waiting for their responses. The core
+/// answers every request in the turn it arrives, so batches do not wait;
+/// past this bound the oldest is failed (its caller sees an error) and the
+/// event is logged as the bug it is.
+pub(crate) const MAX_UNANSWERED_BATCHES: usize = 1024;
+
+/// A proposal waiting for its entry to be applied.
+enum Waiter {
+    Output(oneshot::Sender<Result<Bytes, SubmitError>>),
+}
+
+/// The responses owed for one inbound batch.
+struct BatchReply {
+    remaining: usize,
+    responses: Vec<Message>,
+    reply: oneshot::Sender<Vec<Message>>,
+}
+
+/// The node task's state. Owned by one task; changed only by its loop.
+pub(crate) struct Driver<S: StateMachine> {
+    raft: Raft,
+    storage: RaftStorage,
+    machine: S,
+    outbox: Outbox<S>,
+    status: watch::Sender<NodeStatus>,
+    max_raft_state: i64,
+    /// Proposals by index: the term they were proposed in, and who waits.
+    proposals: BTreeMap<LogIndex, (Term, Waiter)>,
+    /// Per peer, the inbound batches owed a response, one slot per request,
+    /// in the order the requests were stepped.
+    reply_slots: BTreeMap<NodeId, VecDeque<u64>>,
+    batches: BTreeMap<u64, BatchReply>,
+    next_batch: u64,
+    /// Reads waiting for their read-index round, by round token. At most
+    /// one round is in flight: reads that arrive meanwhile wait in
+    /// `queued_reads` and share the next round, so a burst of reads costs
+    /// one heartbeat round, not one per batch (as etcd's read loop does).
+    read_batches: BTreeMap<u64, Vec<ReadFn<S>>>,
+    queued_reads: Vec<ReadFn<S>>,
+    /// Reads confirmed at an index, waiting for it to be applied.
+    confirmed_reads: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
+    next_read: u64,
+    stop_error: Option<String>,
+    /// The last index applied to `machine` (asserted contiguous).
+    applied: LogIndex,
+    /// Protocol violations the core reported so far (logged as they grow).
+    violations: u64,
+    /// After a failed snapshot save: when to try again, and the wait that
+    /// follows another failure.
+    snapshot_retry: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl<S: StateMachine> Driver<S> {
+    pub(crate) fn new(
+        raft: Raft,
+        storage: RaftStorage,
+        machine: S,
+        outbox: Outbox<S>,
+        status: watch::Sender<NodeStatus>,
+        max_raft_state: i64,
+        applied: LogIndex,
+    ) -> Self {
+        Self {
+            raft,
+            storage,
+            machine,
+            outbox,
+            status,
+            max_raft_state,
+            proposals: BTreeMap::new(),
+            reply_slots: BTreeMap::new(),
+            batches: BTreeMap::new(),
+            next_batch: 0,
+            read_batches: BTreeMap::new(),
+            queued_reads: Vec::new(),
+            confirmed_reads: VecDeque::new(),
+            next_read: 0,
+            stop_error: None,
+            applied,
+            violations: 0,
+            snapshot_retry: None,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command<S>>, tick: Duration) {
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut reads = Vec::new();
+            let mut proposals = Vec::new();
+            tokio::select! {
+                _ = ticker.tick() => self.raft.tick(),
+                command = inbox.recv() => {
+                    let Some(command) = command else { break };
+                    if !self.take(command, &mut proposals, &mut reads) {
+                        break;
+                    }
+                    let mut taken = 1;
+                    while taken < MAX_COMMANDS_PER_ROUND {
+                        let Ok(command) = inbox.try_recv() else { break };
+                        taken += 1;
+                        if !self.take(command, &mut proposals, &mut reads) {
+                            return self.stop(inbox);
+                        }
+                    }
+                }
+            }
+            self.propose(proposals);
+            self.start_read(reads);
+            if let Err(error) = self.process_ready() {
+                self.stop_error = Some(error);
+                break;
+            }
+            if self.read_batches.is_empty() && !self.queued_reads.is_empty() {
+                // The round in flight was confirmed: the queued reads go.
+                self.start_read(Vec::new());
+                if let Err(error) = self.process_ready() {
+                    self.stop_error = Some(error);
+                    break;
+                }
+            }
+            self.maybe_snapshot();
+            self.publish_status(true);
+        }
+        self.stop(inbox);
+    }
+
+    /// Handles one command; proposals and reads are collected for a batch.
+    /// Returns false on shutdown.
+    fn take(
+        &mut self,
+        command: Command<S>,
+        proposals: &mut Vec<(Bytes, Waiter)>,
+        reads: &mut Vec<ReadFn<S>>,
+    ) -> bool {
+        match command {
+            Command::Submit { command, reply } => proposals.push((command, Waiter::Output(reply))),
+            Command::Start { command, reply } => {
+                let result = self.raft.propose(command).map_err(not_leader);
+                let _ = reply.send(result);
+            }
+            Command::Read { read } => reads.push(read),
+            Command::Inspect { read } => read(Ok(&self.machine)),
+            Command::Transfer { to, reply } => {
+                let _ = reply.send(self.raft.transfer_leader(to).map_err(not_leader));
+            }
+            Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    fn propose(&mut self, mut proposals: Vec<(Bytes, Waiter)>) {
+        let room = MAX_PENDING_PROPOSALS.saturating_sub(self.proposals.len());
+        if proposals.len() > room {
+            for (_, Waiter::Output(reply)) in proposals.drain(room..) {
+                let _ = reply.send(Err(SubmitError::Overloaded));
+            }
+        }
+        if proposals.is_empty() {
+            return;
+        }
+        let (commands, waiters): (Vec<Bytes>, Vec<Waiter>) = proposals.into_iter().unzip();
+        match self.raft.propose_batch(commands) {
+            Ok(placed) => {
+                for ((index, term), waiter) in placed.into_iter().zip(waiters) {
+                    self.proposals.insert(index, (term, waiter));
+                }
+            }
+            Err(error) => {
+                for Waiter::Output(reply) in waiters {
+                    let _ = reply.send(Err(not_leader(error)));
+                }
+            }
+        }
+    }
+
+    /// Queues `reads` and starts a read-index round for everything queued,
+    /// unless a round is already in flight.
+    fn start_read(&mut self, mut reads: Vec<ReadFn<S>>) {
+        let waiting = self.queued_reads.len()
+            + self.read_batches.values().map(Vec::len).sum::<usize>()
+            + self
+                .confirmed_reads
+                .iter()
+                .map(|(_, r)| r.len())
+                .sum::<usize>();
+        let room = MAX_PENDING_READS.saturating_sub(waiting);
+        if reads.len() > room {
+            for read in reads.drain(room..) {
+                read(Err(SubmitError::Overloaded));
+            }
+        }
+        self.queued_reads.extend(reads);
+        if self.queued_reads.is_empty() || !self.read_batches.is_empty() {
+            return;
+        }
+        let reads = std::mem::take(&mut self.queued_reads);
+        self.next_read += 1;
+        match self.raft.read_index(self.next_read) {
+            Ok(()) => {
+                self.read_batches.insert(self.next_read, reads);
+            }
+            Err(error) => {
+                for read in reads {
+                    read(Err(not_leader(error)));
+                }
+            }
+        }
+    }
+
+    fn step_inbound(
+        &mut self,
+        messages: Vec<Message>,
+        reply: Option<oneshot::Sender<Vec<Message>>>,
+    ) {
+        let requests = messages.iter().filter(|m| m.is_request()).count();
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        for message in messages {
+            if message.is_request() {
+                self.reply_slots
+                    .entry(message.from)
+                    .or_default()
+                    .push_back(batch);
+            }
+            self.raft.step(message);
+        }
+        if let Some(reply) = reply {
+            if requests == 0 {
+                let _ = reply.send(Vec::new());
+            } else {
+                self.batches.insert(
+                    batch,
+                    BatchReply {
+                        remaining: requests,
+                        responses: Vec::new(),
+                        reply,
+                    },
+                );
+            }
+        }
+        if self.batches.len() > MAX_UNANSWERED_BATCHES
+            && let Some((oldest, _)) = self.batches.pop_first()
+        {
+            // The core answers every request at once, so this means a bug:
+            // fail the oldest call rather than hold memory for ever.
+            tracing::error!(
+                batch = oldest,
+                "a message batch was never fully answered; its call fails"
+            );
+        }
+    }
+
+    /// Runs every `Ready` through the steps its documentation numbers.
+    fn process_ready(&mut self) -> Result<(), String> {
+        while self.raft.has_ready() {
+            let ready = self.raft.ready();
+            // 0. A leader's appends and heartbeats go out while it writes.
+            self.dispatch(&ready.early_messages);
+            // 1. Persist.
+            self.storage
+                .persist(&ready)
+                .map_err(|e| format!("cannot persist the Raft log: {e}"))?;
+            // 2. Send (responses go back as replies to the requests' calls).
+            self.dispatch(&ready.messages);
+            // 3. Restore.
+            if let Some(snapshot) = &ready.snapshot {
+                self.applied = snapshot.meta.index;
+                self.machine
+                    .restore(&snapshot.data)
+                    .map_err(|e| format!("cannot restore a snapshot from the leader: {e}"))?;
+                let covered: Vec<LogIndex> = self
+                    .proposals
+                    .range(..=snapshot.meta.index)
+                    .map(|(&i, _)| i)
+                    .collect();
+                for index in covered {
+                    self.fail_proposal(index);
+                }
+            }
+            // 4. Apply.
+            self.apply(&ready);
+            // 5. Serve reads.
+            for read in &ready.read_states {
+                if let Some(reads) = self.read_batches.remove(&read.ctx) {
+                    self.confirmed_reads.push_back((read.index, reads));
+                }
+            }
+            // 6. Advance.
+            self.raft.advance(&ready);
+            self.serve_reads();
+        }
+        if self.raft.role() != Role::Leader {
+            self.fail_all_waiters();
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, messages: &[Message]) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut outgoing: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
+        for message in messages {
+            if message.is_response() {
+                self.route_response(message.clone());
+            } else {
+                outgoing
+                    .entry(message.to)
+                    .or_default()
+                    .push(message.clone());
+            }
+        }
+        for (to, messages) in outgoing {
+            self.outbox.send(to, messages);
+        }
+    }
+
+    fn route_response(&mut self, message: Message) {
+        let Some(batch) = self
+            .reply_slots
+            .get_mut(&message.to)
+            .and_then(VecDeque::pop_front)
+        else {
+            tracing::debug!(
+                to = message.to,
+                "a response with no request waiting for it; dropped"
+            );
+            return;
+        };
+        let Some(pending) = self.batches.get_mut(&batch) else {
+            return;
+        };
+        pending.responses.push(message);
+        pending.remaining -= 1;
+        if pending.remaining == 0
+            && let Some(done) = self.batches.remove(&batch)
+        {
+            let _ = done.reply.send(done.responses);
+        }
+    }
+
+    fn apply(&mut self, ready: &Ready) {
+        for entry in &ready.committed_entries {
+            assert_eq!(
+                entry.index,
+                self.applied + 1,
+                "committed entries are applied in order, each once"
+            );
+            self.applied = entry.index;
+            let output = match entry.kind {
+                EntryKind::Normal => Some(self.machine.apply(entry.index, &entry.data)),
+                EntryKind::Noop => None,
+            };
+            // Anything proposed at or below this index that is not this
+            // entry was overwritten.
+            let older: Vec<LogIndex> = self
+                .proposals
+                .range(..entry.index)
+                .map(|(&i, _)| i)
+                .collect();
+            for index in older {
+                self.fail_proposal(index);
+            }
+            if let Some((term, Waiter::Output(reply))) = self.proposals.remove(&entry.index) {
+                let result = match output {
+                    Some(output) if term == entry.term => Ok(output),
+                    _ => Err(SubmitError::NotLeader {
+                        hint: self.raft.leader(),
+                    }),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.raft.status().applied;
+        while self
+            .confirmed_reads
+            .front()
+            .is_some_and(|(index, _)| *index <= applied)
+        {
+            let (_, reads) = self.confirmed_reads.pop_front().expect("checked");
+            for read in reads {
+                read(Ok(&self.machine));
+            }
+        }
+    }
+
+    fn fail_proposal(&mut self, index: LogIndex) {
+        if let Some((_, Waiter::Output(reply))) = self.proposals.remove(&index) {
+            let _ = reply.send(Err(SubmitError::NotLeader {
+                hint: self.raft.leader(),
+            }));
+        }
+    }
+
+    /// Leadership is gone: nobody here will answer the waiting clients.
+    fn fail_all_waiters(&mut self) {
+        let hint = self.raft.leader();
+        for (_, (_, Waiter::Output(reply))) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(SubmitError::NotLeader { hint }));
+        }
+        for (_, reads) in std::mem::take(&mut self.read_batches) {
+            for read in reads {
+                read(Err(SubmitError::NotLeader { hint }));
+            }
+        }
+        for read in std::mem::take(&mut self.queued_reads) {
+            read(Err(SubmitError::NotLeader { hint }));
+        }
+        for (_, reads) in std::mem::take(&mut self.confirmed_reads) {
+            for read in reads {
+                read(Err(SubmitError::NotLeader { hint }));
+            }
+        }
+    }
+
+    /// Snapshots the state machine when the Raft state passed
+    /// `max_raft_state`.
+    fn maybe_snapshot(&mut self) {
+        if self.max_raft_state < 0 || self.storage.raft_state_bytes() <= self.max_raft_state as u64
+        {
+            return;
+        }
+        let status = self.raft.status();
+        if status.applied <= status.snapshot_index {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if self.snapshot_retry.is_some_and(|(at, _)| now < at) {
+            return;
+        }
+        // Saved first, then the core compacts: a failed save leaves the
+        // core and the log as they were.
+        let data = self.machine.snapshot();
+        let meta = SnapshotMeta {
+            index: status.applied,
+            term: self
+                .raft
+                .entry(status.applied)
+                .expect("an applied entry above the snapshot is in the log")
+                .term,
+            config: self.raft.cluster().clone(),
+        };
+        if let Err(error) = self.storage.save_snapshot(&meta, &data) {
+            let wait = self
+                .snapshot_retry
+                .map_or(SNAPSHOT_RETRY_FIRST, |(_, wait)| {
+                    (wait * 2).min(SNAPSHOT_RETRY_MAX)
+                });
+            self.snapshot_retry = Some((now + wait, wait));
+            tracing::error!(%error, retry_in = ?wait, "cannot save a snapshot; the log keeps growing until a save succeeds");
+            return;
+        }
+        self.snapshot_retry = None;
+        let compacted = self.raft.compact(meta.index, data);
+        debug_assert_eq!(compacted, meta, "the core's snapshot is the saved one");
+        if let Err(error) = self.storage.compact(meta.index) {
+            tracing::error!(%error, "cannot drop the log a snapshot covers; it takes disk space until the next snapshot");
+        }
+    }
+
+    fn publish_status(&mut self, running: bool) {
+        let violations = self.raft.status().protocol_violations;
+        if violations > self.violations {
+            self.violations = violations;
+            tracing::error!(
+                id = self.raft.id(),
+                violations,
+                "a peer claims to lead this node's own term: a broken or hostile member; its messages are refused"
+            );
+        }
+        let stopped = if running {
+            None
+        } else {
+            self.stop_error.clone()
+        };
+        let status = status_of(&self.raft, &self.storage, running, stopped);
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+
+    fn stop(mut self, mut inbox: mpsc::Receiver<Command<S>>) {
+        if let Some(error) = &self.stop_error {
+            tracing::error!(id = self.raft.id(), %error, "the node stopped");
+        }
+        inbox.close();
+        self.fail_all_waiters();
+        self.publish_status(false);
+    }
+}
+
+fn not_leader(error: ProposeError) -> SubmitError {
+    match error {
+        ProposeError::NotLeader { hint } => SubmitError::NotLeader { hint },
+        ProposeError::Transferring { to } => SubmitError::NotLeader { hint: Some(to) },
+    }
+}
