@@ -33,8 +33,23 @@
 //!
 //! When the persisted Raft state passes `max_raft_state` bytes, the node
 //! asks the state machine for a snapshot, stores it (temporary file, fsync,
-//! rename) and compacts the log. A node that stops being leader fails every
+//! rename) and only then compacts the core and the log; a failed save leaves
+//! both as they were and is retried after [`SNAPSHOT_RETRY_FIRST`], doubling
+//! to [`SNAPSHOT_RETRY_MAX`]. A node that stops being leader fails every
 //! waiting submitter and reader at once with [`SubmitError::NotLeader`].
+//!
+//! ## Identity, bounds, stops
+//!
+//! - The member list given at the first start is stored with the data (a
+//!   cluster id, the node's id, the members); a later start with other
+//!   members or another id is refused, and every message batch carries the
+//!   cluster id (a node refuses another cluster's).
+//! - Every queue has a named bound: [`MAX_QUEUED_COMMANDS`] (a client's
+//!   command fails at once with [`SubmitError::Overloaded`] when it is
+//!   full), [`MAX_PENDING_PROPOSALS`], [`MAX_PENDING_READS`],
+//!   [`MAX_INFLIGHT_BATCHES_PER_PEER`].
+//! - A node that cannot go on (an I/O error) stops and says why in its
+//!   status and through [`Node::stopped`].
 //!
 //! ## Implementation caveats
 //!
