@@ -95,7 +95,10 @@ async fn a_burst_past_the_bounds_is_answered_overloaded_and_the_node_recovers() 
         }
     }
     assert!(ok > 0, "some requests were served");
-    assert_eq!(overloaded, 1_000, "exactly the requests past the queue's bound");
+    assert_eq!(
+        overloaded, 1_000,
+        "exactly the requests past the queue's bound"
+    );
     let after = node
         .submit(Bytes::from_static(b"after"), Duration::from_secs(5))
         .await;
