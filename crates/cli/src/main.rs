@@ -45,12 +45,15 @@ fn init_logging(level: &str) {
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
         _ => EnvFilter::new(format!(
-            "warn,cairn={level},cairn_rpc={level},cairn_storage={level},cairn_rsm={level},cairn_kv={level}"
+            "warn,cairn={level},cairn_rpc={level},cairn_storage={level},cairn_rsm={level},cairn_kv={level},cairn_shardkv={level},cairn_shardctrler={level},cairn_mapreduce={level}"
         )),
     };
+    // Colour only on a terminal: log files and pipes get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .init();
 }

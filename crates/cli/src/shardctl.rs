@@ -12,16 +12,16 @@ use crate::config::Config;
 use crate::kv::{ServeArgs, prepare_node, run_until_stopped};
 use crate::progress::print_stdout;
 
-/// The controllers a local sharded cluster runs by default.
-pub(crate) const DEFAULT_ENDPOINTS: &str =
-    "http://127.0.0.1:7801,http://127.0.0.1:7802,http://127.0.0.1:7803";
+/// The controllers a local sharded cluster (`cairn cluster --sharded`)
+/// runs: the same addresses as a plain local cluster's nodes.
+pub(crate) const DEFAULT_ENDPOINTS: &str = crate::kv::DEFAULT_ENDPOINTS;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ShardctlCommand {
     /// Run one node of a shard controller cluster (data in --data-dir).
     ///
     /// Every node needs the same --peers list and the same --shards, e.g.
-    /// `cairn shardctl serve --id 1 --peers 1=http://10.0.0.1:7801,2=http://10.0.0.2:7801,3=http://10.0.0.3:7801`.
+    /// `cairn shardctl serve --id 1 --peers 1=http://10.0.0.1:7701,2=http://10.0.0.2:7701,3=http://10.0.0.3:7701`.
     Serve(CtrlServeArgs),
     /// Add replica groups, each as GID=SERVER[,SERVER...]; shards are
     /// rebalanced, moving as few as possible.
