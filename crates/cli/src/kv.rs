@@ -65,14 +65,45 @@ pub(crate) struct ServeArgs {
 pub(crate) struct ClientArgs {
     /// The cluster's nodes, comma-separated (default: the local cluster of
     /// `cairn cluster`).
-    #[arg(long, env = "CAIRN_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS)]
+    #[arg(long, env = "CAIRN_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS,
+          value_parser = parse_endpoint)]
     endpoints: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 15)]
+    /// Give up after this many seconds (at least 1).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
+}
+
+/// An endpoint as `http://HOST:PORT` or `HOST:PORT`, checked when the
+/// command line is read so that a typo fails at once with the reason.
+pub(crate) fn parse_endpoint(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let authority = match text.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{scheme}:// is not supported; write http://HOST:PORT or HOST:PORT"
+            ));
+        }
+        None => text,
+    };
+    let authority = authority.trim_end_matches('/');
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} has no port; write HOST:PORT, e.g. 127.0.0.1:7701"
+        ));
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!(
+            "{text:?} has no host; write HOST:PORT, e.g. 127.0.0.1:7701"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(text.to_string()),
+        _ => Err(format!("{port:?} is not a port (1-65535)")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -613,5 +644,27 @@ pub(crate) async fn wait_for_stop_signal() {
     #[cfg(any(not(unix), madsim))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_endpoint;
+
+    #[test]
+    fn endpoints_are_checked_when_the_command_line_is_read() {
+        assert!(parse_endpoint("http://127.0.0.1:7701").is_ok());
+        assert!(parse_endpoint("127.0.0.1:7701").is_ok());
+        assert!(parse_endpoint("localhost:7701/").is_ok());
+        for bad in [
+            "nonsense",
+            "127.0.0.1:99999",
+            "ftp://127.0.0.1:7701",
+            ":7701",
+            "host:0",
+        ] {
+            let error = parse_endpoint(bad).unwrap_err();
+            assert!(!error.is_empty(), "{bad}");
+        }
     }
 }
