@@ -29,16 +29,20 @@ pub(crate) enum KvCommand {
     /// `cairn kv serve --id 1 --peers 1=http://10.0.0.1:7701,2=http://10.0.0.2:7701,3=http://10.0.0.3:7701
     /// --data-dir /var/lib/cairn`. The `[node]` table of the --config file can hold the same settings.
     Serve(ServeArgs),
-    /// Print a key's value (exit status 1 if it is missing).
-    Get(KeyArgs),
+    /// Print a key's value (exit status 3 if it is missing, 1 if the
+    /// cluster could not answer). The value is printed as text with a
+    /// newline; --raw prints its exact bytes, --output writes them to a
+    /// file, --json gives `value` (UTF-8) or `value_base64` (other bytes).
+    Get(GetArgs),
     /// Set a key's value.
     Put(KeyValueArgs),
     /// Append to a key's value (a missing key counts as empty).
     Append(KeyValueArgs),
-    /// Delete a key.
+    /// Delete a key (exit status 3 if it was not there).
     Del(KeyArgs),
-    /// Set a key's value only if it currently is --expect (or missing, with
-    /// --expect-missing); exit status 1 if it was not swapped.
+    /// Set a key's value only if it currently is --expect VALUE (or
+    /// missing, with --expect-missing); exit status 3 if it was not
+    /// swapped.
     Cas(CasArgs),
     /// Show every node's role, term, commit and applied index.
     Status(ClientArgs),
@@ -108,20 +112,65 @@ pub(crate) fn parse_endpoint(text: &str) -> Result<String, String> {
 
 #[derive(Debug, Args)]
 pub(crate) struct KeyArgs {
-    /// The key.
+    /// The key (any bytes with --key-hex).
     key: String,
+    /// The key is written in hexadecimal (e.g. `00ff10` for the bytes 0x00
+    /// 0xff 0x10), for keys that are not text.
+    #[arg(long)]
+    key_hex: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
 
+impl KeyArgs {
+    fn key(&self) -> anyhow::Result<Vec<u8>> {
+        if !self.key_hex {
+            return Ok(self.key.as_bytes().to_vec());
+        }
+        let digits = self.key.as_bytes();
+        if digits.len() % 2 != 0 {
+            bail!(
+                "--key-hex {:?} has an odd number of digits; write two per byte",
+                self.key
+            );
+        }
+        digits
+            .chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .with_context(|| {
+                        format!("--key-hex {:?} is not hexadecimal (0-9, a-f)", self.key)
+                    })
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Print the value's exact bytes, with no newline added.
+    #[arg(long, conflicts_with = "output")]
+    raw: bool,
+    /// Write the value's exact bytes to this file instead of printing it.
+    #[arg(long)]
+    output: Option<std::path::PathBuf>,
+}
+
+/// The exit status of a command whose answer is "no": `get` of a missing
+/// key, `del` of a missing key, a `cas` that did not swap. Errors (the
+/// cluster could not answer) exit with 1, usage errors with 2.
+pub(crate) const EXIT_NO: i32 = 3;
+
 #[derive(Debug, Args)]
 pub(crate) struct KeyValueArgs {
-    /// The key.
-    key: String,
+    #[command(flatten)]
+    key: KeyArgs,
     /// The value; `-` reads it from standard input.
     value: String,
-    #[command(flatten)]
-    client: ClientArgs,
 }
 
 impl KeyValueArgs {
@@ -236,46 +285,29 @@ impl Store {
 
 async fn request(command: KvCommand) -> anyhow::Result<()> {
     match command {
-        KvCommand::Get(args) => {
-            let mut store = connect(&args.client).await?;
-            let value = store.get(args.key.as_bytes()).await?;
-            if args.client.json {
-                let value = value
-                    .as_ref()
-                    .map(|v| String::from_utf8_lossy(v).into_owned());
-                let found = value.is_some();
-                print_stdout(&format!(
-                    "{}\n",
-                    serde_json::json!({ "key": args.key, "found": found, "value": value })
-                ));
-            } else if let Some(value) = &value {
-                print_stdout(&format!("{}\n", String::from_utf8_lossy(value)));
-            }
-            if value.is_none() {
-                if !args.client.json {
-                    eprintln!("not found: {}", args.key);
-                }
-                std::process::exit(1);
-            }
-        }
+        KvCommand::Get(args) => get(args).await?,
         KvCommand::Put(args) => {
-            let mut store = connect(&args.client).await?;
-            let existed = store
-                .write("put", args.key.as_bytes(), &args.value()?)
-                .await?;
-            report(args.client.json, "OK", true, existed);
+            let mut store = connect(&args.key.client).await?;
+            let existed = store.write("put", &args.key.key()?, &args.value()?).await?;
+            report(args.key.client.json, "OK", true, existed);
         }
         KvCommand::Append(args) => {
-            let mut store = connect(&args.client).await?;
+            let mut store = connect(&args.key.client).await?;
             let existed = store
-                .write("append", args.key.as_bytes(), &args.value()?)
+                .write("append", &args.key.key()?, &args.value()?)
                 .await?;
-            report(args.client.json, "OK", true, existed);
+            report(args.key.client.json, "OK", true, existed);
         }
         KvCommand::Del(args) => {
             let mut store = connect(&args.client).await?;
-            let existed = store.write("del", args.key.as_bytes(), b"").await?;
-            report(args.client.json, "deleted", true, existed);
+            let existed = store.write("del", &args.key()?, b"").await?;
+            report(args.client.json, "deleted", existed, existed);
+            if !existed {
+                if !args.client.json {
+                    eprintln!("not found: {} (nothing was deleted)", args.key);
+                }
+                std::process::exit(EXIT_NO);
+            }
         }
         KvCommand::Cas(args) => {
             let Store::Single(mut client) = connect(&args.client).await? else {
@@ -297,12 +329,68 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
                         args.key
                     );
                 }
-                std::process::exit(1);
+                std::process::exit(EXIT_NO);
             }
         }
         KvCommand::Serve(_) | KvCommand::Status(_) => unreachable!("dispatched in run()"),
     }
     Ok(())
+}
+
+/// `cairn kv get`: the value as text, exact bytes (--raw, --output) or
+/// JSON (base64 for bytes that are not UTF-8).
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let client = &args.key.client;
+    let mut store = connect(client).await?;
+    let value = store.get(&args.key.key()?).await?;
+    let Some(value) = value else {
+        if client.json {
+            let answer = serde_json::json!({ "key": args.key.key, "found": false });
+            print_stdout(&format!("{answer}\n"));
+        } else {
+            eprintln!("not found: {}", args.key.key);
+        }
+        std::process::exit(EXIT_NO);
+    };
+    if let Some(path) = &args.output {
+        std::fs::write(path, &value)
+            .with_context(|| format!("writing the value to {}", path.display()))?;
+    } else if client.json {
+        let mut answer = serde_json::json!({ "key": args.key.key, "found": true });
+        match std::str::from_utf8(&value) {
+            Ok(text) => answer["value"] = text.into(),
+            Err(_) => answer["value_base64"] = base64(&value).into(),
+        }
+        print_stdout(&format!("{answer}\n"));
+    } else if args.raw {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&value).and_then(|()| stdout.flush())?;
+    } else {
+        print_stdout(&format!("{}\n", String::from_utf8_lossy(&value)));
+    }
+    Ok(())
+}
+
+/// Standard base64 with padding (RFC 4648 §4).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let triple = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for position in 0..4 {
+            if position <= chunk.len() {
+                out.push(char::from(
+                    ALPHABET[(triple >> (18 - 6 * position)) as usize & 63],
+                ));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn report(json: bool, done: &str, ok: bool, existed: bool) {
@@ -649,7 +737,23 @@ pub(crate) async fn wait_for_stop_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_endpoint;
+    use super::{base64, parse_endpoint};
+
+    #[test]
+    fn base64_follows_the_rfc_vectors() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+    }
 
     #[test]
     fn endpoints_are_checked_when_the_command_line_is_read() {
