@@ -407,9 +407,9 @@ async fn restart_reruns_init_on_the_surviving_disk() {
         let mut synced = disk.open("boots".as_ref(), OpenMode::Create).unwrap();
         synced.append(b"x").unwrap();
         synced.sync().unwrap();
-        // The file's name is durable once its directory is synced.
-        disk.sync_dir("".as_ref()).unwrap();
         let mut unsynced = disk.open("scratch".as_ref(), OpenMode::Truncate).unwrap();
+        // The files' names are durable once their directory is synced.
+        disk.sync_dir("".as_ref()).unwrap();
         unsynced
             .write_at(0, format!("boot {boots}").as_bytes())
             .unwrap();
