@@ -371,7 +371,19 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             cairn_rpc::mapreduce::StatusRequest {},
             |channel, request| async move { CoordinatorClient::new(channel).status(request).await },
         )
-        .await?;
+        .await
+        .map_err(|error| match &error {
+            cairn_rpc::RpcError::Rejected { status, .. }
+                if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
+            {
+                anyhow::anyhow!(
+                    "{} answers, but it is not a MapReduce coordinator (a key/value node or a \
+                     worker?); pass the address `cairn mr coordinator` printed",
+                    args.coordinator
+                )
+            }
+            _ => anyhow::Error::new(error),
+        })?;
     if args.json {
         crate::progress::print_stdout(&format!("{}\n", crate::progress::status_json(&reply)));
     } else {
