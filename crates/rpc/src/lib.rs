@@ -47,8 +47,11 @@ pub use error::RpcError;
 pub use random::seeded_rng;
 pub use replicas::{LEADER_ID_KEY, LEADER_URL_KEY, ReplicaError, Replicas, not_leader};
 #[cfg(not(madsim))]
-pub use serve::serve_on;
-pub use serve::{ServerTask, serve};
+pub use serve::{serve_on, serve_on_with, serve_routes_on};
+pub use serve::{
+    HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS, ServeOptions,
+    ServerTask, serve,
+};
 
 /// Generated code for `proto/echo.proto`: a minimal service used to check
 /// connectivity and by the simulated network's self-tests.
