@@ -35,7 +35,11 @@
 //!   wrapped by the simulated network rules.
 
 mod client;
+#[cfg(not(madsim))]
+mod connection;
 mod error;
+#[cfg(not(madsim))]
+mod overload;
 mod random;
 mod replicas;
 mod serve;
@@ -46,12 +50,13 @@ pub use client::{ClientOptions, RpcClient};
 pub use error::RpcError;
 pub use random::seeded_rng;
 pub use replicas::{LEADER_ID_KEY, LEADER_URL_KEY, ReplicaError, Replicas, not_leader};
-#[cfg(not(madsim))]
-pub use serve::{serve_on, serve_on_with, serve_routes_on};
 pub use serve::{
-    HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS, ServeOptions,
+    HANDSHAKE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, IDLE_TIMEOUT,
+    MAX_CONCURRENT_PEER_REQUESTS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS, ServeOptions,
     ServerTask, serve,
 };
+#[cfg(not(madsim))]
+pub use serve::{serve_on, serve_on_with, serve_routes, serve_routes_on};
 
 /// Generated code for `proto/echo.proto`: a minimal service used to check
 /// connectivity and by the simulated network's self-tests.

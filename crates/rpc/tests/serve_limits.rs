@@ -89,11 +89,8 @@ async fn wait_closed(stream: &mut TcpStream, what: &str) -> Duration {
     let started = Instant::now();
     let mut buffer = [0u8; 4096];
     loop {
-        match tokio::time::timeout_at(
-            (started + TEST_DEADLINE).into(),
-            stream.read(&mut buffer),
-        )
-        .await
+        match tokio::time::timeout_at((started + TEST_DEADLINE).into(), stream.read(&mut buffer))
+            .await
         {
             Err(_) => panic!("{what}: still open after {TEST_DEADLINE:?}"),
             Ok(Ok(0) | Err(_)) => return started.elapsed(),
@@ -185,6 +182,25 @@ async fn a_truncated_preface_is_closed_after_the_handshake_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_gets_the_connection_limits_too() {
+    let options = ServeOptions {
+        handshake_timeout: Duration::from_millis(300),
+        ..ServeOptions::default()
+    };
+    let service = Service {
+        in_flight: Arc::default(),
+        release: Arc::new(Semaphore::new(0)),
+    };
+    let router = tonic::transport::Server::builder().add_service(EchoServer::new(service));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (addr, _server) = cairn_rpc::serve_on_with(router, listener, &options).unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&PREFACE[..10]).await.unwrap();
+    wait_closed(&mut stream, "a connection with half a preface").await;
+    assert_eq!(echo(&client(addr), 7).await.unwrap().number, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let idle_timeout = Duration::from_secs(1);
     let options = ServeOptions {
@@ -226,7 +242,9 @@ async fn requests_beyond_the_limit_are_answered_overloaded_at_once() {
     .await;
     let started = Instant::now();
     let error = echo(&rpc, 0).await.expect_err("a third request ran");
-    let status = error.status().unwrap_or_else(|| panic!("not a status: {error}"));
+    let status = error
+        .status()
+        .unwrap_or_else(|| panic!("not a status: {error}"));
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().starts_with("overloaded:"),
