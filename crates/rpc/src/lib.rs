@@ -52,8 +52,8 @@ pub use random::seeded_rng;
 pub use replicas::{LEADER_ID_KEY, LEADER_URL_KEY, ReplicaError, Replicas, not_leader};
 pub use serve::{
     HANDSHAKE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, IDLE_TIMEOUT,
-    MAX_CONCURRENT_PEER_REQUESTS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS, ServeOptions,
-    ServerTask, serve,
+    MAX_CONCURRENT_PEER_REQUESTS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS,
+    MAX_STREAMS_PER_CONNECTION, ServeOptions, ServerTask, serve,
 };
 #[cfg(not(madsim))]
 pub use serve::{serve_on, serve_on_with, serve_routes, serve_routes_on};

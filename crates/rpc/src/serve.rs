@@ -44,8 +44,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Client requests one server runs at once (with [`serve_routes_on`]); a
 /// request beyond them is answered `RESOURCE_EXHAUSTED` ("overloaded: ...")
-/// at once. Also the most streams a single connection may open.
+/// at once.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+/// Streams (requests) one HTTP/2 connection may have open at once (with
+/// [`serve_routes_on`]), announced in the server's SETTINGS: a client
+/// holds further requests until a stream ends, and a stream opened beyond
+/// it is refused (`REFUSED_STREAM`, retried by the client's HTTP/2 layer).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 /// Raft requests from peers one server runs at once, apart from client
 /// requests; one beyond them is answered "overloaded" too (Raft resends).
 pub const MAX_CONCURRENT_PEER_REQUESTS: usize = 256;
@@ -136,11 +141,10 @@ pub fn serve_routes_on(
     options: &ServeOptions,
 ) -> std::io::Result<(SocketAddr, ServerTask)> {
     let addr = listener.local_addr()?;
-    let streams = u32::try_from(options.max_concurrent_requests).unwrap_or(u32::MAX);
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
-        .max_concurrent_streams(streams)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .layer(crate::overload::OverloadLayer::new(options))
         .add_routes(routes);
     let incoming = crate::connection::GuardedIncoming::new(listener, options);
