@@ -4,6 +4,9 @@
 //! count ("Scalability! But at what COST?", HotOS 2015): one thread, no
 //! framework — read each file, split words exactly as the `wc` app does,
 //! count them in a hash table, and write the counts sorted by word.
+//!
+//! `cairn bench overload` floods a key/value cluster with clients (see
+//! [`overload`]).
 
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -12,6 +15,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rustc_hash::FxHashMap;
+
+mod overload;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
@@ -23,6 +28,10 @@ pub(crate) enum BenchCommand {
     /// The same key/value workload against a Cairn cluster and (with
     /// --etcd) etcd: throughput and latency percentiles.
     Kv(crate::bench_kv::KvBenchArgs),
+    /// Many more concurrent clients than the cluster runs at once (10,000
+    /// by default) for a while: answers or `overloaded`, the nodes' memory,
+    /// and a put and a get right after.
+    Overload(overload::OverloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +101,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Wordcount(args) => wordcount(args),
         BenchCommand::Raft(args) => crate::bench_raft::run(args),
         BenchCommand::Kv(args) => crate::bench_kv::run(args),
+        BenchCommand::Overload(args) => overload::run(args),
     }
 }
 

@@ -1,7 +1,7 @@
 //! # cairn-rpc: the wire layer
 //!
 //! Every Cairn process talks gRPC (tonic over HTTP/2, messages in protobuf).
-//! This crate owns three things:
+//! This crate owns four things:
 //!
 //! 1. **The protocol definitions.** `proto/*.proto` are compiled at build
 //!    time by `protox`, a pure-Rust protobuf compiler, so no system `protoc`
@@ -12,7 +12,13 @@
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
 //!    sense ([`RpcError::is_retryable`]); and on top of it [`Replicas`],
 //!    which finds and follows the leader of a replicated group.
-//! 3. **The hook into the simulated network.** In a simulation build
+//! 3. **The server side**: [`serve`] and [`serve_routes_on`] bind a port
+//!    and serve within named bounds ([`ServeOptions`]): at most
+//!    [`MAX_CONNECTIONS`] connections (the excess closed at once), a
+//!    [`HANDSHAKE_TIMEOUT`] and an [`IDLE_TIMEOUT`] per connection, and, for
+//!    `Routes`, at most [`MAX_CONCURRENT_REQUESTS`] requests in flight (the
+//!    excess answered `RESOURCE_EXHAUSTED`, "overloaded: ...", at once).
+//! 4. **The hook into the simulated network.** In a simulation build
 //!    (`RUSTFLAGS="--cfg madsim"`) every call made through [`RpcClient`]
 //!    passes through `sim_net`, which applies the 6.824 `labrpc` rules
 //!    (loss, delay, reordering, partitions) and counts RPCs and bytes. The
@@ -33,9 +39,20 @@
 //!   simulation are `prost::Message::encoded_len`, not bytes on a socket.
 //! - Only unary calls go through [`RpcClient`]; streaming RPCs are not
 //!   wrapped by the simulated network rules.
+//! - The request bound holds a permit until a handler's response is ready,
+//!   not until a streamed body ends; it applies only to servers started
+//!   with [`serve_routes_on`] (a built tonic `Router` cannot take a layer).
+//! - The idle timeout closes a connection abruptly (no GOAWAY): a request
+//!   that races with it fails `UNAVAILABLE`, and clients retry. A connection
+//!   refused for the connection limit is closed without an HTTP/2 message.
+//! - In simulation no limit applies: the simulated network has no sockets.
 
 mod client;
+#[cfg(not(madsim))]
+mod connection;
 mod error;
+#[cfg(not(madsim))]
+mod overload;
 mod random;
 mod replicas;
 mod serve;
@@ -46,9 +63,13 @@ pub use client::{ClientOptions, RpcClient};
 pub use error::RpcError;
 pub use random::seeded_rng;
 pub use replicas::{LEADER_ID_KEY, LEADER_URL_KEY, ReplicaError, Replicas, not_leader};
+pub use serve::{
+    HANDSHAKE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, IDLE_TIMEOUT,
+    MAX_CONCURRENT_PEER_REQUESTS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS,
+    MAX_STREAMS_PER_CONNECTION, ServeOptions, ServerTask, serve,
+};
 #[cfg(not(madsim))]
-pub use serve::serve_on;
-pub use serve::{ServerTask, serve};
+pub use serve::{serve_on, serve_on_with, serve_routes, serve_routes_on};
 
 /// Generated code for `proto/echo.proto`: a minimal service used to check
 /// connectivity and by the simulated network's self-tests.
