@@ -71,6 +71,18 @@ impl KvServer {
             )
     }
 
+    /// The same services as [`router`](Self::router), as routes that
+    /// `cairn_rpc::serve_routes` serves with every limit (connections,
+    /// requests in flight, keepalive).
+    #[cfg(not(madsim))]
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.node.raft_service()).add_service(
+            KvGrpcServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
     fn error(&self, error: SubmitError) -> Status {
         self.node.error_status(error)
     }

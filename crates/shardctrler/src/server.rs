@@ -86,6 +86,14 @@ impl CtrlerServer {
             .add_service(ShardCtrlerServer::new(self.clone()))
     }
 
+    /// The same services as [`router`](Self::router), as routes that
+    /// `cairn_rpc::serve_routes` serves with every limit.
+    #[cfg(not(madsim))]
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.node.raft_service())
+            .add_service(ShardCtrlerServer::new(self.clone()))
+    }
+
     fn error(&self, error: SubmitError) -> Status {
         self.node.error_status(error)
     }
