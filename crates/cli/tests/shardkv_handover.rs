@@ -119,7 +119,7 @@ async fn a_hundred_megabyte_shard_moves_when_its_group_leaves() {
     }
     eprintln!(
         "a shard of {} MiB moved from group 1 to group 2 in {:.1}s",
-        VALUES * VALUE_BYTES >> 20,
+        (VALUES * VALUE_BYTES) >> 20,
         moving.elapsed().as_secs_f64()
     );
     for (i, key) in keys.iter().enumerate() {
