@@ -135,8 +135,9 @@ async fn writes_survive_joins_leaves_and_a_killed_group() {
 
 /// A hand-over of shards holding megabytes: 30 values of about 1 MB in one
 /// group, then a second group joins and takes half the shards (each shard
-/// moves in its own call and log entry, well past gRPC's default 4 MiB
-/// message limit in total).
+/// moves in its own calls and log entries, chunks of at most
+/// `MAX_CHUNK_BYTES`, well past gRPC's default 4 MiB message limit in
+/// total).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn megabytes_of_shards_move_between_groups() {
     let controllers = NodeProcesses::start(&["shardctl", "serve"], 3);

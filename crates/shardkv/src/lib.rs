@@ -22,6 +22,22 @@
 //! - a shard it loses is **Offering**: frozen (no longer served) and kept
 //!   until the new owner has it.
 //!
+//! A shard moves in chunks, so that a shard of any size fits bounded
+//! messages and log entries: each pull asks for the keys after a cursor
+//! and gets, in key order, at most [`MAX_CHUNK_BYTES`] of them (or
+//! [`HandoverConfig::chunk_bytes`], if smaller; always at least one key),
+//! and the new owner logs each chunk as its own entry. The cursor is the
+//! last key installed, so it is part of the state machine and of its
+//! snapshots ([`PullPosition`]): a new leader, or a group restarted in the
+//! middle, resumes where the installed keys end. A chunk is installed only
+//! if it starts exactly there, so a chunk logged twice, or a stale one,
+//! changes nothing. The last chunk carries the duplicate table and the
+//! session floor (alone, if they do not fit beside the last keys); only
+//! when it is applied is the shard served. The old owner's copy is frozen,
+//! so the chunks are consistent with each other and with the table, and it
+//! answers pulls until the new owner, holding the last chunk, tells it to
+//! drop the shard.
+//!
 //! A group moves to the next configuration only when no shard is in
 //! hand-over, so an old owner answers a pull for configuration `n` exactly
 //! when it has reached `n` itself, and at most one group serves a shard at
@@ -62,9 +78,13 @@
 //!   too, though a sharded-store clerk never sends a change.
 //! - A group whose old owner is down waits for it (the data exists nowhere
 //!   else); shards from live groups keep moving meanwhile.
-//! - A shard moves in one message and one log entry: a shard over 8 MiB
-//!   (`cairn_rsm::MAX_COMMAND_BYTES`) cannot move; the group logs an error
-//!   and the shard stays with its old owner.
+//! - A shard in hand-over is stored whole by both groups, and the new
+//!   owner's log grows by the shard's size (one entry per chunk) until a
+//!   snapshot compacts it; moving a large shard costs disk and bandwidth
+//!   on both sides for that time.
+//! - Chunks are pulled one at a time, each behind a read index at the old
+//!   owner and a commit at the new one: a large shard moves at the speed
+//!   of that round trip times its chunk count, not of the link.
 //! - The controllers of a sharded store refuse to let the last group leave
 //!   (its data would have no one to go to).
 
@@ -73,8 +93,11 @@ mod server;
 mod store;
 
 pub use client::{Client, ClientConfig, ShardKvError};
-pub use server::{MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, POLL_INTERVAL, ShardKvServer};
-pub use store::{MAX_SESSIONS_PER_SHARD, Plan, ShardState, ShardStore};
+pub use server::{
+    HandoverConfig, MAX_CHUNK_BYTES, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES,
+    POLL_INTERVAL, ShardKvServer,
+};
+pub use store::{MAX_SESSIONS_PER_SHARD, Plan, PullPosition, ShardState, ShardStore};
 
 /// Maps a key to its shard, given the shard count.
 pub type ShardOf = fn(&[u8], usize) -> usize;

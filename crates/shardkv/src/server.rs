@@ -33,9 +33,29 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one round of a hand-over call to another group may take.
 const PEER_DEADLINE: Duration = Duration::from_secs(1);
-/// The largest pull reply accepted: one shard's keys and duplicate table.
-/// A shard must also fit in one log entry (`cairn_rsm::MAX_COMMAND_BYTES`).
-const MAX_HANDOVER_BYTES: usize = 64 << 20;
+/// The most bytes of keys and values in one chunk of a shard handed over
+/// (one pull reply, one log entry at the new owner). A chunk holds at least
+/// one key, however large; the duplicate table travels with the last chunk,
+/// or alone after it when it does not fit beside the last keys.
+pub const MAX_CHUNK_BYTES: usize = 4 << 20;
+/// The most bytes one session of a duplicate table takes in a chunk: four
+/// varints of at most 10 bytes with their tags, a reply of four flags, and
+/// the element's own tag and length.
+pub(crate) const MAX_SESSION_BYTES: usize = 48;
+/// Room for a chunk's framing: its shard number, cursor key, flags and the
+/// messages wrapping it (pull reply, log command).
+const HANDOVER_FRAMING_BYTES: usize = 64 << 10;
+/// The largest pull reply accepted, and the largest chunk logged: one log
+/// entry. Every chunk fits: at most [`MAX_CHUNK_BYTES`] of keys, or one
+/// key at the limits, or a whole duplicate table, plus framing.
+pub(crate) const MAX_HANDOVER_BYTES: usize = cairn_rsm::MAX_COMMAND_BYTES;
+const _: () = assert!(MAX_CHUNK_BYTES + HANDOVER_FRAMING_BYTES <= MAX_HANDOVER_BYTES);
+const _: () =
+    assert!(MAX_KEY_BYTES + MAX_VALUE_BYTES + 2 * HANDOVER_FRAMING_BYTES <= MAX_HANDOVER_BYTES);
+const _: () = assert!(
+    crate::MAX_SESSIONS_PER_SHARD * MAX_SESSION_BYTES + HANDOVER_FRAMING_BYTES
+        <= MAX_HANDOVER_BYTES
+);
 /// The longest key accepted.
 pub const MAX_KEY_BYTES: usize = 4 << 10;
 /// The largest value accepted, and the longest an append may grow one to.
@@ -43,6 +63,24 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// The largest message a clerk encodes or decodes: a get or write with a
 /// value at the limit fits with room to spare.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+
+/// How a group takes shards from others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoverConfig {
+    /// The most bytes of keys and values the group asks for in one chunk
+    /// when it pulls a shard; the old owner caps it at [`MAX_CHUNK_BYTES`].
+    /// Smaller chunks move a shard in more pulls and log entries (tests use
+    /// them to stop a group in the middle of a hand-over).
+    pub chunk_bytes: usize,
+}
+
+impl Default for HandoverConfig {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: MAX_CHUNK_BYTES,
+        }
+    }
+}
 
 /// One running server of a replica group.
 #[derive(Clone)]
@@ -73,6 +111,21 @@ impl ShardKvServer {
         shard_of: ShardOf,
         controllers: &[String],
     ) -> Result<Self, StartError> {
+        let handover = HandoverConfig::default();
+        Self::start_with(config, disk, gid, shards, shard_of, controllers, handover)
+    }
+
+    /// [`start`](Self::start), taking shards from other groups as
+    /// `handover` says.
+    pub fn start_with(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        gid: Gid,
+        shards: usize,
+        shard_of: ShardOf,
+        controllers: &[String],
+        handover: HandoverConfig,
+    ) -> Result<Self, StartError> {
         let node = Node::start(config, disk, ShardStore::new(gid, shards, shard_of))?;
         let controller = cairn_shardctrler::Client::new(
             controllers,
@@ -80,7 +133,7 @@ impl ShardKvServer {
             Duration::from_secs(1),
         )
         .map_err(|e| StartError::Config(format!("bad controller address: {e}")))?;
-        let follower = tokio::spawn(follow(node.clone(), gid, shards, controller));
+        let follower = tokio::spawn(follow(node.clone(), gid, shards, controller, handover));
         Ok(Self {
             node,
             gid,
@@ -189,10 +242,14 @@ impl ShardKv for ShardKvServer {
         request: Request<PullRequest>,
     ) -> Result<Response<PullReply>, Status> {
         let request = request.into_inner();
+        let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
         let reply = self
             .node
             .read(
-                move |store: &ShardStore| store.pull(request.config_num, &request.shards),
+                move |store: &ShardStore| {
+                    let after = request.after_key.as_deref();
+                    store.pull_chunk(request.config_num, request.shard, after, max_bytes)
+                },
                 REQUEST_DEADLINE,
             )
             .await
@@ -238,6 +295,22 @@ impl ShardKvServer {
     }
 }
 
+/// The clients of other groups, by their servers, made once each.
+#[derive(Default)]
+struct Groups(Mutex<BTreeMap<Vec<String>, Arc<Replicas>>>);
+
+impl Groups {
+    fn get(&self, servers: &Vec<String>) -> Option<Arc<Replicas>> {
+        let mut groups = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = groups.get(servers) {
+            return Some(r.clone());
+        }
+        let r = Arc::new(Replicas::new(servers, Duration::from_millis(500), PEER_DEADLINE).ok()?);
+        groups.insert(servers.clone(), r.clone());
+        Some(r)
+    }
+}
+
 /// The leader's loop: every [`POLL_INTERVAL`], read the group's plan; when
 /// no hand-over is under way, put the controller's next configuration in
 /// the log; fetch the shards being pulled and tell old owners to drop the
@@ -248,18 +321,10 @@ async fn follow(
     gid: Gid,
     shards: usize,
     controller: cairn_shardctrler::Client,
+    handover: HandoverConfig,
 ) {
     let mut mismatch_reported = None;
-    let groups: Mutex<BTreeMap<Vec<String>, Arc<Replicas>>> = Mutex::default();
-    let replicas = |servers: &Vec<String>| -> Option<Arc<Replicas>> {
-        let mut groups = groups.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = groups.get(servers) {
-            return Some(r.clone());
-        }
-        let r = Arc::new(Replicas::new(servers, Duration::from_millis(500), PEER_DEADLINE).ok()?);
-        groups.insert(servers.clone(), r.clone());
-        Some(r)
-    };
+    let groups = Groups::default();
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
         if node.status().role != Role::Leader {
@@ -300,72 +365,164 @@ async fn follow(
         }
         let mut calls = Vec::new();
         for (from, (servers, shards)) in pull {
-            let Some(group) = replicas(&servers) else {
+            let Some(group) = groups.get(&servers) else {
                 continue;
             };
-            let node = node.clone();
-            // One shard per call and per log entry, so that a hand-over is
-            // bounded by the size of one shard.
+            let (node, handover) = (node.clone(), handover.clone());
             calls.push(tokio::spawn(async move {
                 for shard in shards {
-                    let request = PullRequest {
+                    let source = Source {
+                        gid,
+                        from,
+                        group: &group,
                         config_num,
-                        shards: vec![shard],
                     };
-                    let reply = group
-                        .request(request, |c, r| async move {
-                            ShardKvClient::new(c)
-                                .max_decoding_message_size(MAX_HANDOVER_BYTES)
-                                .pull_shards(r)
-                                .await
-                        })
-                        .await;
-                    match reply {
-                        Ok(reply) if reply.ready => {
-                            let install = InstallShards {
-                                config_num,
-                                shards: reply.shards,
-                            };
-                            let result = submit(&node, command::Command::Install(install)).await;
-                            if let Err(error @ SubmitError::TooLarge { .. }) = result {
-                                tracing::error!(
-                                    gid,
-                                    shard,
-                                    %error,
-                                    "shard {shard} is too large to hand over in one log entry; it stays with group {from}"
-                                );
-                            }
-                        }
-                        Ok(_) => tracing::debug!(gid, from, config_num, "shard not ready yet"),
-                        Err(error) => tracing::debug!(gid, from, %error, "cannot pull a shard"),
+                    if pull_shard(&node, source, shard, &handover).await.is_err() {
+                        break;
                     }
                 }
             }));
         }
         for (from, (servers, shards)) in collect {
-            let Some(group) = replicas(&servers) else {
+            let Some(group) = groups.get(&servers) else {
                 continue;
             };
             let node = node.clone();
             calls.push(tokio::spawn(async move {
-                let request = DeleteRequest { config_num, shards };
-                let reply = group
-                    .request(request.clone(), |c, r| async move {
-                        ShardKvClient::new(c).delete_shards(r).await
-                    })
-                    .await;
-                match reply {
-                    Ok(reply) if reply.done => {
-                        let _ = submit(&node, command::Command::Deleted(request)).await;
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::debug!(gid, from, %error, "cannot delete old shards"),
-                }
+                collect_shards(
+                    &node,
+                    gid,
+                    from,
+                    &group,
+                    DeleteRequest { config_num, shards },
+                )
+                .await;
             }));
         }
         for call in calls {
             let _ = call.await;
         }
+    }
+}
+
+/// The group a shard is pulled from, in which configuration.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    /// This group.
+    gid: Gid,
+    /// The old owner.
+    from: Gid,
+    group: &'a Replicas,
+    config_num: u64,
+}
+
+/// Why a pull stopped before the shard was complete; the next round of
+/// the leader's loop tries again.
+#[derive(Debug)]
+struct PullStopped;
+
+/// Pulls `shard` chunk by chunk, each chunk its own log entry, starting
+/// after the last key installed, until the last chunk is installed.
+/// Stops (for a later round) when a call or a submit fails, or when a
+/// chunk makes no progress.
+async fn pull_shard(
+    node: &Node<ShardStore>,
+    source: Source<'_>,
+    shard: u32,
+    handover: &HandoverConfig,
+) -> Result<(), PullStopped> {
+    let Source {
+        gid,
+        from,
+        group,
+        config_num,
+    } = source;
+    let mut previous = None;
+    loop {
+        let position = node
+            .read(
+                move |s: &ShardStore| s.pull_position(config_num, shard),
+                REQUEST_DEADLINE,
+            )
+            .await
+            .map_err(|_| PullStopped)?;
+        let Some(position) = position else {
+            return Ok(()); // installed: the last chunk is in
+        };
+        if previous.as_ref() == Some(&position) {
+            tracing::warn!(
+                gid,
+                from,
+                shard,
+                "a chunk of shard {shard} changed nothing; the pull is retried later"
+            );
+            return Err(PullStopped);
+        }
+        let request = PullRequest {
+            config_num,
+            shard,
+            after_key: position.after_key.clone(),
+            max_bytes: handover.chunk_bytes as u64,
+        };
+        let reply = group
+            .request(request, |c, r| async move {
+                ShardKvClient::new(c)
+                    .max_decoding_message_size(MAX_HANDOVER_BYTES)
+                    .pull_shards(r)
+                    .await
+            })
+            .await;
+        let chunk = match reply {
+            Ok(reply) if reply.ready => reply.chunk,
+            Ok(_) => {
+                tracing::debug!(gid, from, config_num, "shard not ready yet");
+                return Err(PullStopped);
+            }
+            Err(error) => {
+                tracing::debug!(gid, from, %error, "cannot pull a shard");
+                return Err(PullStopped);
+            }
+        };
+        let install = InstallShards {
+            config_num,
+            chunk,
+            ..InstallShards::default()
+        };
+        if let Err(error) = submit(node, command::Command::Install(install)).await {
+            if let SubmitError::TooLarge { .. } = error {
+                tracing::error!(
+                    gid,
+                    shard,
+                    %error,
+                    "a chunk of shard {shard} from group {from} is too large for one log entry; the chunk limits disagree (a bug): report it"
+                );
+            }
+            return Err(PullStopped);
+        }
+        previous = Some(position);
+    }
+}
+
+/// Tells the old owner `from` to drop the shards of `request`, which
+/// arrived here, and logs that it did.
+async fn collect_shards(
+    node: &Node<ShardStore>,
+    gid: Gid,
+    from: Gid,
+    group: &Replicas,
+    request: DeleteRequest,
+) {
+    let reply = group
+        .request(request.clone(), |c, r| async move {
+            ShardKvClient::new(c).delete_shards(r).await
+        })
+        .await;
+    match reply {
+        Ok(reply) if reply.done => {
+            let _ = submit(node, command::Command::Deleted(request)).await;
+        }
+        Ok(_) => {}
+        Err(error) => tracing::debug!(gid, from, %error, "cannot delete old shards"),
     }
 }
 

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use bytes::{Bytes, BytesMut};
 use cairn_raft::LogIndex;
 use cairn_rpc::shardkv::{
-    self as proto, Command, DeleteReply, DeleteRequest, GetReply, InstallShards, Op, PullReply,
-    ShardData, WriteReply, WriteRequest, command,
+    self as proto, Command, DeleteReply, DeleteRequest, GetReply, Op, ShardData, WriteReply,
+    WriteRequest, command,
 };
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
@@ -133,26 +133,39 @@ impl Shard {
                     value: value.clone(),
                 })
                 .collect(),
-            sessions: self
-                .sessions
-                .iter()
-                .map(|(client_id, session)| proto::ShardSession {
-                    client_id,
-                    seq: session.seq,
-                    reply: Some(session.reply.to_proto()),
-                    last_index: session.last_index,
-                })
-                .collect(),
+            sessions: self.sessions_to_proto(),
             session_floor: self.sessions.floor(),
         }
     }
 
+    /// The duplicate table, as it travels and is snapshotted.
+    fn sessions_to_proto(&self) -> Vec<proto::ShardSession> {
+        self.sessions
+            .iter()
+            .map(|(client_id, session)| proto::ShardSession {
+                client_id,
+                seq: session.seq,
+                reply: Some(session.reply.to_proto()),
+                last_index: session.last_index,
+            })
+            .collect()
+    }
+
     /// Takes the keys, duplicate table and session floor of `data`.
-    /// Sessions from another
-    /// group's log get `restamp`, this group's index of the install, as
-    /// their last activity (their own indexes mean nothing here).
-    fn load(&mut self, data: ShardData, restamp: Option<LogIndex>) {
-        self.data = data.data.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    /// Sessions from another group's log get `restamp`, this group's index
+    /// of the install, as their last activity (their own indexes mean
+    /// nothing here).
+    fn load(&mut self, mut data: ShardData, restamp: Option<LogIndex>) {
+        self.data = std::mem::take(&mut data.data)
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect();
+        self.load_sessions(data, restamp);
+    }
+
+    /// Takes the duplicate table and session floor of `data` (its keys are
+    /// left alone).
+    fn load_sessions(&mut self, data: ShardData, restamp: Option<LogIndex>) {
         let mut sessions = Sessions::new(MAX_SESSIONS_PER_SHARD);
         sessions.raise_floor(data.session_floor);
         for s in data.sessions {
@@ -293,33 +306,6 @@ impl ShardStore {
         plan
     }
 
-    /// The data of `shards`, handed over in configuration `num`, for their
-    /// new owner; not ready before this group reached `num`.
-    pub fn pull(&self, num: u64, shards: &[u32]) -> PullReply {
-        if self.config.num != num {
-            return PullReply::default();
-        }
-        let mut out = Vec::new();
-        for &shard in shards {
-            match self.shards.get(&shard) {
-                Some(s) if s.state == ShardState::Offering => out.push(s.to_proto(shard)),
-                _ => {
-                    tracing::warn!(
-                        gid = self.gid,
-                        shard,
-                        num,
-                        "asked for a shard this group is not handing over"
-                    );
-                    return PullReply::default();
-                }
-            }
-        }
-        PullReply {
-            ready: true,
-            shards: out,
-        }
-    }
-
     fn write(&mut self, index: LogIndex, request: &WriteRequest) -> WriteReply {
         let shard = self.shard_of_key(&request.key);
         let Some(shard) = self.shards.get_mut(&shard).filter(|s| s.state.serves()) else {
@@ -373,22 +359,6 @@ impl ShardStore {
             }
         }
         self.previous = std::mem::replace(&mut self.config, next);
-    }
-
-    fn install(&mut self, index: LogIndex, install: InstallShards) {
-        if install.config_num != self.config.num {
-            return;
-        }
-        for data in install.shards {
-            if let Some(shard) = self
-                .shards
-                .get_mut(&data.shard)
-                .filter(|s| s.state == ShardState::Pulling)
-            {
-                shard.load(data, Some(index));
-                shard.state = ShardState::Collecting;
-            }
-        }
     }
 
     fn delete(&mut self, request: &DeleteRequest) -> DeleteReply {
@@ -496,5 +466,8 @@ impl StateMachine for ShardStore {
     }
 }
 
+mod handover;
 #[cfg(test)]
 mod tests;
+
+pub use handover::PullPosition;

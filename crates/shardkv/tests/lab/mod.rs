@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use cairn_rsm::NodeConfig;
 use cairn_shardctrler::{Config, CtrlerServer, Gid};
-use cairn_shardkv::{Client, ClientConfig, ShardKvError, ShardKvServer, ShardOf, lab_shard_of};
+use cairn_shardkv::{
+    Client, ClientConfig, HandoverConfig, ShardKvError, ShardKvServer, ShardOf, ShardState,
+    ShardStore, lab_shard_of,
+};
 use cairn_testkit::history::{History, KvInput};
 use cairn_testkit::linearizability::{CheckOptions, CheckResult, check_kv};
 use cairn_testkit::{NodeContext, World};
@@ -89,6 +92,20 @@ impl Tester {
         shards: usize,
         shard_of: ShardOf,
     ) -> Arc<Self> {
+        let handover = HandoverConfig::default();
+        Self::with_handover(n, unreliable, max_raft_state, shards, shard_of, handover)
+    }
+
+    /// [`with_shards`](Self::with_shards), the groups taking shards as
+    /// `handover` says (its chunk size).
+    pub fn with_handover(
+        n: usize,
+        unreliable: bool,
+        max_raft_state: i64,
+        shards: usize,
+        shard_of: ShardOf,
+        handover: HandoverConfig,
+    ) -> Arc<Self> {
         cairn_testkit::init_logging();
         let mut world = World::new();
         world.set_reliable(!unreliable);
@@ -117,19 +134,21 @@ impl Tester {
                 .map(|i| (i as u64 + 1, server_url(group, i)))
                 .collect();
             for i in 0..n {
-                let (servers, peers) = (servers.clone(), peers.clone());
+                let (servers, peers, handover) = (servers.clone(), peers.clone(), handover.clone());
                 world.add_node(&server_name(group, i), move |context: NodeContext| {
-                    let (servers, peers) = (servers.clone(), peers.clone());
+                    let (servers, peers, handover) =
+                        (servers.clone(), peers.clone(), handover.clone());
                     async move {
                         let mut config = NodeConfig::new(i as u64 + 1, peers, "raft");
                         config.max_raft_state = max_raft_state;
-                        let server = ShardKvServer::start(
+                        let server = ShardKvServer::start_with(
                             config,
                             Arc::new(context.disk.clone()),
                             gid,
                             shards,
                             shard_of,
                             &ctrler_urls(),
+                            handover,
                         )
                         .unwrap_or_else(|e| panic!("server {group}/{i} cannot start: {e}"));
                         servers.lock().unwrap().insert((group, i), server.clone());
@@ -269,6 +288,30 @@ impl Tester {
                 ));
             }
         }
+    }
+
+    /// Where `shard` stands on each running server of `group`: its state
+    /// there (`None`: not held) and, while it is being pulled, how many of
+    /// its keys are installed.
+    pub async fn shard_on(&self, group: usize, shard: u32) -> Vec<(Option<ShardState>, usize)> {
+        let servers: Vec<ShardKvServer> = {
+            let servers = self.servers.lock().unwrap();
+            (0..self.n)
+                .filter_map(|i| servers.get(&(group, i)).cloned())
+                .collect()
+        };
+        let mut states = Vec::new();
+        for server in servers {
+            let state = server
+                .node()
+                .inspect(move |store: &ShardStore| {
+                    let keys = store.pull_position(store.config().num, shard);
+                    (store.shard_state(shard), keys.map_or(0, |p| p.keys))
+                })
+                .await;
+            states.extend(state.ok());
+        }
+        states
     }
 
     /// Raft state plus snapshot over every running server
