@@ -163,6 +163,19 @@ impl Replicas {
                     if let Some(error) = final_error(&status) {
                         return Err(error);
                     }
+                    if status.code() == Code::ResourceExhausted {
+                        // The leader is overloaded: stay with it and back
+                        // off, rather than add load on the followers.
+                        if started.elapsed() >= self.deadline {
+                            return Err(ReplicaError::Timeout {
+                                after: self.deadline,
+                                last: status.message().to_string(),
+                            });
+                        }
+                        tokio::time::sleep(self.jitter(pause)).await;
+                        pause = (pause * 2).min(MAX_PAUSE);
+                        continue;
+                    }
                     let hint = (status.code() == Code::FailedPrecondition)
                         .then(|| status.metadata().get(LEADER_URL_KEY))
                         .flatten()
@@ -316,6 +329,28 @@ mod tests {
         // handful of rounds in 300 ms, not a tight loop.
         let calls = calls.load(Relaxed);
         assert!((4..=30).contains(&calls), "{calls} calls in 300 ms");
+    }
+
+    /// An overloaded leader is retried in place with growing pauses: the
+    /// clerk neither spins nor moves its load to the followers.
+    #[tokio::test]
+    async fn an_overloaded_server_is_retried_in_place_with_back_off() {
+        let servers = replicas(Duration::from_millis(300));
+        let calls = [AtomicUsize::new(0), AtomicUsize::new(0)];
+        let result: Result<(), _> = servers
+            .call_leader(|client| {
+                let which = usize::from(client.addr().ends_with(":2"));
+                calls[which].fetch_add(1, Relaxed);
+                async { Err(rejected(Code::ResourceExhausted)) }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(ReplicaError::Timeout { .. })),
+            "{result:?}"
+        );
+        let (first, second) = (calls[0].load(Relaxed), calls[1].load(Relaxed));
+        assert_eq!(second, 0, "the load moved to another server");
+        assert!((3..=30).contains(&first), "{first} calls in 300 ms");
     }
 
     #[test]

@@ -162,6 +162,15 @@ impl ShardKvServer {
             )
     }
 
+    /// The same services as [`router`](Self::router), as routes that
+    /// `cairn_rpc::serve_routes` serves with every limit.
+    #[cfg(not(madsim))]
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.node.raft_service()).add_service(
+            ShardKvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_HANDOVER_BYTES),
+        )
+    }
+
     fn error(&self, error: SubmitError) -> Status {
         self.node.error_status(error)
     }
