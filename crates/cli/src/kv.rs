@@ -128,7 +128,7 @@ impl KeyArgs {
             return Ok(self.key.as_bytes().to_vec());
         }
         let digits = self.key.as_bytes();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             bail!(
                 "--key-hex {:?} has an odd number of digits; write two per byte",
                 self.key
