@@ -12,7 +12,7 @@
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
 //!    sense ([`RpcError::is_retryable`]); and on top of it [`Replicas`],
 //!    which finds and follows the leader of a replicated group.
-//! 3. **The server side**: [`serve`] and [`serve_routes_on`] bind a port
+//! 3. **The server side**: [`serve`] and `serve_routes_on` bind a port
 //!    and serve within named bounds ([`ServeOptions`]): at most
 //!    [`MAX_CONNECTIONS`] connections (the excess closed at once), a
 //!    [`HANDSHAKE_TIMEOUT`] and an [`IDLE_TIMEOUT`] per connection, and, for
@@ -41,7 +41,7 @@
 //!   wrapped by the simulated network rules.
 //! - The request bound holds a permit until a handler's response is ready,
 //!   not until a streamed body ends; it applies only to servers started
-//!   with [`serve_routes_on`] (a built tonic `Router` cannot take a layer).
+//!   with `serve_routes_on` (a built tonic `Router` cannot take a layer).
 //! - The idle timeout closes a connection abruptly (no GOAWAY): a request
 //!   that races with it fails `UNAVAILABLE`, and clients retry. A connection
 //!   refused for the connection limit is closed without an HTTP/2 message.

@@ -11,7 +11,7 @@
 //!   within [`HANDSHAKE_TIMEOUT`], and is closed after [`IDLE_TIMEOUT`]
 //!   without a request or a response frame. TCP keepalive probes the peer
 //!   of a quiet connection, so a vanished host does not hold a slot.
-//! - With [`serve_routes_on`], at most [`MAX_CONCURRENT_REQUESTS`] client
+//! - With `serve_routes_on`, at most [`MAX_CONCURRENT_REQUESTS`] client
 //!   requests run at once. A request beyond them is answered at once with
 //!   `RESOURCE_EXHAUSTED` and a message that starts with `overloaded:`;
 //!   the client should retry with back-off. Raft messages between peers
@@ -22,7 +22,7 @@
 //! [`serve`] and [`serve_on`] take a ready-made tonic `Router`, whose
 //! service stack and HTTP/2 settings are fixed when it is built: they apply
 //! the connection limits but not the request bound or the keepalive pings.
-//! Pass `Routes` to [`serve_routes_on`] for every limit.
+//! Pass `Routes` to `serve_routes_on` for every limit.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,12 +42,12 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// closed (an abrupt close: a request that races with it fails with
 /// `UNAVAILABLE` and is retried by the client).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// Client requests one server runs at once (with [`serve_routes_on`]); a
+/// Client requests one server runs at once (with `serve_routes_on`); a
 /// request beyond them is answered `RESOURCE_EXHAUSTED` ("overloaded: ...")
 /// at once.
 pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
 /// Streams (requests) one HTTP/2 connection may have open at once (with
-/// [`serve_routes_on`]), announced in the server's SETTINGS: a client
+/// `serve_routes_on`), announced in the server's SETTINGS: a client
 /// holds further requests until a stream ends, and a stream opened beyond
 /// it is refused (`REFUSED_STREAM`, retried by the client's HTTP/2 layer).
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
@@ -55,7 +55,7 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 /// requests; one beyond them is answered "overloaded" too (Raft resends).
 pub const MAX_CONCURRENT_PEER_REQUESTS: usize = 256;
 /// How often the server pings a connection's peer (with
-/// [`serve_routes_on`]).
+/// `serve_routes_on`).
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is closed.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -110,7 +110,7 @@ pub fn serve_on(
 }
 
 /// [`serve_on`] with the connection limits of `options` (a `Router` cannot
-/// take the request bound: see [`serve_routes_on`]).
+/// take the request bound: see `serve_routes_on`).
 #[cfg(not(madsim))]
 pub fn serve_on_with(
     router: Router,
