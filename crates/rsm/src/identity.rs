@@ -107,9 +107,8 @@ impl Fnv {
 }
 
 /// Checks the flags against the identity stored under `dir`, or stores it
-/// if there is none. `has_data` says whether the directory holds a log or
-/// snapshots already (data from before identities were stored: adopted).
-/// Returns the identity to run with.
+/// if there is none (a data directory written before identities were
+/// stored adopts the flags' identity). Returns the identity to run with.
 pub(crate) fn check_or_store(
     disk: &dyn Disk,
     dir: &Path,
