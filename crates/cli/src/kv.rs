@@ -60,8 +60,9 @@ pub(crate) struct ServeArgs {
     /// URL in --peers).
     #[arg(long)]
     listen: Option<String>,
-    /// Snapshot when the Raft log passes this many bytes (-1: never).
-    #[arg(long, allow_negative_numbers = true)]
+    /// Snapshot when the Raft log passes this many bytes (default 8388608 =
+    /// 8 MiB; -1: never).
+    #[arg(long, allow_negative_numbers = true, value_name = "BYTES")]
     max_raft_state: Option<i64>,
 }
 
