@@ -237,22 +237,35 @@ enum Store {
 
 /// Connects to the cluster, finding out which kind it is: a shard
 /// controller answers the Kv service's `Status` with "unimplemented".
+///
+/// A cluster that is still starting (right after `cairn cluster`) may not
+/// answer yet: the probe is repeated until one endpoint answers or the
+/// command's deadline passes, as the requests themselves would be.
 async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
     let single = client(args)?;
-    for index in 0..single.endpoints() {
-        match single.status(index).await {
-            Ok(_) => return Ok(Store::Single(single)),
-            Err(RpcError::Rejected { status, .. })
-                if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
-            {
-                return Ok(Store::Sharded(sharded_client(args)?));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        for index in 0..single.endpoints() {
+            match single.status(index).await {
+                Ok(_) => return Ok(Store::Single(single)),
+                Err(RpcError::Rejected { status, .. })
+                    if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
+                {
+                    return Ok(Store::Sharded(sharded_client(args)?));
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
         }
+        if tokio::time::Instant::now() + CONNECT_PROBE_PAUSE >= deadline {
+            // Nobody answered: the single-group client's errors say so.
+            return Ok(Store::Single(single));
+        }
+        tokio::time::sleep(CONNECT_PROBE_PAUSE).await;
     }
-    // Nobody answered: the single-group client's errors say so.
-    Ok(Store::Single(single))
 }
+
+/// The pause between two rounds of `connect`'s probe.
+const CONNECT_PROBE_PAUSE: Duration = Duration::from_millis(100);
 
 fn sharded_client(args: &ClientArgs) -> anyhow::Result<cairn_shardkv::Client> {
     let settings = cairn_shardkv::ClientConfig {
