@@ -21,6 +21,9 @@
 //!   (mkdir, create, delete, atomic rename, list, add a chunk, raise or
 //!   adopt a version), deterministic so every master applies them alike,
 //!   each refusing before it changes anything; [`snapshot`] encodes it;
+//! - [`MasterState`]: the master's state machine on `cairn-rsm`, applying
+//!   the commands of `proto/fs.proto` with sessions, so a retried command is
+//!   applied once;
 //! - [`ChunkStore`]: a chunkserver's replicas on its disk, with the write
 //!   order that makes an append crash-safe (data synced before the metadata
 //!   that covers it), tested at every I/O crash point.
@@ -37,11 +40,13 @@
 //!   sync); batching those across concurrent writes is left for later.
 
 mod chunk_store;
+mod master_state;
 mod namespace;
 mod path;
 pub mod snapshot;
 
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use master_state::{MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
 };
