@@ -32,7 +32,7 @@ fn commands_change_the_namespace_and_refusals_say_why() {
     let mut state = MasterState::new();
     let client = register(&mut state, 1);
     let mkdir = Op::Mkdir(Mkdir {
-        path: b"/jobs/out".to_vec().into(),
+        path: b"/jobs/out".to_vec(),
         parents: true,
     });
     assert_eq!(
@@ -41,7 +41,7 @@ fn commands_change_the_namespace_and_refusals_say_why() {
     );
     let create = |path: &[u8]| {
         Op::Create(Create {
-            path: path.to_vec().into(),
+            path: path.to_vec(),
         })
     };
     assert_eq!(
@@ -60,7 +60,7 @@ fn commands_change_the_namespace_and_refusals_say_why() {
     let bad = reply(state.apply(5, &command(client, 4, create(b"relative"))));
     assert_eq!(code(&bad), FsErrorCode::InvalidPath);
     let add = Op::AddChunk(AddChunk {
-        path: b"/jobs/out/part-0".to_vec().into(),
+        path: b"/jobs/out/part-0".to_vec(),
         index: 0,
     });
     let handle = reply(state.apply(6, &command(client, 5, add))).handle;
@@ -71,7 +71,7 @@ fn commands_change_the_namespace_and_refusals_say_why() {
     });
     assert_eq!(reply(state.apply(7, &command(client, 6, grant))).version, 1);
     let delete = Op::Delete(Delete {
-        path: b"/jobs".to_vec().into(),
+        path: b"/jobs".to_vec(),
         recursive: true,
     });
     assert_eq!(
@@ -89,7 +89,7 @@ fn a_retried_command_is_answered_as_the_first_time_and_applied_once() {
         client,
         1,
         Op::Create(Create {
-            path: b"/f".to_vec().into(),
+            path: b"/f".to_vec(),
         }),
     );
     let first = state.apply(2, &create);
@@ -100,8 +100,8 @@ fn a_retried_command_is_answered_as_the_first_time_and_applied_once() {
         client,
         2,
         Op::Rename(Rename {
-            from: b"/f".to_vec().into(),
-            to: b"/g".to_vec().into(),
+            from: b"/f".to_vec(),
+            to: b"/g".to_vec(),
             replace: false,
         }),
     );
@@ -117,7 +117,7 @@ fn a_retried_command_is_answered_as_the_first_time_and_applied_once() {
             999,
             1,
             Op::Create(Create {
-                path: b"/x".to_vec().into(),
+                path: b"/x".to_vec(),
             }),
         ),
     ));
@@ -144,7 +144,7 @@ fn the_snapshot_keeps_the_namespace_and_the_sessions() {
         client,
         1,
         Op::Mkdir(Mkdir {
-            path: b"/a/b".to_vec().into(),
+            path: b"/a/b".to_vec(),
             parents: true,
         }),
     );
