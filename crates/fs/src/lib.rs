@@ -24,12 +24,16 @@
 //! - [`MasterState`]: the master's state machine on `cairn-rsm`, applying
 //!   the commands of `proto/fs.proto` with sessions, so a retried command is
 //!   applied once;
+//! - [`MasterServer`]: a master node (an `rsm::Node` running
+//!   [`MasterState`]) answering the `cairn.fs.Master` gRPC service: changes
+//!   through the log, lookups (stat, list) at a read index on any node;
+//!   [`MasterClient`] is its clerk (leader finding, retries, sessions);
 //! - [`ChunkStore`]: a chunkserver's replicas on its disk, with the write
 //!   order that makes an append crash-safe (data synced before the metadata
 //!   that covers it), tested at every I/O crash point.
 //!
-//! The master's gRPC service and leases, the chunkservers' service and
-//! primary-backup write path, the client and `cairn fs` are the next steps.
+//! Leases, the chunkservers' service and primary-backup write path, the
+//! file client and `cairn fs` are the next steps.
 //!
 //! ## Implementation caveats
 //!
@@ -40,12 +44,16 @@
 //!   sync); batching those across concurrent writes is left for later.
 
 mod chunk_store;
+mod master;
+mod master_client;
 mod master_state;
 mod namespace;
 mod path;
 pub mod snapshot;
 
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use master::{MAX_LISTING_ENTRIES, MasterServer};
+pub use master_client::{MasterClient, MasterError};
 pub use master_state::{MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
