@@ -76,6 +76,7 @@ pub mod apps;
 mod coordinator;
 mod diskio;
 pub mod format;
+mod link;
 pub mod map_task;
 mod merge;
 mod progress;
