@@ -195,18 +195,34 @@ mod tests {
             "{first}"
         );
         let at = |millis| start + Duration::from_millis(millis);
-        assert_eq!(report.failed(URL, "tcp connect error", TIMEOUT, at(100)), None);
-        assert_eq!(report.failed(URL, "tcp connect error", TIMEOUT, at(4_999)), None);
+        assert_eq!(
+            report.failed(URL, "tcp connect error", TIMEOUT, at(100)),
+            None
+        );
+        assert_eq!(
+            report.failed(URL, "tcp connect error", TIMEOUT, at(4_999)),
+            None
+        );
         let again = waiting(report.failed(URL, "tcp connect error", TIMEOUT, at(5_000)));
-        assert!(again.contains("still waiting") && again.contains("after 5s"), "{again}");
-        assert_eq!(report.failed(URL, "tcp connect error", TIMEOUT, at(9_000)), None);
+        assert!(
+            again.contains("still waiting") && again.contains("after 5s"),
+            "{again}"
+        );
+        assert_eq!(
+            report.failed(URL, "tcp connect error", TIMEOUT, at(9_000)),
+            None
+        );
         assert_eq!(
             report.reached(URL, at(9_500)),
             Some(Said::Reached(format!(
                 "connected to the coordinator at {URL} after waiting 9.5s"
             )))
         );
-        assert_eq!(report.reached(URL, at(9_600)), None, "no wait, nothing to say");
+        assert_eq!(
+            report.reached(URL, at(9_600)),
+            None,
+            "no wait, nothing to say"
+        );
         // A later outage is a lost coordinator, said at once.
         let lost = waiting(report.failed(URL, "no reply within 10s", TIMEOUT, at(20_000)));
         assert!(lost.starts_with("lost the coordinator"), "{lost}");

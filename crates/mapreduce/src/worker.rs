@@ -68,7 +68,9 @@ pub struct WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(
-        "lost the coordinator at {addr} for {after:?} ({last}); is the job over, or the coordinator down?"
+        "no answer from the coordinator at {addr} for {}s ({last}); is the job over, or the coordinator \
+         down? (--coordinator-timeout sets how long a worker waits)",
+        .after.as_secs()
     )]
     CoordinatorGone {
         addr: String,

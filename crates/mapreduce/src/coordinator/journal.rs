@@ -83,9 +83,7 @@ impl JobRecord {
             ));
         }
         if self.splits != other.splits {
-            return Some(
-                "the input splits (the files changed, or --split-size differs)".into(),
-            );
+            return Some("the input splits (the files changed, or --split-size differs)".into());
         }
         if self.reduces != other.reduces {
             return differs("--reduces", &self.reduces, &other.reduces);

@@ -352,7 +352,10 @@ fn resume(
                 })));
             }
             if let Some(started_ms) = previous.started_unix_ms {
-                state.started_before(Duration::from_millis(wall_ms.saturating_sub(started_ms)), now);
+                state.started_before(
+                    Duration::from_millis(wall_ms.saturating_sub(started_ms)),
+                    now,
+                );
             }
             Ok(Some(state))
         }

@@ -151,8 +151,14 @@ fn a_journal_from_before_start_times_still_resumes() {
     };
     assert_eq!(job.started_unix_ms, None);
     let now = Instant::now();
-    let state = resume(job, &SchedulerConfig::default(), &decoded.records, now, 5_000)
-        .unwrap()
-        .unwrap();
+    let state = resume(
+        job,
+        &SchedulerConfig::default(),
+        &decoded.records,
+        now,
+        5_000,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(state.status(now).elapsed_ms, 0);
 }
