@@ -19,18 +19,37 @@ pub(crate) enum MrCommand {
     /// Run a job on this machine: a coordinator and N worker processes.
     ///
     /// Example: cairn mr run --app wc --workers 4 books/*.txt
+    ///
+    /// Output goes to --output (default ./mr-output). The job's journal and
+    /// worker logs go under DATA_DIR/mr/run-PID (--data-dir, default
+    /// ./cairn-data), removed when the job succeeds.
     Run(RunArgs),
     /// Run a job sequentially in this process (the reference output).
+    ///
+    /// Writes one file, --output: by default mr-out-0 in the current
+    /// directory. Does not use --data-dir.
     Seq(SeqArgs),
     /// Coordinate a job for workers on any number of machines.
     ///
-    /// Prints `coordinator listening on URL` when ready; start workers with
+    /// Prints `coordinator listening on URL` when ready, URL being the
+    /// address workers should use (--advertise); start workers with
     /// `cairn mr worker --coordinator URL`. Exits when the job is done.
-    /// Restarted with the same --data-dir, it resumes the job.
+    ///
+    /// The job's journal is DATA_DIR/mr-coordinator/journal (--data-dir,
+    /// default ./cairn-data). Restarted with the same --data-dir and job, the
+    /// coordinator resumes the job; once the job is over, the next
+    /// coordinator there starts a new one (the finished journal is kept as
+    /// journal.finished). A different job than an unfinished one is refused.
     Coordinator(CoordinatorArgs),
     /// Work for a coordinator until its job is done.
+    ///
+    /// Intermediate files go under --work-dir (default
+    /// DATA_DIR/mr-worker-PID, --data-dir defaulting to ./cairn-data),
+    /// removed when the worker exits.
     Worker(WorkerArgs),
     /// Show a running job's progress and counters.
+    ///
+    /// Asks the coordinator over RPC; does not use --data-dir.
     Status(StatusArgs),
 }
 
@@ -87,17 +106,19 @@ pub(crate) struct JobArgs {
     #[arg(long)]
     hadoop_names: bool,
     /// Give a task attempt up, and the task to another worker, after this
-    /// many seconds without progress: no input consumed, no output
-    /// produced (as Hadoop's mapreduce.task.timeout). A live worker does not
+    /// long without progress (e.g. 10s, 2m; a bare number is seconds): no
+    /// input consumed, no output produced (as Hadoop's
+    /// mapreduce.task.timeout). A live worker does not
     /// keep a stuck attempt: it is killed (a streaming command with every
     /// process it started) and counts as a failed attempt. Raise it for
     /// tasks that legitimately compute this long between records.
-    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
-    task_timeout: f64,
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    task_timeout: Duration,
     /// Consider a worker lost (and rerun the maps whose output it held) after
-    /// this many seconds without a heartbeat; workers send one every 0.5 s.
-    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
-    worker_timeout: f64,
+    /// this long without a heartbeat (e.g. 3s, 1500ms; a bare number is
+    /// seconds); workers send one every 0.5 s.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    worker_timeout: Duration,
     /// Start backup copies of straggling tasks near the end of a phase.
     #[arg(long)]
     backup_tasks: bool,
@@ -115,7 +136,6 @@ impl JobArgs {
                 bail!("input {input} is not a file; pass files (e.g. dir/*.txt)");
             }
         }
-        let timeout = Duration::from_secs_f64(self.task_timeout);
         Ok(JobConfig {
             app: self.app.spec()?,
             inputs: self.inputs.clone(),
@@ -124,8 +144,8 @@ impl JobArgs {
             output_dir: output_dir.display().to_string(),
             hadoop_names: self.hadoop_names,
             scheduler: SchedulerConfig {
-                task_timeout: timeout,
-                worker_timeout: Duration::from_secs_f64(self.worker_timeout),
+                task_timeout: self.task_timeout,
+                worker_timeout: self.worker_timeout,
                 backup_tasks: self.backup_tasks,
                 ..SchedulerConfig::default()
             },
@@ -157,7 +177,7 @@ fn default_workers() -> u32 {
 pub(crate) struct SeqArgs {
     #[command(flatten)]
     app: AppArgs,
-    /// Output file.
+    /// Output file (relative paths are from the current directory).
     #[arg(long, default_value = "mr-out-0")]
     output: PathBuf,
     /// Input files.
@@ -169,56 +189,196 @@ pub(crate) struct SeqArgs {
 pub(crate) struct CoordinatorArgs {
     #[command(flatten)]
     job: JobArgs,
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (port 0 picks a free port; 0.0.0.0 listens on
+    /// every interface, for workers on other machines).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: std::net::SocketAddr,
+    /// The URL workers use to reach this coordinator, e.g.
+    /// http://host-a:7070, as the coordinator prints it. By default
+    /// http://LISTEN-ADDRESS, or, listening on every interface (0.0.0.0 or
+    /// [::]), http://HOSTNAME:PORT with this machine's hostname.
+    #[arg(long, value_name = "URL", value_parser = parse_advertise_url)]
+    advertise: Option<String>,
     /// Output directory (must be reachable by every worker at this path).
     #[arg(long, default_value = "mr-output")]
     output: PathBuf,
-    /// Stay up this many seconds after the job ends, for workers still to
-    /// be told to exit.
-    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
-    linger: f64,
+    /// Stay up this long after the job ends, for workers still to be told
+    /// to exit (e.g. 5s; a bare number is seconds).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    linger: Duration,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The coordinator's URL, as it printed it.
-    #[arg(long, env = "CAIRN_MR_COORDINATOR")]
+    /// The coordinator's URL, as it printed it (http://HOST:PORT, or
+    /// HOST:PORT).
+    #[arg(long, env = "CAIRN_MR_COORDINATOR", value_name = "URL", value_parser = parse_url)]
     coordinator: String,
     /// Address of this worker's shuffle server (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
     /// The URL other workers use to reach this one (needed when listening
     /// on 0.0.0.0), e.g. http://host-a:7071.
-    #[arg(long)]
+    #[arg(long, value_name = "URL", value_parser = parse_advertise_url)]
     advertise: Option<String>,
     /// Directory for this worker's intermediate files (removed at the end).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Give up after the coordinator has been unreachable this long.
-    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
-    coordinator_timeout: f64,
+    /// Give up after the coordinator has been unreachable this long (e.g.
+    /// 30s, 2m; a bare number is seconds). Until then the worker retries,
+    /// saying every few seconds what it is waiting for.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    coordinator_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The coordinator's URL.
+    /// The coordinator's URL, as it printed it (http://HOST:PORT, or
+    /// HOST:PORT).
+    #[arg(value_name = "URL", value_parser = parse_url)]
     coordinator: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .trim_end_matches('s')
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(value > 0.0 && value < 1e6) {
-        return Err(format!("{text}: use a positive number of seconds"));
+/// The longest duration a flag takes (about 11 days).
+const MAX_DURATION_SECS: f64 = 1e6;
+
+/// A duration: numbers with units, `500ms`, `10s`, `2m`, `1h`, `1m30s`; a
+/// bare number is seconds (as these flags took before they had units).
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let usage = || format!("{text:?} is not a duration; write e.g. 10s, 500ms, 2m or 1m30s");
+    if trimmed.is_empty() {
+        return Err(usage());
     }
-    Ok(value)
+    if let Ok(seconds) = trimmed.parse::<f64>() {
+        return check_duration(text, seconds);
+    }
+    let mut rest = trimmed;
+    let mut seconds = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        let value: f64 = number.parse().map_err(|_| usage())?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let scale = match unit.trim() {
+            "ms" => 1e-3,
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" => 3600.0,
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown unit {other:?}; use ms, s, m or h (e.g. 10s)"
+                ));
+            }
+        };
+        seconds += value * scale;
+        rest = after;
+    }
+    check_duration(text, seconds)
+}
+
+fn check_duration(text: &str, seconds: f64) -> Result<Duration, String> {
+    if !(seconds > 0.0 && seconds < MAX_DURATION_SECS) {
+        return Err(format!(
+            "{text:?}: use a positive duration under {} days",
+            (MAX_DURATION_SECS / 86_400.0) as u32
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// A server's URL, `http://HOST:PORT` (or `HOST:PORT`, which means it),
+/// checked when the command line is read so that a typo fails at once.
+pub(crate) fn parse_url(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let authority = match text.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "{scheme}:// is not supported; write http://HOST:PORT, e.g. http://host-a:7070"
+            ));
+        }
+        None => text,
+    };
+    let authority = authority.strip_suffix('/').unwrap_or(authority);
+    let Some((host, port)) = authority.rsplit_once(':') else {
+        return Err(format!(
+            "{text:?} has no port; write http://HOST:PORT, e.g. http://host-a:7070"
+        ));
+    };
+    let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+    if host.is_empty()
+        || host.contains(['/', ' ', '@', '?', '#'])
+        || (host.contains(':') && !bracketed)
+    {
+        return Err(format!(
+            "{text:?} has no valid host; write http://HOST:PORT, e.g. http://host-a:7070 (an IPv6 \
+             address in brackets: http://[::1]:7070)"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(format!("http://{host}:{port}")),
+        _ => Err(format!("{text:?}: {port:?} is not a port (1-65535)")),
+    }
+}
+
+/// A URL to advertise: as [`parse_url`], and not an unspecified address
+/// (0.0.0.0, [::]), which no other machine can connect to.
+pub(crate) fn parse_advertise_url(text: &str) -> Result<String, String> {
+    let url = parse_url(text)?;
+    let host = url
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .map_or("", |(host, _)| host);
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    if ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err(format!(
+            "{text:?} means every interface, an address to listen on but not one to connect to; \
+             advertise this machine's name or address, e.g. http://host-a:7070"
+        ));
+    }
+    Ok(url)
+}
+
+/// The URL to give workers for a coordinator bound to `bound`: the
+/// `--advertise` URL if given; else `http://BOUND`, or, bound to every
+/// interface, `http://HOSTNAME:PORT`.
+fn coordinator_url(bound: std::net::SocketAddr, advertise: Option<&str>) -> anyhow::Result<String> {
+    if let Some(url) = advertise {
+        return Ok(url.to_string());
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(format!("http://{bound}"));
+    }
+    match hostname() {
+        Some(host) => Ok(format!("http://{host}:{}", bound.port())),
+        None => bail!(
+            "listening on {bound} (every interface), and this machine's hostname is unknown; pass \
+             --advertise http://HOST:{} with the name or address workers reach it by",
+            bound.port()
+        ),
+    }
+}
+
+/// This machine's hostname (Linux: the kernel's; else `$HOSTNAME`), if it
+/// makes a valid URL.
+fn hostname() -> Option<String> {
+    let from_kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    from_kernel
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| parse_advertise_url(&format!("{name}:1")).is_ok())
 }
 
 /// `64MiB`, `512KiB`, `1GiB`, `100MB` or plain bytes.
@@ -281,17 +441,22 @@ fn seq(args: SeqArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the coordinator and serves it; returns the core and its URL.
+/// Opens the coordinator and serves it; returns the core and the address
+/// it is bound to.
 async fn start_coordinator(
     job: &JobConfig,
     data_dir: PathBuf,
     listen: std::net::SocketAddr,
-) -> anyhow::Result<(CoordinatorCore, String)> {
+) -> anyhow::Result<(CoordinatorCore, std::net::SocketAddr)> {
     let disk = RealDisk::new(".")?;
     let core = CoordinatorCore::open(job, &disk, &disk, data_dir)?;
     let router = core.router();
-    let (addr, _server) = cairn_mapreduce::serve(router, listen).await?;
-    Ok((core, format!("http://{addr}")))
+    let (addr, _server) = cairn_mapreduce::serve(router, listen)
+        .await
+        .with_context(|| {
+            format!("listening on {listen} (is the port taken? try another --listen)")
+        })?;
+    Ok((core, addr))
 }
 
 async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<()> {
@@ -299,8 +464,15 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
         .with_context(|| format!("creating the output directory {}", args.output.display()))?;
     let job = args.job.config(&args.output)?;
     let data_dir = config.data_dir.0.join("mr-coordinator");
-    let (core, url) = start_coordinator(&job, data_dir, args.listen).await?;
+    let (core, bound) = start_coordinator(&job, data_dir, args.listen).await?;
+    let url = coordinator_url(bound, args.advertise.as_deref())?;
     crate::progress::print_stdout(&format!("coordinator listening on {url}\n"));
+    if bound.ip().is_unspecified() && args.advertise.is_none() {
+        eprintln!(
+            "listening on every interface ({bound}); workers are told to use {url}, this \
+             machine's hostname (pass --advertise URL to name another)"
+        );
+    }
     let status = core.status();
     eprintln!(
         "job {}: {} map tasks, {} reduce tasks; start workers with: cairn mr worker --coordinator {url}",
@@ -324,8 +496,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
             }
         })
     };
-    core.run_until_released(Duration::from_secs_f64(args.linger))
-        .await;
+    core.run_until_released(args.linger).await;
     reporter.abort();
     let status = core.status();
     crate::progress::print_report(&status, None);
@@ -336,6 +507,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
 }
 
 async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
+    let default_work_dir = args.work_dir.is_none();
     let work_dir = args.work_dir.unwrap_or_else(|| {
         config
             .data_dir
@@ -343,17 +515,23 @@ async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
             .join(format!("mr-worker-{}", std::process::id()))
     });
     let disk: Arc<dyn cairn_storage::Disk> = Arc::new(RealDisk::new(".")?);
-    let summary = cairn_mapreduce::run_worker(WorkerConfig {
+    let result = cairn_mapreduce::run_worker(WorkerConfig {
         coordinator: args.coordinator,
         listen: args.listen,
         advertise: args.advertise,
         scratch: disk.clone(),
-        scratch_dir: work_dir,
+        scratch_dir: work_dir.clone(),
         shared: disk,
-        coordinator_timeout: Duration::from_secs_f64(args.coordinator_timeout),
+        coordinator_timeout: args.coordinator_timeout,
         app: None,
     })
-    .await?;
+    .await;
+    if default_work_dir {
+        // The worker removes its own files; the per-process directory
+        // around them goes too (only if empty).
+        let _ = std::fs::remove_dir(&work_dir);
+    }
+    let summary = result?;
     tracing::info!(
         "worker done: {} maps, {} reduces, {} failed attempts",
         summary.maps,
@@ -429,7 +607,8 @@ async fn run_job(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         .join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&job_dir).with_context(|| format!("creating {}", job_dir.display()))?;
     let listen = "127.0.0.1:0".parse().expect("a valid address");
-    let (core, url) = start_coordinator(&job, job_dir.join("coordinator"), listen).await?;
+    let (core, bound) = start_coordinator(&job, job_dir.join("coordinator"), listen).await?;
+    let url = format!("http://{bound}");
     let released = {
         let core = core.clone();
         tokio::spawn(async move { core.run_until_released(Duration::from_secs(10)).await })
@@ -526,5 +705,87 @@ fn kill_all(slots: &mut [Slot]) {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_bare_numbers_are_seconds() {
+        let ok = |text| parse_duration(text).unwrap();
+        assert_eq!(ok("30"), Duration::from_secs(30));
+        assert_eq!(ok("2.5"), Duration::from_millis(2500));
+        assert_eq!(ok("10s"), Duration::from_secs(10));
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("2m"), Duration::from_secs(120));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1h"), Duration::from_secs(3600));
+        for (bad, why) in [
+            ("", "not a duration"),
+            ("ten", "not a duration"),
+            ("10x", "unknown unit \"x\""),
+            ("0", "positive"),
+            ("0s", "positive"),
+            ("-1", "positive"),
+            ("NaN", "positive"),
+            ("1000000", "under 11 days"),
+        ] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_and_a_bare_address_means_http() {
+        assert_eq!(parse_url("host-a:7070").unwrap(), "http://host-a:7070");
+        assert_eq!(
+            parse_url("http://10.0.0.1:7070/").unwrap(),
+            "http://10.0.0.1:7070"
+        );
+        assert_eq!(parse_url("http://[::1]:7070").unwrap(), "http://[::1]:7070");
+        for (bad, why) in [
+            ("ftp://host:1", "ftp:// is not supported"),
+            ("nonsense", "has no port"),
+            ("http://host:99999", "not a port"),
+            ("http://host:0", "not a port"),
+            ("http://:7070", "no valid host"),
+            ("http://a/b:7070", "no valid host"),
+            ("::1:7070", "no valid host"),
+        ] {
+            let error = parse_url(bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_unspecified_address_is_not_advertised() {
+        for bad in ["http://0.0.0.0:7070", "0.0.0.0:7070", "http://[::]:7070"] {
+            let error = parse_advertise_url(bad).unwrap_err();
+            assert!(error.contains("every interface"), "{bad}: {error}");
+        }
+        assert_eq!(
+            parse_advertise_url("http://host-a:7070").unwrap(),
+            "http://host-a:7070"
+        );
+    }
+
+    #[test]
+    fn a_coordinator_on_every_interface_advertises_its_hostname() {
+        let any: std::net::SocketAddr = "0.0.0.0:7070".parse().unwrap();
+        let url = coordinator_url(any, None).unwrap();
+        assert!(!url.contains("0.0.0.0"), "{url}");
+        assert!(url.ends_with(":7070"), "{url}");
+        parse_advertise_url(&url).unwrap();
+        let local: std::net::SocketAddr = "127.0.0.1:7070".parse().unwrap();
+        assert_eq!(
+            coordinator_url(local, None).unwrap(),
+            "http://127.0.0.1:7070"
+        );
+        assert_eq!(
+            coordinator_url(any, Some("http://host-a:7070")).unwrap(),
+            "http://host-a:7070"
+        );
     }
 }
