@@ -148,20 +148,7 @@ impl CoordinatorCore {
             hadoop_names: config.hadoop_names,
             started_unix_ms: None,
         };
-        let (mut journal, mut records) =
-            Journal::open(data_disk, &data_dir).map_err(CoordinatorError::Journal)?;
-        if let Some((previous, outcome)) = finished_job(&records) {
-            let retired = journal
-                .retire(data_disk, &data_dir)
-                .map_err(CoordinatorError::Journal)?;
-            tracing::info!(
-                "the previous job in {} ({previous}) {outcome}; its journal is kept as {}; starting a new job",
-                data_dir.display(),
-                retired.display()
-            );
-            (journal, records) =
-                Journal::open(data_disk, &data_dir).map_err(CoordinatorError::Journal)?;
-        }
+        let (mut journal, records) = open_journal(data_disk, &data_dir)?;
         let now = Instant::now();
         let wall_ms = unix_ms_now();
         let state = match resume(&job, &config.scheduler, &records, now, wall_ms) {
@@ -179,19 +166,7 @@ impl CoordinatorCore {
                 JobState::new(job, config.scheduler.clone(), now)
             }
             Err(ResumeError::DifferentJob(unfinished)) => {
-                let Unfinished {
-                    job_id,
-                    difference,
-                    progress,
-                    previous,
-                } = *unfinished;
-                return Err(CoordinatorError::DifferentJob {
-                    dir: data_dir.display().to_string(),
-                    job_id,
-                    difference,
-                    progress,
-                    previous,
-                });
+                return Err(unfinished.into_error(&data_dir));
             }
             Err(ResumeError::Bad(reason)) => {
                 return Err(CoordinatorError::BadJournal {
@@ -298,6 +273,41 @@ struct Unfinished {
     difference: String,
     progress: String,
     previous: String,
+}
+
+impl Unfinished {
+    fn into_error(self, data_dir: &std::path::Path) -> CoordinatorError {
+        CoordinatorError::DifferentJob {
+            dir: data_dir.display().to_string(),
+            job_id: self.job_id,
+            difference: self.difference,
+            progress: self.progress,
+            previous: self.previous,
+        }
+    }
+}
+
+/// Opens the journal in `data_dir` and returns its records; a journal whose
+/// job is over is retired first, and the records are then those of a new,
+/// empty journal.
+fn open_journal(
+    data_disk: &dyn Disk,
+    data_dir: &std::path::Path,
+) -> Result<(Journal, Vec<Record>), CoordinatorError> {
+    let (journal, records) =
+        Journal::open(data_disk, data_dir).map_err(CoordinatorError::Journal)?;
+    let Some((previous, outcome)) = finished_job(&records) else {
+        return Ok((journal, records));
+    };
+    let retired = journal
+        .retire(data_disk, data_dir)
+        .map_err(CoordinatorError::Journal)?;
+    tracing::info!(
+        "the previous job in {} ({previous}) {outcome}; its journal is kept as {}; starting a new job",
+        data_dir.display(),
+        retired.display()
+    );
+    Journal::open(data_disk, data_dir).map_err(CoordinatorError::Journal)
 }
 
 /// The job id and outcome (`"is done"`, `"failed"`) of a journal whose job
