@@ -200,7 +200,7 @@ pub(crate) struct CoordinatorArgs {
     /// The URL workers use to reach this coordinator, e.g.
     /// http://host-a:7070, as the coordinator prints it. By default
     /// http://LISTEN-ADDRESS, or, listening on every interface (0.0.0.0 or
-    /// [::]), http://HOSTNAME:PORT with this machine's hostname.
+    /// ::), http://HOSTNAME:PORT with this machine's hostname.
     #[arg(long, value_name = "URL", value_parser = parse_advertise_url)]
     advertise: Option<String>,
     /// Output directory (must be reachable by every worker at this path).

@@ -95,7 +95,7 @@ pub(crate) fn parse_url(text: &str) -> Result<String, String> {
 }
 
 /// A URL to advertise: as [`parse_url`], and not an unspecified address
-/// (0.0.0.0, [::]), which no other machine can connect to.
+/// (`0.0.0.0`, `[::]`), which no other machine can connect to.
 pub(crate) fn parse_advertise_url(text: &str) -> Result<String, String> {
     let url = parse_url(text)?;
     let host = url
