@@ -44,18 +44,37 @@
 //!   sync); batching those across concurrent writes is left for later.
 
 mod chunk_store;
+mod chunk_table;
+mod chunkserver;
+mod client;
 mod master;
+mod master_chunks;
 mod master_client;
 mod master_state;
 mod namespace;
+mod owner;
 mod path;
+mod peers;
+mod push_buffer;
+mod settings;
 pub mod snapshot;
 
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use chunk_table::MAX_CHUNKSERVERS;
+pub use chunkserver::{
+    ChunkServer, ChunkServerConfig, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES,
+    PrimaryObserver,
+};
+pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
+pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
 pub use master_state::{MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
 };
+pub use owner::MAX_QUEUED_CHANGES;
 pub use path::{FsPath, MAX_NAME_BYTES, MAX_PATH_BYTES, PathError};
+pub use peers::MAX_PEER_CLIENTS;
+pub use push_buffer::{MAX_BUFFERED_BYTES, PUSH_EXPIRY};
+pub use settings::FsSettings;
