@@ -62,6 +62,9 @@ pub(crate) struct ChunkTable {
     servers: BTreeMap<String, ServerEntry>,
     leases: BTreeMap<ChunkHandle, Lease>,
     granting: BTreeMap<ChunkHandle, Instant>,
+    /// Grants that raised a chunk's version in the log but that not every
+    /// candidate stored: (the raised version, the candidates).
+    failed: BTreeMap<ChunkHandle, (u64, Vec<String>)>,
     /// The term this node last led in, and when it first saw itself lead.
     led_term: u64,
     leader_since: Option<Instant>,
@@ -74,6 +77,7 @@ impl ChunkTable {
             servers: BTreeMap::new(),
             leases: BTreeMap::new(),
             granting: BTreeMap::new(),
+            failed: BTreeMap::new(),
             led_term: 0,
             leader_since: None,
         }
@@ -143,6 +147,11 @@ impl ChunkTable {
             .is_some_and(|s| now.duration_since(s.last_seen) < self.settings.dead_after())
     }
 
+    /// Whether the lease's primary and every secondary are alive.
+    fn all_live(&self, lease: &Lease, now: Instant) -> bool {
+        self.live(&lease.primary, now) && lease.secondaries.iter().all(|s| self.live(s, now))
+    }
+
     /// Live replicas of `handle` at `version`, longest first.
     pub(crate) fn replicas_at(
         &self,
@@ -181,21 +190,56 @@ impl ChunkTable {
             .collect()
     }
 
-    /// Where a read may go: live replicas at the latest version.
+    /// Where a read may go: live replicas at the latest version, and the
+    /// version to read at (lower only after a failed grant, see
+    /// [`fallback`](Self::fallback)).
     pub(crate) fn read_decision(
         &self,
         handle: ChunkHandle,
         version: u64,
         now: Instant,
-    ) -> Result<Vec<String>, Decision> {
+    ) -> Result<(Vec<String>, u64), Decision> {
         let replicas = self.replicas_at(handle, version, now);
         if !replicas.is_empty() {
-            return Ok(replicas);
+            return Ok((replicas, version));
+        }
+        let fallback = self.fallback(handle, version, now);
+        if !fallback.is_empty() {
+            return Ok((fallback, version - 1));
         }
         if version == 0 && !self.anywhere(handle) {
             return Err(Decision::Place);
         }
         Err(Decision::Wait(self.no_replica(handle, version)))
+    }
+
+    /// After a grant that raised the version to `version` but failed to
+    /// reach every candidate: the live candidates, at the version before
+    /// or this one. They hold every acknowledged mutation: one at
+    /// `version` needs every candidate to have applied it (a secondary
+    /// refuses another version), and one before it was on them all (they
+    /// were the replicas of that lease). So they, and only they, may take
+    /// the next grant when none at `version` is alive.
+    fn fallback(&self, handle: ChunkHandle, version: u64, now: Instant) -> Vec<String> {
+        match self.failed.get(&handle) {
+            Some((raised, candidates)) if *raised == version && version > 0 => {
+                let mut found = self.replicas_at(handle, version - 1, now);
+                found.retain(|url| candidates.contains(url));
+                found
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records that the grant raising `handle` to `version` did not reach
+    /// every candidate.
+    pub(crate) fn grant_failed(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        candidates: Vec<String>,
+    ) {
+        self.failed.insert(handle, (version, candidates));
     }
 
     fn no_replica(&self, handle: ChunkHandle, version: u64) -> String {
@@ -210,12 +254,12 @@ impl ChunkTable {
     pub(crate) fn decide(&mut self, handle: ChunkHandle, version: u64, now: Instant) -> Decision {
         let margin = self.settings.clock_margin();
         if let Some(lease) = self.leases.get(&handle) {
-            if lease.version == version && now < lease.expires && self.live(&lease.primary, now) {
+            if lease.version == version && now < lease.expires && self.all_live(lease, now) {
                 return Decision::Lease(lease.clone());
             }
             if now < lease.expires + margin {
                 return Decision::Wait(format!(
-                    "{} holds the lease on chunk {handle} for {:?} more (it stopped answering, or gave it up); retry then",
+                    "{} holds the lease on chunk {handle} for {:?} more (it or a secondary stopped answering, or it gave the lease up; it will not be extended); retry then",
                     lease.primary,
                     lease.expires + margin - now
                 ));
@@ -238,7 +282,10 @@ impl ChunkTable {
                 free_at - now
             ));
         }
-        let candidates = self.replicas_at(handle, version, now);
+        let mut candidates = self.replicas_at(handle, version, now);
+        if candidates.is_empty() {
+            candidates = self.fallback(handle, version, now);
+        }
         if candidates.is_empty() {
             if version == 0 && !self.anywhere(handle) {
                 self.granting.insert(handle, now + GRANT_DEADLINE);
@@ -256,7 +303,8 @@ impl ChunkTable {
     fn claimed(&self, handle: ChunkHandle, version: u64, now: Instant) -> Option<Lease> {
         let (url, claim) = self.servers.iter().find_map(|(url, s)| {
             let claim = s.claims.get(&handle)?;
-            (claim.version == version && self.live(url, now)).then_some((url, claim))
+            let live = self.live(url, now) && claim.secondaries.iter().all(|s| self.live(s, now));
+            (claim.version == version && live).then_some((url, claim))
         })?;
         Some(Lease {
             primary: url.clone(),
@@ -279,6 +327,7 @@ impl ChunkTable {
     pub(crate) fn grant_done(&mut self, handle: ChunkHandle, lease: Option<Lease>) {
         self.granting.remove(&handle);
         if let Some(lease) = lease {
+            self.failed.remove(&handle);
             self.leases.insert(handle, lease);
         }
     }
@@ -299,10 +348,15 @@ impl ChunkTable {
             if versions.get(&claim.handle) != Some(&claim.version) {
                 continue;
             }
-            let ours = match self.leases.get(&claim.handle) {
-                Some(lease) => lease.primary == url && lease.version == claim.version,
-                None => !self.granting.contains_key(&claim.handle),
-            };
+            // A lease whose replicas are not all alive is left to end, so
+            // that the next grant leaves the dead ones out.
+            let replicas_live =
+                self.live(url, now) && claim.secondaries.iter().all(|s| self.live(s, now));
+            let ours = replicas_live
+                && match self.leases.get(&claim.handle) {
+                    Some(lease) => lease.primary == url && lease.version == claim.version,
+                    None => !self.granting.contains_key(&claim.handle),
+                };
             if !ours {
                 continue;
             }

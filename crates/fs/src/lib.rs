@@ -1,4 +1,4 @@
-//! # cairn-fs: a GFS-style file store (being built)
+//! # cairn-fs: a GFS-style file store
 //!
 //! The store of the GFS paper (Ghemawat, Gobioff, Leung, SOSP 2003), with
 //! its single master made fault tolerant by Cairn's Raft:
@@ -30,10 +30,36 @@
 //!   [`MasterClient`] is its clerk (leader finding, retries, sessions);
 //! - [`ChunkStore`]: a chunkserver's replicas on its disk, with the write
 //!   order that makes an append crash-safe (data synced before the metadata
-//!   that covers it), tested at every I/O crash point.
+//!   that covers it), tested at every I/O crash point;
+//! - [`ChunkServer`]: a chunkserver's service (`cairn.fs.Chunk`) and its
+//!   heartbeats to every master; [`Client`]: the library programs use.
 //!
-//! Leases, the chunkservers' service and primary-backup write path, the
-//! file client and `cairn fs` are the next steps.
+//! ## A write, end to end (GFS §3.1-§3.3, §4.5)
+//!
+//! 1. The client asks the leader to `Locate` chunk *i* of the file for a
+//!    mutation. The leader adds the chunk if asked (`AddChunk` through the
+//!    log) and places it on up to three live chunkservers (`CreateReplica`,
+//!    version 0). If no lease is live it grants one: `GrantVersion` raises
+//!    the version through the log, every live replica at the old version
+//!    stores the new one (`SetVersion`, naming the primary and the
+//!    secondaries), and only then the client hears of the primary.
+//! 2. The client pushes the bytes along the chain of replicas (`Push`,
+//!    kept under its client id and a data id, bounded and expiring).
+//! 3. It asks the primary to `Write` (or `Append`). The primary checks its
+//!    lease by its own clock, makes the mutation locally and durably (an
+//!    append at its length, or padding to the chunk's end if the record does
+//!    not fit: "retry on the next chunk"), numbers it, and has every
+//!    secondary `Apply` it; one chunk's mutations go one at a time, so every
+//!    replica applies them in one order. Success only if all applied; else
+//!    the primary gives its lease up and the client retries from step 1.
+//! 4. Leases: a primary claims its leases in every heartbeat; the leader
+//!    extends them after a read index (so it still leads), from the time the
+//!    heartbeat was sent, so the lease ends at the primary first. A new
+//!    leader takes over a claimed lease at the current version at once, and
+//!    otherwise waits one lease period (plus a clock margin) before granting
+//!    to anyone: never two primaries.
+//!
+//! `docs/fs.md` is the protocol in full, with the consistency table.
 //!
 //! ## Implementation caveats
 //!
@@ -41,7 +67,18 @@
 //!   and checksum disagree on that replica: it then reads as corrupt (never
 //!   as wrong data), and a good replica must replace it.
 //! - Every write rewrites the replica's metadata file (with a directory
-//!   sync); batching those across concurrent writes is left for later.
+//!   sync), and each mutation is synced on its own: batching those across
+//!   concurrent writes is left for later.
+//! - A primary serializes one chunk's mutations end to end (local write,
+//!   then every secondary), so one chunk takes one mutation per round trip.
+//! - Chunkservers report every replica in every heartbeat (no incremental
+//!   reports), and stale or orphaned replicas are never deleted yet
+//!   (re-replication and garbage collection are another step).
+//! - If the master leader fails between raising a chunk's version in the
+//!   log and any replica storing it, the chunk is refused until a replica
+//!   at that version reports (the failed grant is remembered by the leader
+//!   that made it only).
+//! - `cairn fs` (the command line) and the cluster launcher are not built yet.
 
 mod chunk_store;
 mod chunk_table;

@@ -36,6 +36,8 @@ use crate::path::FsPath;
 
 /// The most chunks one locate adds to reach the index asked for.
 pub const MAX_CHUNKS_ADDED_AT_ONCE: u64 = 1024;
+/// How often the master tries to have a replica store a new version.
+const SET_VERSION_ATTEMPTS: usize = 3;
 /// How many decisions one locate goes through (place, then grant).
 const MAX_LOCATE_ROUNDS: usize = 3;
 
@@ -100,37 +102,42 @@ impl MasterServer {
             };
         for _ in 0..MAX_LOCATE_ROUNDS {
             let now = Instant::now();
-            let decision = if request.mutate {
-                self.table
-                    .with(move |t| t.decide(handle, version, now))
-                    .await
-            } else {
-                self.table
+            if !request.mutate {
+                let found = self
+                    .table
                     .with(move |t| match t.read_decision(handle, version, now) {
-                        Ok(replicas) => Ok(replicas),
                         Err(Decision::Place) if !t.begin(handle, now) => Err(Decision::Wait(
                             format!("chunk {handle} is being placed; retry"),
                         )),
-                        Err(decision) => Err(decision),
+                        other => other,
                     })
                     .await
-                    .map(|r| match r {
-                        Ok(replicas) => Decision::Grant(replicas),
-                        Err(decision) => decision,
-                    })
-            }
-            .map_err(stopped)?;
-            let lease = match decision {
-                Decision::Grant(replicas) if !request.mutate => {
-                    return Ok(LocateReply {
-                        handle,
-                        version,
-                        replicas,
-                        valid_ms: self.settings.lease.as_millis() as u64,
-                        chunk_count: count,
-                        ..LocateReply::default()
-                    });
+                    .map_err(stopped)?;
+                match found {
+                    Ok((replicas, read_version)) => {
+                        return Ok(LocateReply {
+                            handle,
+                            version: read_version,
+                            replicas,
+                            valid_ms: self.settings.lease.as_millis() as u64,
+                            chunk_count: count,
+                            ..LocateReply::default()
+                        });
+                    }
+                    Err(Decision::Place) => {
+                        self.place(handle).await?;
+                        continue;
+                    }
+                    Err(Decision::Wait(message)) => return Err(Status::unavailable(message)),
+                    Err(other) => unreachable!("a read decides {other:?}"),
                 }
+            }
+            let decision = self
+                .table
+                .with(move |t| t.decide(handle, version, now))
+                .await
+                .map_err(stopped)?;
+            let lease = match decision {
                 Decision::Wait(message) => return Err(Status::unavailable(message)),
                 Decision::Place => {
                     self.place(handle).await?;
@@ -324,13 +331,21 @@ impl MasterServer {
             };
             async move {
                 let peer = self.peers.get(url).map_err(|e| format!("{url}: {e}"))?;
-                let reply = peer
-                    .call(request, |c, r| async move {
-                        ChunkClient::new(c).set_version(r).await
-                    })
-                    .await
-                    .map_err(|e| format!("{url}: {e}"))?;
-                Ok::<_, String>((url.clone(), reply.length))
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let result = peer
+                        .call(request.clone(), |c, r| async move {
+                            ChunkClient::new(c).set_version(r).await
+                        })
+                        .await;
+                    match result {
+                        Ok(reply) => return Ok((url.clone(), reply.length)),
+                        // Storing a version is idempotent: try again.
+                        Err(e) if e.outcome_unknown() && attempts < SET_VERSION_ATTEMPTS => {}
+                        Err(e) => return Err(format!("{url}: {e}")),
+                    }
+                }
             }
         });
         let results = futures::future::join_all(calls).await;
@@ -346,6 +361,11 @@ impl MasterServer {
             .await
             .map_err(stopped)?;
         if !errors.is_empty() {
+            let tried = candidates.to_vec();
+            self.table
+                .with(move |t| t.grant_failed(handle, new_version, tried))
+                .await
+                .map_err(stopped)?;
             return Err(Status::unavailable(format!(
                 "replicas did not store version {new_version} of chunk {handle} ({}); retry (the next grant leaves them out once they stop reporting)",
                 errors.join("; ")
