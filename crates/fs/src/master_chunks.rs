@@ -103,33 +103,9 @@ impl MasterServer {
         for _ in 0..MAX_LOCATE_ROUNDS {
             let now = Instant::now();
             if !request.mutate {
-                let found = self
-                    .table
-                    .with(move |t| match t.read_decision(handle, version, now) {
-                        Err(Decision::Place) if !t.begin(handle, now) => Err(Decision::Wait(
-                            format!("chunk {handle} is being placed; retry"),
-                        )),
-                        other => other,
-                    })
-                    .await
-                    .map_err(stopped)?;
-                match found {
-                    Ok((replicas, read_version)) => {
-                        return Ok(LocateReply {
-                            handle,
-                            version: read_version,
-                            replicas,
-                            valid_ms: self.settings.lease.as_millis() as u64,
-                            chunk_count: count,
-                            ..LocateReply::default()
-                        });
-                    }
-                    Err(Decision::Place) => {
-                        self.place(handle).await?;
-                        continue;
-                    }
-                    Err(Decision::Wait(message)) => return Err(Status::unavailable(message)),
-                    Err(other) => unreachable!("a read decides {other:?}"),
+                match self.locate_read(handle, version, count, now).await? {
+                    Some(reply) => return Ok(reply),
+                    None => continue,
                 }
             }
             let decision = self
@@ -160,6 +136,42 @@ impl MasterServer {
         Err(Status::unavailable(format!(
             "chunk {handle} could not be placed and leased in one request; retry"
         )))
+    }
+
+    /// Where a read of `handle` may go; `None` once the chunk was placed
+    /// (decide again).
+    async fn locate_read(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        count: u64,
+        now: Instant,
+    ) -> Result<Option<LocateReply>, Status> {
+        let found = self
+            .table
+            .with(move |t| match t.read_decision(handle, version, now) {
+                Err(Decision::Place) if !t.begin(handle, now) => Err(Decision::Wait(format!(
+                    "chunk {handle} is being placed; retry"
+                ))),
+                other => other,
+            })
+            .await
+            .map_err(stopped)?;
+        match found {
+            Ok((replicas, read_version)) => Ok(Some(LocateReply {
+                handle,
+                version: read_version,
+                replicas,
+                valid_ms: self.settings.lease.as_millis() as u64,
+                chunk_count: count,
+                ..LocateReply::default()
+            })),
+            Err(Decision::Place) => self.place(handle).await.map(|()| None),
+            Err(Decision::Wait(message)) => Err(Status::unavailable(message)),
+            Err(other) => Err(Status::internal(format!(
+                "a read of chunk {handle} decided {other:?}; retry"
+            ))),
+        }
     }
 
     /// The handle and version of chunk `index` of `path` and the file's
@@ -329,24 +341,7 @@ impl MasterServer {
                 primary: primary.clone(),
                 secondaries: secondaries.clone(),
             };
-            async move {
-                let peer = self.peers.get(url).map_err(|e| format!("{url}: {e}"))?;
-                let mut attempts = 0;
-                loop {
-                    attempts += 1;
-                    let result = peer
-                        .call(request.clone(), |c, r| async move {
-                            ChunkClient::new(c).set_version(r).await
-                        })
-                        .await;
-                    match result {
-                        Ok(reply) => return Ok((url.clone(), reply.length)),
-                        // Storing a version is idempotent: try again.
-                        Err(e) if e.outcome_unknown() && attempts < SET_VERSION_ATTEMPTS => {}
-                        Err(e) => return Err(format!("{url}: {e}")),
-                    }
-                }
-            }
+            self.store_version(url, request)
         });
         let results = futures::future::join_all(calls).await;
         let now = Instant::now();
@@ -377,6 +372,30 @@ impl MasterServer {
             version: new_version,
             expires: now + self.settings.lease,
         })
+    }
+
+    /// Has the replica at `url` store a new version (retried: storing a
+    /// version is idempotent); returns its length.
+    async fn store_version(
+        &self,
+        url: &str,
+        request: SetVersionRequest,
+    ) -> Result<(String, u64), String> {
+        let peer = self.peers.get(url).map_err(|e| format!("{url}: {e}"))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = peer
+                .call(request.clone(), |c, r| async move {
+                    ChunkClient::new(c).set_version(r).await
+                })
+                .await;
+            match result {
+                Ok(reply) => return Ok((url.to_string(), reply.length)),
+                Err(e) if e.outcome_unknown() && attempts < SET_VERSION_ATTEMPTS => {}
+                Err(e) => return Err(format!("{url}: {e}")),
+            }
+        }
     }
 
     /// `Heartbeat`: every node records the report; the leader also adopts

@@ -461,3 +461,113 @@ async fn a_primary_cut_off_from_the_master_stops_at_lease_end() {
     }
     cluster.check_no_split_brain();
 }
+
+/// A flipped byte in one replica's data is caught by its checksum: the
+/// replica answers an error naming the block, and the client reads the same
+/// bytes from another replica (scenario F8, the detection half).
+#[madsim::test]
+async fn a_corrupt_replica_is_detected_and_another_is_read() {
+    use cairn_storage::{Disk, OpenMode};
+    let cluster = Cluster::start(3);
+    let mut client = cluster.client("client", DEADLINE);
+    let data = pattern(100_000, 5);
+    let written = data.clone();
+    let (client, handle) = cluster
+        .run("client", async move {
+            client.create(&path("/f")).await.unwrap();
+            client.write(&path("/f"), 0, &written).await.unwrap();
+            let handle = client.stat(&path("/f")).await.unwrap().chunks[0].handle;
+            (client, handle)
+        })
+        .await;
+    let file = std::path::PathBuf::from(format!("chunks/{handle:016x}.chunk"));
+    let disk = cluster.world.lock().unwrap().disk(&cs_name(0));
+    let mut chunk = disk.open(&file, OpenMode::Write).unwrap();
+    let mut byte = [0u8; 1];
+    chunk.read_at(70_000, &mut byte).unwrap();
+    chunk.write_at(70_000, &[byte[0] ^ 0xff]).unwrap();
+    chunk.sync().unwrap();
+    let (direct, reads) = cluster
+        .run("client", async move {
+            let mut client = client;
+            let direct = client
+                .read_replica(&cs_url(0), handle, 0, 65_536, 100)
+                .await;
+            let mut reads = Vec::new();
+            for _ in 0..6 {
+                reads.push(client.read(&path("/f"), 0, 100_000).await);
+            }
+            (direct, reads)
+        })
+        .await;
+    match direct {
+        Err(RpcError::Rejected { status, .. })
+            if status.code() == Code::DataLoss && status.message().contains("block 1") => {}
+        other => cluster.fail(format!("the corrupt block was not reported: {other:?}")),
+    }
+    for read in reads {
+        match read {
+            Ok(bytes) if bytes == data => {}
+            Ok(bytes) => cluster.fail(format!("a read returned {} wrong bytes", bytes.len())),
+            Err(error) => cluster.fail(format!("a read failed: {error}")),
+        }
+    }
+}
+
+/// M6: a replica reports a higher version than the master's log holds (the
+/// master failed after telling replicas, before its entry was seen): the
+/// master adopts it, and that replica, the only one at the latest version,
+/// is the only one named from then on.
+#[madsim::test]
+async fn the_master_adopts_a_higher_reported_version() {
+    use cairn_rpc::fs::SetVersionRequest;
+    let cluster = Cluster::start(3);
+    let mut client = cluster.client("client", DEADLINE);
+    let (client, chunk) = cluster
+        .run("client", async move {
+            client.create(&path("/f")).await.unwrap();
+            client.write(&path("/f"), 0, b"before").await.unwrap();
+            let chunk = client.stat(&path("/f")).await.unwrap().chunks[0];
+            (client, chunk)
+        })
+        .await;
+    let raised = chunk.version + 5;
+    let request = SetVersionRequest {
+        handle: chunk.handle,
+        version: raised,
+        primary: cs_url(1),
+        secondaries: vec![],
+    };
+    let (version, located) = cluster
+        .run("client", async move {
+            let peer = RpcClient::new(cs_url(1), ClientOptions::default()).unwrap();
+            peer.call(request, |c, r| async move {
+                ChunkClient::new(c).set_version(r).await
+            })
+            .await
+            .unwrap();
+            let mut version = 0;
+            for _ in 0..100 {
+                version = client.stat(&path("/f")).await.unwrap().chunks[0].version;
+                if version >= raised {
+                    break;
+                }
+                sleep(Duration::from_millis(100)).await;
+            }
+            let located = client.locate(&path("/f"), 0, false).await.unwrap();
+            (version, located)
+        })
+        .await;
+    if version != raised {
+        cluster.fail(format!(
+            "the master's version is {version}, not the reported {raised}"
+        ));
+    }
+    if located.replicas != vec![cs_url(1)] {
+        cluster.fail(format!(
+            "readers are sent to {:?}, not only {}",
+            located.replicas,
+            cs_url(1)
+        ));
+    }
+}
