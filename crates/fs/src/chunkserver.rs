@@ -310,17 +310,22 @@ impl ChunkServer {
             .inner
             .state
             .with(move |s| {
-                s.pipelines
-                    .entry(handle)
-                    .or_insert_with(|| {
-                        let (sender, queue) = mpsc::channel(MAX_QUEUED_MUTATIONS);
-                        tokio::spawn(pipeline(inner, queue));
-                        sender
-                    })
-                    .clone()
+                // Only a primary gets a queue: a request anywhere else is
+                // refused here, so requests cannot make tasks pile up.
+                s.designated(handle, version)?;
+                Ok::<_, Status>(
+                    s.pipelines
+                        .entry(handle)
+                        .or_insert_with(|| {
+                            let (sender, queue) = mpsc::channel(MAX_QUEUED_MUTATIONS);
+                            tokio::spawn(pipeline(inner, queue));
+                            sender
+                        })
+                        .clone(),
+                )
             })
             .await
-            .map_err(stopped)?;
+            .map_err(stopped)??;
         queue.try_send(mutation).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
                 "{MAX_QUEUED_MUTATIONS} mutations already wait on chunk {handle}; retry after a pause"

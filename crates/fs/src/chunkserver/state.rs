@@ -97,7 +97,9 @@ pub(crate) fn status_of(error: ChunkError) -> Status {
 }
 
 impl ServerState {
-    fn designated(&self, handle: ChunkHandle, version: u64) -> Result<&Role, Status> {
+    /// The role, if this server is the (not relinquished) primary of
+    /// `handle` at `version`; else why not.
+    pub(crate) fn designated(&self, handle: ChunkHandle, version: u64) -> Result<&Role, Status> {
         match self.roles.get(&handle) {
             Some(role)
                 if role.primary == self.url && !role.relinquished && role.version == version =>
@@ -311,3 +313,6 @@ impl ServerState {
         }
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests;
