@@ -645,3 +645,74 @@ async fn acknowledged_data_survives_a_whole_cluster_power_loss() {
     }
     cluster.check_no_split_brain();
 }
+
+/// F3: a secondary misses a mutation (the primary's message to it is
+/// lost). The write fails and the primary gives its lease up; the client's
+/// retry, under a new lease and version, reaches every replica, so a reader
+/// sent to any of them sees the acknowledged data.
+#[madsim::test]
+async fn a_secondary_that_missed_a_write_gets_it_from_the_retry() {
+    let cluster = Cluster::start(3);
+    let mut client = cluster.client("client", DEADLINE);
+    let (client, before) = cluster
+        .run("client", async move {
+            client.create(&path("/f")).await.unwrap();
+            client
+                .write(&path("/f"), 0, &pattern(5000, 1))
+                .await
+                .unwrap();
+            let located = client.locate(&path("/f"), 0, true).await.unwrap();
+            (client, located)
+        })
+        .await;
+    let host = |url: &str| {
+        url.trim_start_matches("http://")
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // The data flows client -> primary -> first secondary -> last; the cut
+    // only stops the primary's apply to the last secondary.
+    let primary = host(before.primary.as_deref().unwrap());
+    let last = host(before.replicas.last().unwrap());
+    cluster.world.lock().unwrap().cut_one_way(&primary, &last);
+    let data = pattern(5000, 2);
+    let written = data.clone();
+    let handle = cluster.world.lock().unwrap().spawn("client", async move {
+        let mut client = client;
+        let result = client.write(&path("/f"), 0, &written).await;
+        (client, result)
+    });
+    sleep(Duration::from_secs(1)).await;
+    cluster.world.lock().unwrap().heal(&primary, &last);
+    let (client, result) = handle.await.unwrap();
+    if let Err(error) = result {
+        cluster.fail(format!("the retried write failed: {error}"));
+    }
+    let copies = cluster
+        .run("client", async move {
+            let entry = client.stat(&path("/f")).await.unwrap();
+            let chunk = entry.chunks[0];
+            let mut copies = Vec::new();
+            for i in 0..3 {
+                let (bytes, version) = client
+                    .read_replica(&cs_url(i), chunk.handle, chunk.version, 0, 5000)
+                    .await
+                    .unwrap();
+                copies.push((version, bytes.to_vec()));
+            }
+            (chunk.version, copies)
+        })
+        .await;
+    let (version, copies) = copies;
+    if version <= before.version {
+        cluster.fail("the write succeeded without a new lease: the cut did not fail it".into());
+    }
+    for (i, (replica_version, bytes)) in copies.iter().enumerate() {
+        if *replica_version != version || *bytes != data {
+            cluster.fail(format!("replica {i} does not hold the acknowledged write"));
+        }
+    }
+    cluster.check_no_split_brain();
+}
