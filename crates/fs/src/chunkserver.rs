@@ -197,6 +197,9 @@ async fn heartbeat_round(inner: &Inner) {
             continue;
         }
         let lease = Duration::from_millis(reply.lease_ms);
+        // A lease longer than ours is taken as ours (and an absurd one
+        // cannot overflow the clock).
+        let lease = lease.min(inner.settings.lease);
         let Some(end) = (sent + lease).checked_sub(inner.settings.clock_margin()) else {
             continue;
         };
@@ -214,10 +217,7 @@ async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply
     let (handle, version, key) = (mutation.handle, mutation.version, mutation.data_key);
     let mut asked = false;
     let prepared = loop {
-        let kind = match mutation.kind {
-            MutationKind::Write { offset } => MutationKind::Write { offset },
-            MutationKind::Append => MutationKind::Append,
-        };
+        let kind = mutation.kind;
         let now = Instant::now();
         let outcome = inner
             .state

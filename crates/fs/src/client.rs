@@ -259,7 +259,9 @@ impl Client {
             return Ok(location.clone());
         }
         let reply = self.master.locate(path, index, true, true).await?;
-        let until = Instant::now() + Duration::from_millis(reply.valid_ms);
+        // Never cached past a lease of ours (nor an absurd answer).
+        let valid = Duration::from_millis(reply.valid_ms).min(self.settings.lease);
+        let until = Instant::now() + valid;
         let location = ChunkLocation::from_reply(reply);
         if self.cache.len() >= MAX_CACHED_LOCATIONS {
             self.cache.clear();

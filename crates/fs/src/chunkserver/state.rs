@@ -35,7 +35,7 @@ pub(crate) struct Role {
 }
 
 /// A mutation the primary serializes.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum MutationKind {
     Write { offset: u64 },
     Append,
