@@ -342,11 +342,13 @@ async fn status_line(client: &Client, members: &mut [Member]) -> String {
 /// Adds the replica groups the controllers do not know yet (a reused
 /// cluster already has them).
 async fn join_groups(members: &[Member], controllers: &[String]) -> anyhow::Result<()> {
+    // Just started: the controllers may not listen yet.
     let mut client = cairn_shardctrler::Client::new(
         controllers,
         Duration::from_millis(500),
         Duration::from_secs(30),
-    )?;
+    )?
+    .wait_while_refused();
     let config = client
         .query(None)
         .await

@@ -188,7 +188,7 @@ impl ShardKvServer {
 }
 
 /// Checks a key (and value) against the limits.
-fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
+pub(crate) fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
     if key.is_empty() {
         return Err(Status::invalid_argument("the key is empty"));
     }
