@@ -15,6 +15,7 @@ use cairn_storage::RealDisk;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
+use crate::probe::{self, Service};
 use crate::progress::print_stdout;
 
 /// The endpoints of the cluster `cairn cluster` starts by default.
@@ -234,23 +235,58 @@ enum Store {
     Sharded(cairn_shardkv::Client),
 }
 
-/// Connects to the cluster, finding out which kind it is: a shard
-/// controller answers the Kv service's `Status` with "unimplemented".
+/// Connects to the cluster, finding out which kind it is: a server that
+/// answers the Kv service's `Status` with "unimplemented" is a shard
+/// controller, or a server of another kind, which is an error that names
+/// it.
 async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
     let single = client(args)?;
-    for index in 0..single.endpoints() {
+    let mut wrong = None;
+    for (index, endpoint) in args.endpoints.iter().enumerate() {
         match single.status(index).await {
             Ok(_) => return Ok(Store::Single(single)),
-            Err(RpcError::Rejected { status, .. })
-                if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
+            Err(error)
+                if probe::not_grpc(&error)
+                    || error.status().map(|s| s.code())
+                        == Some(cairn_rpc::tonic::Code::Unimplemented) =>
             {
-                return Ok(Store::Sharded(sharded_client(args)?));
+                match probe::identify(endpoint).await {
+                    Service::Controller => return Ok(Store::Sharded(sharded_client(args)?)),
+                    // Gone meanwhile: the clerk's errors will say.
+                    Service::KvNode | Service::NoAnswer(_) => {}
+                    service => wrong = wrong.or(Some((endpoint, service))),
+                }
             }
             Err(_) => {}
         }
     }
+    if let Some((endpoint, service)) = wrong {
+        return Err(wrong_service(endpoint, &service));
+    }
     // Nobody answered: the single-group client's errors say so.
     Ok(Store::Single(single))
+}
+
+/// The error for an endpoint that is neither a key/value node nor a shard
+/// controller, saying what it is and where the right servers are.
+fn wrong_service(endpoint: &str, service: &Service) -> anyhow::Error {
+    let what = service.describe();
+    let local = "`cairn cluster` starts them at 127.0.0.1:7701-7703, the default --endpoints";
+    match service {
+        Service::ShardGroup { .. } => anyhow::anyhow!(
+            "{endpoint} is {what} of a sharded cluster: `cairn kv` talks to the shard controllers, \
+             which route each key to its group; point --endpoints at the controllers \
+             (`cairn cluster --sharded` starts them at 127.0.0.1:7701-7703, the default --endpoints)"
+        ),
+        Service::Coordinator | Service::Worker => anyhow::anyhow!(
+            "{endpoint} is {what}, not a key/value node (`cairn mr status URL` shows a coordinator's job); \
+             point --endpoints at the nodes of a key/value cluster ({local})"
+        ),
+        _ => anyhow::anyhow!(
+            "{endpoint} is {what}, not a key/value node or a shard controller; point --endpoints at \
+             the nodes of a key/value cluster, or at a sharded cluster's controllers ({local})"
+        ),
+    }
 }
 
 fn sharded_client(args: &ClientArgs) -> anyhow::Result<cairn_shardkv::Client> {
@@ -417,13 +453,14 @@ struct StatusRow {
 async fn status(args: ClientArgs) -> anyhow::Result<()> {
     let client = client(&args)?;
     let mut rows = Vec::new();
-    let mut sharded = false;
+    // The endpoints that do not serve Kv: shard controllers, or others.
+    let mut sharded = Vec::new();
     for (index, endpoint) in args.endpoints.iter().enumerate() {
         let status = client.status(index).await;
         if let Err(RpcError::Rejected { status, .. }) = &status
             && status.code() == cairn_rpc::tonic::Code::Unimplemented
         {
-            sharded = true;
+            sharded.push(endpoint);
         }
         rows.push(StatusRow {
             kind: "node".into(),
@@ -432,9 +469,24 @@ async fn status(args: ClientArgs) -> anyhow::Result<()> {
             extra: None,
         });
     }
-    if sharded {
+    if !sharded.is_empty() {
+        let mut wrong = None;
+        for endpoint in &sharded {
+            match probe::identify(endpoint).await {
+                Service::Controller => {
+                    wrong = None;
+                    break;
+                }
+                Service::KvNode | Service::NoAnswer(_) => {}
+                service => wrong = wrong.or(Some((endpoint, service))),
+            }
+        }
+        if let Some((endpoint, service)) = wrong {
+            return Err(wrong_service(endpoint, &service));
+        }
         rows = sharded_status(&args).await?;
     }
+    let sharded = !sharded.is_empty();
     if args.json {
         let nodes: Vec<serde_json::Value> = rows
             .iter()

@@ -14,6 +14,7 @@ mod cluster;
 mod config;
 mod kv;
 mod mr;
+mod probe;
 mod progress;
 mod shardctl;
 mod shardkv;

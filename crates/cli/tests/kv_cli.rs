@@ -188,3 +188,48 @@ fn with_nothing_listening_a_command_fails_fast_and_says_what_to_do() {
         );
     }
 }
+
+/// Issue 19: `cairn kv` pointed at a shard group server said "no
+/// controller completed the request within 2s ()"; it now says what the
+/// server is, at once, and where to point instead.
+#[test]
+fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
+    let nowhere = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    let group = NodeProcesses::start(
+        &["shardkv", "serve", "--gid", "4", "--controllers", &nowhere],
+        1,
+    );
+    for args in [
+        &["kv", "get", "k"][..],
+        &["kv", "put", "k", "v"],
+        &["kv", "status"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["--endpoints", &group.urls[0]]);
+        let (output, took) = timed(&args);
+        assert_eq!(code(&output), Some(1), "{args:?}");
+        assert!(took < Duration::from_secs(4), "{args:?} took {took:?}");
+        let message = stderr(&output);
+        assert!(
+            message.contains(&format!(
+                "{} is a shard group server (group 4)",
+                group.urls[0]
+            )) && message.contains("controllers"),
+            "{message}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "a few words\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let (child, url) = common::coordinator(dir.path(), &["--app", "wc", "input.txt"], &listen);
+    let _coordinator = common::Processes(vec![child]);
+    let (output, took) = timed(&["kv", "get", "k", "--endpoints", &url]);
+    assert_eq!(code(&output), Some(1));
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(
+        stderr(&output).contains("is a MapReduce coordinator"),
+        "{}",
+        stderr(&output)
+    );
+}
