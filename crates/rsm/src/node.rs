@@ -60,6 +60,11 @@ pub struct NodeConfig {
     pub max_raft_state: i64,
     /// The deadline of one message batch to a peer.
     pub rpc_timeout: Duration,
+    /// How long a node goes without a leader before it warns (naming the
+    /// peers that do not answer), and the least time between two logs of
+    /// one recurring problem (that warning, a peer refusing this node's
+    /// messages, a refused batch).
+    pub problem_log_interval: Duration,
 }
 
 impl NodeConfig {
@@ -73,6 +78,7 @@ impl NodeConfig {
             tick: Duration::from_millis(10),
             max_raft_state: 8 << 20,
             rpc_timeout: Duration::from_millis(500),
+            problem_log_interval: Duration::from_secs(10),
         }
     }
 
@@ -285,7 +291,12 @@ impl<S: StateMachine> Node<S> {
             }
             None => Outbox::new(&config, commands.clone()),
         };
-        let service = RaftService::new(config.raft.id, config.cluster.clone(), commands.clone());
+        let service = RaftService::new(
+            config.raft.id,
+            config.cluster.clone(),
+            commands.clone(),
+            config.problem_log_interval,
+        );
         let peers = Arc::new(config.peers.clone());
         let driver = Driver::new(
             raft,
@@ -295,6 +306,7 @@ impl<S: StateMachine> Node<S> {
             status_tx,
             config.max_raft_state,
             recovered_applied,
+            config.problem_log_interval,
         );
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
