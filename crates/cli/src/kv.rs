@@ -41,9 +41,19 @@ pub(crate) enum KvCommand {
     Append(KeyValueArgs),
     /// Delete a key (exit status 3 if it was not there).
     Del(KeyArgs),
-    /// Set a key's value only if it currently is --expect VALUE (or
-    /// missing, with --expect-missing); exit status 3 if it was not
-    /// swapped.
+    /// Compare-and-swap: set KEY to VALUE only if its value now is exactly
+    /// --expect OLD, or only if KEY does not exist (--expect-missing).
+    ///
+    /// The comparison and the write are one step in the replicated log: of
+    /// several clients swapping from the same value, exactly one succeeds.
+    /// Prints "swapped" and exits 0 when the value was set; otherwise
+    /// changes nothing, says "not swapped" and exits with status 3 (1 when
+    /// the cluster could not answer). `--expect ""` matches an empty value,
+    /// not a missing key. Not available on a sharded cluster.
+    ///
+    /// Examples: `cairn kv cas counter 2 --expect 1` (1 becomes 2, exit 3
+    /// if the value was not 1); `cairn kv cas lock me --expect-missing`
+    /// (take a lock that nobody holds).
     Cas(CasArgs),
     /// Show every node's role, term, commit and applied index.
     Status(ClientArgs),
@@ -57,8 +67,10 @@ pub(crate) struct ServeArgs {
     /// Every node of the cluster as ID=URL, comma-separated.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
-    /// The address to listen on (default: the host and port of this node's
-    /// URL in --peers).
+    /// The address to listen on, HOST:PORT (default: the host and port of
+    /// this node's URL in --peers). A host name is resolved and the node
+    /// listens on its address (IPv4 first): `localhost` is loopback only.
+    /// 0.0.0.0:PORT listens on every interface.
     #[arg(long)]
     listen: Option<String>,
     /// Snapshot when the Raft log passes this many bytes (-1: never).
@@ -191,16 +203,18 @@ impl KeyValueArgs {
 pub(crate) struct CasArgs {
     /// The key.
     key: String,
-    /// The new value.
+    /// The value to set.
     value: String,
-    /// The value the key must have now.
+    /// Swap only if the key's value is exactly OLD now (an empty OLD
+    /// matches an empty value, not a missing key).
     #[arg(
+        value_name = "OLD",
         long,
         conflicts_with = "expect_missing",
         required_unless_present = "expect_missing"
     )]
     expect: Option<String>,
-    /// Swap only if the key is missing.
+    /// Swap only if the key does not exist (the swap creates it).
     #[arg(long)]
     expect_missing: bool,
     #[command(flatten)]
@@ -667,11 +681,15 @@ pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<
     let own_url = peers
         .get(&id)
         .with_context(|| format!("node {id} is not in --peers; add {id}=http://HOST:PORT"))?;
-    let listen: SocketAddr = match args.listen.clone().or(node.listen.clone()) {
-        Some(listen) => listen
-            .parse()
-            .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?,
-        None => listen_of(own_url)?,
+    let listen = match args.listen.clone().or(node.listen.clone()) {
+        Some(listen) => listen_address(&listen)
+            .with_context(|| format!("--listen {listen:?}: pass HOST:PORT, e.g. 0.0.0.0:7701"))?,
+        None => listen_of(own_url).with_context(|| {
+            format!(
+                "cannot listen on the address of node {id}'s URL {own_url} in --peers; pass \
+                 --listen HOST:PORT (0.0.0.0:PORT for every interface)"
+            )
+        })?,
     };
     let data_dir = config.data_dir.0.clone();
     if data_dir.exists() && !data_dir.is_dir() {
@@ -724,20 +742,40 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     outcome
 }
 
-/// The socket address in a URL like `http://127.0.0.1:7701`.
+/// The address to listen on for a URL like `http://127.0.0.1:7701`: its
+/// host and port, exactly (see [`listen_address`]).
 fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
     let authority = url
         .trim_start_matches("http://")
         .trim_start_matches("https://")
         .trim_end_matches('/');
-    if let Ok(addr) = authority.parse() {
+    if authority
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        bail!("{url} has no port; write it as http://HOST:PORT");
+    }
+    listen_address(authority)
+}
+
+/// The socket address for `HOST:PORT`: an IP address as written, or a host
+/// name's first address (IPv4 first), so that `localhost:7701` listens on
+/// loopback only, as the name says, and `0.0.0.0:7701` on every interface.
+fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let port = authority
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .with_context(|| format!("{url} has no port; write it as http://HOST:PORT"))?;
-    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {text}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("{text} resolves to no address"))
 }
 
 /// Holds an exclusive lock (flock) on the data directory itself for the
@@ -797,7 +835,7 @@ pub(crate) async fn wait_for_stop_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{base64, parse_endpoint};
+    use super::{base64, listen_address, listen_of, parse_endpoint};
 
     #[test]
     fn base64_follows_the_rfc_vectors() {
@@ -813,6 +851,31 @@ mod tests {
         for (plain, encoded) in vectors {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
         }
+    }
+
+    /// Issue 19: `localhost` in a node's URL listened on 0.0.0.0, every
+    /// interface, although the help said the URL's host.
+    #[test]
+    fn a_node_listens_on_exactly_the_host_it_is_given() {
+        assert_eq!(
+            listen_of("http://localhost:7701").unwrap(),
+            "127.0.0.1:7701".parse().unwrap()
+        );
+        assert_eq!(
+            listen_of("http://10.1.2.3:7701/").unwrap(),
+            "10.1.2.3:7701".parse().unwrap()
+        );
+        assert_eq!(
+            listen_address("0.0.0.0:7701").unwrap(),
+            "0.0.0.0:7701".parse().unwrap()
+        );
+        assert_eq!(
+            listen_address("[::1]:7701").unwrap(),
+            "[::1]:7701".parse().unwrap()
+        );
+        assert!(listen_of("http://localhost").is_err());
+        let error = listen_address("no-such-host.invalid:7701").unwrap_err();
+        assert!(format!("{error:#}").contains("cannot resolve"), "{error:#}");
     }
 
     #[test]

@@ -233,3 +233,26 @@ fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
         stderr(&output)
     );
 }
+
+/// Issue 19: `kv cas --help` named only `--expect`.
+#[test]
+fn cas_help_explains_the_semantics_with_an_example() {
+    let help = Command::new(CAIRN)
+        .args(["kv", "cas", "--help"])
+        .output()
+        .unwrap();
+    // As one line: the help is wrapped to the terminal's width.
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for words in [
+        "only if its value now is exactly",
+        "--expect-missing",
+        "does not exist",
+        "exits with status 3",
+        "Examples: `cairn kv cas counter 2 --expect 1`",
+    ] {
+        assert!(help.contains(words), "{words:?} missing from:\n{help}");
+    }
+}
