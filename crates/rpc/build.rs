@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/etcd.proto",
     "proto/shardctrler.proto",
     "proto/shardkv.proto",
+    "proto/fs.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

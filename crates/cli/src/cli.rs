@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, Parser, Subcommand};
 
-use crate::config::{Config, ConfigOverrides};
+use crate::config::{Config, ConfigOverrides, Source};
 
 /// Cairn: MapReduce, Raft and a replicated key/value store in one binary.
 ///
@@ -31,7 +32,9 @@ pub(crate) struct GlobalArgs {
     /// A TOML configuration file (see `cairn config --help`).
     #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// Where Cairn keeps its data.
+    /// Where Cairn keeps its data (default ./cairn-data). Used by `cluster`,
+    /// the `serve` commands and `mr run|coordinator|worker`; other commands
+    /// refuse the flag.
     #[arg(long, global = true, env = "CAIRN_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// Log level for Cairn's own messages: error, warn, info, debug or trace.
@@ -43,12 +46,10 @@ pub(crate) struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Print the effective configuration and where each value came from.
-    ///
-    /// The TOML file may hold any of these keys, e.g.:
-    ///
-    ///     data_dir = "/var/lib/cairn"
-    ///     log_level = "debug"
+    /// Print the effective configuration, where each value came from (flag,
+    /// environment variable, file or default) and every CAIRN_* variable
+    /// set. `--help` lists every key the --config file may hold.
+    #[command(after_long_help = crate::config::FILE_HELP)]
     Config(ConfigArgs),
     /// MapReduce: run jobs here (`run`), across machines (`coordinator`,
     /// `worker`, `status`), or sequentially (`seq`).
@@ -83,12 +84,111 @@ pub(crate) struct ConfigArgs {
     pub(crate) toml: bool,
 }
 
+/// The commands that read or write under `--data-dir`, as their names on
+/// the command line; the others refuse the flag (the global flag is
+/// accepted everywhere by the parser, so a misplaced one would otherwise be
+/// silently ignored).
+const DATA_DIR_COMMANDS: [&str; 8] = [
+    "config",
+    "cluster",
+    "kv serve",
+    "shardctl serve",
+    "shardkv serve",
+    "mr run",
+    "mr coordinator",
+    "mr worker",
+];
+
+/// The command's name as typed, e.g. `kv get`.
+pub(crate) fn command_name(matches: &ArgMatches) -> String {
+    let mut names = Vec::new();
+    let mut current = matches;
+    while let Some((name, sub)) = current.subcommand() {
+        names.push(name.to_string());
+        current = sub;
+    }
+    names.join(" ")
+}
+
+/// Refuses `--data-dir` on the command line of a command that does not use
+/// it (the environment variable stays allowed: it is set for every
+/// command at once).
+pub(crate) fn check_data_dir(matches: &ArgMatches) -> Result<(), String> {
+    let command = command_name(matches);
+    if value_source(matches, "data_dir") == Some(ValueSource::CommandLine)
+        && !DATA_DIR_COMMANDS.contains(&command.as_str())
+    {
+        return Err(format!(
+            "`cairn {command}` does not use --data-dir (only {} do); remove the flag",
+            DATA_DIR_COMMANDS.map(|c| format!("`{c}`")).join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// Where a global argument's value came from. Global arguments are
+/// recorded in the matches of the subcommand they were typed after, so
+/// this looks at every level.
+fn value_source(matches: &ArgMatches, id: &str) -> Option<ValueSource> {
+    let mut found = matches.value_source(id);
+    let mut current = matches;
+    while let Some((_, sub)) = current.subcommand() {
+        if let Some(source) = sub.value_source(id) {
+            found = Some(found.map_or(source, |f| f.max(source)));
+        }
+        current = sub;
+    }
+    found
+}
+
+/// Every `CAIRN_*` variable some flag reads, with the flag it sets, from
+/// the parser's own definition (so the list cannot fall behind).
+pub(crate) fn known_environment() -> Vec<(String, String)> {
+    fn walk(command: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        for arg in command.get_arguments() {
+            if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
+                let env = env.to_string_lossy().into_owned();
+                let flag = if arg.is_global_set() || path.is_empty() {
+                    format!("--{long}")
+                } else {
+                    format!("--{long} of `cairn {path}`")
+                };
+                if !out.iter().any(|(known, _)| *known == env) {
+                    out.push((env, flag));
+                }
+            }
+        }
+        for sub in command.get_subcommands() {
+            let path = format!("{path} {}", sub.get_name());
+            walk(sub, path.trim(), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Cli::command(), "", &mut out);
+    out.sort();
+    out.push((
+        crate::cluster::LAUNCHER_PID_VARIABLE.to_string(),
+        crate::config::INTERNAL_VARIABLE.to_string(),
+    ));
+    out
+}
+
 /// The configuration from the global flags (and their environment
 /// variables), the optional file and the defaults.
-pub(crate) fn resolve_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+pub(crate) fn resolve_config(global: &GlobalArgs, matches: &ArgMatches) -> anyhow::Result<Config> {
+    let source = |id: &str, env: &str| match value_source(matches, id) {
+        Some(ValueSource::EnvVariable) => Source::Env(env.to_string()),
+        _ => Source::Flag,
+    };
     let overrides = ConfigOverrides {
-        data_dir: global.data_dir.clone(),
-        log_level: global.log_level.clone(),
+        data_dir: global
+            .data_dir
+            .clone()
+            .map(|dir| (dir, source("data_dir", "CAIRN_DATA_DIR"))),
+        log_level: global
+            .log_level
+            .clone()
+            .map(|level| (level, source("log_level", "CAIRN_LOG_LEVEL"))),
     };
     Config::resolve(global.config.as_deref(), overrides)
 }
@@ -101,7 +201,9 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
             if args.toml {
                 crate::progress::print_stdout(&config.to_toml()?);
             } else {
-                crate::progress::print_stdout(&config.describe());
+                let environment =
+                    Config::describe_environment(std::env::vars(), &known_environment());
+                crate::progress::print_stdout(&format!("{}\n{environment}", config.describe()));
             }
             Ok(())
         }

@@ -63,6 +63,36 @@ impl Member {
     }
 }
 
+/// The environment variable through which `cairn cluster` tells the nodes
+/// it starts its process id.
+pub(crate) const LAUNCHER_PID_VARIABLE: &str = "CAIRN_LAUNCHER_PID";
+
+/// In a node started by `cairn cluster`: asks the kernel for SIGTERM when
+/// the launcher dies (a parent-death signal, so a SIGKILLed launcher
+/// leaves no orphans holding the ports), and exits at once if it is already
+/// gone. Does nothing in a process started any other way.
+pub(crate) fn exit_with_launcher() -> anyhow::Result<()> {
+    let Ok(launcher) = std::env::var(LAUNCHER_PID_VARIABLE) else {
+        return Ok(());
+    };
+    let launcher: i32 = launcher
+        .parse()
+        .with_context(|| format!("{LAUNCHER_PID_VARIABLE}={launcher:?} is not a process id; unset it (only `cairn cluster` sets it)"))?;
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Signal, getppid, set_parent_process_death_signal};
+        set_parent_process_death_signal(Some(Signal::TERM))
+            .context("asking for a signal when the launcher exits")?;
+        // The launcher may have died before the request above took effect.
+        if getppid().map(|pid| pid.as_raw_nonzero().get()) != Some(launcher) {
+            bail!(
+                "the `cairn cluster` that started this node (pid {launcher}) is gone; start the cluster again"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The members of a plain cluster: `nodes` key/value nodes.
 fn kv_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
     let url = |id: u64| format!("http://127.0.0.1:{}", u64::from(args.base_port) + id);
@@ -200,6 +230,9 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
+            // The node exits when this launcher dies, even by SIGKILL, so
+            // it never lingers holding its port (see `exit_with_launcher`).
+            .env(LAUNCHER_PID_VARIABLE, std::process::id().to_string())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", member.name))?;
@@ -282,8 +315,13 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
             Kind::Controller => format!("controller {}", member.id),
             Kind::Group(gid) => format!("group {gid} server {}", member.id),
         };
+        let pid = member
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .map_or_else(|| "-".to_string(), |pid| pid.to_string());
         out.push_str(&format!(
-            "  {role:<18} {}  (log: {})\n",
+            "  {role:<18} {}  pid {pid:<7}  log {}\n",
             member.url,
             data_dir.join(format!("{}.log", member.name)).display()
         ));

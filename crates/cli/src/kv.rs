@@ -73,8 +73,9 @@ pub(crate) struct ServeArgs {
     /// 0.0.0.0:PORT listens on every interface.
     #[arg(long)]
     listen: Option<String>,
-    /// Snapshot when the Raft log passes this many bytes (-1: never).
-    #[arg(long, allow_negative_numbers = true)]
+    /// Snapshot when the Raft log passes this many bytes (default 8388608 =
+    /// 8 MiB; -1: never).
+    #[arg(long, allow_negative_numbers = true, value_name = "BYTES")]
     max_raft_state: Option<i64>,
 }
 
@@ -253,20 +254,72 @@ enum Store {
 /// answers the Kv service's `Status` with "unimplemented" is a shard
 /// controller, or a server of another kind, which is an error that names
 /// it.
+///
+/// A cluster that is still starting (right after `cairn cluster`) may not
+/// answer yet: the probe is repeated until one endpoint answers or the
+/// command's deadline passes, as the requests themselves would be; but when
+/// every endpoint refuses the connection for [`cairn_rpc::REFUSED_GIVE_UP`]
+/// nothing is starting there, and the command says so.
 async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
     let single = client(args)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut refused_since = None;
+    loop {
+        let last_refusal = match probe_round(args, &single).await? {
+            Probe::Single => return Ok(Store::Single(single)),
+            Probe::Sharded => return Ok(Store::Sharded(sharded_client(args)?)),
+            Probe::AllRefused(reason) => Some(reason),
+            Probe::NoAnswer => None,
+        };
+        let now = tokio::time::Instant::now();
+        match last_refusal {
+            Some(last) if now - *refused_since.get_or_insert(now) >= cairn_rpc::REFUSED_GIVE_UP => {
+                let endpoints = args.endpoints.clone();
+                return Err(cairn_kv::KvError::Unreachable { endpoints, last }.into());
+            }
+            Some(_) => {}
+            None => refused_since = None,
+        }
+        if now + CONNECT_PROBE_PAUSE >= deadline {
+            // Nobody answered: the single-group client's errors say so.
+            return Ok(Store::Single(single));
+        }
+        tokio::time::sleep(CONNECT_PROBE_PAUSE).await;
+    }
+}
+
+/// The pause between two rounds of `connect`'s probe.
+const CONNECT_PROBE_PAUSE: Duration = Duration::from_millis(100);
+
+/// What one round of `connect`'s probe found.
+enum Probe {
+    /// A key/value node answered.
+    Single,
+    /// A shard controller answered.
+    Sharded,
+    /// Every endpoint refused the connection (the last reason).
+    AllRefused(String),
+    /// No endpoint answered, and not every one refused.
+    NoAnswer,
+}
+
+/// Asks every endpoint for its Kv status once; an endpoint of another
+/// kind than a key/value node or a shard controller is an error naming it.
+async fn probe_round(args: &ClientArgs, single: &Client) -> anyhow::Result<Probe> {
     let mut wrong = None;
+    let mut refusals = Vec::new();
     for (index, endpoint) in args.endpoints.iter().enumerate() {
         match single.status(index).await {
-            Ok(_) => return Ok(Store::Single(single)),
+            Ok(_) => return Ok(Probe::Single),
+            Err(RpcError::ConnectionRefused { reason, .. }) => refusals.push(reason),
             Err(error)
                 if probe::not_grpc(&error)
                     || error.status().map(|s| s.code())
                         == Some(cairn_rpc::tonic::Code::Unimplemented) =>
             {
                 match probe::identify(endpoint).await {
-                    Service::Controller => return Ok(Store::Sharded(sharded_client(args)?)),
-                    // Gone meanwhile: the clerk's errors will say.
+                    Service::Controller => return Ok(Probe::Sharded),
+                    // Gone meanwhile: the next round or the clerk will say.
                     Service::KvNode | Service::NoAnswer(_) => {}
                     service => wrong = wrong.or(Some((endpoint, service))),
                 }
@@ -277,8 +330,10 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
     if let Some((endpoint, service)) = wrong {
         return Err(wrong_service(endpoint, &service));
     }
-    // Nobody answered: the single-group client's errors say so.
-    Ok(Store::Single(single))
+    Ok(match refusals.pop() {
+        Some(last) if refusals.len() + 1 == args.endpoints.len() => Probe::AllRefused(last),
+        _ => Probe::NoAnswer,
+    })
 }
 
 /// The error for an endpoint that is neither a key/value node nor a shard

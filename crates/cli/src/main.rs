@@ -21,14 +21,21 @@ mod shardkv;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    let result = cli::resolve_config(&cli.global).and_then(|config| {
-        init_logging(&config.log_level.0);
-        cli::run(cli.command, config)
-    });
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Err(message) = cli::check_data_dir(&matches) {
+        eprintln!("error: {message}");
+        return ExitCode::from(2);
+    }
+    let result = cluster::exit_with_launcher()
+        .and_then(|()| cli::resolve_config(&cli.global, &matches))
+        .and_then(|config| {
+            init_logging(&config.log_level.0);
+            cli::run(cli.command, config)
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -14,23 +14,46 @@ use clap::{Args, Subcommand};
 use crate::config::Config;
 use crate::progress::JobProgress;
 
+mod flags;
+
+use flags::{coordinator_url, parse_advertise_url, parse_duration, parse_size, parse_url};
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum MrCommand {
     /// Run a job on this machine: a coordinator and N worker processes.
     ///
     /// Example: cairn mr run --app wc --workers 4 books/*.txt
+    ///
+    /// Output goes to --output (default ./mr-output). The job's journal and
+    /// worker logs go under DATA_DIR/mr/run-PID (--data-dir, default
+    /// ./cairn-data), removed when the job succeeds.
     Run(RunArgs),
     /// Run a job sequentially in this process (the reference output).
+    ///
+    /// Writes one file, --output: by default mr-out-0 in the current
+    /// directory. Does not use --data-dir.
     Seq(SeqArgs),
     /// Coordinate a job for workers on any number of machines.
     ///
-    /// Prints `coordinator listening on URL` when ready; start workers with
+    /// Prints `coordinator listening on URL` when ready, URL being the
+    /// address workers should use (--advertise); start workers with
     /// `cairn mr worker --coordinator URL`. Exits when the job is done.
-    /// Restarted with the same --data-dir, it resumes the job.
+    ///
+    /// The job's journal is DATA_DIR/mr-coordinator/journal (--data-dir,
+    /// default ./cairn-data). Restarted with the same --data-dir and job, the
+    /// coordinator resumes the job; once the job is over, the next
+    /// coordinator there starts a new one (the finished journal is kept as
+    /// journal.finished). A different job than an unfinished one is refused.
     Coordinator(CoordinatorArgs),
     /// Work for a coordinator until its job is done.
+    ///
+    /// Intermediate files go under --work-dir (default
+    /// DATA_DIR/mr-worker-PID, --data-dir defaulting to ./cairn-data),
+    /// removed when the worker exits.
     Worker(WorkerArgs),
     /// Show a running job's progress and counters.
+    ///
+    /// Asks the coordinator over RPC; does not use --data-dir.
     Status(StatusArgs),
 }
 
@@ -87,17 +110,19 @@ pub(crate) struct JobArgs {
     #[arg(long)]
     hadoop_names: bool,
     /// Give a task attempt up, and the task to another worker, after this
-    /// many seconds without progress: no input consumed, no output
-    /// produced (as Hadoop's mapreduce.task.timeout). A live worker does not
+    /// long without progress (e.g. 10s, 2m; a bare number is seconds): no
+    /// input consumed, no output produced (as Hadoop's
+    /// mapreduce.task.timeout). A live worker does not
     /// keep a stuck attempt: it is killed (a streaming command with every
     /// process it started) and counts as a failed attempt. Raise it for
     /// tasks that legitimately compute this long between records.
-    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
-    task_timeout: f64,
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    task_timeout: Duration,
     /// Consider a worker lost (and rerun the maps whose output it held) after
-    /// this many seconds without a heartbeat; workers send one every 0.5 s.
-    #[arg(long, default_value_t = 3.0, value_parser = parse_seconds)]
-    worker_timeout: f64,
+    /// this long without a heartbeat (e.g. 3s, 1500ms; a bare number is
+    /// seconds); workers send one every 0.5 s.
+    #[arg(long, default_value = "3s", value_name = "DURATION", value_parser = parse_duration)]
+    worker_timeout: Duration,
     /// Start backup copies of straggling tasks near the end of a phase.
     #[arg(long)]
     backup_tasks: bool,
@@ -115,7 +140,6 @@ impl JobArgs {
                 bail!("input {input} is not a file; pass files (e.g. dir/*.txt)");
             }
         }
-        let timeout = Duration::from_secs_f64(self.task_timeout);
         Ok(JobConfig {
             app: self.app.spec()?,
             inputs: self.inputs.clone(),
@@ -124,8 +148,8 @@ impl JobArgs {
             output_dir: output_dir.display().to_string(),
             hadoop_names: self.hadoop_names,
             scheduler: SchedulerConfig {
-                task_timeout: timeout,
-                worker_timeout: Duration::from_secs_f64(self.worker_timeout),
+                task_timeout: self.task_timeout,
+                worker_timeout: self.worker_timeout,
                 backup_tasks: self.backup_tasks,
                 ..SchedulerConfig::default()
             },
@@ -157,7 +181,7 @@ fn default_workers() -> u32 {
 pub(crate) struct SeqArgs {
     #[command(flatten)]
     app: AppArgs,
-    /// Output file.
+    /// Output file (relative paths are from the current directory).
     #[arg(long, default_value = "mr-out-0")]
     output: PathBuf,
     /// Input files.
@@ -169,83 +193,58 @@ pub(crate) struct SeqArgs {
 pub(crate) struct CoordinatorArgs {
     #[command(flatten)]
     job: JobArgs,
-    /// Address to listen on (port 0 picks a free port).
+    /// Address to listen on (port 0 picks a free port; 0.0.0.0 listens on
+    /// every interface, for workers on other machines).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: std::net::SocketAddr,
+    /// The URL workers use to reach this coordinator, e.g.
+    /// http://host-a:7070, as the coordinator prints it. By default
+    /// http://LISTEN-ADDRESS, or, listening on every interface (0.0.0.0 or
+    /// ::), http://HOSTNAME:PORT with this machine's hostname.
+    #[arg(long, value_name = "URL", value_parser = parse_advertise_url)]
+    advertise: Option<String>,
     /// Output directory (must be reachable by every worker at this path).
     #[arg(long, default_value = "mr-output")]
     output: PathBuf,
-    /// Stay up this many seconds after the job ends, for workers still to
-    /// be told to exit.
-    #[arg(long, default_value_t = 5.0, value_parser = parse_seconds)]
-    linger: f64,
+    /// Stay up this long after the job ends, for workers still to be told
+    /// to exit (e.g. 5s; a bare number is seconds).
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
+    linger: Duration,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The coordinator's URL, as it printed it.
-    #[arg(long, env = "CAIRN_MR_COORDINATOR")]
+    /// The coordinator's URL, as it printed it (http://HOST:PORT, or
+    /// HOST:PORT).
+    #[arg(long, env = "CAIRN_MR_COORDINATOR", value_name = "URL", value_parser = parse_url)]
     coordinator: String,
     /// Address of this worker's shuffle server (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
-    /// The URL other workers use to reach this one (needed when listening
-    /// on 0.0.0.0), e.g. http://host-a:7071.
-    #[arg(long)]
+    /// The URL other workers use to reach this one, e.g.
+    /// http://host-a:7071. Needed when listening on 0.0.0.0: a worker does
+    /// not guess its own name, since other workers fetch from this URL.
+    #[arg(long, value_name = "URL", value_parser = parse_advertise_url)]
     advertise: Option<String>,
     /// Directory for this worker's intermediate files (removed at the end).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Give up after the coordinator has been unreachable this long.
-    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
-    coordinator_timeout: f64,
+    /// Give up after the coordinator has been unreachable this long (e.g.
+    /// 30s, 2m; a bare number is seconds). Until then the worker retries,
+    /// saying every few seconds what it is waiting for.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    coordinator_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The coordinator's URL.
+    /// The coordinator's URL, as it printed it (http://HOST:PORT, or
+    /// HOST:PORT).
+    #[arg(value_name = "URL", value_parser = parse_url)]
     coordinator: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    let value: f64 = text
-        .trim_end_matches('s')
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !(value > 0.0 && value < 1e6) {
-        return Err(format!("{text}: use a positive number of seconds"));
-    }
-    Ok(value)
-}
-
-/// `64MiB`, `512KiB`, `1GiB`, `100MB` or plain bytes.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size (e.g. 64MiB)"))?;
-    let scale = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "kb" => 1000,
-        "m" | "mib" => 1 << 20,
-        "mb" => 1_000_000,
-        "g" | "gib" => 1 << 30,
-        "gb" => 1_000_000_000,
-        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
-    };
-    match number.checked_mul(scale) {
-        Some(0) => Err("the size must be positive".into()),
-        Some(bytes) => Ok(bytes),
-        None => Err(format!("{text} is too large")),
-    }
 }
 
 pub(crate) fn run(command: MrCommand, config: &Config) -> anyhow::Result<()> {
@@ -281,17 +280,22 @@ fn seq(args: SeqArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the coordinator and serves it; returns the core and its URL.
+/// Opens the coordinator and serves it; returns the core and the address
+/// it is bound to.
 async fn start_coordinator(
     job: &JobConfig,
     data_dir: PathBuf,
     listen: std::net::SocketAddr,
-) -> anyhow::Result<(CoordinatorCore, String)> {
+) -> anyhow::Result<(CoordinatorCore, std::net::SocketAddr)> {
     let disk = RealDisk::new(".")?;
     let core = CoordinatorCore::open(job, &disk, &disk, data_dir)?;
     let router = core.router();
-    let (addr, _server) = cairn_mapreduce::serve(router, listen).await?;
-    Ok((core, format!("http://{addr}")))
+    let (addr, _server) = cairn_mapreduce::serve(router, listen)
+        .await
+        .with_context(|| {
+            format!("listening on {listen} (is the port taken? try another --listen)")
+        })?;
+    Ok((core, addr))
 }
 
 async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<()> {
@@ -299,8 +303,15 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
         .with_context(|| format!("creating the output directory {}", args.output.display()))?;
     let job = args.job.config(&args.output)?;
     let data_dir = config.data_dir.0.join("mr-coordinator");
-    let (core, url) = start_coordinator(&job, data_dir, args.listen).await?;
+    let (core, bound) = start_coordinator(&job, data_dir, args.listen).await?;
+    let url = coordinator_url(bound, args.advertise.as_deref())?;
     crate::progress::print_stdout(&format!("coordinator listening on {url}\n"));
+    if bound.ip().is_unspecified() && args.advertise.is_none() {
+        eprintln!(
+            "listening on every interface ({bound}); workers are told to use {url}, this \
+             machine's hostname (pass --advertise URL to name another)"
+        );
+    }
     let status = core.status();
     eprintln!(
         "job {}: {} map tasks, {} reduce tasks; start workers with: cairn mr worker --coordinator {url}",
@@ -324,8 +335,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
             }
         })
     };
-    core.run_until_released(Duration::from_secs_f64(args.linger))
-        .await;
+    core.run_until_released(args.linger).await;
     reporter.abort();
     let status = core.status();
     crate::progress::print_report(&status, None);
@@ -336,6 +346,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
 }
 
 async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
+    let default_work_dir = args.work_dir.is_none();
     let work_dir = args.work_dir.unwrap_or_else(|| {
         config
             .data_dir
@@ -343,17 +354,23 @@ async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
             .join(format!("mr-worker-{}", std::process::id()))
     });
     let disk: Arc<dyn cairn_storage::Disk> = Arc::new(RealDisk::new(".")?);
-    let summary = cairn_mapreduce::run_worker(WorkerConfig {
+    let result = cairn_mapreduce::run_worker(WorkerConfig {
         coordinator: args.coordinator,
         listen: args.listen,
         advertise: args.advertise,
         scratch: disk.clone(),
-        scratch_dir: work_dir,
+        scratch_dir: work_dir.clone(),
         shared: disk,
-        coordinator_timeout: Duration::from_secs_f64(args.coordinator_timeout),
+        coordinator_timeout: args.coordinator_timeout,
         app: None,
     })
-    .await?;
+    .await;
+    if default_work_dir {
+        // The worker removes its own files; the per-process directory
+        // around them goes too (only if empty).
+        let _ = std::fs::remove_dir(&work_dir);
+    }
+    let summary = result?;
     tracing::info!(
         "worker done: {} maps, {} reduces, {} failed attempts",
         summary.maps,
@@ -429,7 +446,8 @@ async fn run_job(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         .join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&job_dir).with_context(|| format!("creating {}", job_dir.display()))?;
     let listen = "127.0.0.1:0".parse().expect("a valid address");
-    let (core, url) = start_coordinator(&job, job_dir.join("coordinator"), listen).await?;
+    let (core, bound) = start_coordinator(&job, job_dir.join("coordinator"), listen).await?;
+    let url = format!("http://{bound}");
     let released = {
         let core = core.clone();
         tokio::spawn(async move { core.run_until_released(Duration::from_secs(10)).await })

@@ -58,13 +58,19 @@ impl JobProgress {
         } else {
             String::new()
         };
+        // No rate before any input is processed: "0 B/s" would read as
+        // a stalled job.
+        let rate = if self.rate > 0.0 {
+            format!("{}/s", human_bytes(self.rate as u64))
+        } else {
+            NO_RATE.to_string()
+        };
         let message = format!(
-            "maps {}/{} reduces {}/{} | {}/s{eta} | workers {}",
+            "maps {}/{} reduces {}/{} | {rate}{eta} | workers {}",
             status.maps_done,
             status.maps_total,
             status.reduces_done,
             status.reduces_total,
-            human_bytes(self.rate as u64),
             status.workers_alive
         );
         let total = u64::from(status.maps_total + status.reduces_total);
@@ -108,8 +114,28 @@ pub(crate) fn human_bytes(bytes: u64) -> String {
     }
 }
 
+/// Shown instead of a rate while there is nothing to compute one from.
+const NO_RATE: &str = "—";
+
 /// Prints the counters and where the output is.
 pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
+    crate::progress::print_stdout(&report(status, wall));
+}
+
+/// The value of counter `name`, if reported.
+fn counter(status: &StatusReply, name: &str) -> Option<u64> {
+    status
+        .counters
+        .iter()
+        .find(|counter| counter.name == name)
+        .map(|counter| counter.value)
+}
+
+/// The report [`print_report`] prints: the job's state and elapsed time,
+/// tasks, input and its rate (none until input has been processed), the
+/// counters and where the output is.
+pub(crate) fn report(status: &StatusReply, wall: Option<Duration>) -> String {
+    use cairn_mapreduce::counter::{MAP_INPUT_RECORDS, MAP_OUTPUT_RECORDS};
     use std::fmt::Write as _;
     let mut out = String::new();
     let state = if status.done {
@@ -133,13 +159,30 @@ pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
         status.attempts_timed_out,
         status.attempts_lost
     );
-    if status.input_bytes_total > 0 && elapsed.as_secs_f64() > 0.0 {
-        _ = writeln!(
-            out,
-            "  input {} at {}/s",
-            human_bytes(status.input_bytes_total),
-            human_bytes((status.input_bytes_total as f64 / elapsed.as_secs_f64()) as u64)
-        );
+    if status.input_bytes_total > 0 {
+        let done = if status.done {
+            status.input_bytes_total
+        } else {
+            status.input_bytes_done
+        };
+        let rate = if done > 0 && elapsed.as_secs_f64() > 0.0 {
+            format!(
+                "{}/s",
+                human_bytes((done as f64 / elapsed.as_secs_f64()) as u64)
+            )
+        } else {
+            NO_RATE.to_string()
+        };
+        if status.done {
+            _ = writeln!(out, "  input {} at {rate}", human_bytes(done));
+        } else {
+            _ = writeln!(
+                out,
+                "  input {} of {} processed, at {rate}",
+                human_bytes(done),
+                human_bytes(status.input_bytes_total)
+            );
+        }
     }
     if !status.error.is_empty() {
         _ = writeln!(out, "  error: {}", status.error);
@@ -147,6 +190,19 @@ pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
     _ = writeln!(out, "counters:");
     for counter in &status.counters {
         _ = writeln!(out, "  {:<28} {:>16}", counter.name, counter.value);
+    }
+    if status.done
+        && let (Some(read), Some(0)) = (
+            counter(status, MAP_INPUT_RECORDS),
+            counter(status, MAP_OUTPUT_RECORDS),
+        )
+        && read > 0
+    {
+        _ = writeln!(
+            out,
+            "note: the maps read {read} input records but emitted no pairs, so the output is \
+             empty (a streaming mapper must print key<TAB>value lines on its stdout)"
+        );
     }
     if status.done {
         let first = status.outputs.first().map(String::as_str).unwrap_or("");
@@ -158,7 +214,7 @@ pub(crate) fn print_report(status: &StatusReply, wall: Option<Duration>) {
             status.output_dir
         );
     }
-    crate::progress::print_stdout(&out);
+    out
 }
 
 /// The status as JSON, for scripts.
@@ -193,4 +249,65 @@ pub(crate) fn print_stdout(text: &str) {
     let _ = stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use cairn_rpc::mapreduce::Counter;
+
+    use super::*;
+
+    fn running() -> StatusReply {
+        StatusReply {
+            job_id: "0000beef".into(),
+            maps_total: 4,
+            reduces_total: 2,
+            input_bytes_total: 4 << 20,
+            elapsed_ms: 3_000,
+            ..StatusReply::default()
+        }
+    }
+
+    #[test]
+    fn no_rate_until_input_is_processed() {
+        let report = report(&running(), None);
+        assert!(
+            report.contains("input 0 B of 4.0 MiB processed, at —"),
+            "{report}"
+        );
+        let status = StatusReply {
+            input_bytes_done: 3 << 20,
+            maps_done: 3,
+            ..running()
+        };
+        let report = super::report(&status, None);
+        assert!(
+            report.contains("input 3.0 MiB of 4.0 MiB processed, at 1.0 MiB/s"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_job_whose_maps_emitted_nothing_says_so() {
+        let count = |name: &str, value| Counter {
+            name: name.into(),
+            value,
+        };
+        let status = StatusReply {
+            done: true,
+            maps_done: 4,
+            reduces_done: 2,
+            counters: vec![
+                count("map.input.records", 120),
+                count("map.output.records", 0),
+            ],
+            ..running()
+        };
+        let report = report(&status, None);
+        assert!(
+            report.contains("the maps read 120 input records but emitted no pairs"),
+            "{report}"
+        );
+        assert!(report.contains("input 4.0 MiB at 1.3 MiB/s"), "{report}");
+    }
 }

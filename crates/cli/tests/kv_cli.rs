@@ -174,7 +174,7 @@ fn with_nothing_listening_a_command_fails_fast_and_says_what_to_do() {
         args.extend_from_slice(&["--endpoints", &endpoints]);
         let (output, took) = timed(&args);
         assert_eq!(code(&output), Some(1), "{command:?}: {}", stderr(&output));
-        assert!(took < Duration::from_secs(4), "{command:?} took {took:?}");
+        assert!(took < Duration::from_secs(5), "{command:?} took {took:?}");
         let message = stderr(&output);
         for endpoint in endpoints.split(',') {
             assert!(message.contains(endpoint), "{message}");
@@ -208,7 +208,7 @@ fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
         args.extend_from_slice(&["--endpoints", &group.urls[0]]);
         let (output, took) = timed(&args);
         assert_eq!(code(&output), Some(1), "{args:?}");
-        assert!(took < Duration::from_secs(4), "{args:?} took {took:?}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
         let message = stderr(&output);
         assert!(
             message.contains(&format!(
@@ -226,7 +226,7 @@ fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
     let _coordinator = common::Processes(vec![child]);
     let (output, took) = timed(&["kv", "get", "k", "--endpoints", &url]);
     assert_eq!(code(&output), Some(1));
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
     assert!(
         stderr(&output).contains("is a MapReduce coordinator"),
         "{}",

@@ -73,8 +73,9 @@ pub enum KvError {
     /// The addresses given are unusable.
     #[error("bad endpoint {0}")]
     BadEndpoint(String),
-    /// Every node refused the connection, for a second and more: nothing
-    /// listens at any of the addresses. Nothing was applied.
+    /// Every node refused the connection, again and again for
+    /// [`cairn_rpc::REFUSED_GIVE_UP`]: nothing listens at any of the
+    /// addresses. Nothing was applied.
     #[error(
         "nothing is listening at {}: every node refused the connection ({last}); is the cluster running? Start one with `cairn cluster`, or pass --endpoints with the addresses of its nodes",
         .endpoints.join(", ")

@@ -56,6 +56,9 @@
 //! - A worker runs one task at a time; run one worker per core.
 //! - The coordinator is a single point of failure while it is down; it
 //!   resumes the job from its journal when restarted (the paper aborts).
+//!   One data directory holds one job at a time: a finished job's journal
+//!   is retired by the next coordinator started there, and a different job
+//!   than an unfinished one is refused.
 //! - A cancelled attempt's streaming commands are killed, but Rust map and
 //!   reduce code is not interrupted: it runs on (it may poll
 //!   [`Progress::is_cancelled`]) and its result is dropped. Rust code that
@@ -76,6 +79,7 @@ pub mod apps;
 mod coordinator;
 mod diskio;
 pub mod format;
+mod link;
 pub mod map_task;
 mod merge;
 mod progress;

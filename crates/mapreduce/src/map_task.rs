@@ -66,11 +66,13 @@ pub(crate) fn run_map_task(
     collector
         .counters
         .add(counter::MAP_INPUT_BYTES, contents.len() as u64);
-    let lines = contents.iter().filter(|byte| **byte == b'\n').count()
-        + usize::from(contents.last().is_some_and(|byte| *byte != b'\n'));
     collector
         .counters
-        .add(counter::MAP_INPUT_RECORDS, lines as u64);
+        .add(counter::MAP_INPUT_RECORDS, input_records(&contents));
+    // Records in and pairs out are different numbers: a map that emits
+    // nothing reports 0 pairs, not no count at all.
+    collector.counters.add(counter::MAP_OUTPUT_RECORDS, 0);
+    collector.counters.add(counter::MAP_OUTPUT_BYTES, 0);
     let input = MapInput {
         path: &split.path,
         offset: split.offset,
@@ -87,6 +89,13 @@ pub(crate) fn run_map_task(
         return Err("the map attempt was cancelled".into());
     }
     collector.finish()
+}
+
+/// The input records (lines, the last one maybe unterminated) of a split.
+pub(crate) fn input_records(contents: &[u8]) -> u64 {
+    let lines = contents.iter().filter(|byte| **byte == b'\n').count()
+        + usize::from(contents.last().is_some_and(|byte| *byte != b'\n'));
+    lines as u64
 }
 
 /// Where a map task's spills and final runs go.

@@ -122,6 +122,9 @@ pub(crate) fn reduce_stream<R: io::BufRead + Send>(
     counters: &mut Counters,
     progress: &Progress,
 ) -> Result<(), AppError> {
+    // A reduce that writes nothing reports 0 lines, not no count at all.
+    counters.add(counter::REDUCE_OUTPUT_RECORDS, 0);
+    counters.add(counter::REDUCE_OUTPUT_BYTES, 0);
     let output = &mut ProgressWriter {
         inner: output,
         progress,

@@ -9,7 +9,7 @@ use std::path::Path;
 use cairn_rpc::mapreduce::Split;
 use cairn_storage::Disk;
 
-use crate::app::{Counters, user_counter};
+use crate::app::{Counters, counter, user_counter};
 use crate::format::{RunReader, RunWriter};
 use crate::merge::Merger;
 use crate::progress::Progress;
@@ -31,6 +31,9 @@ pub fn run_sequential(
     }
     impl Emit for Pairs {
         fn emit(&mut self, key: &[u8], value: &[u8]) {
+            self.counters.add(counter::MAP_OUTPUT_RECORDS, 1);
+            self.counters
+                .add(counter::MAP_OUTPUT_BYTES, (key.len() + value.len()) as u64);
             self.pairs.push((key.to_vec(), value.to_vec()));
         }
         fn count(&mut self, group: &str, name: &str, delta: u64) {
@@ -43,6 +46,8 @@ pub fn run_sequential(
         pairs: Vec::new(),
         counters: Counters::default(),
     };
+    pairs.counters.add(counter::MAP_OUTPUT_RECORDS, 0);
+    pairs.counters.add(counter::MAP_OUTPUT_BYTES, 0);
     for path in inputs {
         let len = disk
             .open(Path::new(path), cairn_storage::OpenMode::Read)?
@@ -56,7 +61,11 @@ pub fn run_sequential(
         let contents = read_split(disk, &split).map_err(|e| format!("reading {path}: {e}"))?;
         pairs
             .counters
-            .add(crate::counter::MAP_INPUT_BYTES, contents.len() as u64);
+            .add(counter::MAP_INPUT_BYTES, contents.len() as u64);
+        pairs.counters.add(
+            counter::MAP_INPUT_RECORDS,
+            crate::map_task::input_records(&contents),
+        );
         app.map(
             &MapInput {
                 path,

@@ -257,6 +257,46 @@ mod tests {
         text.ends_with('\n').then(|| text.trim().to_string())
     }
 
+    /// The counters of a map task running `mapper` over two input lines.
+    fn map_counters(mapper: &str) -> crate::Counters {
+        use cairn_storage::{MemDisk, write_atomic};
+        let disk = MemDisk::new();
+        write_atomic(&disk, Path::new("in"), b"a b c\nd e\n").unwrap();
+        let split = cairn_rpc::mapreduce::Split {
+            index: 0,
+            path: "in".into(),
+            offset: 0,
+            length: 10,
+        };
+        let app = Streaming::new(mapper.into(), "cat".into());
+        let output = crate::map_task::run_map_task(
+            &app,
+            &disk,
+            &disk,
+            Path::new("map"),
+            &split,
+            2,
+            &Progress::new(),
+        )
+        .unwrap();
+        output.counters
+    }
+
+    #[test]
+    fn map_counters_report_what_the_mapper_emitted_not_what_it_read() {
+        use crate::counter::{MAP_INPUT_RECORDS, MAP_OUTPUT_BYTES, MAP_OUTPUT_RECORDS};
+        let listed = |counters: &crate::Counters, name: &str| {
+            counters.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        };
+        let silent = map_counters("cat >/dev/null");
+        assert_eq!(listed(&silent, MAP_INPUT_RECORDS), Some(2));
+        assert_eq!(listed(&silent, MAP_OUTPUT_RECORDS), Some(0), "{silent:?}");
+        assert_eq!(listed(&silent, MAP_OUTPUT_BYTES), Some(0), "{silent:?}");
+        let words = map_counters("tr ' ' '\\n'");
+        assert_eq!(listed(&words, MAP_INPUT_RECORDS), Some(2));
+        assert_eq!(listed(&words, MAP_OUTPUT_RECORDS), Some(5), "{words:?}");
+    }
+
     #[test]
     fn cancelling_kills_the_command_and_what_it_started() {
         let dir = tempfile::tempdir().unwrap();

@@ -22,12 +22,12 @@ use cairn_rpc::mapreduce::{
 };
 use cairn_rpc::{ClientOptions, RpcClient, RpcError};
 use cairn_storage::{Disk, OpenMode};
-use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::app::{Counters, counter};
 use crate::apps::AppSpec;
 use crate::diskio::DiskWriter;
+use crate::link::Link;
 use crate::map_task::{partition_path, run_map_task};
 use crate::progress::Progress;
 use crate::reduce_task::{ReduceTarget, run_reduce_task};
@@ -68,7 +68,9 @@ pub struct WorkerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(
-        "lost the coordinator at {addr} for {after:?} ({last}); is the job over, or the coordinator down?"
+        "no answer from the coordinator at {addr} for {}s ({last}); is the job over, or the coordinator \
+         down? (--coordinator-timeout sets how long a worker waits)",
+        .after.as_secs()
     )]
     CoordinatorGone {
         addr: String,
@@ -147,45 +149,6 @@ fn map_dir(root: &Path, task: u32, attempt: u32) -> PathBuf {
     root.join(format!("map-{task}-{attempt}"))
 }
 
-/// A worker's connection to its coordinator, retrying through outages.
-struct Link {
-    client: RpcClient,
-    timeout: Duration,
-}
-
-impl Link {
-    /// Calls until success or until the coordinator has been unreachable
-    /// for `timeout`. Requests here are idempotent or deduplicated by
-    /// (task, attempt), so retrying is safe.
-    async fn call<Req, Resp, F, Fut>(&self, request: Req, stub: F) -> Result<Resp, WorkerError>
-    where
-        Req: prost::Message + Clone,
-        Resp: prost::Message,
-        F: Fn(tonic::transport::Channel, tonic::Request<Req>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-    {
-        let start = Instant::now();
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.client.call(request.clone(), &stub).await {
-                Ok(reply) => return Ok(reply),
-                Err(error) if error.is_retryable() && start.elapsed() < self.timeout => {
-                    tracing::debug!("coordinator call failed, retrying: {error}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                Err(last) => {
-                    return Err(WorkerError::CoordinatorGone {
-                        addr: self.client.addr().to_string(),
-                        after: start.elapsed(),
-                        last,
-                    });
-                }
-            }
-        }
-    }
-}
-
 /// A reduce attempt given back because a map output it needs was lost;
 /// asking for a new task tells the coordinator so.
 #[derive(Debug)]
@@ -236,10 +199,7 @@ pub async fn run_worker(mut config: WorkerConfig) -> Result<WorkerSummary, Worke
             last,
         }
     })?;
-    let link = Arc::new(Link {
-        client,
-        timeout: config.coordinator_timeout,
-    });
+    let link = Arc::new(Link::new(client, config.coordinator_timeout));
     let result = work(&config, &link, &advertise, &finished).await;
     server.abort();
     if let Err(error) = config.scratch.remove_dir_all(&config.scratch_dir) {
@@ -269,7 +229,11 @@ async fn work(
     finished: &Mutex<std::collections::BTreeSet<(u32, u32)>>,
 ) -> Result<WorkerSummary, WorkerError> {
     let (mut worker_id, mut job) = register(link, advertise).await?;
-    tracing::debug!(worker = worker_id, job = %job.job_id, "registered with {}", config.coordinator);
+    tracing::info!(
+        "registered with the coordinator at {} as worker {worker_id} of job {}; shuffle server at {advertise}",
+        link.client.addr(),
+        job.job_id
+    );
     let mut app = app_of(&job, config.app.as_ref())?;
     let running = Arc::new(Running::default());
     let worker_cell = Arc::new(AtomicU64::new(worker_id));

@@ -126,5 +126,12 @@ pub mod shardkv {
     tonic::include_proto!("cairn.shardkv");
 }
 
+/// Generated code for `proto/fs.proto`: the GFS-style file store
+/// (`cairn-fs`).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod fs {
+    tonic::include_proto!("cairn.fs");
+}
+
 /// Re-exported so that dependants name one tonic (the renamed one).
 pub use tonic;

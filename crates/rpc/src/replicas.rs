@@ -43,9 +43,11 @@ const MAX_PAUSE: Duration = Duration::from_millis(500);
 /// followed: the next known server is tried, as for no hint.
 pub const MAX_LEARNED_SERVERS: usize = 8;
 /// How long a request goes on while every known server refuses the
-/// connection, before it ends with [`ReplicaError::Unreachable`] (several
-/// rounds of retries: a server that is just binding its port is found).
-pub const REFUSED_GIVE_UP: Duration = Duration::from_secs(1);
+/// connection, before it ends with [`ReplicaError::Unreachable`]: several
+/// rounds of retries, so that servers just started (a launcher run at the
+/// same moment: about half a second to listen on a busy machine) are
+/// found, well short of a request's deadline.
+pub const REFUSED_GIVE_UP: Duration = Duration::from_secs(2);
 
 /// Metadata key naming the leader's id in a not-leader error.
 pub const LEADER_ID_KEY: &str = "cairn-leader-id";

@@ -56,8 +56,9 @@ pub enum CtrlerError {
     /// The addresses given are unusable.
     #[error("bad endpoint: {0}")]
     BadEndpoint(String),
-    /// Every controller refused the connection, for a second and more:
-    /// nothing listens at any of the addresses. Nothing was applied.
+    /// Every controller refused the connection, again and again for
+    /// [`cairn_rpc::REFUSED_GIVE_UP`]: nothing listens at any of the
+    /// addresses. Nothing was applied.
     #[error(
         "nothing is listening at {}: every shard controller refused the connection ({last}); are the controllers running? Start a sharded cluster with `cairn cluster --sharded`, or pass --endpoints with the controllers' addresses",
         .endpoints.join(", ")

@@ -25,18 +25,76 @@ pub(crate) struct JobRecord {
     pub(crate) reduces: u32,
     pub(crate) output_dir: String,
     pub(crate) hadoop_names: bool,
+    /// When the job started, in milliseconds since the Unix epoch, so that
+    /// a resumed job's elapsed time counts from its real start. Journals
+    /// written before this field existed have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) started_unix_ms: Option<u64>,
 }
 
 impl JobRecord {
-    /// Equal apart from the job id.
-    pub(crate) fn same_job(&self, other: &JobRecord) -> bool {
-        JobRecord {
-            job_id: String::new(),
-            ..self.clone()
-        } == JobRecord {
-            job_id: String::new(),
-            ..other.clone()
+    /// The job in the coordinator's flags, for a person to tell which job
+    /// it is: `--app wc --reduces 10 --output out, inputs: 8 files, a ... h`.
+    pub(crate) fn describe(&self) -> String {
+        let app = match self.app.as_str() {
+            "streaming" => format!("--mapper {:?} --reducer {:?}", self.mapper, self.reducer),
+            "grep" => format!("--app grep --pattern {:?}", self.pattern),
+            name => match name.strip_prefix(crate::apps::LIBRARY_PREFIX) {
+                Some(library) => format!("the library app {library}"),
+                None => format!("--app {name}"),
+            },
+        };
+        let names = if self.hadoop_names {
+            " --hadoop-names"
+        } else {
+            ""
+        };
+        let inputs = match self.inputs.as_slice() {
+            [] => "none".to_string(),
+            [one] => one.clone(),
+            [first, .., last] => format!("{} files, {first} ... {last}", self.inputs.len()),
+        };
+        format!(
+            "{app} --reduces {} --output {}{names}, inputs: {inputs}",
+            self.reduces, self.output_dir
+        )
+    }
+
+    /// What makes `other` a different job than this one (the first
+    /// difference, in words), or `None` for the same job: jobs are the
+    /// same when they differ at most in their ids and start times.
+    pub(crate) fn difference(&self, other: &JobRecord) -> Option<String> {
+        let differs = |what: &str, mine: &dyn std::fmt::Debug, theirs: &dyn std::fmt::Debug| {
+            Some(format!("{what}: {mine:?} there, {theirs:?} here"))
+        };
+        if self.app != other.app {
+            return differs("the app", &self.app, &other.app);
         }
+        if (&self.pattern, &self.mapper, &self.reducer)
+            != (&other.pattern, &other.mapper, &other.reducer)
+        {
+            return Some("the app's pattern, mapper or reducer".into());
+        }
+        if self.inputs != other.inputs {
+            return Some(format!(
+                "the input files ({} there, {} here)",
+                self.inputs.len(),
+                other.inputs.len()
+            ));
+        }
+        if self.splits != other.splits {
+            return Some("the input splits (the files changed, or --split-size differs)".into());
+        }
+        if self.reduces != other.reduces {
+            return differs("--reduces", &self.reduces, &other.reduces);
+        }
+        if self.output_dir != other.output_dir {
+            return differs("--output", &self.output_dir, &other.output_dir);
+        }
+        if self.hadoop_names != other.hadoop_names {
+            return differs("--hadoop-names", &self.hadoop_names, &other.hadoop_names);
+        }
+        None
     }
 }
 
@@ -64,6 +122,9 @@ pub(crate) enum Record {
         error: String,
     },
 }
+
+/// The name a finished job's journal is retired to, in the same directory.
+pub(crate) const FINISHED_JOURNAL: &str = "journal.finished";
 
 /// An open journal.
 #[derive(Debug)]
@@ -138,6 +199,18 @@ impl Journal {
             file.sync()?;
         }
         Ok((Self { file, path }, decoded.records))
+    }
+
+    /// Retires the journal in `dir` (whose job is over) to
+    /// [`FINISHED_JOURNAL`], replacing an older one, so that the next
+    /// [`open`](Self::open) starts empty. A crash before the rename is
+    /// durable leaves the journal in place, to be retired again.
+    pub(crate) fn retire(self, disk: &dyn Disk, dir: &Path) -> io::Result<PathBuf> {
+        drop(self.file);
+        let retired = dir.join(FINISHED_JOURNAL);
+        disk.rename(&self.path, &retired)?;
+        disk.sync_dir(dir)?;
+        Ok(retired)
     }
 
     /// Appends a record and syncs it.

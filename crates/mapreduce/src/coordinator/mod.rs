@@ -63,9 +63,20 @@ pub enum CoordinatorError {
     )]
     BadJournal { path: String, reason: String },
     #[error(
-        "{dir} holds the journal of a different job; use another --data-dir, or remove it to discard that job"
+        "{dir} holds the journal of job {job_id}, which is not finished ({progress}), and this command \
+         line names a different job ({difference}). To resume job {job_id}, start the coordinator with \
+         its job again ({previous}); to discard it, remove {dir} (or run this job with another --data-dir)"
     )]
-    DifferentJob { dir: String },
+    DifferentJob {
+        dir: String,
+        job_id: String,
+        /// What differs, e.g. `--reduces: 10 there, 4 here`.
+        difference: String,
+        /// How far the unfinished job got.
+        progress: String,
+        /// The unfinished job's app, options and inputs, in flags.
+        previous: String,
+    },
     #[error("--reduces must be at least 1")]
     NoReduces,
     #[error("no input files given")]
@@ -135,11 +146,12 @@ impl CoordinatorCore {
             reduces: config.reduces,
             output_dir: config.output_dir.clone(),
             hadoop_names: config.hadoop_names,
+            started_unix_ms: None,
         };
-        let (mut journal, records) =
-            Journal::open(data_disk, &data_dir).map_err(CoordinatorError::Journal)?;
+        let (mut journal, records) = open_journal(data_disk, &data_dir)?;
         let now = Instant::now();
-        let state = match resume(&job, &config.scheduler, &records, now) {
+        let wall_ms = unix_ms_now();
+        let state = match resume(&job, &config.scheduler, &records, now, wall_ms) {
             Ok(Some(state)) => {
                 tracing::info!(job = %state.job.job_id, records = records.len(), "resuming the journaled job");
                 state
@@ -147,15 +159,14 @@ impl CoordinatorCore {
             Ok(None) => {
                 use rand::Rng;
                 job.job_id = format!("{:08x}", cairn_rpc::seeded_rng().r#gen::<u32>());
+                job.started_unix_ms = Some(wall_ms);
                 journal
                     .append(&Record::Job(job.clone()))
                     .map_err(CoordinatorError::Journal)?;
                 JobState::new(job, config.scheduler.clone(), now)
             }
-            Err(ResumeError::DifferentJob) => {
-                return Err(CoordinatorError::DifferentJob {
-                    dir: data_dir.display().to_string(),
-                });
+            Err(ResumeError::DifferentJob(unfinished)) => {
+                return Err(unfinished.into_error(&data_dir));
             }
             Err(ResumeError::Bad(reason)) => {
                 return Err(CoordinatorError::BadJournal {
@@ -249,28 +260,113 @@ impl CoordinatorCore {
 /// Why a journal cannot resume the job.
 #[derive(Debug, PartialEq)]
 enum ResumeError {
-    /// It is the journal of another job.
-    DifferentJob,
+    /// It is the journal of another job, unfinished.
+    DifferentJob(Box<Unfinished>),
     /// Its records do not describe a job (what is wrong with them).
     Bad(String),
 }
 
+/// An unfinished job in the journal that is not the job being started.
+#[derive(Debug, PartialEq)]
+struct Unfinished {
+    job_id: String,
+    difference: String,
+    progress: String,
+    previous: String,
+}
+
+impl Unfinished {
+    fn into_error(self, data_dir: &std::path::Path) -> CoordinatorError {
+        CoordinatorError::DifferentJob {
+            dir: data_dir.display().to_string(),
+            job_id: self.job_id,
+            difference: self.difference,
+            progress: self.progress,
+            previous: self.previous,
+        }
+    }
+}
+
+/// Opens the journal in `data_dir` and returns its records; a journal whose
+/// job is over is retired first, and the records are then those of a new,
+/// empty journal.
+fn open_journal(
+    data_disk: &dyn Disk,
+    data_dir: &std::path::Path,
+) -> Result<(Journal, Vec<Record>), CoordinatorError> {
+    let (journal, records) =
+        Journal::open(data_disk, data_dir).map_err(CoordinatorError::Journal)?;
+    let Some((previous, outcome)) = finished_job(&records) else {
+        return Ok((journal, records));
+    };
+    let retired = journal
+        .retire(data_disk, data_dir)
+        .map_err(CoordinatorError::Journal)?;
+    tracing::info!(
+        "the previous job in {} ({previous}) {outcome}; its journal is kept as {}; starting a new job",
+        data_dir.display(),
+        retired.display()
+    );
+    Journal::open(data_disk, data_dir).map_err(CoordinatorError::Journal)
+}
+
+/// The job id and outcome (`"is done"`, `"failed"`) of a journal whose job
+/// is over, or `None` if it holds no job or one still to finish.
+fn finished_job(records: &[Record]) -> Option<(String, &'static str)> {
+    let Some(Record::Job(job)) = records.first() else {
+        return None;
+    };
+    records.iter().find_map(|record| match record {
+        Record::JobDone => Some((job.job_id.clone(), "is done")),
+        Record::JobFailed { .. } => Some((job.job_id.clone(), "failed")),
+        _ => None,
+    })
+}
+
+/// The wall clock, in milliseconds since the Unix epoch (virtual under the
+/// simulator); 0 if the clock is before 1970.
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
 /// The state of the job that a journal's records describe, or `None` for
-/// an empty journal (a new job). `job` is the job being started.
+/// an empty journal (a new job). `job` is the job being started; `now` and
+/// `wall_ms` are the same moment on the monotonic and the wall clock.
 fn resume(
     job: &JobRecord,
     scheduler: &SchedulerConfig,
     records: &[Record],
     now: Instant,
+    wall_ms: u64,
 ) -> Result<Option<JobState>, ResumeError> {
     match records.split_first() {
         None => Ok(None),
         Some((Record::Job(previous), rest)) => {
-            if !previous.same_job(job) {
-                return Err(ResumeError::DifferentJob);
-            }
             let mut state = JobState::new(previous.clone(), scheduler.clone(), now);
             state.replay(rest, now).map_err(ResumeError::Bad)?;
+            if let Some(difference) = previous.difference(job) {
+                let status = state.status(now);
+                return Err(ResumeError::DifferentJob(Box::new(Unfinished {
+                    job_id: previous.job_id.clone(),
+                    difference,
+                    progress: format!(
+                        "maps {}/{} and reduces {}/{} done",
+                        status.maps_done,
+                        status.maps_total,
+                        status.reduces_done,
+                        status.reduces_total
+                    ),
+                    previous: previous.describe(),
+                })));
+            }
+            if let Some(started_ms) = previous.started_unix_ms {
+                state.started_before(
+                    Duration::from_millis(wall_ms.saturating_sub(started_ms)),
+                    now,
+                );
+            }
             Ok(Some(state))
         }
         Some(_) => Err(ResumeError::Bad(
@@ -440,3 +536,6 @@ impl CoordinatorRpc for CoordinatorCore {
         Ok(Response::new(CoordinatorCore::status(self)))
     }
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests;

@@ -140,7 +140,10 @@ pub(crate) struct JobState {
     reduces: Vec<Task>,
     workers: BTreeMap<u64, Worker>,
     next_worker: u64,
+    /// When this coordinator took the job on.
     started: Instant,
+    /// How long the job ran before that (under earlier coordinators).
+    elapsed_before_start: Duration,
     pub(crate) failed: Option<String>,
     pub(crate) done: bool,
     workers_lost: u32,
@@ -169,6 +172,7 @@ impl JobState {
             workers: BTreeMap::new(),
             next_worker: 1,
             started: now,
+            elapsed_before_start: Duration::ZERO,
             failed: None,
             done: false,
             workers_lost: 0,
@@ -176,6 +180,13 @@ impl JobState {
             attempts_lost: 0,
             attempts_timed_out: 0,
         }
+    }
+
+    /// Counts the job's elapsed time from `elapsed` before `now`: a
+    /// resumed job started before its coordinator did.
+    pub(crate) fn started_before(&mut self, elapsed: Duration, now: Instant) {
+        self.started = now;
+        self.elapsed_before_start = elapsed;
     }
 
     /// Rebuilds the state from a journal's records after the job record.
@@ -714,7 +725,8 @@ impl JobState {
                 .filter(|w| !w.lost && !w.told_to_exit)
                 .count() as u32,
             workers_lost: self.workers_lost,
-            elapsed_ms: now.duration_since(self.started).as_millis() as u64,
+            elapsed_ms: (self.elapsed_before_start + now.duration_since(self.started)).as_millis()
+                as u64,
             counters: self
                 .counters()
                 .iter()

@@ -57,6 +57,7 @@ fn job() -> JobRecord {
         reduces: 2,
         output_dir: "out".into(),
         hadoop_names: false,
+        started_unix_ms: None,
     }
 }
 
@@ -204,7 +205,7 @@ proptest! {
             return Ok(());
         };
         let now = Instant::now();
-        match resume(&job(), &SchedulerConfig::default(), &decoded, now) {
+        match resume(&job(), &SchedulerConfig::default(), &decoded, now, 0) {
             Ok(Some(mut state)) => {
                 // A resumed state serves requests without panicking.
                 state.status(now);
@@ -213,7 +214,7 @@ proptest! {
                 state.assign(worker, now);
             }
             Ok(None) => prop_assert!(decoded.is_empty()),
-            Err(ResumeError::DifferentJob) => {}
+            Err(ResumeError::DifferentJob(_)) => {}
             Err(ResumeError::Bad(reason)) => prop_assert!(!reason.is_empty()),
         }
     }

@@ -38,6 +38,7 @@ fn job(maps: usize, reduces: u32) -> JobState {
         reduces,
         output_dir: "out".into(),
         hadoop_names: false,
+        started_unix_ms: None,
     };
     JobState::new(record, SchedulerConfig::default(), Instant::now())
 }

@@ -1,0 +1,440 @@
+//! [`ChunkStore`]: a chunkserver's replicas on its local disk, each
+//! checksummed per block and stamped with the chunk's version.
+//!
+//! Each replica is two files in the store's directory:
+//! - `HANDLE.chunk`: the bytes, as written (GFS keeps a chunk as a plain
+//!   Linux file, paper §2.5);
+//! - `HANDLE.meta`: the replica's version, its length, and a CRC32C per
+//!   [`BLOCK_BYTES`] block of the data (§5.2), followed by a CRC32C of the
+//!   metadata itself. Replaced atomically (temp file, sync, rename, sync
+//!   the directory).
+//!
+//! **Reads verify** every block they touch against its checksum before a
+//! byte is returned; a mismatch is [`ChunkError::Corrupt`], for the reader to
+//! try another replica and for the master to hear about.
+//!
+//! **Writes** check the replica's version (a mutation carrying another
+//! version is refused: it comes from a primary of an older or newer lease),
+//! verify the blocks they only partly cover (so a corrupt block is never
+//! re-checksummed as if good), write the data and sync it, then replace the
+//! metadata. A block's checksum covers only the bytes below the replica's
+//! length, so:
+//! - a crash during an **append** (the common case: record appends and
+//!   sequential writes) leaves the old metadata describing the old bytes,
+//!   which are intact: the replica comes back at its old length;
+//! - a crash during an **overwrite** of existing bytes can leave a block
+//!   whose bytes and checksum disagree: it reads as corrupt, never as wrong
+//!   data (the master then re-replicates it from a good replica).
+//!
+//! Nothing here is acknowledged before the data and the metadata are both
+//! durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cairn_storage::{Disk, OpenMode, write_atomic};
+use thiserror::Error;
+
+use crate::namespace::ChunkHandle;
+
+/// The bytes one checksum covers (GFS: 64 KB).
+pub const BLOCK_BYTES: u64 = 64 << 10;
+
+/// The first bytes of every metadata file.
+const META_MAGIC: &[u8; 8] = b"CRNCHNK1";
+
+/// A replica's durable description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Replica {
+    version: u64,
+    length: u64,
+    /// One CRC32C per block, over the block's bytes below `length`.
+    checksums: Vec<u32>,
+}
+
+/// What a chunkserver reports about one replica (at start and in
+/// heartbeats): enough for the master to tell current from stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaReport {
+    pub handle: ChunkHandle,
+    pub version: u64,
+    pub length: u64,
+}
+
+/// Why a replica operation failed.
+#[derive(Debug, Error)]
+pub enum ChunkError {
+    #[error("this chunkserver holds no replica of chunk {0}")]
+    NoSuchChunk(ChunkHandle),
+    #[error("this chunkserver already holds a replica of chunk {0}")]
+    AlreadyExists(ChunkHandle),
+    #[error(
+        "chunk {handle} is at version {have} here, the request carries {given}: it comes from another lease; ask the master for the current primary"
+    )]
+    VersionMismatch {
+        handle: ChunkHandle,
+        have: u64,
+        given: u64,
+    },
+    #[error("the write ends at byte {end} of chunk {handle}, past the chunk size of {chunk_bytes}")]
+    BeyondChunk {
+        handle: ChunkHandle,
+        end: u64,
+        chunk_bytes: u64,
+    },
+    #[error(
+        "block {block} of chunk {handle} fails its checksum on this chunkserver; read another replica"
+    )]
+    Corrupt { handle: ChunkHandle, block: u64 },
+    #[error("the local disk failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A chunkserver's replicas. Owned by one task; every method is
+/// synchronous I/O on the [`Disk`].
+#[derive(Debug)]
+pub struct ChunkStore {
+    disk: Arc<dyn Disk>,
+    dir: PathBuf,
+    chunk_bytes: u64,
+    replicas: BTreeMap<ChunkHandle, Replica>,
+    /// Replicas found unreadable when the store opened (bad metadata, data
+    /// shorter than recorded); reported so the master can replace them.
+    damaged: BTreeSet<ChunkHandle>,
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store in `dir` of `disk`, for chunks of
+    /// at most `chunk_bytes`. Leftovers of interrupted operations (temporary
+    /// files, data without metadata) are removed; damaged replicas are set
+    /// aside in [`ChunkStore::damaged`].
+    pub fn open(disk: Arc<dyn Disk>, dir: &Path, chunk_bytes: u64) -> io::Result<Self> {
+        assert!(chunk_bytes > 0, "a chunk holds at least one byte");
+        disk.create_dir_durable(dir)?;
+        let mut store = Self {
+            disk,
+            dir: dir.to_path_buf(),
+            chunk_bytes,
+            replicas: BTreeMap::new(),
+            damaged: BTreeSet::new(),
+        };
+        let names = store.disk.list(dir)?;
+        for name in &names {
+            if name.ends_with(".tmp") {
+                store.disk.remove_file(&dir.join(name))?;
+                continue;
+            }
+            let Some((stem, kind)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(handle) = u64::from_str_radix(stem, 16) else {
+                continue;
+            };
+            match kind {
+                "meta" => store.load(handle)?,
+                "chunk" if !names.contains(&format!("{stem}.meta")) => {
+                    store.disk.remove_file(&dir.join(name))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(store)
+    }
+
+    /// Reads one replica's metadata and checks it against its data file.
+    fn load(&mut self, handle: ChunkHandle) -> io::Result<()> {
+        let meta = self.disk.read(&self.meta_path(handle))?;
+        let data_length = match self.disk.open(&self.data_path(handle), OpenMode::Read) {
+            Ok(file) => file.len()?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => 0,
+            Err(error) => return Err(error),
+        };
+        match decode_meta(handle, &meta) {
+            Some(replica)
+                if replica.length <= data_length && replica.length <= self.chunk_bytes =>
+            {
+                self.replicas.insert(handle, replica);
+            }
+            _ => {
+                tracing::warn!(
+                    handle,
+                    "replica damaged (metadata unreadable or data short); reporting it"
+                );
+                self.damaged.insert(handle);
+            }
+        }
+        Ok(())
+    }
+
+    fn data_path(&self, handle: ChunkHandle) -> PathBuf {
+        self.dir.join(format!("{handle:016x}.chunk"))
+    }
+
+    fn meta_path(&self, handle: ChunkHandle) -> PathBuf {
+        self.dir.join(format!("{handle:016x}.meta"))
+    }
+
+    /// The largest a chunk may grow.
+    pub fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes
+    }
+
+    /// Every readable replica (handle, version, length), in handle order.
+    pub fn report(&self) -> Vec<ReplicaReport> {
+        self.replicas
+            .iter()
+            .map(|(&handle, replica)| ReplicaReport {
+                handle,
+                version: replica.version,
+                length: replica.length,
+            })
+            .collect()
+    }
+
+    /// Replicas found damaged when the store opened.
+    pub fn damaged(&self) -> impl Iterator<Item = ChunkHandle> + '_ {
+        self.damaged.iter().copied()
+    }
+
+    /// A replica's version and length.
+    pub fn replica(&self, handle: ChunkHandle) -> Option<ReplicaReport> {
+        self.replicas.get(&handle).map(|replica| ReplicaReport {
+            handle,
+            version: replica.version,
+            length: replica.length,
+        })
+    }
+
+    /// Creates an empty replica at `version`, durably.
+    pub fn create(&mut self, handle: ChunkHandle, version: u64) -> Result<(), ChunkError> {
+        if self.replicas.contains_key(&handle) {
+            return Err(ChunkError::AlreadyExists(handle));
+        }
+        let mut data = self
+            .disk
+            .open(&self.data_path(handle), OpenMode::Truncate)?;
+        data.sync()?;
+        let replica = Replica {
+            version,
+            length: 0,
+            checksums: Vec::new(),
+        };
+        self.save(handle, &replica)?;
+        self.damaged.remove(&handle);
+        self.replicas.insert(handle, replica);
+        Ok(())
+    }
+
+    /// Sets a replica's version (the master does this before it names a new
+    /// primary, GFS §4.5). A version never goes back.
+    pub fn set_version(&mut self, handle: ChunkHandle, version: u64) -> Result<(), ChunkError> {
+        let replica = self.replica_mut(handle)?;
+        if version < replica.version {
+            return Err(ChunkError::VersionMismatch {
+                handle,
+                have: replica.version,
+                given: version,
+            });
+        }
+        let mut updated = replica.clone();
+        updated.version = version;
+        self.save(handle, &updated)?;
+        self.replicas.insert(handle, updated);
+        Ok(())
+    }
+
+    fn replica_mut(&mut self, handle: ChunkHandle) -> Result<&mut Replica, ChunkError> {
+        self.replicas
+            .get_mut(&handle)
+            .ok_or(ChunkError::NoSuchChunk(handle))
+    }
+
+    /// Reads up to `length` bytes at `offset` (fewer at the replica's end),
+    /// after checking every block they touch. Returns them with the
+    /// replica's version.
+    pub fn read(
+        &self,
+        handle: ChunkHandle,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Bytes, u64), ChunkError> {
+        let replica = self
+            .replicas
+            .get(&handle)
+            .ok_or(ChunkError::NoSuchChunk(handle))?;
+        let end = offset.saturating_add(length).min(replica.length);
+        if offset >= end {
+            return Ok((Bytes::new(), replica.version));
+        }
+        let mut file = self.disk.open(&self.data_path(handle), OpenMode::Read)?;
+        let first = offset / BLOCK_BYTES;
+        let start = first * BLOCK_BYTES;
+        let stop = end
+            .div_ceil(BLOCK_BYTES)
+            .saturating_mul(BLOCK_BYTES)
+            .min(replica.length);
+        let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
+        file.read_exact_at(start, &mut blocks)?;
+        for (i, block) in blocks.chunks(BLOCK_BYTES as usize).enumerate() {
+            let index = first + i as u64;
+            if replica.checksums.get(index as usize) != Some(&crc32c::crc32c(block)) {
+                return Err(ChunkError::Corrupt {
+                    handle,
+                    block: index,
+                });
+            }
+        }
+        let from = (offset - start) as usize;
+        let to = (end - start) as usize;
+        Ok((Bytes::from(blocks).slice(from..to), replica.version))
+    }
+
+    /// Writes `data` at `offset` of a replica whose version must be
+    /// `version`; a gap before `offset` reads as zeros. Durable when it
+    /// returns. Returns the replica's new length.
+    pub fn write(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, ChunkError> {
+        let chunk_bytes = self.chunk_bytes;
+        let replica = self.replica_mut(handle)?.clone();
+        if replica.version != version {
+            return Err(ChunkError::VersionMismatch {
+                handle,
+                have: replica.version,
+                given: version,
+            });
+        }
+        let end = offset.saturating_add(data.len() as u64);
+        if end > chunk_bytes {
+            return Err(ChunkError::BeyondChunk {
+                handle,
+                end,
+                chunk_bytes,
+            });
+        }
+        let new_length = replica.length.max(end);
+        // The changed range, a gap of zeros included, block-aligned.
+        let changed_from = offset.min(replica.length);
+        let first = changed_from / BLOCK_BYTES;
+        let start = first * BLOCK_BYTES;
+        let stop = end
+            .div_ceil(BLOCK_BYTES)
+            .saturating_mul(BLOCK_BYTES)
+            .min(new_length);
+        // The new contents of those blocks: the old bytes (verified), then
+        // zeros for a gap, then the data.
+        let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
+        let old_stop = stop.min(replica.length);
+        let mut file = self.disk.open(&self.data_path(handle), OpenMode::Write)?;
+        if old_stop > start {
+            let old = &mut blocks[..(old_stop - start) as usize];
+            file.read_exact_at(start, old)?;
+            for (i, block) in old.chunks(BLOCK_BYTES as usize).enumerate() {
+                let index = first + i as u64;
+                if replica.checksums.get(index as usize) != Some(&crc32c::crc32c(block)) {
+                    return Err(ChunkError::Corrupt {
+                        handle,
+                        block: index,
+                    });
+                }
+            }
+        }
+        let at = (offset - start) as usize;
+        blocks[at..at + data.len()].copy_from_slice(data);
+        file.write_at(changed_from, &blocks[(changed_from - start) as usize..])?;
+        file.sync()?;
+        let mut updated = replica;
+        updated.length = new_length;
+        let fresh: Vec<u32> = blocks
+            .chunks(BLOCK_BYTES as usize)
+            .map(crc32c::crc32c)
+            .collect();
+        let replaced = first as usize..(first as usize + fresh.len()).min(updated.checksums.len());
+        updated.checksums.splice(replaced, fresh);
+        debug_assert_eq!(
+            updated.checksums.len() as u64,
+            new_length.div_ceil(BLOCK_BYTES)
+        );
+        self.save(handle, &updated)?;
+        self.replicas.insert(handle, updated);
+        Ok(new_length)
+    }
+
+    /// Deletes a replica (the metadata first, so a crash halfway leaves data
+    /// without metadata, which the next open removes).
+    pub fn delete(&mut self, handle: ChunkHandle) -> Result<(), ChunkError> {
+        if self.replicas.remove(&handle).is_none() && !self.damaged.remove(&handle) {
+            return Err(ChunkError::NoSuchChunk(handle));
+        }
+        self.disk.remove_file(&self.meta_path(handle))?;
+        self.disk.sync_dir(&self.dir)?;
+        match self.disk.remove_file(&self.data_path(handle)) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Replaces a replica's metadata file, atomically and durably.
+    fn save(&self, handle: ChunkHandle, replica: &Replica) -> io::Result<()> {
+        write_atomic(
+            self.disk.as_ref(),
+            &self.meta_path(handle),
+            &encode_meta(handle, replica),
+        )
+    }
+}
+
+/// The metadata file: magic, handle, version, length, block count, the
+/// blocks' CRC32Cs, and a CRC32C of everything before it (little-endian).
+fn encode_meta(handle: ChunkHandle, replica: &Replica) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + 4 * replica.checksums.len());
+    out.extend_from_slice(META_MAGIC);
+    out.extend_from_slice(&handle.to_le_bytes());
+    out.extend_from_slice(&replica.version.to_le_bytes());
+    out.extend_from_slice(&replica.length.to_le_bytes());
+    out.extend_from_slice(&(replica.checksums.len() as u32).to_le_bytes());
+    for checksum in &replica.checksums {
+        out.extend_from_slice(&checksum.to_le_bytes());
+    }
+    let trailer = crc32c::crc32c(&out);
+    out.extend_from_slice(&trailer.to_le_bytes());
+    out
+}
+
+/// Decodes a metadata file; `None` if it is not one for `handle` or is
+/// damaged in any way.
+fn decode_meta(handle: ChunkHandle, bytes: &[u8]) -> Option<Replica> {
+    let (body, trailer) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
+    if crc32c::crc32c(body) != u32::from_le_bytes(trailer.try_into().ok()?) {
+        return None;
+    }
+    let rest = body.strip_prefix(META_MAGIC)?;
+    let (fixed, checksums) = rest.split_at_checked(28)?;
+    let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(fixed[24..28].try_into().expect("4 bytes")) as usize;
+    let (stored_handle, version, length) = (u64_at(0), u64_at(8), u64_at(16));
+    if stored_handle != handle
+        || checksums.len() != count.checked_mul(4)?
+        || count as u64 != length.div_ceil(BLOCK_BYTES)
+    {
+        return None;
+    }
+    Some(Replica {
+        version,
+        length,
+        checksums: checksums
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

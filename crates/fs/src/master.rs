@@ -1,0 +1,244 @@
+//! [`MasterServer`]: one node of the file store's master — an `rsm::Node`
+//! running [`MasterState`], and the gRPC services (Raft and Master) it
+//! answers on one port.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_rpc::fs::master_command::Op;
+use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
+use cairn_rpc::fs::{
+    ChunkInfo, EntryInfo, FsErrorCode, LookupReply, LookupRequest, MasterCommand, MasterReply,
+    Register,
+};
+use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
+use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
+use cairn_storage::Disk;
+use prost::Message as _;
+use tonic::{Request, Response, Status};
+
+use crate::master_state::{MasterState, error_code};
+use crate::namespace::{Entry, Inode};
+use crate::path::{FsPath, MAX_PATH_BYTES};
+
+/// How long the server waits for a change to be applied or a read
+/// confirmed.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// The most entries one listing returns; a larger directory is refused
+/// with a message (paging is left for later).
+pub const MAX_LISTING_ENTRIES: usize = 100_000;
+
+/// One running master node.
+#[derive(Clone)]
+pub struct MasterServer {
+    node: Node<MasterState>,
+}
+
+impl std::fmt::Debug for MasterServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterServer")
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl MasterServer {
+    /// Recovers the node from `disk` and starts it. Serve
+    /// [`router`](Self::router) on the node's own URL from `config.peers`.
+    pub fn start(config: NodeConfig, disk: Arc<dyn Disk>) -> Result<Self, StartError> {
+        let node = Node::start(config, disk, MasterState::new())?;
+        Ok(Self { node })
+    }
+
+    /// The Raft node underneath.
+    pub fn node(&self) -> &Node<MasterState> {
+        &self.node
+    }
+
+    /// The gRPC services of this node: Raft (for peers) and Master (for
+    /// clients and chunkservers), to serve on one port.
+    pub fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder()
+            .add_service(self.node.raft_service())
+            .add_service(MasterGrpcServer::new(self.clone()))
+    }
+
+    /// The same services as [`router`](Self::router), as routes that
+    /// `cairn_rpc::serve_routes` serves with every limit.
+    #[cfg(not(madsim))]
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(self.node.raft_service())
+            .add_service(MasterGrpcServer::new(self.clone()))
+    }
+
+    fn error(&self, error: SubmitError) -> Status {
+        self.node.error_status(error)
+    }
+
+    async fn submit(&self, command: &MasterCommand) -> Result<MasterReply, Status> {
+        let output = self
+            .node
+            .submit(Bytes::from(command.encode_to_vec()), REQUEST_DEADLINE)
+            .await
+            .map_err(|e| self.error(e))?;
+        MasterReply::decode(output)
+            .map_err(|e| Status::internal(format!("bad reply from the master's state: {e}")))
+    }
+}
+
+/// Checks a change before it reaches the log: a session, an operation,
+/// paths within the length limit (their content is checked when applied,
+/// where a refusal is remembered like any answer).
+fn validate(command: &MasterCommand) -> Result<(), Status> {
+    if command.client_id == 0 || command.seq == 0 {
+        return Err(Status::invalid_argument(
+            "changes need a session id and a sequence number above 0 (call Register first)",
+        ));
+    }
+    let paths: Vec<&[u8]> = match &command.op {
+        None => {
+            return Err(Status::invalid_argument(
+                "no operation given; send mkdir, create, delete, rename or add_chunk",
+            ));
+        }
+        Some(Op::Register(_)) => {
+            return Err(Status::invalid_argument(
+                "a registration is not a change; call Register to open a session",
+            ));
+        }
+        Some(Op::Mkdir(m)) => vec![&m.path],
+        Some(Op::Create(c)) => vec![&c.path],
+        Some(Op::Delete(d)) => vec![&d.path],
+        Some(Op::Rename(r)) => vec![&r.from, &r.to],
+        Some(Op::AddChunk(a)) => vec![&a.path],
+        Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => vec![],
+    };
+    if let Some(long) = paths.iter().find(|p| p.len() > MAX_PATH_BYTES) {
+        return Err(Status::invalid_argument(format!(
+            "a path of {} bytes; paths are limited to {MAX_PATH_BYTES}",
+            long.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The wire form of a namespace entry, with its chunks' versions.
+fn entry_info(entry: &Entry, state: &MasterState) -> EntryInfo {
+    let chunks = match &entry.inode {
+        Inode::Directory => Vec::new(),
+        Inode::File { chunks } => chunks
+            .iter()
+            .map(|&handle| ChunkInfo {
+                handle,
+                version: state
+                    .namespace()
+                    .chunk(handle)
+                    .map_or(0, |meta| meta.version),
+            })
+            .collect(),
+    };
+    EntryInfo {
+        path: entry.path.to_string(),
+        directory: entry.inode == Inode::Directory,
+        chunks,
+    }
+}
+
+/// Answers a lookup from the state.
+fn lookup(state: &MasterState, path: &FsPath, list: bool) -> LookupReply {
+    let refused = |error: crate::namespace::FsError| LookupReply {
+        error: error_code(&error) as i32,
+        message: error.to_string(),
+        ..LookupReply::default()
+    };
+    let namespace = state.namespace();
+    let entries = if list {
+        match namespace.list(path) {
+            Ok(entries) => entries,
+            Err(error) => return refused(error),
+        }
+    } else {
+        match namespace.get(path) {
+            Ok(inode) => vec![Entry {
+                path: path.clone(),
+                inode: inode.clone(),
+            }],
+            Err(error) => return refused(error),
+        }
+    };
+    if entries.len() > MAX_LISTING_ENTRIES {
+        return LookupReply {
+            error: FsErrorCode::DirectoryNotEmpty as i32,
+            message: format!(
+                "{path} has {} entries; listings are limited to {MAX_LISTING_ENTRIES}: list a subdirectory",
+                entries.len()
+            ),
+            ..LookupReply::default()
+        };
+    }
+    LookupReply {
+        entries: entries.iter().map(|e| entry_info(e, state)).collect(),
+        ..LookupReply::default()
+    }
+}
+
+#[tonic::async_trait]
+impl Master for MasterServer {
+    async fn mutate(
+        &self,
+        request: Request<MasterCommand>,
+    ) -> Result<Response<MasterReply>, Status> {
+        let command = request.into_inner();
+        validate(&command)?;
+        Ok(Response::new(self.submit(&command).await?))
+    }
+
+    async fn register(
+        &self,
+        _request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let registration = MasterCommand {
+            op: Some(Op::Register(Register {})),
+            ..MasterCommand::default()
+        };
+        let reply = self.submit(&registration).await?;
+        Ok(Response::new(RegisterReply {
+            client_id: reply.client_id,
+        }))
+    }
+
+    async fn lookup(
+        &self,
+        request: Request<LookupRequest>,
+    ) -> Result<Response<LookupReply>, Status> {
+        let request = request.into_inner();
+        let path = match FsPath::from_bytes(&request.path) {
+            Ok(path) => path,
+            Err(error) => {
+                return Ok(Response::new(LookupReply {
+                    error: FsErrorCode::InvalidPath as i32,
+                    message: error.to_string(),
+                    ..LookupReply::default()
+                }));
+            }
+        };
+        let list = request.list;
+        let reply = self
+            .node
+            .read(
+                move |state: &MasterState| lookup(state, &path, list),
+                REQUEST_DEADLINE,
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Response::new(reply))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(self.node.status().to_reply()))
+    }
+}

@@ -1,0 +1,270 @@
+//! [`MasterClient`]: the clerk for the master's namespace. It finds the
+//! leader, retries across masters, opens a session and numbers its changes
+//! so that a retried change is applied once (as `cairn-kv`'s clerk). A
+//! change answered "session expired" on its only attempt was certainly not
+//! applied and is sent once more under a new session; otherwise its
+//! outcome is unknown and the clerk reports
+//! [`MasterError::SessionExpired`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
+use cairn_rpc::fs::master_command::Op;
+use cairn_rpc::fs::{
+    AddChunk, Create, Delete, EntryInfo, FsErrorCode, LookupRequest, MasterCommand, MasterReply,
+    Mkdir, Rename,
+};
+use cairn_rpc::kv::RegisterRequest;
+use cairn_rpc::{ReplicaError, Replicas};
+
+use crate::namespace::ChunkHandle;
+use crate::path::FsPath;
+
+/// Why a master request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MasterError {
+    /// The namespace refused the operation (not found, exists, ...);
+    /// nothing changed. `code` says which refusal.
+    #[error("{message}")]
+    Refused { code: FsErrorCode, message: String },
+    /// The request is malformed; nothing changed.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// No master completed the request within the deadline. A change may
+    /// or may not have been applied; retrying it through the same clerk is
+    /// safe.
+    #[error(
+        "no master completed the request within {after:?} ({last}); check that the masters are running and have a leader"
+    )]
+    Timeout { after: Duration, last: String },
+    /// The master forgot this clerk's session while a change's outcome was
+    /// unknown: it was applied once or not at all.
+    #[error(
+        "the master forgot this client's session while the change's outcome was unknown (it was applied once or not at all); look the path up before changing it again"
+    )]
+    SessionExpired,
+    /// A master refused the request for a reason retrying cannot change.
+    #[error("the master refused the request: {0}")]
+    Rejected(String),
+    /// The addresses given are unusable.
+    #[error("bad endpoint: {0}")]
+    BadEndpoint(String),
+}
+
+impl From<ReplicaError> for MasterError {
+    fn from(error: ReplicaError) -> Self {
+        match error {
+            ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
+            error @ ReplicaError::Refused { .. } => Self::Rejected(error.to_string()),
+            ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
+            // Every master refused the connection: nothing listens there.
+            error @ ReplicaError::Unreachable { .. } => Self::Rejected(error.to_string()),
+        }
+    }
+}
+
+impl MasterError {
+    /// The namespace's refusal code, if this is one.
+    pub fn code(&self) -> Option<FsErrorCode> {
+        match self {
+            Self::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A master clerk. Lookups take `&self`; changes take `&mut self` (one
+/// outstanding change per clerk: its sequence number).
+#[derive(Debug)]
+pub struct MasterClient {
+    masters: Replicas,
+    /// The session's id; `None` before the first change and after the
+    /// session expired.
+    client_id: Option<u64>,
+    seq: u64,
+}
+
+impl MasterClient {
+    /// A clerk for the masters at `endpoints`, each call allowed
+    /// `call_timeout` and each request `deadline` in all.
+    pub fn new(
+        endpoints: &[String],
+        call_timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Self, MasterError> {
+        let masters = Replicas::new(endpoints, call_timeout, deadline)
+            .map_err(|e| MasterError::BadEndpoint(e.to_string()))?;
+        Ok(Self {
+            masters,
+            client_id: None,
+            seq: 0,
+        })
+    }
+
+    /// The entry at `path` (a file with its chunks and their versions, or a
+    /// directory). Linearizable.
+    pub async fn stat(&self, path: &FsPath) -> Result<EntryInfo, MasterError> {
+        let mut entries = self.lookup(path, false).await?;
+        entries
+            .pop()
+            .ok_or_else(|| MasterError::Rejected("the master answered no entry".into()))
+    }
+
+    /// The entries of the directory `path` (or the file itself). Linearizable.
+    pub async fn list(&self, path: &FsPath) -> Result<Vec<EntryInfo>, MasterError> {
+        self.lookup(path, true).await
+    }
+
+    async fn lookup(&self, path: &FsPath, list: bool) -> Result<Vec<EntryInfo>, MasterError> {
+        let request = LookupRequest {
+            path: path.as_str().as_bytes().to_vec(),
+            list,
+        };
+        let reply = self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).lookup(r).await
+            })
+            .await?;
+        match FsErrorCode::try_from(reply.error) {
+            Ok(FsErrorCode::Ok) => Ok(reply.entries),
+            code => Err(MasterError::Refused {
+                code: code.unwrap_or(FsErrorCode::UnknownCommand),
+                message: reply.message,
+            }),
+        }
+    }
+
+    /// Creates a directory (`parents`: and the missing ones above it; an
+    /// existing directory is then not an error).
+    pub async fn mkdir(&mut self, path: &FsPath, parents: bool) -> Result<(), MasterError> {
+        self.change(Op::Mkdir(Mkdir {
+            path: path.as_str().as_bytes().to_vec(),
+            parents,
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Creates an empty file.
+    pub async fn create(&mut self, path: &FsPath) -> Result<(), MasterError> {
+        self.change(Op::Create(Create {
+            path: path.as_str().as_bytes().to_vec(),
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Deletes a file or a directory (`recursive`: with everything in it);
+    /// returns the chunks freed.
+    pub async fn delete(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+    ) -> Result<Vec<ChunkHandle>, MasterError> {
+        Ok(self
+            .change(Op::Delete(Delete {
+                path: path.as_str().as_bytes().to_vec(),
+                recursive,
+            }))
+            .await?
+            .freed)
+    }
+
+    /// Moves `from` to `to` atomically (`replace`: over an existing file).
+    pub async fn rename(
+        &mut self,
+        from: &FsPath,
+        to: &FsPath,
+        replace: bool,
+    ) -> Result<(), MasterError> {
+        self.change(Op::Rename(Rename {
+            from: from.as_str().as_bytes().to_vec(),
+            to: to.as_str().as_bytes().to_vec(),
+            replace,
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// The handle of chunk number `index` of the file, adding it if the
+    /// file has exactly `index` chunks.
+    pub async fn add_chunk(
+        &mut self,
+        path: &FsPath,
+        index: u64,
+    ) -> Result<ChunkHandle, MasterError> {
+        Ok(self
+            .change(Op::AddChunk(AddChunk {
+                path: path.as_str().as_bytes().to_vec(),
+                index,
+            }))
+            .await?
+            .handle)
+    }
+
+    /// Opens a session through the masters' log; returns its id.
+    async fn register(&self) -> Result<u64, MasterError> {
+        let reply = self
+            .masters
+            .request(RegisterRequest {}, |c, r| async move {
+                MasterGrpcClient::new(c).register(r).await
+            })
+            .await?;
+        if reply.client_id == 0 {
+            return Err(MasterError::Rejected(
+                "the master registered no session; is it a file-store master?".into(),
+            ));
+        }
+        Ok(reply.client_id)
+    }
+
+    async fn change(&mut self, op: Op) -> Result<MasterReply, MasterError> {
+        let mut command = MasterCommand {
+            op: Some(op),
+            ..MasterCommand::default()
+        };
+        // At most once more, under a new session, and only when the change
+        // was certainly not applied.
+        for resent in [false, true] {
+            let client_id = match self.client_id {
+                Some(id) => id,
+                None => {
+                    let id = self.register().await?;
+                    (self.client_id, self.seq) = (Some(id), 0);
+                    id
+                }
+            };
+            self.seq += 1;
+            (command.client_id, command.seq) = (client_id, self.seq);
+            let attempts = Arc::new(AtomicUsize::new(0));
+            let counter = attempts.clone();
+            let reply = self
+                .masters
+                .request(command.clone(), move |c, r| {
+                    counter.fetch_add(1, Relaxed);
+                    async move { MasterGrpcClient::new(c).mutate(r).await }
+                })
+                .await?;
+            match FsErrorCode::try_from(reply.error) {
+                Ok(FsErrorCode::Ok) => return Ok(reply),
+                Ok(FsErrorCode::SessionExpired) => {
+                    self.client_id = None;
+                    if attempts.load(Relaxed) == 1 && !resent {
+                        continue;
+                    }
+                    return Err(MasterError::SessionExpired);
+                }
+                code => {
+                    return Err(MasterError::Refused {
+                        code: code.unwrap_or(FsErrorCode::UnknownCommand),
+                        message: reply.message,
+                    });
+                }
+            }
+        }
+        Err(MasterError::SessionExpired)
+    }
+}

@@ -1,0 +1,245 @@
+//! [`MasterState`]: the master's replicated state machine — the
+//! [`Namespace`] and the clients' sessions — applying [`MasterCommand`]s
+//! from the Raft log.
+//!
+//! Each command but a registration carries a session id and a sequence
+//! number; the sessions table (from `cairn-rsm`) answers a retried command
+//! as the first time without applying it again, so a `create` or `rename`
+//! retried after a lost reply or a leader change is applied once (scenario
+//! M1 of the design notes). A refused command is remembered like any other:
+//! its retry gets the same refusal.
+
+use bytes::Bytes;
+use cairn_rpc::fs::master_command::Op;
+use cairn_rpc::fs::{FsErrorCode, MasterCommand, MasterReply};
+use cairn_rsm::{Seen, Sessions, StateMachine};
+use prost::Message as _;
+
+use crate::namespace::{FsError, Namespace};
+use crate::path::FsPath;
+use crate::snapshot;
+
+/// The most client sessions the master remembers; beyond it the least
+/// recently active one is forgotten (its next command is answered
+/// `SESSION_EXPIRED`).
+pub const MAX_SESSIONS: usize = 100_000;
+
+/// The master's state: namespace and sessions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterState {
+    namespace: Namespace,
+    /// Each session's last answer, encoded.
+    sessions: Sessions<Bytes>,
+}
+
+impl Default for MasterState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MasterState {
+    pub fn new() -> Self {
+        Self {
+            namespace: Namespace::new(),
+            sessions: Sessions::new(MAX_SESSIONS),
+        }
+    }
+
+    /// The namespace, for reads (at a read index).
+    pub fn namespace(&self) -> &Namespace {
+        &self.namespace
+    }
+
+    /// Carries out one command on the namespace.
+    fn execute(&mut self, op: &Op) -> MasterReply {
+        let path = |bytes: &[u8]| {
+            FsPath::from_bytes(bytes).map_err(|e| refusal(FsErrorCode::InvalidPath, e))
+        };
+        let result: Result<MasterReply, MasterReply> = (|| {
+            let ns = &mut self.namespace;
+            Ok(match op {
+                Op::Register(_) => unreachable!("registrations are applied before"),
+                Op::Mkdir(m) => {
+                    ns.mkdir(&path(&m.path)?, m.parents).map_err(from_fs)?;
+                    MasterReply::default()
+                }
+                Op::Create(c) => {
+                    ns.create(&path(&c.path)?).map_err(from_fs)?;
+                    MasterReply::default()
+                }
+                Op::Delete(d) => MasterReply {
+                    freed: ns.delete(&path(&d.path)?, d.recursive).map_err(from_fs)?,
+                    ..MasterReply::default()
+                },
+                Op::Rename(r) => MasterReply {
+                    freed: ns
+                        .rename(&path(&r.from)?, &path(&r.to)?, r.replace)
+                        .map_err(from_fs)?,
+                    ..MasterReply::default()
+                },
+                Op::AddChunk(a) => {
+                    let index = usize::try_from(a.index).unwrap_or(usize::MAX);
+                    MasterReply {
+                        handle: ns.add_chunk(&path(&a.path)?, index).map_err(from_fs)?,
+                        ..MasterReply::default()
+                    }
+                }
+                Op::GrantVersion(g) => MasterReply {
+                    version: ns.bump_version(g.handle, g.expected).map_err(from_fs)?,
+                    ..MasterReply::default()
+                },
+                Op::AdoptVersion(a) => {
+                    ns.adopt_version(a.handle, a.version).map_err(from_fs)?;
+                    MasterReply::default()
+                }
+            })
+        })();
+        result.unwrap_or_else(|refused| refused)
+    }
+}
+
+fn refusal(code: FsErrorCode, message: impl ToString) -> MasterReply {
+    MasterReply {
+        error: code as i32,
+        message: message.to_string(),
+        ..MasterReply::default()
+    }
+}
+
+/// The wire code of a namespace error.
+pub fn error_code(error: &FsError) -> FsErrorCode {
+    match error {
+        FsError::NotFound(_) => FsErrorCode::NotFound,
+        FsError::AlreadyExists(_) => FsErrorCode::AlreadyExists,
+        FsError::NotADirectory(_) => FsErrorCode::NotADirectory,
+        FsError::IsADirectory(_) => FsErrorCode::IsADirectory,
+        FsError::DirectoryNotEmpty(_) => FsErrorCode::DirectoryNotEmpty,
+        FsError::ParentMissing(_) => FsErrorCode::ParentMissing,
+        FsError::MoveIntoItself { .. } => FsErrorCode::MoveIntoItself,
+        FsError::Root => FsErrorCode::Root,
+        FsError::ChunkCountChanged { .. } => FsErrorCode::ChunkCountChanged,
+        FsError::FileTooLarge(_) => FsErrorCode::FileTooLarge,
+        FsError::NoSuchChunk(_) => FsErrorCode::NoSuchChunk,
+        FsError::VersionChanged { .. } => FsErrorCode::VersionChanged,
+        FsError::NamespaceFull => FsErrorCode::NamespaceFull,
+    }
+}
+
+fn from_fs(error: FsError) -> MasterReply {
+    refusal(error_code(&error), error)
+}
+
+impl StateMachine for MasterState {
+    fn apply(&mut self, index: u64, command: &[u8]) -> Bytes {
+        let encode = |reply: MasterReply| Bytes::from(reply.encode_to_vec());
+        let Ok(command) = MasterCommand::decode(command) else {
+            tracing::error!(
+                index,
+                "an undecodable command in the master's log; applied as nothing"
+            );
+            return encode(refusal(FsErrorCode::UnknownCommand, "undecodable command"));
+        };
+        let Some(op) = command.op else {
+            return encode(refusal(
+                FsErrorCode::UnknownCommand,
+                "a command with no operation",
+            ));
+        };
+        if let Op::Register(_) = op {
+            // The session id is this entry's index: unique and increasing.
+            self.sessions.register(index, Bytes::new(), index);
+            return encode(MasterReply {
+                client_id: index,
+                ..MasterReply::default()
+            });
+        }
+        match self.sessions.check(command.client_id, command.seq) {
+            Seen::Duplicate(reply) => return reply,
+            Seen::Expired => {
+                return encode(refusal(
+                    FsErrorCode::SessionExpired,
+                    "the session is unknown (never registered, or forgotten); nothing was done: register again",
+                ));
+            }
+            Seen::New => {}
+        }
+        let reply = encode(self.execute(&op));
+        self.sessions
+            .remember(command.client_id, command.seq, reply.clone(), index);
+        reply
+    }
+
+    fn snapshot(&self) -> Bytes {
+        let namespace = snapshot::encode(&self.namespace);
+        let mut out = Vec::with_capacity(namespace.len() + 64 * self.sessions.len());
+        out.extend_from_slice(&(namespace.len() as u64).to_le_bytes());
+        out.extend_from_slice(&namespace);
+        out.extend_from_slice(&self.sessions.floor().to_le_bytes());
+        out.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
+        for (client, session) in self.sessions.iter() {
+            out.extend_from_slice(&client.to_le_bytes());
+            out.extend_from_slice(&session.seq.to_le_bytes());
+            out.extend_from_slice(&session.last_index.to_le_bytes());
+            out.extend_from_slice(&(session.reply.len() as u32).to_le_bytes());
+            out.extend_from_slice(&session.reply);
+        }
+        out.into()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        *self = decode_state(snapshot)
+            .map_err(|e| format!("the file-store master snapshot is damaged: {e}"))?;
+        Ok(())
+    }
+}
+
+fn decode_state(mut data: &[u8]) -> Result<MasterState, String> {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if data.len() < n {
+            return Err("it ends early".to_string());
+        }
+        let (head, tail) = data.split_at(n);
+        *data = tail;
+        Ok(head)
+    }
+    fn u64_of(data: &mut &[u8]) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            take(data, 8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    let mut state = MasterState::new();
+    if data.is_empty() {
+        return Ok(state);
+    }
+    let length = usize::try_from(u64_of(&mut data)?).map_err(|e| e.to_string())?;
+    state.namespace = snapshot::decode(take(&mut data, length)?)?;
+    let floor = u64_of(&mut data)?;
+    state.sessions.raise_floor(floor);
+    let count = u64_of(&mut data)?;
+    if count > (data.len() / 28) as u64 {
+        return Err(format!("{count} sessions claimed, more than it holds"));
+    }
+    for _ in 0..count {
+        let client = u64_of(&mut data)?;
+        let seq = u64_of(&mut data)?;
+        let last_index = u64_of(&mut data)?;
+        let length = u32::from_le_bytes(take(&mut data, 4)?.try_into().expect("4 bytes")) as usize;
+        let reply = Bytes::copy_from_slice(take(&mut data, length)?);
+        state.sessions.restore(
+            client,
+            cairn_rsm::sessions::Session {
+                seq,
+                reply,
+                last_index,
+            },
+        );
+    }
+    if !data.is_empty() {
+        return Err(format!("{} bytes follow the last session", data.len()));
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,444 @@
+//! [`Namespace`]: the master's replicated metadata — directories, files as
+//! ordered lists of chunk handles, and each chunk's version number.
+//!
+//! This is the part of GFS's master state that is non-volatile (paper
+//! §2.6): it changes only by the operations below, each applied at a Raft
+//! log index on every master, so they must be deterministic (no clock, no
+//! randomness: new chunk handles come from a counter). Chunk *locations*
+//! are not here: chunkservers report them, and a new leader rebuilds them
+//! from those reports (§2.6.2).
+//!
+//! Every operation checks before it changes anything, so a refused one
+//! changes nothing.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use thiserror::Error;
+
+use crate::path::FsPath;
+
+/// A chunk's name for its whole life: never reused, even after deletion.
+pub type ChunkHandle = u64;
+
+/// The most chunks one file may have (at 64 MiB each, 64 TiB).
+pub const MAX_CHUNKS_PER_FILE: usize = 1 << 20;
+/// The most entries (files and directories) the namespace holds; beyond it
+/// creates are refused with [`FsError::NamespaceFull`].
+pub const MAX_ENTRIES: usize = 10_000_000;
+
+/// What the namespace knows about one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// Raised each time the master grants a new lease (§4.5): replicas with
+    /// an older version are stale. 0 until the first lease.
+    pub version: u64,
+}
+
+/// A directory or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inode {
+    Directory,
+    File { chunks: Vec<ChunkHandle> },
+}
+
+/// Why an operation was refused. Retrying does not help with any of them
+/// (they depend on the namespace, not on timing).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum FsError {
+    #[error("{0} does not exist")]
+    NotFound(FsPath),
+    #[error("{0} already exists")]
+    AlreadyExists(FsPath),
+    #[error("{0} is not a directory")]
+    NotADirectory(FsPath),
+    #[error("{0} is a directory; use a file path (or rm -r / ls for directories)")]
+    IsADirectory(FsPath),
+    #[error("{0} is not empty; remove it recursively (rm -r) or empty it first")]
+    DirectoryNotEmpty(FsPath),
+    #[error("the directory {0} does not exist; create it first (mkdir -p)")]
+    ParentMissing(FsPath),
+    #[error("cannot move {from} into itself ({to})")]
+    MoveIntoItself { from: FsPath, to: FsPath },
+    #[error("the root directory cannot be removed or renamed")]
+    Root,
+    #[error(
+        "{path} has {chunks} chunks, not {expected}: another writer added one; re-read the file"
+    )]
+    ChunkCountChanged {
+        path: FsPath,
+        chunks: usize,
+        expected: usize,
+    },
+    #[error("{0} has reached the limit of {MAX_CHUNKS_PER_FILE} chunks")]
+    FileTooLarge(FsPath),
+    #[error("chunk {0} does not exist (its file was deleted)")]
+    NoSuchChunk(ChunkHandle),
+    #[error("chunk {handle} is at version {current}, not {expected}: another lease was granted")]
+    VersionChanged {
+        handle: ChunkHandle,
+        current: u64,
+        expected: u64,
+    },
+    #[error("the namespace holds {MAX_ENTRIES} entries, its limit; delete some")]
+    NamespaceFull,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: FsPath,
+    pub inode: Inode,
+}
+
+/// The directories, files and chunk versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Every entry but the root, which always exists.
+    entries: BTreeMap<FsPath, Inode>,
+    chunks: BTreeMap<ChunkHandle, ChunkMeta>,
+    /// The next chunk handle to hand out.
+    next_handle: ChunkHandle,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Namespace {
+    pub fn new() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            chunks: BTreeMap::new(),
+            next_handle: 1,
+        }
+    }
+
+    /// The entry at `path`.
+    pub fn get(&self, path: &FsPath) -> Result<&Inode, FsError> {
+        if path.is_root() {
+            return Ok(&Inode::Directory);
+        }
+        self.entries
+            .get(path)
+            .ok_or_else(|| FsError::NotFound(path.clone()))
+    }
+
+    /// A chunk's metadata.
+    pub fn chunk(&self, handle: ChunkHandle) -> Result<ChunkMeta, FsError> {
+        self.chunks
+            .get(&handle)
+            .copied()
+            .ok_or(FsError::NoSuchChunk(handle))
+    }
+
+    /// How many files and directories there are (the root not counted).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many chunks the files reference.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Every chunk and its version, in handle order (for comparing with
+    /// the chunkservers' reports).
+    pub fn chunks(&self) -> impl Iterator<Item = (ChunkHandle, ChunkMeta)> + '_ {
+        self.chunks.iter().map(|(&handle, &meta)| (handle, meta))
+    }
+
+    /// The entries directly inside the directory `path` (or `path` itself,
+    /// if it is a file), in name order.
+    pub fn list(&self, path: &FsPath) -> Result<Vec<Entry>, FsError> {
+        match self.get(path)? {
+            Inode::File { .. } => Ok(vec![Entry {
+                path: path.clone(),
+                inode: self.get(path)?.clone(),
+            }]),
+            Inode::Directory => Ok(self
+                .below(path)
+                .filter(|(child, _)| child.parent().as_ref() == Some(path))
+                .map(|(child, inode)| Entry {
+                    path: child.clone(),
+                    inode: inode.clone(),
+                })
+                .collect()),
+        }
+    }
+
+    /// Every entry strictly below the directory `path`, in path order.
+    fn below<'a>(&'a self, path: &FsPath) -> impl Iterator<Item = (&'a FsPath, &'a Inode)> + 'a {
+        let path = path.clone();
+        let start = if path.is_root() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(path.clone())
+        };
+        self.entries
+            .range((start, Bound::Unbounded))
+            .take_while(move |(child, _)| child.is_within(&path))
+            .filter(|(child, _)| child.as_str().len() > 1)
+    }
+
+    /// Creates the directory `path`; with `parents`, also every missing
+    /// directory above it, and an existing directory is not an error.
+    pub fn mkdir(&mut self, path: &FsPath, parents: bool) -> Result<(), FsError> {
+        if path.is_root() {
+            return if parents {
+                Ok(())
+            } else {
+                Err(FsError::AlreadyExists(path.clone()))
+            };
+        }
+        let mut missing = Vec::new();
+        for dir in path.ancestors() {
+            match self.get(&dir) {
+                Ok(Inode::Directory) => {}
+                Ok(Inode::File { .. }) => return Err(FsError::NotADirectory(dir)),
+                Err(_) if parents => missing.push(dir),
+                Err(_) => return Err(FsError::ParentMissing(dir)),
+            }
+        }
+        match self.get(path) {
+            Ok(Inode::Directory) if parents => return Ok(()),
+            Ok(_) => return Err(FsError::AlreadyExists(path.clone())),
+            Err(_) => missing.push(path.clone()),
+        }
+        if self.entries.len() + missing.len() > MAX_ENTRIES {
+            return Err(FsError::NamespaceFull);
+        }
+        for dir in missing {
+            self.entries.insert(dir, Inode::Directory);
+        }
+        Ok(())
+    }
+
+    /// Creates the empty file `path`, whose directory must exist.
+    pub fn create(&mut self, path: &FsPath) -> Result<(), FsError> {
+        if path.is_root() {
+            return Err(FsError::IsADirectory(path.clone()));
+        }
+        self.check_parent(path)?;
+        if self.entries.contains_key(path) {
+            return Err(FsError::AlreadyExists(path.clone()));
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            return Err(FsError::NamespaceFull);
+        }
+        self.entries
+            .insert(path.clone(), Inode::File { chunks: Vec::new() });
+        Ok(())
+    }
+
+    fn check_parent(&self, path: &FsPath) -> Result<(), FsError> {
+        let parent = path.parent().expect("not the root");
+        match self.get(&parent) {
+            Ok(Inode::Directory) => Ok(()),
+            Ok(Inode::File { .. }) => Err(FsError::NotADirectory(parent)),
+            Err(_) => Err(FsError::ParentMissing(parent)),
+        }
+    }
+
+    /// Removes a file, or a directory (an empty one, or with `recursive`
+    /// everything below it). Returns the chunks no file references any
+    /// more (their replicas are now garbage).
+    pub fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<Vec<ChunkHandle>, FsError> {
+        if path.is_root() {
+            return Err(FsError::Root);
+        }
+        let doomed: Vec<FsPath> = match self.get(path)? {
+            Inode::File { .. } => vec![path.clone()],
+            Inode::Directory => {
+                let below: Vec<FsPath> = self.below(path).map(|(p, _)| p.clone()).collect();
+                if !below.is_empty() && !recursive {
+                    return Err(FsError::DirectoryNotEmpty(path.clone()));
+                }
+                below.into_iter().chain([path.clone()]).collect()
+            }
+        };
+        let mut freed = Vec::new();
+        for doomed in doomed {
+            if let Some(Inode::File { chunks }) = self.entries.remove(&doomed) {
+                for handle in chunks {
+                    self.chunks.remove(&handle);
+                    freed.push(handle);
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Moves `from` (a file or a whole directory) to `to` atomically. `to`
+    /// must not exist unless `replace` is set and both are files; the
+    /// replaced file's chunks are returned as garbage.
+    pub fn rename(
+        &mut self,
+        from: &FsPath,
+        to: &FsPath,
+        replace: bool,
+    ) -> Result<Vec<ChunkHandle>, FsError> {
+        if from.is_root() || to.is_root() {
+            return Err(FsError::Root);
+        }
+        let moving = self.get(from)?.clone();
+        if from == to {
+            return Ok(Vec::new());
+        }
+        if to.is_within(from) {
+            return Err(FsError::MoveIntoItself {
+                from: from.clone(),
+                to: to.clone(),
+            });
+        }
+        self.check_parent(to)?;
+        let mut freed = Vec::new();
+        match (self.entries.get(to), &moving) {
+            (None, _) => {}
+            (Some(Inode::File { chunks }), Inode::File { .. }) if replace => {
+                freed = chunks.clone();
+            }
+            (Some(Inode::Directory), _) if replace => {
+                return Err(FsError::IsADirectory(to.clone()));
+            }
+            (Some(_), _) => return Err(FsError::AlreadyExists(to.clone())),
+        }
+        for handle in &freed {
+            self.chunks.remove(handle);
+        }
+        let below: Vec<(FsPath, Inode)> = self
+            .below(from)
+            .map(|(p, i)| (p.clone(), i.clone()))
+            .collect();
+        self.entries.remove(from);
+        self.entries.insert(to.clone(), moving);
+        for (old, inode) in below {
+            self.entries.remove(&old);
+            let rest = &old.as_str()[from.as_str().len()..];
+            let new = FsPath::parse(&format!("{to}{rest}")).expect("a moved path stays valid");
+            self.entries.insert(new, inode);
+        }
+        Ok(freed)
+    }
+
+    /// Gives the file `path` a new last chunk, if it has exactly `index`
+    /// chunks (so that two writers racing to extend a file add one chunk,
+    /// not two); if the chunk at `index` already exists, returns it, so a
+    /// retried request gets the same answer.
+    pub fn add_chunk(&mut self, path: &FsPath, index: usize) -> Result<ChunkHandle, FsError> {
+        let Inode::File { chunks } = self.get(path)? else {
+            return Err(FsError::IsADirectory(path.clone()));
+        };
+        if let Some(&existing) = chunks.get(index) {
+            return Ok(existing);
+        }
+        if chunks.len() != index {
+            return Err(FsError::ChunkCountChanged {
+                path: path.clone(),
+                chunks: chunks.len(),
+                expected: index,
+            });
+        }
+        if index >= MAX_CHUNKS_PER_FILE {
+            return Err(FsError::FileTooLarge(path.clone()));
+        }
+        let handle = self.next_handle;
+        self.next_handle += 1;
+        self.chunks.insert(handle, ChunkMeta { version: 0 });
+        match self.entries.get_mut(path) {
+            Some(Inode::File { chunks }) => chunks.push(handle),
+            _ => unreachable!("checked above"),
+        }
+        Ok(handle)
+    }
+
+    /// Raises a chunk's version from `expected` to `expected + 1` (the
+    /// master does this when it grants a new lease, §4.5). Refused if the
+    /// version is no longer `expected`: another grant won.
+    pub fn bump_version(&mut self, handle: ChunkHandle, expected: u64) -> Result<u64, FsError> {
+        let meta = self
+            .chunks
+            .get_mut(&handle)
+            .ok_or(FsError::NoSuchChunk(handle))?;
+        if meta.version != expected {
+            return Err(FsError::VersionChanged {
+                handle,
+                current: meta.version,
+                expected,
+            });
+        }
+        meta.version += 1;
+        Ok(meta.version)
+    }
+
+    /// Adopts a higher version a chunkserver reported (GFS §4.5: the master
+    /// failed after telling the replicas of a grant, before recording it).
+    /// Lower or equal versions change nothing.
+    pub fn adopt_version(&mut self, handle: ChunkHandle, version: u64) -> Result<(), FsError> {
+        let meta = self
+            .chunks
+            .get_mut(&handle)
+            .ok_or(FsError::NoSuchChunk(handle))?;
+        meta.version = meta.version.max(version);
+        Ok(())
+    }
+
+    /// Every entry, for encoding a snapshot.
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        &BTreeMap<FsPath, Inode>,
+        &BTreeMap<ChunkHandle, ChunkMeta>,
+        ChunkHandle,
+    ) {
+        (&self.entries, &self.chunks, self.next_handle)
+    }
+
+    /// Rebuilds a namespace from decoded parts, checking that they agree
+    /// (every directory above an entry exists, every chunk belongs to
+    /// exactly one file, the counter is above every handle).
+    pub(crate) fn from_parts(
+        entries: BTreeMap<FsPath, Inode>,
+        chunks: BTreeMap<ChunkHandle, ChunkMeta>,
+        next_handle: ChunkHandle,
+    ) -> Result<Self, String> {
+        let mut referenced = std::collections::BTreeSet::new();
+        for (path, inode) in &entries {
+            let parent = path.parent().ok_or("the root is stored as an entry")?;
+            if !parent.is_root() && entries.get(&parent) != Some(&Inode::Directory) {
+                return Err(format!("{path} has no directory above it"));
+            }
+            if let Inode::File { chunks: list } = inode {
+                for handle in list {
+                    if !chunks.contains_key(handle) || *handle >= next_handle {
+                        return Err(format!("{path} names unknown chunk {handle}"));
+                    }
+                    if !referenced.insert(*handle) {
+                        return Err(format!("chunk {handle} belongs to two files"));
+                    }
+                }
+            }
+        }
+        if referenced.len() != chunks.len() {
+            return Err(format!(
+                "{} chunks are known but files reference {}",
+                chunks.len(),
+                referenced.len()
+            ));
+        }
+        Ok(Self {
+            entries,
+            chunks,
+            next_handle,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
