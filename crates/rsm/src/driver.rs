@@ -85,7 +85,6 @@ impl<S: StateMachine> Driver<S> {
         status: watch::Sender<NodeStatus>,
         max_raft_state: i64,
         applied: LogIndex,
-        problem_log_interval: Duration,
     ) -> Self {
         Self {
             raft,
@@ -107,8 +106,14 @@ impl<S: StateMachine> Driver<S> {
             violations: 0,
             snapshot_retry: None,
             leaderless: None,
-            problem_log_interval,
+            problem_log_interval: Duration::from_secs(10),
         }
+    }
+
+    /// How long without a leader before a warning, and between warnings.
+    pub(crate) fn with_problem_log_interval(mut self, interval: Duration) -> Self {
+        self.problem_log_interval = interval;
+        self
     }
 
     pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command<S>>, tick: Duration) {

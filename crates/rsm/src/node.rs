@@ -306,8 +306,8 @@ impl<S: StateMachine> Node<S> {
             status_tx,
             config.max_raft_state,
             recovered_applied,
-            config.problem_log_interval,
-        );
+        )
+        .with_problem_log_interval(config.problem_log_interval);
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
             commands,

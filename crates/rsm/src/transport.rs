@@ -498,15 +498,15 @@ impl<S: StateMachine> RaftService<S> {
     /// in [`NODE_ID_KEY`].
     fn admit(&self, batch: MessageBatch) -> Result<Vec<Message>, Status> {
         let result = self.check(batch);
-        if let Err(status) = &result {
-            if self.refusal_log.ready() {
-                tracing::error!(
-                    id = self.id,
-                    "node {} refused a message batch from a peer: {}",
-                    self.id,
-                    status.message()
-                );
-            }
+        if let Err(status) = &result
+            && self.refusal_log.ready()
+        {
+            tracing::error!(
+                id = self.id,
+                "node {} refused a message batch from a peer: {}",
+                self.id,
+                status.message()
+            );
         }
         result.map_err(|mut status| {
             if let Ok(value) = self.id.to_string().parse() {
