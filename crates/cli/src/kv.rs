@@ -55,7 +55,10 @@ pub(crate) enum KvCommand {
     /// if the value was not 1); `cairn kv cas lock me --expect-missing`
     /// (take a lock that nobody holds).
     Cas(CasArgs),
-    /// Show every node's role, term, commit and applied index.
+    /// Show every node's role, term, commit and applied index: the
+    /// endpoints given and every other member they report; on a sharded
+    /// cluster the controllers, every server of every group (with what a
+    /// group waits for), and groups that left but still answer.
     Status(ClientArgs),
 }
 
@@ -85,13 +88,13 @@ pub(crate) struct ClientArgs {
     /// `cairn cluster`).
     #[arg(long, env = "CAIRN_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS,
           value_parser = parse_endpoint)]
-    endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Give up after this many seconds (at least 1).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 /// An endpoint as `http://HOST:PORT` or `HOST:PORT`, checked when the
@@ -229,7 +232,7 @@ pub(crate) fn run(command: KvCommand, config: &Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match command {
         KvCommand::Serve(args) => runtime.block_on(serve(args, config)),
-        KvCommand::Status(args) => runtime.block_on(status(args)),
+        KvCommand::Status(args) => runtime.block_on(crate::kv_status::status(args)),
         command => runtime.block_on(request(command)),
     }
 }
@@ -338,7 +341,7 @@ async fn probe_round(args: &ClientArgs, single: &Client) -> anyhow::Result<Probe
 
 /// The error for an endpoint that is neither a key/value node nor a shard
 /// controller, saying what it is and where the right servers are.
-fn wrong_service(endpoint: &str, service: &Service) -> anyhow::Error {
+pub(crate) fn wrong_service(endpoint: &str, service: &Service) -> anyhow::Error {
     let what = service.describe();
     let local = "`cairn cluster` starts them at 127.0.0.1:7701-7703, the default --endpoints";
     match service {
@@ -507,173 +510,6 @@ fn report(json: bool, done: &str, ok: bool, existed: bool) {
     } else if ok {
         print_stdout(&format!("{done}\n"));
     }
-}
-
-/// One node's line in `cairn kv status`.
-struct StatusRow {
-    /// "node", "controller" or "group G".
-    kind: String,
-    endpoint: String,
-    status: Result<cairn_rpc::kv::StatusReply, String>,
-    /// A sharded group's configuration and shards.
-    extra: Option<(u64, usize)>,
-}
-
-async fn status(args: ClientArgs) -> anyhow::Result<()> {
-    let client = client(&args)?;
-    let mut rows = Vec::new();
-    // The endpoints that do not serve Kv: shard controllers, or others.
-    let mut sharded = Vec::new();
-    for (index, endpoint) in args.endpoints.iter().enumerate() {
-        let status = client.status(index).await;
-        if let Err(RpcError::Rejected { status, .. }) = &status
-            && status.code() == cairn_rpc::tonic::Code::Unimplemented
-        {
-            sharded.push(endpoint);
-        }
-        rows.push(StatusRow {
-            kind: "node".into(),
-            endpoint: endpoint.clone(),
-            status: status.map_err(|e| e.to_string()),
-            extra: None,
-        });
-    }
-    if !sharded.is_empty() {
-        let mut wrong = None;
-        for endpoint in &sharded {
-            match probe::identify(endpoint).await {
-                Service::Controller => {
-                    wrong = None;
-                    break;
-                }
-                Service::KvNode | Service::NoAnswer(_) => {}
-                service => wrong = wrong.or(Some((endpoint, service))),
-            }
-        }
-        if let Some((endpoint, service)) = wrong {
-            return Err(wrong_service(endpoint, &service));
-        }
-        rows = sharded_status(&args).await?;
-    }
-    let sharded = !sharded.is_empty();
-    if args.json {
-        let nodes: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| {
-                let mut value = match &row.status {
-                    Ok(s) => serde_json::json!({
-                        "endpoint": row.endpoint, "kind": row.kind, "id": s.id, "role": s.role,
-                        "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied,
-                        "last_index": s.last_index, "snapshot_index": s.snapshot_index,
-                        "raft_state_bytes": s.raft_state_bytes,
-                    }),
-                    Err(error) => serde_json::json!({
-                        "endpoint": row.endpoint, "kind": row.kind, "error": error,
-                    }),
-                };
-                if let Some((config, shards)) = row.extra {
-                    value["config"] = config.into();
-                    value["serving_shards"] = shards.into();
-                }
-                value
-            })
-            .collect();
-        print_stdout(&format!("{}\n", serde_json::Value::Array(nodes)));
-        return Ok(());
-    }
-    let mut out = format!(
-        "{:<11} {:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}{}\n",
-        "kind",
-        "endpoint",
-        "id",
-        "role",
-        "term",
-        "leader",
-        "commit",
-        "applied",
-        "snapshot",
-        if sharded { "  config  shards" } else { "" }
-    );
-    for row in &rows {
-        let (kind, endpoint) = (&row.kind, &row.endpoint);
-        match &row.status {
-            Ok(s) => {
-                out.push_str(&format!(
-                    "{kind:<11} {endpoint:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}",
-                    s.id, s.role, s.term, s.leader, s.commit, s.applied, s.snapshot_index
-                ));
-                if let Some((config, shards)) = row.extra {
-                    out.push_str(&format!("  {config:>6}  {shards:>6}"));
-                }
-                out.push('\n');
-            }
-            Err(error) => {
-                out.push_str(&format!("{kind:<11} {endpoint:<26} unreachable: {error}\n"))
-            }
-        }
-    }
-    print_stdout(&out);
-    if rows.iter().all(|row| row.status.is_err()) {
-        bail!("no node answered; is the cluster running? (`cairn cluster` starts one)");
-    }
-    Ok(())
-}
-
-/// The controllers, then every server of every group in the latest
-/// configuration.
-async fn sharded_status(args: &ClientArgs) -> anyhow::Result<Vec<StatusRow>> {
-    use cairn_rpc::kv::StatusRequest;
-    use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
-    use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
-    let options = cairn_rpc::ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        call_timeout: Duration::from_secs(2),
-    };
-    let mut rows = Vec::new();
-    for endpoint in &args.endpoints {
-        let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
-        let status = server
-            .call(StatusRequest {}, |c, r| async move {
-                ShardCtrlerClient::new(c).status(r).await
-            })
-            .await;
-        rows.push(StatusRow {
-            kind: "controller".into(),
-            endpoint: endpoint.clone(),
-            status: status.map_err(|e| e.to_string()),
-            extra: None,
-        });
-    }
-    let controllers = cairn_shardctrler::Client::new(
-        &args.endpoints,
-        Duration::from_secs(1),
-        Duration::from_secs(args.timeout),
-    )?;
-    let config = controllers.query(None).await?;
-    for (gid, servers) in &config.groups {
-        for endpoint in servers {
-            let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
-            let status = server
-                .call(StatusRequest {}, |c, r| async move {
-                    ShardKvClient::new(c).status(r).await
-                })
-                .await;
-            let (status, extra) = match status {
-                Ok(group) => (
-                    group.node.ok_or_else(|| "no status".to_string()),
-                    Some((group.config_num, group.serving.len())),
-                ),
-                Err(error) => (Err(error.to_string()), None),
-            };
-            rows.push(StatusRow {
-                kind: format!("group {gid}"),
-                endpoint: endpoint.clone(),
-                status,
-                extra,
-            });
-        }
-    }
-    Ok(rows)
 }
 
 /// Parses `ID=URL` pairs.

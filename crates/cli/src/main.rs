@@ -13,6 +13,7 @@ mod cli;
 mod cluster;
 mod config;
 mod kv;
+mod kv_status;
 mod mr;
 mod probe;
 mod progress;

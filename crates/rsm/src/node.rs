@@ -143,7 +143,8 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    /// The wire form every Cairn service answers `Status` with.
+    /// The wire form every Cairn service answers `Status` with, without the
+    /// members (see [`Node::status_reply`]).
     pub fn to_reply(&self) -> cairn_rpc::kv::StatusReply {
         let role = match (self.running, self.role) {
             (false, _) => "stopped",
@@ -162,6 +163,7 @@ impl NodeStatus {
             last_index: self.last_index,
             snapshot_index: self.snapshot_index,
             raft_state_bytes: self.raft_state_bytes,
+            members: Vec::new(),
         }
     }
 }
@@ -410,6 +412,21 @@ impl<S: StateMachine> Node<S> {
     /// The node's latest status.
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// This node's status as the `Status` RPCs answer it, with every member
+    /// of its group (id and URL).
+    pub fn status_reply(&self) -> cairn_rpc::kv::StatusReply {
+        let mut reply = self.status().to_reply();
+        reply.members = self
+            .peers
+            .iter()
+            .map(|(&id, url)| cairn_rpc::kv::Member {
+                id,
+                url: url.clone(),
+            })
+            .collect();
+        reply
     }
 
     /// Waits until the node task stops on its own and returns why (an I/O
