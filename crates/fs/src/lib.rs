@@ -1,4 +1,4 @@
-//! # cairn-fs: a GFS-style file store (being built)
+//! # cairn-fs: a GFS-style file store
 //!
 //! The store of the GFS paper (Ghemawat, Gobioff, Leung, SOSP 2003), with
 //! its single master made fault tolerant by Cairn's Raft:
@@ -30,10 +30,36 @@
 //!   [`MasterClient`] is its clerk (leader finding, retries, sessions);
 //! - [`ChunkStore`]: a chunkserver's replicas on its disk, with the write
 //!   order that makes an append crash-safe (data synced before the metadata
-//!   that covers it), tested at every I/O crash point.
+//!   that covers it), tested at every I/O crash point;
+//! - [`ChunkServer`]: a chunkserver's service (`cairn.fs.Chunk`) and its
+//!   heartbeats to every master; [`Client`]: the library programs use.
 //!
-//! Leases, the chunkservers' service and primary-backup write path, the
-//! file client and `cairn fs` are the next steps.
+//! ## A write, end to end (GFS §3.1-§3.3, §4.5)
+//!
+//! 1. The client asks the leader to `Locate` chunk *i* of the file for a
+//!    mutation. The leader adds the chunk if asked (`AddChunk` through the
+//!    log) and places it on up to three live chunkservers (`CreateReplica`,
+//!    version 0). If no lease is live it grants one: `GrantVersion` raises
+//!    the version through the log, every live replica at the old version
+//!    stores the new one (`SetVersion`, naming the primary and the
+//!    secondaries), and only then the client hears of the primary.
+//! 2. The client pushes the bytes along the chain of replicas (`Push`,
+//!    kept under its client id and a data id, bounded and expiring).
+//! 3. It asks the primary to `Write` (or `Append`). The primary checks its
+//!    lease by its own clock, makes the mutation locally and durably (an
+//!    append at its length, or padding to the chunk's end if the record does
+//!    not fit: "retry on the next chunk"), numbers it, and has every
+//!    secondary `Apply` it; one chunk's mutations go one at a time, so every
+//!    replica applies them in one order. Success only if all applied; else
+//!    the primary gives its lease up and the client retries from step 1.
+//! 4. Leases: a primary claims its leases in every heartbeat; the leader
+//!    extends them after a read index (so it still leads), from the time the
+//!    heartbeat was sent, so the lease ends at the primary first. A new
+//!    leader takes over a claimed lease at the current version at once, and
+//!    otherwise waits one lease period (plus a clock margin) before granting
+//!    to anyone: never two primaries.
+//!
+//! `docs/fs.md` is the protocol in full, with the consistency table.
 //!
 //! ## Implementation caveats
 //!
@@ -41,21 +67,51 @@
 //!   and checksum disagree on that replica: it then reads as corrupt (never
 //!   as wrong data), and a good replica must replace it.
 //! - Every write rewrites the replica's metadata file (with a directory
-//!   sync); batching those across concurrent writes is left for later.
+//!   sync), and each mutation is synced on its own: batching those across
+//!   concurrent writes is left for later.
+//! - A primary serializes one chunk's mutations end to end (local write,
+//!   then every secondary), so one chunk takes one mutation per round trip.
+//! - Chunkservers report every replica in every heartbeat (no incremental
+//!   reports), and stale or orphaned replicas are never deleted yet
+//!   (re-replication and garbage collection are another step).
+//! - If the master leader fails between raising a chunk's version in the
+//!   log and any replica storing it, the chunk is refused until a replica
+//!   at that version reports (the failed grant is remembered by the leader
+//!   that made it only).
+//! - `cairn fs` (the command line) and the cluster launcher are not built yet.
 
 mod chunk_store;
+mod chunk_table;
+mod chunkserver;
+mod client;
 mod master;
+mod master_chunks;
 mod master_client;
 mod master_state;
 mod namespace;
+mod owner;
 mod path;
+mod peers;
+mod push_buffer;
+mod settings;
 pub mod snapshot;
 
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use chunk_table::MAX_CHUNKSERVERS;
+pub use chunkserver::{
+    ChunkServer, ChunkServerConfig, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES,
+    PrimaryObserver,
+};
+pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
+pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
 pub use master_state::{MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
 };
+pub use owner::MAX_QUEUED_CHANGES;
 pub use path::{FsPath, MAX_NAME_BYTES, MAX_PATH_BYTES, PathError};
+pub use peers::MAX_PEER_CLIENTS;
+pub use push_buffer::{MAX_BUFFERED_BYTES, PUSH_EXPIRY};
+pub use settings::FsSettings;

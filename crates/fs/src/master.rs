@@ -1,6 +1,8 @@
 //! [`MasterServer`]: one node of the file store's master — an `rsm::Node`
 //! running [`MasterState`], and the gRPC services (Raft and Master) it
-//! answers on one port.
+//! answers on one port. Its chunk requests (locate, heartbeats, leases)
+//! are in `master_chunks.rs`, on the volatile [`ChunkTable`] that one task
+//! owns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +11,8 @@ use bytes::Bytes;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
-    ChunkInfo, EntryInfo, FsErrorCode, LookupReply, LookupRequest, MasterCommand, MasterReply,
-    Register,
+    ChunkInfo, EntryInfo, FsErrorCode, HeartbeatReply, HeartbeatRequest, LocateReply,
+    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
@@ -18,13 +20,19 @@ use cairn_storage::Disk;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
 
+use crate::chunk_table::ChunkTable;
 use crate::master_state::{MasterState, error_code};
 use crate::namespace::{Entry, Inode};
+use crate::owner::Owner;
 use crate::path::{FsPath, MAX_PATH_BYTES};
+use crate::peers::Peers;
+use crate::settings::FsSettings;
 
 /// How long the server waits for a change to be applied or a read
 /// confirmed.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How long one call to a chunkserver (create, set version) may take.
+const CHUNKSERVER_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most entries one listing returns; a larger directory is refused
 /// with a message (paging is left for later).
 pub const MAX_LISTING_ENTRIES: usize = 100_000;
@@ -33,6 +41,10 @@ pub const MAX_LISTING_ENTRIES: usize = 100_000;
 #[derive(Clone)]
 pub struct MasterServer {
     node: Node<MasterState>,
+    /// Chunk locations, liveness and leases (volatile).
+    pub(crate) table: Owner<ChunkTable>,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) settings: FsSettings,
 }
 
 impl std::fmt::Debug for MasterServer {
@@ -47,8 +59,22 @@ impl MasterServer {
     /// Recovers the node from `disk` and starts it. Serve
     /// [`router`](Self::router) on the node's own URL from `config.peers`.
     pub fn start(config: NodeConfig, disk: Arc<dyn Disk>) -> Result<Self, StartError> {
+        Self::start_with(config, disk, FsSettings::default())
+    }
+
+    /// [`start`](Self::start) with the store's sizes and times.
+    pub fn start_with(
+        config: NodeConfig,
+        disk: Arc<dyn Disk>,
+        settings: FsSettings,
+    ) -> Result<Self, StartError> {
         let node = Node::start(config, disk, MasterState::new())?;
-        Ok(Self { node })
+        Ok(Self {
+            node,
+            table: Owner::spawn(ChunkTable::new(settings.clone())),
+            peers: Arc::new(Peers::new(CHUNKSERVER_CALL_TIMEOUT)),
+            settings,
+        })
     }
 
     /// The Raft node underneath.
@@ -233,6 +259,24 @@ impl Master for MasterServer {
             .await
             .map_err(|e| self.error(e))?;
         Ok(Response::new(reply))
+    }
+
+    async fn locate(
+        &self,
+        request: Request<LocateRequest>,
+    ) -> Result<Response<LocateReply>, Status> {
+        Ok(Response::new(
+            self.handle_locate(request.into_inner()).await?,
+        ))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        Ok(Response::new(
+            self.handle_heartbeat(request.into_inner()).await?,
+        ))
     }
 
     async fn status(

@@ -13,8 +13,8 @@ use std::time::Duration;
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
-    AddChunk, Create, Delete, EntryInfo, FsErrorCode, LookupRequest, MasterCommand, MasterReply,
-    Mkdir, Rename,
+    AddChunk, Create, Delete, EntryInfo, FsErrorCode, LocateReply, LocateRequest, LookupRequest,
+    MasterCommand, MasterReply, Mkdir, Rename,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -130,6 +130,38 @@ impl MasterClient {
             .await?;
         match FsErrorCode::try_from(reply.error) {
             Ok(FsErrorCode::Ok) => Ok(reply.entries),
+            code => Err(MasterError::Refused {
+                code: code.unwrap_or(FsErrorCode::UnknownCommand),
+                message: reply.message,
+            }),
+        }
+    }
+
+    /// Where chunk `index` of the file is (`add`: adding chunks up to it;
+    /// `mutate`: with its primary, granting a lease if none is live). The
+    /// leader answers; while it cannot yet (a lease to wait out, a replica
+    /// to hear from), this retries until the deadline.
+    pub async fn locate(
+        &self,
+        path: &FsPath,
+        index: u64,
+        add: bool,
+        mutate: bool,
+    ) -> Result<LocateReply, MasterError> {
+        let request = LocateRequest {
+            path: path.as_str().as_bytes().to_vec(),
+            index,
+            add,
+            mutate,
+        };
+        let reply = self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).locate(r).await
+            })
+            .await?;
+        match FsErrorCode::try_from(reply.error) {
+            Ok(FsErrorCode::Ok) => Ok(reply),
             code => Err(MasterError::Refused {
                 code: code.unwrap_or(FsErrorCode::UnknownCommand),
                 message: reply.message,

@@ -99,6 +99,18 @@ impl MasterState {
     }
 }
 
+/// Commands the master submits itself, without a session (client id 0):
+/// each is safe to apply twice (adding chunk `index` answers the chunk
+/// already there, a grant is conditional on the version it raises, an
+/// adoption only raises). Clients' commands always carry a session
+/// ([`MasterServer`](crate::MasterServer) refuses id 0 from them).
+fn internal(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::AddChunk(_) | Op::GrantVersion(_) | Op::AdoptVersion(_)
+    )
+}
+
 fn refusal(code: FsErrorCode, message: impl ToString) -> MasterReply {
     MasterReply {
         error: code as i32,
@@ -153,6 +165,9 @@ impl StateMachine for MasterState {
                 client_id: index,
                 ..MasterReply::default()
             });
+        }
+        if command.client_id == 0 && internal(&op) {
+            return encode(self.execute(&op));
         }
         match self.sessions.check(command.client_id, command.seq) {
             Seen::Duplicate(reply) => return reply,

@@ -1,0 +1,404 @@
+//! [`ChunkTable`]: the master's volatile knowledge of chunks (GFS §2.6.2,
+//! §3.1): where replicas are and at which version (from heartbeats, which
+//! every master node records), which chunkservers are alive, and — on the
+//! leader only — the leases it granted. A new leader starts with no leases
+//! and waits one lease period (plus the clock margin) before it grants one
+//! to a replica that may not hold the old one; the primary of the current
+//! version keeps its lease through the change by claiming it in its
+//! heartbeats.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cairn_rpc::fs::{HeartbeatRequest, LeaseClaim};
+use tokio::time::Instant;
+
+use crate::namespace::ChunkHandle;
+use crate::settings::FsSettings;
+
+/// The most chunkservers the master tracks; reports from more are ignored
+/// (with a warning) until one is forgotten.
+pub const MAX_CHUNKSERVERS: usize = 10_000;
+/// How long a grant in progress holds off other grants of the same chunk.
+const GRANT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What a chunkserver last reported.
+#[derive(Debug, Clone)]
+struct ServerEntry {
+    last_seen: Instant,
+    free_bytes: u64,
+    /// handle -> (version, length).
+    replicas: BTreeMap<ChunkHandle, (u64, u64)>,
+    claims: BTreeMap<ChunkHandle, LeaseClaim>,
+}
+
+/// A lease this leader granted (or took over from its predecessor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub primary: String,
+    pub secondaries: Vec<String>,
+    pub version: u64,
+    /// When it ends by this master's clock (without the margin).
+    pub expires: Instant,
+}
+
+/// What to do for a client that wants to mutate a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// A live lease: answer it.
+    Lease(Lease),
+    /// Not now; the message says why and until when.
+    Wait(String),
+    /// The chunk has no replica anywhere yet: place it.
+    Place,
+    /// Grant a new lease: raise the version, tell these replicas (the
+    /// first is the primary).
+    Grant(Vec<String>),
+}
+
+#[derive(Debug)]
+pub(crate) struct ChunkTable {
+    settings: FsSettings,
+    servers: BTreeMap<String, ServerEntry>,
+    leases: BTreeMap<ChunkHandle, Lease>,
+    granting: BTreeMap<ChunkHandle, Instant>,
+    /// Grants that raised a chunk's version in the log but that not every
+    /// candidate stored: (the raised version, the candidates).
+    failed: BTreeMap<ChunkHandle, (u64, Vec<String>)>,
+    /// The term this node last led in, and when it first saw itself lead.
+    led_term: u64,
+    leader_since: Option<Instant>,
+}
+
+impl ChunkTable {
+    pub(crate) fn new(settings: FsSettings) -> Self {
+        Self {
+            settings,
+            servers: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            granting: BTreeMap::new(),
+            failed: BTreeMap::new(),
+            led_term: 0,
+            leader_since: None,
+        }
+    }
+
+    /// Records a chunkserver's report.
+    pub(crate) fn record_heartbeat(&mut self, report: &HeartbeatRequest, now: Instant) {
+        if !self.servers.contains_key(&report.url) && self.servers.len() >= MAX_CHUNKSERVERS {
+            tracing::warn!(url = %report.url, "too many chunkservers; report ignored");
+            return;
+        }
+        self.servers.insert(
+            report.url.clone(),
+            ServerEntry {
+                last_seen: now,
+                free_bytes: report.free_bytes,
+                replicas: report
+                    .replicas
+                    .iter()
+                    .map(|r| (r.handle, (r.version, r.length)))
+                    .collect(),
+                claims: report
+                    .claims
+                    .iter()
+                    .map(|c| (c.handle, c.clone()))
+                    .collect(),
+            },
+        );
+    }
+
+    /// Records what the master itself learned of a replica (it created it,
+    /// or the replica took a new version).
+    pub(crate) fn record_replica(
+        &mut self,
+        url: &str,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+        now: Instant,
+    ) {
+        let entry = self
+            .servers
+            .entry(url.to_string())
+            .or_insert_with(|| ServerEntry {
+                last_seen: now,
+                free_bytes: 0,
+                replicas: BTreeMap::new(),
+                claims: BTreeMap::new(),
+            });
+        entry.replicas.insert(handle, (version, length));
+    }
+
+    /// Called on the leader with its current term: a new term forgets the
+    /// leases (they were another leader's) and starts the wait.
+    pub(crate) fn observe_term(&mut self, term: u64, now: Instant) {
+        if term != self.led_term || self.leader_since.is_none() {
+            self.led_term = term;
+            self.leader_since = Some(now);
+            self.leases.clear();
+            self.granting.clear();
+        }
+    }
+
+    fn live(&self, url: &str, now: Instant) -> bool {
+        self.servers
+            .get(url)
+            .is_some_and(|s| now.duration_since(s.last_seen) < self.settings.dead_after())
+    }
+
+    /// Whether the lease's primary and every secondary are alive.
+    fn all_live(&self, lease: &Lease, now: Instant) -> bool {
+        self.live(&lease.primary, now) && lease.secondaries.iter().all(|s| self.live(s, now))
+    }
+
+    /// Live replicas of `handle` at `version`, longest first.
+    pub(crate) fn replicas_at(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        now: Instant,
+    ) -> Vec<String> {
+        let mut found: Vec<(u64, &String)> = self
+            .servers
+            .iter()
+            .filter(|(url, _)| self.live(url, now))
+            .filter_map(|(url, s)| match s.replicas.get(&handle) {
+                Some(&(v, length)) if v == version => Some((length, url)),
+                _ => None,
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        found.into_iter().map(|(_, url)| url.clone()).collect()
+    }
+
+    /// Whether any server, live or not, reported a replica of `handle`.
+    fn anywhere(&self, handle: ChunkHandle) -> bool {
+        self.servers
+            .values()
+            .any(|s| s.replicas.contains_key(&handle))
+    }
+
+    /// Replicas known at other versions than `version`, for messages.
+    fn others(&self, handle: ChunkHandle, version: u64) -> Vec<String> {
+        self.servers
+            .iter()
+            .filter_map(|(url, s)| match s.replicas.get(&handle) {
+                Some(&(v, _)) if v != version => Some(format!("{url} at version {v}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Where a read may go: live replicas at the latest version, and the
+    /// version to read at (lower only after a failed grant, see
+    /// [`fallback`](Self::fallback)).
+    pub(crate) fn read_decision(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        now: Instant,
+    ) -> Result<(Vec<String>, u64), Decision> {
+        let replicas = self.replicas_at(handle, version, now);
+        if !replicas.is_empty() {
+            return Ok((replicas, version));
+        }
+        let fallback = self.fallback(handle, version, now);
+        if !fallback.is_empty() {
+            return Ok((fallback, version - 1));
+        }
+        if version == 0 && !self.anywhere(handle) {
+            return Err(Decision::Place);
+        }
+        Err(Decision::Wait(self.no_replica(handle, version)))
+    }
+
+    /// After a grant that raised the version to `version` but failed to
+    /// reach every candidate: the live candidates, at the version before
+    /// or this one. They hold every acknowledged mutation: one at
+    /// `version` needs every candidate to have applied it (a secondary
+    /// refuses another version), and one before it was on them all (they
+    /// were the replicas of that lease). So they, and only they, may take
+    /// the next grant when none at `version` is alive.
+    fn fallback(&self, handle: ChunkHandle, version: u64, now: Instant) -> Vec<String> {
+        match self.failed.get(&handle) {
+            Some((raised, candidates)) if *raised == version && version > 0 => {
+                let mut found = self.replicas_at(handle, version - 1, now);
+                found.retain(|url| candidates.contains(url));
+                found
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records that the grant raising `handle` to `version` did not reach
+    /// every candidate.
+    pub(crate) fn grant_failed(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        candidates: Vec<String>,
+    ) {
+        self.failed.insert(handle, (version, candidates));
+    }
+
+    fn no_replica(&self, handle: ChunkHandle, version: u64) -> String {
+        format!(
+            "no live chunkserver holds chunk {handle} at its latest version {version} (others: {:?}); waiting for one to report: retry later",
+            self.others(handle, version)
+        )
+    }
+
+    /// What to do for a mutation of `handle`, whose version in the log is
+    /// `version` (the leader only).
+    pub(crate) fn decide(&mut self, handle: ChunkHandle, version: u64, now: Instant) -> Decision {
+        let margin = self.settings.clock_margin();
+        if let Some(lease) = self.leases.get(&handle) {
+            if lease.version == version && now < lease.expires && self.all_live(lease, now) {
+                return Decision::Lease(lease.clone());
+            }
+            if now < lease.expires + margin {
+                return Decision::Wait(format!(
+                    "{} holds the lease on chunk {handle} for {:?} more (it or a secondary stopped answering, or it gave the lease up; it will not be extended); retry then",
+                    lease.primary,
+                    lease.expires + margin - now
+                ));
+            }
+            self.leases.remove(&handle);
+        }
+        if self.granting.get(&handle).is_some_and(|&until| now < until) {
+            return Decision::Wait(format!("a lease on chunk {handle} is being granted; retry"));
+        }
+        if let Some(lease) = self.claimed(handle, version, now) {
+            self.leases.insert(handle, lease.clone());
+            return Decision::Lease(lease);
+        }
+        let since = self.leader_since.unwrap_or(now);
+        let free_at = since + self.settings.lease + margin;
+        if now < free_at {
+            return Decision::Wait(format!(
+                "this master became leader {:?} ago and waits {:?} more for leases its predecessor granted to end; retry then",
+                now - since,
+                free_at - now
+            ));
+        }
+        let mut candidates = self.replicas_at(handle, version, now);
+        if candidates.is_empty() {
+            candidates = self.fallback(handle, version, now);
+        }
+        if candidates.is_empty() {
+            if version == 0 && !self.anywhere(handle) {
+                self.granting.insert(handle, now + GRANT_DEADLINE);
+                return Decision::Place;
+            }
+            return Decision::Wait(self.no_replica(handle, version));
+        }
+        self.granting.insert(handle, now + GRANT_DEADLINE);
+        Decision::Grant(candidates)
+    }
+
+    /// A lease a live chunkserver claims at the current version: granted by
+    /// this leader's predecessor (or by this leader before it learned of
+    /// it); taking it over creates no second primary.
+    fn claimed(&self, handle: ChunkHandle, version: u64, now: Instant) -> Option<Lease> {
+        let (url, claim) = self.servers.iter().find_map(|(url, s)| {
+            let claim = s.claims.get(&handle)?;
+            let live = self.live(url, now) && claim.secondaries.iter().all(|s| self.live(s, now));
+            (claim.version == version && live).then_some((url, claim))
+        })?;
+        Some(Lease {
+            primary: url.clone(),
+            secondaries: claim.secondaries.clone(),
+            version,
+            expires: now + self.settings.lease,
+        })
+    }
+
+    /// Starts placing or granting `handle`, unless another request does.
+    pub(crate) fn begin(&mut self, handle: ChunkHandle, now: Instant) -> bool {
+        if self.granting.get(&handle).is_some_and(|&until| now < until) {
+            return false;
+        }
+        self.granting.insert(handle, now + GRANT_DEADLINE);
+        true
+    }
+
+    /// The grant of `handle` ended (granted or not).
+    pub(crate) fn grant_done(&mut self, handle: ChunkHandle, lease: Option<Lease>) {
+        self.granting.remove(&handle);
+        if let Some(lease) = lease {
+            self.failed.remove(&handle);
+            self.leases.insert(handle, lease);
+        }
+    }
+
+    /// Extends the leases `url` claims, for chunks whose latest version is
+    /// `versions[handle]`, to `now + lease`. Returns the handles extended.
+    /// Call only after confirming leadership (a read index) that started
+    /// after the heartbeat arrived.
+    pub(crate) fn extend(
+        &mut self,
+        url: &str,
+        claims: &[LeaseClaim],
+        versions: &BTreeMap<ChunkHandle, u64>,
+        now: Instant,
+    ) -> Vec<ChunkHandle> {
+        let mut extended = Vec::new();
+        for claim in claims {
+            if versions.get(&claim.handle) != Some(&claim.version) {
+                continue;
+            }
+            // A lease whose replicas are not all alive is left to end, so
+            // that the next grant leaves the dead ones out.
+            let replicas_live =
+                self.live(url, now) && claim.secondaries.iter().all(|s| self.live(s, now));
+            let ours = replicas_live
+                && match self.leases.get(&claim.handle) {
+                    Some(lease) => lease.primary == url && lease.version == claim.version,
+                    None => !self.granting.contains_key(&claim.handle),
+                };
+            if !ours {
+                continue;
+            }
+            self.leases.insert(
+                claim.handle,
+                Lease {
+                    primary: url.to_string(),
+                    secondaries: claim.secondaries.clone(),
+                    version: claim.version,
+                    expires: now + self.settings.lease,
+                },
+            );
+            extended.push(claim.handle);
+        }
+        extended
+    }
+
+    /// Up to `replication` live chunkservers for a new chunk: most free
+    /// space first.
+    pub(crate) fn placement(&self, now: Instant) -> Vec<String> {
+        let mut live: Vec<(&String, &ServerEntry)> = self
+            .servers
+            .iter()
+            .filter(|(url, _)| self.live(url, now))
+            .collect();
+        live.sort_by(|a, b| {
+            b.1.free_bytes
+                .cmp(&a.1.free_bytes)
+                .then(a.1.replicas.len().cmp(&b.1.replicas.len()))
+                .then(a.0.cmp(b.0))
+        });
+        live.into_iter()
+            .take(self.settings.replication)
+            .map(|(url, _)| url.clone())
+            .collect()
+    }
+
+    /// The lease length, for heartbeat replies.
+    pub(crate) fn lease(&self) -> Duration {
+        self.settings.lease
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests;

@@ -1,0 +1,101 @@
+use std::time::Duration;
+
+use cairn_rpc::fs::{HeartbeatRequest, LeaseClaim, ReplicaState};
+use tokio::time::Instant;
+
+use super::*;
+
+fn settings() -> FsSettings {
+    FsSettings {
+        lease: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(100),
+        ..FsSettings::default()
+    }
+}
+
+fn report(url: &str, replicas: &[(u64, u64)], claims: &[(u64, u64)]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        url: url.into(),
+        replicas: replicas
+            .iter()
+            .map(|&(handle, version)| ReplicaState {
+                handle,
+                version,
+                length: 0,
+            })
+            .collect(),
+        free_bytes: 100,
+        claims: claims
+            .iter()
+            .map(|&(handle, version)| LeaseClaim {
+                handle,
+                version,
+                secondaries: vec![],
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_new_leader_waits_a_lease_period_unless_the_primary_claims_its_lease() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.record_heartbeat(&report("a", &[(1, 3), (2, 3)], &[(1, 3)]), now);
+    table.record_heartbeat(&report("b", &[(1, 3), (2, 3)], &[]), now);
+    table.observe_term(5, now);
+    // Chunk 1: its primary claims it: taken over at once.
+    match table.decide(1, 3, now) {
+        Decision::Lease(lease) => assert_eq!(lease.primary, "a"),
+        other => panic!("{other:?}"),
+    }
+    // Chunk 2: nobody claims it: wait one lease period and the margin.
+    assert!(matches!(table.decide(2, 3, now), Decision::Wait(_)));
+    let later = now + Duration::from_millis(2300);
+    table.record_heartbeat(&report("a", &[(1, 3), (2, 3)], &[]), later);
+    table.record_heartbeat(&report("b", &[(1, 3), (2, 3)], &[]), later);
+    assert!(matches!(table.decide(2, 3, later), Decision::Grant(_)));
+}
+
+#[tokio::test]
+async fn stale_replicas_and_dead_servers_are_never_candidates() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.record_heartbeat(&report("a", &[(1, 2)], &[]), now);
+    table.record_heartbeat(&report("b", &[(1, 3)], &[]), now);
+    table.record_heartbeat(&report("c", &[(1, 3)], &[]), now - Duration::from_secs(1));
+    assert_eq!(table.replicas_at(1, 3, now), vec!["b".to_string()]);
+    table.observe_term(1, now - Duration::from_secs(10));
+    match table.decide(1, 3, now) {
+        Decision::Grant(candidates) => assert_eq!(candidates, vec!["b".to_string()]),
+        other => panic!("{other:?}"),
+    }
+    // Only a stale replica live: wait, never serve it.
+    let mut table = ChunkTable::new(settings());
+    table.record_heartbeat(&report("a", &[(1, 2)], &[]), now);
+    table.observe_term(1, now - Duration::from_secs(10));
+    assert!(matches!(table.decide(1, 3, now), Decision::Wait(_)));
+}
+
+#[tokio::test]
+async fn no_second_primary_before_the_lease_and_margin_end() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.observe_term(1, now - Duration::from_secs(10));
+    table.record_heartbeat(&report("a", &[(1, 1)], &[]), now);
+    table.record_heartbeat(&report("b", &[(1, 1)], &[]), now);
+    let claims = [LeaseClaim {
+        handle: 1,
+        version: 1,
+        secondaries: vec!["b".into()],
+    }];
+    let versions = [(1, 1)].into_iter().collect();
+    assert_eq!(table.extend("a", &claims, &versions, now), vec![1]);
+    // b may not take it over while a's lease (plus margin) runs.
+    assert!(table.extend("b", &claims, &versions, now).is_empty());
+    let dead = now + Duration::from_millis(2100);
+    table.record_heartbeat(&report("b", &[(1, 1)], &[]), dead);
+    assert!(matches!(table.decide(1, 1, dead), Decision::Wait(_)));
+    let after = now + Duration::from_millis(2250);
+    table.record_heartbeat(&report("b", &[(1, 1)], &[]), after);
+    assert!(matches!(table.decide(1, 1, after), Decision::Grant(_)));
+}

@@ -1,0 +1,491 @@
+//! [`ChunkServer`]: a chunkserver — its replicas, the data flow and the
+//! primary-backup write path (GFS §3.1-§3.3) — answering `cairn.fs.Chunk`,
+//! and reporting to every master in heartbeats (§2.6.2).
+//!
+//! One task owns the state ([`ChunkStore`], pushed data, roles); handlers
+//! send it messages. A primary serializes each chunk's mutations through a
+//! queue of its own ([`MAX_QUEUED_MUTATIONS`]): it makes one locally
+//! (durably), has every secondary apply it, and only then takes the next,
+//! so that every replica applies them in the same order.
+
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_rpc::fs::chunk_client::ChunkClient;
+use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
+use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
+use cairn_rpc::fs::{
+    AppendRequest, ApplyRequest, CreateReplicaRequest, HeartbeatReply, MutationReply, PushReply,
+    PushRequest, ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
+};
+use cairn_rpc::{RpcClient, RpcError};
+use cairn_storage::Disk;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+pub use state::PrimaryObserver;
+use state::{Mutation, MutationKind, Refusal, ServerState, status_of};
+
+use crate::chunk_store::{ChunkError, ChunkStore};
+use crate::namespace::ChunkHandle;
+use crate::owner::Owner;
+use crate::peers::Peers;
+use crate::push_buffer::PushBuffer;
+use crate::settings::FsSettings;
+
+/// The most mutations waiting on one chunk's primary; beyond it a write or
+/// append is refused (`RESOURCE_EXHAUSTED`: retry after a pause).
+pub const MAX_QUEUED_MUTATIONS: usize = 64;
+/// The most bytes one read returns.
+pub const MAX_READ_BYTES: u64 = 1 << 20;
+/// The largest message a chunkserver takes or sends (a push of
+/// [`MAX_READ_BYTES`] and its envelope).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// How long one call to a peer (forwarding, applying) may take.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the primary tries a secondary's apply before giving up.
+const APPLY_ATTEMPTS: usize = 3;
+
+/// How a chunkserver is set up.
+#[derive(Clone)]
+pub struct ChunkServerConfig {
+    /// The URL others reach this server at: its name for the master.
+    pub url: String,
+    /// Every master node's URL.
+    pub masters: Vec<String>,
+    /// Where the replicas live on the disk.
+    pub dir: PathBuf,
+    pub settings: FsSettings,
+    /// Called each time a replica accepts a mutation as primary (tests).
+    pub observer: Option<PrimaryObserver>,
+}
+
+impl std::fmt::Debug for ChunkServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkServerConfig")
+            .field("url", &self.url)
+            .field("masters", &self.masters)
+            .field("dir", &self.dir)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    url: String,
+    settings: FsSettings,
+    state: Owner<ServerState>,
+    masters: Vec<RpcClient>,
+    peers: Peers,
+}
+
+/// A running chunkserver. Cheap to clone.
+#[derive(Clone)]
+pub struct ChunkServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ChunkServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkServer")
+            .field("url", &self.inner.url)
+            .finish()
+    }
+}
+
+fn stopped(error: crate::owner::Stopped) -> Status {
+    Status::unavailable(error.to_string())
+}
+
+impl ChunkServer {
+    /// Opens the replicas in `config.dir` of `disk` and starts the state
+    /// task and the heartbeat loop. Serve [`router`](Self::router) on
+    /// `config.url`.
+    pub fn start(config: ChunkServerConfig, disk: Arc<dyn Disk>) -> std::io::Result<Self> {
+        let store = ChunkStore::open(disk, &config.dir, config.settings.chunk_bytes)?;
+        let options = cairn_rpc::ClientOptions {
+            connect_timeout: config.settings.heartbeat_interval,
+            call_timeout: config.settings.heartbeat_interval,
+        };
+        let masters = config
+            .masters
+            .iter()
+            .map(|url| RpcClient::new(url.clone(), options.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(std::io::Error::other)?;
+        let state = ServerState {
+            url: config.url.clone(),
+            store,
+            buffer: PushBuffer::default(),
+            roles: Default::default(),
+            pipelines: Default::default(),
+            observer: config.observer,
+        };
+        let inner = Arc::new(Inner {
+            url: config.url,
+            settings: config.settings,
+            state: Owner::spawn(state),
+            masters,
+            peers: Peers::new(PEER_CALL_TIMEOUT),
+        });
+        tokio::spawn(heartbeat_loop(inner.clone()));
+        Ok(Self { inner })
+    }
+
+    /// This server's URL.
+    pub fn url(&self) -> &str {
+        &self.inner.url
+    }
+
+    /// The gRPC services of this server, to serve on its port.
+    pub fn router(&self) -> tonic::transport::server::Router {
+        tonic::transport::Server::builder().add_service(
+            ChunkGrpcServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+
+    /// The same service as [`router`](Self::router), as routes that
+    /// `cairn_rpc::serve_routes` serves with every limit.
+    #[cfg(not(madsim))]
+    pub fn routes(&self) -> tonic::service::Routes {
+        tonic::service::Routes::new(
+            ChunkGrpcServer::new(self.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+    }
+}
+
+/// Reports to every master each heartbeat interval, and extends the leases
+/// the leader confirms.
+async fn heartbeat_loop(inner: Arc<Inner>) {
+    loop {
+        heartbeat_round(&inner).await;
+        tokio::time::sleep(inner.settings.heartbeat_interval).await;
+    }
+}
+
+/// One report to every master. A lease the leader extends lasts `lease`
+/// from when the report was *sent*, less the clock margin, so it ends here
+/// before it ends at the master.
+async fn heartbeat_round(inner: &Inner) {
+    let sent = Instant::now();
+    let capacity = inner.settings.capacity_bytes;
+    let Ok((request, claimed)) = inner.state.with(move |s| s.heartbeat(capacity)).await else {
+        return;
+    };
+    let calls = inner.masters.iter().map(|master| {
+        let request = request.clone();
+        async move {
+            master
+                .call(request, |c, r| async move {
+                    MasterGrpcClient::new(c).heartbeat(r).await
+                })
+                .await
+        }
+    });
+    let replies: Vec<Result<HeartbeatReply, RpcError>> = futures::future::join_all(calls).await;
+    for reply in replies.into_iter().flatten() {
+        if !reply.leader || reply.extended.is_empty() {
+            continue;
+        }
+        let lease = Duration::from_millis(reply.lease_ms);
+        let Some(end) = (sent + lease).checked_sub(inner.settings.clock_margin()) else {
+            continue;
+        };
+        let confirmed: Vec<(ChunkHandle, u64)> = claimed
+            .iter()
+            .filter(|(handle, _)| reply.extended.contains(handle))
+            .copied()
+            .collect();
+        let _ = inner.state.with(move |s| s.extend(&confirmed, end)).await;
+    }
+}
+
+/// Makes one mutation as primary: locally, then on every secondary.
+async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply, Status> {
+    let (handle, version, key) = (mutation.handle, mutation.version, mutation.data_key);
+    let mut asked = false;
+    let prepared = loop {
+        let kind = match mutation.kind {
+            MutationKind::Write { offset } => MutationKind::Write { offset },
+            MutationKind::Append => MutationKind::Append,
+        };
+        let now = Instant::now();
+        let outcome = inner
+            .state
+            .with(move |s| s.prepare(handle, version, &kind, key, now))
+            .await
+            .map_err(stopped)?;
+        match outcome {
+            Ok(prepared) => break prepared,
+            Err(Refusal::Status(status)) => return Err(status),
+            Err(Refusal::NeedLease) if !asked => {
+                asked = true;
+                heartbeat_round(inner).await;
+            }
+            Err(Refusal::NeedLease) => {
+                return Err(Status::failed_precondition(format!(
+                    "the lease on chunk {handle} has expired here and the master did not extend it; ask the master for the current primary"
+                )));
+            }
+        }
+    };
+    let calls = prepared.secondaries.iter().map(|url| {
+        let request = prepared.apply.clone();
+        async move { (url, apply_on(inner, url, request).await) }
+    });
+    let failures: Vec<String> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .filter_map(|(url, result)| result.err().map(|e| format!("{url}: {e}")))
+        .collect();
+    if failures.is_empty() {
+        return Ok(prepared.reply);
+    }
+    let _ = inner
+        .state
+        .with(move |s| s.relinquish(handle, version))
+        .await;
+    Err(Status::unavailable(format!(
+        "secondaries did not apply the mutation ({}); the primary gave up its lease on chunk {handle}: ask the master again and retry",
+        failures.join("; ")
+    )))
+}
+
+/// Has one secondary apply a mutation, retrying transport failures (an
+/// apply is idempotent: the serial number marks it).
+async fn apply_on(inner: &Inner, url: &str, request: ApplyRequest) -> Result<(), RpcError> {
+    let peer = inner.peers.get(url)?;
+    let mut last = None;
+    for _ in 0..APPLY_ATTEMPTS {
+        let result = peer
+            .call(request.clone(), |c, r| async move {
+                ChunkClient::new(c).apply(r).await
+            })
+            .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(error) if error.outcome_unknown() => last = Some(error),
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// Runs one chunk's mutations in order until the primary's role changes.
+async fn pipeline(inner: Arc<Inner>, mut queue: mpsc::Receiver<Mutation>) {
+    while let Some(mutation) = queue.recv().await {
+        let result = mutate(&inner, &mutation).await;
+        let _ = mutation.reply.send(result);
+    }
+}
+
+impl ChunkServer {
+    /// Queues a mutation on its chunk's pipeline and waits for it.
+    async fn submit(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        kind: MutationKind,
+        data_key: (u64, u64),
+    ) -> Result<Response<MutationReply>, Status> {
+        let (reply, answer) = oneshot::channel();
+        let mutation = Mutation {
+            handle,
+            version,
+            kind,
+            data_key,
+            reply,
+        };
+        let inner = self.inner.clone();
+        let queue = self
+            .inner
+            .state
+            .with(move |s| {
+                s.pipelines
+                    .entry(handle)
+                    .or_insert_with(|| {
+                        let (sender, queue) = mpsc::channel(MAX_QUEUED_MUTATIONS);
+                        tokio::spawn(pipeline(inner, queue));
+                        sender
+                    })
+                    .clone()
+            })
+            .await
+            .map_err(stopped)?;
+        queue.try_send(mutation).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
+                "{MAX_QUEUED_MUTATIONS} mutations already wait on chunk {handle}; retry after a pause"
+            )),
+            mpsc::error::TrySendError::Closed(_) => Status::unavailable(format!(
+                "the primary of chunk {handle} changed; ask the master again"
+            )),
+        })?;
+        match answer.await {
+            Ok(result) => result.map(Response::new),
+            Err(_) => Err(Status::unavailable(format!(
+                "the primary of chunk {handle} stopped before the mutation finished; ask the master again and retry"
+            ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Chunk for ChunkServer {
+    async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
+        let mut request = request.into_inner();
+        let key = (request.client_id, request.data_id);
+        let data = Bytes::from(std::mem::take(&mut request.data));
+        let kept = data.clone();
+        let now = Instant::now();
+        self.inner
+            .state
+            .with(move |s| s.buffer.insert(key, kept, now))
+            .await
+            .map_err(stopped)?
+            .map_err(|full| Status::resource_exhausted(full.to_string()))?;
+        if request.chain.is_empty() {
+            return Ok(Response::new(PushReply {}));
+        }
+        let next = request.chain.remove(0);
+        let forward = PushRequest {
+            client_id: request.client_id,
+            data_id: request.data_id,
+            data: data.to_vec(),
+            chain: request.chain,
+        };
+        let peer = self
+            .inner
+            .peers
+            .get(&next)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        peer.call(forward, |c, r| async move {
+            ChunkClient::new(c)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                .push(r)
+                .await
+        })
+        .await
+        .map_err(|e| {
+            Status::unavailable(format!(
+                "forwarding the data to {next} failed ({e}); push again"
+            ))
+        })?;
+        Ok(Response::new(PushReply {}))
+    }
+
+    async fn write(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<MutationReply>, Status> {
+        let r = request.into_inner();
+        let kind = MutationKind::Write { offset: r.offset };
+        self.submit(r.handle, r.version, kind, (r.client_id, r.data_id))
+            .await
+    }
+
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<MutationReply>, Status> {
+        let r = request.into_inner();
+        self.submit(
+            r.handle,
+            r.version,
+            MutationKind::Append,
+            (r.client_id, r.data_id),
+        )
+        .await
+    }
+
+    async fn apply(
+        &self,
+        request: Request<ApplyRequest>,
+    ) -> Result<Response<MutationReply>, Status> {
+        let request = request.into_inner();
+        self.inner
+            .state
+            .with(move |s| s.apply(&request))
+            .await
+            .map_err(stopped)?
+            .map(Response::new)
+    }
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
+        let r = request.into_inner();
+        if r.length > MAX_READ_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a read of {} bytes; reads are limited to {MAX_READ_BYTES}: read in pieces",
+                r.length
+            )));
+        }
+        let (data, version) = self
+            .inner
+            .state
+            .with(move |s| {
+                let replica = s
+                    .store
+                    .replica(r.handle)
+                    .ok_or(ChunkError::NoSuchChunk(r.handle))
+                    .map_err(status_of)?;
+                if replica.version < r.version {
+                    return Err(Status::failed_precondition(format!(
+                        "the replica of chunk {} here is stale (version {} < {}); read another replica",
+                        r.handle, replica.version, r.version
+                    )));
+                }
+                s.store.read(r.handle, r.offset, r.length).map_err(status_of)
+            })
+            .await
+            .map_err(stopped)??;
+        Ok(Response::new(ReadReply {
+            data: data.to_vec(),
+            version,
+        }))
+    }
+
+    async fn set_version(
+        &self,
+        request: Request<SetVersionRequest>,
+    ) -> Result<Response<SetVersionReply>, Status> {
+        let request = request.into_inner();
+        let length = self
+            .inner
+            .state
+            .with(move |s| s.set_version(request))
+            .await
+            .map_err(stopped)??;
+        Ok(Response::new(SetVersionReply { length }))
+    }
+
+    async fn create_replica(
+        &self,
+        request: Request<CreateReplicaRequest>,
+    ) -> Result<Response<SetVersionReply>, Status> {
+        let handle = request.into_inner().handle;
+        self.inner
+            .state
+            .with(move |s| match s.store.create(handle, 0) {
+                Ok(()) => Ok(()),
+                // A retried create: the empty replica is already here.
+                Err(ChunkError::AlreadyExists(_))
+                    if s.store.replica(handle).is_some_and(|r| r.version == 0) =>
+                {
+                    Ok(())
+                }
+                Err(error) => Err(status_of(error)),
+            })
+            .await
+            .map_err(stopped)??;
+        Ok(Response::new(SetVersionReply { length: 0 }))
+    }
+}

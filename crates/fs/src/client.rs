@@ -1,0 +1,494 @@
+//! [`Client`]: the file store for programs — namespace calls (through
+//! [`MasterClient`]), and reads, writes and record appends on chunks
+//! (GFS §3.1-§3.3).
+//!
+//! A write or an append: ask the master for the chunk's primary and
+//! secondaries (cached until the lease ends), push the data along the
+//! chain of replicas, then ask the primary to commit it. Any failure drops
+//! the cached location and retries from the start, with a new data id,
+//! backing off, until the client's deadline: a region may then be
+//! inconsistent between replicas, exactly as the paper's table says. A
+//! read goes to any live replica at the latest version, and to another on
+//! an error or a checksum failure.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_rpc::RpcError;
+use cairn_rpc::fs::chunk_client::ChunkClient;
+use cairn_rpc::fs::{
+    AppendRequest, EntryInfo, FsErrorCode, LocateReply, MutationReply, PushRequest, ReadRequest,
+    WriteRequest,
+};
+use rand::Rng;
+use rand::rngs::StdRng;
+use tokio::time::Instant;
+use tonic::Code;
+
+use crate::chunkserver::{MAX_MESSAGE_BYTES, MAX_READ_BYTES};
+use crate::master_client::{MasterClient, MasterError};
+use crate::namespace::ChunkHandle;
+use crate::path::FsPath;
+use crate::peers::Peers;
+use crate::settings::FsSettings;
+
+/// The most chunk locations a client caches; beyond it the cache is
+/// emptied.
+pub const MAX_CACHED_LOCATIONS: usize = 4096;
+/// The most bytes one mutation carries; larger writes are split.
+const MAX_MUTATION_BYTES: u64 = MAX_READ_BYTES;
+/// How long one call to a chunkserver may take.
+const CHUNK_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Why a file operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The master refused or could not answer (see [`MasterError`]).
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    /// A record larger than a quarter of a chunk.
+    #[error(
+        "a record of {len} bytes; records are at most {max} bytes (a quarter of a chunk): split it"
+    )]
+    RecordTooLarge { len: u64, max: u64 },
+    /// A chunkserver refused the request for a reason retrying cannot
+    /// change.
+    #[error("a chunkserver refused the request: {0}")]
+    Refused(String),
+    /// No attempt succeeded within the client's deadline. A write or
+    /// append may have been applied on some replicas (the region is
+    /// inconsistent until a later write succeeds).
+    #[error(
+        "{what} did not succeed within {after:?} (last error: {last}); check that the chunkservers and masters run, then retry"
+    )]
+    Timeout {
+        what: String,
+        after: Duration,
+        last: String,
+    },
+}
+
+/// Where a chunk is, as the master answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub handle: ChunkHandle,
+    pub version: u64,
+    /// For a mutation: the primary.
+    pub primary: Option<String>,
+    /// For a mutation, the secondaries; for a read, every live replica at
+    /// the latest version.
+    pub replicas: Vec<String>,
+    /// How many chunks the file had.
+    pub chunk_count: u64,
+}
+
+impl ChunkLocation {
+    fn from_reply(reply: LocateReply) -> Self {
+        Self {
+            handle: reply.handle,
+            version: reply.version,
+            primary: (!reply.primary.is_empty()).then_some(reply.primary),
+            replicas: reply.replicas,
+            chunk_count: reply.chunk_count,
+        }
+    }
+}
+
+/// Retry or give up.
+enum Failure {
+    Retry(String),
+    Final(ClientError),
+}
+
+/// Whether a chunkserver's refusal may go away on a retry.
+fn classify(error: RpcError) -> Failure {
+    match &error {
+        RpcError::Rejected { status, .. }
+            if matches!(status.code(), Code::InvalidArgument | Code::OutOfRange) =>
+        {
+            Failure::Final(ClientError::Refused(status.message().to_string()))
+        }
+        _ => Failure::Retry(error.to_string()),
+    }
+}
+
+/// Pauses between attempts, growing, with jitter, until a deadline.
+struct Backoff {
+    what: String,
+    started: Instant,
+    deadline: Duration,
+    pause: Duration,
+}
+
+impl Backoff {
+    fn new(what: String, deadline: Duration) -> Self {
+        Self {
+            what,
+            started: Instant::now(),
+            deadline,
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    async fn wait(&mut self, rng: &mut StdRng, last: String) -> Result<(), ClientError> {
+        if self.started.elapsed() >= self.deadline {
+            return Err(ClientError::Timeout {
+                what: std::mem::take(&mut self.what),
+                after: self.deadline,
+                last,
+            });
+        }
+        let pause = self.pause / 2 + self.pause.mul_f64(rng.r#gen::<f64>() / 2.0);
+        tokio::time::sleep(pause).await;
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        Ok(())
+    }
+}
+
+/// A file-store client. Calls take `&mut self`: one operation at a time
+/// per client (use several clients for concurrency).
+#[derive(Debug)]
+pub struct Client {
+    master: MasterClient,
+    peers: Peers,
+    settings: FsSettings,
+    /// Names this client's pushed data on the chunkservers.
+    client_id: u64,
+    next_data_id: u64,
+    deadline: Duration,
+    rng: StdRng,
+    /// (path, chunk index) -> primary and secondaries, until the lease ends.
+    cache: BTreeMap<(String, u64), (ChunkLocation, Instant)>,
+}
+
+impl Client {
+    /// A client of the store whose masters are at `masters`; each operation
+    /// retries until `deadline`.
+    pub fn new(
+        masters: &[String],
+        settings: FsSettings,
+        deadline: Duration,
+    ) -> Result<Self, ClientError> {
+        let master = MasterClient::new(masters, Duration::from_secs(1), deadline)?;
+        let mut rng = cairn_rpc::seeded_rng();
+        Ok(Self {
+            master,
+            peers: Peers::new(CHUNK_CALL_TIMEOUT),
+            settings,
+            client_id: rng.r#gen(),
+            next_data_id: 0,
+            deadline,
+            rng,
+            cache: BTreeMap::new(),
+        })
+    }
+
+    /// The namespace clerk underneath.
+    pub fn master(&mut self) -> &mut MasterClient {
+        &mut self.master
+    }
+
+    pub async fn mkdir(&mut self, path: &FsPath, parents: bool) -> Result<(), ClientError> {
+        Ok(self.master.mkdir(path, parents).await?)
+    }
+
+    pub async fn create(&mut self, path: &FsPath) -> Result<(), ClientError> {
+        Ok(self.master.create(path).await?)
+    }
+
+    pub async fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<(), ClientError> {
+        self.master.delete(path, recursive).await?;
+        Ok(())
+    }
+
+    pub async fn rename(
+        &mut self,
+        from: &FsPath,
+        to: &FsPath,
+        replace: bool,
+    ) -> Result<(), ClientError> {
+        Ok(self.master.rename(from, to, replace).await?)
+    }
+
+    pub async fn stat(&self, path: &FsPath) -> Result<EntryInfo, ClientError> {
+        Ok(self.master.stat(path).await?)
+    }
+
+    pub async fn list(&self, path: &FsPath) -> Result<Vec<EntryInfo>, ClientError> {
+        Ok(self.master.list(path).await?)
+    }
+
+    /// Where chunk `index` of `path` is (for a read: every live replica at
+    /// the latest version; for a mutation: its primary).
+    pub async fn locate(
+        &self,
+        path: &FsPath,
+        index: u64,
+        mutate: bool,
+    ) -> Result<ChunkLocation, ClientError> {
+        let reply = self.master.locate(path, index, mutate, mutate).await?;
+        Ok(ChunkLocation::from_reply(reply))
+    }
+
+    async fn mutation_location(
+        &mut self,
+        path: &FsPath,
+        index: u64,
+    ) -> Result<ChunkLocation, ClientError> {
+        let key = (path.as_str().to_string(), index);
+        if let Some((location, until)) = self.cache.get(&key)
+            && Instant::now() < *until
+        {
+            return Ok(location.clone());
+        }
+        let reply = self.master.locate(path, index, true, true).await?;
+        let until = Instant::now() + Duration::from_millis(reply.valid_ms);
+        let location = ChunkLocation::from_reply(reply);
+        if self.cache.len() >= MAX_CACHED_LOCATIONS {
+            self.cache.clear();
+        }
+        self.cache.insert(key, (location.clone(), until));
+        Ok(location)
+    }
+
+    fn forget(&mut self, path: &FsPath, index: u64) {
+        self.cache.remove(&(path.as_str().to_string(), index));
+    }
+
+    /// Writes `data` at `offset` of the file, adding chunks as needed. Each
+    /// piece (within a chunk, at most 1 MiB) is one mutation: a failure
+    /// part-way leaves the pieces before it written.
+    pub async fn write(
+        &mut self,
+        path: &FsPath,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        let chunk = self.settings.chunk_bytes;
+        let mut done = 0u64;
+        while done < data.len() as u64 {
+            let at = offset + done;
+            let (index, within) = (at / chunk, at % chunk);
+            let piece = (data.len() as u64 - done)
+                .min(chunk - within)
+                .min(MAX_MUTATION_BYTES);
+            let bytes = &data[done as usize..(done + piece) as usize];
+            self.mutate(path, index, Some(within), bytes).await?;
+            done += piece;
+        }
+        Ok(())
+    }
+
+    /// Appends `record` atomically, at least once, at an offset the store
+    /// picks (GFS record append); returns that offset in the file.
+    pub async fn append(&mut self, path: &FsPath, record: &[u8]) -> Result<u64, ClientError> {
+        let max = self.settings.max_record_bytes();
+        if record.len() as u64 > max {
+            return Err(ClientError::RecordTooLarge {
+                len: record.len() as u64,
+                max,
+            });
+        }
+        let entry = self.master.stat(path).await?;
+        let mut index = (entry.chunks.len() as u64).saturating_sub(1);
+        loop {
+            let reply = self.mutate(path, index, None, record).await?;
+            if !reply.padded {
+                return Ok(index * self.settings.chunk_bytes + reply.offset);
+            }
+            index += 1;
+        }
+    }
+
+    /// One mutation of chunk `index`: a write at `within`, or an append.
+    async fn mutate(
+        &mut self,
+        path: &FsPath,
+        index: u64,
+        within: Option<u64>,
+        data: &[u8],
+    ) -> Result<MutationReply, ClientError> {
+        let what = match within {
+            Some(at) => format!(
+                "writing {} bytes at {at} of chunk {index} of {path}",
+                data.len()
+            ),
+            None => format!("appending {} bytes to {path}", data.len()),
+        };
+        let mut backoff = Backoff::new(what, self.deadline);
+        loop {
+            let location = self.mutation_location(path, index).await?;
+            match self.push_and_commit(&location, within, data).await {
+                Ok(reply) => return Ok(reply),
+                Err(Failure::Final(error)) => return Err(error),
+                Err(Failure::Retry(last)) => {
+                    self.forget(path, index);
+                    backoff.wait(&mut self.rng, last).await?;
+                }
+            }
+        }
+    }
+
+    /// Pushes the data along the replicas, then asks the primary to commit.
+    async fn push_and_commit(
+        &mut self,
+        location: &ChunkLocation,
+        within: Option<u64>,
+        data: &[u8],
+    ) -> Result<MutationReply, Failure> {
+        let primary = location
+            .primary
+            .clone()
+            .ok_or_else(|| Failure::Retry("the master named no primary".into()))?;
+        self.next_data_id += 1;
+        let (client_id, data_id) = (self.client_id, self.next_data_id);
+        let push = PushRequest {
+            client_id,
+            data_id,
+            data: data.to_vec(),
+            chain: location.replicas.clone(),
+        };
+        let first = self
+            .peers
+            .get(&primary)
+            .map_err(|e| Failure::Retry(e.to_string()))?;
+        first
+            .call(push, |c, r| async move {
+                ChunkClient::new(c)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .push(r)
+                    .await
+            })
+            .await
+            .map_err(classify)?;
+        let (handle, version) = (location.handle, location.version);
+        let result = match within {
+            Some(offset) => {
+                let request = WriteRequest {
+                    handle,
+                    version,
+                    offset,
+                    client_id,
+                    data_id,
+                };
+                first
+                    .call(
+                        request,
+                        |c, r| async move { ChunkClient::new(c).write(r).await },
+                    )
+                    .await
+            }
+            None => {
+                let request = AppendRequest {
+                    handle,
+                    version,
+                    client_id,
+                    data_id,
+                };
+                first
+                    .call(request, |c, r| async move {
+                        ChunkClient::new(c).append(r).await
+                    })
+                    .await
+            }
+        };
+        result.map_err(classify)
+    }
+
+    /// Reads up to `length` bytes at `offset`; fewer at the end of the
+    /// file (the end of the first chunk shorter than asked, or of the last
+    /// chunk).
+    pub async fn read(
+        &mut self,
+        path: &FsPath,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let chunk = self.settings.chunk_bytes;
+        let mut out = Vec::new();
+        let mut at = offset;
+        let end = offset.saturating_add(length);
+        while at < end {
+            let (index, within) = (at / chunk, at % chunk);
+            let want = (end - at).min(chunk - within).min(MAX_READ_BYTES);
+            let Some(bytes) = self.read_piece(path, index, within, want).await? else {
+                break;
+            };
+            let got = bytes.len() as u64;
+            out.extend_from_slice(&bytes);
+            at += got;
+            if got < want {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads within one chunk from any up-to-date replica; `None` if the
+    /// file has no chunk `index`.
+    async fn read_piece(
+        &mut self,
+        path: &FsPath,
+        index: u64,
+        within: u64,
+        length: u64,
+    ) -> Result<Option<Bytes>, ClientError> {
+        let what = format!("reading {length} bytes at {within} of chunk {index} of {path}");
+        let mut backoff = Backoff::new(what, self.deadline);
+        loop {
+            let location = match self.master.locate(path, index, false, false).await {
+                Ok(reply) => ChunkLocation::from_reply(reply),
+                Err(error) if error.code() == Some(FsErrorCode::NoSuchChunk) => return Ok(None),
+                Err(error) => return Err(error.into()),
+            };
+            let mut errors = Vec::new();
+            let n = location.replicas.len().max(1);
+            let start = self.rng.gen_range(0..n);
+            for i in 0..location.replicas.len() {
+                let url = &location.replicas[(start + i) % n];
+                match self
+                    .read_replica(url, location.handle, location.version, within, length)
+                    .await
+                {
+                    Ok((bytes, _)) => return Ok(Some(bytes)),
+                    Err(error) => errors.push(format!("{url}: {error}")),
+                }
+            }
+            backoff.wait(&mut self.rng, errors.join("; ")).await?;
+        }
+    }
+
+    /// Reads from one replica (which refuses if older than `version`),
+    /// checked against its checksums there; returns the bytes and the
+    /// replica's version.
+    pub async fn read_replica(
+        &self,
+        url: &str,
+        handle: ChunkHandle,
+        version: u64,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Bytes, u64), RpcError> {
+        let request = ReadRequest {
+            handle,
+            version,
+            offset,
+            length: length.min(MAX_READ_BYTES),
+        };
+        let reply = self
+            .peers
+            .get(url)?
+            .call(request, |c, r| async move {
+                ChunkClient::new(c)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .read(r)
+                    .await
+            })
+            .await?;
+        Ok((Bytes::from(reply.data), reply.version))
+    }
+}

@@ -1,0 +1,52 @@
+//! [`FsSettings`]: the sizes and times every party of the store agrees on.
+
+use std::time::Duration;
+
+/// Chunk size, lease and heartbeat settings. Masters, chunkservers and
+/// clients of one store must use the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsSettings {
+    /// The largest a chunk grows (GFS: 64 MB).
+    pub chunk_bytes: u64,
+    /// How long a primary's lease lasts (GFS: 60 s). A dead primary blocks
+    /// writes to its chunks for at most this long (plus the clock margin).
+    pub lease: Duration,
+    /// How often a chunkserver reports to every master.
+    pub heartbeat_interval: Duration,
+    /// How many replicas a new chunk gets.
+    pub replication: usize,
+    /// The space a chunkserver offers (reported as free space minus what
+    /// its replicas use).
+    pub capacity_bytes: u64,
+}
+
+impl Default for FsSettings {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: 64 << 20,
+            lease: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            replication: 3,
+            capacity_bytes: 1 << 40,
+        }
+    }
+}
+
+impl FsSettings {
+    /// The allowance for clock drift between a primary and the master: the
+    /// primary stops this much before its lease ends by its own clock, the
+    /// master waits this much after it ends by its clock.
+    pub fn clock_margin(&self) -> Duration {
+        self.lease / 10
+    }
+
+    /// A chunkserver silent for this long is considered dead.
+    pub fn dead_after(&self) -> Duration {
+        self.heartbeat_interval * 4
+    }
+
+    /// The largest record an append takes: a quarter of a chunk (GFS §3.3).
+    pub fn max_record_bytes(&self) -> u64 {
+        self.chunk_bytes / 4
+    }
+}
