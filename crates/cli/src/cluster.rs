@@ -31,6 +31,13 @@ pub(crate) struct ClusterArgs {
     /// With --sharded: how many replica groups.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=9))]
     groups: u64,
+    /// A file store (`cairn fs`): --nodes masters on BASE_PORT + N and
+    /// --chunkservers chunkservers on BASE_PORT + 10 + N.
+    #[arg(long, conflicts_with = "sharded")]
+    fs: bool,
+    /// With --fs: how many chunkservers (3 give every chunk its 3 replicas).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    chunkservers: u64,
 }
 
 /// What a member process serves.
@@ -39,6 +46,8 @@ enum Kind {
     Kv,
     Controller,
     Group(u64),
+    Master,
+    Chunk,
 }
 
 struct Member {
@@ -59,6 +68,8 @@ impl Member {
             Kind::Kv => self.id.to_string(),
             Kind::Controller => format!("c{}", self.id),
             Kind::Group(gid) => format!("g{gid}.{}", self.id),
+            Kind::Master => format!("m{}", self.id),
+            Kind::Chunk => format!("cs{}", self.id),
         }
     }
 }
@@ -117,6 +128,50 @@ fn kv_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
             child: None,
         })
         .collect()
+}
+
+/// The members of a file store: the masters, then the chunkservers.
+fn fs_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
+    let url = |port: u64| format!("http://127.0.0.1:{}", u64::from(args.base_port) + port);
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|id| format!("{id}={}", url(id)))
+        .collect();
+    let masters: Vec<String> = (1..=args.nodes).map(url).collect();
+    let mut members: Vec<Member> = (1..=args.nodes)
+        .map(|id| Member {
+            id,
+            kind: Kind::Master,
+            name: format!("master{id}"),
+            url: url(id),
+            dir: data_dir.join(format!("master{id}")),
+            args: vec![
+                "fs".into(),
+                "serve-master".into(),
+                "--id".into(),
+                id.to_string(),
+                "--peers".into(),
+                peers.join(","),
+            ],
+            child: None,
+        })
+        .collect();
+    members.extend((1..=args.chunkservers).map(|id| Member {
+        id,
+        kind: Kind::Chunk,
+        name: format!("chunk{id}"),
+        url: url(10 + id),
+        dir: data_dir.join(format!("chunk{id}")),
+        args: vec![
+            "fs".into(),
+            "serve-chunk".into(),
+            "--url".into(),
+            url(10 + id),
+            "--masters".into(),
+            masters.join(","),
+        ],
+        child: None,
+    }));
+    members
 }
 
 /// The members of a sharded cluster: the controllers, then each group.
@@ -188,6 +243,8 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the cairn executable")?;
     let highest = if args.sharded {
         u32::from(args.base_port) + 10 * args.groups as u32 + args.nodes as u32
+    } else if args.fs {
+        u32::from(args.base_port) + 10 + args.chunkservers as u32
     } else {
         u32::from(args.base_port) + args.nodes as u32
     };
@@ -202,10 +259,16 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     }
     let mut members = if args.sharded {
         sharded_members(&args, data_dir)
+    } else if args.fs {
+        fs_members(&args, data_dir)
     } else {
         kv_members(&args, data_dir)
     };
-    check_same_shape(&args, data_dir)?;
+    if !args.fs {
+        // A file store's masters check their peers against their stored
+        // identity themselves; its directories do not collide with these.
+        check_same_shape(&args, data_dir)?;
+    }
     for member in &members {
         let addr = member.url.trim_start_matches("http://");
         if std::net::TcpListener::bind(addr).is_err() {
@@ -241,7 +304,7 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = members
         .iter()
-        .filter(|m| matches!(m.kind, Kind::Kv | Kind::Controller))
+        .filter(|m| matches!(m.kind, Kind::Kv | Kind::Controller | Kind::Master))
         .map(|m| m.url.clone())
         .collect();
     print_banner(&members, data_dir, reused, &endpoints);
@@ -266,6 +329,8 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
             _ = ticker.tick() => {
                 let line = if args.sharded {
                     sharded_status_line(&endpoints, &mut members).await
+                } else if args.fs {
+                    fs_status_line(&mut members).await
                 } else {
                     status_line(&client, &mut members).await
                 };
@@ -300,8 +365,14 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
         })
         .max()
         .unwrap_or(0);
+    let chunkservers = members.iter().filter(|m| m.kind == Kind::Chunk).count();
     let what = if groups > 0 {
         format!("a sharded cluster of {groups} groups and their controllers")
+    } else if chunkservers > 0 {
+        format!(
+            "a file store of {} masters and {chunkservers} chunkservers",
+            members.len() - chunkservers
+        )
     } else {
         format!("{} nodes", members.len())
     };
@@ -315,6 +386,8 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
             Kind::Kv => format!("node {}", member.id),
             Kind::Controller => format!("controller {}", member.id),
             Kind::Group(gid) => format!("group {gid} server {}", member.id),
+            Kind::Master => format!("master {}", member.id),
+            Kind::Chunk => format!("chunkserver {}", member.id),
         };
         let pid = member
             .child
@@ -333,10 +406,76 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
     } else {
         format!(" --endpoints {}", endpoints.join(","))
     };
-    out.push_str(&format!(
-        "\nTry, in another terminal:\n  cairn kv put greeting hello{flag}\n  cairn kv get greeting{flag}\n  cairn kv status{flag}\n\nCtrl-C stops every node.\n\n"
-    ));
+    if chunkservers > 0 {
+        let flag = flag.replace("--endpoints", "--masters");
+        out.push_str(&format!(
+            "\nTry, in another terminal:\n  cairn fs put README.md /docs/readme{flag}\n  cairn fs ls -l -R /{flag}\n  cairn fs cat /docs/readme{flag}\n\nCtrl-C stops every node.\n\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "\nTry, in another terminal:\n  cairn kv put greeting hello{flag}\n  cairn kv get greeting{flag}\n  cairn kv status{flag}\n\nCtrl-C stops every node.\n\n"
+        ));
+    }
     eprint!("{out}");
+}
+
+/// The masters' roles and commit indexes, and which chunkservers run.
+async fn fs_status_line(members: &mut [Member]) -> String {
+    use cairn_rpc::fs::master_client::MasterClient as Stub;
+    let options = cairn_rpc::ClientOptions {
+        connect_timeout: Duration::from_millis(300),
+        call_timeout: Duration::from_millis(300),
+    };
+    let mut parts = Vec::new();
+    let mut leader = None;
+    for member in members.iter_mut() {
+        if let Some(child) = &mut member.child
+            && let Ok(Some(exit)) = child.try_wait()
+        {
+            member.child = None;
+            parts.push(format!(
+                "{}: exited ({exit}; see {}.log)",
+                member.label(),
+                member.name
+            ));
+            continue;
+        }
+        if member.child.is_none() {
+            parts.push(format!("{}: down", member.label()));
+            continue;
+        }
+        if member.kind == Kind::Chunk {
+            parts.push(format!("{}: up", member.label()));
+            continue;
+        }
+        let Ok(server) = cairn_rpc::RpcClient::new(member.url.clone(), options.clone()) else {
+            continue;
+        };
+        let status = server
+            .call(cairn_rpc::kv::StatusRequest {}, |c, r| async move {
+                Stub::new(c).status(r).await
+            })
+            .await;
+        match status {
+            Ok(status) => {
+                if status.role == "leader" {
+                    leader = Some((status.id, status.term));
+                }
+                parts.push(format!(
+                    "{}: {} commit {}",
+                    member.label(),
+                    status.role,
+                    status.commit
+                ));
+            }
+            Err(_) => parts.push(format!("{}: starting", member.label())),
+        }
+    }
+    let head = match leader {
+        Some((id, term)) => format!("master leader {id}, term {term}"),
+        None => "no master leader yet".to_string(),
+    };
+    format!("[{head}] {}", parts.join(" | "))
 }
 
 async fn status_line(client: &Client, members: &mut [Member]) -> String {
@@ -437,7 +576,7 @@ async fn sharded_status_line(controllers: &[String], members: &mut [Member]) -> 
             continue;
         };
         match member.kind {
-            Kind::Kv => {}
+            Kind::Kv | Kind::Master | Kind::Chunk => {}
             Kind::Controller => {
                 if up
                     && let Ok(s) = server
@@ -611,6 +750,8 @@ mod tests {
             base_port: 7700,
             sharded,
             groups,
+            fs: false,
+            chunkservers: 3,
         }
     }
 

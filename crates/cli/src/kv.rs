@@ -635,7 +635,7 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
 
 /// The address to listen on for a URL like `http://127.0.0.1:7701`: its
 /// host and port, exactly (see [`listen_address`]).
-fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
     let authority = url
         .trim_start_matches("http://")
         .trim_start_matches("https://")
@@ -673,7 +673,7 @@ fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
 /// life of the process, so that two nodes never share one log. The lock is
 /// on the directory, not on a file in it: removing a file cannot release it,
 /// and the kernel drops it when the process dies, however it dies.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),

@@ -12,6 +12,7 @@ mod bench_raft;
 mod cli;
 mod cluster;
 mod config;
+mod fs;
 mod kv;
 mod kv_status;
 mod mr;
