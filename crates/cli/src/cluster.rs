@@ -63,6 +63,24 @@ struct Member {
 }
 
 impl Member {
+    /// "exited (...)" or "down" when the process is not running (reaping
+    /// it if it just exited); `None` while it runs.
+    fn gone(&mut self) -> Option<String> {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(exit)) = child.try_wait()
+        {
+            self.child = None;
+            return Some(format!(
+                "{}: exited ({exit}; see {}.log)",
+                self.label(),
+                self.name
+            ));
+        }
+        self.child
+            .is_none()
+            .then(|| format!("{}: down", self.label()))
+    }
+
     fn label(&self) -> String {
         match self.kind {
             Kind::Kv => self.id.to_string(),
@@ -429,19 +447,8 @@ async fn fs_status_line(members: &mut [Member]) -> String {
     let mut parts = Vec::new();
     let mut leader = None;
     for member in members.iter_mut() {
-        if let Some(child) = &mut member.child
-            && let Ok(Some(exit)) = child.try_wait()
-        {
-            member.child = None;
-            parts.push(format!(
-                "{}: exited ({exit}; see {}.log)",
-                member.label(),
-                member.name
-            ));
-            continue;
-        }
-        if member.child.is_none() {
-            parts.push(format!("{}: down", member.label()));
+        if let Some(gone) = member.gone() {
+            parts.push(gone);
             continue;
         }
         if member.kind == Kind::Chunk {
@@ -482,19 +489,8 @@ async fn status_line(client: &Client, members: &mut [Member]) -> String {
     let mut parts = Vec::new();
     let mut leader = None;
     for (index, member) in members.iter_mut().enumerate() {
-        if let Some(child) = &mut member.child
-            && let Ok(Some(exit)) = child.try_wait()
-        {
-            member.child = None;
-            parts.push(format!(
-                "{}: exited ({exit}; see {}.log)",
-                member.label(),
-                member.name
-            ));
-            continue;
-        }
-        if member.child.is_none() {
-            parts.push(format!("{}: down", member.label()));
+        if let Some(gone) = member.gone() {
+            parts.push(gone);
             continue;
         }
         match client.status(index).await {

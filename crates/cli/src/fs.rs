@@ -218,15 +218,7 @@ async fn serve_master(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let id = prepared.id;
     let server = MasterServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("master {id} cannot start: {e}"))?;
-    #[cfg(not(madsim))]
-    let (addr, task) = cairn_rpc::serve_routes(
-        server.routes(),
-        prepared.listen,
-        &cairn_rpc::ServeOptions::default(),
-    )
-    .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
     tracing::info!(
         "file-store master {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
@@ -263,12 +255,7 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
     };
     let server = ChunkServer::start(config, disk)
         .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;
-    #[cfg(not(madsim))]
-    let (addr, task) =
-        cairn_rpc::serve_routes(server.routes(), listen, &cairn_rpc::ServeOptions::default())
-            .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), listen).await?;
+    let (addr, task) = serve_node!(server, listen)?;
     tracing::info!(
         "chunkserver {} serving on {addr}, replicas in {}",
         args.url,

@@ -613,15 +613,7 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let id = prepared.id;
     let server = KvServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("node {id} cannot start: {e}"))?;
-    #[cfg(not(madsim))]
-    let (addr, task) = cairn_rpc::serve_routes(
-        server.routes(),
-        prepared.listen,
-        &cairn_rpc::ServeOptions::default(),
-    )
-    .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
     tracing::info!(
         "node {id} serving on {addr}, data in {}",
         prepared.data_dir.display()

@@ -335,15 +335,7 @@ async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
         args.shards,
     )
     .map_err(|e| anyhow::anyhow!("controller {id} cannot start: {e}"))?;
-    #[cfg(not(madsim))]
-    let (addr, task) = cairn_rpc::serve_routes(
-        server.routes(),
-        prepared.listen,
-        &cairn_rpc::ServeOptions::default(),
-    )
-    .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
     tracing::info!(
         "shard controller {id} serving on {addr} ({} shards), data in {}",
         args.shards,
