@@ -62,9 +62,6 @@ pub(crate) struct ChunkTable {
     servers: BTreeMap<String, ServerEntry>,
     leases: BTreeMap<ChunkHandle, Lease>,
     granting: BTreeMap<ChunkHandle, Instant>,
-    /// Grants that raised a chunk's version in the log but that not every
-    /// candidate stored: (the raised version, the candidates).
-    failed: BTreeMap<ChunkHandle, (u64, Vec<String>)>,
     /// The term this node last led in, and when it first saw itself lead.
     led_term: u64,
     leader_since: Option<Instant>,
@@ -77,7 +74,6 @@ impl ChunkTable {
             servers: BTreeMap::new(),
             leases: BTreeMap::new(),
             granting: BTreeMap::new(),
-            failed: BTreeMap::new(),
             led_term: 0,
             leader_since: None,
         }
@@ -191,21 +187,22 @@ impl ChunkTable {
     }
 
     /// Where a read may go: live replicas at the latest version, and the
-    /// version to read at (lower only after a failed grant, see
-    /// [`fallback`](Self::fallback)).
+    /// version to read at (lower only after a grant that not every replica
+    /// stored, see [`fallback`](Self::fallback)).
     pub(crate) fn read_decision(
         &self,
         handle: ChunkHandle,
         version: u64,
+        granted: &[String],
         now: Instant,
     ) -> Result<(Vec<String>, u64), Decision> {
         let replicas = self.replicas_at(handle, version, now);
         if !replicas.is_empty() {
             return Ok((replicas, version));
         }
-        let fallback = self.fallback(handle, version, now);
+        let (fallback, lowest) = self.fallback(handle, version, granted, now);
         if !fallback.is_empty() {
-            return Ok((fallback, version - 1));
+            return Ok((fallback, lowest));
         }
         if version == 0 && !self.anywhere(handle) {
             return Err(Decision::Place);
@@ -213,33 +210,35 @@ impl ChunkTable {
         Err(Decision::Wait(self.no_replica(handle, version)))
     }
 
-    /// After a grant that raised the version to `version` but failed to
-    /// reach every candidate: the live candidates, at the version before
-    /// or this one. They hold every acknowledged mutation: one at
-    /// `version` needs every candidate to have applied it (a secondary
-    /// refuses another version), and one before it was on them all (they
-    /// were the replicas of that lease). So they, and only they, may take
-    /// the next grant when none at `version` is alive.
-    fn fallback(&self, handle: ChunkHandle, version: u64, now: Instant) -> Vec<String> {
-        match self.failed.get(&handle) {
-            Some((raised, candidates)) if *raised == version && version > 0 => {
-                let mut found = self.replicas_at(handle, version - 1, now);
-                found.retain(|url| candidates.contains(url));
-                found
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// Records that the grant raising `handle` to `version` did not reach
-    /// every candidate.
-    pub(crate) fn grant_failed(
-        &mut self,
+    /// When no replica at the latest `version` is alive: the live replicas
+    /// the log says that version was granted to (`granted`) which never
+    /// stored it, and the lowest of their versions. They hold every
+    /// acknowledged mutation: one at `version` needs every replica granted
+    /// it to have applied it (a secondary refuses another version), so there
+    /// was none; and they held every earlier one, being the up-to-date
+    /// replicas when the grant was made (a version never goes back, so one
+    /// below `version` is the one they had then). So they, and only they,
+    /// may take the next grant.
+    fn fallback(
+        &self,
         handle: ChunkHandle,
         version: u64,
-        candidates: Vec<String>,
-    ) {
-        self.failed.insert(handle, (version, candidates));
+        granted: &[String],
+        now: Instant,
+    ) -> (Vec<String>, u64) {
+        let mut lowest = version;
+        let found = granted
+            .iter()
+            .filter(|url| self.live(url, now))
+            .filter_map(|url| {
+                let &(v, _) = self.servers.get(url)?.replicas.get(&handle)?;
+                (v < version).then(|| {
+                    lowest = lowest.min(v);
+                    url.clone()
+                })
+            })
+            .collect();
+        (found, lowest)
     }
 
     fn no_replica(&self, handle: ChunkHandle, version: u64) -> String {
@@ -251,7 +250,13 @@ impl ChunkTable {
 
     /// What to do for a mutation of `handle`, whose version in the log is
     /// `version` (the leader only).
-    pub(crate) fn decide(&mut self, handle: ChunkHandle, version: u64, now: Instant) -> Decision {
+    pub(crate) fn decide(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        granted: &[String],
+        now: Instant,
+    ) -> Decision {
         let margin = self.settings.clock_margin();
         if let Some(lease) = self.leases.get(&handle) {
             if lease.version == version && now < lease.expires && self.all_live(lease, now) {
@@ -287,7 +292,7 @@ impl ChunkTable {
         }
         let mut candidates = self.replicas_at(handle, version, now);
         if candidates.is_empty() {
-            candidates = self.fallback(handle, version, now);
+            candidates = self.fallback(handle, version, granted, now).0;
         }
         if candidates.is_empty() {
             if version == 0 && !self.anywhere(handle) {
@@ -296,6 +301,7 @@ impl ChunkTable {
             }
             return Decision::Wait(self.no_replica(handle, version));
         }
+        candidates.truncate(crate::master_state::MAX_GRANT_REPLICAS);
         self.granting.insert(handle, now + GRANT_DEADLINE);
         Decision::Grant(candidates)
     }
@@ -330,7 +336,6 @@ impl ChunkTable {
     pub(crate) fn grant_done(&mut self, handle: ChunkHandle, lease: Option<Lease>) {
         self.granting.remove(&handle);
         if let Some(lease) = lease {
-            self.failed.remove(&handle);
             self.leases.insert(handle, lease);
         }
     }

@@ -213,6 +213,20 @@ impl Client {
         Ok(self.master.rename(from, to, replace).await?)
     }
 
+    /// The file at `path` (its chunks and their versions), refusing a
+    /// directory: what a program checks before reading or writing it.
+    pub async fn open(&self, path: &FsPath) -> Result<EntryInfo, ClientError> {
+        let entry = self.master.stat(path).await?;
+        if entry.directory {
+            return Err(MasterError::Refused {
+                code: FsErrorCode::IsADirectory,
+                message: format!("{path} is a directory; open a file"),
+            }
+            .into());
+        }
+        Ok(entry)
+    }
+
     pub async fn stat(&self, path: &FsPath) -> Result<EntryInfo, ClientError> {
         Ok(self.master.stat(path).await?)
     }

@@ -74,10 +74,6 @@
 //! - Chunkservers report every replica in every heartbeat (no incremental
 //!   reports), and stale or orphaned replicas are never deleted yet
 //!   (re-replication and garbage collection are another step).
-//! - If the master leader fails between raising a chunk's version in the
-//!   log and any replica storing it, the chunk is refused until a replica
-//!   at that version reports (the failed grant is remembered by the leader
-//!   that made it only).
 //! - `cairn fs` (the command line) and the cluster launcher are not built yet.
 
 mod chunk_store;
@@ -106,7 +102,7 @@ pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
-pub use master_state::{MAX_SESSIONS, MasterState, error_code};
+pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
 };

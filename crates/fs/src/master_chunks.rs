@@ -41,6 +41,16 @@ const SET_VERSION_ATTEMPTS: usize = 3;
 /// How many decisions one locate goes through (place, then grant).
 const MAX_LOCATE_ROUNDS: usize = 3;
 
+/// A chunk as the log has it.
+struct Found {
+    handle: ChunkHandle,
+    version: u64,
+    /// The file's chunk count.
+    count: u64,
+    /// The replicas its latest version was granted to.
+    granted: Vec<String>,
+}
+
 fn refused(code: FsErrorCode, message: impl ToString) -> LocateReply {
     LocateReply {
         error: code as i32,
@@ -95,22 +105,33 @@ impl MasterServer {
             Ok(path) => path,
             Err(error) => return Ok(refused(FsErrorCode::InvalidPath, error)),
         };
-        let (handle, version, count) =
-            match self.chunk_of(&path, request.index, request.add).await? {
-                Ok(found) => found,
-                Err(reply) => return Ok(reply),
-            };
+        let Found {
+            handle,
+            version,
+            count,
+            granted,
+        } = match self.chunk_of(&path, request.index, request.add).await? {
+            Ok(found) => found,
+            Err(reply) => return Ok(reply),
+        };
         for _ in 0..MAX_LOCATE_ROUNDS {
             let now = Instant::now();
             if !request.mutate {
-                match self.locate_read(handle, version, count, now).await? {
+                let granted = granted.clone();
+                match self
+                    .locate_read(handle, version, count, granted, now)
+                    .await?
+                {
                     Some(reply) => return Ok(reply),
                     None => continue,
                 }
             }
             let decision = self
                 .table
-                .with(move |t| t.decide(handle, version, now))
+                .with({
+                    let granted = granted.clone();
+                    move |t| t.decide(handle, version, &granted, now)
+                })
                 .await
                 .map_err(stopped)?;
             let lease = match decision {
@@ -145,16 +166,19 @@ impl MasterServer {
         handle: ChunkHandle,
         version: u64,
         count: u64,
+        granted: Vec<String>,
         now: Instant,
     ) -> Result<Option<LocateReply>, Status> {
         let found = self
             .table
-            .with(move |t| match t.read_decision(handle, version, now) {
-                Err(Decision::Place) if !t.begin(handle, now) => Err(Decision::Wait(format!(
-                    "chunk {handle} is being placed; retry"
-                ))),
-                other => other,
-            })
+            .with(
+                move |t| match t.read_decision(handle, version, &granted, now) {
+                    Err(Decision::Place) if !t.begin(handle, now) => Err(Decision::Wait(format!(
+                        "chunk {handle} is being placed; retry"
+                    ))),
+                    other => other,
+                },
+            )
             .await
             .map_err(stopped)?;
         match found {
@@ -181,32 +205,37 @@ impl MasterServer {
         path: &FsPath,
         index: u64,
         add: bool,
-    ) -> Result<Result<(ChunkHandle, u64, u64), LocateReply>, Status> {
+    ) -> Result<Result<Found, LocateReply>, Status> {
         let at = path.clone();
-        let found = self
-            .node()
-            .read(
-                move |s| -> Result<(u64, Option<(ChunkHandle, u64)>), FsError> {
-                    let ns = s.namespace();
-                    let Inode::File { chunks } = ns.get(&at)? else {
-                        return Err(FsError::IsADirectory(at.clone()));
-                    };
-                    let chunk = usize::try_from(index)
-                        .ok()
-                        .and_then(|i| chunks.get(i))
-                        .map(|&h| (h, ns.chunk(h).map_or(0, |m| m.version)));
-                    Ok((chunks.len() as u64, chunk))
-                },
-                REQUEST_DEADLINE,
-            )
-            .await
-            .map_err(|e| self.node().error_status(e))?;
+        let found =
+            self.node()
+                .read(
+                    move |s| -> Result<(u64, Option<Found>), FsError> {
+                        let ns = s.namespace();
+                        let Inode::File { chunks } = ns.get(&at)? else {
+                            return Err(FsError::IsADirectory(at.clone()));
+                        };
+                        let count = chunks.len() as u64;
+                        let chunk = usize::try_from(index).ok().and_then(|i| chunks.get(i)).map(
+                            |&handle| Found {
+                                handle,
+                                version: ns.chunk(handle).map_or(0, |m| m.version),
+                                count,
+                                granted: s.granted_to(handle).to_vec(),
+                            },
+                        );
+                        Ok((count, chunk))
+                    },
+                    REQUEST_DEADLINE,
+                )
+                .await
+                .map_err(|e| self.node().error_status(e))?;
         let (count, chunk) = match found {
             Ok(found) => found,
             Err(error) => return Ok(Err(refused(error_code(&error), error))),
         };
-        if let Some((handle, version)) = chunk {
-            return Ok(Ok((handle, version, count)));
+        if let Some(found) = chunk {
+            return Ok(Ok(found));
         }
         if !add {
             return Ok(Err(refused(
@@ -238,7 +267,12 @@ impl MasterServer {
             }
             handle = reply.handle;
         }
-        Ok(Ok((handle, 0, index + 1)))
+        Ok(Ok(Found {
+            handle,
+            version: 0,
+            count: index + 1,
+            granted: Vec::new(),
+        }))
     }
 
     /// Creates a new chunk's empty replicas on up to `replication` live
@@ -327,6 +361,7 @@ impl MasterServer {
             .submit_internal(Op::GrantVersion(GrantVersion {
                 handle,
                 expected: version,
+                replicas: candidates.to_vec(),
             }))
             .await?;
         if reply.error != FsErrorCode::Ok as i32 {
@@ -356,11 +391,6 @@ impl MasterServer {
             .await
             .map_err(stopped)?;
         if !errors.is_empty() {
-            let tried = candidates.to_vec();
-            self.table
-                .with(move |t| t.grant_failed(handle, new_version, tried))
-                .await
-                .map_err(stopped)?;
             return Err(Status::unavailable(format!(
                 "replicas did not store version {new_version} of chunk {handle} ({}); retry (the next grant leaves them out once they stop reporting)",
                 errors.join("; ")

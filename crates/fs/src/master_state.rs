@@ -15,7 +15,9 @@ use cairn_rpc::fs::{FsErrorCode, MasterCommand, MasterReply};
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
 
-use crate::namespace::{FsError, Namespace};
+use std::collections::BTreeMap;
+
+use crate::namespace::{ChunkHandle, FsError, Namespace};
 use crate::path::FsPath;
 use crate::snapshot;
 
@@ -24,10 +26,16 @@ use crate::snapshot;
 /// `SESSION_EXPIRED`).
 pub const MAX_SESSIONS: usize = 100_000;
 
-/// The master's state: namespace and sessions.
+/// The most replicas one grant names (more are refused).
+pub const MAX_GRANT_REPLICAS: usize = 16;
+
+/// The master's state: namespace, the replicas of each chunk's latest
+/// grant, and sessions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MasterState {
     namespace: Namespace,
+    /// Per chunk, the replicas its latest version was granted to.
+    grants: BTreeMap<ChunkHandle, Vec<String>>,
     /// Each session's last answer, encoded.
     sessions: Sessions<Bytes>,
 }
@@ -42,6 +50,7 @@ impl MasterState {
     pub fn new() -> Self {
         Self {
             namespace: Namespace::new(),
+            grants: BTreeMap::new(),
             sessions: Sessions::new(MAX_SESSIONS),
         }
     }
@@ -51,8 +60,33 @@ impl MasterState {
         &self.namespace
     }
 
+    /// The replicas the latest version of `handle` was granted to (empty
+    /// before its first grant).
+    pub fn granted_to(&self, handle: ChunkHandle) -> &[String] {
+        self.grants.get(&handle).map_or(&[], Vec::as_slice)
+    }
+
     /// Carries out one command on the namespace.
     fn execute(&mut self, op: &Op) -> MasterReply {
+        let reply = self.execute_op(op);
+        if reply.error == FsErrorCode::Ok as i32 {
+            match op {
+                Op::GrantVersion(g) => {
+                    self.grants.insert(g.handle, g.replicas.clone());
+                }
+                Op::Delete(_) | Op::Rename(_) => {
+                    for handle in &reply.freed {
+                        self.grants.remove(handle);
+                    }
+                }
+                _ => {}
+            }
+        }
+        reply
+    }
+
+    /// Carries out one command on the namespace (no side tables).
+    fn execute_op(&mut self, op: &Op) -> MasterReply {
         let path = |bytes: &[u8]| {
             FsPath::from_bytes(bytes).map_err(|e| refusal(FsErrorCode::InvalidPath, e))
         };
@@ -84,6 +118,15 @@ impl MasterState {
                         handle: ns.add_chunk(&path(&a.path)?, index).map_err(from_fs)?,
                         ..MasterReply::default()
                     }
+                }
+                Op::GrantVersion(g) if g.replicas.len() > MAX_GRANT_REPLICAS => {
+                    return Err(refusal(
+                        FsErrorCode::UnknownCommand,
+                        format!(
+                            "a grant to {} replicas; at most {MAX_GRANT_REPLICAS}",
+                            g.replicas.len()
+                        ),
+                    ));
                 }
                 Op::GrantVersion(g) => MasterReply {
                     version: ns.bump_version(g.handle, g.expected).map_err(from_fs)?,
@@ -199,6 +242,17 @@ impl StateMachine for MasterState {
             out.extend_from_slice(&(session.reply.len() as u32).to_le_bytes());
             out.extend_from_slice(&session.reply);
         }
+        // The grants, after the sessions (a snapshot without them is one
+        // from before grants were recorded).
+        out.extend_from_slice(&(self.grants.len() as u64).to_le_bytes());
+        for (handle, replicas) in &self.grants {
+            out.extend_from_slice(&handle.to_le_bytes());
+            out.extend_from_slice(&(replicas.len() as u32).to_le_bytes());
+            for url in replicas {
+                out.extend_from_slice(&(url.len() as u32).to_le_bytes());
+                out.extend_from_slice(url.as_bytes());
+            }
+        }
         out.into()
     }
 
@@ -251,9 +305,46 @@ fn decode_state(mut data: &[u8]) -> Result<MasterState, String> {
         );
     }
     if !data.is_empty() {
-        return Err(format!("{} bytes follow the last session", data.len()));
+        decode_grants(&mut state, &mut data)?;
+    }
+    if !data.is_empty() {
+        return Err(format!("{} bytes follow the last grant", data.len()));
     }
     Ok(state)
+}
+
+fn decode_grants(state: &mut MasterState, data: &mut &[u8]) -> Result<(), String> {
+    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if data.len() < n {
+            return Err("the grants end early".to_string());
+        }
+        let (head, tail) = data.split_at(n);
+        *data = tail;
+        Ok(head)
+    }
+    fn u32_of(data: &mut &[u8]) -> Result<usize, String> {
+        Ok(u32::from_le_bytes(take(data, 4)?.try_into().expect("4 bytes")) as usize)
+    }
+    let count = u64::from_le_bytes(take(data, 8)?.try_into().expect("8 bytes"));
+    if count > (data.len() / 12) as u64 {
+        return Err(format!("{count} grants claimed, more than it holds"));
+    }
+    for _ in 0..count {
+        let handle = u64::from_le_bytes(take(data, 8)?.try_into().expect("8 bytes"));
+        let replicas = u32_of(data)?;
+        if replicas > MAX_GRANT_REPLICAS {
+            return Err(format!("a grant to {replicas} replicas"));
+        }
+        let mut urls = Vec::with_capacity(replicas);
+        for _ in 0..replicas {
+            let length = u32_of(data)?;
+            let url = std::str::from_utf8(take(data, length)?)
+                .map_err(|_| "a replica's URL is not UTF-8".to_string())?;
+            urls.push(url.to_string());
+        }
+        state.grants.insert(handle, urls);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -44,16 +44,16 @@ async fn a_new_leader_waits_a_lease_period_unless_the_primary_claims_its_lease()
     table.record_heartbeat(&report("b", &[(1, 3), (2, 3)], &[]), now);
     table.observe_term(5, now);
     // Chunk 1: its primary claims it: taken over at once.
-    match table.decide(1, 3, now) {
+    match table.decide(1, 3, &[], now) {
         Decision::Lease(lease) => assert_eq!(lease.primary, "a"),
         other => panic!("{other:?}"),
     }
     // Chunk 2: nobody claims it: wait one lease period and the margin.
-    assert!(matches!(table.decide(2, 3, now), Decision::Wait(_)));
+    assert!(matches!(table.decide(2, 3, &[], now), Decision::Wait(_)));
     let later = now + Duration::from_millis(2300);
     table.record_heartbeat(&report("a", &[(1, 3), (2, 3)], &[]), later);
     table.record_heartbeat(&report("b", &[(1, 3), (2, 3)], &[]), later);
-    assert!(matches!(table.decide(2, 3, later), Decision::Grant(_)));
+    assert!(matches!(table.decide(2, 3, &[], later), Decision::Grant(_)));
 }
 
 #[tokio::test]
@@ -65,7 +65,7 @@ async fn stale_replicas_and_dead_servers_are_never_candidates() {
     table.record_heartbeat(&report("c", &[(1, 3)], &[]), now - Duration::from_secs(1));
     assert_eq!(table.replicas_at(1, 3, now), vec!["b".to_string()]);
     table.observe_term(1, now - Duration::from_secs(10));
-    match table.decide(1, 3, now) {
+    match table.decide(1, 3, &[], now) {
         Decision::Grant(candidates) => assert_eq!(candidates, vec!["b".to_string()]),
         other => panic!("{other:?}"),
     }
@@ -73,7 +73,7 @@ async fn stale_replicas_and_dead_servers_are_never_candidates() {
     let mut table = ChunkTable::new(settings());
     table.record_heartbeat(&report("a", &[(1, 2)], &[]), now);
     table.observe_term(1, now - Duration::from_secs(10));
-    assert!(matches!(table.decide(1, 3, now), Decision::Wait(_)));
+    assert!(matches!(table.decide(1, 3, &[], now), Decision::Wait(_)));
 }
 
 #[tokio::test]
@@ -94,8 +94,31 @@ async fn no_second_primary_before_the_lease_and_margin_end() {
     assert!(table.extend("b", &claims, &versions, now).is_empty());
     let dead = now + Duration::from_millis(2100);
     table.record_heartbeat(&report("b", &[(1, 1)], &[]), dead);
-    assert!(matches!(table.decide(1, 1, dead), Decision::Wait(_)));
+    assert!(matches!(table.decide(1, 1, &[], dead), Decision::Wait(_)));
     let after = now + Duration::from_millis(2250);
     table.record_heartbeat(&report("b", &[(1, 1)], &[]), after);
-    assert!(matches!(table.decide(1, 1, after), Decision::Grant(_)));
+    assert!(matches!(table.decide(1, 1, &[], after), Decision::Grant(_)));
+}
+
+#[tokio::test]
+async fn after_a_grant_no_replica_stored_its_granted_replicas_take_the_next() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.observe_term(1, now - Duration::from_secs(10));
+    // Version 4 was granted to a and b; neither stored it. c, at 3, was
+    // not among them: it may have missed mutations of version 3's lease.
+    table.record_heartbeat(&report("a", &[(1, 3)], &[]), now);
+    table.record_heartbeat(&report("b", &[(1, 3)], &[]), now);
+    table.record_heartbeat(&report("c", &[(1, 3)], &[]), now);
+    let granted = ["a".to_string(), "b".to_string()];
+    match table.decide(1, 4, &granted, now) {
+        Decision::Grant(candidates) => assert_eq!(candidates, vec!["a".to_string(), "b".into()]),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        table.read_decision(1, 4, &granted, now).unwrap(),
+        (vec!["a".to_string(), "b".into()], 3)
+    );
+    // Without the log's record, nobody qualifies.
+    assert!(table.read_decision(1, 4, &[], now).is_err());
 }

@@ -68,6 +68,7 @@ fn commands_change_the_namespace_and_refusals_say_why() {
     let grant = Op::GrantVersion(GrantVersion {
         handle,
         expected: 0,
+        replicas: vec![],
     });
     assert_eq!(reply(state.apply(7, &command(client, 6, grant))).version, 1);
     let delete = Op::Delete(Delete {
@@ -154,6 +155,36 @@ fn the_snapshot_keeps_the_namespace_and_the_sessions() {
     assert_eq!(restored, state);
     // The retry after a restore still gets the first answer.
     assert_eq!(restored.apply(3, &mkdir), answer);
+    let add = command(
+        client,
+        2,
+        Op::Create(Create {
+            path: b"/a/f".to_vec(),
+        }),
+    );
+    state.apply(4, &add);
+    let chunk = reply(state.apply(
+        5,
+        &command(
+            0,
+            0,
+            Op::AddChunk(AddChunk {
+                path: b"/a/f".to_vec(),
+                index: 0,
+            }),
+        ),
+    ))
+    .handle;
+    let grant = Op::GrantVersion(GrantVersion {
+        handle: chunk,
+        expected: 0,
+        replicas: vec!["http://cs0:1".into(), "http://cs1:1".into()],
+    });
+    assert_eq!(reply(state.apply(6, &command(0, 0, grant))).version, 1);
+    assert_eq!(state.granted_to(chunk).len(), 2);
+    let mut restored = MasterState::new();
+    restored.restore(&state.snapshot()).unwrap();
+    assert_eq!(restored, state, "the grants survive a snapshot");
     let mut empty = MasterState::new();
     empty.restore(&[]).unwrap();
     assert_eq!(empty, MasterState::new());
