@@ -49,6 +49,9 @@ pub(crate) struct WordcountArgs {
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) errors: u64,
+    /// The first failure seen, warm-up included (for a run that completed
+    /// nothing).
+    pub(crate) first_error: Option<String>,
     latencies: Vec<std::time::Duration>,
     elapsed: std::time::Duration,
 }
@@ -58,6 +61,7 @@ impl Outcome {
     pub(crate) fn new(elapsed: std::time::Duration) -> Self {
         Self {
             errors: 0,
+            first_error: None,
             latencies: Vec::new(),
             elapsed,
         }
@@ -73,6 +77,11 @@ impl Outcome {
     pub(crate) fn sorted(mut self) -> Self {
         self.latencies.sort_unstable();
         self
+    }
+
+    /// How many operations completed in the measured window.
+    pub(crate) fn completed(&self) -> usize {
+        self.latencies.len()
     }
 
     /// Completed operations per second.

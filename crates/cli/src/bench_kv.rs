@@ -1,6 +1,8 @@
 //! `cairn bench kv`: the same key/value workload against a Cairn cluster
-//! and, with `--etcd`, against etcd (through etcd's v3 gRPC API), with
-//! throughput and latency percentiles side by side.
+//! (a plain one, or a sharded one through its controllers: found out by
+//! asking) and, with `--etcd`, against etcd (through etcd's v3 gRPC API),
+//! with throughput and latency percentiles side by side. A run that
+//! completes no operation fails, with the first error seen.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,8 @@ use rand::Rng;
 
 #[derive(Debug, Args)]
 pub(crate) struct KvBenchArgs {
-    /// The Cairn cluster's nodes, comma-separated.
+    /// The Cairn cluster's nodes (or, for a sharded cluster, its shard
+    /// controllers), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = crate::kv::DEFAULT_ENDPOINTS)]
     endpoints: Vec<String>,
     /// Also run the workload against etcd at these endpoints
@@ -61,21 +64,42 @@ enum Workload {
 #[derive(Debug, Clone)]
 enum Target {
     Cairn(Vec<String>),
+    /// A sharded Cairn cluster, by its controllers.
+    Sharded(Vec<String>),
     Etcd(String),
 }
 
 impl Target {
     fn name(&self) -> &'static str {
         match self {
-            Target::Cairn(_) => "cairn",
+            Target::Cairn(_) | Target::Sharded(_) => "cairn",
             Target::Etcd(_) => "etcd",
         }
+    }
+
+    /// A plain cluster, or a sharded one if the endpoints are shard
+    /// controllers (they answer the key/value `Status` "unimplemented").
+    async fn cairn(endpoints: &[String]) -> anyhow::Result<Self> {
+        let client = Client::new(endpoints, ClientConfig::default())?;
+        for index in 0..client.endpoints() {
+            match client.status(index).await {
+                Ok(_) => break,
+                Err(cairn_rpc::RpcError::Rejected { status, .. })
+                    if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
+                {
+                    return Ok(Target::Sharded(endpoints.to_vec()));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(Target::Cairn(endpoints.to_vec()))
     }
 }
 
 /// One client's connection to either system.
 enum Session {
     Cairn(Client),
+    Sharded(Box<cairn_shardkv::Client>),
     Etcd(Box<RpcClient>),
 }
 
@@ -87,6 +111,15 @@ impl Session {
         };
         Ok(match target {
             Target::Cairn(endpoints) => Session::Cairn(Client::new(endpoints, config)?),
+            Target::Sharded(controllers) => {
+                let config = cairn_shardkv::ClientConfig {
+                    deadline: Duration::from_secs(10),
+                    ..cairn_shardkv::ClientConfig::default()
+                };
+                let client =
+                    cairn_shardkv::Client::new(controllers, cairn_shardkv::shard_of, config)?;
+                Session::Sharded(Box::new(client))
+            }
             Target::Etcd(url) => {
                 let options = ClientOptions {
                     connect_timeout: Duration::from_secs(5),
@@ -100,6 +133,9 @@ impl Session {
     async fn put(&mut self, key: &[u8], value: &[u8]) -> anyhow::Result<()> {
         match self {
             Session::Cairn(client) => {
+                client.put(key, value).await?;
+            }
+            Session::Sharded(client) => {
                 client.put(key, value).await?;
             }
             Session::Etcd(client) => {
@@ -119,6 +155,9 @@ impl Session {
     async fn get(&mut self, key: &[u8]) -> anyhow::Result<()> {
         match self {
             Session::Cairn(client) => {
+                client.get(key).await?;
+            }
+            Session::Sharded(client) => {
                 client.get(key).await?;
             }
             Session::Etcd(client) => {
@@ -146,7 +185,7 @@ pub(crate) fn run(args: KvBenchArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let mut targets = Vec::new();
         if !args.etcd_only {
-            targets.push(Target::Cairn(args.endpoints.clone()));
+            targets.push(Target::cairn(&args.endpoints).await?);
         }
         if !args.etcd.is_empty() {
             targets.push(Target::Etcd(etcd_leader(&args.etcd).await?));
@@ -165,6 +204,9 @@ pub(crate) fn run(args: KvBenchArgs) -> anyhow::Result<()> {
         for target in &targets {
             let outcome = measure(target, &args).await?;
             print_result(target.name(), &outcome, &args);
+            if outcome.completed() == 0 {
+                bail!("{}", nothing_completed(target, &outcome, &args));
+            }
             results.push((target.name(), outcome));
         }
         if let [(_, cairn), (_, etcd)] = &results[..]
@@ -222,6 +264,31 @@ async fn etcd_leader(endpoints: &[String]) -> anyhow::Result<String> {
     }
 }
 
+/// Why a run that completed nothing failed, and what to check.
+fn nothing_completed(target: &Target, outcome: &Outcome, args: &KvBenchArgs) -> String {
+    let (what, check) = match target {
+        Target::Cairn(endpoints) | Target::Sharded(endpoints) => (
+            format!("cairn at {}", endpoints.join(",")),
+            format!(
+                "check that the cluster runs and has a leader: `cairn kv status --endpoints {}`",
+                endpoints.join(",")
+            ),
+        ),
+        Target::Etcd(url) => (
+            format!("etcd at {url}"),
+            "check that etcd runs and has a leader".to_string(),
+        ),
+    };
+    let first = outcome
+        .first_error
+        .as_deref()
+        .map_or(String::new(), |e| format!("; the first error: {e}"));
+    format!(
+        "no operation completed against {what} in {} s ({} errors{first}); {check}",
+        args.seconds, outcome.errors
+    )
+}
+
 fn key(index: usize, size: usize) -> Vec<u8> {
     let digits = format!("{index}");
     let mut key = vec![b'k'; size.saturating_sub(digits.len())];
@@ -244,6 +311,7 @@ async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome>
         tasks.push(tokio::spawn(async move {
             let mut rng = cairn_rpc::seeded_rng();
             let (mut latencies, mut errors) = (Vec::new(), 0u64);
+            let mut first_error = None;
             loop {
                 let started = Instant::now();
                 if started >= end {
@@ -260,6 +328,9 @@ async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome>
                 } else {
                     session.put(&key, &value).await
                 };
+                if let Err(error) = &result {
+                    first_error.get_or_insert_with(|| format!("{error:#}"));
+                }
                 if started < warm_up {
                     continue;
                 }
@@ -268,13 +339,16 @@ async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome>
                     Err(_) => errors += 1,
                 }
             }
-            (latencies, errors)
+            (latencies, errors, first_error)
         }));
     }
     let mut outcome = Outcome::new(Duration::from_secs(args.seconds));
     for task in tasks {
-        let (latencies, errors) = task.await.context("a client task failed")?;
+        let (latencies, errors, first_error) = task.await.context("a client task failed")?;
         outcome.add(latencies, errors);
+        if outcome.first_error.is_none() {
+            outcome.first_error = first_error;
+        }
     }
     let outcome = outcome.sorted();
     Ok(outcome)

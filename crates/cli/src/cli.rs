@@ -72,6 +72,11 @@ pub(crate) enum Command {
     /// (`serve`). Use `cairn kv` against the controllers to read and write.
     #[command(subcommand)]
     Shardkv(crate::shardkv::ShardkvCommand),
+    /// The GFS-style file store: run a master node (`serve-master`) or a
+    /// chunkserver (`serve-chunk`), or use a store (`put`, `get`, `cat`,
+    /// `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`, `status`).
+    #[command(subcommand)]
+    Fs(crate::fs::FsCommand),
     /// Benchmarks and their baselines.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -88,12 +93,14 @@ pub(crate) struct ConfigArgs {
 /// the command line; the others refuse the flag (the global flag is
 /// accepted everywhere by the parser, so a misplaced one would otherwise be
 /// silently ignored).
-const DATA_DIR_COMMANDS: [&str; 8] = [
+const DATA_DIR_COMMANDS: [&str; 10] = [
     "config",
     "cluster",
     "kv serve",
     "shardctl serve",
     "shardkv serve",
+    "fs serve-master",
+    "fs serve-chunk",
     "mr run",
     "mr coordinator",
     "mr worker",
@@ -213,5 +220,6 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Kv(command) => crate::kv::run(command, &config),
         Command::Shardctl(command) => crate::shardctl::run(command, &config),
         Command::Shardkv(command) => crate::shardkv::run(command, &config),
+        Command::Fs(command) => crate::fs::run(command, &config),
     }
 }

@@ -31,6 +31,13 @@ pub(crate) struct ClusterArgs {
     /// With --sharded: how many replica groups.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=9))]
     groups: u64,
+    /// A file store (`cairn fs`): --nodes masters on BASE_PORT + N and
+    /// --chunkservers chunkservers on BASE_PORT + 10 + N.
+    #[arg(long, conflicts_with = "sharded")]
+    fs: bool,
+    /// With --fs: how many chunkservers (3 give every chunk its 3 replicas).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    chunkservers: u64,
 }
 
 /// What a member process serves.
@@ -39,6 +46,8 @@ enum Kind {
     Kv,
     Controller,
     Group(u64),
+    Master,
+    Chunk,
 }
 
 struct Member {
@@ -54,11 +63,31 @@ struct Member {
 }
 
 impl Member {
+    /// "exited (...)" or "down" when the process is not running (reaping
+    /// it if it just exited); `None` while it runs.
+    fn gone(&mut self) -> Option<String> {
+        if let Some(child) = &mut self.child
+            && let Ok(Some(exit)) = child.try_wait()
+        {
+            self.child = None;
+            return Some(format!(
+                "{}: exited ({exit}; see {}.log)",
+                self.label(),
+                self.name
+            ));
+        }
+        self.child
+            .is_none()
+            .then(|| format!("{}: down", self.label()))
+    }
+
     fn label(&self) -> String {
         match self.kind {
             Kind::Kv => self.id.to_string(),
             Kind::Controller => format!("c{}", self.id),
             Kind::Group(gid) => format!("g{gid}.{}", self.id),
+            Kind::Master => format!("m{}", self.id),
+            Kind::Chunk => format!("cs{}", self.id),
         }
     }
 }
@@ -117,6 +146,50 @@ fn kv_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
             child: None,
         })
         .collect()
+}
+
+/// The members of a file store: the masters, then the chunkservers.
+fn fs_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
+    let url = |port: u64| format!("http://127.0.0.1:{}", u64::from(args.base_port) + port);
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|id| format!("{id}={}", url(id)))
+        .collect();
+    let masters: Vec<String> = (1..=args.nodes).map(url).collect();
+    let mut members: Vec<Member> = (1..=args.nodes)
+        .map(|id| Member {
+            id,
+            kind: Kind::Master,
+            name: format!("master{id}"),
+            url: url(id),
+            dir: data_dir.join(format!("master{id}")),
+            args: vec![
+                "fs".into(),
+                "serve-master".into(),
+                "--id".into(),
+                id.to_string(),
+                "--peers".into(),
+                peers.join(","),
+            ],
+            child: None,
+        })
+        .collect();
+    members.extend((1..=args.chunkservers).map(|id| Member {
+        id,
+        kind: Kind::Chunk,
+        name: format!("chunk{id}"),
+        url: url(10 + id),
+        dir: data_dir.join(format!("chunk{id}")),
+        args: vec![
+            "fs".into(),
+            "serve-chunk".into(),
+            "--url".into(),
+            url(10 + id),
+            "--masters".into(),
+            masters.join(","),
+        ],
+        child: None,
+    }));
+    members
 }
 
 /// The members of a sharded cluster: the controllers, then each group.
@@ -188,6 +261,8 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("finding the cairn executable")?;
     let highest = if args.sharded {
         u32::from(args.base_port) + 10 * args.groups as u32 + args.nodes as u32
+    } else if args.fs {
+        u32::from(args.base_port) + 10 + args.chunkservers as u32
     } else {
         u32::from(args.base_port) + args.nodes as u32
     };
@@ -202,9 +277,16 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     }
     let mut members = if args.sharded {
         sharded_members(&args, data_dir)
+    } else if args.fs {
+        fs_members(&args, data_dir)
     } else {
         kv_members(&args, data_dir)
     };
+    if !args.fs {
+        // A file store's masters check their peers against their stored
+        // identity themselves; its directories do not collide with these.
+        check_same_shape(&args, data_dir)?;
+    }
     for member in &members {
         let addr = member.url.trim_start_matches("http://");
         if std::net::TcpListener::bind(addr).is_err() {
@@ -240,7 +322,7 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     }
     let endpoints: Vec<String> = members
         .iter()
-        .filter(|m| matches!(m.kind, Kind::Kv | Kind::Controller))
+        .filter(|m| matches!(m.kind, Kind::Kv | Kind::Controller | Kind::Master))
         .map(|m| m.url.clone())
         .collect();
     print_banner(&members, data_dir, reused, &endpoints);
@@ -265,6 +347,8 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
             _ = ticker.tick() => {
                 let line = if args.sharded {
                     sharded_status_line(&endpoints, &mut members).await
+                } else if args.fs {
+                    fs_status_line(&mut members).await
                 } else {
                     status_line(&client, &mut members).await
                 };
@@ -299,8 +383,14 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
         })
         .max()
         .unwrap_or(0);
+    let chunkservers = members.iter().filter(|m| m.kind == Kind::Chunk).count();
     let what = if groups > 0 {
         format!("a sharded cluster of {groups} groups and their controllers")
+    } else if chunkservers > 0 {
+        format!(
+            "a file store of {} masters and {chunkservers} chunkservers",
+            members.len() - chunkservers
+        )
     } else {
         format!("{} nodes", members.len())
     };
@@ -314,6 +404,8 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
             Kind::Kv => format!("node {}", member.id),
             Kind::Controller => format!("controller {}", member.id),
             Kind::Group(gid) => format!("group {gid} server {}", member.id),
+            Kind::Master => format!("master {}", member.id),
+            Kind::Chunk => format!("chunkserver {}", member.id),
         };
         let pid = member
             .child
@@ -332,29 +424,73 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
     } else {
         format!(" --endpoints {}", endpoints.join(","))
     };
-    out.push_str(&format!(
-        "\nTry, in another terminal:\n  cairn kv put greeting hello{flag}\n  cairn kv get greeting{flag}\n  cairn kv status{flag}\n\nCtrl-C stops every node.\n\n"
-    ));
+    if chunkservers > 0 {
+        let flag = flag.replace("--endpoints", "--masters");
+        out.push_str(&format!(
+            "\nTry, in another terminal:\n  cairn fs put README.md /docs/readme{flag}\n  cairn fs ls -l -R /{flag}\n  cairn fs cat /docs/readme{flag}\n\nCtrl-C stops every node.\n\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "\nTry, in another terminal:\n  cairn kv put greeting hello{flag}\n  cairn kv get greeting{flag}\n  cairn kv status{flag}\n\nCtrl-C stops every node.\n\n"
+        ));
+    }
     eprint!("{out}");
+}
+
+/// The masters' roles and commit indexes, and which chunkservers run.
+async fn fs_status_line(members: &mut [Member]) -> String {
+    use cairn_rpc::fs::master_client::MasterClient as Stub;
+    let options = cairn_rpc::ClientOptions {
+        connect_timeout: Duration::from_millis(300),
+        call_timeout: Duration::from_millis(300),
+    };
+    let mut parts = Vec::new();
+    let mut leader = None;
+    for member in members.iter_mut() {
+        if let Some(gone) = member.gone() {
+            parts.push(gone);
+            continue;
+        }
+        if member.kind == Kind::Chunk {
+            parts.push(format!("{}: up", member.label()));
+            continue;
+        }
+        let Ok(server) = cairn_rpc::RpcClient::new(member.url.clone(), options.clone()) else {
+            continue;
+        };
+        let status = server
+            .call(cairn_rpc::kv::StatusRequest {}, |c, r| async move {
+                Stub::new(c).status(r).await
+            })
+            .await;
+        match status {
+            Ok(status) => {
+                if status.role == "leader" {
+                    leader = Some((status.id, status.term));
+                }
+                parts.push(format!(
+                    "{}: {} commit {}",
+                    member.label(),
+                    status.role,
+                    status.commit
+                ));
+            }
+            Err(_) => parts.push(format!("{}: starting", member.label())),
+        }
+    }
+    let head = match leader {
+        Some((id, term)) => format!("master leader {id}, term {term}"),
+        None => "no master leader yet".to_string(),
+    };
+    format!("[{head}] {}", parts.join(" | "))
 }
 
 async fn status_line(client: &Client, members: &mut [Member]) -> String {
     let mut parts = Vec::new();
     let mut leader = None;
     for (index, member) in members.iter_mut().enumerate() {
-        if let Some(child) = &mut member.child
-            && let Ok(Some(exit)) = child.try_wait()
-        {
-            member.child = None;
-            parts.push(format!(
-                "{}: exited ({exit}; see {}.log)",
-                member.label(),
-                member.name
-            ));
-            continue;
-        }
-        if member.child.is_none() {
-            parts.push(format!("{}: down", member.label()));
+        if let Some(gone) = member.gone() {
+            parts.push(gone);
             continue;
         }
         match client.status(index).await {
@@ -380,11 +516,13 @@ async fn status_line(client: &Client, members: &mut [Member]) -> String {
 /// Adds the replica groups the controllers do not know yet (a reused
 /// cluster already has them).
 async fn join_groups(members: &[Member], controllers: &[String]) -> anyhow::Result<()> {
+    // Just started: the controllers may not listen yet.
     let mut client = cairn_shardctrler::Client::new(
         controllers,
         Duration::from_millis(500),
         Duration::from_secs(30),
-    )?;
+    )?
+    .wait_while_refused();
     let config = client
         .query(None)
         .await
@@ -434,7 +572,7 @@ async fn sharded_status_line(controllers: &[String], members: &mut [Member]) -> 
             continue;
         };
         match member.kind {
-            Kind::Kv => {}
+            Kind::Kv | Kind::Master | Kind::Chunk => {}
             Kind::Controller => {
                 if up
                     && let Ok(s) = server
@@ -514,6 +652,145 @@ async fn stop(members: &mut [Member]) {
                 .is_err()
         {
             let _ = child.kill().await;
+        }
+    }
+}
+
+/// The shape of the cluster whose data is in `data_dir` (of the kind
+/// asked for: plain or sharded), from its members' data directories:
+/// `node<ID>` for a plain cluster, `ctrl<ID>` and `group<GID>-node<ID>` for
+/// a sharded one. `None` if there is none.
+fn existing_shape(data_dir: &Path, sharded: bool) -> Option<(u64, u64)> {
+    let entries = std::fs::read_dir(data_dir).ok()?;
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    let (mut nodes, mut groups) = (None, 0);
+    for entry in entries.filter_map(|entry| entry.ok()) {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let (gid, id) = if !sharded {
+            (0, name.strip_prefix("node").and_then(number))
+        } else if let Some(id) = name.strip_prefix("ctrl") {
+            (0, number(id))
+        } else if let Some((gid, id)) = name
+            .strip_prefix("group")
+            .and_then(|rest| rest.split_once("-node"))
+        {
+            match number(gid) {
+                Some(gid) => (gid, number(id)),
+                None => continue,
+            }
+        } else {
+            continue;
+        };
+        if let Some(id) = id {
+            nodes = Some(nodes.unwrap_or(0).max(id));
+            groups = groups.max(gid);
+        }
+    }
+    nodes.map(|nodes| (nodes, groups))
+}
+
+/// Refuses to start a cluster of another shape (--nodes, --groups) than
+/// the one whose data is in `data_dir`: its nodes would start with peers
+/// that disagree with their logs, or groups would be missing. A plain and
+/// a sharded cluster use different directories and may share `data_dir`.
+fn check_same_shape(args: &ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let Some((nodes, groups)) = existing_shape(data_dir, args.sharded) else {
+        return Ok(());
+    };
+    let (found, flags, asked) = if args.sharded {
+        if (nodes, groups) == (args.nodes, args.groups) {
+            return Ok(());
+        }
+        (
+            format!(
+                "a sharded cluster of {nodes} controllers and {groups} groups of {nodes} servers"
+            ),
+            format!("--sharded --nodes {nodes} --groups {groups}"),
+            format!("--sharded --nodes {} --groups {}", args.nodes, args.groups),
+        )
+    } else {
+        if nodes == args.nodes {
+            return Ok(());
+        }
+        (
+            format!("a {nodes}-node cluster"),
+            format!("--nodes {nodes}"),
+            format!("--nodes {}", args.nodes),
+        )
+    };
+    bail!(
+        "{} holds {found}, but this run asks for `{asked}`; start it with the same flags \
+         (`cairn cluster {flags}`), or wipe the old cluster's data with `rm -rf {}` to start a \
+         new one",
+        data_dir.display(),
+        data_dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nodes: u64, sharded: bool, groups: u64) -> ClusterArgs {
+        ClusterArgs {
+            nodes,
+            base_port: 7700,
+            sharded,
+            groups,
+            fs: false,
+            chunkservers: 3,
+        }
+    }
+
+    #[test]
+    fn data_of_another_shape_is_refused_with_what_was_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        assert!(check_same_shape(&args(3, false, 2), data).is_ok());
+        for id in 1..=3 {
+            std::fs::create_dir_all(data.join(format!("node{id}"))).unwrap();
+        }
+        std::fs::write(data.join("node9.log"), "").unwrap();
+        assert!(check_same_shape(&args(3, false, 2), data).is_ok());
+        for nodes in [1, 5] {
+            let error = check_same_shape(&args(nodes, false, 2), data)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("a 3-node cluster")
+                    && error.contains(&format!("--nodes {nodes}`"))
+                    && error.contains("`cairn cluster --nodes 3`")
+                    && error.contains("rm -rf"),
+                "{error}"
+            );
+        }
+        // A node whose data was wiped alone restarts empty: allowed.
+        std::fs::remove_dir(data.join("node2")).unwrap();
+        assert!(check_same_shape(&args(3, false, 2), data).is_ok());
+        // A sharded cluster beside it is another cluster: allowed.
+        assert!(check_same_shape(&args(3, true, 2), data).is_ok());
+        for name in ["ctrl1", "ctrl2", "ctrl3", "group1-node3", "group2-node1"] {
+            std::fs::create_dir_all(data.join(name)).unwrap();
+        }
+        assert!(check_same_shape(&args(3, true, 2), data).is_ok());
+        for (nodes, groups) in [(3, 3), (5, 2), (3, 1)] {
+            let error = check_same_shape(&args(nodes, true, groups), data)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("3 controllers and 2 groups of 3 servers")
+                    && error.contains("`cairn cluster --sharded --nodes 3 --groups 2`"),
+                "{error}"
+            );
         }
     }
 }

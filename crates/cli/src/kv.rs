@@ -15,6 +15,7 @@ use cairn_storage::RealDisk;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
+use crate::probe::{self, Service};
 use crate::progress::print_stdout;
 
 /// The endpoints of the cluster `cairn cluster` starts by default.
@@ -40,11 +41,24 @@ pub(crate) enum KvCommand {
     Append(KeyValueArgs),
     /// Delete a key (exit status 3 if it was not there).
     Del(KeyArgs),
-    /// Set a key's value only if it currently is --expect VALUE (or
-    /// missing, with --expect-missing); exit status 3 if it was not
-    /// swapped.
+    /// Compare-and-swap: set KEY to VALUE only if its value now is exactly
+    /// --expect OLD, or only if KEY does not exist (--expect-missing).
+    ///
+    /// The comparison and the write are one step in the replicated log: of
+    /// several clients swapping from the same value, exactly one succeeds.
+    /// Prints "swapped" and exits 0 when the value was set; otherwise
+    /// changes nothing, says "not swapped" and exits with status 3 (1 when
+    /// the cluster could not answer). `--expect ""` matches an empty value,
+    /// not a missing key. Not available on a sharded cluster.
+    ///
+    /// Examples: `cairn kv cas counter 2 --expect 1` (1 becomes 2, exit 3
+    /// if the value was not 1); `cairn kv cas lock me --expect-missing`
+    /// (take a lock that nobody holds).
     Cas(CasArgs),
-    /// Show every node's role, term, commit and applied index.
+    /// Show every node's role, term, commit and applied index: the
+    /// endpoints given and every other member they report; on a sharded
+    /// cluster the controllers, every server of every group (with what a
+    /// group waits for), and groups that left but still answer.
     Status(ClientArgs),
 }
 
@@ -56,8 +70,10 @@ pub(crate) struct ServeArgs {
     /// Every node of the cluster as ID=URL, comma-separated.
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
-    /// The address to listen on (default: the host and port of this node's
-    /// URL in --peers).
+    /// The address to listen on, HOST:PORT (default: the host and port of
+    /// this node's URL in --peers). A host name is resolved and the node
+    /// listens on its address (IPv4 first): `localhost` is loopback only.
+    /// 0.0.0.0:PORT listens on every interface.
     #[arg(long)]
     listen: Option<String>,
     /// Snapshot when the Raft log passes this many bytes (default 8388608 =
@@ -72,13 +88,13 @@ pub(crate) struct ClientArgs {
     /// `cairn cluster`).
     #[arg(long, env = "CAIRN_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINTS,
           value_parser = parse_endpoint)]
-    endpoints: Vec<String>,
+    pub(crate) endpoints: Vec<String>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Give up after this many seconds (at least 1).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 /// An endpoint as `http://HOST:PORT` or `HOST:PORT`, checked when the
@@ -191,16 +207,18 @@ impl KeyValueArgs {
 pub(crate) struct CasArgs {
     /// The key.
     key: String,
-    /// The new value.
+    /// The value to set.
     value: String,
-    /// The value the key must have now.
+    /// Swap only if the key's value is exactly OLD now (an empty OLD
+    /// matches an empty value, not a missing key).
     #[arg(
+        value_name = "OLD",
         long,
         conflicts_with = "expect_missing",
         required_unless_present = "expect_missing"
     )]
     expect: Option<String>,
-    /// Swap only if the key is missing.
+    /// Swap only if the key does not exist (the swap creates it).
     #[arg(long)]
     expect_missing: bool,
     #[command(flatten)]
@@ -214,7 +232,7 @@ pub(crate) fn run(command: KvCommand, config: &Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match command {
         KvCommand::Serve(args) => runtime.block_on(serve(args, config)),
-        KvCommand::Status(args) => runtime.block_on(status(args)),
+        KvCommand::Status(args) => runtime.block_on(crate::kv_status::status(args)),
         command => runtime.block_on(request(command)),
     }
 }
@@ -235,28 +253,37 @@ enum Store {
     Sharded(cairn_shardkv::Client),
 }
 
-/// Connects to the cluster, finding out which kind it is: a shard
-/// controller answers the Kv service's `Status` with "unimplemented".
+/// Connects to the cluster, finding out which kind it is: a server that
+/// answers the Kv service's `Status` with "unimplemented" is a shard
+/// controller, or a server of another kind, which is an error that names
+/// it.
 ///
 /// A cluster that is still starting (right after `cairn cluster`) may not
 /// answer yet: the probe is repeated until one endpoint answers or the
-/// command's deadline passes, as the requests themselves would be.
+/// command's deadline passes, as the requests themselves would be; but when
+/// every endpoint refuses the connection for [`cairn_rpc::REFUSED_GIVE_UP`]
+/// nothing is starting there, and the command says so.
 async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
     let single = client(args)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let mut refused_since = None;
     loop {
-        for index in 0..single.endpoints() {
-            match single.status(index).await {
-                Ok(_) => return Ok(Store::Single(single)),
-                Err(RpcError::Rejected { status, .. })
-                    if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
-                {
-                    return Ok(Store::Sharded(sharded_client(args)?));
-                }
-                Err(_) => {}
+        let last_refusal = match probe_round(args, &single).await? {
+            Probe::Single => return Ok(Store::Single(single)),
+            Probe::Sharded => return Ok(Store::Sharded(sharded_client(args)?)),
+            Probe::AllRefused(reason) => Some(reason),
+            Probe::NoAnswer => None,
+        };
+        let now = tokio::time::Instant::now();
+        match last_refusal {
+            Some(last) if now - *refused_since.get_or_insert(now) >= cairn_rpc::REFUSED_GIVE_UP => {
+                let endpoints = args.endpoints.clone();
+                return Err(cairn_kv::KvError::Unreachable { endpoints, last }.into());
             }
+            Some(_) => {}
+            None => refused_since = None,
         }
-        if tokio::time::Instant::now() + CONNECT_PROBE_PAUSE >= deadline {
+        if now + CONNECT_PROBE_PAUSE >= deadline {
             // Nobody answered: the single-group client's errors say so.
             return Ok(Store::Single(single));
         }
@@ -266,6 +293,73 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
 
 /// The pause between two rounds of `connect`'s probe.
 const CONNECT_PROBE_PAUSE: Duration = Duration::from_millis(100);
+
+/// What one round of `connect`'s probe found.
+enum Probe {
+    /// A key/value node answered.
+    Single,
+    /// A shard controller answered.
+    Sharded,
+    /// Every endpoint refused the connection (the last reason).
+    AllRefused(String),
+    /// No endpoint answered, and not every one refused.
+    NoAnswer,
+}
+
+/// Asks every endpoint for its Kv status once; an endpoint of another
+/// kind than a key/value node or a shard controller is an error naming it.
+async fn probe_round(args: &ClientArgs, single: &Client) -> anyhow::Result<Probe> {
+    let mut wrong = None;
+    let mut refusals = Vec::new();
+    for (index, endpoint) in args.endpoints.iter().enumerate() {
+        match single.status(index).await {
+            Ok(_) => return Ok(Probe::Single),
+            Err(RpcError::ConnectionRefused { reason, .. }) => refusals.push(reason),
+            Err(error)
+                if probe::not_grpc(&error)
+                    || error.status().map(|s| s.code())
+                        == Some(cairn_rpc::tonic::Code::Unimplemented) =>
+            {
+                match probe::identify(endpoint).await {
+                    Service::Controller => return Ok(Probe::Sharded),
+                    // Gone meanwhile: the next round or the clerk will say.
+                    Service::KvNode | Service::NoAnswer(_) => {}
+                    service => wrong = wrong.or(Some((endpoint, service))),
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some((endpoint, service)) = wrong {
+        return Err(wrong_service(endpoint, &service));
+    }
+    Ok(match refusals.pop() {
+        Some(last) if refusals.len() + 1 == args.endpoints.len() => Probe::AllRefused(last),
+        _ => Probe::NoAnswer,
+    })
+}
+
+/// The error for an endpoint that is neither a key/value node nor a shard
+/// controller, saying what it is and where the right servers are.
+pub(crate) fn wrong_service(endpoint: &str, service: &Service) -> anyhow::Error {
+    let what = service.describe();
+    let local = "`cairn cluster` starts them at 127.0.0.1:7701-7703, the default --endpoints";
+    match service {
+        Service::ShardGroup { .. } => anyhow::anyhow!(
+            "{endpoint} is {what} of a sharded cluster: `cairn kv` talks to the shard controllers, \
+             which route each key to its group; point --endpoints at the controllers \
+             (`cairn cluster --sharded` starts them at 127.0.0.1:7701-7703, the default --endpoints)"
+        ),
+        Service::Coordinator | Service::Worker => anyhow::anyhow!(
+            "{endpoint} is {what}, not a key/value node (`cairn mr status URL` shows a coordinator's job); \
+             point --endpoints at the nodes of a key/value cluster ({local})"
+        ),
+        _ => anyhow::anyhow!(
+            "{endpoint} is {what}, not a key/value node or a shard controller; point --endpoints at \
+             the nodes of a key/value cluster, or at a sharded cluster's controllers ({local})"
+        ),
+    }
+}
 
 fn sharded_client(args: &ClientArgs) -> anyhow::Result<cairn_shardkv::Client> {
     let settings = cairn_shardkv::ClientConfig {
@@ -418,157 +512,6 @@ fn report(json: bool, done: &str, ok: bool, existed: bool) {
     }
 }
 
-/// One node's line in `cairn kv status`.
-struct StatusRow {
-    /// "node", "controller" or "group G".
-    kind: String,
-    endpoint: String,
-    status: Result<cairn_rpc::kv::StatusReply, String>,
-    /// A sharded group's configuration and shards.
-    extra: Option<(u64, usize)>,
-}
-
-async fn status(args: ClientArgs) -> anyhow::Result<()> {
-    let client = client(&args)?;
-    let mut rows = Vec::new();
-    let mut sharded = false;
-    for (index, endpoint) in args.endpoints.iter().enumerate() {
-        let status = client.status(index).await;
-        if let Err(RpcError::Rejected { status, .. }) = &status
-            && status.code() == cairn_rpc::tonic::Code::Unimplemented
-        {
-            sharded = true;
-        }
-        rows.push(StatusRow {
-            kind: "node".into(),
-            endpoint: endpoint.clone(),
-            status: status.map_err(|e| e.to_string()),
-            extra: None,
-        });
-    }
-    if sharded {
-        rows = sharded_status(&args).await?;
-    }
-    if args.json {
-        let nodes: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| {
-                let mut value = match &row.status {
-                    Ok(s) => serde_json::json!({
-                        "endpoint": row.endpoint, "kind": row.kind, "id": s.id, "role": s.role,
-                        "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied,
-                        "last_index": s.last_index, "snapshot_index": s.snapshot_index,
-                        "raft_state_bytes": s.raft_state_bytes,
-                    }),
-                    Err(error) => serde_json::json!({
-                        "endpoint": row.endpoint, "kind": row.kind, "error": error,
-                    }),
-                };
-                if let Some((config, shards)) = row.extra {
-                    value["config"] = config.into();
-                    value["serving_shards"] = shards.into();
-                }
-                value
-            })
-            .collect();
-        print_stdout(&format!("{}\n", serde_json::Value::Array(nodes)));
-        return Ok(());
-    }
-    let mut out = format!(
-        "{:<11} {:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}{}\n",
-        "kind",
-        "endpoint",
-        "id",
-        "role",
-        "term",
-        "leader",
-        "commit",
-        "applied",
-        "snapshot",
-        if sharded { "  config  shards" } else { "" }
-    );
-    for row in &rows {
-        let (kind, endpoint) = (&row.kind, &row.endpoint);
-        match &row.status {
-            Ok(s) => {
-                out.push_str(&format!(
-                    "{kind:<11} {endpoint:<26} {:>4} {:<14} {:>6} {:>7} {:>9} {:>9} {:>9}",
-                    s.id, s.role, s.term, s.leader, s.commit, s.applied, s.snapshot_index
-                ));
-                if let Some((config, shards)) = row.extra {
-                    out.push_str(&format!("  {config:>6}  {shards:>6}"));
-                }
-                out.push('\n');
-            }
-            Err(error) => {
-                out.push_str(&format!("{kind:<11} {endpoint:<26} unreachable: {error}\n"))
-            }
-        }
-    }
-    print_stdout(&out);
-    if rows.iter().all(|row| row.status.is_err()) {
-        bail!("no node answered; is the cluster running? (`cairn cluster` starts one)");
-    }
-    Ok(())
-}
-
-/// The controllers, then every server of every group in the latest
-/// configuration.
-async fn sharded_status(args: &ClientArgs) -> anyhow::Result<Vec<StatusRow>> {
-    use cairn_rpc::kv::StatusRequest;
-    use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
-    use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
-    let options = cairn_rpc::ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        call_timeout: Duration::from_secs(2),
-    };
-    let mut rows = Vec::new();
-    for endpoint in &args.endpoints {
-        let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
-        let status = server
-            .call(StatusRequest {}, |c, r| async move {
-                ShardCtrlerClient::new(c).status(r).await
-            })
-            .await;
-        rows.push(StatusRow {
-            kind: "controller".into(),
-            endpoint: endpoint.clone(),
-            status: status.map_err(|e| e.to_string()),
-            extra: None,
-        });
-    }
-    let controllers = cairn_shardctrler::Client::new(
-        &args.endpoints,
-        Duration::from_secs(1),
-        Duration::from_secs(args.timeout),
-    )?;
-    let config = controllers.query(None).await?;
-    for (gid, servers) in &config.groups {
-        for endpoint in servers {
-            let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
-            let status = server
-                .call(StatusRequest {}, |c, r| async move {
-                    ShardKvClient::new(c).status(r).await
-                })
-                .await;
-            let (status, extra) = match status {
-                Ok(group) => (
-                    group.node.ok_or_else(|| "no status".to_string()),
-                    Some((group.config_num, group.serving.len())),
-                ),
-                Err(error) => (Err(error.to_string()), None),
-            };
-            rows.push(StatusRow {
-                kind: format!("group {gid}"),
-                endpoint: endpoint.clone(),
-                status,
-                extra,
-            });
-        }
-    }
-    Ok(rows)
-}
-
 /// Parses `ID=URL` pairs.
 pub(crate) fn parse_peers(peers: &[String]) -> anyhow::Result<BTreeMap<u64, String>> {
     let mut map = BTreeMap::new();
@@ -629,11 +572,15 @@ pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<
     let own_url = peers
         .get(&id)
         .with_context(|| format!("node {id} is not in --peers; add {id}=http://HOST:PORT"))?;
-    let listen: SocketAddr = match args.listen.clone().or(node.listen.clone()) {
-        Some(listen) => listen
-            .parse()
-            .with_context(|| format!("--listen {listen:?} is not HOST:PORT"))?,
-        None => listen_of(own_url)?,
+    let listen = match args.listen.clone().or(node.listen.clone()) {
+        Some(listen) => listen_address(&listen)
+            .with_context(|| format!("--listen {listen:?}: pass HOST:PORT, e.g. 0.0.0.0:7701"))?,
+        None => listen_of(own_url).with_context(|| {
+            format!(
+                "cannot listen on the address of node {id}'s URL {own_url} in --peers; pass \
+                 --listen HOST:PORT (0.0.0.0:PORT for every interface)"
+            )
+        })?,
     };
     let data_dir = config.data_dir.0.clone();
     if data_dir.exists() && !data_dir.is_dir() {
@@ -666,15 +613,7 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     let id = prepared.id;
     let server = KvServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("node {id} cannot start: {e}"))?;
-    #[cfg(not(madsim))]
-    let (addr, task) = cairn_rpc::serve_routes(
-        server.routes(),
-        prepared.listen,
-        &cairn_rpc::ServeOptions::default(),
-    )
-    .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
     tracing::info!(
         "node {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
@@ -686,27 +625,47 @@ async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
     outcome
 }
 
-/// The socket address in a URL like `http://127.0.0.1:7701`.
-fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
+/// The address to listen on for a URL like `http://127.0.0.1:7701`: its
+/// host and port, exactly (see [`listen_address`]).
+pub(crate) fn listen_of(url: &str) -> anyhow::Result<SocketAddr> {
     let authority = url
         .trim_start_matches("http://")
         .trim_start_matches("https://")
         .trim_end_matches('/');
-    if let Ok(addr) = authority.parse() {
+    if authority
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        bail!("{url} has no port; write it as http://HOST:PORT");
+    }
+    listen_address(authority)
+}
+
+/// The socket address for `HOST:PORT`: an IP address as written, or a host
+/// name's first address (IPv4 first), so that `localhost:7701` listens on
+/// loopback only, as the name says, and `0.0.0.0:7701` on every interface.
+fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
-    let port = authority
-        .rsplit_once(':')
-        .and_then(|(_, port)| port.parse::<u16>().ok())
-        .with_context(|| format!("{url} has no port; write it as http://HOST:PORT"))?;
-    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {text}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .with_context(|| format!("{text} resolves to no address"))
 }
 
 /// Holds an exclusive lock (flock) on the data directory itself for the
 /// life of the process, so that two nodes never share one log. The lock is
 /// on the directory, not on a file in it: removing a file cannot release it,
 /// and the kernel drops it when the process dies, however it dies.
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -759,7 +718,7 @@ pub(crate) async fn wait_for_stop_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{base64, parse_endpoint};
+    use super::{base64, listen_address, listen_of, parse_endpoint};
 
     #[test]
     fn base64_follows_the_rfc_vectors() {
@@ -775,6 +734,31 @@ mod tests {
         for (plain, encoded) in vectors {
             assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
         }
+    }
+
+    /// Issue 19: `localhost` in a node's URL listened on 0.0.0.0, every
+    /// interface, although the help said the URL's host.
+    #[test]
+    fn a_node_listens_on_exactly_the_host_it_is_given() {
+        assert_eq!(
+            listen_of("http://localhost:7701").unwrap(),
+            "127.0.0.1:7701".parse().unwrap()
+        );
+        assert_eq!(
+            listen_of("http://10.1.2.3:7701/").unwrap(),
+            "10.1.2.3:7701".parse().unwrap()
+        );
+        assert_eq!(
+            listen_address("0.0.0.0:7701").unwrap(),
+            "0.0.0.0:7701".parse().unwrap()
+        );
+        assert_eq!(
+            listen_address("[::1]:7701").unwrap(),
+            "[::1]:7701".parse().unwrap()
+        );
+        assert!(listen_of("http://localhost").is_err());
+        let error = listen_address("no-such-host.invalid:7701").unwrap_err();
+        assert!(format!("{error:#}").contains("cannot resolve"), "{error:#}");
     }
 
     #[test]

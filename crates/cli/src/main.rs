@@ -6,14 +6,36 @@
 //! defaults) and runs the chosen command. Errors are printed once, with what
 //! to do next, and turn into exit code 1 (2 for usage errors, from clap).
 
+/// Serves a node's gRPC services on `listen`: with every serving limit
+/// (`cairn_rpc::serve_routes`) in the normal build, through the plain
+/// router in the simulation build (whose tonic has no `Routes` to add to).
+/// Evaluates to `anyhow::Result<(SocketAddr, task)>`.
+macro_rules! serve_node {
+    ($server:expr, $listen:expr) => {{
+        #[cfg(not(madsim))]
+        let served = cairn_rpc::serve_routes(
+            $server.routes(),
+            $listen,
+            &cairn_rpc::ServeOptions::default(),
+        )
+        .await;
+        #[cfg(madsim)]
+        let served = cairn_rpc::serve($server.router(), $listen).await;
+        served
+    }};
+}
+
 mod bench;
 mod bench_kv;
 mod bench_raft;
 mod cli;
 mod cluster;
 mod config;
+mod fs;
 mod kv;
+mod kv_status;
 mod mr;
+mod probe;
 mod progress;
 mod shardctl;
 mod shardkv;

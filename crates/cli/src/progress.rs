@@ -251,6 +251,35 @@ pub(crate) fn print_stdout(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
+/// A bar for a transfer of `total` bytes (a spinner when the size is
+/// unknown), on standard error when it is a terminal and `quiet` is off;
+/// hidden otherwise.
+pub(crate) fn bytes_bar(total: Option<u64>, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    match total {
+        Some(total) => {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec}, {eta} left",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        }
+        None => {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use cairn_rpc::mapreduce::Counter;

@@ -25,6 +25,11 @@ pub(crate) enum ShardctlCommand {
     Serve(CtrlServeArgs),
     /// Add replica groups, each as GID=SERVER[,SERVER...]; shards are
     /// rebalanced, moving as few as possible.
+    ///
+    /// First every named group is checked: a majority of its servers must
+    /// answer as servers of that group (`cairn shardkv serve --gid GID`),
+    /// and none may be something else. A group joined at a wrong address
+    /// would take shards that nobody serves. --force skips the check.
     Join(JoinArgs),
     /// Remove replica groups; their shards go to the others.
     Leave(LeaveArgs),
@@ -62,6 +67,11 @@ pub(crate) struct JoinArgs {
     /// Groups as GID=SERVER[,SERVER...], e.g. 1=http://10.0.0.1:7901,http://10.0.0.2:7901.
     #[arg(required = true)]
     groups: Vec<String>,
+    /// Join without checking that the groups' servers answer (their shards
+    /// then wait until the group runs, or until `cairn shardctl leave GID`
+    /// gives them back).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     client: CtrlClientArgs,
 }
@@ -108,6 +118,9 @@ pub(crate) fn run(command: ShardctlCommand, config: &Config) -> anyhow::Result<(
             ShardctlCommand::Serve(args) => serve(args, config).await,
             ShardctlCommand::Join(args) => {
                 let groups = parse_groups(&args.groups)?;
+                if !args.force {
+                    check_groups(&groups).await?;
+                }
                 let num = client(&args.client)?.join(&groups).await?;
                 report_change(&args.client, "joined", num);
                 Ok(())
@@ -168,6 +181,113 @@ fn parse_groups(groups: &[String]) -> anyhow::Result<BTreeMap<Gid, Vec<String>>>
     Ok(map)
 }
 
+/// How long `join` waits for each server of a group to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a listed server turned out to be.
+enum Checked {
+    /// A server of the group named.
+    Member,
+    /// Something else, or a server of another group: never joinable.
+    Wrong(String),
+    /// No answer.
+    Unreachable(String),
+}
+
+/// Checks that a majority of each group's servers answer as servers of
+/// that group, and that none is something else.
+async fn check_groups(groups: &BTreeMap<Gid, Vec<String>>) -> anyhow::Result<()> {
+    let mut checks = Vec::new();
+    for (&gid, servers) in groups {
+        for server in servers {
+            let server = server.clone();
+            checks.push((gid, server.clone(), tokio::spawn(check_server(gid, server))));
+        }
+    }
+    let mut results: BTreeMap<Gid, Vec<(String, Checked)>> = BTreeMap::new();
+    for (gid, server, check) in checks {
+        let checked = check
+            .await
+            .unwrap_or_else(|e| Checked::Unreachable(e.to_string()));
+        results.entry(gid).or_default().push((server, checked));
+    }
+    for (gid, servers) in results {
+        let fix = format!(
+            "check the URLs (each server's own URL in its --peers) and that the servers run \
+             (`cairn shardkv serve --gid {gid} ...`); `cairn shardctl join --force` joins the \
+             group anyway (its shards then wait for it, until `cairn shardctl leave {gid}`)"
+        );
+        for (server, checked) in &servers {
+            if let Checked::Wrong(what) = checked {
+                bail!("group {gid} cannot be joined: {server} {what}; {fix}");
+            }
+        }
+        let answered = servers
+            .iter()
+            .filter(|(_, c)| matches!(c, Checked::Member))
+            .count();
+        let silent: Vec<String> = servers
+            .iter()
+            .filter_map(|(_, c)| match c {
+                Checked::Unreachable(error) => Some(error.clone()),
+                _ => None,
+            })
+            .collect();
+        if answered * 2 <= servers.len() {
+            bail!(
+                "group {gid} cannot be joined: {answered} of its {} servers answer, not a \
+                 majority ({}); {fix}",
+                servers.len(),
+                silent.join("; ")
+            );
+        }
+        if !silent.is_empty() {
+            eprintln!(
+                "warning: group {gid}: {} (joining anyway: {answered} of {} servers answer)",
+                silent.join("; "),
+                servers.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Asks `server` for its status as a shard group server.
+async fn check_server(gid: Gid, server: String) -> Checked {
+    use cairn_rpc::kv::StatusRequest;
+    use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
+    let options = cairn_rpc::ClientOptions {
+        connect_timeout: CHECK_TIMEOUT,
+        call_timeout: CHECK_TIMEOUT,
+    };
+    let client = match cairn_rpc::RpcClient::new(server, options) {
+        Ok(client) => client,
+        Err(error) => return Checked::Wrong(format!("is not a valid address ({error})")),
+    };
+    let status = client
+        .call(StatusRequest {}, |c, r| async move {
+            ShardKvClient::new(c).status(r).await
+        })
+        .await;
+    match status {
+        Ok(status) if status.gid == gid => Checked::Member,
+        Ok(status) => Checked::Wrong(format!(
+            "is a server of group {}, not of group {gid}",
+            status.gid
+        )),
+        Err(cairn_rpc::RpcError::Rejected { status, .. })
+            if status.code() == cairn_rpc::tonic::Code::Unimplemented =>
+        {
+            Checked::Wrong(
+                "answers but is not a shard group server (a key/value node or a shard \
+                 controller?)"
+                    .into(),
+            )
+        }
+        Err(error) => Checked::Unreachable(error.to_string()),
+    }
+}
+
 fn report_change(args: &CtrlClientArgs, done: &str, num: u64) {
     if args.json {
         print_stdout(&format!("{}\n", serde_json::json!({ "config": num })));
@@ -215,15 +335,7 @@ async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
         args.shards,
     )
     .map_err(|e| anyhow::anyhow!("controller {id} cannot start: {e}"))?;
-    #[cfg(not(madsim))]
-    let (addr, task) = cairn_rpc::serve_routes(
-        server.routes(),
-        prepared.listen,
-        &cairn_rpc::ServeOptions::default(),
-    )
-    .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
     tracing::info!(
         "shard controller {id} serving on {addr} ({} shards), data in {}",
         args.shards,

@@ -65,15 +65,7 @@ async fn serve(args: GroupServeArgs, config: &Config) -> anyhow::Result<()> {
         &args.controllers,
     )
     .map_err(|e| anyhow::anyhow!("group {gid} server {id} cannot start: {e}"))?;
-    #[cfg(not(madsim))]
-    let (addr, task) = cairn_rpc::serve_routes(
-        server.routes(),
-        prepared.listen,
-        &cairn_rpc::ServeOptions::default(),
-    )
-    .await?;
-    #[cfg(madsim)]
-    let (addr, task) = cairn_rpc::serve(server.router(), prepared.listen).await?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
     tracing::info!(
         "group {gid} server {id} serving on {addr}, data in {}",
         prepared.data_dir.display()

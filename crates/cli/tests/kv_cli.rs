@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{CAIRN, NodeProcesses, free_ports};
 
@@ -97,4 +98,161 @@ fn values_and_keys_are_binary_safe_and_exit_statuses_are_distinct() {
         .output()
         .unwrap();
     assert_eq!(code(&bad_flag), Some(2));
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+/// Runs `cairn ARGS` (no --timeout: the default, 15 s, applies) and
+/// returns its output and how long it took.
+fn timed(args: &[&str]) -> (Output, Duration) {
+    let started = Instant::now();
+    let output = Command::new(CAIRN).args(args).output().unwrap();
+    (output, started.elapsed())
+}
+
+/// The URL of a node that reports itself follower of a known leader
+/// (waits up to 20 s for one).
+fn a_follower(cluster: &NodeProcesses) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = cluster.cli(&["kv", "status", "--json"]);
+        if let Ok(serde_json::Value::Array(nodes)) = serde_json::from_slice(&output.stdout) {
+            let leader = nodes.iter().find(|n| n["role"] == "leader");
+            let follower = nodes.iter().find(|n| {
+                n["role"] == "follower" && leader.is_some_and(|l| n["leader"] == l["id"])
+            });
+            if let Some(follower) = follower {
+                return follower["endpoint"].as_str().unwrap().to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 19: a clerk given only a follower waited out its timeout and
+/// reported "not the leader; node 3 at ... is"; values of 8 MiB and more
+/// failed after 15 s with a gRPC decode message.
+#[test]
+fn a_follower_leads_the_clerk_to_the_leader_and_big_values_are_refused_at_once() {
+    let cluster = NodeProcesses::start(&["kv", "serve"], 3);
+    let follower = a_follower(&cluster);
+    let (put, took) = timed(&["kv", "put", "k", "v", "--endpoints", &follower]);
+    assert_eq!(code(&put), Some(0), "{}", stderr(&put));
+    assert!(took < Duration::from_secs(5), "the put took {took:?}");
+    let (get, _) = timed(&["kv", "get", "k", "--endpoints", &follower]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "v\n");
+
+    for size in [8 << 20, 9 << 20] {
+        let started = Instant::now();
+        let put = put_stdin(&cluster, &["kv", "put", "big", "-"], &vec![b'x'; size]);
+        let took = started.elapsed();
+        assert_eq!(code(&put), Some(1), "{size} bytes: {}", stderr(&put));
+        assert!(
+            stderr(&put).contains("values are limited to 1048576 bytes"),
+            "{}",
+            stderr(&put)
+        );
+        assert!(took < Duration::from_secs(5), "{size} bytes: {took:?}");
+    }
+}
+
+/// Issue 19: with no cluster running, every command waited the full 15 s
+/// although every connection was refused at once.
+#[test]
+fn with_nothing_listening_a_command_fails_fast_and_says_what_to_do() {
+    let endpoints: Vec<String> = free_ports(3)
+        .into_iter()
+        .map(|port| format!("http://127.0.0.1:{port}"))
+        .collect();
+    let endpoints = endpoints.join(",");
+    for command in [&["get", "k"][..], &["put", "k", "v"], &["del", "k"]] {
+        let mut args = vec!["kv"];
+        args.extend_from_slice(command);
+        args.extend_from_slice(&["--endpoints", &endpoints]);
+        let (output, took) = timed(&args);
+        assert_eq!(code(&output), Some(1), "{command:?}: {}", stderr(&output));
+        assert!(took < Duration::from_secs(5), "{command:?} took {took:?}");
+        let message = stderr(&output);
+        for endpoint in endpoints.split(',') {
+            assert!(message.contains(endpoint), "{message}");
+        }
+        assert!(
+            message.contains("refused")
+                && message.contains("is the cluster running?")
+                && message.contains("cairn cluster")
+                && message.contains("--endpoints"),
+            "{message}"
+        );
+    }
+}
+
+/// Issue 19: `cairn kv` pointed at a shard group server said "no
+/// controller completed the request within 2s ()"; it now says what the
+/// server is, at once, and where to point instead.
+#[test]
+fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
+    let nowhere = format!("http://127.0.0.1:{}", free_ports(1)[0]);
+    let group = NodeProcesses::start(
+        &["shardkv", "serve", "--gid", "4", "--controllers", &nowhere],
+        1,
+    );
+    for args in [
+        &["kv", "get", "k"][..],
+        &["kv", "put", "k", "v"],
+        &["kv", "status"],
+    ] {
+        let mut args = args.to_vec();
+        args.extend_from_slice(&["--endpoints", &group.urls[0]]);
+        let (output, took) = timed(&args);
+        assert_eq!(code(&output), Some(1), "{args:?}");
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+        let message = stderr(&output);
+        assert!(
+            message.contains(&format!(
+                "{} is a shard group server (group 4)",
+                group.urls[0]
+            )) && message.contains("controllers"),
+            "{message}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "a few words\n").unwrap();
+    let listen = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let (child, url) = common::coordinator(dir.path(), &["--app", "wc", "input.txt"], &listen);
+    let _coordinator = common::Processes(vec![child]);
+    let (output, took) = timed(&["kv", "get", "k", "--endpoints", &url]);
+    assert_eq!(code(&output), Some(1));
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        stderr(&output).contains("is a MapReduce coordinator"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// Issue 19: `kv cas --help` named only `--expect`.
+#[test]
+fn cas_help_explains_the_semantics_with_an_example() {
+    let help = Command::new(CAIRN)
+        .args(["kv", "cas", "--help"])
+        .output()
+        .unwrap();
+    // As one line: the help is wrapped to the terminal's width.
+    let help = String::from_utf8_lossy(&help.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for words in [
+        "only if its value now is exactly",
+        "--expect-missing",
+        "does not exist",
+        "exits with status 3",
+        "Examples: `cairn kv cas counter 2 --expect 1`",
+    ] {
+        assert!(help.contains(words), "{words:?} missing from:\n{help}");
+    }
 }

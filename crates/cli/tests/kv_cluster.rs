@@ -223,7 +223,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    // Unreachable endpoints: a clear error within the timeout.
+    // Unreachable endpoints: a clear error at once, well within the timeout.
     let port = free_ports(1)[0];
     let started = Instant::now();
     let output = Command::new(CAIRN)
@@ -234,17 +234,17 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
             "--endpoints",
             &format!("http://127.0.0.1:{port}"),
             "--timeout",
-            "2",
+            "10",
         ])
         .output()
         .unwrap();
     assert!(!output.status.success());
     assert!(
-        stderr(&output).contains("check that the cluster is running"),
+        stderr(&output).contains("is the cluster running?"),
         "{}",
         stderr(&output)
     );
-    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// Appends grow a value to the limit and no further: the largest value

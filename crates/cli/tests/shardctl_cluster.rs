@@ -1,6 +1,7 @@
 //! The shard controller as real processes: 3 `cairn shardctl serve` nodes on
 //! loopback, changed and queried through the CLI, a node killed with
-//! SIGKILL and restarted, and bad requests refused with clear errors.
+//! SIGKILL and restarted, and bad requests refused with clear errors. No
+//! group servers run here, so joins pass `--force`.
 
 mod common;
 
@@ -48,6 +49,7 @@ fn a_controller_cluster_of_processes() {
             &[
                 "shardctl",
                 "join",
+                "--force",
                 "1=http://a:1,http://b:1",
                 "2=http://c:1"
             ]
@@ -86,9 +88,16 @@ fn a_controller_cluster_of_processes() {
     for (args, want) in [
         (vec!["shardctl", "leave", "7"], "not in the configuration"),
         (vec!["shardctl", "leave", "2"], "last group"),
-        (vec!["shardctl", "join", "2=http://d:1"], "already joined"),
+        (
+            vec!["shardctl", "join", "--force", "2=http://d:1"],
+            "already joined",
+        ),
+        (vec!["shardctl", "join", "7=http://d:1"], "--force"),
         (vec!["shardctl", "move", "12", "2"], "does not exist"),
-        (vec!["shardctl", "join", "0=http://d:1"], "reserved"),
+        (
+            vec!["shardctl", "join", "--force", "0=http://d:1"],
+            "reserved",
+        ),
         (vec!["shardctl", "join", "5"], "GID=SERVER"),
     ] {
         let output = nodes.cli(&args);

@@ -278,9 +278,12 @@ impl ChunkTable {
             self.leases.insert(handle, lease.clone());
             return Decision::Lease(lease);
         }
+        // A predecessor's lease can only exist on a chunk that was ever
+        // granted one (every grant raises the version from 0), and only if
+        // there was a predecessor (the leader of term 1 has none).
         let since = self.leader_since.unwrap_or(now);
         let free_at = since + self.settings.lease + margin;
-        if now < free_at {
+        if version > 0 && self.led_term > 1 && now < free_at {
             return Decision::Wait(format!(
                 "this master became leader {:?} ago and waits {:?} more for leases its predecessor granted to end; retry then",
                 now - since,

@@ -59,6 +59,8 @@ impl From<ReplicaError> for MasterError {
             ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
             error @ ReplicaError::Refused { .. } => Self::Rejected(error.to_string()),
             ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
+            // Every master refused the connection: nothing listens there.
+            error @ ReplicaError::Unreachable { .. } => Self::Rejected(error.to_string()),
         }
     }
 }

@@ -73,6 +73,19 @@ pub enum KvError {
     /// The addresses given are unusable.
     #[error("bad endpoint {0}")]
     BadEndpoint(String),
+    /// Every node refused the connection, again and again for
+    /// [`cairn_rpc::REFUSED_GIVE_UP`]: nothing listens at any of the
+    /// addresses. Nothing was applied.
+    #[error(
+        "nothing is listening at {}: every node refused the connection ({last}); is the cluster running? Start one with `cairn cluster`, or pass --endpoints with the addresses of its nodes",
+        .endpoints.join(", ")
+    )]
+    Unreachable {
+        /// Every address tried.
+        endpoints: Vec<String>,
+        /// The operating system's reason for the last refusal.
+        last: String,
+    },
 }
 
 impl From<ReplicaError> for KvError {
@@ -81,6 +94,7 @@ impl From<ReplicaError> for KvError {
             ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
             error @ ReplicaError::Refused { .. } => Self::Refused(error.to_string()),
             ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
+            ReplicaError::Unreachable { endpoints, last } => Self::Unreachable { endpoints, last },
         }
     }
 }
@@ -138,6 +152,14 @@ impl Client {
         })
     }
 
+    /// This clerk waits out its deadline even when every node refuses the
+    /// connection, instead of failing with [`KvError::Unreachable`] after
+    /// [`cairn_rpc::REFUSED_GIVE_UP`]: for nodes that are starting.
+    pub fn wait_while_refused(mut self) -> Self {
+        self.servers = self.servers.wait_while_refused();
+        self
+    }
+
     /// This clerk's session id, once its first write opened one.
     pub fn id(&self) -> Option<u64> {
         self.client_id
@@ -145,6 +167,7 @@ impl Client {
 
     /// The value of `key`, or `None` if it is missing. Linearizable.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, KvError> {
+        check(key, None, None)?;
         let request = GetRequest {
             key: Bytes::copy_from_slice(key),
         };
@@ -204,6 +227,8 @@ impl Client {
         value: &[u8],
         expected: Option<Option<&[u8]>>,
     ) -> Result<WriteOutcome, KvError> {
+        let checked_value = (op != Op::Delete).then_some(value);
+        check(key, checked_value, expected.flatten())?;
         let (expected, expect_missing) = match expected {
             Some(Some(expected)) => (Bytes::copy_from_slice(expected), false),
             Some(None) => (Bytes::new(), true),
@@ -273,6 +298,25 @@ impl Client {
         self.seq = 0;
         Ok(reply.client_id)
     }
+}
+
+/// Checks a request against the limits before it is sent
+/// ([`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES), [`MAX_VALUE_BYTES`]), in the
+/// servers' own words: a request far over them would otherwise die in the
+/// transport (a message over [`MAX_MESSAGE_BYTES`] cannot be sent, and the
+/// failure looks like a broken connection) instead of being refused.
+fn check(key: &[u8], value: Option<&[u8]>, expected: Option<&[u8]>) -> Result<(), KvError> {
+    crate::server::validate(key, value)
+        .map_err(|status| KvError::InvalidArgument(status.message().to_string()))?;
+    if let Some(expected) = expected
+        && expected.len() > MAX_VALUE_BYTES
+    {
+        return Err(KvError::InvalidArgument(format!(
+            "the expected value is {} bytes; values are limited to {MAX_VALUE_BYTES} bytes (1 MiB), so no key can hold it",
+            expected.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A generated client whose message limits are the servers'.

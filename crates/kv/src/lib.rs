@@ -16,9 +16,10 @@
 //!   retries (at another server, in another term, after a lost reply) is
 //!   applied once and answered as the first time. The table is part of the
 //!   snapshot.
-//! - Keys are 1 byte to 4 KiB, values up to 1 MiB ([`MAX_VALUE_BYTES`]);
-//!   anything else is refused with `InvalidArgument` before it reaches the
-//!   log. An append that would grow a value past the limit is refused when
+//! - Keys are 1 byte to 4 KiB ([`MAX_KEY_BYTES`]), values up to 1 MiB
+//!   ([`MAX_VALUE_BYTES`]); anything else is refused with
+//!   `InvalidArgument` by the clerk before it is sent, and by the server
+//!   before it reaches the log. An append that would grow a value past the limit is refused when
 //!   it is applied (it depends on the value then, the same on every node)
 //!   and changes nothing: [`KvError::ValueTooLarge`]. Servers and clerks
 //!   encode and decode gRPC messages up to [`MAX_MESSAGE_BYTES`], so a
@@ -40,9 +41,15 @@
 //! [`KvError::SessionExpired`] (see [`Client`]).
 //!
 //! A clerk retries a request across servers with bounded, jittered
-//! exponential backoff, and stops at once on an answer retrying cannot
+//! exponential backoff, follows a follower's leader hint (also to a node
+//! it was not given), and stops at once on an answer retrying cannot
 //! change (invalid argument, value too large, a message over the size
-//! limit, an expired session whose write's outcome is unknown).
+//! limit, an expired session whose write's outcome is unknown). It checks
+//! keys and values against the limits before sending, so an oversized
+//! value is refused at once whatever its size. When every node refuses the
+//! connection (nothing listens there) for [`cairn_rpc::REFUSED_GIVE_UP`],
+//! it stops with [`KvError::Unreachable`] instead of waiting out its
+//! deadline.
 //!
 //! ## Implementation caveats
 //!

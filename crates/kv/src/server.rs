@@ -183,6 +183,6 @@ impl Kv for KvServer {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        Ok(Response::new(self.node.status().to_reply()))
+        Ok(Response::new(self.node.status_reply()))
     }
 }

@@ -90,6 +90,7 @@ impl Link {
 fn short_reason(error: &RpcError) -> String {
     match error {
         RpcError::Unavailable { reason, .. } => reason.clone(),
+        RpcError::ConnectionRefused { reason, .. } => reason.clone(),
         RpcError::Timeout { after, .. } => format!("no reply within {after:?}"),
         RpcError::Rejected { status, .. } => format!("{}: {}", status.code(), status.message()),
         RpcError::InvalidAddress { reason, .. } => reason.clone(),

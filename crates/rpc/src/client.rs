@@ -30,8 +30,8 @@ impl Default for ClientOptions {
 ///
 /// The connection is made on first use, with
 /// [`ClientOptions::connect_timeout`], and cached. A call that fails with
-/// [`RpcError::Unavailable`] drops the cached connection, so the next call
-/// connects again. Every call has a deadline. The generated tonic stubs are
+/// [`RpcError::Unavailable`] or [`RpcError::ConnectionRefused`] drops the
+/// cached connection, so the next call connects again. Every call has a deadline. The generated tonic stubs are
 /// built per call around the cached channel, which is cheap:
 ///
 /// ```no_run
@@ -127,7 +127,7 @@ impl RpcClient {
                 after: deadline,
             }),
         };
-        if let Err(RpcError::Unavailable { .. }) = &result {
+        if let Err(RpcError::Unavailable { .. } | RpcError::ConnectionRefused { .. }) = &result {
             self.forget_channel();
         }
         result
@@ -188,7 +188,15 @@ impl RpcClient {
         let connect = self.endpoint.connect();
         let channel = match tokio::time::timeout(self.options.connect_timeout, connect).await {
             Ok(Ok(channel)) => channel,
-            Ok(Err(error)) => return Err(self.unavailable(format!("connect failed: {error}"))),
+            Ok(Err(error)) => {
+                return Err(match crate::error::refusal(&error) {
+                    Some(reason) => RpcError::ConnectionRefused {
+                        addr: self.addr.clone(),
+                        reason,
+                    },
+                    None => self.unavailable(format!("connect failed: {error}")),
+                });
+            }
             Err(_) => {
                 return Err(self.unavailable(format!(
                     "no connection within {:?}",
@@ -227,6 +235,42 @@ mod tests {
         assert_eq!(client.addr(), "http://127.0.0.1:7701");
         let client = RpcClient::new("http://10.0.0.1:1", ClientOptions::default()).unwrap();
         assert_eq!(client.addr(), "http://10.0.0.1:1");
+    }
+
+    /// Nothing listening is told apart from a server that does not answer:
+    /// the operating system refuses the connection at once.
+    #[cfg(not(madsim))]
+    #[tokio::test]
+    async fn a_refused_connection_is_reported_as_such_at_once() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            call_timeout: Duration::from_secs(5),
+        };
+        let client = RpcClient::new(format!("127.0.0.1:{port}"), options).unwrap();
+        let started = std::time::Instant::now();
+        for _ in 0..2 {
+            let result = client
+                .call(
+                    crate::echo::EchoRequest::default(),
+                    |channel, request| async move {
+                        crate::echo::echo_client::EchoClient::new(channel)
+                            .echo(request)
+                            .await
+                    },
+                )
+                .await;
+            assert!(
+                matches!(result, Err(RpcError::ConnectionRefused { .. })),
+                "{result:?}"
+            );
+            let error = result.unwrap_err();
+            assert!(error.is_retryable() && !error.outcome_unknown(), "{error}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tonic::{Code, Status};
 /// | variant | did the server run it? | retry? |
 /// |---|---|---|
 /// | [`Unavailable`](Self::Unavailable) | maybe (a reply may be lost) | yes, after a backoff or at another server |
+/// | [`ConnectionRefused`](Self::ConnectionRefused) | no | yes, at another server; if every server refuses, nothing is listening |
 /// | [`Timeout`](Self::Timeout) | maybe | yes, if the request carries an idempotency token |
 /// | [`Rejected`](Self::Rejected) | it answered with an error | only for the codes in [`is_retryable`](Self::is_retryable) |
 /// | [`InvalidAddress`](Self::InvalidAddress) | no | no: fix the address |
@@ -23,6 +24,17 @@ pub enum RpcError {
         /// The server's address.
         addr: String,
         /// What went wrong, for the operator.
+        reason: String,
+    },
+    /// Nothing listens at the address: the connection was refused, or the
+    /// host or its network has no route. The request certainly did not
+    /// run. Only real sockets report this; the simulated network reports a
+    /// partition or a dead node as [`Unavailable`](Self::Unavailable).
+    #[error("{addr} refused the connection ({reason}); check that the server is running there")]
+    ConnectionRefused {
+        /// The server's address.
+        addr: String,
+        /// The operating system's reason.
         reason: String,
     },
     /// No reply within the call's deadline.
@@ -56,14 +68,17 @@ pub enum RpcError {
 impl RpcError {
     /// Whether sending the same request again may succeed.
     ///
-    /// True for [`Unavailable`](Self::Unavailable) and
-    /// [`Timeout`](Self::Timeout), and for a [`Rejected`](Self::Rejected)
+    /// True for [`Unavailable`](Self::Unavailable),
+    /// [`ConnectionRefused`](Self::ConnectionRefused) (the server may be
+    /// starting) and [`Timeout`](Self::Timeout), and for a [`Rejected`](Self::Rejected)
     /// status whose code is `Unavailable`, `ResourceExhausted` or `Aborted`.
     /// Because the first attempt may have run, a retry is only safe for
     /// requests that are idempotent or deduplicated by the server.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unavailable { .. } | Self::Timeout { .. } => true,
+            Self::Unavailable { .. } | Self::ConnectionRefused { .. } | Self::Timeout { .. } => {
+                true
+            }
             Self::Rejected { status, .. } => matches!(
                 status.code(),
                 Code::Unavailable | Code::ResourceExhausted | Code::Aborted
@@ -90,9 +105,12 @@ impl RpcError {
     pub(crate) fn from_status(addr: &str, status: Status, deadline: Duration) -> Self {
         let addr = addr.to_string();
         match status.code() {
-            Code::Unavailable => Self::Unavailable {
-                addr,
-                reason: status.message().to_string(),
+            Code::Unavailable => match refusal(&status) {
+                Some(reason) => Self::ConnectionRefused { addr, reason },
+                None => Self::Unavailable {
+                    addr,
+                    reason: status.message().to_string(),
+                },
             },
             Code::DeadlineExceeded | Code::Cancelled => Self::Timeout {
                 addr,
@@ -101,4 +119,29 @@ impl RpcError {
             _ => Self::Rejected { addr, status },
         }
     }
+}
+
+/// The reason, if `error` or one of its sources is a refused connection or
+/// a missing route (the operating system's answer that nothing listens
+/// there). Always `None` in the simulation build, whose network has no
+/// sockets: there a dead node or a partition is not a refusal.
+pub(crate) fn refusal(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    if cfg!(madsim) {
+        return None;
+    }
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+            )
+        {
+            return Some(io.to_string());
+        }
+        source = error.source();
+    }
+    None
 }

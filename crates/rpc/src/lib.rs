@@ -10,8 +10,11 @@
 //! 2. **The client every service uses**, [`RpcClient`]: connect with a
 //!    timeout, reconnect after a failure, a deadline on every call, and one
 //!    typed error, [`RpcError`], whose variants say whether a retry makes
-//!    sense ([`RpcError::is_retryable`]); and on top of it [`Replicas`],
-//!    which finds and follows the leader of a replicated group.
+//!    sense ([`RpcError::is_retryable`]; a refused connection,
+//!    [`RpcError::ConnectionRefused`], is told apart from a server that
+//!    does not answer); and on top of it [`Replicas`], which finds and
+//!    follows the leader of a replicated group, and gives up early when
+//!    nothing listens at any of its addresses.
 //! 3. **The server side**: [`serve`] and `serve_routes_on` bind a port
 //!    and serve within named bounds ([`ServeOptions`]): at most
 //!    [`MAX_CONNECTIONS`] connections (the excess closed at once), a
@@ -62,7 +65,10 @@ pub mod sim_net;
 pub use client::{ClientOptions, RpcClient};
 pub use error::RpcError;
 pub use random::seeded_rng;
-pub use replicas::{LEADER_ID_KEY, LEADER_URL_KEY, ReplicaError, Replicas, not_leader};
+pub use replicas::{
+    LEADER_ID_KEY, LEADER_URL_KEY, MAX_LEARNED_SERVERS, REFUSED_GIVE_UP, ReplicaError, Replicas,
+    not_leader,
+};
 pub use serve::{
     HANDSHAKE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, IDLE_TIMEOUT,
     MAX_CONCURRENT_PEER_REQUESTS, MAX_CONCURRENT_REQUESTS, MAX_CONNECTIONS,

@@ -5,15 +5,26 @@
 //! follower with `FAILED_PRECONDITION` and, when it knows one, the leader's
 //! id and URL in the metadata keys [`LEADER_ID_KEY`] and [`LEADER_URL_KEY`]
 //! ([`not_leader`] builds that status). A clerk keeps one [`Replicas`]: it
-//! remembers the last server that answered, follows a leader hint at once,
-//! otherwise tries the next server, and backs off once per round of all
-//! servers (exponentially, from [`FIRST_PAUSE`] to [`MAX_PAUSE`], each
-//! pause drawn at random from its upper half so that clients do not retry
-//! in step), until a deadline. An answer that sending again cannot change
-//! (an invalid or too large request, an unknown method) ends the request at
-//! once.
+//! remembers the last server that answered, follows a leader hint at once
+//! (a leader it was not given is added to the servers it knows, up to
+//! [`MAX_LEARNED_SERVERS`], so a clerk given one follower finds the
+//! leader), otherwise tries the next server, and backs off once per round
+//! of all servers (exponentially, from [`FIRST_PAUSE`] to [`MAX_PAUSE`],
+//! each pause drawn at random from its upper half so that clients do not
+//! retry in step), until a deadline. An answer that sending again cannot
+//! change (an invalid or too large request, an unknown method) ends the
+//! request at once.
+//!
+//! When every server it knows has refused the connection (nothing listens
+//! there: the operating system answered at once) for
+//! [`REFUSED_GIVE_UP`], a request ends with [`ReplicaError::Unreachable`]
+//! instead of waiting out its deadline; a clerk that expects its servers
+//! to be starting turns this off ([`Replicas::wait_while_refused`]). A
+//! server that does not answer, a partition (the simulated network never
+//! reports a refusal) or an election still gets the whole deadline.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -27,6 +38,16 @@ use crate::{ClientOptions, RpcClient, RpcError};
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 /// The longest pause between rounds.
 const MAX_PAUSE: Duration = Duration::from_millis(500);
+/// The most servers a [`Replicas`] adds to those it was given, from leader
+/// hints naming servers it did not know. When full, such a hint is not
+/// followed: the next known server is tried, as for no hint.
+pub const MAX_LEARNED_SERVERS: usize = 8;
+/// How long a request goes on while every known server refuses the
+/// connection, before it ends with [`ReplicaError::Unreachable`]: several
+/// rounds of retries, so that servers just started (a launcher run at the
+/// same moment: about half a second to listen on a busy machine) are
+/// found, well short of a request's deadline.
+pub const REFUSED_GIVE_UP: Duration = Duration::from_secs(2);
 
 /// Metadata key naming the leader's id in a not-leader error.
 pub const LEADER_ID_KEY: &str = "cairn-leader-id";
@@ -80,14 +101,36 @@ pub enum ReplicaError {
         /// The last error seen.
         last: String,
     },
+    /// Every server refused the connection, again and again for
+    /// [`REFUSED_GIVE_UP`]: nothing listens at any of the addresses.
+    /// Nothing was applied.
+    #[error(
+        "nothing is listening at {}: every server refused the connection ({last}); check that the servers are running and that the addresses are theirs",
+        .endpoints.join(", ")
+    )]
+    Unreachable {
+        /// Every address tried.
+        endpoints: Vec<String>,
+        /// The operating system's reason for the last refusal.
+        last: String,
+    },
 }
 
 /// The servers of one replicated group, and which of them to call first.
 #[derive(Debug)]
 pub struct Replicas {
-    servers: Vec<RpcClient>,
+    /// The servers given, then room for [`MAX_LEARNED_SERVERS`] learned
+    /// from leader hints. Filled in order and never emptied, so the known
+    /// servers are a prefix and a reference to one lives as long as `self`.
+    servers: Vec<OnceLock<RpcClient>>,
+    /// How many servers were given.
+    given: usize,
+    options: ClientOptions,
     leader: AtomicUsize,
     deadline: Duration,
+    /// How long every server may refuse before a request ends; `None`:
+    /// until the deadline.
+    refused_give_up: Option<Duration>,
     /// For the jitter of the pauses: a SplitMix64 state, seeded from
     /// [`seeded_rng`](crate::seeded_rng) (small, and no lock to draw).
     jitter_state: AtomicU64,
@@ -111,31 +154,59 @@ impl Replicas {
             connect_timeout: call_timeout,
             call_timeout,
         };
-        let servers = endpoints
+        let mut servers = endpoints
             .iter()
-            .map(|url| RpcClient::new(url.clone(), options.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|url| {
+                Ok(OnceLock::from(RpcClient::new(
+                    url.clone(),
+                    options.clone(),
+                )?))
+            })
+            .collect::<Result<Vec<_>, RpcError>>()?;
+        servers.resize_with(endpoints.len() + MAX_LEARNED_SERVERS, OnceLock::new);
         Ok(Self {
             servers,
+            given: endpoints.len(),
+            options,
             leader: 0.into(),
             deadline,
+            refused_give_up: Some(REFUSED_GIVE_UP),
             jitter_state: AtomicU64::new(crate::seeded_rng().r#gen()),
         })
     }
 
-    /// How many servers there are.
+    /// Turns off the early end of a request when every server refuses the
+    /// connection: requests wait for a server until their deadline. For a
+    /// clerk of servers that are starting (a launcher that has just spawned
+    /// them).
+    pub fn wait_while_refused(mut self) -> Self {
+        self.refused_give_up = None;
+        self
+    }
+
+    /// How many servers were given.
     pub fn len(&self) -> usize {
-        self.servers.len()
+        self.given
     }
 
     /// Whether there are none (never: [`new`](Self::new) refuses that).
     pub fn is_empty(&self) -> bool {
-        self.servers.is_empty()
+        self.given == 0
     }
 
-    /// Server `i`, in the order given.
+    /// Server `i`, in the order given (`i` < [`len`](Self::len)).
     pub fn server(&self, i: usize) -> &RpcClient {
-        &self.servers[i]
+        assert!(i < self.given, "server {i} of {} given", self.given);
+        self.known(i).expect("the servers given are known")
+    }
+
+    /// Every server's address: those given, then those learned from
+    /// leader hints.
+    pub fn addresses(&self) -> Vec<String> {
+        (0..self.count())
+            .filter_map(|i| self.known(i))
+            .map(|s| s.addr().to_string())
+            .collect()
     }
 
     /// The deadline of one request.
@@ -144,9 +215,10 @@ impl Replicas {
     }
 
     /// Calls the server believed to lead, then others, until one answers
-    /// or the deadline passes. `call` may run several times: the request
-    /// must be safe to repeat (a read, or a write carrying its client id
-    /// and sequence number).
+    /// or the deadline passes (or every server refuses the connection: see
+    /// the module documentation). `call` may run several times: the
+    /// request must be safe to repeat (a read, or a write carrying its
+    /// client id and sequence number).
     pub async fn call_leader<'a, T, F, Fut>(&'a self, mut call: F) -> Result<T, ReplicaError>
     where
         F: FnMut(&'a RpcClient) -> Fut,
@@ -154,12 +226,17 @@ impl Replicas {
     {
         let started = tokio::time::Instant::now();
         let mut pause = FIRST_PAUSE;
-        let n = self.servers.len();
+        let mut refusals = Refusals::new(self.servers.len());
+        // Hints followed since the last pause: two servers naming each
+        // other (stale hints during an election) must not spin.
+        let mut hops = 0;
         loop {
-            let index = self.leader.load(Relaxed) % n;
-            let (error, hint) = match call(&self.servers[index]).await {
+            let index = self.leader.load(Relaxed) % self.count();
+            let server = self.known(index).expect("the known servers are a prefix");
+            let (error, hint) = match call(server).await {
                 Ok(value) => return Ok(value),
                 Err(RpcError::Rejected { status, .. }) => {
+                    refusals.note(index, false, self.count());
                     if let Some(error) = final_error(&status) {
                         return Err(error);
                     }
@@ -176,23 +253,24 @@ impl Replicas {
                         pause = (pause * 2).min(MAX_PAUSE);
                         continue;
                     }
-                    let hint = (status.code() == Code::FailedPrecondition)
-                        .then(|| status.metadata().get(LEADER_URL_KEY))
-                        .flatten()
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|url| self.position(url));
-                    (status.message().to_string(), hint)
+                    (status.message().to_string(), self.hint(&status))
                 }
-                Err(error) => (error.to_string(), None),
+                Err(RpcError::ConnectionRefused { reason, .. }) => {
+                    refusals.note(index, true, self.count());
+                    (reason, None)
+                }
+                Err(error) => {
+                    refusals.note(index, false, self.count());
+                    (error.to_string(), None)
+                }
             };
-            if started.elapsed() >= self.deadline {
-                return Err(ReplicaError::Timeout {
-                    after: self.deadline,
-                    last: error,
-                });
+            if let Some(error) = self.give_up(started, &refusals, error) {
+                return Err(error);
             }
+            let n = self.count();
             match hint {
-                Some(leader) if leader != index => {
+                Some(leader) if leader != index && hops < n => {
+                    hops += 1;
                     self.leader.store(leader, Relaxed);
                     continue; // straight to the leader named
                 }
@@ -202,8 +280,33 @@ impl Replicas {
             if self.leader.load(Relaxed).is_multiple_of(n) || n == 1 {
                 tokio::time::sleep(self.jitter(pause)).await;
                 pause = (pause * 2).min(MAX_PAUSE);
+                hops = 0;
             }
         }
+    }
+
+    /// The error that ends a request after a failed call (`last`, its
+    /// error), if it is time to stop: every server has refused for long
+    /// enough, or the deadline passed.
+    fn give_up(
+        &self,
+        started: tokio::time::Instant,
+        refusals: &Refusals,
+        last: String,
+    ) -> Option<ReplicaError> {
+        let timed_out = started.elapsed() >= self.deadline;
+        if let Some(refusing) = refusals.all_refusing(self.count())
+            && (timed_out || self.refused_give_up.is_some_and(|limit| refusing >= limit))
+        {
+            return Some(ReplicaError::Unreachable {
+                endpoints: self.addresses(),
+                last,
+            });
+        }
+        timed_out.then_some(ReplicaError::Timeout {
+            after: self.deadline,
+            last,
+        })
     }
 
     /// A pause drawn uniformly from the upper half of `pause`.
@@ -243,13 +346,84 @@ impl Replicas {
         .await
     }
 
-    fn position(&self, url: &str) -> Option<usize> {
+    /// How many servers are known: those given and those learned.
+    fn count(&self) -> usize {
+        self.given
+            + self.servers[self.given..]
+                .iter()
+                .take_while(|slot| slot.get().is_some())
+                .count()
+    }
+
+    /// Known server `i`.
+    fn known(&self, i: usize) -> Option<&RpcClient> {
+        self.servers.get(i).and_then(OnceLock::get)
+    }
+
+    /// The index of the leader a not-leader status names, learning its
+    /// address if it is new; `None` if it names none, or a new one when
+    /// there is no room left to learn it.
+    fn hint(&self, status: &Status) -> Option<usize> {
+        if status.code() != Code::FailedPrecondition {
+            return None;
+        }
+        let url = status.metadata().get(LEADER_URL_KEY)?.to_str().ok()?;
         let url = if url.contains("://") {
             url.to_string()
         } else {
             format!("http://{url}")
         };
-        self.servers.iter().position(|s| s.addr() == url)
+        for (i, slot) in self.servers.iter().enumerate() {
+            let server = match slot.get() {
+                Some(server) => server,
+                None => {
+                    let client = RpcClient::new(url.clone(), self.options.clone()).ok()?;
+                    // Another request may fill the slot first: then look
+                    // at what it put there.
+                    slot.get_or_init(|| client)
+                }
+            };
+            if server.addr() == url {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// Which known servers refused the connection when last tried, and since
+/// when all of them have.
+struct Refusals {
+    refused: Vec<bool>,
+    all_since: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    fn new(capacity: usize) -> Self {
+        Self {
+            refused: vec![false; capacity],
+            all_since: None,
+        }
+    }
+
+    /// Records the outcome of a call to server `index` of `known`.
+    fn note(&mut self, index: usize, refused: bool, known: usize) {
+        self.refused[index] = refused;
+        if self.refused[..known].iter().all(|&r| r) {
+            self.all_since.get_or_insert_with(tokio::time::Instant::now);
+        } else {
+            self.all_since = None;
+        }
+    }
+
+    /// How long every one of the `known` servers has been refusing, if
+    /// they all are.
+    fn all_refusing(&self, known: usize) -> Option<Duration> {
+        if self.refused[..known].iter().all(|&r| r) {
+            self.all_since.map(|since| since.elapsed())
+        } else {
+            None
+        }
     }
 }
 
@@ -351,6 +525,159 @@ mod tests {
         let (first, second) = (calls[0].load(Relaxed), calls[1].load(Relaxed));
         assert_eq!(second, 0, "the load moved to another server");
         assert!((3..=30).contains(&first), "{first} calls in 300 ms");
+    }
+
+    fn refused(addr: &str) -> RpcError {
+        RpcError::ConnectionRefused {
+            addr: addr.into(),
+            reason: "Connection refused (os error 111)".into(),
+        }
+    }
+
+    /// Issue 19: a clerk given only a follower waited out its deadline and
+    /// reported "not the leader; node 3 at ... is".
+    #[tokio::test]
+    async fn a_hint_naming_a_server_not_given_is_followed() {
+        let endpoints = ["127.0.0.1:1".to_string()];
+        let servers = Replicas::new(
+            &endpoints,
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        let calls = AtomicUsize::new(0);
+        let call = |client: &RpcClient| {
+            calls.fetch_add(1, Relaxed);
+            let addr = client.addr().to_string();
+            async move {
+                if addr.ends_with(":1") {
+                    Err(RpcError::Rejected {
+                        addr,
+                        status: not_leader(Some((3, "http://127.0.0.1:3"))),
+                    })
+                } else {
+                    Ok(addr)
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        assert_eq!(
+            servers.call_leader(call).await.unwrap(),
+            "http://127.0.0.1:3"
+        );
+        assert_eq!(calls.load(Relaxed), 2, "the follower, then the leader");
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // The next request goes straight to the leader learned.
+        assert_eq!(
+            servers.call_leader(call).await.unwrap(),
+            "http://127.0.0.1:3"
+        );
+        assert_eq!(calls.load(Relaxed), 3);
+        assert_eq!(servers.len(), 1, "len() counts the servers given");
+        assert_eq!(
+            servers.addresses(),
+            ["http://127.0.0.1:1", "http://127.0.0.1:3"]
+        );
+    }
+
+    /// Hints naming ever new servers fill the room to learn them, and no
+    /// more; the request still ends at its deadline.
+    #[tokio::test]
+    async fn the_servers_learned_from_hints_are_bounded() {
+        let servers = replicas(Duration::from_millis(300));
+        let next = AtomicUsize::new(100);
+        let result: Result<(), _> = servers
+            .call_leader(|client| {
+                let leader = format!("http://127.0.0.1:{}", next.fetch_add(1, Relaxed));
+                let addr = client.addr().to_string();
+                async move {
+                    Err(RpcError::Rejected {
+                        addr,
+                        status: not_leader(Some((7, &leader))),
+                    })
+                }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(ReplicaError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert_eq!(servers.addresses().len(), 2 + MAX_LEARNED_SERVERS);
+    }
+
+    /// Issue 19: with no cluster running, every command waited its whole
+    /// deadline although every connection was refused at once.
+    #[tokio::test]
+    async fn every_server_refusing_ends_the_request_early() {
+        let servers = replicas(Duration::from_secs(30));
+        let calls = AtomicUsize::new(0);
+        let started = std::time::Instant::now();
+        let result: Result<(), _> = servers
+            .call_leader(|client| {
+                calls.fetch_add(1, Relaxed);
+                let error = refused(client.addr());
+                async move { Err(error) }
+            })
+            .await;
+        let Err(ReplicaError::Unreachable { endpoints, last }) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(endpoints, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert!(last.contains("refused"), "{last}");
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= REFUSED_GIVE_UP && elapsed < REFUSED_GIVE_UP * 3,
+            "{elapsed:?}"
+        );
+        let calls = calls.load(Relaxed);
+        assert!(
+            calls >= 6,
+            "only {calls} calls: a couple of rounds at least"
+        );
+        let message = ReplicaError::Unreachable { endpoints, last }.to_string();
+        assert!(message.contains("http://127.0.0.1:2"), "{message}");
+    }
+
+    /// A server that refuses while another does not answer is a slow or
+    /// partitioned cluster, not a missing one: the whole deadline applies.
+    /// So it does when the clerk was told its servers may be starting.
+    #[tokio::test]
+    async fn a_refusal_ends_nothing_early_unless_every_server_refuses() {
+        let deadline = REFUSED_GIVE_UP + Duration::from_millis(500);
+        let servers = replicas(deadline);
+        let started = std::time::Instant::now();
+        let result: Result<(), _> = servers
+            .call_leader(|client| {
+                let error = if client.addr().ends_with(":1") {
+                    refused(client.addr())
+                } else {
+                    RpcError::Unavailable {
+                        addr: client.addr().into(),
+                        reason: "partitioned".into(),
+                    }
+                };
+                async move { Err(error) }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(ReplicaError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= deadline);
+
+        let servers = replicas(deadline).wait_while_refused();
+        let started = std::time::Instant::now();
+        let result: Result<(), _> = servers
+            .call_leader(|client| {
+                let error = refused(client.addr());
+                async move { Err(error) }
+            })
+            .await;
+        assert!(
+            matches!(result, Err(ReplicaError::Unreachable { .. })),
+            "{result:?}"
+        );
+        assert!(started.elapsed() >= deadline);
     }
 
     #[test]

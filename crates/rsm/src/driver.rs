@@ -70,6 +70,10 @@ pub(crate) struct Driver<S: StateMachine> {
     /// After a failed snapshot save: when to try again, and the wait that
     /// follows another failure.
     snapshot_retry: Option<(tokio::time::Instant, Duration)>,
+    /// Since when no leader is known, and when that was last warned of.
+    leaderless: Option<(tokio::time::Instant, Option<tokio::time::Instant>)>,
+    /// How long without a leader before a warning, and between warnings.
+    problem_log_interval: Duration,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -101,7 +105,15 @@ impl<S: StateMachine> Driver<S> {
             applied,
             violations: 0,
             snapshot_retry: None,
+            leaderless: None,
+            problem_log_interval: Duration::from_secs(10),
         }
+    }
+
+    /// How long without a leader before a warning, and between warnings.
+    pub(crate) fn with_problem_log_interval(mut self, interval: Duration) -> Self {
+        self.problem_log_interval = interval;
+        self
     }
 
     pub(crate) async fn run(mut self, mut inbox: mpsc::Receiver<Command<S>>, tick: Duration) {
@@ -143,6 +155,7 @@ impl<S: StateMachine> Driver<S> {
             }
             self.maybe_snapshot();
             self.publish_status(true);
+            self.warn_if_leaderless();
         }
         self.stop(inbox);
     }
@@ -482,6 +495,57 @@ impl<S: StateMachine> Driver<S> {
         debug_assert_eq!(compacted, meta, "the core's snapshot is the saved one");
         if let Err(error) = self.storage.compact(meta.index) {
             tracing::error!(%error, "cannot drop the log a snapshot covers; it takes disk space until the next snapshot");
+        }
+    }
+
+    /// A group that never elects a leader looks idle: after
+    /// `problem_log_interval` without one (and again after each further
+    /// interval) say so, naming the peers that do not answer. A peer that
+    /// does not exist (an extra node in --peers) or a second process with
+    /// this node's id shows up here.
+    fn warn_if_leaderless(&mut self) {
+        if self.raft.leader().is_some() {
+            self.leaderless = None;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let (since, warned) = self.leaderless.get_or_insert((now, None));
+        let quiet_since = warned.unwrap_or(*since);
+        if now.duration_since(quiet_since) < self.problem_log_interval {
+            return;
+        }
+        *warned = Some(now);
+        let for_how_long = now.duration_since(*since).as_secs();
+        let members = self.raft.cluster().voters.len();
+        let unanswering = self.outbox.unanswering_peers();
+        let answering = members - unanswering.len();
+        let id = self.raft.id();
+        let quorum = members / 2 + 1;
+        if unanswering.is_empty() {
+            tracing::warn!(
+                id,
+                "node {id} has had no leader for {for_how_long}s although every peer answers; \
+                 check that every node runs with the same --peers and its own --id"
+            );
+        } else if answering >= quorum {
+            tracing::warn!(
+                id,
+                "node {id} has had no leader for {for_how_long}s although {answering} of the \
+                 {members} nodes answer, enough for a leader; {} did not: look for errors \
+                 logged by the nodes (two processes with one --id, an address in --peers that \
+                 reaches another node)",
+                unanswering.join("; "),
+            );
+        } else {
+            tracing::warn!(
+                id,
+                "node {id} has had no leader for {for_how_long}s: {} did not answer. A leader \
+                 needs {quorum} of the {members} nodes in --peers, and {answering} answer (this \
+                 one included): start the missing nodes. A node listed in --peers by mistake \
+                 counts too (the members are fixed when a node first starts): start it, or \
+                 recreate the cluster with the right --peers and empty data directories",
+                unanswering.join("; "),
+            );
         }
     }
 

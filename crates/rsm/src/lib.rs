@@ -50,6 +50,14 @@
 //!   [`MAX_INFLIGHT_BATCHES_PER_PEER`].
 //! - A node that cannot go on (an I/O error) stops and says why in its
 //!   status and through [`Node::stopped`].
+//! - A misconfigured group says so in its logs, at most once per
+//!   [`NodeConfig::problem_log_interval`] per problem: a node without a
+//!   leader warns, naming the peers that do not answer (a node listed in
+//!   `--peers` that does not run); a node logs every batch it refuses
+//!   (another cluster, a message for another node, one "from" itself) and
+//!   names itself in the refusal ([`NODE_ID_KEY`]), so that the sender can
+//!   say "node 3's address is answered by a node with this node's own id"
+//!   (two processes share an id) or "by node 2" (wrong `--peers`).
 //!
 //! ## Implementation caveats
 //!
@@ -80,4 +88,6 @@ pub use node::{
 };
 pub use sessions::{Seen, Sessions};
 pub use state_machine::StateMachine;
-pub use transport::{LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, RaftService};
+pub use transport::{
+    LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, NODE_ID_KEY, RaftService,
+};

@@ -60,6 +60,11 @@ pub struct NodeConfig {
     pub max_raft_state: i64,
     /// The deadline of one message batch to a peer.
     pub rpc_timeout: Duration,
+    /// How long a node goes without a leader before it warns (naming the
+    /// peers that do not answer), and the least time between two logs of
+    /// one recurring problem (that warning, a peer refusing this node's
+    /// messages, a refused batch).
+    pub problem_log_interval: Duration,
 }
 
 impl NodeConfig {
@@ -73,6 +78,7 @@ impl NodeConfig {
             tick: Duration::from_millis(10),
             max_raft_state: 8 << 20,
             rpc_timeout: Duration::from_millis(500),
+            problem_log_interval: Duration::from_secs(10),
         }
     }
 
@@ -137,7 +143,8 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
-    /// The wire form every Cairn service answers `Status` with.
+    /// The wire form every Cairn service answers `Status` with, without the
+    /// members (see [`Node::status_reply`]).
     pub fn to_reply(&self) -> cairn_rpc::kv::StatusReply {
         let role = match (self.running, self.role) {
             (false, _) => "stopped",
@@ -156,6 +163,7 @@ impl NodeStatus {
             last_index: self.last_index,
             snapshot_index: self.snapshot_index,
             raft_state_bytes: self.raft_state_bytes,
+            members: Vec::new(),
         }
     }
 }
@@ -285,7 +293,12 @@ impl<S: StateMachine> Node<S> {
             }
             None => Outbox::new(&config, commands.clone()),
         };
-        let service = RaftService::new(config.raft.id, config.cluster.clone(), commands.clone());
+        let service = RaftService::new(
+            config.raft.id,
+            config.cluster.clone(),
+            commands.clone(),
+            config.problem_log_interval,
+        );
         let peers = Arc::new(config.peers.clone());
         let driver = Driver::new(
             raft,
@@ -295,7 +308,8 @@ impl<S: StateMachine> Node<S> {
             status_tx,
             config.max_raft_state,
             recovered_applied,
-        );
+        )
+        .with_problem_log_interval(config.problem_log_interval);
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
             commands,
@@ -398,6 +412,21 @@ impl<S: StateMachine> Node<S> {
     /// The node's latest status.
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
+    }
+
+    /// This node's status as the `Status` RPCs answer it, with every member
+    /// of its group (id and URL).
+    pub fn status_reply(&self) -> cairn_rpc::kv::StatusReply {
+        let mut reply = self.status().to_reply();
+        reply.members = self
+            .peers
+            .iter()
+            .map(|(&id, url)| cairn_rpc::kv::Member {
+                id,
+                url: url.clone(),
+            })
+            .collect();
+        reply
     }
 
     /// Waits until the node task stops on its own and returns why (an I/O

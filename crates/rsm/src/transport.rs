@@ -1,9 +1,18 @@
 //! Messages between nodes: [`Outbox`] sends a node's messages to its peers
 //! in one gRPC call per peer per `Ready`; [`RaftService`] receives them and
 //! answers each call with the responses to the requests it carried.
+//!
+//! A misconfigured group (two processes with one id, a peer address that
+//! reaches another node, a peer that does not exist) would otherwise only
+//! show as a group without a leader, so both sides say loudly what they
+//! see, at most once per [`NodeConfig::problem_log_interval`] each: the
+//! receiver logs every batch it refuses and names itself in the refusal
+//! ([`NODE_ID_KEY`]), the sender logs the refusal and what it means (the
+//! address of node 3 answered as this node's own id: two processes share
+//! it), and the [`Outbox`] remembers what each peer last answered, for the
+//! driver's warning when there is no leader.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,11 +36,73 @@ pub const MAX_INFLIGHT_BATCHES_PER_PEER: usize = 32;
 /// snapshot chunks are about 1 MiB each; several may share a batch).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
+/// Metadata key of a refused batch's status: the id of the node that
+/// refused it, so that the sender can tell which node its peer's address
+/// really reaches.
+pub const NODE_ID_KEY: &str = "cairn-node-id";
+
 struct Peer<S: StateMachine> {
     link: Link<S>,
     slots: Arc<Semaphore>,
-    /// Batches the peer refused; the first of every thousand is logged.
-    refusals: Arc<AtomicU64>,
+    health: Arc<PeerHealth>,
+}
+
+/// What a peer last answered this node's calls, and when its refusals
+/// were last logged.
+struct PeerHealth {
+    heard: Mutex<Heard>,
+    refusal_log: LogThrottle,
+}
+
+/// The outcome of the last call to a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heard {
+    NotCalled,
+    Answered,
+    Failed(String),
+}
+
+impl PeerHealth {
+    fn new(interval: Duration) -> Self {
+        Self {
+            heard: Mutex::new(Heard::NotCalled),
+            refusal_log: LogThrottle::new(interval),
+        }
+    }
+
+    fn record(&self, heard: Heard) {
+        *self.heard.lock().unwrap_or_else(|e| e.into_inner()) = heard;
+    }
+
+    fn heard(&self) -> Heard {
+        self.heard.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Lets a recurring problem be logged at most once per interval.
+pub(crate) struct LogThrottle {
+    interval: Duration,
+    last: Mutex<Option<tokio::time::Instant>>,
+}
+
+impl LogThrottle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether to log now: the first time, then once per interval.
+    pub(crate) fn ready(&self) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 enum Link<S: StateMachine> {
@@ -118,7 +189,7 @@ impl<S: StateMachine> Outbox<S> {
                         Peer {
                             link: Link::Grpc(Arc::new(client)),
                             slots,
-                            refusals: Arc::default(),
+                            health: Arc::new(PeerHealth::new(config.problem_log_interval)),
                         },
                     );
                 }
@@ -152,7 +223,7 @@ impl<S: StateMachine> Outbox<S> {
                     Peer {
                         link: Link::Local(net.clone(), id),
                         slots,
-                        refusals: Arc::default(),
+                        health: Arc::new(PeerHealth::new(config.problem_log_interval)),
                     },
                 )
             })
@@ -163,6 +234,24 @@ impl<S: StateMachine> Outbox<S> {
             peers,
             node,
         }
+    }
+
+    /// The peers whose last call got no answer or a refusal (or that were
+    /// never called), each as "node 2 at URL (why)", for a report.
+    pub(crate) fn unanswering_peers(&self) -> Vec<String> {
+        let mut unanswering = Vec::new();
+        for (id, peer) in &self.peers {
+            let Link::Grpc(client) = &peer.link else {
+                continue; // in-process: always reachable
+            };
+            let why = match peer.health.heard() {
+                Heard::Answered => continue,
+                Heard::NotCalled => "not called yet".to_string(),
+                Heard::Failed(error) => error,
+            };
+            unanswering.push(format!("node {id} at {} ({why})", client.addr()));
+        }
+        unanswering
     }
 
     /// Sends one batch to `to` in its own task.
@@ -210,11 +299,11 @@ impl<S: StateMachine> Outbox<S> {
                     messages,
                 };
                 let client = client.clone();
-                let refusals = peer.refusals.clone();
+                let health = peer.health.clone();
                 let self_id = self.id;
                 tokio::spawn(async move {
                     let _permit = permit;
-                    send_grpc(&client, &refusals, self_id, to, batch, node).await;
+                    send_grpc(&client, &health, self_id, to, batch, node).await;
                 });
             }
         }
@@ -224,7 +313,7 @@ impl<S: StateMachine> Outbox<S> {
 /// One gRPC call; its responses go back to the node.
 async fn send_grpc<S: StateMachine>(
     client: &RpcClient,
-    refusals: &AtomicU64,
+    health: &PeerHealth,
     self_id: NodeId,
     to: NodeId,
     batch: MessageBatch,
@@ -239,19 +328,27 @@ async fn send_grpc<S: StateMachine>(
         })
         .await;
     let reply = match result {
-        Ok(reply) => reply,
-        Err(error @ cairn_rpc::RpcError::Rejected { .. }) => {
+        Ok(reply) => {
+            health.record(Heard::Answered);
+            reply
+        }
+        Err(cairn_rpc::RpcError::Rejected { status, .. }) => {
             // Not a lost message: the peer refuses this node (another
             // cluster, a shared id, a bad batch). The operator must act.
-            if refusals
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .is_multiple_of(1000)
-            {
-                tracing::error!(peer = to, %error, "a peer refuses this node's messages");
+            health.record(Heard::Failed(format!("refuses: {}", status.message())));
+            if health.refusal_log.ready() {
+                log_refusal(client.addr(), self_id, to, &status);
             }
             return;
         }
         Err(error) => {
+            let why = match &error {
+                cairn_rpc::RpcError::ConnectionRefused { reason, .. } => reason.clone(),
+                cairn_rpc::RpcError::Unavailable { reason, .. } => reason.clone(),
+                cairn_rpc::RpcError::Timeout { after, .. } => format!("no answer within {after:?}"),
+                error => error.to_string(),
+            };
+            health.record(Heard::Failed(why));
             tracing::trace!(to, %error, "message batch lost");
             return;
         }
@@ -264,6 +361,34 @@ async fn send_grpc<S: StateMachine>(
                 reply: None,
             })
             .await;
+    }
+}
+
+/// Logs a peer's refusal of this node's batch, saying what it means when
+/// the refusing node is not the one called.
+fn log_refusal(url: &str, self_id: NodeId, to: NodeId, status: &Status) {
+    let answered_as = status
+        .metadata()
+        .get(NODE_ID_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<NodeId>().ok());
+    let reason = status.message();
+    match answered_as {
+        Some(id) if id == self_id => tracing::error!(
+            peer = to,
+            "node {to}'s address {url} is answered by a node with this node's own id \
+             {self_id}: two processes run as node {self_id} (give each node its own --id), or \
+             --peers gives node {to} this node's address; it refused: {reason}"
+        ),
+        Some(id) if id != to => tracing::error!(
+            peer = to,
+            "node {to}'s address {url} is answered by node {id}: check --peers (every node \
+             must have the same list, each id with its own node's address); it refused: {reason}"
+        ),
+        _ => tracing::error!(
+            peer = to,
+            "node {to} at {url} refuses this node's messages: {reason}"
+        ),
     }
 }
 
@@ -338,6 +463,8 @@ pub struct RaftService<S: StateMachine> {
     id: NodeId,
     cluster: String,
     node: mpsc::Sender<Command<S>>,
+    /// When a refused batch was last logged.
+    refusal_log: Arc<LogThrottle>,
 }
 
 impl<S: StateMachine> Clone for RaftService<S> {
@@ -346,23 +473,50 @@ impl<S: StateMachine> Clone for RaftService<S> {
             id: self.id,
             cluster: self.cluster.clone(),
             node: self.node.clone(),
+            refusal_log: self.refusal_log.clone(),
         }
     }
 }
 
 impl<S: StateMachine> RaftService<S> {
-    pub(crate) fn new(id: NodeId, cluster: String, node: mpsc::Sender<Command<S>>) -> Self {
-        Self { id, cluster, node }
+    pub(crate) fn new(
+        id: NodeId,
+        cluster: String,
+        node: mpsc::Sender<Command<S>>,
+        problem_log_interval: Duration,
+    ) -> Self {
+        Self {
+            id,
+            cluster,
+            node,
+            refusal_log: Arc::new(LogThrottle::new(problem_log_interval)),
+        }
     }
-}
 
-/// How long a call waits for the node to answer before giving up.
-const STEP_DEADLINE: Duration = Duration::from_secs(5);
+    /// Checks a batch before any of it reaches the node. A refusal is
+    /// logged here too (the sender may not be watched) and names this node
+    /// in [`NODE_ID_KEY`].
+    fn admit(&self, batch: MessageBatch) -> Result<Vec<Message>, Status> {
+        let result = self.check(batch);
+        if let Err(status) = &result
+            && self.refusal_log.ready()
+        {
+            tracing::error!(
+                id = self.id,
+                "node {} refused a message batch from a peer: {}",
+                self.id,
+                status.message()
+            );
+        }
+        result.map_err(|mut status| {
+            if let Ok(value) = self.id.to_string().parse() {
+                status.metadata_mut().insert(NODE_ID_KEY, value);
+            }
+            status
+        })
+    }
 
-#[tonic::async_trait]
-impl<S: StateMachine> proto::raft_server::Raft for RaftService<S> {
-    async fn step(&self, request: Request<MessageBatch>) -> Result<Response<MessageBatch>, Status> {
-        let batch = request.into_inner();
+    fn check(&self, batch: MessageBatch) -> Result<Vec<Message>, Status> {
         if batch.cluster != self.cluster {
             return Err(Status::failed_precondition(format!(
                 "this node belongs to cluster {:?}, not {:?}; check the peer addresses",
@@ -376,6 +530,17 @@ impl<S: StateMachine> proto::raft_server::Raft for RaftService<S> {
             messages.push(message);
         }
         check_batch(self.id, &messages)?;
+        Ok(messages)
+    }
+}
+
+/// How long a call waits for the node to answer before giving up.
+const STEP_DEADLINE: Duration = Duration::from_secs(5);
+
+#[tonic::async_trait]
+impl<S: StateMachine> proto::raft_server::Raft for RaftService<S> {
+    async fn step(&self, request: Request<MessageBatch>) -> Result<Response<MessageBatch>, Status> {
+        let messages = self.admit(request.into_inner())?;
         let (reply, answer) = oneshot::channel();
         self.node
             .send(Command::Inbound {
@@ -445,7 +610,7 @@ mod tests {
     /// anything reached the node.
     async fn step_node_2(messages: &[Message]) -> (Option<Status>, bool) {
         let (node, mut inbox) = mpsc::channel::<Command<Counter>>(4);
-        let service = RaftService::new(2, "test".into(), node);
+        let service = RaftService::new(2, "test".into(), node, Duration::from_secs(10));
         let batch = MessageBatch {
             cluster: "test".into(),
             messages: messages.iter().map(codec::encode).collect(),

@@ -56,6 +56,19 @@ pub enum CtrlerError {
     /// The addresses given are unusable.
     #[error("bad endpoint: {0}")]
     BadEndpoint(String),
+    /// Every controller refused the connection, again and again for
+    /// [`cairn_rpc::REFUSED_GIVE_UP`]: nothing listens at any of the
+    /// addresses. Nothing was applied.
+    #[error(
+        "nothing is listening at {}: every shard controller refused the connection ({last}); are the controllers running? Start a sharded cluster with `cairn cluster --sharded`, or pass --endpoints with the controllers' addresses",
+        .endpoints.join(", ")
+    )]
+    Unreachable {
+        /// Every address tried.
+        endpoints: Vec<String>,
+        /// The operating system's reason for the last refusal.
+        last: String,
+    },
 }
 
 impl From<ReplicaError> for CtrlerError {
@@ -64,6 +77,7 @@ impl From<ReplicaError> for CtrlerError {
             ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
             error @ ReplicaError::Refused { .. } => Self::Rejected(error.to_string()),
             ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
+            ReplicaError::Unreachable { endpoints, last } => Self::Unreachable { endpoints, last },
         }
     }
 }
@@ -94,6 +108,15 @@ impl Client {
             client_id: None,
             seq: 0,
         })
+    }
+
+    /// This clerk waits out its deadline even when every controller
+    /// refuses the connection, instead of failing with
+    /// [`CtrlerError::Unreachable`] after [`cairn_rpc::REFUSED_GIVE_UP`]:
+    /// for controllers that are starting.
+    pub fn wait_while_refused(mut self) -> Self {
+        self.servers = self.servers.wait_while_refused();
+        self
     }
 
     /// Configuration `num`, or the latest with `None`. Linearizable: the

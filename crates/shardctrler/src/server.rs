@@ -234,6 +234,6 @@ impl ShardCtrler for CtrlerServer {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        Ok(Response::new(self.node.status().to_reply()))
+        Ok(Response::new(self.node.status_reply()))
     }
 }

@@ -166,6 +166,7 @@ impl Client {
 
     /// The value of `key`, or `None` if it is missing. Linearizable.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>, ShardKvError> {
+        check(key, None)?;
         let request = GetRequest {
             key: Bytes::copy_from_slice(key),
         };
@@ -201,6 +202,7 @@ impl Client {
     }
 
     async fn write(&mut self, op: Op, key: &[u8], value: &[u8]) -> Result<bool, ShardKvError> {
+        check(key, (op != Op::Delete).then_some(value))?;
         let mut request = WriteRequest {
             op: op as i32,
             key: Bytes::copy_from_slice(key),
@@ -301,6 +303,10 @@ impl Client {
                         Err(ReplicaError::Timeout { last: error, .. }) => {
                             last = format!("group {gid}: {error}");
                         }
+                        Err(error @ ReplicaError::Unreachable { .. }) => {
+                            // The group may have moved: ask the controller.
+                            last = format!("group {gid}: {error}");
+                        }
                     }
                 } else {
                     last = format!("no group serves shard {shard}");
@@ -343,6 +349,14 @@ impl Client {
         self.groups.insert(servers.to_vec(), group.clone());
         Ok(group)
     }
+}
+
+/// Checks a request against the limits before it is sent, in the servers'
+/// words: a value far over them cannot even be sent (a message over
+/// [`MAX_MESSAGE_BYTES`] fails in the transport, like a broken connection).
+fn check(key: &[u8], value: Option<&[u8]>) -> Result<(), ShardKvError> {
+    crate::server::validate(key, value)
+        .map_err(|status| ShardKvError::InvalidArgument(status.message().to_string()))
 }
 
 /// A generated client whose message limits are the servers'.

@@ -41,12 +41,29 @@
 //! A group moves to the next configuration only when no shard is in
 //! hand-over, so an old owner answers a pull for configuration `n` exactly
 //! when it has reached `n` itself, and at most one group serves a shard at
-//! any moment. Once the data is installed the new owner serves it
+//! any moment. The old owner logs `handing` before it gives out a shard's
+//! last chunk: only from then on may the new owner serve it. Once the data is installed the new owner serves it
 //! (**Collecting**) and tells the old owner to drop its copy
 //! (`DeleteShards`, through the old owner's log); when that is confirmed,
 //! the shard is **Serving**. Shards not involved in a change are served
 //! throughout it, and each gained shard is served as soon as its own data
 //! has arrived, whatever the other shards do.
+//!
+//! ## Taking shards back
+//!
+//! A group joined with a wrong address never pulls its shards; their old
+//! owners would wait for it forever, even after it leaves. When the new
+//! owner of a shard not yet handed is missing from the controller's latest
+//! configuration, the old owner's leader logs `take_back`: the shard is
+//! **Held** (kept, not served, not in hand-over) and is the old owner's own
+//! in its next configuration — it held it all along and nobody else ever
+//! served it. `handing` and `take_back` are ordered by the old owner's log,
+//! so one of them wins. A group that left and comes back is answered
+//! `revoked` and drops the shard; a third group that gets a Held shard in a
+//! later configuration is told by the holder to pull it there (see
+//! `store/takeback.rs`). Every group's `Status` lists what it waits for,
+//! and its leader warns in its log every [`WARN_INTERVAL`] while a
+//! hand-over is stuck.
 //!
 //! ## Exactly-once writes
 //!
@@ -78,6 +95,17 @@
 //!   too, though a sharded-store clerk never sends a change.
 //! - A group whose old owner is down waits for it (the data exists nowhere
 //!   else); shards from live groups keep moving meanwhile.
+//! - A shard that went from no group (gid 0) to a group that never ran
+//!   (the first join named a wrong address) cannot be taken back: no group
+//!   holds it, and whether that group served writes is unknowable. Its new
+//!   owners wait for it.
+//! - A group that left remembers the last [`MAX_REVOKED`] shards it took
+//!   back; one that comes back after more than that many waits for a shard
+//!   it was offered long ago.
+//! - A group that was offered a shard taken back from another one that
+//!   left, and that was itself down until it left too, pulls from the
+//!   configuration's previous owner when it comes back (the holder's offer
+//!   was lost with it) and waits.
 //! - A shard in hand-over is stored whole by both groups, and the new
 //!   owner's log grows by the shard's size (one entry per chunk) until a
 //!   snapshot compacts it; moving a large shard costs disk and bandwidth
@@ -89,15 +117,20 @@
 //!   (its data would have no one to go to).
 
 mod client;
+mod follow;
 mod server;
 mod store;
 
 pub use client::{Client, ClientConfig, ShardKvError};
+pub use follow::WARN_INTERVAL;
 pub use server::{
     HandoverConfig, MAX_CHUNK_BYTES, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES,
     POLL_INTERVAL, ShardKvServer,
 };
-pub use store::{MAX_SESSIONS_PER_SHARD, Plan, PullPosition, ShardState, ShardStore};
+pub use store::{
+    MAX_REVOKED, MAX_SESSIONS_PER_SHARD, Plan, PullPosition, ShardState, ShardStore, ShardsByGroup,
+    Unhanded,
+};
 
 /// Maps a key to its shard, given the shard count.
 pub type ShardOf = fn(&[u8], usize) -> usize;

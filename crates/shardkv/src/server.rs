@@ -3,19 +3,15 @@
 //! and ShardKv), and the leader's loop that follows the controller and
 //! moves shards.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::Role;
-use cairn_rpc::Replicas;
 use cairn_rpc::kv::StatusRequest;
-use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
 use cairn_rpc::shardkv::shard_kv_server::{ShardKv, ShardKvServer as ShardKvGrpcServer};
 use cairn_rpc::shardkv::{
-    Command, DeleteReply, DeleteRequest, GetReply, GetRequest, GroupStatus, InstallShards, Op,
-    PullReply, PullRequest, WriteReply, WriteRequest, command,
+    Command, DeleteReply, DeleteRequest, GetReply, GetRequest, GroupStatus, OfferReply,
+    OfferRequest, Op, PullReply, PullRequest, WriteReply, WriteRequest, command,
 };
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_shardctrler::Gid;
@@ -24,15 +20,16 @@ use prost::Message as _;
 use tonic::{Request, Response, Status};
 
 use crate::ShardOf;
-use crate::store::{Plan, ShardStore};
+use crate::follow::{Follower, Notes};
+use crate::store::ShardStore;
 
 /// How often the leader asks the controller for the next configuration
 /// and retries pending hand-overs.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long the server waits for a request to be applied or confirmed.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 /// How long one round of a hand-over call to another group may take.
-const PEER_DEADLINE: Duration = Duration::from_secs(1);
+pub(crate) const PEER_DEADLINE: Duration = Duration::from_secs(1);
 /// The most bytes of keys and values in one chunk of a shard handed over
 /// (one pull reply, one log entry at the new owner). A chunk holds at least
 /// one key, however large; the duplicate table travels with the last chunk,
@@ -88,6 +85,8 @@ pub struct ShardKvServer {
     node: Node<ShardStore>,
     gid: Gid,
     follower: Arc<tokio::task::JoinHandle<()>>,
+    /// What the leader's loop last learned about the groups it waits on.
+    notes: Arc<Notes>,
 }
 
 impl std::fmt::Debug for ShardKvServer {
@@ -126,6 +125,7 @@ impl ShardKvServer {
         controllers: &[String],
         handover: HandoverConfig,
     ) -> Result<Self, StartError> {
+        let own_servers: Vec<String> = config.peers.values().cloned().collect();
         let node = Node::start(config, disk, ShardStore::new(gid, shards, shard_of))?;
         let controller = cairn_shardctrler::Client::new(
             controllers,
@@ -133,11 +133,22 @@ impl ShardKvServer {
             Duration::from_secs(1),
         )
         .map_err(|e| StartError::Config(format!("bad controller address: {e}")))?;
-        let follower = tokio::spawn(follow(node.clone(), gid, shards, controller, handover));
+        let notes = Arc::new(Notes::default());
+        let follower = Follower {
+            node: node.clone(),
+            gid,
+            shards,
+            controller,
+            handover,
+            own_servers,
+            notes: notes.clone(),
+        };
+        let follower = tokio::spawn(follower.run());
         Ok(Self {
             node,
             gid,
             follower: Arc::new(follower),
+            notes,
         })
     }
 
@@ -188,7 +199,7 @@ impl ShardKvServer {
 }
 
 /// Checks a key (and value) against the limits.
-fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
+pub(crate) fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
     if key.is_empty() {
         return Err(Status::invalid_argument("the key is empty"));
     }
@@ -252,18 +263,62 @@ impl ShardKv for ShardKvServer {
     ) -> Result<Response<PullReply>, Status> {
         let request = request.into_inner();
         let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
-        let reply = self
+        // The last chunk goes out only once `handing` is in the log: read,
+        // log it if needed, read again.
+        for _ in 0..2 {
+            let request = request.clone();
+            let pulled = self
+                .node
+                .read(
+                    move |store: &ShardStore| {
+                        let after = request.after_key.as_deref();
+                        store.pull_chunk(request.config_num, request.shard, after, max_bytes)
+                    },
+                    REQUEST_DEADLINE,
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            match pulled {
+                Ok(reply) => return Ok(Response::new(reply)),
+                Err(_unhanded) => {
+                    let handing = DeleteRequest {
+                        config_num: request.config_num,
+                        shards: vec![request.shard],
+                    };
+                    self.submit(command::Command::Handing(handing)).await?;
+                }
+            }
+        }
+        // Not handed although `handing` was applied: the configuration
+        // moved on meanwhile. The caller asks again.
+        Ok(Response::new(PullReply::default()))
+    }
+
+    async fn offer_shards(
+        &self,
+        request: Request<OfferRequest>,
+    ) -> Result<Response<OfferReply>, Status> {
+        let offer = request.into_inner();
+        let check = offer.clone();
+        let needed = self
             .node
             .read(
-                move |store: &ShardStore| {
-                    let after = request.after_key.as_deref();
-                    store.pull_chunk(request.config_num, request.shard, after, max_bytes)
-                },
+                move |store: &ShardStore| store.needs_source(&check),
                 REQUEST_DEADLINE,
             )
             .await
             .map_err(|e| self.error(e))?;
-        Ok(Response::new(reply))
+        if needed {
+            tracing::info!(
+                gid = self.gid,
+                "group {} offers shards {:?} of configuration {} (taken back from a group that left); pulling them from it",
+                offer.gid,
+                offer.shards,
+                offer.config_num
+            );
+            self.submit(command::Command::Source(offer)).await?;
+        }
+        Ok(Response::new(OfferReply {}))
     }
 
     async fn delete_shards(
@@ -287,258 +342,25 @@ impl ShardKv for ShardKvServer {
 
 impl ShardKvServer {
     async fn group_status(&self) -> GroupStatus {
-        let node = self.node.status();
+        let node = self.node.status_reply();
         // The configuration as this node has applied it (no read index: a
         // status is a local view).
-        let (config_num, serving) = self
+        let (config_num, serving, plan) = self
             .node
-            .inspect(|store: &ShardStore| (store.config().num, store.serving()))
+            .inspect(|store: &ShardStore| (store.config().num, store.serving(), store.plan()))
             .await
             .unwrap_or_default();
+        let waiting = if node.role == "leader" {
+            self.notes.describe(&plan)
+        } else {
+            crate::follow::describe(&plan, &Default::default())
+        };
         GroupStatus {
-            node: Some(node.to_reply()),
+            node: Some(node),
             gid: self.gid,
             config_num,
             serving,
+            waiting,
         }
     }
-}
-
-/// The clients of other groups, by their servers, made once each.
-#[derive(Default)]
-struct Groups(Mutex<BTreeMap<Vec<String>, Arc<Replicas>>>);
-
-impl Groups {
-    fn get(&self, servers: &Vec<String>) -> Option<Arc<Replicas>> {
-        let mut groups = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = groups.get(servers) {
-            return Some(r.clone());
-        }
-        let r = Arc::new(Replicas::new(servers, Duration::from_millis(500), PEER_DEADLINE).ok()?);
-        groups.insert(servers.clone(), r.clone());
-        Some(r)
-    }
-}
-
-/// The leader's loop: every [`POLL_INTERVAL`], read the group's plan; when
-/// no hand-over is under way, put the controller's next configuration in
-/// the log; fetch the shards being pulled and tell old owners to drop the
-/// shards that arrived, each source group on its own, so that a dead group
-/// holds up only its own shards.
-async fn follow(
-    node: Node<ShardStore>,
-    gid: Gid,
-    shards: usize,
-    controller: cairn_shardctrler::Client,
-    handover: HandoverConfig,
-) {
-    let mut mismatch_reported = None;
-    let groups = Groups::default();
-    loop {
-        tokio::time::sleep(POLL_INTERVAL).await;
-        if node.status().role != Role::Leader {
-            continue;
-        }
-        let Ok(plan) = node
-            .read(|store: &ShardStore| store.plan(), REQUEST_DEADLINE)
-            .await
-        else {
-            continue;
-        };
-        let Plan {
-            config_num,
-            stable,
-            pull,
-            collect,
-        } = plan;
-        if stable {
-            if let Ok(next) = controller.query(Some(config_num + 1)).await
-                && next.num == config_num + 1
-            {
-                if next.shards.len() != shards {
-                    if mismatch_reported != Some(next.num) {
-                        tracing::error!(
-                            gid,
-                            "the controllers have {} shards but this server was started with {shards}; restart it with --shards {}",
-                            next.shards.len(),
-                            next.shards.len()
-                        );
-                        mismatch_reported = Some(next.num);
-                    }
-                    continue;
-                }
-                let command = command::Command::Config(next.to_proto());
-                let _ = submit(&node, command).await;
-            }
-            continue;
-        }
-        let mut calls = Vec::new();
-        for (from, (servers, shards)) in pull {
-            let Some(group) = groups.get(&servers) else {
-                continue;
-            };
-            let (node, handover) = (node.clone(), handover.clone());
-            calls.push(tokio::spawn(async move {
-                for shard in shards {
-                    let source = Source {
-                        gid,
-                        from,
-                        group: &group,
-                        config_num,
-                    };
-                    if pull_shard(&node, source, shard, &handover).await.is_err() {
-                        break;
-                    }
-                }
-            }));
-        }
-        for (from, (servers, shards)) in collect {
-            let Some(group) = groups.get(&servers) else {
-                continue;
-            };
-            let node = node.clone();
-            calls.push(tokio::spawn(async move {
-                collect_shards(
-                    &node,
-                    gid,
-                    from,
-                    &group,
-                    DeleteRequest { config_num, shards },
-                )
-                .await;
-            }));
-        }
-        for call in calls {
-            let _ = call.await;
-        }
-    }
-}
-
-/// The group a shard is pulled from, in which configuration.
-#[derive(Clone, Copy)]
-struct Source<'a> {
-    /// This group.
-    gid: Gid,
-    /// The old owner.
-    from: Gid,
-    group: &'a Replicas,
-    config_num: u64,
-}
-
-/// Why a pull stopped before the shard was complete; the next round of
-/// the leader's loop tries again.
-#[derive(Debug)]
-struct PullStopped;
-
-/// Pulls `shard` chunk by chunk, each chunk its own log entry, starting
-/// after the last key installed, until the last chunk is installed.
-/// Stops (for a later round) when a call or a submit fails, or when a
-/// chunk makes no progress.
-async fn pull_shard(
-    node: &Node<ShardStore>,
-    source: Source<'_>,
-    shard: u32,
-    handover: &HandoverConfig,
-) -> Result<(), PullStopped> {
-    let Source {
-        gid,
-        from,
-        group,
-        config_num,
-    } = source;
-    let mut previous = None;
-    loop {
-        let position = node
-            .read(
-                move |s: &ShardStore| s.pull_position(config_num, shard),
-                REQUEST_DEADLINE,
-            )
-            .await
-            .map_err(|_| PullStopped)?;
-        let Some(position) = position else {
-            return Ok(()); // installed: the last chunk is in
-        };
-        if previous.as_ref() == Some(&position) {
-            tracing::warn!(
-                gid,
-                from,
-                shard,
-                "a chunk of shard {shard} changed nothing; the pull is retried later"
-            );
-            return Err(PullStopped);
-        }
-        let request = PullRequest {
-            config_num,
-            shard,
-            after_key: position.after_key.clone(),
-            max_bytes: handover.chunk_bytes as u64,
-        };
-        let reply = group
-            .request(request, |c, r| async move {
-                ShardKvClient::new(c)
-                    .max_decoding_message_size(MAX_HANDOVER_BYTES)
-                    .pull_shards(r)
-                    .await
-            })
-            .await;
-        let chunk = match reply {
-            Ok(reply) if reply.ready => reply.chunk,
-            Ok(_) => {
-                tracing::debug!(gid, from, config_num, "shard not ready yet");
-                return Err(PullStopped);
-            }
-            Err(error) => {
-                tracing::debug!(gid, from, %error, "cannot pull a shard");
-                return Err(PullStopped);
-            }
-        };
-        let install = InstallShards {
-            config_num,
-            chunk,
-            ..InstallShards::default()
-        };
-        if let Err(error) = submit(node, command::Command::Install(install)).await {
-            if let SubmitError::TooLarge { .. } = error {
-                tracing::error!(
-                    gid,
-                    shard,
-                    %error,
-                    "a chunk of shard {shard} from group {from} is too large for one log entry; the chunk limits disagree (a bug): report it"
-                );
-            }
-            return Err(PullStopped);
-        }
-        previous = Some(position);
-    }
-}
-
-/// Tells the old owner `from` to drop the shards of `request`, which
-/// arrived here, and logs that it did.
-async fn collect_shards(
-    node: &Node<ShardStore>,
-    gid: Gid,
-    from: Gid,
-    group: &Replicas,
-    request: DeleteRequest,
-) {
-    let reply = group
-        .request(request.clone(), |c, r| async move {
-            ShardKvClient::new(c).delete_shards(r).await
-        })
-        .await;
-    match reply {
-        Ok(reply) if reply.done => {
-            let _ = submit(node, command::Command::Deleted(request)).await;
-        }
-        Ok(_) => {}
-        Err(error) => tracing::debug!(gid, from, %error, "cannot delete old shards"),
-    }
-}
-
-async fn submit(node: &Node<ShardStore>, command: command::Command) -> Result<Bytes, SubmitError> {
-    let bytes = Command {
-        command: Some(command),
-    }
-    .encode_to_vec();
-    node.submit(Bytes::from(bytes), REQUEST_DEADLINE).await
 }

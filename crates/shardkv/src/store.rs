@@ -37,6 +37,10 @@ pub enum ShardState {
     /// Arrived from the previous owner and served; that owner has not yet
     /// confirmed that it dropped its copy.
     Collecting = 4,
+    /// Offered to a group that left (it is not in the controller's latest
+    /// configuration) before it took the shard: taken back and kept here,
+    /// not served, as this group's own in the next configuration.
+    Held = 5,
 }
 
 impl ShardState {
@@ -46,6 +50,7 @@ impl ShardState {
             2 => Self::Pulling,
             3 => Self::Offering,
             4 => Self::Collecting,
+            5 => Self::Held,
             _ => return None,
         })
     }
@@ -74,11 +79,21 @@ impl Reply {
     }
 }
 
+/// A group and its servers' URLs.
+type GroupAddress = (Gid, Vec<String>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Shard {
     state: ShardState,
     data: BTreeMap<Bytes, Bytes>,
     sessions: Sessions<Reply>,
+    /// Offering: the last chunk was given out, so the new owner may serve
+    /// the shard; it can no longer be taken back.
+    handed: bool,
+    /// Pulling or Collecting: the group the data comes from, when it is
+    /// not the previous owner in the configuration (which left before it
+    /// took the shard, so another group took it back and offers it).
+    source: Option<GroupAddress>,
 }
 
 impl Shard {
@@ -87,6 +102,8 @@ impl Shard {
             state,
             data: BTreeMap::new(),
             sessions: Sessions::new(MAX_SESSIONS_PER_SHARD),
+            handed: false,
+            source: None,
         }
     }
 
@@ -186,6 +203,9 @@ impl Shard {
     }
 }
 
+/// Shards by the group they are waiting on, with that group's servers.
+pub type ShardsByGroup = BTreeMap<Gid, (Vec<String>, Vec<u32>)>;
+
 /// What the group's leader has to do to move the shards along.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -194,17 +214,30 @@ pub struct Plan {
     /// No hand-over is under way: the next configuration may be applied.
     pub stable: bool,
     /// Shards to fetch, by the group that has them, with its servers.
-    pub pull: BTreeMap<Gid, (Vec<String>, Vec<u32>)>,
+    pub pull: ShardsByGroup,
     /// Shards whose old owner must be told to drop them.
-    pub collect: BTreeMap<Gid, (Vec<String>, Vec<u32>)>,
+    pub collect: ShardsByGroup,
+    /// Shards frozen here whose new owner has not taken them yet, by new
+    /// owner. Those whose owner is not in the controller's latest
+    /// configuration (it left before taking them) may be taken back.
+    pub offer: ShardsByGroup,
+    /// Shards frozen here whose new owner has their last chunk and has not
+    /// yet said it has them installed, by new owner.
+    pub handed: ShardsByGroup,
+    /// Shards offered here that the new owner would look for at another
+    /// group (this group took them back from one that left): the new owner
+    /// must be told to pull them here.
+    pub announce: ShardsByGroup,
 }
 
 /// One replica group's state machine.
 ///
 /// Invariants: a shard is in `shards` iff the group owns it in `config`
-/// (state Serving, Pulling or Collecting) or owned it in `previous` and
-/// the new owner has not yet confirmed it (Offering). Configurations are
-/// applied one at a time, in order, and only when every shard is Serving.
+/// (state Serving, Pulling or Collecting), or held it when `config` was
+/// applied and the new owner has not yet confirmed it (Offering), or took
+/// it back from a new owner that left without taking it (Held).
+/// Configurations are applied one at a time, in order, and only when
+/// every shard is Serving or Held.
 #[derive(Debug, Clone)]
 pub struct ShardStore {
     gid: Gid,
@@ -212,7 +245,17 @@ pub struct ShardStore {
     config: Config,
     previous: Config,
     shards: BTreeMap<u32, Shard>,
+    /// Shards taken back, by (configuration in which they were handed
+    /// over, shard), with the group they were handed to: a pull from that
+    /// group is answered `revoked`. At most [`MAX_REVOKED`], the oldest
+    /// forgotten first.
+    revoked: BTreeMap<(u64, u32), Gid>,
 }
+
+/// The most shards taken back that a group remembers (to tell their
+/// would-be owner, if it ever asks, to drop them). Beyond it the oldest
+/// record is forgotten; a group that asks about it later waits.
+pub const MAX_REVOKED: usize = 1024;
 
 impl PartialEq for ShardStore {
     fn eq(&self, other: &Self) -> bool {
@@ -220,6 +263,7 @@ impl PartialEq for ShardStore {
             && self.config == other.config
             && self.previous == other.previous
             && self.shards == other.shards
+            && self.revoked == other.revoked
     }
 }
 
@@ -232,7 +276,13 @@ impl ShardStore {
             config: Config::initial(shards),
             previous: Config::initial(shards),
             shards: BTreeMap::new(),
+            revoked: BTreeMap::new(),
         }
+    }
+
+    /// This group's id.
+    pub fn gid(&self) -> Gid {
+        self.gid
     }
 
     /// The configuration this group has reached.
@@ -277,9 +327,11 @@ impl ShardStore {
         }
     }
 
-    /// No hand-over is under way: every shard held is Serving.
+    /// No hand-over is under way: every shard held is Serving (or Held).
     fn stable(&self) -> bool {
-        self.shards.values().all(|s| s.state == ShardState::Serving)
+        self.shards
+            .values()
+            .all(|s| matches!(s.state, ShardState::Serving | ShardState::Held))
     }
 
     /// What the leader should do next.
@@ -289,21 +341,41 @@ impl ShardStore {
             stable: self.stable(),
             ..Plan::default()
         };
-        for (&shard, state) in &self.shards {
-            let target = match state.state {
-                ShardState::Pulling => &mut plan.pull,
-                ShardState::Collecting => &mut plan.collect,
-                _ => continue,
+        for (&shard, held) in &self.shards {
+            let (target, (gid, servers)) = match held.state {
+                ShardState::Serving | ShardState::Held => continue,
+                ShardState::Pulling => (&mut plan.pull, self.source_of(shard, held)),
+                ShardState::Collecting => (&mut plan.collect, self.source_of(shard, held)),
+                ShardState::Offering => {
+                    let to = self.owner(&self.config, shard);
+                    if held.handed {
+                        (&mut plan.handed, to)
+                    } else {
+                        if self.previous.shards[shard as usize] != self.gid {
+                            let entry = plan.announce.entry(to.0).or_insert((to.1.clone(), vec![]));
+                            entry.1.push(shard);
+                        }
+                        (&mut plan.offer, to)
+                    }
+                }
             };
-            let from = self.previous.shards[shard as usize];
-            let servers = self.previous.groups.get(&from).cloned().unwrap_or_default();
-            target
-                .entry(from)
-                .or_insert_with(|| (servers, Vec::new()))
-                .1
-                .push(shard);
+            target.entry(gid).or_insert((servers, vec![])).1.push(shard);
         }
         plan
+    }
+
+    /// The owner of `shard` in `config`, with its servers.
+    fn owner(&self, config: &Config, shard: u32) -> GroupAddress {
+        let gid = config.shards[shard as usize];
+        (gid, config.groups.get(&gid).cloned().unwrap_or_default())
+    }
+
+    /// Where a shard being pulled comes from: the group that offered it
+    /// here, or else its previous owner.
+    fn source_of(&self, shard: u32, held: &Shard) -> GroupAddress {
+        held.source
+            .clone()
+            .unwrap_or_else(|| self.owner(&self.previous, shard))
     }
 
     fn write(&mut self, index: LogIndex, request: &WriteRequest) -> WriteReply {
@@ -342,8 +414,14 @@ impl ShardStore {
             return;
         }
         for shard in 0..next.shards.len() {
-            let (was, is) = (self.config.shards[shard], next.shards[shard]);
             let key = shard as u32;
+            // A shard taken back is this group's: it held it all along.
+            let was = if self.shard_state(key) == Some(ShardState::Held) {
+                self.gid
+            } else {
+                self.config.shards[shard]
+            };
+            let is = next.shards[shard];
             if was != self.gid && is == self.gid {
                 let state = if was == 0 {
                     ShardState::Serving
@@ -352,10 +430,14 @@ impl ShardStore {
                 };
                 self.shards.insert(key, Shard::new(state));
             } else if was == self.gid
-                && is != self.gid
                 && let Some(s) = self.shards.get_mut(&key)
             {
-                s.state = ShardState::Offering;
+                s.state = if is == self.gid {
+                    ShardState::Serving
+                } else {
+                    ShardState::Offering
+                };
+                s.handed = false;
             }
         }
         self.previous = std::mem::replace(&mut self.config, next);
@@ -421,6 +503,19 @@ impl StateMachine for ShardStore {
                 self.deleted(&request);
                 Bytes::new()
             }
+            command::Command::Handing(request) => self.handing(&request).encode_to_vec().into(),
+            command::Command::Abandon(request) => {
+                self.abandon(&request);
+                Bytes::new()
+            }
+            command::Command::Source(offer) => {
+                self.set_source(offer);
+                Bytes::new()
+            }
+            command::Command::TakeBack(request) => {
+                self.take_back(&request);
+                Bytes::new()
+            }
         }
     }
 
@@ -431,9 +526,24 @@ impl StateMachine for ShardStore {
             shards: self
                 .shards
                 .iter()
-                .map(|(&shard, s)| proto::ShardSnapshot {
-                    data: Some(s.to_proto(shard)),
-                    state: s.state as u32,
+                .map(|(&shard, s)| {
+                    let (source_gid, source_servers) = s.source.clone().unwrap_or_default();
+                    proto::ShardSnapshot {
+                        data: Some(s.to_proto(shard)),
+                        state: s.state as u32,
+                        handed: s.handed,
+                        source_gid,
+                        source_servers,
+                    }
+                })
+                .collect(),
+            revoked: self
+                .revoked
+                .iter()
+                .map(|(&(config_num, shard), &gid)| proto::Revoked {
+                    config_num,
+                    shard,
+                    gid,
                 })
                 .collect(),
         }
@@ -457,17 +567,27 @@ impl StateMachine for ShardStore {
             let mut shard = Shard::new(state);
             let number = data.shard;
             shard.load(data, None);
+            shard.handed = s.handed;
+            shard.source = (s.source_gid != 0).then_some((s.source_gid, s.source_servers));
             shards.insert(number, shard);
         }
         self.config = config;
         self.previous = previous;
         self.shards = shards;
+        self.revoked = snapshot
+            .revoked
+            .into_iter()
+            .map(|r| ((r.config_num, r.shard), r.gid))
+            .collect();
         Ok(())
     }
 }
 
 mod handover;
+mod takeback;
+#[cfg(test)]
+mod takeback_tests;
 #[cfg(test)]
 mod tests;
 
-pub use handover::PullPosition;
+pub use handover::{PullPosition, Unhanded};

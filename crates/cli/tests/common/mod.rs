@@ -243,7 +243,25 @@ impl NodeProcesses {
         for id in 1..=n as u64 {
             nodes.start_node(id);
         }
+        nodes.wait_listening();
         nodes
+    }
+
+    /// Waits until every node accepts connections: a clerk gives up early
+    /// when every node refuses, as it would on nodes not listening yet.
+    pub(crate) fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for url in &self.urls {
+            let addr = url.trim_start_matches("http://");
+            while std::net::TcpStream::connect(addr).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{url} did not listen within 30 s; logs in {}",
+                    self.dir.path().display()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     pub(crate) fn node_dir(&self, id: u64) -> PathBuf {

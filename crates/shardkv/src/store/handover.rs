@@ -26,6 +26,12 @@ pub struct PullPosition {
     pub keys: usize,
 }
 
+/// A pull reached a shard's last chunk, which is given out only once the
+/// old owner has logged that it hands the shard over (`handing`): from then
+/// on the shard cannot be taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unhanded;
+
 /// The bytes `message` adds to a repeated field it is an element of.
 fn element_len(len: usize) -> usize {
     1 + prost::length_delimiter_len(len) + len
@@ -41,28 +47,39 @@ impl ShardStore {
     /// alone in one more chunk (the table is bounded by
     /// `MAX_SESSIONS_PER_SHARD`). Not ready before this group reached
     /// `num`.
+    ///
+    /// A shard taken back from the caller is answered `revoked`. The last
+    /// chunk is given out only once the shard is marked handed (the
+    /// `handing` command): until then the answer is [`Unhanded`], and the
+    /// server logs `handing` and asks again.
     pub fn pull_chunk(
         &self,
         num: u64,
         shard: u32,
         after_key: Option<&[u8]>,
         max_bytes: usize,
-    ) -> PullReply {
+    ) -> Result<PullReply, Unhanded> {
+        if self.was_revoked(num, shard) {
+            return Ok(PullReply {
+                revoked: true,
+                ..PullReply::default()
+            });
+        }
         if self.config.num != num {
-            return PullReply::default();
+            return Ok(PullReply::default());
         }
         let Some(held) = self
             .shards
             .get(&shard)
             .filter(|s| s.state == ShardState::Offering)
         else {
-            tracing::warn!(
+            tracing::debug!(
                 gid = self.gid,
                 shard,
                 num,
                 "asked for a shard this group is not handing over"
             );
-            return PullReply::default();
+            return Ok(PullReply::default());
         };
         let budget = match max_bytes {
             0 => MAX_CHUNK_BYTES,
@@ -97,17 +114,21 @@ impl ShardStore {
         // beside the last keys, it goes alone in one more chunk.
         let done = !more && (chunk.data.is_empty() || bytes + sessions_len <= budget);
         if done {
+            if !held.handed {
+                return Err(Unhanded);
+            }
             chunk.sessions = sessions;
             chunk.session_floor = held.sessions.floor();
         }
-        PullReply {
+        Ok(PullReply {
             ready: true,
             chunk: Some(ShardChunk {
                 data: Some(chunk),
                 after_key: after_key.map(Bytes::copy_from_slice),
                 done,
             }),
-        }
+            revoked: false,
+        })
     }
 
     /// Where the pull of `shard`, gained in configuration `num`, stands;

@@ -1,18 +1,18 @@
 //! A replica group's state machine: exactly-once writes per shard (the
 //! session floor, here and across a hand-over), the value limit.
 
-use cairn_rpc::shardkv::{InstallShards, ShardChunk};
+use cairn_rpc::shardkv::{InstallShards, PullReply, ShardChunk};
 
 use super::*;
 
-fn command(command: command::Command) -> Vec<u8> {
+pub(super) fn command(command: command::Command) -> Vec<u8> {
     Command {
         command: Some(command),
     }
     .encode_to_vec()
 }
 
-fn write(client: u64, seq: u64, op: Op, key: &str, value: &[u8]) -> Vec<u8> {
+pub(super) fn write(client: u64, seq: u64, op: Op, key: &str, value: &[u8]) -> Vec<u8> {
     command(command::Command::Write(WriteRequest {
         client_id: client,
         seq,
@@ -22,13 +22,13 @@ fn write(client: u64, seq: u64, op: Op, key: &str, value: &[u8]) -> Vec<u8> {
     }))
 }
 
-fn reply(bytes: Bytes) -> WriteReply {
+pub(super) fn reply(bytes: Bytes) -> WriteReply {
     WriteReply::decode(bytes).unwrap()
 }
 
 /// Configuration `num` of a one-shard cluster: the shard on `owner`, the
 /// groups `groups`.
-fn config(num: u64, owner: Gid, groups: &[Gid]) -> Vec<u8> {
+pub(super) fn config(num: u64, owner: Gid, groups: &[Gid]) -> Vec<u8> {
     let config = Config {
         num,
         shards: vec![owner],
@@ -40,9 +40,14 @@ fn config(num: u64, owner: Gid, groups: &[Gid]) -> Vec<u8> {
 /// Moves `shard` (handed over in configuration 2) from `old` to `new`,
 /// chunk by chunk at the full chunk size, logging chunks at `index`
 /// onwards; returns the next free index.
-fn hand_over(old: &ShardStore, new: &mut ShardStore, mut index: LogIndex, shard: u32) -> LogIndex {
+pub(super) fn hand_over(
+    old: &mut ShardStore,
+    new: &mut ShardStore,
+    mut index: LogIndex,
+    shard: u32,
+) -> LogIndex {
     while let Some(position) = new.pull_position(2, shard) {
-        let pulled = old.pull_chunk(2, shard, position.after_key.as_deref(), 0);
+        let pulled = pull(old, 2, shard, position.after_key.as_deref(), 0);
         assert!(
             pulled.ready,
             "the old owner is not handing shard {shard} over"
@@ -53,7 +58,30 @@ fn hand_over(old: &ShardStore, new: &mut ShardStore, mut index: LogIndex, shard:
     index
 }
 
-fn install(chunk: ShardChunk) -> Vec<u8> {
+/// The old owner's answer to a pull of configuration `num`, as its server
+/// gives it: when the pull reaches the last chunk, `handing` is logged
+/// first.
+pub(super) fn pull(
+    old: &mut ShardStore,
+    num: u64,
+    shard: u32,
+    after_key: Option<&[u8]>,
+    max_bytes: usize,
+) -> PullReply {
+    if let Ok(reply) = old.pull_chunk(num, shard, after_key, max_bytes) {
+        return reply;
+    }
+    let handing = command(command::Command::Handing(DeleteRequest {
+        config_num: num,
+        shards: vec![shard],
+    }));
+    let reply = DeleteReply::decode(old.apply(1 << 50, &handing)).unwrap();
+    assert!(reply.done, "handing shard {shard} was refused");
+    old.pull_chunk(num, shard, after_key, max_bytes)
+        .expect("handed")
+}
+
+pub(super) fn install(chunk: ShardChunk) -> Vec<u8> {
     command(command::Command::Install(InstallShards {
         config_num: 2,
         chunk: Some(chunk),
@@ -62,7 +90,7 @@ fn install(chunk: ShardChunk) -> Vec<u8> {
 }
 
 /// Group 1 of a one-shard cluster, serving the shard.
-fn serving_group() -> ShardStore {
+pub(super) fn serving_group() -> ShardStore {
     let mut store = ShardStore::new(1, 1, crate::lab_shard_of);
     store.apply(1, &config(1, 1, &[1]));
     assert_eq!(store.serving(), vec![0]);
@@ -105,7 +133,7 @@ fn the_session_floor_moves_with_the_shard_and_survives_a_snapshot() {
     new.apply(2, &moved);
     old.apply(1 << 39, &moved);
     assert_eq!(new.shard_state(0), Some(ShardState::Pulling));
-    let index = hand_over(&old, &mut new, 3, 0);
+    let index = hand_over(&mut old, &mut new, 3, 0);
     assert_eq!(new.serving(), vec![0]);
 
     let retry = reply(new.apply(index, &write(1, 1, Op::Append, "k", b"a")));
@@ -128,7 +156,7 @@ fn a_retry_at_the_new_owner_gets_the_first_answer() {
     let moved = config(2, 2, &[1, 2]);
     new.apply(2, &moved);
     old.apply(3, &moved);
-    let index = hand_over(&old, &mut new, 3, 0);
+    let index = hand_over(&mut old, &mut new, 3, 0);
     let retry = reply(new.apply(index, &write(5, 1, Op::Append, "k", b"a")));
     assert!(!retry.session_expired && !retry.previous_found, "{retry:?}");
     assert_eq!(new.get(b"k").value, Bytes::from("a"));
@@ -182,13 +210,13 @@ fn moving(keys: usize, value_bytes: usize, clients: u64) -> (ShardStore, ShardSt
 #[test]
 fn a_shard_bigger_than_a_chunk_moves_in_chunks_applied_once_served_after_the_last() {
     const CHUNK: usize = 4000;
-    let (old, mut new) = moving(20, 1000, 0);
+    let (mut old, mut new) = moving(20, 1000, 0);
     let mut index = 3;
     let mut chunks = Vec::new();
     while let Some(position) = new.pull_position(2, 0) {
         assert!(new.get(b"k000").wrong_group, "served before the last chunk");
         assert_eq!(new.serving(), Vec::<u32>::new());
-        let pulled = old.pull_chunk(2, 0, position.after_key.as_deref(), CHUNK);
+        let pulled = pull(&mut old, 2, 0, position.after_key.as_deref(), CHUNK);
         assert!(pulled.ready);
         let chunk = pulled.chunk.unwrap();
         assert!(
@@ -236,17 +264,18 @@ fn a_shard_bigger_than_a_chunk_moves_in_chunks_applied_once_served_after_the_las
 /// end) is ignored; the pull goes on from the cursor.
 #[test]
 fn a_chunk_out_of_order_is_ignored() {
-    let (old, mut new) = moving(10, 1000, 0);
-    let first = old.pull_chunk(2, 0, None, 2500).chunk.unwrap();
-    let second = old
-        .pull_chunk(
-            2,
-            0,
-            Some(&first.data.as_ref().unwrap().data.last().unwrap().key),
-            2500,
-        )
-        .chunk
-        .unwrap();
+    let (mut old, mut new) = moving(10, 1000, 0);
+    let first = pull(&mut old, 2, 0, None, 2500).chunk.unwrap();
+    let after = first
+        .data
+        .as_ref()
+        .unwrap()
+        .data
+        .last()
+        .unwrap()
+        .key
+        .clone();
+    let second = pull(&mut old, 2, 0, Some(&after), 2500).chunk.unwrap();
     let before = new.clone();
     new.apply(3, &install(second.clone()));
     assert_eq!(new, before, "a second chunk installed before the first");
@@ -260,11 +289,10 @@ fn a_chunk_out_of_order_is_ignored() {
 #[test]
 fn chunks_stay_within_their_bound_and_a_large_table_travels_alone() {
     // 200 clients in the table: about 4 KB, more than fits beside a key.
-    let (old, mut new) = moving(3, 1000, 200);
+    let (mut old, mut new) = moving(3, 1000, 200);
     let mut sizes = Vec::new();
     while let Some(position) = new.pull_position(2, 0) {
-        let chunk = old
-            .pull_chunk(2, 0, position.after_key.as_deref(), 1500)
+        let chunk = pull(&mut old, 2, 0, position.after_key.as_deref(), 1500)
             .chunk
             .unwrap();
         sizes.push((chunk.data.as_ref().unwrap().data.len(), chunk.done));

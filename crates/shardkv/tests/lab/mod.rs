@@ -12,7 +12,7 @@ use std::time::Duration;
 use cairn_rsm::NodeConfig;
 use cairn_shardctrler::{Config, CtrlerServer, Gid};
 use cairn_shardkv::{
-    Client, ClientConfig, HandoverConfig, ShardKvError, ShardKvServer, ShardOf, ShardState,
+    Client, ClientConfig, HandoverConfig, Plan, ShardKvError, ShardKvServer, ShardOf, ShardState,
     ShardStore, lab_shard_of,
 };
 use cairn_testkit::history::{History, KvInput};
@@ -225,6 +225,26 @@ impl Tester {
             .await;
     }
 
+    /// Joins group `gid` at `servers`, whether or not anything runs there
+    /// (a typo in `cairn shardctl join --force`).
+    pub async fn join_servers(&self, gid: Gid, servers: Vec<String>) {
+        let groups = BTreeMap::from([(gid, servers)]);
+        self.mck
+            .run_ctrl(format!("Join({groups:?})"), move |c| async move {
+                c.lock().await.join(&groups).await.map(|_| ())
+            })
+            .await;
+    }
+
+    /// Removes group `gid`, by its id.
+    pub async fn leave_gid(&self, gid: Gid) {
+        self.mck
+            .run_ctrl(format!("Leave([{gid}])"), move |c| async move {
+                c.lock().await.leave(&[gid]).await.map(|_| ())
+            })
+            .await;
+    }
+
     pub async fn leave(&self, group: usize) {
         self.leavem(&[group]).await;
     }
@@ -312,6 +332,26 @@ impl Tester {
             states.extend(state.ok());
         }
         states
+    }
+
+    /// The configuration number and hand-over plan of each running server
+    /// of `group`.
+    pub async fn plans(&self, group: usize) -> Vec<Plan> {
+        let servers: Vec<ShardKvServer> = {
+            let servers = self.servers.lock().unwrap();
+            (0..self.n)
+                .filter_map(|i| servers.get(&(group, i)).cloned())
+                .collect()
+        };
+        let mut plans = Vec::new();
+        for server in servers {
+            let plan = server
+                .node()
+                .inspect(|store: &ShardStore| store.plan())
+                .await;
+            plans.extend(plan.ok());
+        }
+        plans
     }
 
     /// Raft state plus snapshot over every running server

@@ -1,0 +1,502 @@
+//! `cairn fs`: the GFS-style file store — run a master node
+//! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
+//! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
+//! `status`).
+
+use std::io::{BufRead as _, Write as _};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use cairn_fs::{ChunkServer, ChunkServerConfig, Client, FsPath, FsSettings, MasterServer};
+use cairn_rpc::fs::EntryInfo;
+use cairn_storage::RealDisk;
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::kv::{ServeArgs, prepare_node, run_until_stopped};
+use crate::progress::print_stdout;
+
+/// The masters of the store `cairn cluster --fs` starts.
+pub(crate) const DEFAULT_MASTERS: &str = crate::kv::DEFAULT_ENDPOINTS;
+/// How much a command reads or writes per call.
+const PIECE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FsCommand {
+    /// Run a master node: one of a Raft group (3 tolerate 1 failure) that
+    /// keeps the namespace and the chunk versions.
+    ServeMaster(ServeArgs),
+    /// Run a chunkserver: it keeps chunk replicas under --data-dir and
+    /// reports them to every master.
+    ServeChunk(ServeChunkArgs),
+    /// Copy a local file into the store (written as PATH._COPYING_, then
+    /// renamed, so PATH never holds a partial copy).
+    Put(PutArgs),
+    /// Copy a file of the store to a local file (`-` for standard output).
+    Get(GetArgs),
+    /// Print a file of the store.
+    Cat(PathArgs),
+    /// List a directory (or show a file).
+    Ls(LsArgs),
+    /// Create a directory (-p: with its parents; an existing one is fine).
+    Mkdir(MkdirArgs),
+    /// Delete a file, or a directory (-r: with everything in it).
+    Rm(RmArgs),
+    /// Move or rename a file or directory, atomically.
+    Mv(MvArgs),
+    /// Show a file's chunks (handle, version, replicas) or a directory.
+    Stat(PathArgs),
+    /// Append each line of standard input as one record (GFS record
+    /// append: atomic, at least once, at an offset the store picks).
+    Append(PathArgs),
+    /// Show every master's role, term and commit index.
+    Status(MastersArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeChunkArgs {
+    /// The URL the masters and clients reach this chunkserver at.
+    #[arg(long, value_parser = crate::kv::parse_endpoint)]
+    url: String,
+    /// The address to listen on (default: the host and port of --url).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Every master node, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
+          default_value = DEFAULT_MASTERS)]
+    masters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MastersArgs {
+    /// The store's master nodes, comma-separated (default: the store of
+    /// `cairn cluster --fs`).
+    #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
+          env = "CAIRN_FS_MASTERS", default_value = DEFAULT_MASTERS)]
+    masters: Vec<String>,
+    /// Seconds an operation may take, retries included.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PathArgs {
+    /// A path in the store (absolute: /dir/file).
+    path: String,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    /// The local file (`-` for standard input).
+    local: PathBuf,
+    /// Where in the store.
+    path: String,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    path: String,
+    /// The local file to write (`-` for standard output).
+    local: PathBuf,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LsArgs {
+    /// The directory (default /).
+    #[arg(default_value = "/")]
+    path: String,
+    /// Long listing: kind, chunks and versions.
+    #[arg(short = 'l')]
+    long: bool,
+    /// Recursive.
+    #[arg(short = 'R')]
+    recursive: bool,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MkdirArgs {
+    path: String,
+    #[arg(short = 'p')]
+    parents: bool,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RmArgs {
+    path: String,
+    #[arg(short = 'r')]
+    recursive: bool,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MvArgs {
+    from: String,
+    to: String,
+    #[command(flatten)]
+    masters: MastersArgs,
+}
+
+pub(crate) fn run(command: FsCommand, config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dispatch(command, config))
+}
+
+fn path(text: &str) -> anyhow::Result<FsPath> {
+    FsPath::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn client(args: &MastersArgs) -> anyhow::Result<Client> {
+    Client::new(
+        &args.masters,
+        FsSettings::default(),
+        Duration::from_secs(args.timeout),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}; pass --masters http://HOST:PORT,..."))
+}
+
+async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
+    match command {
+        FsCommand::ServeMaster(args) => serve_master(args, config).await,
+        FsCommand::ServeChunk(args) => serve_chunk(args, config).await,
+        FsCommand::Put(args) => put(args).await,
+        FsCommand::Get(args) => get(args).await,
+        FsCommand::Cat(args) => {
+            let get = GetArgs {
+                path: args.path,
+                local: "-".into(),
+                masters: args.masters,
+            };
+            self::get(get).await
+        }
+        FsCommand::Ls(args) => ls(args).await,
+        FsCommand::Mkdir(args) => {
+            client(&args.masters)?
+                .mkdir(&path(&args.path)?, args.parents)
+                .await?;
+            Ok(())
+        }
+        FsCommand::Rm(args) => {
+            client(&args.masters)?
+                .delete(&path(&args.path)?, args.recursive)
+                .await?;
+            Ok(())
+        }
+        FsCommand::Mv(args) => {
+            client(&args.masters)?
+                .rename(&path(&args.from)?, &path(&args.to)?, false)
+                .await?;
+            Ok(())
+        }
+        FsCommand::Stat(args) => stat(args).await,
+        FsCommand::Append(args) => append(args).await,
+        FsCommand::Status(args) => status(args).await,
+    }
+}
+
+async fn serve_master(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
+    let prepared = prepare_node(&args, config)?;
+    let id = prepared.id;
+    let server = MasterServer::start(prepared.node_config.clone(), prepared.disk.clone())
+        .map_err(|e| anyhow::anyhow!("master {id} cannot start: {e}"))?;
+    let (addr, task) = serve_node!(server, prepared.listen)?;
+    tracing::info!(
+        "file-store master {id} serving on {addr}, data in {}",
+        prepared.data_dir.display()
+    );
+    let outcome = run_until_stopped(server.node(), &format!("master {id}")).await;
+    server.node().shutdown().await;
+    task.abort();
+    outcome
+}
+
+async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.0.clone();
+    if data_dir.exists() && !data_dir.is_dir() {
+        bail!(
+            "--data-dir {} is a file, not a directory; pass a directory (it is created if missing)",
+            data_dir.display()
+        );
+    }
+    let disk = Arc::new(
+        RealDisk::new(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?,
+    );
+    let _lock = crate::kv::lock_data_dir(&data_dir)?;
+    let listen = match args.listen {
+        Some(listen) => listen,
+        None => crate::kv::listen_of(&args.url)?,
+    };
+    let config = ChunkServerConfig {
+        url: args.url.clone(),
+        masters: args.masters,
+        dir: "chunks".into(),
+        settings: FsSettings::default(),
+        observer: None,
+    };
+    let server = ChunkServer::start(config, disk)
+        .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;
+    let (addr, task) = serve_node!(server, listen)?;
+    tracing::info!(
+        "chunkserver {} serving on {addr}, replicas in {}",
+        args.url,
+        data_dir.display()
+    );
+    crate::kv::wait_for_stop_signal().await;
+    task.abort();
+    Ok(())
+}
+
+async fn put(args: PutArgs) -> anyhow::Result<()> {
+    let target = path(&args.path)?;
+    let copying = path(&format!("{target}._COPYING_"))?;
+    let mut input: Box<dyn std::io::Read> = if args.local.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.local)
+                .with_context(|| format!("cannot open {}", args.local.display()))?,
+        )
+    };
+    let total = std::fs::metadata(&args.local).map(|m| m.len()).ok();
+    let mut client = client(&args.masters)?;
+    // A copy left by an interrupted put is replaced.
+    let _ = client.delete(&copying, false).await;
+    client.create(&copying).await?;
+    let bar = crate::progress::bytes_bar(total, args.masters.json);
+    let mut buffer = vec![0u8; PIECE_BYTES];
+    let mut offset = 0u64;
+    loop {
+        let n = read_full(&mut input, &mut buffer)
+            .with_context(|| format!("reading {}", args.local.display()))?;
+        if n == 0 {
+            break;
+        }
+        client.write(&copying, offset, &buffer[..n]).await?;
+        offset += n as u64;
+        bar.set_position(offset);
+    }
+    client.rename(&copying, &target, true).await?;
+    bar.finish_and_clear();
+    if args.masters.json {
+        print_stdout(&format!(
+            "{}\n",
+            serde_json::json!({"path": target.as_str(), "bytes": offset})
+        ));
+    } else {
+        eprintln!("wrote {offset} bytes to {target}");
+    }
+    Ok(())
+}
+
+/// Fills `buffer` as far as the input goes; returns how much it read.
+fn read_full(input: &mut dyn std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buffer.len() {
+        match input.read(&mut buffer[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    Ok(done)
+}
+
+async fn get(args: GetArgs) -> anyhow::Result<()> {
+    let source = path(&args.path)?;
+    let mut client = client(&args.masters)?;
+    let entry = client.stat(&source).await?;
+    if entry.directory {
+        bail!("{source} is a directory; `cairn fs ls {source}` lists it");
+    }
+    let mut output: Box<dyn std::io::Write> = if args.local.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(&args.local)
+                .with_context(|| format!("cannot create {}", args.local.display()))?,
+        )
+    };
+    let mut offset = 0u64;
+    loop {
+        let bytes = client.read(&source, offset, PIECE_BYTES as u64).await?;
+        if bytes.is_empty() {
+            break;
+        }
+        output.write_all(&bytes).context("writing the output")?;
+        offset += bytes.len() as u64;
+    }
+    output.flush().context("writing the output")?;
+    Ok(())
+}
+
+fn describe(entry: &EntryInfo, long: bool) -> String {
+    if !long {
+        return format!("{}{}", entry.path, if entry.directory { "/" } else { "" });
+    }
+    if entry.directory {
+        format!("dir   {:>6}  {}/", "-", entry.path)
+    } else {
+        format!("file  {:>6}  {}", entry.chunks.len(), entry.path)
+    }
+}
+
+async fn ls(args: LsArgs) -> anyhow::Result<()> {
+    let client = client(&args.masters)?;
+    let mut pending = vec![path(&args.path)?];
+    let mut all = Vec::new();
+    while let Some(dir) = pending.pop() {
+        let entries = client.list(&dir).await?;
+        for entry in entries.iter().rev() {
+            if args.recursive && entry.directory && entry.path != dir.as_str() {
+                pending.push(path(&entry.path)?);
+            }
+        }
+        all.extend(entries);
+    }
+    if args.masters.json {
+        let list: Vec<_> = all.iter().map(entry_json).collect();
+        print_stdout(&format!("{}\n", serde_json::Value::Array(list)));
+    } else {
+        if args.long {
+            print_stdout("kind  chunks  path\n");
+        }
+        let lines: Vec<String> = all.iter().map(|e| describe(e, args.long)).collect();
+        if !lines.is_empty() {
+            print_stdout(&format!("{}\n", lines.join("\n")));
+        }
+    }
+    Ok(())
+}
+
+fn entry_json(entry: &EntryInfo) -> serde_json::Value {
+    serde_json::json!({
+        "path": entry.path,
+        "directory": entry.directory,
+        "chunks": entry.chunks.iter().map(|c| serde_json::json!({"handle": c.handle, "version": c.version})).collect::<Vec<_>>(),
+    })
+}
+
+async fn stat(args: PathArgs) -> anyhow::Result<()> {
+    let target = path(&args.path)?;
+    let client = client(&args.masters)?;
+    let entry = client.stat(&target).await?;
+    let mut chunks = Vec::new();
+    for (index, chunk) in entry.chunks.iter().enumerate() {
+        let location = client.locate(&target, index as u64, false).await?;
+        chunks.push((chunk, location.replicas));
+    }
+    if args.masters.json {
+        let mut value = entry_json(&entry);
+        value["replicas"] = chunks.iter().map(|(_, r)| serde_json::json!(r)).collect();
+        print_stdout(&format!("{value}\n"));
+        return Ok(());
+    }
+    let mut out = format!(
+        "{}  {}\n",
+        entry.path,
+        if entry.directory { "directory" } else { "file" }
+    );
+    if !entry.directory {
+        out.push_str(&format!("{} chunks\n", chunks.len()));
+        for (index, (chunk, replicas)) in chunks.iter().enumerate() {
+            out.push_str(&format!(
+                "  chunk {index}: handle {} version {} replicas {}\n",
+                chunk.handle,
+                chunk.version,
+                replicas.join(",")
+            ));
+        }
+    }
+    print_stdout(&out);
+    Ok(())
+}
+
+async fn append(args: PathArgs) -> anyhow::Result<()> {
+    let target = path(&args.path)?;
+    let mut client = client(&args.masters)?;
+    if client.stat(&target).await.is_err() {
+        client.create(&target).await?;
+    }
+    let mut count = 0u64;
+    for line in std::io::stdin().lock().split(b'\n') {
+        let mut record = line.context("reading standard input")?;
+        record.push(b'\n');
+        let offset = client.append(&target, &record).await?;
+        count += 1;
+        if args.masters.json {
+            print_stdout(&format!("{}\n", serde_json::json!({"offset": offset})));
+        }
+    }
+    if !args.masters.json {
+        eprintln!("appended {count} records to {target}");
+    }
+    Ok(())
+}
+
+async fn status(args: MastersArgs) -> anyhow::Result<()> {
+    use cairn_rpc::fs::master_client::MasterClient as Stub;
+    use cairn_rpc::kv::StatusRequest;
+    let options = cairn_rpc::ClientOptions {
+        connect_timeout: Duration::from_secs(1),
+        call_timeout: Duration::from_secs(2),
+    };
+    let mut out = format!(
+        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>9} {:>9}\n",
+        "master", "id", "role", "term", "leader", "commit", "applied"
+    );
+    let mut answered = 0;
+    let mut rows = Vec::new();
+    for endpoint in &args.masters {
+        let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
+        match server
+            .call(StatusRequest {}, |c, r| async move {
+                Stub::new(c).status(r).await
+            })
+            .await
+        {
+            Ok(s) => {
+                answered += 1;
+                out.push_str(&format!(
+                    "{endpoint:<28} {:>4} {:<10} {:>6} {:>7} {:>9} {:>9}\n",
+                    s.id, s.role, s.term, s.leader, s.commit, s.applied
+                ));
+                rows.push(
+                    serde_json::json!({"endpoint": endpoint, "id": s.id, "role": s.role,
+                    "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied}),
+                );
+            }
+            Err(error) => {
+                out.push_str(&format!("{endpoint:<28} unreachable: {error}\n"));
+                rows.push(serde_json::json!({"endpoint": endpoint, "error": error.to_string()}));
+            }
+        }
+    }
+    if args.json {
+        print_stdout(&format!("{}\n", serde_json::Value::Array(rows)));
+    } else {
+        print_stdout(&out);
+    }
+    if answered == 0 {
+        bail!("no master answered; is the store running? (`cairn cluster --fs` starts one)");
+    }
+    Ok(())
+}
