@@ -15,6 +15,15 @@ use tokio::process::{Child, Command};
 
 use crate::config::Config;
 
+/// `eprint!` that ignores a closed or failing stderr: the launcher's
+/// messages are for a person, and losing them must not stop the cluster
+/// (`eprint!` panics on a broken pipe, and the nodes would go with it).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct ClusterArgs {
     /// How many nodes (3 or 5 tolerate 1 or 2 failures).
@@ -353,22 +362,22 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
                     status_line(&client, &mut members).await
                 };
                 if tty {
-                    eprint!("\r\x1b[2K{line}");
+                    say!("\r\x1b[2K{line}");
                     let _ = std::io::stderr().flush();
                 } else if line != last_line {
-                    eprintln!("{line}");
+                    say!("{line}\n");
                 }
                 last_line = line;
             }
         }
     }
     if tty {
-        eprintln!();
+        say!("\n");
     }
-    eprintln!("stopping {} nodes...", members.len());
+    say!("stopping {} nodes...\n", members.len());
     stop(&mut members).await;
-    eprintln!(
-        "stopped; the data stays in {} for the next `cairn cluster`",
+    say!(
+        "stopped; the data stays in {} for the next `cairn cluster`\n",
         data_dir.display()
     );
     Ok(())
@@ -434,7 +443,7 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
             "\nTry, in another terminal:\n  cairn kv put greeting hello{flag}\n  cairn kv get greeting{flag}\n  cairn kv status{flag}\n\nCtrl-C stops every node.\n\n"
         ));
     }
-    eprint!("{out}");
+    say!("{out}");
 }
 
 /// The masters' roles and commit indexes, and which chunkservers run.
@@ -540,8 +549,8 @@ async fn join_groups(members: &[Member], controllers: &[String]) -> anyhow::Resu
             .join(&groups)
             .await
             .context("joining the replica groups")?;
-        eprintln!(
-            "joined groups {:?}: configuration {num}\n",
+        say!(
+            "joined groups {:?}: configuration {num}\n\n",
             groups.keys().collect::<Vec<_>>()
         );
     }

@@ -67,3 +67,68 @@ fn nodes_exit_when_their_launcher_is_killed() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// With its standard error closed (a pipe whose reader went away), the
+/// launcher keeps running its cluster: its messages are lost, not its
+/// nodes.
+#[test]
+fn a_closed_stderr_does_not_stop_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_ports(1)[0].saturating_sub(10).max(1024);
+    let mut launcher = Command::new(common::CAIRN)
+        .args(["cluster", "--base-port", &base.to_string()])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(launcher.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().contains("Ctrl-C stops every node") {
+            break;
+        }
+    }
+    // The reader is gone: the pipe is closed.
+    let endpoints = (1..=3)
+        .map(|i| format!("http://127.0.0.1:{}", base + i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let kv = |args: &[&str]| {
+        Command::new(common::CAIRN)
+            .arg("kv")
+            .args(args)
+            .args(["--endpoints", &endpoints])
+            .output()
+            .unwrap()
+    };
+    // The nodes listen a moment after the banner.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kv(&["status"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not answer within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let put = kv(&["put", "k", "v"]);
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    // The status line changed (a leader, a commit): the launcher wrote to
+    // the closed pipe at its next tick. It must still run a while later.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(3) {
+        assert!(
+            launcher.try_wait().unwrap().is_none(),
+            "the launcher exited when its stderr closed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let get = kv(&["get", "k"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "v");
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+}

@@ -59,8 +59,8 @@ impl Store {
             3,
             "the banner names 3 chunkservers:\n{banner}"
         );
-        // Keep reading the launcher's status lines: with the pipe closed it
-        // would fail to write them and stop (and its nodes with it).
+        // The launcher's status lines are not needed here; read them so
+        // that the pipe never fills.
         std::thread::spawn(move || stderr.for_each(drop));
         let masters = (1..=3)
             .map(|i| format!("http://127.0.0.1:{}", base + i))
