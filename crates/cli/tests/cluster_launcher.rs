@@ -4,7 +4,8 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Whether process `pid` has exited (gone, or a zombie nobody reaped).
@@ -18,20 +19,26 @@ fn exited(pid: u32) -> bool {
     }
 }
 
-#[test]
-fn nodes_exit_when_their_launcher_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    // A base port whose next three ports are free right now.
+/// Starts `cairn cluster` in `dir` on a base port whose next three ports
+/// are free right now; returns it, the base port and its stderr.
+fn launch(dir: &Path) -> (Child, u16, BufReader<ChildStderr>) {
     let base = common::free_ports(1)[0].saturating_sub(10).max(1024);
     let mut launcher = Command::new(common::CAIRN)
         .args(["cluster", "--base-port", &base.to_string()])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = BufReader::new(launcher.stderr.take().unwrap());
+    (launcher, base, stderr)
+}
+
+#[test]
+fn nodes_exit_when_their_launcher_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut launcher, _, stderr) = launch(dir.path());
     // The banner lists every node with its pid.
     let mut pids = Vec::new();
     let mut banner = String::new();
@@ -74,16 +81,7 @@ fn nodes_exit_when_their_launcher_is_killed() {
 #[test]
 fn a_closed_stderr_does_not_stop_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let base = common::free_ports(1)[0].saturating_sub(10).max(1024);
-    let mut launcher = Command::new(common::CAIRN)
-        .args(["cluster", "--base-port", &base.to_string()])
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(launcher.stderr.take().unwrap());
+    let (mut launcher, base, stderr) = launch(dir.path());
     for line in stderr.lines() {
         if line.unwrap().contains("Ctrl-C stops every node") {
             break;
