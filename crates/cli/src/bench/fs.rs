@@ -111,26 +111,26 @@ pub(crate) fn run(args: FsBenchArgs, config: &Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let outcome = runtime.block_on(async {
         tokio::select! {
-            result = measure_all(&args, dir.path()) => result,
-            _ = crate::kv::wait_for_stop_signal() => {
-                Err(anyhow::anyhow!("interrupted; the store's processes were stopped"))
-            }
+            result = measure_all(&args, dir.path()) => Some(result),
+            _ = crate::kv::wait_for_stop_signal() => None,
         }
     });
-    // Dropping the measuring future above killed any process still running.
+    // Dropping the measuring future above killed any process still
+    // running; this waits for the ceiling's thread if it was running.
     drop(runtime);
     match outcome {
-        Ok(rows) => {
+        Some(Ok(rows)) => {
             report::print(&rows, &args, dir.path());
             Ok(())
         }
-        Err(error) => {
+        Some(Err(error)) => {
             let kept = dir.keep();
             Err(error.context(format!(
                 "the logs and data are kept in {} (delete it when done)",
                 kept.display()
             )))
         }
+        None => bail!("interrupted; the store's processes were stopped and their data removed"),
     }
 }
 
