@@ -33,8 +33,8 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// Where Cairn keeps its data (default ./cairn-data). Used by `cluster`,
-    /// the `serve` commands and `mr run|coordinator|worker`; other commands
-    /// refuse the flag.
+    /// the `serve` commands, `mr run|coordinator|worker` and `bench fs` (its
+    /// run's directory goes inside); other commands refuse the flag.
     #[arg(long, global = true, env = "CAIRN_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// Log level for Cairn's own messages: error, warn, info, debug or trace.

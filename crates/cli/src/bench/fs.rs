@@ -215,6 +215,8 @@ async fn measure_all(args: &FsBenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>>
     store.check_running()?;
     say("stopping the store");
     store.stop().await;
+    // Its replicas are several times --size; free the disk for the rest.
+    let _ = std::fs::remove_dir_all(dir.join("store"));
 
     say("starting a 3-node key/value cluster for the creates' reference");
     let mut kv = LocalCluster::start_kv(&dir.join("kv"), 3)?;
