@@ -212,6 +212,10 @@ async fn measure_all(args: &FsBenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>>
         args.seconds
     ));
     let creates = create_files(&masters, args.seconds).await?;
+    say(&format!(
+        "creates 64 clients: {:.1} ops/s (its reference comes next)",
+        creates.rate()
+    ));
     store.check_running()?;
     say("stopping the store");
     store.stop().await;
