@@ -7,6 +7,9 @@
 //!
 //! `cairn bench overload` floods a key/value cluster with clients (see
 //! [`overload`]).
+//!
+//! `cairn bench fs` measures the file store beside this machine's ceiling
+//! (see [`fs`]).
 
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
@@ -16,6 +19,7 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rustc_hash::FxHashMap;
 
+mod fs;
 mod overload;
 
 #[derive(Debug, Subcommand)]
@@ -32,6 +36,11 @@ pub(crate) enum BenchCommand {
     /// by default) for a while: answers or `overloaded`, the nodes' memory,
     /// and a put and a get right after.
     Overload(overload::OverloadArgs),
+    /// The file store (3 masters, 3 chunkservers, replication 3) started
+    /// here, beside the local disk's ceiling and `bench kv` puts, in one
+    /// run: writes, hot reads, record appends and creates, with ratios and
+    /// targets.
+    Fs(fs::FsBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +65,37 @@ pub(crate) struct Outcome {
     elapsed: std::time::Duration,
 }
 
+/// What one load task counted: the latency of each operation it started
+/// in the measured window, its failures there, and its first failure
+/// (warm-up included).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    latencies: Vec<std::time::Duration>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    /// Counts an operation started at `started`, unless before `warm_up`.
+    pub(crate) fn record<T>(
+        &mut self,
+        started: Instant,
+        warm_up: Instant,
+        result: &anyhow::Result<T>,
+    ) {
+        if let Err(error) = result {
+            self.first_error.get_or_insert_with(|| format!("{error:#}"));
+        }
+        if started < warm_up {
+            return;
+        }
+        match result {
+            Ok(_) => self.latencies.push(started.elapsed()),
+            Err(_) => self.errors += 1,
+        }
+    }
+}
+
 impl Outcome {
     /// An empty outcome of a window of `elapsed`.
     pub(crate) fn new(elapsed: std::time::Duration) -> Self {
@@ -73,6 +113,14 @@ impl Outcome {
         self.errors += errors;
     }
 
+    /// Adds one load task's tally (its first failure if none is known).
+    pub(crate) fn add_tally(&mut self, tally: Tally) {
+        self.add(tally.latencies, tally.errors);
+        if self.first_error.is_none() {
+            self.first_error = tally.first_error;
+        }
+    }
+
     /// Sorts the latencies; call once every task was added.
     pub(crate) fn sorted(mut self) -> Self {
         self.latencies.sort_unstable();
@@ -82,6 +130,11 @@ impl Outcome {
     /// How many operations completed in the measured window.
     pub(crate) fn completed(&self) -> usize {
         self.latencies.len()
+    }
+
+    /// The measured window.
+    pub(crate) fn elapsed(&self) -> std::time::Duration {
+        self.elapsed
     }
 
     /// Completed operations per second.
@@ -105,8 +158,9 @@ impl Outcome {
     }
 }
 
-pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
+pub(crate) fn run(command: BenchCommand, config: &crate::config::Config) -> anyhow::Result<()> {
     match command {
+        BenchCommand::Fs(args) => fs::run(args, config),
         BenchCommand::Wordcount(args) => wordcount(args),
         BenchCommand::Raft(args) => crate::bench_raft::run(args),
         BenchCommand::Kv(args) => crate::bench_kv::run(args),

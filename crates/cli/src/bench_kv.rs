@@ -15,7 +15,7 @@ use cairn_rpc::etcd::{PutRequest, RangeRequest, StatusRequest};
 use cairn_rpc::{ClientOptions, RpcClient};
 use clap::{Args, ValueEnum};
 
-use crate::bench::Outcome;
+use crate::bench::{Outcome, Tally};
 use rand::Rng;
 
 #[derive(Debug, Args)]
@@ -223,6 +223,34 @@ pub(crate) fn run(args: KvBenchArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Puts by `clients` clients for `seconds` (after the 1 s warm-up)
+/// against the Cairn cluster at `endpoints`, every other setting at this
+/// benchmark's defaults: the reference `cairn bench fs` sets file creates
+/// beside. Fails if no put completed.
+pub(crate) async fn put_outcome(
+    endpoints: &[String],
+    clients: usize,
+    seconds: u64,
+) -> anyhow::Result<Outcome> {
+    use clap::{Args as _, FromArgMatches as _};
+    let command = KvBenchArgs::augment_args(clap::Command::new("kv"));
+    let matches = command
+        .try_get_matches_from([
+            "kv".to_string(),
+            format!("--endpoints={}", endpoints.join(",")),
+            format!("--clients={clients}"),
+            format!("--seconds={seconds}"),
+        ])
+        .context("building the key/value workload's settings")?;
+    let args = KvBenchArgs::from_arg_matches(&matches)?;
+    let target = Target::Cairn(endpoints.to_vec());
+    let outcome = measure(&target, &args).await?;
+    if outcome.completed() == 0 {
+        bail!("{}", nothing_completed(&target, &outcome, &args));
+    }
+    Ok(outcome)
+}
+
 /// The etcd member that leads (clients of the benchmark talk to it, as
 /// Cairn's clerks talk to Cairn's leader).
 async fn etcd_leader(endpoints: &[String]) -> anyhow::Result<String> {
@@ -310,8 +338,7 @@ async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome>
             (value.clone(), args.keys, args.key_size, args.workload);
         tasks.push(tokio::spawn(async move {
             let mut rng = cairn_rpc::seeded_rng();
-            let (mut latencies, mut errors) = (Vec::new(), 0u64);
-            let mut first_error = None;
+            let mut tally = Tally::default();
             loop {
                 let started = Instant::now();
                 if started >= end {
@@ -328,27 +355,14 @@ async fn measure(target: &Target, args: &KvBenchArgs) -> anyhow::Result<Outcome>
                 } else {
                     session.put(&key, &value).await
                 };
-                if let Err(error) = &result {
-                    first_error.get_or_insert_with(|| format!("{error:#}"));
-                }
-                if started < warm_up {
-                    continue;
-                }
-                match result {
-                    Ok(()) => latencies.push(started.elapsed()),
-                    Err(_) => errors += 1,
-                }
+                tally.record(started, warm_up, &result);
             }
-            (latencies, errors, first_error)
+            tally
         }));
     }
     let mut outcome = Outcome::new(Duration::from_secs(args.seconds));
     for task in tasks {
-        let (latencies, errors, first_error) = task.await.context("a client task failed")?;
-        outcome.add(latencies, errors);
-        if outcome.first_error.is_none() {
-            outcome.first_error = first_error;
-        }
+        outcome.add_tally(task.await.context("a client task failed")?);
     }
     let outcome = outcome.sorted();
     Ok(outcome)

@@ -33,8 +33,8 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, env = "CAIRN_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
     /// Where Cairn keeps its data (default ./cairn-data). Used by `cluster`,
-    /// the `serve` commands and `mr run|coordinator|worker`; other commands
-    /// refuse the flag.
+    /// the `serve` commands, `mr run|coordinator|worker` and `bench fs` (its
+    /// run's directory goes inside); other commands refuse the flag.
     #[arg(long, global = true, env = "CAIRN_DATA_DIR", value_name = "DIR")]
     pub(crate) data_dir: Option<PathBuf>,
     /// Log level for Cairn's own messages: error, warn, info, debug or trace.
@@ -93,8 +93,9 @@ pub(crate) struct ConfigArgs {
 /// the command line; the others refuse the flag (the global flag is
 /// accepted everywhere by the parser, so a misplaced one would otherwise be
 /// silently ignored).
-const DATA_DIR_COMMANDS: [&str; 10] = [
+const DATA_DIR_COMMANDS: [&str; 11] = [
     "config",
+    "bench fs",
     "cluster",
     "kv serve",
     "shardctl serve",
@@ -215,7 +216,7 @@ pub(crate) fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Mr(command) => crate::mr::run(command, &config),
-        Command::Bench(command) => crate::bench::run(command),
+        Command::Bench(command) => crate::bench::run(command, &config),
         Command::Cluster(args) => crate::cluster::run(args, &config),
         Command::Kv(command) => crate::kv::run(command, &config),
         Command::Shardctl(command) => crate::shardctl::run(command, &config),

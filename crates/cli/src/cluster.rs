@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 
 use crate::config::Config;
 
+pub(crate) mod local;
 mod shape;
 
 /// `eprint!` that ignores a closed or failing stderr: the launcher's
@@ -130,6 +131,44 @@ pub(crate) fn exit_with_launcher() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The address of the first member whose port another process holds.
+fn port_in_use(members: &[Member]) -> Option<String> {
+    members.iter().find_map(|member| {
+        let addr = member.url.trim_start_matches("http://");
+        std::net::TcpListener::bind(addr)
+            .is_err()
+            .then(|| addr.to_string())
+    })
+}
+
+/// Starts a member's process, its stderr appended to `<name>.log` in
+/// `data_dir`. It is killed when its `Child` is dropped, and exits by
+/// itself when this process dies (see `exit_with_launcher`), so it never
+/// lingers holding its port.
+fn spawn(member: &mut Member, exe: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&member.dir)
+        .with_context(|| format!("creating {}", member.dir.display()))?;
+    let log_path = data_dir.join(format!("{}.log", member.name));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let child = Command::new(exe)
+        .args(&member.args)
+        .arg("--data-dir")
+        .arg(&member.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .env(LAUNCHER_PID_VARIABLE, std::process::id().to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", member.name))?;
+    member.child = Some(child);
     Ok(())
 }
 
@@ -298,38 +337,12 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
         // identity themselves; its directories do not collide with these.
         shape::check_same_shape(&args, data_dir)?;
     }
-    for member in &members {
-        let addr = member.url.trim_start_matches("http://");
-        if std::net::TcpListener::bind(addr).is_err() {
-            bail!(
-                "{addr} is in use (is another cairn cluster running?); stop it or pass --base-port"
-            );
-        }
+    if let Some(addr) = port_in_use(&members) {
+        bail!("{addr} is in use (is another cairn cluster running?); stop it or pass --base-port");
     }
     let reused = data_dir.join(&members[0].name).exists();
     for member in &mut members {
-        std::fs::create_dir_all(&member.dir)
-            .with_context(|| format!("creating {}", member.dir.display()))?;
-        let log_path = data_dir.join(format!("{}.log", member.name));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&exe)
-            .args(&member.args)
-            .arg("--data-dir")
-            .arg(&member.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            // The node exits when this launcher dies, even by SIGKILL, so
-            // it never lingers holding its port (see `exit_with_launcher`).
-            .env(LAUNCHER_PID_VARIABLE, std::process::id().to_string())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", member.name))?;
-        member.child = Some(child);
+        spawn(member, &exe, data_dir)?;
     }
     let endpoints: Vec<String> = members
         .iter()

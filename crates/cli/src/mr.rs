@@ -16,7 +16,8 @@ use crate::progress::JobProgress;
 
 mod flags;
 
-use flags::{coordinator_url, parse_advertise_url, parse_duration, parse_size, parse_url};
+pub(crate) use flags::parse_size;
+use flags::{coordinator_url, parse_advertise_url, parse_duration, parse_url};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum MrCommand {
