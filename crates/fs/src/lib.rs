@@ -95,8 +95,8 @@ pub mod snapshot;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES,
-    PrimaryObserver,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_MESSAGE_BYTES,
+    MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
