@@ -8,6 +8,8 @@
 //! (durably), has every secondary apply it, and only then takes the next,
 //! so that every replica applies them in the same order.
 
+#[cfg(all(test, not(madsim)))]
+mod disk_full_tests;
 mod state;
 
 use std::path::PathBuf;
