@@ -285,7 +285,10 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
         },
         observer: None,
         space: Some(DiskSpace {
-            label: data_dir.display().to_string(),
+            label: std::path::absolute(&data_dir)
+                .unwrap_or_else(|_| data_dir.clone())
+                .display()
+                .to_string(),
             probe: Arc::new(move || crate::fs_admin::free_space(&probe_dir)),
         }),
     };
