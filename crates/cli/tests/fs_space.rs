@@ -12,12 +12,16 @@ use common::Processes;
 use common::fs_store::{Store, sigkill};
 
 /// Polls `df --json` until `condition` holds on it.
-fn wait_df(store: &Store, what: &str, condition: impl Fn(&serde_json::Value) -> bool) {
+fn wait_df(
+    store: &Store,
+    what: &str,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let df = store.json(&["df"]);
-        if df.as_ref().is_some_and(&condition) {
-            return;
+        if let Some(df) = df.as_ref().filter(|df| condition(df)) {
+            return df.clone();
         }
         assert!(Instant::now() < deadline, "never {what}: {df:?}");
         std::thread::sleep(Duration::from_millis(200));
@@ -44,7 +48,7 @@ fn a_full_chunkserver_gets_no_new_chunks() {
             .spawn()
             .unwrap(),
     );
-    wait_df(&store, "4 chunkservers live, the small one full", |df| {
+    let _ = wait_df(&store, "4 chunkservers live, the small one full", |df| {
         df["total"]["live"] == 4
             && server(df, &url).is_some_and(|s| s["live"] == true && s["full"] == true)
     });
@@ -56,7 +60,7 @@ fn a_full_chunkserver_gets_no_new_chunks() {
 
     // Two roomy chunkservers live, one full: a new chunk goes on the two.
     assert!(sigkill(store.chunkservers[0]));
-    wait_df(&store, "the killed chunkserver dead", |df| {
+    let _ = wait_df(&store, "the killed chunkserver dead", |df| {
         df["total"]["live"] == 3
     });
     let out = store.fs(&["put", "-", "/f"], b"hello");
@@ -64,20 +68,20 @@ fn a_full_chunkserver_gets_no_new_chunks() {
     let put_done = Instant::now();
     // Once every live chunkserver has reported since, none of the replicas
     // placed is on the full one (not even a never-written one).
-    wait_df(
+    let df = wait_df(
         &store,
         "a report from every live chunkserver after the put",
         |df| {
             let since = put_done.elapsed().as_millis() as u64;
-            df["servers"].as_array().is_some_and(|servers| {
-                servers
-                    .iter()
-                    .filter(|s| s["live"] == true)
-                    .all(|s| s["last_seen_ms"].as_u64().is_some_and(|ms| ms < since))
-            })
+            df["total"]["chunks"].as_u64() >= Some(2)
+                && df["servers"].as_array().is_some_and(|servers| {
+                    servers
+                        .iter()
+                        .filter(|s| s["live"] == true)
+                        .all(|s| s["last_seen_ms"].as_u64().is_some_and(|ms| ms < since))
+                })
         },
     );
-    let df = store.json(&["df"]).unwrap();
     assert_eq!(server(&df, &url).unwrap()["chunks"], 0, "{df}");
     assert_eq!(df["total"]["chunks"], 2, "{df}");
     let stat = store.json(&["stat", "/f"]).unwrap();
