@@ -249,10 +249,7 @@ async fn heartbeat_round(inner: &Inner) {
 /// what the disk can hold (its free space plus what the replicas use), and
 /// no free space at all while the last write found the disk full.
 fn space_report(inner: &Inner, request: &mut HeartbeatRequest) {
-    let used = inner
-        .settings
-        .capacity_bytes
-        .saturating_sub(request.free_bytes);
+    let used: u64 = request.replicas.iter().map(|r| r.length).sum();
     let mut capacity = inner.settings.capacity_bytes;
     if let Some(probe) = &inner.probe {
         match probe() {

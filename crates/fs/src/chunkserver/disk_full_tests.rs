@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_rpc::fs::chunk_server::Chunk as _;
 use cairn_rpc::fs::{
-    ApplyRequest, CreateReplicaRequest, HeartbeatRequest, PushRequest, SetVersionRequest,
+    ApplyRequest, CreateReplicaRequest, HeartbeatRequest, PushRequest, ReplicaState,
+    SetVersionRequest,
 };
 use cairn_storage::{Disk, DiskFile, MemDisk, OpenMode};
 use tonic::{Code, Request};
@@ -110,9 +111,17 @@ fn apply(serial: u64, data_id: u64) -> Request<ApplyRequest> {
     })
 }
 
+fn replica(length: u64) -> Vec<ReplicaState> {
+    vec![ReplicaState {
+        handle: 1,
+        version: 1,
+        length,
+    }]
+}
+
 fn free_reported(server: &ChunkServer) -> u64 {
     let mut report = HeartbeatRequest {
-        free_bytes: 1 << 20, // what the replicas leave of the capacity
+        replicas: replica(1 << 20),
         ..HeartbeatRequest::default()
     };
     space_report(&server.inner, &mut report);
@@ -187,7 +196,7 @@ async fn the_disk_free_space_caps_the_capacity_reported() {
     };
     let server = ChunkServer::start(config, Arc::new(MemDisk::new())).unwrap();
     let mut report = HeartbeatRequest {
-        free_bytes: FsSettings::default().capacity_bytes - 500, // 500 used
+        replicas: replica(500),
         ..HeartbeatRequest::default()
     };
     space_report(&server.inner, &mut report);
