@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
-//! `status`).
+//! `status`, `df`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use cairn_fs::{ChunkServer, ChunkServerConfig, Client, FsPath, FsSettings, MasterServer};
+use cairn_fs::{
+    ChunkServer, ChunkServerConfig, Client, DiskSpace, FsPath, FsSettings, MasterServer,
+};
 use cairn_rpc::fs::EntryInfo;
 use cairn_storage::RealDisk;
 use clap::{Args, Subcommand};
@@ -54,6 +56,9 @@ pub(crate) enum FsCommand {
     Append(PathArgs),
     /// Show every master's role, term and commit index.
     Status(MastersArgs),
+    /// Show every chunkserver's capacity, used and free space, chunk count
+    /// and whether it is alive, with totals (as of their last heartbeats).
+    Df(MastersArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +73,10 @@ pub(crate) struct ServeChunkArgs {
     #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
           default_value = DEFAULT_MASTERS)]
     masters: Vec<String>,
+    /// The most space the replicas may take (bytes, or with K, M, G, T);
+    /// less if the disk under --data-dir has less free.
+    #[arg(long, default_value = "1T", value_parser = crate::fs_admin::parse_bytes)]
+    capacity: u64,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +97,7 @@ pub(crate) struct MastersArgs {
 #[derive(Debug, Args)]
 pub(crate) struct PathArgs {
     /// A path in the store (absolute: /dir/file).
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     path: String,
     #[command(flatten)]
     masters: MastersArgs,
@@ -98,6 +108,7 @@ pub(crate) struct PutArgs {
     /// The local file (`-` for standard input).
     local: PathBuf,
     /// Where in the store.
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     path: String,
     #[command(flatten)]
     masters: MastersArgs,
@@ -105,6 +116,8 @@ pub(crate) struct PutArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct GetArgs {
+    /// The file in the store.
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     path: String,
     /// The local file to write (`-` for standard output).
     local: PathBuf,
@@ -115,9 +128,10 @@ pub(crate) struct GetArgs {
 #[derive(Debug, Args)]
 pub(crate) struct LsArgs {
     /// The directory (default /).
-    #[arg(default_value = "/")]
+    #[arg(default_value = "/", value_parser = crate::fs_admin::StorePath)]
     path: String,
-    /// Long listing: kind, chunks and versions.
+    /// Long listing: kind, size and chunk count (sizes as of the
+    /// chunkservers' last heartbeats).
     #[arg(short = 'l')]
     long: bool,
     /// Recursive.
@@ -129,6 +143,7 @@ pub(crate) struct LsArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct MkdirArgs {
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     path: String,
     #[arg(short = 'p')]
     parents: bool,
@@ -138,6 +153,7 @@ pub(crate) struct MkdirArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RmArgs {
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     path: String,
     #[arg(short = 'r')]
     recursive: bool,
@@ -147,7 +163,10 @@ pub(crate) struct RmArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct MvArgs {
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     from: String,
+    /// The new path (not an existing file, nor inside FROM).
+    #[arg(value_parser = crate::fs_admin::StorePath)]
     to: String,
     #[command(flatten)]
     masters: MastersArgs,
@@ -178,8 +197,14 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         FsCommand::ServeMaster(args) => serve_master(args, config).await,
         FsCommand::ServeChunk(args) => serve_chunk(args, config).await,
-        FsCommand::Put(args) => put(args).await,
-        FsCommand::Get(args) => get(args).await,
+        FsCommand::Put(args) => {
+            crate::fs_admin::check_put_source(&args.local)?;
+            put(args).await
+        }
+        FsCommand::Get(args) => {
+            crate::fs_admin::check_get_target(&args.local)?;
+            get(args).await
+        }
         FsCommand::Cat(args) => {
             let get = GetArgs {
                 path: args.path,
@@ -196,12 +221,14 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
             Ok(())
         }
         FsCommand::Rm(args) => {
+            crate::fs_admin::check_rm(&args.path)?;
             client(&args.masters)?
                 .delete(&path(&args.path)?, args.recursive)
                 .await?;
             Ok(())
         }
         FsCommand::Mv(args) => {
+            crate::fs_admin::check_mv(&args.from, &args.to)?;
             client(&args.masters)?
                 .rename(&path(&args.from)?, &path(&args.to)?, false)
                 .await?;
@@ -210,6 +237,7 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         FsCommand::Stat(args) => stat(args).await,
         FsCommand::Append(args) => append(args).await,
         FsCommand::Status(args) => status(args).await,
+        FsCommand::Df(args) => crate::fs_admin::df(&args.masters, args.json).await,
     }
 }
 
@@ -246,12 +274,23 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
         Some(listen) => listen,
         None => crate::kv::listen_of(&args.url)?,
     };
+    let probe_dir = data_dir.clone();
     let config = ChunkServerConfig {
         url: args.url.clone(),
         masters: args.masters,
         dir: "chunks".into(),
-        settings: FsSettings::default(),
+        settings: FsSettings {
+            capacity_bytes: args.capacity,
+            ..FsSettings::default()
+        },
         observer: None,
+        space: Some(DiskSpace {
+            label: std::path::absolute(&data_dir)
+                .unwrap_or_else(|_| data_dir.clone())
+                .display()
+                .to_string(),
+            probe: Arc::new(move || crate::fs_admin::free_space(&probe_dir)),
+        }),
     };
     let server = ChunkServer::start(config, disk)
         .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;
@@ -353,9 +392,14 @@ fn describe(entry: &EntryInfo, long: bool) -> String {
         return format!("{}{}", entry.path, if entry.directory { "/" } else { "" });
     }
     if entry.directory {
-        format!("dir   {:>6}  {}/", "-", entry.path)
+        format!("dir   {:>12}  {:>6}  {}/", "-", "-", entry.path)
     } else {
-        format!("file  {:>6}  {}", entry.chunks.len(), entry.path)
+        format!(
+            "file  {:>12}  {:>6}  {}",
+            entry.length,
+            entry.chunks.len(),
+            entry.path
+        )
     }
 }
 
@@ -377,7 +421,7 @@ async fn ls(args: LsArgs) -> anyhow::Result<()> {
         print_stdout(&format!("{}\n", serde_json::Value::Array(list)));
     } else {
         if args.long {
-            print_stdout("kind  chunks  path\n");
+            print_stdout(&format!("kind  {:>12}  chunks  path\n", "bytes"));
         }
         let lines: Vec<String> = all.iter().map(|e| describe(e, args.long)).collect();
         if !lines.is_empty() {
@@ -391,6 +435,7 @@ fn entry_json(entry: &EntryInfo) -> serde_json::Value {
     serde_json::json!({
         "path": entry.path,
         "directory": entry.directory,
+        "bytes": entry.length,
         "chunks": entry.chunks.iter().map(|c| serde_json::json!({"handle": c.handle, "version": c.version})).collect::<Vec<_>>(),
     })
 }
@@ -416,7 +461,12 @@ async fn stat(args: PathArgs) -> anyhow::Result<()> {
         if entry.directory { "directory" } else { "file" }
     );
     if !entry.directory {
-        out.push_str(&format!("{} chunks\n", chunks.len()));
+        out.push_str(&format!(
+            "{} bytes ({}; as of the chunkservers' last heartbeats), {} chunks\n",
+            entry.length,
+            crate::progress::human_bytes(entry.length),
+            chunks.len()
+        ));
         for (index, (chunk, replicas)) in chunks.iter().enumerate() {
             out.push_str(&format!(
                 "  chunk {index}: handle {} version {} replicas {}\n",

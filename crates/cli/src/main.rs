@@ -32,6 +32,7 @@ mod cli;
 mod cluster;
 mod config;
 mod fs;
+mod fs_admin;
 mod kv;
 mod kv_status;
 mod mr;
@@ -61,7 +62,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            if error.is::<fs_admin::UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

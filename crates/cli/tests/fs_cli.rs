@@ -4,123 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A store started by `cairn cluster --fs` in a temporary directory.
-struct Store {
-    dir: tempfile::TempDir,
-    launcher: Child,
-    masters: String,
-    /// The chunkservers' pids, from the banner.
-    chunkservers: Vec<u32>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        let _ = self.launcher.kill(); // the nodes exit with their launcher
-        let _ = self.launcher.wait();
-    }
-}
-
-impl Store {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        // A base port with room for the masters and the chunkservers.
-        let base = common::free_ports(1)[0].saturating_sub(20).max(1024);
-        let mut launcher = Command::new(common::CAIRN)
-            .args(["cluster", "--fs", "--base-port", &base.to_string()])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(launcher.stderr.take().unwrap()).lines();
-        let mut chunkservers = Vec::new();
-        let mut banner = String::new();
-        for line in stderr.by_ref() {
-            let line = line.unwrap();
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.trim_start().starts_with("chunkserver")
-                && let Some(rest) = line.split(" pid ").nth(1)
-            {
-                chunkservers.push(rest.split_whitespace().next().unwrap().parse().unwrap());
-            }
-            if line.contains("Ctrl-C stops every node") || line.contains("error") {
-                break;
-            }
-        }
-        assert_eq!(
-            chunkservers.len(),
-            3,
-            "the banner names 3 chunkservers:\n{banner}"
-        );
-        // The launcher's status lines are not needed here; read them so
-        // that the pipe never fills.
-        std::thread::spawn(move || stderr.for_each(drop));
-        let masters = (1..=3)
-            .map(|i| format!("http://127.0.0.1:{}", base + i))
-            .collect::<Vec<_>>()
-            .join(",");
-        let store = Self {
-            dir,
-            launcher,
-            masters,
-            chunkservers,
-        };
-        // The processes start listening a moment after the banner.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !store.fs(&["status"], b"").status.success() {
-            assert!(
-                Instant::now() < deadline,
-                "the masters did not answer within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        store
-    }
-
-    fn fs(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(common::CAIRN)
-            .arg("fs")
-            .args(args)
-            .args(["--masters", &self.masters])
-            .current_dir(self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Vec<u8> {
-        let out = self.fs(args, b"");
-        assert!(
-            out.status.success(),
-            "cairn fs {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-}
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use common::fs_store::{Store, random_bytes, sigkill};
 
 #[test]
 fn a_file_round_trips_also_with_a_chunkserver_killed() {
@@ -136,11 +23,7 @@ fn a_file_round_trips_also_with_a_chunkserver_killed() {
     assert_eq!(store.ok(&["cat", "/data/blob"]), data);
 
     // Reads go to another replica when one chunkserver is gone.
-    let killed = store.chunkservers[0];
-    Command::new("kill")
-        .args(["-9", &killed.to_string()])
-        .status()
-        .unwrap();
+    assert!(sigkill(store.chunkservers[0]));
     let started = Instant::now();
     let copy = store.dir.path().join("copy.bin");
     store.ok(&["get", "/data/blob", copy.to_str().unwrap()]);
@@ -185,4 +68,185 @@ fn appends_renames_and_bad_paths() {
     let out = store.fs(&["put", "/nonexistent/local/file", "/x"], b"");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
     assert!(Path::new(common::CAIRN).exists());
+}
+
+/// Runs a command that must fail with `status` and say `reason`.
+fn refused(store: &Store, args: &[&str], status: i32, reason: &str) {
+    let out = store.fs(args, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(status),
+        "cairn fs {args:?}: {stderr}"
+    );
+    assert!(stderr.contains(reason), "cairn fs {args:?}: {stderr}");
+}
+
+#[test]
+fn bad_input_is_refused_with_what_to_do_and_changes_nothing() {
+    let store = Store::start();
+    let local = store.dir.path().join("small.bin");
+    std::fs::write(&local, b"hello").unwrap();
+    let local = local.to_str().unwrap();
+    store.ok(&["mkdir", "-p", "/d/e"]);
+    store.ok(&["put", local, "/f"]);
+    let before = store.ok(&["ls", "-R", "/"]);
+
+    let long = format!("/{}", "x".repeat(5000));
+    let bad_paths = [
+        ("", "empty"),
+        ("relative", "start with /"),
+        ("/a/../b", "without them"),
+        (long.as_str(), "use a shorter path"),
+    ];
+    for (path, reason) in bad_paths {
+        for args in [
+            vec!["ls", path],
+            vec!["stat", path],
+            vec!["cat", path],
+            vec!["mkdir", path],
+            vec!["rm", path],
+            vec!["get", path, "out"],
+            vec!["put", local, path],
+            vec!["append", path],
+            vec!["mv", "/f", path],
+            vec!["mv", path, "/g"],
+        ] {
+            refused(&store, &args, 2, reason);
+        }
+    }
+    // A path that is not UTF-8 (the shell can pass one).
+    let out = std::process::Command::new(common::CAIRN)
+        .args(["fs", "mkdir"])
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/caf\xe9"))
+        .args(["--masters", &store.masters])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not UTF-8; use names of UTF-8"));
+
+    // Bad local paths.
+    let missing = store.dir.path().join("missing.bin");
+    refused(
+        &store,
+        &["put", missing.to_str().unwrap(), "/x"],
+        2,
+        "give an existing local file",
+    );
+    let here = store.dir.path().to_str().unwrap();
+    refused(
+        &store,
+        &["put", here, "/x"],
+        2,
+        "is a directory; put copies one file",
+    );
+    refused(
+        &store,
+        &["get", "/f", here],
+        2,
+        "is a directory; give the file to write",
+    );
+    let nowhere = store.dir.path().join("no/such/dir/out");
+    refused(
+        &store,
+        &["get", "/f", nowhere.to_str().unwrap()],
+        2,
+        "does not exist; create it",
+    );
+    // Store-side refusals: exit status 1, with what to do.
+    refused(&store, &["get", "/d", "out"], 1, "is a directory");
+    refused(&store, &["cat", "/d"], 1, "is a directory");
+    refused(&store, &["rm", "/"], 2, "root directory cannot be deleted");
+    refused(&store, &["rm", "/d"], 1, "remove it recursively");
+    refused(
+        &store,
+        &["mv", "/d", "/d/e/inside"],
+        2,
+        "pick a destination outside it",
+    );
+    refused(
+        &store,
+        &["mv", "/d", "/f"],
+        1,
+        "already exists; pick another name",
+    );
+    refused(
+        &store,
+        &["mv", "/missing", "/g"],
+        1,
+        "does not exist; `cairn fs ls`",
+    );
+    refused(&store, &["mkdir", "/f/sub"], 1, "not a directory");
+
+    assert_eq!(store.ok(&["ls", "-R", "/"]), before, "something changed");
+    assert!(!store.dir.path().join("out").exists());
+    assert_eq!(store.ok(&["cat", "/f"]), b"hello");
+}
+
+#[test]
+fn ls_l_and_stat_show_sizes_and_df_the_space() {
+    let store = Store::start();
+    let data = random_bytes((64 << 20) + 1234);
+    let local = store.dir.path().join("input.bin");
+    std::fs::write(&local, &data).unwrap();
+    store.ok(&["put", local.to_str().unwrap(), "/blob"]);
+    store.ok(&["mkdir", "/dir"]);
+    // Sizes come from the chunkservers' heartbeats (every second), as the
+    // master node answering heard them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listing = String::from_utf8(store.ok(&["ls", "-l", "/"])).unwrap();
+        let stat = String::from_utf8(store.ok(&["stat", "/blob"])).unwrap();
+        let entries = store.json(&["ls", "/"]).unwrap();
+        let sized = listing.contains(&format!("file  {:>12}       2  /blob", data.len()))
+            && stat.contains(&format!("{} bytes", data.len()))
+            && entries[0]["bytes"] == data.len() as u64;
+        if sized {
+            assert!(
+                listing.contains("dir              -       -  /dir/"),
+                "{listing}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no size in:\n{listing}\n{stat}\n{entries}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Every master keeps its own reports: wait until the one answering has
+    // the last ones.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let df = loop {
+        let df = store.json(&["df"]).unwrap();
+        let servers = df["servers"].as_array().unwrap();
+        let current = servers.len() == 3
+            && servers.iter().all(|s| {
+                s["live"] == true && s["chunks"] == 2 && s["used_bytes"] == data.len() as u64
+            });
+        if current {
+            break df;
+        }
+        assert!(Instant::now() < deadline, "df never showed the file: {df}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for server in df["servers"].as_array().unwrap() {
+        let (capacity, free) = (
+            server["capacity_bytes"].as_u64().unwrap(),
+            server["free_bytes"].as_u64().unwrap(),
+        );
+        assert!(free > 0 && capacity == free + data.len() as u64, "{df}");
+    }
+    assert_eq!(df["total"]["used_bytes"], 3 * data.len() as u64, "{df}");
+    assert!(sigkill(store.chunkservers[2]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8(store.ok(&["df"])).unwrap();
+        if text.contains("dead (") && text.contains("2 of 3 live") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead server in:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

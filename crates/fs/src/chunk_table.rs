@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_rpc::fs::{HeartbeatRequest, LeaseClaim};
+use cairn_rpc::fs::{HeartbeatRequest, LeaseClaim, ServerUsage};
 use tokio::time::Instant;
 
 use crate::namespace::ChunkHandle;
@@ -27,6 +27,8 @@ const GRANT_DEADLINE: Duration = Duration::from_secs(5);
 struct ServerEntry {
     last_seen: Instant,
     free_bytes: u64,
+    capacity_bytes: u64,
+    disk: String,
     /// handle -> (version, length).
     replicas: BTreeMap<ChunkHandle, (u64, u64)>,
     claims: BTreeMap<ChunkHandle, LeaseClaim>,
@@ -90,6 +92,8 @@ impl ChunkTable {
             ServerEntry {
                 last_seen: now,
                 free_bytes: report.free_bytes,
+                capacity_bytes: report.capacity_bytes,
+                disk: report.disk.clone(),
                 replicas: report
                     .replicas
                     .iter()
@@ -120,6 +124,8 @@ impl ChunkTable {
             .or_insert_with(|| ServerEntry {
                 last_seen: now,
                 free_bytes: 0,
+                capacity_bytes: 0,
+                disk: String::new(),
                 replicas: BTreeMap::new(),
                 claims: BTreeMap::new(),
             });
@@ -301,6 +307,11 @@ impl ChunkTable {
             }
             return Decision::Wait(self.no_replica(handle, version));
         }
+        // A replica on a full disk would fail the mutations: leave it out
+        // (it goes stale) while a replica with room remains.
+        if candidates.iter().any(|url| !self.full(url)) {
+            candidates.retain(|url| !self.full(url));
+        }
         candidates.truncate(crate::master_state::MAX_GRANT_REPLICAS);
         self.granting.insert(handle, now + GRANT_DEADLINE);
         Decision::Grant(candidates)
@@ -382,13 +393,20 @@ impl ChunkTable {
         extended
     }
 
-    /// Up to `replication` live chunkservers for a new chunk: most free
-    /// space first.
+    /// Whether `url` last reported less free space than the floor.
+    fn full(&self, url: &str) -> bool {
+        self.servers
+            .get(url)
+            .is_some_and(|s| s.free_bytes < self.settings.min_free_bytes)
+    }
+
+    /// Up to `replication` live chunkservers for a new chunk, with free
+    /// space above the floor: most free space first.
     pub(crate) fn placement(&self, now: Instant) -> Vec<String> {
         let mut live: Vec<(&String, &ServerEntry)> = self
             .servers
             .iter()
-            .filter(|(url, _)| self.live(url, now))
+            .filter(|(url, _)| self.live(url, now) && !self.full(url))
             .collect();
         live.sort_by(|a, b| {
             b.1.free_bytes
@@ -399,6 +417,54 @@ impl ChunkTable {
         live.into_iter()
             .take(self.settings.replication)
             .map(|(url, _)| url.clone())
+            .collect()
+    }
+
+    /// How many live chunkservers there are, and how many of them are full
+    /// (for the message when nothing can be placed).
+    pub(crate) fn live_and_full(&self, now: Instant) -> (usize, usize) {
+        let live: Vec<&String> = self
+            .servers
+            .keys()
+            .filter(|url| self.live(url, now))
+            .collect();
+        let full = live.iter().filter(|url| self.full(url)).count();
+        (live.len(), full)
+    }
+
+    /// The length of `handle` at `version` as the chunkservers last
+    /// reported it: the longest replica at that version, or at any version
+    /// if none reported that one.
+    pub(crate) fn chunk_length(&self, handle: ChunkHandle, version: u64) -> u64 {
+        let lengths = |exact: bool| {
+            self.servers
+                .values()
+                .filter_map(|s| s.replicas.get(&handle))
+                .filter(|&&(v, _)| !exact || v == version)
+                .map(|&(_, length)| length)
+                .max()
+        };
+        lengths(true).or_else(|| lengths(false)).unwrap_or(0)
+    }
+
+    /// Every chunkserver this node heard from, as of its last report.
+    pub(crate) fn usage(&self, now: Instant) -> Vec<ServerUsage> {
+        self.servers
+            .iter()
+            .map(|(url, s)| {
+                let used: u64 = s.replicas.values().map(|&(_, length)| length).sum();
+                ServerUsage {
+                    url: url.clone(),
+                    capacity_bytes: s.capacity_bytes,
+                    used_bytes: used,
+                    free_bytes: s.free_bytes,
+                    chunks: s.replicas.len() as u64,
+                    live: self.live(url, now),
+                    last_seen_ms: now.saturating_duration_since(s.last_seen).as_millis() as u64,
+                    disk: s.disk.clone(),
+                    full: self.full(url),
+                }
+            })
             .collect()
     }
 

@@ -8,10 +8,13 @@
 //! (durably), has every secondary apply it, and only then takes the next,
 //! so that every replica applies them in the same order.
 
+#[cfg(all(test, not(madsim)))]
+mod disk_full_tests;
 mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +22,9 @@ use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
-    AppendRequest, ApplyRequest, CreateReplicaRequest, HeartbeatReply, MutationReply, PushReply,
-    PushRequest, ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
+    AppendRequest, ApplyRequest, CreateReplicaRequest, HeartbeatReply, HeartbeatRequest,
+    MutationReply, PushReply, PushRequest, ReadReply, ReadRequest, SetVersionReply,
+    SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -29,7 +33,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 pub use state::PrimaryObserver;
-use state::{Mutation, MutationKind, Refusal, ServerState, status_of};
+use state::{DISK_FULL, Mutation, MutationKind, Refusal, ServerState, status_of};
 
 use crate::chunk_store::{ChunkError, ChunkStore};
 use crate::namespace::ChunkHandle;
@@ -63,6 +67,20 @@ pub struct ChunkServerConfig {
     pub settings: FsSettings,
     /// Called each time a replica accepts a mutation as primary (tests).
     pub observer: Option<PrimaryObserver>,
+    /// The disk under the replicas: its name and free space (none: only
+    /// `settings.capacity_bytes` bounds the space offered).
+    pub space: Option<DiskSpace>,
+}
+
+/// Measures the free bytes of the file system the replicas live on.
+pub type FreeSpaceProbe = Arc<dyn Fn() -> std::io::Result<u64> + Send + Sync>;
+
+/// The disk a chunkserver's replicas live on, as it reports it.
+#[derive(Clone)]
+pub struct DiskSpace {
+    /// How messages name it (the data directory).
+    pub label: String,
+    pub probe: FreeSpaceProbe,
 }
 
 impl std::fmt::Debug for ChunkServerConfig {
@@ -72,6 +90,7 @@ impl std::fmt::Debug for ChunkServerConfig {
             .field("masters", &self.masters)
             .field("dir", &self.dir)
             .field("settings", &self.settings)
+            .field("disk", &self.space.as_ref().map(|d| &d.label))
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +98,12 @@ impl std::fmt::Debug for ChunkServerConfig {
 struct Inner {
     url: String,
     settings: FsSettings,
+    /// How messages name the disk, and its free space.
+    disk: String,
+    probe: Option<FreeSpaceProbe>,
+    /// Set by a write that found the disk full, cleared by one that
+    /// succeeds: reported as no free space meanwhile.
+    disk_full: AtomicBool,
     state: Owner<ServerState>,
     masters: Vec<RpcClient>,
     peers: Peers,
@@ -126,9 +151,16 @@ impl ChunkServer {
             pipelines: Default::default(),
             observer: config.observer,
         };
+        let (disk, probe) = match config.space {
+            Some(space) => (space.label, Some(space.probe)),
+            None => (config.dir.display().to_string(), None),
+        };
         let inner = Arc::new(Inner {
             url: config.url,
             settings: config.settings,
+            disk,
+            probe,
+            disk_full: AtomicBool::new(false),
             state: Owner::spawn(state),
             masters,
             peers: Peers::new(PEER_CALL_TIMEOUT),
@@ -178,9 +210,10 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
 async fn heartbeat_round(inner: &Inner) {
     let sent = Instant::now();
     let capacity = inner.settings.capacity_bytes;
-    let Ok((request, claimed)) = inner.state.with(move |s| s.heartbeat(capacity)).await else {
+    let Ok((mut request, claimed)) = inner.state.with(move |s| s.heartbeat(capacity)).await else {
         return;
     };
+    space_report(inner, &mut request);
     let calls = inner.masters.iter().map(|master| {
         let request = request.clone();
         async move {
@@ -212,6 +245,51 @@ async fn heartbeat_round(inner: &Inner) {
     }
 }
 
+/// Fills in the space of the report: the capacity setting, lowered to
+/// what the disk can hold (its free space plus what the replicas use), and
+/// no free space at all while the last write found the disk full.
+fn space_report(inner: &Inner, request: &mut HeartbeatRequest) {
+    let used: u64 = request.replicas.iter().map(|r| r.length).sum();
+    let mut capacity = inner.settings.capacity_bytes;
+    if let Some(probe) = &inner.probe {
+        match probe() {
+            Ok(disk_free) => capacity = capacity.min(used.saturating_add(disk_free)),
+            Err(error) => {
+                tracing::warn!(disk = %inner.disk, %error, "cannot measure the free space; reporting none");
+                capacity = used;
+            }
+        }
+    }
+    request.capacity_bytes = capacity;
+    request.free_bytes = if inner.disk_full.load(Ordering::Relaxed) {
+        0
+    } else {
+        capacity.saturating_sub(used)
+    };
+    request.disk = inner.disk.clone();
+}
+
+/// Names this chunkserver and its disk in a disk-full refusal (and
+/// remembers the disk is full until a write succeeds).
+fn name_disk<T>(inner: &Inner, result: Result<T, Status>) -> Result<T, Status> {
+    match result {
+        Ok(answer) => {
+            inner.disk_full.store(false, Ordering::Relaxed);
+            Ok(answer)
+        }
+        Err(status) if status.message().starts_with(DISK_FULL) => {
+            inner.disk_full.store(true, Ordering::Relaxed);
+            Err(Status::resource_exhausted(format!(
+                "chunkserver {}: {} (disk {})",
+                inner.url,
+                status.message(),
+                inner.disk
+            )))
+        }
+        Err(status) => Err(status),
+    }
+}
+
 /// Makes one mutation as primary: locally, then on every secondary.
 async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply, Status> {
     let (handle, version, key) = (mutation.handle, mutation.version, mutation.data_key);
@@ -226,6 +304,15 @@ async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply
             .map_err(stopped)?;
         match outcome {
             Ok(prepared) => break prepared,
+            // A full disk here: give the lease up so that the master can
+            // grant the next one to the replicas with room.
+            Err(Refusal::Status(status)) if status.message().starts_with(DISK_FULL) => {
+                let _ = inner
+                    .state
+                    .with(move |s| s.relinquish(handle, version))
+                    .await;
+                return Err(status);
+            }
             Err(Refusal::Status(status)) => return Err(status),
             Err(Refusal::NeedLease) if !asked => {
                 asked = true;
@@ -394,8 +481,10 @@ impl Chunk for ChunkServer {
     ) -> Result<Response<MutationReply>, Status> {
         let r = request.into_inner();
         let kind = MutationKind::Write { offset: r.offset };
-        self.submit(r.handle, r.version, kind, (r.client_id, r.data_id))
-            .await
+        let result = self
+            .submit(r.handle, r.version, kind, (r.client_id, r.data_id))
+            .await;
+        name_disk(&self.inner, result)
     }
 
     async fn append(
@@ -403,13 +492,15 @@ impl Chunk for ChunkServer {
         request: Request<AppendRequest>,
     ) -> Result<Response<MutationReply>, Status> {
         let r = request.into_inner();
-        self.submit(
-            r.handle,
-            r.version,
-            MutationKind::Append,
-            (r.client_id, r.data_id),
-        )
-        .await
+        let result = self
+            .submit(
+                r.handle,
+                r.version,
+                MutationKind::Append,
+                (r.client_id, r.data_id),
+            )
+            .await;
+        name_disk(&self.inner, result)
     }
 
     async fn apply(
@@ -417,12 +508,14 @@ impl Chunk for ChunkServer {
         request: Request<ApplyRequest>,
     ) -> Result<Response<MutationReply>, Status> {
         let request = request.into_inner();
-        self.inner
+        let result = self
+            .inner
             .state
             .with(move |s| s.apply(&request))
             .await
             .map_err(stopped)?
-            .map(Response::new)
+            .map(Response::new);
+        name_disk(&self.inner, result)
     }
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
@@ -477,7 +570,8 @@ impl Chunk for ChunkServer {
         request: Request<CreateReplicaRequest>,
     ) -> Result<Response<SetVersionReply>, Status> {
         let handle = request.into_inner().handle;
-        self.inner
+        let created = self
+            .inner
             .state
             .with(move |s| match s.store.create(handle, 0) {
                 Ok(()) => Ok(()),
@@ -490,7 +584,8 @@ impl Chunk for ChunkServer {
                 Err(error) => Err(status_of(error)),
             })
             .await
-            .map_err(stopped)??;
+            .map_err(stopped)?;
+        name_disk(&self.inner, created)?;
         Ok(Response::new(SetVersionReply { length: 0 }))
     }
 }

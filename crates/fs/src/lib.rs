@@ -74,7 +74,12 @@
 //! - Chunkservers report every replica in every heartbeat (no incremental
 //!   reports), and stale or orphaned replicas are never deleted yet
 //!   (re-replication and garbage collection are another step).
-//! - `cairn fs` (the command line) and the cluster launcher are not built yet.
+//! - File sizes (`Lookup`'s `length`) and the space `Usage` reports are as of
+//!   the chunkservers' last heartbeats to the node that answers: they lag a
+//!   write in progress, and a node that just started knows none until the
+//!   first reports. A file's chunks before the last count as full.
+//! - A chunkserver on a full disk is left out of new chunks and new leases,
+//!   but nothing copies its replicas elsewhere (no re-replication yet).
 
 mod chunk_store;
 mod chunk_table;
@@ -95,8 +100,8 @@ pub mod snapshot;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES,
-    PrimaryObserver,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_MESSAGE_BYTES,
+    MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};

@@ -12,7 +12,8 @@ use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
     ChunkInfo, EntryInfo, FsErrorCode, HeartbeatReply, HeartbeatRequest, LocateReply,
-    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
+    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register, UsageReply,
+    UsageRequest,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
@@ -168,6 +169,7 @@ fn entry_info(entry: &Entry, state: &MasterState) -> EntryInfo {
         path: entry.path.to_string(),
         directory: entry.inode == Inode::Directory,
         chunks,
+        length: 0,
     }
 }
 
@@ -250,7 +252,7 @@ impl Master for MasterServer {
             }
         };
         let list = request.list;
-        let reply = self
+        let mut reply = self
             .node
             .read(
                 move |state: &MasterState| lookup(state, &path, list),
@@ -258,6 +260,22 @@ impl Master for MasterServer {
             )
             .await
             .map_err(|e| self.error(e))?;
+        // Sizes come from the chunkservers' reports, which this node keeps.
+        let chunk_bytes = self.settings.chunk_bytes;
+        reply.entries = self
+            .table
+            .with(move |t| {
+                for entry in &mut reply.entries {
+                    if let Some(last) = entry.chunks.last() {
+                        let full = (entry.chunks.len() as u64 - 1).saturating_mul(chunk_bytes);
+                        entry.length =
+                            full.saturating_add(t.chunk_length(last.handle, last.version));
+                    }
+                }
+                reply.entries
+            })
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(reply))
     }
 
@@ -277,6 +295,19 @@ impl Master for MasterServer {
         Ok(Response::new(
             self.handle_heartbeat(request.into_inner()).await?,
         ))
+    }
+
+    async fn usage(&self, _request: Request<UsageRequest>) -> Result<Response<UsageReply>, Status> {
+        let now = tokio::time::Instant::now();
+        let servers = self
+            .table
+            .with(move |t| t.usage(now))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(UsageReply {
+            servers,
+            min_free_bytes: self.settings.min_free_bytes,
+        }))
     }
 
     async fn status(

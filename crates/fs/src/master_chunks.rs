@@ -279,9 +279,9 @@ impl MasterServer {
     /// chunkservers.
     async fn place(&self, handle: ChunkHandle) -> Result<(), Status> {
         let now = Instant::now();
-        let servers = self
+        let (servers, (live, full)) = self
             .table
-            .with(move |t| t.placement(now))
+            .with(move |t| (t.placement(now), t.live_and_full(now)))
             .await
             .map_err(stopped)?;
         if servers.is_empty() {
@@ -289,6 +289,12 @@ impl MasterServer {
                 .with(move |t| t.grant_done(handle, None))
                 .await
                 .map_err(stopped)?;
+            if full > 0 {
+                return Err(Status::resource_exhausted(format!(
+                    "every live chunkserver ({live}) has less than {} bytes free; free space on their disks, raise their --capacity, or start another (cairn fs serve-chunk), then retry (`cairn fs df` shows the space)",
+                    self.settings.min_free_bytes
+                )));
+            }
             return Err(Status::unavailable(
                 "no live chunkserver to place a new chunk on; start one (cairn fs serve-chunk) and retry",
             ));

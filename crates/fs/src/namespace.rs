@@ -46,11 +46,11 @@ pub enum Inode {
 /// (they depend on the namespace, not on timing).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FsError {
-    #[error("{0} does not exist")]
+    #[error("{0} does not exist; `cairn fs ls` its directory to see what is there")]
     NotFound(FsPath),
-    #[error("{0} already exists")]
+    #[error("{0} already exists; pick another name, or remove it first (rm)")]
     AlreadyExists(FsPath),
-    #[error("{0} is not a directory")]
+    #[error("{0} is not a directory; give a directory's path")]
     NotADirectory(FsPath),
     #[error("{0} is a directory; use a file path (or rm -r / ls for directories)")]
     IsADirectory(FsPath),
@@ -58,7 +58,7 @@ pub enum FsError {
     DirectoryNotEmpty(FsPath),
     #[error("the directory {0} does not exist; create it first (mkdir -p)")]
     ParentMissing(FsPath),
-    #[error("cannot move {from} into itself ({to})")]
+    #[error("cannot move {from} into itself ({to}); pick a destination outside it")]
     MoveIntoItself { from: FsPath, to: FsPath },
     #[error("the root directory cannot be removed or renamed")]
     Root,
@@ -70,7 +70,9 @@ pub enum FsError {
         chunks: usize,
         expected: usize,
     },
-    #[error("{0} has reached the limit of {MAX_CHUNKS_PER_FILE} chunks")]
+    #[error(
+        "{0} has reached the limit of {MAX_CHUNKS_PER_FILE} chunks; split the data across files"
+    )]
     FileTooLarge(FsPath),
     #[error("chunk {0} does not exist (its file was deleted)")]
     NoSuchChunk(ChunkHandle),

@@ -45,15 +45,15 @@ pub enum PathError {
     Relative(String),
     #[error("the path is not UTF-8; use names of UTF-8 characters")]
     NotUtf8,
-    #[error("the path is {0} bytes long; the limit is {MAX_PATH_BYTES}")]
+    #[error("the path is {0} bytes long; the limit is {MAX_PATH_BYTES}: use a shorter path")]
     TooLong(usize),
-    #[error("{name:?} is {len} bytes long; a name may have at most {MAX_NAME_BYTES}", len = .name.len())]
+    #[error("{name:?} is {len} bytes long; a name may have at most {MAX_NAME_BYTES}: use a shorter name", len = .name.len())]
     NameTooLong { name: String },
     #[error("{0:?} has an empty component (//); separate names with one /")]
     EmptyComponent(String),
     #[error("{0:?} contains . or ..; give the path without them")]
     DotComponent(String),
-    #[error("{0:?} contains a control character; names may not")]
+    #[error("{0:?} contains a control character; names may not: remove it")]
     ControlCharacter(String),
 }
 

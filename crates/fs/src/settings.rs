@@ -18,6 +18,10 @@ pub struct FsSettings {
     /// The space a chunkserver offers (reported as free space minus what
     /// its replicas use).
     pub capacity_bytes: u64,
+    /// The free-space floor: a chunkserver reporting less free space is
+    /// not given new chunks, nor new leases on chunks it holds while other
+    /// replicas have room (default: one chunk).
+    pub min_free_bytes: u64,
 }
 
 impl Default for FsSettings {
@@ -28,6 +32,7 @@ impl Default for FsSettings {
             heartbeat_interval: Duration::from_secs(1),
             replication: 3,
             capacity_bytes: 1 << 40,
+            min_free_bytes: 64 << 20,
         }
     }
 }

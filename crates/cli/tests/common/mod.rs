@@ -1,6 +1,8 @@
 //! Helpers for the tests that run the real `cairn` binary as processes.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub(crate) mod fs_store;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

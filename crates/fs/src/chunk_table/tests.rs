@@ -24,7 +24,7 @@ fn report(url: &str, replicas: &[(u64, u64)], claims: &[(u64, u64)]) -> Heartbea
                 length: 0,
             })
             .collect(),
-        free_bytes: 100,
+        free_bytes: 1 << 30,
         claims: claims
             .iter()
             .map(|&(handle, version)| LeaseClaim {
@@ -33,6 +33,7 @@ fn report(url: &str, replicas: &[(u64, u64)], claims: &[(u64, u64)]) -> Heartbea
                 secondaries: vec![],
             })
             .collect(),
+        ..HeartbeatRequest::default()
     }
 }
 
@@ -121,4 +122,71 @@ async fn after_a_grant_no_replica_stored_its_granted_replicas_take_the_next() {
     );
     // Without the log's record, nobody qualifies.
     assert!(table.read_decision(1, 4, &[], now).is_err());
+}
+
+fn with_free(mut report: HeartbeatRequest, free_bytes: u64) -> HeartbeatRequest {
+    report.free_bytes = free_bytes;
+    report.capacity_bytes = 1 << 30;
+    report.disk = format!("/data/{}", report.url);
+    report
+}
+
+#[tokio::test]
+async fn new_chunks_avoid_a_chunkserver_below_the_free_space_floor() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    let floor = settings().min_free_bytes;
+    // The full one has the fewest replicas, so it would come first by that.
+    table.record_heartbeat(&with_free(report("full", &[], &[]), floor - 1), now);
+    table.record_heartbeat(&with_free(report("b", &[(1, 1)], &[]), floor), now);
+    table.record_heartbeat(&with_free(report("c", &[(2, 1)], &[]), 2 * floor), now);
+    table.record_heartbeat(&with_free(report("d", &[(3, 1)], &[]), 3 * floor), now);
+    assert_eq!(table.placement(now), ["d", "c", "b"]);
+    assert_eq!(table.live_and_full(now), (4, 1));
+    let usage = table.usage(now);
+    let full = usage.iter().find(|u| u.url == "full").unwrap();
+    assert!(
+        full.full && full.live && full.disk == "/data/full",
+        "{full:?}"
+    );
+    assert!(usage.iter().filter(|u| u.url != "full").all(|u| !u.full));
+    // Every server full: nothing to place on.
+    let mut table = ChunkTable::new(settings());
+    table.record_heartbeat(&with_free(report("a", &[], &[]), 0), now);
+    assert!(table.placement(now).is_empty());
+    assert_eq!(table.live_and_full(now), (1, 1));
+}
+
+#[tokio::test]
+async fn a_new_lease_leaves_out_a_full_replica_while_another_has_room() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.observe_term(1, now - Duration::from_secs(10));
+    table.record_heartbeat(&with_free(report("a", &[(1, 2)], &[]), 0), now);
+    table.record_heartbeat(&with_free(report("b", &[(1, 2)], &[]), 1 << 30), now);
+    match table.decide(1, 2, &[], now) {
+        Decision::Grant(candidates) => assert_eq!(candidates, ["b"]),
+        other => panic!("{other:?}"),
+    }
+    // Every replica full: they keep the chunk (a write may still fit).
+    let mut table = ChunkTable::new(settings());
+    table.observe_term(1, now - Duration::from_secs(10));
+    table.record_heartbeat(&with_free(report("a", &[(1, 2)], &[]), 0), now);
+    assert!(matches!(table.decide(1, 2, &[], now), Decision::Grant(c) if c == ["a"]));
+}
+
+#[tokio::test]
+async fn a_chunk_length_is_its_longest_replica_at_its_version() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    let mut old = report("a", &[(1, 1)], &[]);
+    old.replicas[0].length = 900;
+    let mut new = report("b", &[(1, 2)], &[]);
+    new.replicas[0].length = 500;
+    table.record_heartbeat(&old, now);
+    table.record_heartbeat(&new, now);
+    assert_eq!(table.chunk_length(1, 2), 500);
+    // No replica at the version asked: the longest of any.
+    assert_eq!(table.chunk_length(1, 3), 900);
+    assert_eq!(table.chunk_length(7, 1), 0);
 }

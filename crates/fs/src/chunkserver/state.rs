@@ -81,6 +81,10 @@ pub(crate) struct ServerState {
     pub observer: Option<PrimaryObserver>,
 }
 
+/// How a refusal for a full disk begins (the handlers add the server and
+/// the disk's name).
+pub(crate) const DISK_FULL: &str = "no space left on the disk under the replicas";
+
 /// The gRPC status of a replica error, with what to do next.
 pub(crate) fn status_of(error: ChunkError) -> Status {
     let message = error.to_string();
@@ -90,6 +94,11 @@ pub(crate) fn status_of(error: ChunkError) -> Status {
         ChunkError::VersionMismatch { .. } => Status::failed_precondition(message),
         ChunkError::BeyondChunk { .. } => Status::out_of_range(message),
         ChunkError::Corrupt { .. } => Status::data_loss(message),
+        ChunkError::Io(error) if error.kind() == std::io::ErrorKind::StorageFull => {
+            Status::resource_exhausted(format!(
+                "{DISK_FULL} ({error}); free space on it: the master places no new chunk here and leaves this replica out of new leases meanwhile; retry"
+            ))
+        }
         ChunkError::Io(_) => {
             Status::unavailable(format!("{message}; retry, or use another replica"))
         }
@@ -297,6 +306,7 @@ impl ServerState {
             replicas,
             free_bytes: capacity.saturating_sub(used),
             claims,
+            ..HeartbeatRequest::default()
         };
         (request, extend)
     }

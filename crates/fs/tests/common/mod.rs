@@ -24,6 +24,7 @@ pub(crate) fn settings() -> FsSettings {
         heartbeat_interval: Duration::from_millis(100),
         replication: 3,
         capacity_bytes: 1 << 30,
+        min_free_bytes: CHUNK_BYTES,
     }
 }
 
@@ -107,6 +108,7 @@ impl Cluster {
                         dir: "chunks".into(),
                         settings: settings(),
                         observer: Some(observer),
+                        space: None,
                     };
                     let server = ChunkServer::start(config, Arc::new(context.disk.clone()))
                         .unwrap_or_else(|e| panic!("chunkserver {i} cannot start: {e}"));
