@@ -252,6 +252,7 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
         dir: "chunks".into(),
         settings: FsSettings::default(),
         observer: None,
+        clock: Default::default(),
     };
     let server = ChunkServer::start(config, disk)
         .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;

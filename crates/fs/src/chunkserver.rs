@@ -32,6 +32,7 @@ pub use state::PrimaryObserver;
 use state::{Mutation, MutationKind, Refusal, ServerState, status_of};
 
 use crate::chunk_store::{ChunkError, ChunkStore};
+use crate::clock::Clock;
 use crate::namespace::ChunkHandle;
 use crate::owner::Owner;
 use crate::peers::Peers;
@@ -63,6 +64,9 @@ pub struct ChunkServerConfig {
     pub settings: FsSettings,
     /// Called each time a replica accepts a mutation as primary (tests).
     pub observer: Option<PrimaryObserver>,
+    /// The clock leases are measured by ([`Clock::default`]: the
+    /// runtime's; tests skew it).
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for ChunkServerConfig {
@@ -72,6 +76,7 @@ impl std::fmt::Debug for ChunkServerConfig {
             .field("masters", &self.masters)
             .field("dir", &self.dir)
             .field("settings", &self.settings)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for ChunkServerConfig {
 struct Inner {
     url: String,
     settings: FsSettings,
+    clock: Clock,
     state: Owner<ServerState>,
     masters: Vec<RpcClient>,
     peers: Peers,
@@ -129,6 +135,7 @@ impl ChunkServer {
         let inner = Arc::new(Inner {
             url: config.url,
             settings: config.settings,
+            clock: config.clock,
             state: Owner::spawn(state),
             masters,
             peers: Peers::new(PEER_CALL_TIMEOUT),
@@ -176,7 +183,7 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
 /// from when the report was *sent*, less the clock margin, so it ends here
 /// before it ends at the master.
 async fn heartbeat_round(inner: &Inner) {
-    let sent = Instant::now();
+    let sent = inner.clock.now();
     let capacity = inner.settings.capacity_bytes;
     let Ok((request, claimed)) = inner.state.with(move |s| s.heartbeat(capacity)).await else {
         return;
@@ -218,7 +225,7 @@ async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply
     let mut asked = false;
     let prepared = loop {
         let kind = mutation.kind;
-        let now = Instant::now();
+        let now = inner.clock.now();
         let outcome = inner
             .state
             .with(move |s| s.prepare(handle, version, &kind, key, now))
