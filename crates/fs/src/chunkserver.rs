@@ -455,7 +455,8 @@ impl Chunk for ChunkServer {
                         r.handle, replica.version, r.version
                     )));
                 }
-                s.store.read(r.handle, r.offset, r.length).map_err(status_of)
+                let read = s.store.read(r.handle, r.offset, r.length);
+                s.checked(r.handle, read).map_err(status_of)
             })
             .await
             .map_err(stopped)??;
