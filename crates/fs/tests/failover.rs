@@ -14,7 +14,7 @@ use std::time::Duration;
 use cairn_fs::{ChunkLocation, Client};
 use cairn_rpc::fs::FsErrorCode;
 use common::*;
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -247,7 +247,8 @@ async fn acknowledged_appends_survive_chunkservers_losing_unsynced_writes() {
 
 /// M7: two attempts of one task each write a temporary file and commit it
 /// by renaming it to the final name (no replacing), the master leader
-/// killed as the renames go out and the clerks retrying across the change.
+/// killed before the renames and its successor as they reach it, the
+/// clerks retrying across both changes.
 /// A reader polling the final name sees nothing, then one whole attempt,
 /// never a part of one, never two, never the name disappearing again; one
 /// rename wins, the other is told the name exists.
@@ -317,13 +318,27 @@ async fn a_rename_commit_across_a_master_crash_publishes_one_whole_attempt() {
     for _ in 0..2 {
         ready.recv().await.unwrap();
     }
-    let delay = madsim::rand::random::<u64>() % 30;
+    // The leader dies between the writes and the renames, which the
+    // clerks retry until a new leader is elected; that one is killed too,
+    // a moment (0-3 ms) after it appears, as the renames reach it.
+    let Some(leader) = cluster.leader() else {
+        cluster.fail("no master leader to kill".into());
+    };
+    cluster.restart_master(leader);
     go.notify_waiters();
-    sleep(Duration::from_millis(delay)).await;
-    match cluster.leader() {
-        Some(leader) => cluster.restart_master(leader),
-        None => cluster.fail("no master leader to kill".into()),
-    }
+    let elected = Instant::now();
+    let next = loop {
+        match cluster.leader() {
+            // The restarted node may win again: it is a new incarnation.
+            Some(next) => break next,
+            _ if elected.elapsed() > Duration::from_secs(10) => {
+                cluster.fail("no new master leader within 10 s".into())
+            }
+            _ => sleep(Duration::from_millis(1)).await,
+        }
+    };
+    sleep(Duration::from_micros(madsim::rand::random::<u64>() % 3000)).await;
+    cluster.restart_master(next);
     let mut outcomes = Vec::new();
     for task in tasks {
         match task.await {
