@@ -18,14 +18,15 @@ use tokio::time::{Instant, sleep};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// One client appends records to `/dir/log` until it fails; another,
-/// after a second, deletes the file (`rename` false) or renames it to
-/// `/dir/moved` (`rename` true). Returns the appender's acknowledged
-/// (seq, offset), its error and how long after the change it came, and a
-/// client to look with.
-async fn change_under_an_appender(
+/// One client appends records to `/dir/log` (`append`), or writes them one
+/// after another from its start, until it fails; another, after a second,
+/// deletes the file (`rename` false) or renames it to `/dir/moved`
+/// (`rename` true). Returns the writer's acknowledged (seq, offset), its
+/// error and how long after the change it came, and a client to look with.
+async fn change_under_a_writer(
     cluster: &Cluster,
     rename: bool,
+    append: bool,
 ) -> (Vec<(u32, u64)>, ClientError, Duration, cairn_fs::Client) {
     let mut other = cluster.client("other", DEADLINE);
     let other = cluster
@@ -41,13 +42,20 @@ async fn change_under_an_appender(
         let acked = acked.clone();
         cluster.world.lock().unwrap().spawn("writer", async move {
             for seq in 0.. {
-                match writer.append(&path("/dir/log"), &record(0, seq, 500)).await {
+                let (file, data) = (path("/dir/log"), record(0, seq, 500));
+                let done = if append {
+                    writer.append(&file, &data).await
+                } else {
+                    let offset = u64::from(seq) * data.len() as u64;
+                    writer.write(&file, offset, &data).await.map(|()| offset)
+                };
+                match done {
                     Ok(offset) => acked.lock().unwrap().push((seq, offset)),
                     Err(error) => return (error, Instant::now()),
                 }
                 sleep(Duration::from_millis(10)).await;
             }
-            unreachable!("the appender stops at its first error")
+            unreachable!("the writer stops at its first error")
         })
     };
     let (other, changed) = cluster
@@ -67,7 +75,7 @@ async fn change_under_an_appender(
         .await;
     let (error, failed) = match appending.await {
         Ok(outcome) => outcome,
-        Err(error) => cluster.fail(format!("the appender did not finish: {error}")),
+        Err(error) => cluster.fail(format!("the writer did not finish: {error}")),
     };
     let acked = acked.lock().unwrap().clone();
     (
@@ -78,23 +86,20 @@ async fn change_under_an_appender(
     )
 }
 
-/// A file deleted under an appender: the appender gets "not found" within
-/// a lease (its cached lease may take appends until then), and the file
+/// A file deleted under a writer: the writer gets "not found" within a
+/// lease (its cached lease may take mutations until then), and the file
 /// stays deleted: a new file of that name is empty.
-#[madsim::test]
-async fn appending_to_a_file_deleted_meanwhile_fails_clearly() {
+async fn deleted_under_a_writer(append: bool) {
     let cluster = Cluster::start(3);
-    let (acked, error, after, other) = change_under_an_appender(&cluster, false).await;
+    let (acked, error, after, other) = change_under_a_writer(&cluster, false, append).await;
     if code(&error) != Some(FsErrorCode::NotFound) {
-        cluster.fail(format!("the appender got {error:?}, not a not-found error"));
+        cluster.fail(format!("the writer got {error:?}, not a not-found error"));
     }
     if after > settings().lease + Duration::from_secs(1) {
-        cluster.fail(format!(
-            "the appender failed only {after:?} after the delete"
-        ));
+        cluster.fail(format!("the writer failed only {after:?} after the delete"));
     }
     if acked.is_empty() {
-        cluster.fail("nothing was appended before the delete".into());
+        cluster.fail("nothing was written before the delete".into());
     }
     let (gone, fresh) = cluster
         .run("other", async move {
@@ -121,19 +126,16 @@ async fn appending_to_a_file_deleted_meanwhile_fails_clearly() {
     cluster.check_no_split_brain();
 }
 
-/// A file renamed under an appender: the appender gets "not found" for the
-/// old name, and every record it had acknowledged is in the renamed file.
-#[madsim::test]
-async fn appending_to_a_file_renamed_meanwhile_fails_clearly_and_loses_nothing() {
+/// A file renamed under a writer: the writer gets "not found" for the old
+/// name, and every record it had acknowledged is in the renamed file.
+async fn renamed_under_a_writer(append: bool) {
     let cluster = Cluster::start(3);
-    let (acked, error, after, other) = change_under_an_appender(&cluster, true).await;
+    let (acked, error, after, other) = change_under_a_writer(&cluster, true, append).await;
     if code(&error) != Some(FsErrorCode::NotFound) {
-        cluster.fail(format!("the appender got {error:?}, not a not-found error"));
+        cluster.fail(format!("the writer got {error:?}, not a not-found error"));
     }
     if after > settings().lease + Duration::from_secs(1) {
-        cluster.fail(format!(
-            "the appender failed only {after:?} after the rename"
-        ));
+        cluster.fail(format!("the writer failed only {after:?} after the rename"));
     }
     let moved = cluster
         .run("other", async move {
@@ -151,6 +153,26 @@ async fn appending_to_a_file_renamed_meanwhile_fails_clearly_and_loses_nothing()
         }
     }
     cluster.check_no_split_brain();
+}
+
+#[madsim::test]
+async fn appending_to_a_file_deleted_meanwhile_fails_clearly() {
+    deleted_under_a_writer(true).await;
+}
+
+#[madsim::test]
+async fn writing_to_a_file_deleted_meanwhile_fails_clearly() {
+    deleted_under_a_writer(false).await;
+}
+
+#[madsim::test]
+async fn appending_to_a_file_renamed_meanwhile_fails_clearly_and_loses_nothing() {
+    renamed_under_a_writer(true).await;
+}
+
+#[madsim::test]
+async fn writing_to_a_file_renamed_meanwhile_fails_clearly_and_loses_nothing() {
+    renamed_under_a_writer(false).await;
 }
 
 /// A record over a quarter of a chunk is refused before any message is

@@ -1,9 +1,12 @@
 //! The file store's data path on the simulator, under failures: scenarios
-//! F1, F4, M3 and M4 of `reference/gfs.md` §5.2 (chunkservers crashing
-//! during appends, a stale replica rejoining, the master leader killed
-//! while a primary holds a lease, a primary cut off from the master), each
-//! also checked for split brain: no two replicas ever accept mutations as
-//! primary of one chunk at overlapping times.
+//! F1, F3, F4, M3, M4, M6 and X1 of `reference/gfs.md` §5.2 (chunkservers
+//! crashing during appends, a secondary missing a mutation, a stale
+//! replica rejoining, the master leader killed while a primary holds a
+//! lease, a primary cut off from the master, a higher version reported,
+//! every process losing power), a corrupt replica, and appends on an
+//! unreliable network, each also checked for split brain: no two replicas
+//! ever accept mutations as primary of one chunk at overlapping times.
+//! F2, F9 and M7 are in `failover.rs`, X2 in `clock_skew.rs`.
 #![cfg(madsim)]
 
 mod common;
