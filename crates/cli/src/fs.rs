@@ -284,6 +284,7 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
             ..FsSettings::default()
         },
         observer: None,
+        clock: Default::default(),
         space: Some(DiskSpace {
             label: std::path::absolute(&data_dir)
                 .unwrap_or_else(|_| data_dir.clone())

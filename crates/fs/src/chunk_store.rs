@@ -194,7 +194,20 @@ impl ChunkStore {
             .collect()
     }
 
-    /// Replicas found damaged when the store opened.
+    /// Sets aside a replica found corrupt while running: it is no longer
+    /// reported nor served (its files stay for the operator to look at), so
+    /// the master, no longer hearing of it here, names other replicas.
+    pub fn set_aside(&mut self, handle: ChunkHandle) {
+        if self.replicas.remove(&handle).is_some() {
+            tracing::warn!(
+                handle,
+                "replica fails its checksums; set aside, no longer served"
+            );
+            self.damaged.insert(handle);
+        }
+    }
+
+    /// Replicas found damaged when the store opened or set aside since.
     pub fn damaged(&self) -> impl Iterator<Item = ChunkHandle> + '_ {
         self.damaged.iter().copied()
     }

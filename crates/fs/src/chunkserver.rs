@@ -36,6 +36,7 @@ pub use state::PrimaryObserver;
 use state::{DISK_FULL, Mutation, MutationKind, Refusal, ServerState, status_of};
 
 use crate::chunk_store::{ChunkError, ChunkStore};
+use crate::clock::Clock;
 use crate::namespace::ChunkHandle;
 use crate::owner::Owner;
 use crate::peers::Peers;
@@ -67,6 +68,9 @@ pub struct ChunkServerConfig {
     pub settings: FsSettings,
     /// Called each time a replica accepts a mutation as primary (tests).
     pub observer: Option<PrimaryObserver>,
+    /// The clock leases are measured by ([`Clock::default`]: the
+    /// runtime's; tests skew it).
+    pub clock: Clock,
     /// The disk under the replicas: its name and free space (none: only
     /// `settings.capacity_bytes` bounds the space offered).
     pub space: Option<DiskSpace>,
@@ -90,6 +94,7 @@ impl std::fmt::Debug for ChunkServerConfig {
             .field("masters", &self.masters)
             .field("dir", &self.dir)
             .field("settings", &self.settings)
+            .field("clock", &self.clock)
             .field("disk", &self.space.as_ref().map(|d| &d.label))
             .finish_non_exhaustive()
     }
@@ -98,6 +103,7 @@ impl std::fmt::Debug for ChunkServerConfig {
 struct Inner {
     url: String,
     settings: FsSettings,
+    clock: Clock,
     /// How messages name the disk, and its free space.
     disk: String,
     probe: Option<FreeSpaceProbe>,
@@ -158,6 +164,7 @@ impl ChunkServer {
         let inner = Arc::new(Inner {
             url: config.url,
             settings: config.settings,
+            clock: config.clock,
             disk,
             probe,
             disk_full: AtomicBool::new(false),
@@ -208,7 +215,7 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
 /// from when the report was *sent*, less the clock margin, so it ends here
 /// before it ends at the master.
 async fn heartbeat_round(inner: &Inner) {
-    let sent = Instant::now();
+    let sent = inner.clock.now();
     let capacity = inner.settings.capacity_bytes;
     let Ok((mut request, claimed)) = inner.state.with(move |s| s.heartbeat(capacity)).await else {
         return;
@@ -296,7 +303,7 @@ async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply
     let mut asked = false;
     let prepared = loop {
         let kind = mutation.kind;
-        let now = Instant::now();
+        let now = inner.clock.now();
         let outcome = inner
             .state
             .with(move |s| s.prepare(handle, version, &kind, key, now))
@@ -541,7 +548,8 @@ impl Chunk for ChunkServer {
                         r.handle, replica.version, r.version
                     )));
                 }
-                s.store.read(r.handle, r.offset, r.length).map_err(status_of)
+                let read = s.store.read(r.handle, r.offset, r.length);
+                s.checked(r.handle, read).map_err(status_of)
             })
             .await
             .map_err(stopped)??;

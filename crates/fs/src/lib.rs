@@ -59,13 +59,21 @@
 //!    otherwise waits one lease period (plus a clock margin) before granting
 //!    to anyone: never two primaries.
 //!
-//! `docs/fs.md` is the protocol in full, with the consistency table.
+//! `docs/fs.md` is the protocol in full, with the consistency table and
+//! the scenarios the simulation suites run (`tests/`: M1 in `master.rs`;
+//! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
+//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
+//! under a writer, oversized records and damaged replica files in
+//! `bad_input.rs`). Leases assume the nodes' monotonic clocks run at
+//! nearly the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
 //!
 //! - A crash in the middle of an *overwrite* can leave a block whose bytes
 //!   and checksum disagree on that replica: it then reads as corrupt (never
-//!   as wrong data), and a good replica must replace it.
+//!   as wrong data), and a good replica must replace it. A replica found
+//!   corrupt is set aside (no longer reported or served) but not yet
+//!   replaced: the chunk has one replica fewer until re-replication exists.
 //! - Every write rewrites the replica's metadata file (with a directory
 //!   sync), and each mutation is synced on its own: batching those across
 //!   concurrent writes is left for later.
@@ -85,6 +93,7 @@ mod chunk_store;
 mod chunk_table;
 mod chunkserver;
 mod client;
+mod clock;
 mod master;
 mod master_chunks;
 mod master_client;
@@ -104,6 +113,7 @@ pub use chunkserver::{
     MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
+pub use clock::Clock;
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};

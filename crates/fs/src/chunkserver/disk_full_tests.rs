@@ -144,6 +144,7 @@ async fn a_full_disk_fails_the_mutation_naming_the_server_and_disk() {
             ..FsSettings::default()
         },
         observer: None,
+        clock: Default::default(),
         space: Some(DiskSpace {
             label: "/data/cs1".into(),
             probe: Arc::new(|| Ok(10 << 20)),
@@ -189,6 +190,7 @@ async fn the_disk_free_space_caps_the_capacity_reported() {
         dir: "chunks".into(),
         settings: FsSettings::default(),
         observer: None,
+        clock: Default::default(),
         space: Some(DiskSpace {
             label: "/data/cs1".into(),
             probe: Arc::new(|| Ok(1000)),

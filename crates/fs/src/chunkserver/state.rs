@@ -106,6 +106,23 @@ pub(crate) fn status_of(error: ChunkError) -> Status {
 }
 
 impl ServerState {
+    /// Passes `result` on; if it says the replica of `handle` is corrupt,
+    /// first sets the replica aside and forgets its role (no lease claimed,
+    /// no mutation taken), so the master stops naming this server for it
+    /// and grants the next lease elsewhere.
+    pub(crate) fn checked<T>(
+        &mut self,
+        handle: ChunkHandle,
+        result: Result<T, ChunkError>,
+    ) -> Result<T, ChunkError> {
+        if let Err(ChunkError::Corrupt { .. }) = &result {
+            self.store.set_aside(handle);
+            self.roles.remove(&handle);
+            self.pipelines.remove(&handle);
+        }
+        result
+    }
+
     /// The role, if this server is the (not relinquished) primary of
     /// `handle` at `version`; else why not.
     pub(crate) fn designated(&self, handle: ChunkHandle, version: u64) -> Result<&Role, Status> {
@@ -168,8 +185,8 @@ impl ServerState {
             data
         };
         if !bytes.is_empty() {
-            self.store
-                .write(handle, version, offset, &bytes)
+            let written = self.store.write(handle, version, offset, &bytes);
+            self.checked(handle, written)
                 .map_err(|e| Refusal::Status(status_of(e)))?;
         }
         let role = self.roles.get_mut(&handle).expect("checked above");
@@ -234,9 +251,10 @@ impl ServerState {
             })?
         };
         if !bytes.is_empty() {
-            self.store
-                .write(handle, request.version, request.offset, &bytes)
-                .map_err(status_of)?;
+            let written = self
+                .store
+                .write(handle, request.version, request.offset, &bytes);
+            self.checked(handle, written).map_err(status_of)?;
         }
         if let Some(role) = self.roles.get_mut(&handle) {
             role.serial = request.serial;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_fs::{ChunkServer, ChunkServerConfig, Client, FsPath, FsSettings, MasterServer};
+use cairn_fs::{ChunkServer, ChunkServerConfig, Client, Clock, FsPath, FsSettings, MasterServer};
 use cairn_rsm::NodeConfig;
 use cairn_testkit::{NodeContext, World};
 use tokio::time::Instant;
@@ -48,6 +48,52 @@ pub(crate) fn path(text: &str) -> FsPath {
     FsPath::parse(text).unwrap()
 }
 
+/// The node name in a chunkserver's URL.
+pub(crate) fn host(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The namespace's refusal code in a client error, if it is one.
+pub(crate) fn code(error: &cairn_fs::ClientError) -> Option<cairn_rpc::fs::FsErrorCode> {
+    match error {
+        cairn_fs::ClientError::Master(error) => error.code(),
+        _ => None,
+    }
+}
+
+/// Creates `/f` with 2 KiB written, and returns the client with where
+/// its first chunk's mutations go (its primary holds a lease).
+pub(crate) async fn file_with_a_primary(mut client: Client) -> (Client, cairn_fs::ChunkLocation) {
+    client.create(&path("/f")).await.unwrap();
+    client
+        .write(&path("/f"), 0, &pattern(2048, 1))
+        .await
+        .unwrap();
+    let located = client.locate(&path("/f"), 0, true).await.unwrap();
+    (client, located)
+}
+
+/// Overwrites the start of `/f` `rounds` times, 100 ms apart, each write
+/// required to succeed; then where its mutations go.
+pub(crate) async fn keep_writing(
+    mut client: Client,
+    rounds: u64,
+) -> (Client, cairn_fs::ChunkLocation) {
+    for round in 0..rounds {
+        client
+            .write(&path("/f"), 0, &pattern(2048, 10 + round))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let located = client.locate(&path("/f"), 0, true).await.unwrap();
+    (client, located)
+}
+
 /// One acceptance of a mutation as primary: (when, handle, version, url).
 pub(crate) type Acceptance = (Instant, u64, u64, String);
 
@@ -56,11 +102,19 @@ pub(crate) struct Cluster {
     pub(crate) masters: Arc<Mutex<Vec<Option<MasterServer>>>>,
     pub(crate) chunkservers: usize,
     pub(crate) accepted: Arc<Mutex<Vec<Acceptance>>>,
+    /// How many acceptances there have been, to wait on.
+    pub(crate) acceptances: tokio::sync::watch::Receiver<usize>,
     pub(crate) seed: u64,
 }
 
 impl Cluster {
     pub(crate) fn start(chunkservers: usize) -> Self {
+        Self::start_with_clocks(vec![Clock::default(); chunkservers])
+    }
+
+    /// A cluster whose chunkserver `i` measures leases by `clocks[i]`.
+    pub(crate) fn start_with_clocks(clocks: Vec<Clock>) -> Self {
+        let chunkservers = clocks.len();
         cairn_testkit::init_logging();
         let mut world = World::new();
         let masters: Arc<Mutex<Vec<Option<MasterServer>>>> =
@@ -88,10 +142,12 @@ impl Cluster {
             });
         }
         let accepted: Arc<Mutex<Vec<Acceptance>>> = Arc::default();
-        for i in 0..chunkservers {
-            let accepted = accepted.clone();
+        let (counter, acceptances) = tokio::sync::watch::channel(0usize);
+        let counter = Arc::new(counter);
+        for (i, clock) in clocks.into_iter().enumerate() {
+            let (accepted, counter) = (accepted.clone(), counter.clone());
             world.add_node(&cs_name(i), move |context: NodeContext| {
-                let accepted = accepted.clone();
+                let (accepted, counter) = (accepted.clone(), counter.clone());
                 async move {
                     let observer: cairn_fs::PrimaryObserver =
                         Arc::new(move |handle, version, url: &str| {
@@ -101,6 +157,7 @@ impl Cluster {
                                 version,
                                 url.to_string(),
                             ));
+                            counter.send_modify(|n| *n += 1);
                         });
                     let config = ChunkServerConfig {
                         url: context.url(CHUNK_PORT),
@@ -108,6 +165,7 @@ impl Cluster {
                         dir: "chunks".into(),
                         settings: settings(),
                         observer: Some(observer),
+                        clock,
                         space: None,
                     };
                     let server = ChunkServer::start(config, Arc::new(context.disk.clone()))
@@ -124,6 +182,7 @@ impl Cluster {
             masters,
             chunkservers,
             accepted,
+            acceptances,
             seed,
         }
     }
@@ -170,6 +229,18 @@ impl Cluster {
 
     pub(crate) fn restart(&self, node: &str) {
         self.world.lock().unwrap().restart(node);
+    }
+
+    /// Cuts (or heals, if `heal`) the links between a node and every master.
+    pub(crate) fn cut_from_masters(&self, node: &str, heal: bool) {
+        let world = self.world.lock().unwrap();
+        for i in 0..MASTERS {
+            if heal {
+                world.heal(node, &master_name(i));
+            } else {
+                world.cut(node, &master_name(i));
+            }
+        }
     }
 
     pub(crate) fn restart_master(&self, i: usize) {
