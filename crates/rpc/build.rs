@@ -34,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".cairn.kv",
             ".cairn.shardkv",
             ".etcdserverpb",
+            // The file store's bulk data: no copy on the way in or out.
+            ".cairn.fs.PushRequest.data",
+            ".cairn.fs.ReadReply.data",
         ])
         .emit_rerun_if_changed(false)
         .compile_protos(PROTOS, &["proto"])?;

@@ -324,17 +324,18 @@ async fn put(args: PutArgs) -> anyhow::Result<()> {
     client.create(&copying).await?;
     let bar = crate::progress::bytes_bar(total, args.masters.json);
     let mut buffer = vec![0u8; PIECE_BYTES];
-    let mut offset = 0u64;
+    let mut writer = client.writer(&copying, 0);
     loop {
         let n = read_full(&mut input, &mut buffer)
             .with_context(|| format!("reading {}", args.local.display()))?;
         if n == 0 {
             break;
         }
-        client.write(&copying, offset, &buffer[..n]).await?;
-        offset += n as u64;
-        bar.set_position(offset);
+        writer.write(&buffer[..n]).await?;
+        bar.set_position(writer.acknowledged());
     }
+    let offset = writer.finish().await?;
+    bar.set_position(offset);
     client.rename(&copying, &target, true).await?;
     bar.finish_and_clear();
     if args.masters.json {
@@ -375,16 +376,14 @@ async fn get(args: GetArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create {}", args.local.display()))?,
         )
     };
-    let mut offset = 0u64;
-    loop {
-        let bytes = client.read(&source, offset, PIECE_BYTES as u64).await?;
-        if bytes.is_empty() {
-            break;
-        }
+    let bar = crate::progress::bytes_bar(None, args.masters.json);
+    let mut reader = client.reader(&source, 0, u64::MAX);
+    while let Some(bytes) = reader.next().await? {
         output.write_all(&bytes).context("writing the output")?;
-        offset += bytes.len() as u64;
+        bar.inc(bytes.len() as u64);
     }
     output.flush().context("writing the output")?;
+    bar.finish_and_clear();
     Ok(())
 }
 

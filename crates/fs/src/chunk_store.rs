@@ -26,6 +26,10 @@
 //!   whose bytes and checksum disagree: it reads as corrupt, never as wrong
 //!   data (the master then re-replicates it from a good replica).
 //!
+//! A **batch** of writes ([`ChunkStore::write_batch`]: a primary's group
+//! commit) writes all their data, syncs it once, then replaces the metadata
+//! once: a crash leaves the replica as before the batch or after it.
+//!
 //! Nothing here is acknowledged before the data and the metadata are both
 //! durable.
 
@@ -35,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_storage::{Disk, OpenMode, write_atomic};
+use cairn_storage::{Disk, DiskFile, OpenMode, write_atomic};
 use thiserror::Error;
 
 use crate::namespace::ChunkHandle;
@@ -291,15 +295,7 @@ impl ChunkStore {
             .min(replica.length);
         let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
         file.read_exact_at(start, &mut blocks)?;
-        for (i, block) in blocks.chunks(BLOCK_BYTES as usize).enumerate() {
-            let index = first + i as u64;
-            if replica.checksums.get(index as usize) != Some(&crc32c::crc32c(block)) {
-                return Err(ChunkError::Corrupt {
-                    handle,
-                    block: index,
-                });
-            }
-        }
+        verify(handle, replica, first, &blocks)?;
         let from = (offset - start) as usize;
         let to = (end - start) as usize;
         Ok((Bytes::from(blocks).slice(from..to), replica.version))
@@ -315,8 +311,22 @@ impl ChunkStore {
         offset: u64,
         data: &[u8],
     ) -> Result<u64, ChunkError> {
+        self.write_batch(handle, version, &[(offset, data)])
+    }
+
+    /// Makes several writes, in order, as one: the data of all of them is
+    /// synced once, then one metadata file covers them all (group commit).
+    /// A crash leaves the replica as before the batch or after it (or, as
+    /// for one write, an overwritten block reading as corrupt). Returns the
+    /// replica's new length.
+    pub fn write_batch(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        writes: &[(u64, &[u8])],
+    ) -> Result<u64, ChunkError> {
         let chunk_bytes = self.chunk_bytes;
-        let replica = self.replica_mut(handle)?.clone();
+        let mut replica = self.replica_mut(handle)?.clone();
         if replica.version != version {
             return Err(ChunkError::VersionMismatch {
                 handle,
@@ -324,60 +334,25 @@ impl ChunkStore {
                 given: version,
             });
         }
-        let end = offset.saturating_add(data.len() as u64);
-        if end > chunk_bytes {
-            return Err(ChunkError::BeyondChunk {
-                handle,
-                end,
-                chunk_bytes,
-            });
-        }
-        let new_length = replica.length.max(end);
-        // The changed range, a gap of zeros included, block-aligned.
-        let changed_from = offset.min(replica.length);
-        let first = changed_from / BLOCK_BYTES;
-        let start = first * BLOCK_BYTES;
-        let stop = end
-            .div_ceil(BLOCK_BYTES)
-            .saturating_mul(BLOCK_BYTES)
-            .min(new_length);
-        // The new contents of those blocks: the old bytes (verified), then
-        // zeros for a gap, then the data.
-        let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
-        let old_stop = stop.min(replica.length);
-        let mut file = self.disk.open(&self.data_path(handle), OpenMode::Write)?;
-        if old_stop > start {
-            let old = &mut blocks[..(old_stop - start) as usize];
-            file.read_exact_at(start, old)?;
-            for (i, block) in old.chunks(BLOCK_BYTES as usize).enumerate() {
-                let index = first + i as u64;
-                if replica.checksums.get(index as usize) != Some(&crc32c::crc32c(block)) {
-                    return Err(ChunkError::Corrupt {
-                        handle,
-                        block: index,
-                    });
-                }
+        for (offset, data) in writes {
+            let end = offset.saturating_add(data.len() as u64);
+            if end > chunk_bytes {
+                return Err(ChunkError::BeyondChunk {
+                    handle,
+                    end,
+                    chunk_bytes,
+                });
             }
         }
-        let at = (offset - start) as usize;
-        blocks[at..at + data.len()].copy_from_slice(data);
-        file.write_at(changed_from, &blocks[(changed_from - start) as usize..])?;
+        let mut file = self.disk.open(&self.data_path(handle), OpenMode::Write)?;
+        for (offset, data) in writes {
+            write_unsynced(&mut *file, handle, &mut replica, *offset, data)?;
+        }
         file.sync()?;
-        let mut updated = replica;
-        updated.length = new_length;
-        let fresh: Vec<u32> = blocks
-            .chunks(BLOCK_BYTES as usize)
-            .map(crc32c::crc32c)
-            .collect();
-        let replaced = first as usize..(first as usize + fresh.len()).min(updated.checksums.len());
-        updated.checksums.splice(replaced, fresh);
-        debug_assert_eq!(
-            updated.checksums.len() as u64,
-            new_length.div_ceil(BLOCK_BYTES)
-        );
-        self.save(handle, &updated)?;
-        self.replicas.insert(handle, updated);
-        Ok(new_length)
+        let length = replica.length;
+        self.save(handle, &replica)?;
+        self.replicas.insert(handle, replica);
+        Ok(length)
     }
 
     /// Deletes a replica (the metadata first, so a crash halfway leaves data
@@ -402,6 +377,73 @@ impl ChunkStore {
             &encode_meta(handle, replica),
         )
     }
+}
+
+/// Checks `blocks`, which start at block `first` of the replica, against
+/// their checksums.
+fn verify(
+    handle: ChunkHandle,
+    replica: &Replica,
+    first: u64,
+    blocks: &[u8],
+) -> Result<(), ChunkError> {
+    for (i, block) in blocks.chunks(BLOCK_BYTES as usize).enumerate() {
+        let index = first + i as u64;
+        if replica.checksums.get(index as usize) != Some(&crc32c::crc32c(block)) {
+            return Err(ChunkError::Corrupt {
+                handle,
+                block: index,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` at `offset` of the data `file` (not synced) and updates
+/// `replica`'s length and checksums to match (in memory): the blocks it
+/// only partly covers are verified first, so a corrupt block is never
+/// re-checksummed as if good. The offset is within the chunk (checked).
+fn write_unsynced(
+    file: &mut dyn DiskFile,
+    handle: ChunkHandle,
+    replica: &mut Replica,
+    offset: u64,
+    data: &[u8],
+) -> Result<(), ChunkError> {
+    let end = offset + data.len() as u64;
+    let new_length = replica.length.max(end);
+    // The changed range, a gap of zeros included, block-aligned.
+    let changed_from = offset.min(replica.length);
+    let first = changed_from / BLOCK_BYTES;
+    let start = first * BLOCK_BYTES;
+    let stop = end
+        .div_ceil(BLOCK_BYTES)
+        .saturating_mul(BLOCK_BYTES)
+        .min(new_length);
+    // The new contents of those blocks: the old bytes (verified), then
+    // zeros for a gap, then the data.
+    let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
+    let old_stop = stop.min(replica.length);
+    if old_stop > start {
+        let old = &mut blocks[..(old_stop - start) as usize];
+        file.read_exact_at(start, old)?;
+        verify(handle, replica, first, old)?;
+    }
+    let at = (offset - start) as usize;
+    blocks[at..at + data.len()].copy_from_slice(data);
+    file.write_at(changed_from, &blocks[(changed_from - start) as usize..])?;
+    replica.length = new_length;
+    let fresh: Vec<u32> = blocks
+        .chunks(BLOCK_BYTES as usize)
+        .map(crc32c::crc32c)
+        .collect();
+    let replaced = first as usize..(first as usize + fresh.len()).min(replica.checksums.len());
+    replica.checksums.splice(replaced, fresh);
+    debug_assert_eq!(
+        replica.checksums.len() as u64,
+        new_length.div_ceil(BLOCK_BYTES)
+    );
+    Ok(())
 }
 
 /// The metadata file: magic, handle, version, length, block count, the

@@ -4,9 +4,11 @@
 //!
 //! One task owns the state ([`ChunkStore`], pushed data, roles); handlers
 //! send it messages. A primary serializes each chunk's mutations through a
-//! queue of its own ([`MAX_QUEUED_MUTATIONS`]): it makes one locally
-//! (durably), has every secondary apply it, and only then takes the next,
-//! so that every replica applies them in the same order.
+//! queue of its own ([`MAX_QUEUED_MUTATIONS`]): it takes every mutation
+//! waiting there (up to [`MAX_BATCH`]), numbers them, makes them locally
+//! as one write with one sync while every secondary applies the same batch
+//! (group commit), and only then takes the next, so that every replica
+//! applies them in the same order.
 
 #[cfg(all(test, not(madsim)))]
 mod disk_full_tests;
@@ -22,9 +24,9 @@ use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
-    AppendRequest, ApplyRequest, CreateReplicaRequest, HeartbeatReply, HeartbeatRequest,
-    MutationReply, PushReply, PushRequest, ReadReply, ReadRequest, SetVersionReply,
-    SetVersionRequest, WriteRequest,
+    AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CreateReplicaRequest,
+    HeartbeatReply, HeartbeatRequest, MutationReply, PushReply, PushRequest, ReadReply,
+    ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -33,7 +35,7 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 pub use state::PrimaryObserver;
-use state::{DISK_FULL, Mutation, MutationKind, Refusal, ServerState, status_of};
+use state::{DISK_FULL, Mutation, MutationKind, Prepared, Refusal, ServerState, status_of};
 
 use crate::chunk_store::{ChunkError, ChunkStore};
 use crate::clock::Clock;
@@ -46,15 +48,18 @@ use crate::settings::FsSettings;
 /// The most mutations waiting on one chunk's primary; beyond it a write or
 /// append is refused (`RESOURCE_EXHAUSTED`: retry after a pause).
 pub const MAX_QUEUED_MUTATIONS: usize = 64;
-/// The most bytes one read returns.
-pub const MAX_READ_BYTES: u64 = 1 << 20;
+/// The most bytes one read returns (and one mutation carries).
+pub const MAX_READ_BYTES: u64 = 4 << 20;
 /// The largest message a chunkserver takes or sends (a push of
 /// [`MAX_READ_BYTES`] and its envelope).
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 5 << 20;
 /// How long one call to a peer (forwarding, applying) may take.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the primary tries a secondary's apply before giving up.
 const APPLY_ATTEMPTS: usize = 3;
+/// The most mutations of one chunk a primary makes as one batch (one sync
+/// on each replica).
+pub const MAX_BATCH: usize = 32;
 
 /// How a chunkserver is set up.
 #[derive(Clone)]
@@ -297,72 +302,142 @@ fn name_disk<T>(inner: &Inner, result: Result<T, Status>) -> Result<T, Status> {
     }
 }
 
-/// Makes one mutation as primary: locally, then on every secondary.
-async fn mutate(inner: &Arc<Inner>, mutation: &Mutation) -> Result<MutationReply, Status> {
-    let (handle, version, key) = (mutation.handle, mutation.version, mutation.data_key);
+/// Makes a batch of one chunk's mutations as primary: numbers them in
+/// their order, then makes them (one write, one sync) locally and on every
+/// secondary at once. Answers each mutation of the batch.
+async fn mutate_batch(
+    inner: &Arc<Inner>,
+    batch: &[Mutation],
+) -> Vec<Result<MutationReply, Status>> {
+    let handle = batch[0].handle;
+    let everyone = |status: Status| batch.iter().map(|_| Err(status.clone())).collect();
     let mut asked = false;
-    let prepared = loop {
-        let kind = mutation.kind;
+    let now = loop {
         let now = inner.clock.now();
-        let outcome = inner
-            .state
-            .with(move |s| s.prepare(handle, version, &kind, key, now))
-            .await
-            .map_err(stopped)?;
-        match outcome {
-            Ok(prepared) => break prepared,
-            // A full disk here: give the lease up so that the master can
-            // grant the next one to the replicas with room.
-            Err(Refusal::Status(status)) if status.message().starts_with(DISK_FULL) => {
-                let _ = inner
-                    .state
-                    .with(move |s| s.relinquish(handle, version))
-                    .await;
-                return Err(status);
-            }
-            Err(Refusal::Status(status)) => return Err(status),
-            Err(Refusal::NeedLease) if !asked => {
+        match inner.state.with(move |s| s.lease_live(handle, now)).await {
+            Err(error) => return everyone(stopped(error)),
+            Ok(Err(status)) => return everyone(status),
+            Ok(Ok(true)) => break now,
+            Ok(Ok(false)) if !asked => {
                 asked = true;
                 heartbeat_round(inner).await;
             }
-            Err(Refusal::NeedLease) => {
-                return Err(Status::failed_precondition(format!(
+            Ok(Ok(false)) => {
+                return everyone(Status::failed_precondition(format!(
                     "the lease on chunk {handle} has expired here and the master did not extend it; ask the master for the current primary"
                 )));
             }
         }
     };
-    let calls = prepared.secondaries.iter().map(|url| {
-        let request = prepared.apply.clone();
+    let requests: Vec<_> = batch
+        .iter()
+        .map(|m| (m.version, m.kind, m.data_key))
+        .collect();
+    let prepared = match inner
+        .state
+        .with(move |s| s.prepare_batch(handle, &requests, now))
+        .await
+    {
+        Ok(prepared) => prepared,
+        Err(error) => return everyone(stopped(error)),
+    };
+    let made: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let outcome = match made.first() {
+        Some(first) => make_everywhere(inner, handle, first.apply.version, &made).await,
+        None => Ok(()),
+    };
+    prepared
+        .iter()
+        .map(|p| match (p, &outcome) {
+            (Err(Refusal::Status(status)), _) => Err(status.clone()),
+            (Err(Refusal::NeedLease), _) => Err(Status::failed_precondition(format!(
+                "the lease on chunk {handle} ended here; ask the master for the current primary"
+            ))),
+            (Ok(_), Err(status)) => Err(status.clone()),
+            (Ok(made), Ok(())) => Ok(made.reply),
+        })
+        .collect()
+}
+
+/// Makes numbered mutations of one chunk locally (one batch) while every
+/// secondary applies them (one batch each); gives the lease up if any
+/// replica failed.
+async fn make_everywhere(
+    inner: &Arc<Inner>,
+    handle: ChunkHandle,
+    version: u64,
+    made: &[&Prepared],
+) -> Result<(), Status> {
+    let writes: Vec<(u64, Bytes)> = made.iter().filter_map(|p| p.local.clone()).collect();
+    // The local write and the secondaries' applies run at once: the order
+    // is fixed already (the serial numbers), and success needs them all.
+    let local = async {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let written = inner
+            .state
+            .with(move |s| {
+                let slices: Vec<(u64, &[u8])> = writes.iter().map(|(o, b)| (*o, &b[..])).collect();
+                let written = s.store.write_batch(handle, version, &slices);
+                s.checked(handle, written)
+            })
+            .await
+            .map_err(stopped)?
+            .map(|_| ())
+            .map_err(status_of);
+        name_disk(inner, written)
+    };
+    let request = ApplyBatchRequest {
+        mutations: made.iter().map(|p| p.apply.clone()).collect(),
+    };
+    let calls = made[0].secondaries.iter().map(|url| {
+        let request = request.clone();
         async move { (url, apply_on(inner, url, request).await) }
     });
-    let failures: Vec<String> = futures::future::join_all(calls)
-        .await
+    let (local, applied) = futures::future::join(local, futures::future::join_all(calls)).await;
+    let mut full_disk =
+        matches!(&local, Err(status) if status.code() == tonic::Code::ResourceExhausted);
+    let mut failures: Vec<String> = applied
         .into_iter()
-        .filter_map(|(url, result)| result.err().map(|e| format!("{url}: {e}")))
+        .filter_map(|(url, result)| {
+            let error = result.err()?;
+            full_disk |= error.to_string().contains(DISK_FULL);
+            Some(format!("{url}: {error}"))
+        })
         .collect();
+    if let Err(status) = &local {
+        failures.insert(0, format!("{}: {}", inner.url, status.message()));
+    }
     if failures.is_empty() {
-        return Ok(prepared.reply);
+        return Ok(());
     }
     let _ = inner
         .state
         .with(move |s| s.relinquish(handle, version))
         .await;
-    Err(Status::unavailable(format!(
-        "secondaries did not apply the mutation ({}); the primary gave up its lease on chunk {handle}: ask the master again and retry",
+    let message = format!(
+        "not every replica made the mutation ({}); the primary gave up its lease on chunk {handle}: ask the master again and retry",
         failures.join("; ")
-    )))
+    );
+    // A full disk keeps its code, so the client (and the operator) can
+    // tell it from a replica that is down.
+    Err(if full_disk {
+        Status::resource_exhausted(message)
+    } else {
+        Status::unavailable(message)
+    })
 }
 
-/// Has one secondary apply a mutation, retrying transport failures (an
-/// apply is idempotent: the serial number marks it).
-async fn apply_on(inner: &Inner, url: &str, request: ApplyRequest) -> Result<(), RpcError> {
+/// Has one secondary apply a batch, retrying transport failures (an apply
+/// is idempotent: the serial numbers mark it).
+async fn apply_on(inner: &Inner, url: &str, request: ApplyBatchRequest) -> Result<(), RpcError> {
     let peer = inner.peers.get(url)?;
     let mut last = None;
     for _ in 0..APPLY_ATTEMPTS {
         let result = peer
             .call(request.clone(), |c, r| async move {
-                ChunkClient::new(c).apply(r).await
+                ChunkClient::new(c).apply_batch(r).await
             })
             .await;
         match result {
@@ -374,11 +449,21 @@ async fn apply_on(inner: &Inner, url: &str, request: ApplyRequest) -> Result<(),
     Err(last.expect("at least one attempt"))
 }
 
-/// Runs one chunk's mutations in order until the primary's role changes.
+/// Runs one chunk's mutations in order until the primary's role changes:
+/// each time, every mutation waiting (up to [`MAX_BATCH`]) as one batch.
 async fn pipeline(inner: Arc<Inner>, mut queue: mpsc::Receiver<Mutation>) {
-    while let Some(mutation) = queue.recv().await {
-        let result = mutate(&inner, &mutation).await;
-        let _ = mutation.reply.send(result);
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(mutation) => batch.push(mutation),
+                Err(_) => break,
+            }
+        }
+        let results = mutate_batch(&inner, &batch).await;
+        for (mutation, result) in batch.into_iter().zip(results) {
+            let _ = mutation.reply.send(result);
+        }
     }
 }
 
@@ -442,7 +527,7 @@ impl Chunk for ChunkServer {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
         let mut request = request.into_inner();
         let key = (request.client_id, request.data_id);
-        let data = Bytes::from(std::mem::take(&mut request.data));
+        let data = std::mem::take(&mut request.data);
         let kept = data.clone();
         let now = Instant::now();
         self.inner
@@ -458,7 +543,7 @@ impl Chunk for ChunkServer {
         let forward = PushRequest {
             client_id: request.client_id,
             data_id: request.data_id,
-            data: data.to_vec(),
+            data,
             chain: request.chain,
         };
         let peer = self
@@ -525,6 +610,21 @@ impl Chunk for ChunkServer {
         name_disk(&self.inner, result)
     }
 
+    async fn apply_batch(
+        &self,
+        request: Request<ApplyBatchRequest>,
+    ) -> Result<Response<ApplyBatchReply>, Status> {
+        let request = request.into_inner();
+        let applied = self
+            .inner
+            .state
+            .with(move |s| s.apply_batch(&request.mutations))
+            .await
+            .map_err(stopped)?;
+        name_disk(&self.inner, applied)?;
+        Ok(Response::new(ApplyBatchReply {}))
+    }
+
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
         let r = request.into_inner();
         if r.length > MAX_READ_BYTES {
@@ -553,10 +653,7 @@ impl Chunk for ChunkServer {
             })
             .await
             .map_err(stopped)??;
-        Ok(Response::new(ReadReply {
-            data: data.to_vec(),
-            version,
-        }))
+        Ok(Response::new(ReadReply { data, version }))
     }
 
     async fn set_version(

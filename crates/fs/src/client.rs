@@ -10,21 +10,30 @@
 //! inconsistent between replicas, exactly as the paper's table says. A
 //! read goes to any live replica at the latest version, and to another on
 //! an error or a checksum failure.
+//!
+//! Bulk transfers stream: a [`FileWriter`] keeps several pieces in flight
+//! (pushing the next while the primary commits the last), and a
+//! [`FileReader`] prefetches several pieces from the replicas in turn.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_rpc::RpcError;
 use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::{
     AppendRequest, EntryInfo, FsErrorCode, LocateReply, MutationReply, PushRequest, ReadRequest,
     WriteRequest,
 };
+use cairn_rpc::{RpcClient, RpcError};
 use rand::Rng;
 use rand::rngs::StdRng;
 use tokio::time::Instant;
 use tonic::Code;
+
+use crate::file_reader::FileReader;
+use crate::file_writer::FileWriter;
 
 use crate::chunkserver::{MAX_MESSAGE_BYTES, MAX_READ_BYTES};
 use crate::master_client::{MasterClient, MasterError};
@@ -37,7 +46,7 @@ use crate::settings::FsSettings;
 /// emptied.
 pub const MAX_CACHED_LOCATIONS: usize = 4096;
 /// The most bytes one mutation carries; larger writes are split.
-const MAX_MUTATION_BYTES: u64 = MAX_READ_BYTES;
+pub(crate) const MAX_MUTATION_BYTES: u64 = MAX_READ_BYTES;
 /// How long one call to a chunkserver may take.
 const CHUNK_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -98,7 +107,8 @@ impl ChunkLocation {
 }
 
 /// Retry or give up.
-enum Failure {
+#[derive(Debug)]
+pub(crate) enum Failure {
     Retry(String),
     Final(ClientError),
 }
@@ -116,7 +126,7 @@ fn classify(error: RpcError) -> Failure {
 }
 
 /// Pauses between attempts, growing, with jitter, until a deadline.
-struct Backoff {
+pub(crate) struct Backoff {
     what: String,
     started: Instant,
     deadline: Duration,
@@ -124,7 +134,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(what: String, deadline: Duration) -> Self {
+    pub(crate) fn new(what: String, deadline: Duration) -> Self {
         Self {
             what,
             started: Instant::now(),
@@ -133,7 +143,7 @@ impl Backoff {
         }
     }
 
-    async fn wait(&mut self, rng: &mut StdRng, last: String) -> Result<(), ClientError> {
+    pub(crate) async fn wait(&mut self, rng: &mut StdRng, last: String) -> Result<(), ClientError> {
         if self.started.elapsed() >= self.deadline {
             return Err(ClientError::Timeout {
                 what: std::mem::take(&mut self.what),
@@ -153,13 +163,13 @@ impl Backoff {
 #[derive(Debug)]
 pub struct Client {
     master: MasterClient,
-    peers: Peers,
-    settings: FsSettings,
+    pub(crate) peers: Peers,
+    pub(crate) settings: FsSettings,
     /// Names this client's pushed data on the chunkservers.
     client_id: u64,
     next_data_id: u64,
-    deadline: Duration,
-    rng: StdRng,
+    pub(crate) deadline: Duration,
+    pub(crate) rng: StdRng,
     /// (path, chunk index) -> primary and secondaries, until the lease ends.
     cache: BTreeMap<(String, u64), (ChunkLocation, Instant)>,
 }
@@ -247,7 +257,7 @@ impl Client {
         Ok(ChunkLocation::from_reply(reply))
     }
 
-    async fn mutation_location(
+    pub(crate) async fn mutation_location(
         &mut self,
         path: &FsPath,
         index: u64,
@@ -270,32 +280,30 @@ impl Client {
         Ok(location)
     }
 
-    fn forget(&mut self, path: &FsPath, index: u64) {
+    pub(crate) fn forget(&mut self, path: &FsPath, index: u64) {
         self.cache.remove(&(path.as_str().to_string(), index));
     }
 
     /// Writes `data` at `offset` of the file, adding chunks as needed. Each
-    /// piece (within a chunk, at most 1 MiB) is one mutation: a failure
-    /// part-way leaves the pieces before it written.
+    /// piece (within a chunk, at most [`MAX_READ_BYTES`]) is one mutation,
+    /// several in flight at once: a failure part-way leaves some pieces
+    /// written and others not.
     pub async fn write(
         &mut self,
         path: &FsPath,
         offset: u64,
         data: &[u8],
     ) -> Result<(), ClientError> {
-        let chunk = self.settings.chunk_bytes;
-        let mut done = 0u64;
-        while done < data.len() as u64 {
-            let at = offset + done;
-            let (index, within) = (at / chunk, at % chunk);
-            let piece = (data.len() as u64 - done)
-                .min(chunk - within)
-                .min(MAX_MUTATION_BYTES);
-            let bytes = &data[done as usize..(done + piece) as usize];
-            self.mutate(path, index, Some(within), bytes).await?;
-            done += piece;
-        }
+        let mut writer = self.writer(path, offset);
+        writer.write(data).await?;
+        writer.finish().await?;
         Ok(())
+    }
+
+    /// A writer of the file at `path` from `offset` on, which keeps several
+    /// mutations in flight; call [`FileWriter::finish`] at the end.
+    pub fn writer(&mut self, path: &FsPath, offset: u64) -> FileWriter<'_> {
+        FileWriter::new(self, path.clone(), offset)
     }
 
     /// Appends `record` atomically, at least once, at an offset the store
@@ -311,7 +319,9 @@ impl Client {
         let entry = self.master.stat(path).await?;
         let mut index = (entry.chunks.len() as u64).saturating_sub(1);
         loop {
-            let reply = self.mutate(path, index, None, record).await?;
+            let reply = self
+                .mutate(path, index, None, Bytes::copy_from_slice(record))
+                .await?;
             if !reply.padded {
                 return Ok(index * self.settings.chunk_bytes + reply.offset);
             }
@@ -320,12 +330,12 @@ impl Client {
     }
 
     /// One mutation of chunk `index`: a write at `within`, or an append.
-    async fn mutate(
+    pub(crate) async fn mutate(
         &mut self,
         path: &FsPath,
         index: u64,
         within: Option<u64>,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<MutationReply, ClientError> {
         let what = match within {
             Some(at) => format!(
@@ -337,7 +347,7 @@ impl Client {
         let mut backoff = Backoff::new(what, self.deadline);
         loop {
             let location = self.mutation_location(path, index).await?;
-            match self.push_and_commit(&location, within, data).await {
+            match self.attempt(&location, within, data.clone()).await {
                 Ok(reply) => return Ok(reply),
                 Err(Failure::Final(error)) => return Err(error),
                 Err(Failure::Retry(last)) => {
@@ -348,71 +358,77 @@ impl Client {
         }
     }
 
-    /// Pushes the data along the replicas, then asks the primary to commit.
-    async fn push_and_commit(
+    /// One attempt at a mutation, as a task of its own (it borrows
+    /// nothing): push the data along the replicas, then ask the primary to
+    /// commit it.
+    pub(crate) fn attempt(
         &mut self,
         location: &ChunkLocation,
         within: Option<u64>,
-        data: &[u8],
-    ) -> Result<MutationReply, Failure> {
-        let primary = location
-            .primary
-            .clone()
-            .ok_or_else(|| Failure::Retry("the master named no primary".into()))?;
+        data: Bytes,
+    ) -> impl Future<Output = Result<MutationReply, Failure>> + Send + 'static {
         self.next_data_id += 1;
         let (client_id, data_id) = (self.client_id, self.next_data_id);
+        let first = location
+            .primary
+            .as_ref()
+            .ok_or_else(|| Failure::Retry("the master named no primary".into()))
+            .and_then(|primary| {
+                self.peers
+                    .get(primary)
+                    .map_err(|e| Failure::Retry(e.to_string()))
+            });
         let push = PushRequest {
             client_id,
             data_id,
-            data: data.to_vec(),
+            data,
             chain: location.replicas.clone(),
         };
-        let first = self
-            .peers
-            .get(&primary)
-            .map_err(|e| Failure::Retry(e.to_string()))?;
-        first
-            .call(push, |c, r| async move {
-                ChunkClient::new(c)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                    .push(r)
-                    .await
-            })
-            .await
-            .map_err(classify)?;
         let (handle, version) = (location.handle, location.version);
-        let result = match within {
-            Some(offset) => {
-                let request = WriteRequest {
-                    handle,
-                    version,
-                    offset,
-                    client_id,
-                    data_id,
-                };
-                first
-                    .call(
-                        request,
-                        |c, r| async move { ChunkClient::new(c).write(r).await },
-                    )
-                    .await
-            }
-            None => {
-                let request = AppendRequest {
-                    handle,
-                    version,
-                    client_id,
-                    data_id,
-                };
-                first
-                    .call(request, |c, r| async move {
-                        ChunkClient::new(c).append(r).await
-                    })
-                    .await
-            }
-        };
-        result.map_err(classify)
+        async move {
+            let first = first?;
+            first
+                .call(push, |c, r| async move {
+                    ChunkClient::new(c)
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                        .push(r)
+                        .await
+                })
+                .await
+                .map_err(classify)?;
+            let result = match within {
+                Some(offset) => {
+                    let request = WriteRequest {
+                        handle,
+                        version,
+                        offset,
+                        client_id,
+                        data_id,
+                    };
+                    first
+                        .call(
+                            request,
+                            |c, r| async move { ChunkClient::new(c).write(r).await },
+                        )
+                        .await
+                }
+                None => {
+                    let request = AppendRequest {
+                        handle,
+                        version,
+                        client_id,
+                        data_id,
+                    };
+                    first
+                        .call(request, |c, r| async move {
+                            ChunkClient::new(c).append(r).await
+                        })
+                        .await
+                }
+            };
+            result.map_err(classify)
+        }
     }
 
     /// Reads up to `length` bytes at `offset`; fewer at the end of the
@@ -424,29 +440,41 @@ impl Client {
         offset: u64,
         length: u64,
     ) -> Result<Vec<u8>, ClientError> {
-        let chunk = self.settings.chunk_bytes;
+        let mut reader = self.reader(path, offset, length);
         let mut out = Vec::new();
-        let mut at = offset;
-        let end = offset.saturating_add(length);
-        while at < end {
-            let (index, within) = (at / chunk, at % chunk);
-            let want = (end - at).min(chunk - within).min(MAX_READ_BYTES);
-            let Some(bytes) = self.read_piece(path, index, within, want).await? else {
-                break;
-            };
-            let got = bytes.len() as u64;
+        while let Some(bytes) = reader.next().await? {
             out.extend_from_slice(&bytes);
-            at += got;
-            if got < want {
-                break;
-            }
         }
         Ok(out)
     }
 
-    /// Reads within one chunk from any up-to-date replica; `None` if the
-    /// file has no chunk `index`.
-    async fn read_piece(
+    /// A reader of up to `length` bytes of the file at `path` from
+    /// `offset` on (as [`read`](Self::read) ends), prefetching several
+    /// pieces. It asks the master where each chunk is once, and keeps the
+    /// answer while it lives (as a GFS client caches locations until the
+    /// file is opened again), unless a replica fails.
+    pub fn reader(&mut self, path: &FsPath, offset: u64, length: u64) -> FileReader<'_> {
+        FileReader::new(self, path.clone(), offset, length)
+    }
+
+    /// Where chunk `index` is for a read; `None` if the file has no such
+    /// chunk.
+    pub(crate) async fn read_location(
+        &self,
+        path: &FsPath,
+        index: u64,
+    ) -> Result<Option<ChunkLocation>, ClientError> {
+        match self.master.locate(path, index, false, false).await {
+            Ok(reply) => Ok(Some(ChunkLocation::from_reply(reply))),
+            Err(error) if error.code() == Some(FsErrorCode::NoSuchChunk) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Reads within one chunk from any up-to-date replica, asking the
+    /// master again after each round of failures; `None` if the file has
+    /// no chunk `index`.
+    pub(crate) async fn read_piece(
         &mut self,
         path: &FsPath,
         index: u64,
@@ -456,10 +484,8 @@ impl Client {
         let what = format!("reading {length} bytes at {within} of chunk {index} of {path}");
         let mut backoff = Backoff::new(what, self.deadline);
         loop {
-            let location = match self.master.locate(path, index, false, false).await {
-                Ok(reply) => ChunkLocation::from_reply(reply),
-                Err(error) if error.code() == Some(FsErrorCode::NoSuchChunk) => return Ok(None),
-                Err(error) => return Err(error.into()),
+            let Some(location) = self.read_location(path, index).await? else {
+                return Ok(None);
             };
             let mut errors = Vec::new();
             let n = location.replicas.len().max(1);
@@ -489,22 +515,31 @@ impl Client {
         offset: u64,
         length: u64,
     ) -> Result<(Bytes, u64), RpcError> {
-        let request = ReadRequest {
-            handle,
-            version,
-            offset,
-            length: length.min(MAX_READ_BYTES),
-        };
-        let reply = self
-            .peers
-            .get(url)?
-            .call(request, |c, r| async move {
-                ChunkClient::new(c)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .read(r)
-                    .await
-            })
-            .await?;
-        Ok((Bytes::from(reply.data), reply.version))
+        read_from(self.peers.get(url)?, handle, version, offset, length).await
     }
+}
+
+/// Reads from the replica `peer` serves (see [`Client::read_replica`]).
+pub(crate) async fn read_from(
+    peer: Arc<RpcClient>,
+    handle: ChunkHandle,
+    version: u64,
+    offset: u64,
+    length: u64,
+) -> Result<(Bytes, u64), RpcError> {
+    let request = ReadRequest {
+        handle,
+        version,
+        offset,
+        length: length.min(MAX_READ_BYTES),
+    };
+    let reply = peer
+        .call(request, |c, r| async move {
+            ChunkClient::new(c)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .read(r)
+                .await
+        })
+        .await?;
+    Ok((reply.data, reply.version))
 }

@@ -32,7 +32,8 @@
 //!   order that makes an append crash-safe (data synced before the metadata
 //!   that covers it), tested at every I/O crash point;
 //! - [`ChunkServer`]: a chunkserver's service (`cairn.fs.Chunk`) and its
-//!   heartbeats to every master; [`Client`]: the library programs use.
+//!   heartbeats to every master; [`Client`]: the library programs use,
+//!   with a streaming [`FileWriter`] and [`FileReader`].
 //!
 //! ## A write, end to end (GFS §3.1-§3.3, §4.5)
 //!
@@ -46,11 +47,11 @@
 //! 2. The client pushes the bytes along the chain of replicas (`Push`,
 //!    kept under its client id and a data id, bounded and expiring).
 //! 3. It asks the primary to `Write` (or `Append`). The primary checks its
-//!    lease by its own clock, makes the mutation locally and durably (an
+//!    lease by its own clock, picks the mutation's place (an
 //!    append at its length, or padding to the chunk's end if the record does
 //!    not fit: "retry on the next chunk"), numbers it, and has every
-//!    secondary `Apply` it; one chunk's mutations go one at a time, so every
-//!    replica applies them in one order. Success only if all applied; else
+//!    secondary `Apply` it while it makes it locally; one chunk's mutations
+//!    go one at a time, so every replica applies them in one order. Success only if all applied; else
 //!    the primary gives its lease up and the client retries from step 1.
 //! 4. Leases: a primary claims its leases in every heartbeat; the leader
 //!    extends them after a read index (so it still leads), from the time the
@@ -74,11 +75,17 @@
 //!   as wrong data), and a good replica must replace it. A replica found
 //!   corrupt is set aside (no longer reported or served) but not yet
 //!   replaced: the chunk has one replica fewer until re-replication exists.
-//! - Every write rewrites the replica's metadata file (with a directory
-//!   sync), and each mutation is synced on its own: batching those across
-//!   concurrent writes is left for later.
-//! - A primary serializes one chunk's mutations end to end (local write,
-//!   then every secondary), so one chunk takes one mutation per round trip.
+//! - Every batch of mutations rewrites the replica's metadata file (with a
+//!   directory sync). A primary makes one chunk's waiting mutations as one
+//!   batch (one data sync and one metadata rewrite per replica), but
+//!   mutations of different chunks on one chunkserver are synced apart.
+//! - A primary serializes one chunk's batches end to end (the local write
+//!   and every secondary's, at once), so one chunk takes one batch per
+//!   round trip: a client keeps several mutations in flight
+//!   ([`FileWriter`]) to overlap the data flow with that.
+//! - The state task of a chunkserver does its disk I/O itself (reads
+//!   included), so one slow sync delays every other request to that
+//!   server.
 //! - Chunkservers report every replica in every heartbeat (no incremental
 //!   reports), and stale or orphaned replicas are never deleted yet
 //!   (re-replication and garbage collection are another step).
@@ -94,6 +101,8 @@ mod chunk_table;
 mod chunkserver;
 mod client;
 mod clock;
+mod file_reader;
+mod file_writer;
 mod master;
 mod master_chunks;
 mod master_client;
@@ -109,11 +118,13 @@ pub mod snapshot;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_MESSAGE_BYTES,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_MESSAGE_BYTES,
     MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use clock::Clock;
+pub use file_reader::{FileReader, READ_WINDOW};
+pub use file_writer::{FileWriter, WRITE_WINDOW};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};

@@ -52,6 +52,11 @@ impl PushBuffer {
         Ok(())
     }
 
+    /// Whether data waits under `key`.
+    pub(crate) fn contains(&self, key: (u64, u64)) -> bool {
+        self.entries.contains_key(&key)
+    }
+
     /// Removes and returns the data under `key`.
     pub(crate) fn take(&mut self, key: (u64, u64)) -> Option<Bytes> {
         let (data, _) = self.entries.remove(&key)?;

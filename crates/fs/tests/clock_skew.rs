@@ -134,7 +134,7 @@ async fn cut_off_primary_under_hammering(clock: Clock) {
                 let push = PushRequest {
                     client_id: 77,
                     data_id,
-                    data: pattern(512, data_id),
+                    data: pattern(512, data_id).into(),
                     chain: old.replicas.clone(),
                 };
                 let pushed = peer

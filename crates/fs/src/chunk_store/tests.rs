@@ -56,6 +56,32 @@ fn writes_read_back_across_blocks_and_survive_a_reopen() {
 }
 
 #[test]
+fn a_batch_reads_back_as_its_writes_one_by_one() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+    let mut store = open(&disk);
+    store.create(1, 1).unwrap();
+    store.create(2, 1).unwrap();
+    let writes: Vec<(u64, Vec<u8>)> = vec![
+        (0, bytes(100_000, 1)),
+        (100_000, bytes(30_000, 2)),
+        (50_000, bytes(70_000, 3)), // over both, across blocks
+        (300_000, bytes(10, 4)),    // past the end: a gap of zeros
+    ];
+    for (offset, data) in &writes {
+        store.write(1, 1, *offset, data).unwrap();
+    }
+    let batch: Vec<(u64, &[u8])> = writes.iter().map(|(o, d)| (*o, &d[..])).collect();
+    assert_eq!(store.write_batch(2, 1, &batch).unwrap(), 300_010);
+    assert_eq!(read_all(&store, 2), read_all(&store, 1));
+    let reopened = open(&disk);
+    assert_eq!(read_all(&reopened, 2), read_all(&store, 1));
+    // One write past the chunk refuses the whole batch.
+    let refused = store.write_batch(2, 1, &[(0, b"x"), (CHUNK, b"y")]);
+    assert!(matches!(refused, Err(ChunkError::BeyondChunk { .. })));
+    assert_eq!(read_all(&store, 2)[0], bytes(100_000, 1)[0]);
+}
+
+#[test]
 fn an_overwrite_in_the_middle_keeps_every_other_block() {
     let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
     let mut store = open(&disk);
@@ -171,24 +197,30 @@ fn damaged_metadata_and_leftovers_are_handled_at_open() {
 /// One step of a crash-point scenario.
 type Step<'a> = dyn Fn(&mut ChunkStore) -> Result<(), ChunkError> + 'a;
 
-/// Crash at every I/O point of: create, append A, append B, overwrite the
-/// start, raise the version. After recovery the replica shows a state the
-/// sequence passed through, every step acknowledged before the crash
-/// included, or the overwritten block reads as corrupt (never wrong bytes).
+/// Crash at every I/O point of: create, append A, append B, append C and
+/// D as one batch, raise the version. After recovery the replica shows a
+/// state the sequence passed through (never A B C without D: a batch is
+/// all or nothing), every step acknowledged before the crash included.
 #[test]
 fn crash_points_of_a_replica() {
     let a = bytes(90_000, 1);
     let b = bytes(50_000, 2);
+    let c = bytes(70_000, 3);
+    let d = bytes(1_000, 4);
     let run = |disk: &CrashPoints| -> usize {
         let disk: Arc<dyn Disk> = Arc::new(disk.clone());
         let mut done = 0;
         let Ok(mut store) = ChunkStore::open(disk, dir(), CHUNK) else {
             return done;
         };
-        let steps: [&Step<'_>; 4] = [
+        let steps: [&Step<'_>; 5] = [
             &|s| s.create(1, 1),
             &|s| s.write(1, 1, 0, &a).map(drop),
             &|s| s.write(1, 1, 90_000, &b).map(drop),
+            &|s| {
+                s.write_batch(1, 1, &[(140_000, &c[..]), (210_000, &d[..])])
+                    .map(drop)
+            },
             &|s| s.set_version(1, 2),
         ];
         for step in steps {
@@ -200,10 +232,13 @@ fn crash_points_of_a_replica() {
         done
     };
     let counting = CrashPoints::new(MemDisk::new());
-    assert_eq!(run(&counting), 4);
+    assert_eq!(run(&counting), 5);
     let points = counting.points();
     let mut ab = a.clone();
     ab.extend_from_slice(&b);
+    let mut abcd = ab.clone();
+    abcd.extend_from_slice(&c);
+    abcd.extend_from_slice(&d);
     for point in 0..points {
         for seed in 0..4 {
             let disk = CrashPoints::new(MemDisk::new());
@@ -223,7 +258,7 @@ fn crash_points_of_a_replica() {
             }
             let Some(replica) = replica else { continue };
             let data = read_all(&store, 1);
-            let states: [&[u8]; 3] = [&[], &a, &ab];
+            let states: [&[u8]; 4] = [&[], &a, &ab, &abcd];
             let state = states.iter().position(|s| *s == &data[..]);
             assert!(
                 state.is_some(),
@@ -231,10 +266,10 @@ fn crash_points_of_a_replica() {
                 data.len()
             );
             assert!(
-                state.unwrap() + 1 >= acknowledged.min(3),
+                state.unwrap() + 1 >= acknowledged.min(4),
                 "{context}: an acknowledged write is lost"
             );
-            if acknowledged == 4 {
+            if acknowledged == 5 {
                 assert_eq!(replica.version, 2, "{context}");
             }
         }

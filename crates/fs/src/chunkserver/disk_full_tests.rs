@@ -93,7 +93,7 @@ fn push(data_id: u64) -> Request<PushRequest> {
     Request::new(PushRequest {
         client_id: 1,
         data_id,
-        data: b"hello".to_vec(),
+        data: bytes::Bytes::from_static(b"hello"),
         chain: vec![],
     })
 }

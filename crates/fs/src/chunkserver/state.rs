@@ -51,9 +51,11 @@ pub(crate) struct Mutation {
     pub reply: tokio::sync::oneshot::Sender<Result<MutationReply, Status>>,
 }
 
-/// A mutation the primary made locally, for its secondaries to apply.
+/// A mutation the primary numbered, to make locally (`local`: the offset
+/// and bytes, `None` for an empty write) and on its secondaries.
 #[derive(Debug)]
 pub(crate) struct Prepared {
+    pub local: Option<(u64, Bytes)>,
     pub apply: ApplyRequest,
     pub secondaries: Vec<String>,
     pub reply: MutationReply,
@@ -142,8 +144,10 @@ impl ServerState {
         }
     }
 
-    /// As primary: checks the lease, makes the mutation locally (durably)
-    /// and numbers it for the secondaries.
+    /// As primary: checks the lease and the mutation, picks its offset (an
+    /// append's: after mutations numbered but not made yet, which end at
+    /// `pending_end`) and numbers it; the caller makes it locally and on
+    /// the secondaries.
     pub(crate) fn prepare(
         &mut self,
         handle: ChunkHandle,
@@ -151,6 +155,7 @@ impl ServerState {
         kind: &MutationKind,
         data_key: (u64, u64),
         now: Instant,
+        pending_end: u64,
     ) -> Result<Prepared, Refusal> {
         let role = self.designated(handle, version).map_err(Refusal::Status)?;
         if role.lease_end.is_none_or(|end| now >= end) {
@@ -166,7 +171,7 @@ impl ServerState {
         let length = self
             .store
             .replica(handle)
-            .map(|r| r.length)
+            .map(|r| r.length.max(pending_end))
             .ok_or_else(|| Refusal::Status(status_of(ChunkError::NoSuchChunk(handle))))?;
         let (offset, pad) = match kind {
             MutationKind::Write { offset } => (*offset, false),
@@ -184,10 +189,13 @@ impl ServerState {
         } else {
             data
         };
-        if !bytes.is_empty() {
-            let written = self.store.write(handle, version, offset, &bytes);
-            self.checked(handle, written)
-                .map_err(|e| Refusal::Status(status_of(e)))?;
+        let end = offset.saturating_add(bytes.len() as u64);
+        if end > chunk_bytes {
+            return Err(Refusal::Status(status_of(ChunkError::BeyondChunk {
+                handle,
+                end,
+                chunk_bytes,
+            })));
         }
         let role = self.roles.get_mut(&handle).expect("checked above");
         role.serial += 1;
@@ -195,6 +203,7 @@ impl ServerState {
             observer(handle, version, &self.url);
         }
         Ok(Prepared {
+            local: (!bytes.is_empty()).then_some((offset, bytes)),
             apply: ApplyRequest {
                 handle,
                 version,
@@ -213,53 +222,108 @@ impl ServerState {
         })
     }
 
-    /// As secondary: applies the primary's mutation, once, in its order.
-    pub(crate) fn apply(&mut self, request: &ApplyRequest) -> Result<MutationReply, Status> {
-        let handle = request.handle;
-        let reply = MutationReply {
-            offset: request.offset,
-            padded: request.pad,
+    /// As primary: numbers a batch of one chunk's mutations in their order
+    /// (see [`prepare`](Self::prepare)), each refused on its own if it must
+    /// be. The caller makes the prepared ones as one batch.
+    pub(crate) fn prepare_batch(
+        &mut self,
+        handle: ChunkHandle,
+        requests: &[(u64, MutationKind, (u64, u64))],
+        now: Instant,
+    ) -> Vec<Result<Prepared, Refusal>> {
+        let mut pending_end = 0;
+        requests
+            .iter()
+            .map(|(version, kind, key)| {
+                let prepared = self.prepare(handle, *version, kind, *key, now, pending_end)?;
+                if let Some((offset, bytes)) = &prepared.local {
+                    pending_end = pending_end.max(offset + bytes.len() as u64);
+                }
+                Ok(prepared)
+            })
+            .collect()
+    }
+
+    /// As secondary: applies a batch of the primary's mutations (ascending
+    /// serials), each once, as one write: all of them or none.
+    pub(crate) fn apply_batch(&mut self, requests: &[ApplyRequest]) -> Result<(), Status> {
+        let Some(first) = requests.first() else {
+            return Ok(());
         };
-        let role = match self.roles.get(&handle) {
-            Some(role) if role.version == request.version && role.primary == request.primary => {
-                role
-            }
-            Some(role) => {
-                return Err(Status::failed_precondition(format!(
-                    "chunk {handle} here is at version {} with primary {}; a mutation at version {} from {} is refused",
-                    role.version, role.primary, request.version, request.primary
-                )));
-            }
-            None => {
-                return Err(Status::failed_precondition(format!(
-                    "this chunkserver was told of no primary for chunk {handle} (it restarted?); the master must grant a new lease"
-                )));
-            }
+        let (handle, version) = (first.handle, first.version);
+        if requests
+            .iter()
+            .any(|r| r.handle != handle || r.version != version || r.primary != first.primary)
+            || requests.windows(2).any(|w| w[0].serial >= w[1].serial)
+        {
+            return Err(Status::invalid_argument(
+                "a batch mixes chunks, versions or primaries, or its serials do not ascend",
+            ));
+        }
+        let last = self.role_for_apply(first)?.serial;
+        let fresh: Vec<&ApplyRequest> = requests.iter().filter(|r| r.serial > last).collect();
+        let Some(newest) = fresh.last().map(|r| r.serial) else {
+            return Ok(()); // applied already, or superseded
         };
-        if request.serial <= role.serial {
-            return Ok(reply); // applied already, or superseded
+        if let Some(missing) = fresh
+            .iter()
+            .find(|r| !r.pad && !self.buffer.contains((r.client_id, r.data_id)))
+        {
+            return Err(Status::not_found(format!(
+                "no pushed data {:?} on this secondary; the client must push it again",
+                (missing.client_id, missing.data_id)
+            )));
         }
         let chunk_bytes = self.store.chunk_bytes();
-        let bytes = if request.pad {
-            Bytes::from(vec![0; chunk_bytes.saturating_sub(request.offset) as usize])
-        } else {
-            let key = (request.client_id, request.data_id);
-            self.buffer.take(key).ok_or_else(|| {
-                Status::not_found(format!(
-                    "no pushed data {key:?} on this secondary; the client must push it again"
-                ))
-            })?
-        };
-        if !bytes.is_empty() {
-            let written = self
-                .store
-                .write(handle, request.version, request.offset, &bytes);
+        let writes: Vec<(u64, Bytes)> = fresh
+            .iter()
+            .map(|r| {
+                let bytes = if r.pad {
+                    Bytes::from(vec![0; chunk_bytes.saturating_sub(r.offset) as usize])
+                } else {
+                    self.buffer
+                        .take((r.client_id, r.data_id))
+                        .expect("checked above")
+                };
+                (r.offset, bytes)
+            })
+            .filter(|(_, bytes)| !bytes.is_empty())
+            .collect();
+        let slices: Vec<(u64, &[u8])> = writes.iter().map(|(o, b)| (*o, &b[..])).collect();
+        if !slices.is_empty() {
+            let written = self.store.write_batch(handle, version, &slices);
             self.checked(handle, written).map_err(status_of)?;
         }
         if let Some(role) = self.roles.get_mut(&handle) {
-            role.serial = request.serial;
+            role.serial = newest;
         }
-        Ok(reply)
+        Ok(())
+    }
+
+    /// The role under which a secondary applies `request`, or why not.
+    fn role_for_apply(&self, request: &ApplyRequest) -> Result<&Role, Status> {
+        let handle = request.handle;
+        match self.roles.get(&handle) {
+            Some(role) if role.version == request.version && role.primary == request.primary => {
+                Ok(role)
+            }
+            Some(role) => Err(Status::failed_precondition(format!(
+                "chunk {handle} here is at version {} with primary {}; a mutation at version {} from {} is refused",
+                role.version, role.primary, request.version, request.primary
+            ))),
+            None => Err(Status::failed_precondition(format!(
+                "this chunkserver was told of no primary for chunk {handle} (it restarted?); the master must grant a new lease"
+            ))),
+        }
+    }
+
+    /// As secondary: applies the primary's mutation, once, in its order.
+    pub(crate) fn apply(&mut self, request: &ApplyRequest) -> Result<MutationReply, Status> {
+        self.apply_batch(std::slice::from_ref(request))?;
+        Ok(MutationReply {
+            offset: request.offset,
+            padded: request.pad,
+        })
     }
 
     /// From the master: the new version, durable, and who is primary.
@@ -281,6 +345,18 @@ impl ServerState {
             },
         );
         Ok(self.store.replica(handle).map_or(0, |r| r.length))
+    }
+
+    /// Whether this server's lease on `handle` (as primary) is live at
+    /// `now`; refuses if it is not the designated primary.
+    pub(crate) fn lease_live(&self, handle: ChunkHandle, now: Instant) -> Result<bool, Status> {
+        let role = self.roles.get(&handle).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "this chunkserver holds no lease on chunk {handle}; ask the master for the current primary"
+            ))
+        })?;
+        let role = self.designated(handle, role.version)?;
+        Ok(role.lease_end.is_some_and(|end| now < end))
     }
 
     /// Gives up the lease on `handle` (a secondary failed a mutation): the

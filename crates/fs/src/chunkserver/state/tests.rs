@@ -78,6 +78,13 @@ async fn a_secondary_applies_only_its_primary_at_its_version_once() {
     assert_eq!(state.store.read(1, 0, 10).unwrap().0, "two");
 }
 
+/// What the primary's pipeline does with a numbered mutation, here.
+fn make_locally(state: &mut ServerState, prepared: &Prepared) {
+    if let Some((offset, bytes)) = &prepared.local {
+        state.store.write(1, 1, *offset, bytes).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_primary_mutates_only_under_a_live_lease_and_pads_what_does_not_fit() {
     let now = Instant::now();
@@ -91,11 +98,12 @@ async fn a_primary_mutates_only_under_a_live_lease_and_pads_what_does_not_fit() 
     // Named primary, but no lease confirmed yet.
     let kind = MutationKind::Append;
     assert!(matches!(
-        state.prepare(1, 1, &kind, (7, 1), now),
+        state.prepare(1, 1, &kind, (7, 1), now, 0),
         Err(Refusal::NeedLease)
     ));
     state.extend(&[(1, 1)], now + Duration::from_secs(1));
-    let first = state.prepare(1, 1, &kind, (7, 1), now).unwrap();
+    let first = state.prepare(1, 1, &kind, (7, 1), now, 0).unwrap();
+    make_locally(&mut state, &first);
     assert_eq!((first.reply.offset, first.reply.padded), (0, false));
     assert_eq!(first.apply.serial, 1);
     // 200 + 200 + 200 + 200 + 200 = 1000 of 1024: the sixth pads.
@@ -104,14 +112,16 @@ async fn a_primary_mutates_only_under_a_live_lease_and_pads_what_does_not_fit() 
             .buffer
             .insert((7, id), Bytes::from(vec![1; 200]), now)
             .unwrap();
-        state.prepare(1, 1, &kind, (7, id), now).unwrap();
+        let prepared = state.prepare(1, 1, &kind, (7, id), now, 0).unwrap();
+        make_locally(&mut state, &prepared);
     }
     state
         .buffer
         .insert((7, 6), Bytes::from(vec![1; 200]), now)
         .unwrap();
-    let padded = state.prepare(1, 1, &kind, (7, 6), now).unwrap();
+    let padded = state.prepare(1, 1, &kind, (7, 6), now, 0).unwrap();
     assert!(padded.reply.padded && padded.apply.pad);
+    make_locally(&mut state, &padded);
     assert_eq!(state.store.replica(1).unwrap().length, 1024);
     // After the lease ends, or once given up: refused.
     state
@@ -120,12 +130,70 @@ async fn a_primary_mutates_only_under_a_live_lease_and_pads_what_does_not_fit() 
         .unwrap();
     let later = now + Duration::from_secs(2);
     assert!(matches!(
-        state.prepare(1, 1, &kind, (7, 7), later),
+        state.prepare(1, 1, &kind, (7, 7), later, 0),
         Err(Refusal::NeedLease)
     ));
     state.relinquish(1, 1);
     assert!(matches!(
-        state.prepare(1, 1, &kind, (7, 7), now),
+        state.prepare(1, 1, &kind, (7, 7), now, 0),
         Err(Refusal::Status(_))
     ));
+}
+
+#[tokio::test]
+async fn a_batch_of_appends_goes_end_to_end_and_a_secondary_applies_it_whole_or_not() {
+    let now = Instant::now();
+    let mut primary = server();
+    primary.store.create(1, 0).unwrap();
+    told(&mut primary, 1, ME);
+    primary.extend(&[(1, 1)], now + Duration::from_secs(1));
+    for id in 1..=3 {
+        primary
+            .buffer
+            .insert((7, id), Bytes::from(vec![id as u8; 100]), now)
+            .unwrap();
+    }
+    let requests: Vec<_> = (1..=3)
+        .map(|id| (1, MutationKind::Append, (7, id)))
+        .collect();
+    let prepared: Vec<Prepared> = primary
+        .prepare_batch(1, &requests, now)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // Numbered before any is made: each append after the one before.
+    let offsets: Vec<u64> = prepared.iter().map(|p| p.reply.offset).collect();
+    assert_eq!(offsets, [0, 100, 200]);
+    let serials: Vec<u64> = prepared.iter().map(|p| p.apply.serial).collect();
+    assert_eq!(serials, [1, 2, 3]);
+
+    let mut secondary = server();
+    secondary.store.create(1, 0).unwrap();
+    told(&mut secondary, 1, ME);
+    let batch: Vec<ApplyRequest> = prepared.iter().map(|p| p.apply.clone()).collect();
+    // The third's data has not arrived: nothing of the batch is applied.
+    for id in 1..=2 {
+        secondary
+            .buffer
+            .insert((7, id), Bytes::from(vec![id as u8; 100]), now)
+            .unwrap();
+    }
+    let refused = secondary.apply_batch(&batch).unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(secondary.store.replica(1).unwrap().length, 0);
+    secondary
+        .buffer
+        .insert((7, 3), Bytes::from(vec![3; 100]), now)
+        .unwrap();
+    secondary.apply_batch(&batch).unwrap();
+    // A retried batch is applied once.
+    secondary.apply_batch(&batch).unwrap();
+    let (bytes, _) = secondary.store.read(1, 0, 1024).unwrap();
+    assert_eq!(bytes.len(), 300);
+    assert!(bytes[..100].iter().all(|&b| b == 1) && bytes[200..].iter().all(|&b| b == 3));
+    // Serials that do not ascend are refused.
+    let mut backwards = batch.clone();
+    backwards.reverse();
+    let refused = secondary.apply_batch(&backwards).unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
 }
