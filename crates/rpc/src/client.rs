@@ -70,6 +70,10 @@ impl RpcClient {
                 reason: e.to_string(),
             })?
             .connect_timeout(options.connect_timeout);
+        #[cfg(not(madsim))]
+        let endpoint = endpoint
+            .initial_stream_window_size(crate::serve::HTTP2_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(crate::serve::HTTP2_CONNECTION_WINDOW_BYTES);
         Ok(Self {
             addr,
             endpoint,

@@ -59,6 +59,16 @@ pub const MAX_CONCURRENT_PEER_REQUESTS: usize = 256;
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a ping may go unanswered before the connection is closed.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// HTTP/2 flow-control windows, each way: how much one stream (one call)
+/// and one connection may have in flight before the receiver acknowledges.
+/// The protocol's default (64 KiB) makes a 4 MiB chunk read or push wait
+/// for dozens of window updates; these let it go through in one stretch.
+/// They are credit, not buffers: nothing is allocated until data arrives,
+/// and every message is still bounded by its decoding limit.
+#[cfg(not(madsim))]
+pub(crate) const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 << 20;
+#[cfg(not(madsim))]
+pub(crate) const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
 
 /// The limits of one server; [`Default`] gives the named constants. Tests
 /// shorten them.
@@ -145,6 +155,8 @@ pub fn serve_routes_on(
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .layer(crate::overload::OverloadLayer::new(options))
         .add_routes(routes);
     let incoming = crate::connection::GuardedIncoming::new(listener, options);
