@@ -277,46 +277,60 @@ async fn ceiling(path: PathBuf, size: u64, data: Arc<Vec<u8>>) -> anyhow::Result
         crate::progress::human_bytes(size),
         path.display()
     ));
-    tokio::task::spawn_blocking(move || -> anyhow::Result<(Row, Row)> {
+    // A thread of its own (not the runtime's), so that Ctrl-C is still
+    // handled while it writes and syncs.
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(ceiling_on_this_thread(&path, size, &data));
+    });
+    result.await.context("the ceiling's thread failed")?
+}
+
+/// [`ceiling`]'s work, blocking.
+fn ceiling_on_this_thread(path: &Path, size: u64, data: &[u8]) -> anyhow::Result<(Row, Row)> {
+    let started = Instant::now();
+    let mut file = std::fs::File::create(path).with_context(|| {
+        format!(
+            "creating {}; pass a writable --data-dir DIR",
+            path.display()
+        )
+    })?;
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(data.len() as u64) as usize;
+        file.write_all(&data[..n])
+            .with_context(|| format!("writing {}; is the disk full?", path.display()))?;
+        left -= n as u64;
+    }
+    file.sync_all()
+        .with_context(|| format!("fsyncing {}", path.display()))?;
+    let write = Row::ceiling("ceiling write + fsync", size, started.elapsed());
+    let mut buffer = vec![0u8; data.len()];
+    let mut read_time = Duration::ZERO;
+    for _ in 0..2 {
         let started = Instant::now();
-        let mut file = std::fs::File::create(&path)
-            .with_context(|| format!("creating {}; pass a writable --data-dir DIR", path.display()))?;
-        let mut left = size;
-        while left > 0 {
-            let n = left.min(data.len() as u64) as usize;
-            file.write_all(&data[..n])
-                .with_context(|| format!("writing {}; is the disk full?", path.display()))?;
-            left -= n as u64;
-        }
-        file.sync_all()
-            .with_context(|| format!("fsyncing {}", path.display()))?;
-        let write = Row::ceiling("ceiling write + fsync", size, started.elapsed());
-        let mut buffer = vec![0u8; data.len()];
-        let mut read_time = Duration::ZERO;
-        for _ in 0..2 {
-            let started = Instant::now();
-            let mut file = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let mut got = 0u64;
-            loop {
-                let n = file
-                    .read(&mut buffer)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                got += n as u64;
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut got = 0u64;
+        loop {
+            let n = file
+                .read(&mut buffer)
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                break;
             }
-            if got != size {
-                bail!("read {got} bytes of {} back instead of {size}; is something else writing there?", path.display());
-            }
-            read_time = started.elapsed();
+            got += n as u64;
         }
-        let _ = std::fs::remove_file(&path);
-        Ok((write, Row::ceiling("ceiling read (hot)", size, read_time)))
-    })
-    .await
-    .context("the ceiling's thread failed")?
+        if got != size {
+            bail!(
+                "read {got} bytes of {} back instead of {size}; is something else writing there?",
+                path.display()
+            );
+        }
+        read_time = started.elapsed();
+    }
+    let _ = std::fs::remove_file(path);
+    Ok((write, Row::ceiling("ceiling read (hot)", size, read_time)))
 }
 
 fn client(masters: &[String]) -> anyhow::Result<Client> {
