@@ -7,12 +7,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::fs_store::{Store, random_bytes, sigkill};
+use cairn_testkit::pattern;
+use common::fs_store::{Store, sigkill};
+use common::poll_until;
 
 #[test]
 fn a_file_round_trips_also_with_a_chunkserver_killed() {
     let store = Store::start();
-    let data = random_bytes(9 << 20);
+    let data = pattern(9 << 20, 1);
     let local = store.dir.path().join("input.bin");
     std::fs::write(&local, &data).unwrap();
     store.ok(&["mkdir", "-p", "/data"]);
@@ -186,51 +188,40 @@ fn bad_input_is_refused_with_what_to_do_and_changes_nothing() {
 #[test]
 fn ls_l_and_stat_show_sizes_and_df_the_space() {
     let store = Store::start();
-    let data = random_bytes((64 << 20) + 1234);
+    let data = pattern((64 << 20) + 1234, 1);
     let local = store.dir.path().join("input.bin");
     std::fs::write(&local, &data).unwrap();
     store.ok(&["put", local.to_str().unwrap(), "/blob"]);
     store.ok(&["mkdir", "/dir"]);
     // Sizes come from the chunkservers' heartbeats (every second), as the
     // master node answering heard them.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let listing = poll_until("ls and stat show the size", Duration::from_secs(20), || {
         let listing = String::from_utf8(store.ok(&["ls", "-l", "/"])).unwrap();
         let stat = String::from_utf8(store.ok(&["stat", "/blob"])).unwrap();
         let entries = store.json(&["ls", "/"]).unwrap();
         let sized = listing.contains(&format!("file  {:>12}       2  /blob", data.len()))
             && stat.contains(&format!("{} bytes", data.len()))
             && entries[0]["bytes"] == data.len() as u64;
-        if sized {
-            assert!(
-                listing.contains("dir              -       -  /dir/"),
-                "{listing}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no size in:\n{listing}\n{stat}\n{entries}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        sized
+            .then_some(listing.clone())
+            .ok_or(format!("\n{listing}\n{stat}\n{entries}"))
+    });
+    assert!(
+        listing.contains("dir              -       -  /dir/"),
+        "{listing}"
+    );
 
     // Every master keeps its own reports: wait until the one answering has
     // the last ones.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let df = loop {
+    let df = poll_until("df shows the file", Duration::from_secs(20), || {
         let df = store.json(&["df"]).unwrap();
         let servers = df["servers"].as_array().unwrap();
         let current = servers.len() == 3
             && servers.iter().all(|s| {
                 s["live"] == true && s["chunks"] == 2 && s["used_bytes"] == data.len() as u64
             });
-        if current {
-            break df;
-        }
-        assert!(Instant::now() < deadline, "df never showed the file: {df}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+        current.then_some(df.clone()).ok_or(df.to_string())
+    });
     for server in df["servers"].as_array().unwrap() {
         let (capacity, free) = (
             server["capacity_bytes"].as_u64().unwrap(),
@@ -240,13 +231,10 @@ fn ls_l_and_stat_show_sizes_and_df_the_space() {
     }
     assert_eq!(df["total"]["used_bytes"], 3 * data.len() as u64, "{df}");
     assert!(sigkill(store.chunkservers[2]));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    poll_until("df shows a dead server", Duration::from_secs(20), || {
         let text = String::from_utf8(store.ok(&["df"])).unwrap();
-        if text.contains("dead (") && text.contains("2 of 3 live") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no dead server in:\n{text}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (text.contains("dead (") && text.contains("2 of 3 live"))
+            .then_some(())
+            .ok_or(text)
+    });
 }

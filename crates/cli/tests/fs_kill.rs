@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fs_store::{Store, sigkill};
+use common::poll_until;
 
 /// The whole test's limit; the put and the get each get this much.
 const DEADLINE: Duration = Duration::from_secs(300);
@@ -22,7 +23,7 @@ const DEADLINE: Duration = Duration::from_secs(300);
 /// stamped with its index so that no two MiB are alike.
 fn write_input(path: &Path, mib: usize) {
     use std::io::Write as _;
-    let block = common::fs_store::random_bytes(1 << 20);
+    let block = cairn_testkit::pattern(1 << 20, 1);
     let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut copy = block.clone();
     for i in 0..mib {
@@ -51,20 +52,13 @@ fn stored_bytes(store: &Store, name: &str) -> u64 {
 /// Polls `progress` until it reaches `at`, while `child` runs; fails if
 /// the child ends first (the kill would not be *during* the operation).
 fn wait_until(child: &mut Child, what: &str, at: u64, progress: impl Fn() -> u64) {
-    let start = Instant::now();
-    loop {
-        if progress() >= at {
-            return;
-        }
+    poll_until(&format!("{what} reaches {at} bytes"), DEADLINE, || {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("{what} ended ({status}) before reaching {at} bytes: no kill during it");
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what} stalled below {at} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        let done = progress();
+        (done >= at).then_some(()).ok_or(format!("{done} bytes"))
+    });
 }
 
 /// Kills `pid` and checks that `child` was still running then.

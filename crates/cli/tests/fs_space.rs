@@ -8,8 +8,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Processes;
 use common::fs_store::{Store, sigkill};
+use common::{Processes, poll_until};
 
 /// Polls `df --json` until `condition` holds on it.
 fn wait_df(
@@ -17,15 +17,12 @@ fn wait_df(
     what: &str,
     condition: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let df = store.json(&["df"]);
-        if let Some(df) = df.as_ref().filter(|df| condition(df)) {
-            return df.clone();
+    poll_until(what, Duration::from_secs(30), || {
+        match store.json(&["df"]) {
+            Some(df) if condition(&df) => Ok(df),
+            other => Err(format!("{other:?}")),
         }
-        assert!(Instant::now() < deadline, "never {what}: {df:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 fn server<'a>(df: &'a serde_json::Value, url: &str) -> Option<&'a serde_json::Value> {

@@ -41,7 +41,7 @@ use crate::chunk_store::{ChunkError, ChunkStore};
 use crate::clock::Clock;
 use crate::namespace::ChunkHandle;
 use crate::owner::Owner;
-use crate::peers::Peers;
+use crate::peers::{Peers, chunk_stub};
 use crate::push_buffer::PushBuffer;
 use crate::settings::FsSettings;
 
@@ -468,7 +468,8 @@ async fn pipeline(inner: Arc<Inner>, mut queue: mpsc::Receiver<Mutation>) {
 }
 
 impl ChunkServer {
-    /// Queues a mutation on its chunk's pipeline and waits for it.
+    /// Queues a mutation on its chunk's pipeline and waits for it; a
+    /// disk-full refusal names this chunkserver and its disk.
     async fn submit(
         &self,
         handle: ChunkHandle,
@@ -513,12 +514,13 @@ impl ChunkServer {
                 "the primary of chunk {handle} changed; ask the master again"
             )),
         })?;
-        match answer.await {
+        let result = match answer.await {
             Ok(result) => result.map(Response::new),
             Err(_) => Err(Status::unavailable(format!(
                 "the primary of chunk {handle} stopped before the mutation finished; ask the master again and retry"
             ))),
-        }
+        };
+        name_disk(&self.inner, result)
     }
 }
 
@@ -551,19 +553,13 @@ impl Chunk for ChunkServer {
             .peers
             .get(&next)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        peer.call(forward, |c, r| async move {
-            ChunkClient::new(c)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                .push(r)
-                .await
-        })
-        .await
-        .map_err(|e| {
-            Status::unavailable(format!(
-                "forwarding the data to {next} failed ({e}); push again"
-            ))
-        })?;
+        peer.call(forward, |c, r| async move { chunk_stub(c).push(r).await })
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "forwarding the data to {next} failed ({e}); push again"
+                ))
+            })?;
         Ok(Response::new(PushReply {}))
     }
 
@@ -573,10 +569,8 @@ impl Chunk for ChunkServer {
     ) -> Result<Response<MutationReply>, Status> {
         let r = request.into_inner();
         let kind = MutationKind::Write { offset: r.offset };
-        let result = self
-            .submit(r.handle, r.version, kind, (r.client_id, r.data_id))
-            .await;
-        name_disk(&self.inner, result)
+        self.submit(r.handle, r.version, kind, (r.client_id, r.data_id))
+            .await
     }
 
     async fn append(
@@ -584,15 +578,13 @@ impl Chunk for ChunkServer {
         request: Request<AppendRequest>,
     ) -> Result<Response<MutationReply>, Status> {
         let r = request.into_inner();
-        let result = self
-            .submit(
-                r.handle,
-                r.version,
-                MutationKind::Append,
-                (r.client_id, r.data_id),
-            )
-            .await;
-        name_disk(&self.inner, result)
+        self.submit(
+            r.handle,
+            r.version,
+            MutationKind::Append,
+            (r.client_id, r.data_id),
+        )
+        .await
     }
 
     async fn apply(

@@ -35,11 +35,11 @@ use tonic::Code;
 use crate::file_reader::FileReader;
 use crate::file_writer::FileWriter;
 
-use crate::chunkserver::{MAX_MESSAGE_BYTES, MAX_READ_BYTES};
+use crate::chunkserver::MAX_READ_BYTES;
 use crate::master_client::{MasterClient, MasterError};
 use crate::namespace::ChunkHandle;
 use crate::path::FsPath;
-use crate::peers::Peers;
+use crate::peers::{Peers, chunk_stub};
 use crate::settings::FsSettings;
 
 /// The most chunk locations a client caches; beyond it the cache is
@@ -388,13 +388,7 @@ impl Client {
         async move {
             let first = first?;
             first
-                .call(push, |c, r| async move {
-                    ChunkClient::new(c)
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                        .push(r)
-                        .await
-                })
+                .call(push, |c, r| async move { chunk_stub(c).push(r).await })
                 .await
                 .map_err(classify)?;
             let result = match within {
@@ -534,12 +528,7 @@ pub(crate) async fn read_from(
         length: length.min(MAX_READ_BYTES),
     };
     let reply = peer
-        .call(request, |c, r| async move {
-            ChunkClient::new(c)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .read(r)
-                .await
-        })
+        .call(request, |c, r| async move { chunk_stub(c).read(r).await })
         .await?;
     Ok((reply.data, reply.version))
 }

@@ -1,10 +1,16 @@
-//! [`Peers`]: one [`RpcClient`] per chunkserver URL, made on first use.
+//! [`Peers`]: one [`RpcClient`] per chunkserver URL, made on first use,
+//! and [`chunk_stub`]: the `Chunk` service stub with the store's message
+//! limits, which every call carrying chunk data goes through.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::{ClientOptions, RpcClient, RpcError};
+use tonic::transport::Channel;
+
+use crate::chunkserver::MAX_MESSAGE_BYTES;
 
 /// The most chunkservers a party keeps a client for; beyond it the cache is
 /// emptied (clients are cheap to make again).
@@ -42,4 +48,12 @@ impl Peers {
         clients.insert(url.to_string(), client.clone());
         Ok(client)
     }
+}
+
+/// A `Chunk` stub on `channel` that sends and takes messages of up to
+/// [`MAX_MESSAGE_BYTES`] (a push or a read carries up to 4 MiB of data).
+pub(crate) fn chunk_stub(channel: Channel) -> ChunkClient<Channel> {
+    ChunkClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }

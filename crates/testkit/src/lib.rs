@@ -21,6 +21,7 @@
 //!   times, and [`linearizability`]: a checker for key/value histories
 //!   (Get/Put/Append, partitioned per key, with a search budget) that tells
 //!   `Ok`, `Illegal` and `Unknown` apart and writes illegal histories out.
+//! - [`pattern`]: deterministic test bytes for the file store's tests.
 //!
 //! Tests never sleep to make progress: they advance virtual time (a
 //! `tokio::time::sleep` in simulation costs nothing) or wait for a condition
@@ -36,11 +37,13 @@
 
 pub mod history;
 pub mod linearizability;
+mod pattern;
 #[cfg(madsim)]
 mod wait;
 #[cfg(madsim)]
 mod world;
 
+pub use pattern::pattern;
 #[cfg(madsim)]
 pub use wait::wait_until;
 #[cfg(madsim)]

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::CAIRN;
 
@@ -102,11 +102,9 @@ impl Store {
             chunkservers,
         };
         // The processes start listening a moment after the banner.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while store.leader().is_none() {
-            assert!(Instant::now() < deadline, "no master leader within 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::poll_until("a master leads", Duration::from_secs(30), || {
+            store.leader().ok_or_else(|| "no leader".to_string())
+        });
         Ok(store)
     }
 
@@ -168,17 +166,4 @@ pub(crate) fn sigkill(pid: u32) -> bool {
         .status()
         .unwrap()
         .success()
-}
-
-/// Pseudo-random bytes (xorshift), the same for the same `n`.
-pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }

@@ -170,6 +170,27 @@ pub(crate) fn status(url: &str) -> Option<serde_json::Value> {
         .flatten()
 }
 
+/// Calls `probe` every 100 ms until it gives a value, and fails the test
+/// once `deadline` has passed: `Err` carries what the probe saw, for the
+/// failure message. The one polling loop of these tests.
+pub(crate) fn poll_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                start.elapsed() < deadline,
+                "timed out after {deadline:?} waiting until {what}; last seen: {seen}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Polls the coordinator until `condition` holds on its status.
 pub(crate) fn wait_for(
     url: &str,
@@ -177,16 +198,10 @@ pub(crate) fn wait_for(
     deadline: Duration,
     condition: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = status(url)
-            && condition(&status)
-        {
-            return status;
-        }
-        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    poll_until(what, deadline, || match status(url) {
+        Some(status) if condition(&status) => Ok(status),
+        other => Err(format!("{other:?}")),
+    })
 }
 
 /// Waits for `child` to exit, failing the test after `deadline`.

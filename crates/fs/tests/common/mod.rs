@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use cairn_fs::{ChunkServer, ChunkServerConfig, Client, Clock, FsPath, FsSettings, MasterServer};
 use cairn_rsm::NodeConfig;
+#[allow(unused_imports)] // not every suite writes test bytes
+pub(crate) use cairn_testkit::pattern;
 use cairn_testkit::{NodeContext, World};
 use tokio::time::Instant;
 
@@ -361,17 +363,4 @@ pub(crate) fn scan_records(bytes: &[u8]) -> Vec<(u32, u32, usize)> {
         }
     }
     found
-}
-
-/// Deterministic test bytes.
-pub(crate) fn pattern(length: usize, salt: u64) -> Vec<u8> {
-    let mut x = salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..length)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
