@@ -77,6 +77,10 @@ pub(crate) struct ServeChunkArgs {
     /// less if the disk under --data-dir has less free.
     #[arg(long, default_value = "1T", value_parser = crate::fs_admin::parse_bytes)]
     capacity: u64,
+    /// Bytes per second the background scrub verifies of idle replicas
+    /// (with K, M, G; 0 turns the scrub off).
+    #[arg(long, default_value = "4M", value_parser = crate::fs_admin::parse_bytes)]
+    scrub_rate: u64,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +296,7 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
                 .to_string(),
             probe: Arc::new(move || crate::fs_admin::free_space(&probe_dir)),
         }),
+        scrub_bytes_per_sec: args.scrub_rate,
     };
     let server = ChunkServer::start(config, disk)
         .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;

@@ -106,6 +106,7 @@ mod file_writer;
 mod master;
 mod master_chunks;
 mod master_client;
+mod master_fsck;
 mod master_state;
 mod namespace;
 mod owner;
@@ -115,11 +116,11 @@ mod push_buffer;
 mod settings;
 pub mod snapshot;
 
-pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport, Scanned};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_MESSAGE_BYTES,
-    MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_INSPECT_HANDLES,
+    MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use clock::Clock;
@@ -128,6 +129,7 @@ pub use file_writer::{FileWriter, WRITE_WINDOW};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
+pub use master_fsck::MAX_FSCK_HANDLES;
 pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
