@@ -101,8 +101,10 @@ mod chunk_table;
 mod chunkserver;
 mod client;
 mod clock;
+mod file_checksum;
 mod file_reader;
 mod file_writer;
+mod fsck;
 mod master;
 mod master_chunks;
 mod master_client;
@@ -124,8 +126,13 @@ pub use chunkserver::{
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use clock::Clock;
+pub use file_checksum::{ChunkChecksum, FileChecksum, file_checksum};
 pub use file_reader::{FileReader, READ_WINDOW};
 pub use file_writer::{FileWriter, WRITE_WINDOW};
+pub use fsck::{
+    CHUNKS_PER_ROUND, ChunkHealth, FileHealth, FsckReport, Problem, ReplicaHealth, ReplicaState,
+    fsck,
+};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
