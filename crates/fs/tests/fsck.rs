@@ -49,39 +49,103 @@ fn replica_state(report: &FsckReport, file: &str, index: usize, url: &str) -> Op
     Some(replica.state.clone())
 }
 
-async fn check(client: &mut Client) -> FsckReport {
-    fsck(client, &path("/"), &mut |_, _| {}).await.unwrap()
+async fn check(client: &mut Client, dir: &str) -> FsckReport {
+    fsck(client, &path(dir), &mut |_, _| {}).await.unwrap()
 }
 
-/// Writes `/a`, `/b` and `/c` (three chunks each); their contents.
-async fn three_files(client: &mut Client) -> Vec<Vec<u8>> {
-    let mut contents = Vec::new();
-    for (i, name) in ["/a", "/b", "/c"].iter().enumerate() {
-        let data = pattern(SIZE, i as u64 + 1);
-        client.create(&path(name)).await.unwrap();
-        client.write(&path(name), 0, &data).await.unwrap();
-        contents.push(data);
+/// Whether all three chunkservers hold every chunk of `handles` at one
+/// version with the same bytes, read from each directly: the oracle fsck
+/// is checked against.
+async fn fully_replicated(client: &Client, handles: &[u64]) -> bool {
+    for &handle in handles {
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            match client
+                .read_replica(&cs_url(i), handle, 0, 0, CHUNK_BYTES)
+                .await
+            {
+                Ok((bytes, version)) => seen.push((version, bytes)),
+                Err(_) => return false,
+            }
+        }
+        if seen.windows(2).any(|w| w[0] != w[1]) {
+            return false;
+        }
     }
-    // Every replica's length and version reach the master.
-    sleep(Duration::from_millis(500)).await;
-    contents
+    true
+}
+
+/// Three files of three chunks each, written under a directory of their
+/// own, with every chunk on all three chunkservers.
+struct Files {
+    dir: String,
+    contents: Vec<Vec<u8>>,
+    /// Each file's first chunk.
+    first_chunks: Vec<u64>,
+}
+
+impl Files {
+    fn path(&self, i: usize) -> String {
+        format!("{}/{}", self.dir, ["a", "b", "c"][i])
+    }
+}
+
+/// Writes [`Files`]. A write can succeed with a replica left out of its
+/// lease (it stays stale: nothing re-replicates yet); then fsck must call
+/// the set unhealthy, and another set is written. Errs if fsck called
+/// such a set healthy.
+async fn replicated_files(client: &mut Client) -> Result<Files, String> {
+    for attempt in 0..4 {
+        let dir = format!("/set{attempt}");
+        client.mkdir(&path(&dir), false).await.unwrap();
+        let mut files = Files {
+            dir,
+            contents: Vec::new(),
+            first_chunks: Vec::new(),
+        };
+        let mut handles = Vec::new();
+        for i in 0..3 {
+            let name = path(&files.path(i));
+            let data = pattern(SIZE, attempt * 3 + i as u64 + 1);
+            client.create(&name).await.unwrap();
+            client.write(&name, 0, &data).await.unwrap();
+            let chunks = client.stat(&name).await.unwrap().chunks;
+            files.first_chunks.push(chunks[0].handle);
+            handles.extend(chunks.iter().map(|c| c.handle));
+            files.contents.push(data);
+        }
+        // Every replica's length and version reach the master.
+        sleep(Duration::from_millis(500)).await;
+        if fully_replicated(client, &handles).await {
+            return Ok(files);
+        }
+        let report = check(client, &files.dir).await;
+        if report.is_healthy() {
+            return Err(format!(
+                "fsck called a set with a replica left behind healthy: {report:?}"
+            ));
+        }
+    }
+    Err("four sets of files in a row left a replica behind".into())
 }
 
 #[madsim::test]
 async fn fsck_is_clean_on_an_undamaged_store_and_checksums_match_the_bytes() {
     let cluster = Cluster::start(3);
     let mut client = cluster.client("client", DEADLINE);
-    let (report, sums, contents) = cluster
+    let (files, report, sums) = cluster
         .run("client", async move {
-            let contents = three_files(&mut client).await;
-            let report = check(&mut client).await;
+            let files = replicated_files(&mut client).await?;
+            let report = check(&mut client, &files.dir).await;
             let mut sums = Vec::new();
-            for name in ["/a", "/b", "/c"] {
-                sums.push(file_checksum(&client, &path(name)).await.unwrap());
+            for i in 0..3 {
+                let sum = file_checksum(&client, &path(&files.path(i))).await;
+                sums.push(sum.unwrap());
             }
-            (report, sums, contents)
+            Ok::<_, String>((files, report, sums))
         })
-        .await;
+        .await
+        .unwrap_or_else(|error| cluster.fail(error));
     if !report.is_healthy() || report.healthy_chunks() != 9 || report.files.len() != 3 {
         cluster.fail(format!("fsck on an undamaged store: {report:?}"));
     }
@@ -90,7 +154,7 @@ async fn fsck_is_clean_on_an_undamaged_store_and_checksums_match_the_bytes() {
             "a chunk without its 3 verified replicas: {report:?}"
         ));
     }
-    for (sum, data) in sums.iter().zip(&contents) {
+    for (sum, data) in sums.iter().zip(&files.contents) {
         if (sum.crc32c, sum.length) != (crc32c::crc32c(data), data.len() as u64) {
             cluster.fail(format!(
                 "the file checksum {:08x} of {} bytes is not the CRC32C of its bytes",
@@ -100,97 +164,98 @@ async fn fsck_is_clean_on_an_undamaged_store_and_checksums_match_the_bytes() {
     }
 }
 
+/// Fails unless fsck found exactly `wanted` problems per chunk of each
+/// file.
+fn expect(
+    cluster: &Cluster,
+    report: &FsckReport,
+    files: &Files,
+    wanted: [Vec<Vec<Problem>>; 3],
+    when: &str,
+) {
+    for (i, wanted) in wanted.iter().enumerate() {
+        let found = problems(report, &files.path(i));
+        if found != *wanted {
+            cluster.fail(format!(
+                "{when}, {}: {found:?}, not {wanted:?}",
+                files.path(i)
+            ));
+        }
+    }
+    if report.is_healthy() {
+        cluster.fail(format!("{when}, fsck called the store healthy"));
+    }
+}
+
 #[madsim::test]
 async fn fsck_reports_exactly_the_damage_and_fails() {
     let cluster = Cluster::start(3);
     let mut client = cluster.client("client", DEADLINE);
-    let (mut client, handles) = cluster
+    let (mut client, files) = cluster
         .run("client", async move {
-            three_files(&mut client).await;
-            let mut handles = Vec::new();
-            for name in ["/a", "/b", "/c"] {
-                handles.push(client.stat(&path(name)).await.unwrap().chunks[0].handle);
-            }
-            (client, handles)
+            let files = replicated_files(&mut client).await;
+            (client, files)
         })
         .await;
-    // A byte flipped in cs0's replica of /a's first chunk; cs1's replica
-    // of /b's first chunk deleted from its disk.
-    flip(
-        &cluster.world.lock().unwrap().disk(&cs_name(0)),
-        handles[0],
-        1000,
-    );
+    let files = files.unwrap_or_else(|error| cluster.fail(error));
+    let (a, b) = (files.first_chunks[0], files.first_chunks[1]);
+    // A byte flipped in cs0's replica of a's first chunk; cs1's replica of
+    // b's first chunk deleted from its disk while it runs.
+    flip(&cluster.world.lock().unwrap().disk(&cs_name(0)), a, 1000);
     let cs1 = cluster.world.lock().unwrap().disk(&cs_name(1));
-    cs1.remove_file(&chunk_file(handles[1])).unwrap();
-    cs1.remove_file(&PathBuf::from(format!("chunks/{:016x}.meta", handles[1])))
+    cs1.remove_file(&chunk_file(b)).unwrap();
+    cs1.remove_file(&PathBuf::from(format!("chunks/{b:016x}.meta")))
         .unwrap();
-    let (report, client_back) = cluster
-        .run("client", async move { (check(&mut client).await, client) })
+    let dir = files.dir.clone();
+    let (report, back) = cluster
+        .run(
+            "client",
+            async move { (check(&mut client, &dir).await, client) },
+        )
         .await;
-    client = client_back;
+    client = back;
     let damaged = vec![Problem::UnderReplicated, Problem::Corrupt];
-    let expected = [
-        ("/a", vec![damaged.clone(), vec![], vec![]]),
-        ("/b", vec![damaged, vec![], vec![]]),
-        ("/c", vec![vec![], vec![], vec![]]),
+    let (fine, clean) = (vec![], vec![vec![], vec![], vec![]]);
+    let wanted = [
+        vec![damaged.clone(), fine.clone(), fine.clone()],
+        vec![damaged, fine.clone(), fine],
+        clean,
     ];
-    for (file, wanted) in &expected {
-        if problems(&report, file) != *wanted {
-            cluster.fail(format!(
-                "after the damage, {file}: {:?}",
-                problems(&report, file)
-            ));
-        }
+    expect(&cluster, &report, &files, wanted, "after the damage");
+    if replica_state(&report, &files.path(0), 0, &cs_url(0)) != Some(ReplicaState::Corrupt(vec![0]))
+    {
+        cluster.fail(format!("cs0's flipped replica: {report:?}"));
     }
-    if replica_state(&report, "/a", 0, &cs_url(0)) != Some(ReplicaState::Corrupt(vec![0])) {
-        cluster.fail(format!("cs0's flipped replica of /a: {report:?}"));
-    }
-    if !matches!(
-        replica_state(&report, "/b", 0, &cs_url(1)),
-        Some(ReplicaState::Unreadable(_))
-    ) {
-        cluster.fail(format!("cs1's deleted replica of /b: {report:?}"));
-    }
-    if report.is_healthy() {
-        cluster.fail("fsck called a damaged store healthy".into());
+    let deleted = replica_state(&report, &files.path(1), 0, &cs_url(1));
+    if !matches!(deleted, Some(ReplicaState::Unreadable(_))) {
+        cluster.fail(format!("cs1's deleted replica: {deleted:?}"));
     }
 
-    // cs2 stops: every chunk is below its goal; the two damaged ones have
-    // one good replica left, and none is called corrupt any more (set
-    // aside, no longer reported).
+    // cs2 stops: every chunk is below its goal, and the damaged replicas,
+    // set aside, are no longer reported (nor called corrupt).
     cluster.kill(&cs_name(2));
-    let (report, client_back) = cluster
+    let dir = files.dir.clone();
+    let (report, back) = cluster
         .run("client", async move {
             sleep(Duration::from_secs(1)).await;
-            (check(&mut client).await, client)
+            (check(&mut client, &dir).await, client)
         })
         .await;
-    client = client_back;
-    let below = vec![Problem::UnderReplicated];
-    for file in ["/a", "/b", "/c"] {
-        if problems(&report, file) != vec![below.clone(); 3] {
-            cluster.fail(format!(
-                "with cs2 down, {file}: {:?}",
-                problems(&report, file)
-            ));
-        }
-    }
-    if !matches!(
-        replica_state(&report, "/c", 0, &cs_url(2)),
-        Some(ReplicaState::Unreachable(_))
-    ) {
-        cluster.fail(format!("cs2's replica while it is down: {report:?}"));
+    client = back;
+    let below = vec![vec![Problem::UnderReplicated]; 3];
+    let wanted = [below.clone(), below.clone(), below];
+    expect(&cluster, &report, &files, wanted, "with cs2 down");
+    let down = replica_state(&report, &files.path(2), 0, &cs_url(2));
+    if !matches!(down, Some(ReplicaState::Unreachable(_))) {
+        cluster.fail(format!("cs2's replica while it is down: {down:?}"));
     }
 
-    // /c's first chunk is written while cs2 is down: its replica there is
-    // stale once it is back.
+    // c's first chunk is written while cs2 is down: its replica there is
+    // stale once cs2 is back.
+    let (c, dir) = (path(&files.path(2)), files.dir.clone());
     let mut client = cluster
         .run("client", async move {
-            client
-                .write(&path("/c"), 0, &pattern(1000, 99))
-                .await
-                .unwrap();
+            client.write(&c, 0, &pattern(1000, 99)).await.unwrap();
             client
         })
         .await;
@@ -198,25 +263,22 @@ async fn fsck_reports_exactly_the_damage_and_fails() {
     let report = cluster
         .run("client", async move {
             sleep(Duration::from_secs(1)).await;
-            check(&mut client).await
+            check(&mut client, &dir).await
         })
         .await;
-    let wanted = vec![
-        vec![Problem::UnderReplicated, Problem::Stale],
-        vec![],
-        vec![],
+    let below = vec![vec![Problem::UnderReplicated], vec![], vec![]];
+    let wanted = [
+        below.clone(),
+        below,
+        vec![
+            vec![Problem::UnderReplicated, Problem::Stale],
+            vec![],
+            vec![],
+        ],
     ];
-    if problems(&report, "/c") != wanted {
-        cluster.fail(format!(
-            "after missed writes, /c: {:?}",
-            problems(&report, "/c")
-        ));
-    }
-    if replica_state(&report, "/c", 0, &cs_url(2)) != Some(ReplicaState::Stale) {
+    expect(&cluster, &report, &files, wanted, "after missed writes");
+    if replica_state(&report, &files.path(2), 0, &cs_url(2)) != Some(ReplicaState::Stale) {
         cluster.fail(format!("cs2's replica after missed writes: {report:?}"));
-    }
-    if report.is_healthy() {
-        cluster.fail("fsck called a store with a chunk below its goal healthy".into());
     }
 }
 
