@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
-//! `status`, `df`).
+//! `status`, `df`; `fsck`, `report`, `checksum` in `fs_health.rs`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -59,6 +59,19 @@ pub(crate) enum FsCommand {
     /// Show every chunkserver's capacity, used and free space, chunk count
     /// and whether it is alive, with totals (as of their last heartbeats).
     Df(MastersArgs),
+    /// Check every chunk under PATH now: each replica verified by its
+    /// chunkserver and compared (version, length, checksum); lists the
+    /// chunks missing, under-replicated, stale, corrupt or diverged, with a
+    /// summary; exits 1 if anything is below its goal, missing, corrupt or
+    /// diverged.
+    Fsck(crate::fs_health::FsckArgs),
+    /// Show every chunkserver: capacity, used, free, chunks, seconds since
+    /// its last heartbeat, live, and what its background scrub verified and
+    /// set aside.
+    Report(MastersArgs),
+    /// Print a file's CRC32C, composed from its chunks' (each verified on
+    /// a replica now): equal for equal content.
+    Checksum(PathArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +90,10 @@ pub(crate) struct ServeChunkArgs {
     /// less if the disk under --data-dir has less free.
     #[arg(long, default_value = "1T", value_parser = crate::fs_admin::parse_bytes)]
     capacity: u64,
+    /// Bytes per second the background scrub verifies of idle replicas
+    /// (with K, M, G; 0 turns the scrub off).
+    #[arg(long, default_value = "4M", value_parser = crate::fs_admin::parse_bytes)]
+    scrub_rate: u64,
 }
 
 #[derive(Debug, Args)]
@@ -85,22 +102,22 @@ pub(crate) struct MastersArgs {
     /// `cairn cluster --fs`).
     #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
           env = "CAIRN_FS_MASTERS", default_value = DEFAULT_MASTERS)]
-    masters: Vec<String>,
+    pub(crate) masters: Vec<String>,
     /// Seconds an operation may take, retries included.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct PathArgs {
     /// A path in the store (absolute: /dir/file).
     #[arg(value_parser = crate::fs_admin::StorePath)]
-    path: String,
+    pub(crate) path: String,
     #[command(flatten)]
-    masters: MastersArgs,
+    pub(crate) masters: MastersArgs,
 }
 
 #[derive(Debug, Args)]
@@ -180,11 +197,11 @@ pub(crate) fn run(command: FsCommand, config: &Config) -> anyhow::Result<()> {
     runtime.block_on(dispatch(command, config))
 }
 
-fn path(text: &str) -> anyhow::Result<FsPath> {
+pub(crate) fn path(text: &str) -> anyhow::Result<FsPath> {
     FsPath::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn client(args: &MastersArgs) -> anyhow::Result<Client> {
+pub(crate) fn client(args: &MastersArgs) -> anyhow::Result<Client> {
     Client::new(
         &args.masters,
         FsSettings::default(),
@@ -238,6 +255,9 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         FsCommand::Append(args) => append(args).await,
         FsCommand::Status(args) => status(args).await,
         FsCommand::Df(args) => crate::fs_admin::df(&args.masters, args.json).await,
+        FsCommand::Fsck(args) => crate::fs_health::fsck(args).await,
+        FsCommand::Report(args) => crate::fs_health::report(args).await,
+        FsCommand::Checksum(args) => crate::fs_health::checksum(args).await,
     }
 }
 
@@ -292,6 +312,7 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
                 .to_string(),
             probe: Arc::new(move || crate::fs_admin::free_space(&probe_dir)),
         }),
+        scrub_bytes_per_sec: args.scrub_rate,
     };
     let server = ChunkServer::start(config, disk)
         .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;

@@ -256,9 +256,10 @@ pub(crate) fn render_df(reply: &UsageReply, settings: &FsSettings, json: bool) -
     out
 }
 
-/// Asks the masters for the chunkservers' space: the first that answers
-/// with a report wins (every master hears every heartbeat).
-pub(crate) async fn df(masters: &[String], json: bool) -> anyhow::Result<()> {
+/// Asks the masters for the chunkservers' reports: the master that heard
+/// from the most live chunkservers wins (every master hears every
+/// heartbeat). What `df` and `report` show.
+pub(crate) async fn fetch_usage(masters: &[String]) -> anyhow::Result<UsageReply> {
     use cairn_rpc::fs::master_client::MasterClient as Stub;
     let options = cairn_rpc::ClientOptions {
         connect_timeout: Duration::from_secs(1),
@@ -274,7 +275,6 @@ pub(crate) async fn df(masters: &[String], json: bool) -> anyhow::Result<()> {
             })
             .await
         {
-            // The master that heard from the most live servers.
             Ok(reply) => {
                 let live = |r: &UsageReply| r.servers.iter().filter(|s| s.live).count();
                 if best.as_ref().is_none_or(|b| live(&reply) > live(b)) {
@@ -290,6 +290,12 @@ pub(crate) async fn df(masters: &[String], json: bool) -> anyhow::Result<()> {
             errors.join("; ")
         );
     };
+    Ok(reply)
+}
+
+/// `cairn fs df`.
+pub(crate) async fn df(masters: &[String], json: bool) -> anyhow::Result<()> {
+    let reply = fetch_usage(masters).await?;
     print_stdout(&render_df(&reply, &FsSettings::default(), json));
     Ok(())
 }

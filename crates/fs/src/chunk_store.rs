@@ -68,6 +68,18 @@ pub struct ReplicaReport {
     pub length: u64,
 }
 
+/// Blocks of a replica read as they are on disk ([`ChunkStore::scan`]),
+/// with those that fail their checksums.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scanned {
+    pub version: u64,
+    /// The replica's whole length (not the piece's).
+    pub length: u64,
+    pub bytes: Bytes,
+    /// Block numbers (of [`BLOCK_BYTES`]) whose bytes fail their checksum.
+    pub corrupt: Vec<u64>,
+}
+
 /// Why a replica operation failed.
 #[derive(Debug, Error)]
 pub enum ChunkError {
@@ -211,6 +223,17 @@ impl ChunkStore {
         }
     }
 
+    /// The first readable replica's handle after `after` (from the lowest
+    /// if `None`), in handle order: a scrub's walk.
+    pub fn next_handle(&self, after: Option<ChunkHandle>) -> Option<ChunkHandle> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.replicas
+            .range((from, Bound::Unbounded))
+            .next()
+            .map(|(&handle, _)| handle)
+    }
+
     /// Replicas found damaged when the store opened or set aside since.
     pub fn damaged(&self) -> impl Iterator<Item = ChunkHandle> + '_ {
         self.damaged.iter().copied()
@@ -301,6 +324,40 @@ impl ChunkStore {
         Ok((Bytes::from(blocks).slice(from..to), replica.version))
     }
 
+    /// Reads up to `count` blocks of a replica from block `first`, as they
+    /// are, checking each against its checksum (the check of
+    /// [`read`](Self::read)) without stopping at a bad one: for a scrub or
+    /// an inspection, which must find every corrupt block.
+    pub fn scan(&self, handle: ChunkHandle, first: u64, count: u64) -> Result<Scanned, ChunkError> {
+        let replica = self
+            .replicas
+            .get(&handle)
+            .ok_or(ChunkError::NoSuchChunk(handle))?;
+        let start = first.saturating_mul(BLOCK_BYTES).min(replica.length);
+        let stop = first
+            .saturating_add(count)
+            .saturating_mul(BLOCK_BYTES)
+            .min(replica.length);
+        let mut bytes = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
+        if !bytes.is_empty() {
+            let mut file = self.disk.open(&self.data_path(handle), OpenMode::Read)?;
+            file.read_exact_at(start, &mut bytes)?;
+        }
+        let corrupt = bytes
+            .chunks(BLOCK_BYTES as usize)
+            .enumerate()
+            .map(|(i, block)| (first + i as u64, block))
+            .filter(|&(index, block)| !block_verifies(replica, index, block))
+            .map(|(index, _)| index)
+            .collect();
+        Ok(Scanned {
+            version: replica.version,
+            length: replica.length,
+            bytes: Bytes::from(bytes),
+            corrupt,
+        })
+    }
+
     /// Writes `data` at `offset` of a replica whose version must be
     /// `version`; a gap before `offset` reads as zeros. Durable when it
     /// returns. Returns the replica's new length.
@@ -389,7 +446,7 @@ fn verify(
 ) -> Result<(), ChunkError> {
     for (i, block) in blocks.chunks(BLOCK_BYTES as usize).enumerate() {
         let index = first + i as u64;
-        if replica.checksums.get(index as usize) != Some(&crc32c::crc32c(block)) {
+        if !block_verifies(replica, index, block) {
             return Err(ChunkError::Corrupt {
                 handle,
                 block: index,
@@ -397,6 +454,14 @@ fn verify(
         }
     }
     Ok(())
+}
+
+/// Whether block `index` of the replica, `block`, matches its checksum.
+fn block_verifies(replica: &Replica, index: u64, block: &[u8]) -> bool {
+    usize::try_from(index)
+        .ok()
+        .and_then(|index| replica.checksums.get(index))
+        == Some(&crc32c::crc32c(block))
 }
 
 /// Writes `data` at `offset` of the data `file` (not synced) and updates

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_rpc::fs::{HeartbeatRequest, LeaseClaim, ServerUsage};
+use cairn_rpc::fs::{FsckReplica, HeartbeatRequest, LeaseClaim, ServerUsage};
 use tokio::time::Instant;
 
 use crate::namespace::ChunkHandle;
@@ -32,6 +32,8 @@ struct ServerEntry {
     /// handle -> (version, length).
     replicas: BTreeMap<ChunkHandle, (u64, u64)>,
     claims: BTreeMap<ChunkHandle, LeaseClaim>,
+    /// The scrub's figures: (bytes verified, corrupt replicas found).
+    scrub: (u64, u64),
 }
 
 /// A lease this leader granted (or took over from its predecessor).
@@ -104,6 +106,7 @@ impl ChunkTable {
                     .iter()
                     .map(|c| (c.handle, c.clone()))
                     .collect(),
+                scrub: (report.scrubbed_bytes, report.scrub_corruptions),
             },
         );
     }
@@ -128,6 +131,7 @@ impl ChunkTable {
                 disk: String::new(),
                 replicas: BTreeMap::new(),
                 claims: BTreeMap::new(),
+                scrub: (0, 0),
             });
         entry.replicas.insert(handle, (version, length));
     }
@@ -463,7 +467,26 @@ impl ChunkTable {
                     last_seen_ms: now.saturating_duration_since(s.last_seen).as_millis() as u64,
                     disk: s.disk.clone(),
                     full: self.full(url),
+                    scrubbed_bytes: s.scrub.0,
+                    scrub_corruptions: s.scrub.1,
                 }
+            })
+            .collect()
+    }
+
+    /// Every replica of `handle` this node heard of, live or not, for
+    /// fsck.
+    pub(crate) fn replicas_known(&self, handle: ChunkHandle, now: Instant) -> Vec<FsckReplica> {
+        self.servers
+            .iter()
+            .filter_map(|(url, s)| {
+                let &(version, length) = s.replicas.get(&handle)?;
+                Some(FsckReplica {
+                    url: url.clone(),
+                    version,
+                    length,
+                    live: self.live(url, now),
+                })
             })
             .collect()
     }

@@ -12,6 +12,7 @@
 
 #[cfg(all(test, not(madsim)))]
 mod disk_full_tests;
+mod inspect;
 mod state;
 
 use std::path::PathBuf;
@@ -25,8 +26,8 @@ use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
     AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CreateReplicaRequest,
-    HeartbeatReply, HeartbeatRequest, MutationReply, PushReply, PushRequest, ReadReply,
-    ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
+    HeartbeatReply, HeartbeatRequest, InspectReply, InspectRequest, MutationReply, PushReply,
+    PushRequest, ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -34,6 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+pub use inspect::MAX_INSPECT_HANDLES;
+use inspect::{ScrubCounters, inspect_replica, scrub_loop};
 pub use state::PrimaryObserver;
 use state::{DISK_FULL, Mutation, MutationKind, Prepared, Refusal, ServerState, status_of};
 
@@ -79,6 +82,9 @@ pub struct ChunkServerConfig {
     /// The disk under the replicas: its name and free space (none: only
     /// `settings.capacity_bytes` bounds the space offered).
     pub space: Option<DiskSpace>,
+    /// The background scrub's rate in bytes per second over idle replicas
+    /// (0: no scrub).
+    pub scrub_bytes_per_sec: u64,
 }
 
 /// Measures the free bytes of the file system the replicas live on.
@@ -101,6 +107,7 @@ impl std::fmt::Debug for ChunkServerConfig {
             .field("settings", &self.settings)
             .field("clock", &self.clock)
             .field("disk", &self.space.as_ref().map(|d| &d.label))
+            .field("scrub_bytes_per_sec", &self.scrub_bytes_per_sec)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +125,7 @@ struct Inner {
     state: Owner<ServerState>,
     masters: Vec<RpcClient>,
     peers: Peers,
+    scrub: Arc<ScrubCounters>,
 }
 
 /// A running chunkserver. Cheap to clone.
@@ -161,6 +169,7 @@ impl ChunkServer {
             roles: Default::default(),
             pipelines: Default::default(),
             observer: config.observer,
+            mutated: Default::default(),
         };
         let (disk, probe) = match config.space {
             Some(space) => (space.label, Some(space.probe)),
@@ -176,8 +185,17 @@ impl ChunkServer {
             state: Owner::spawn(state),
             masters,
             peers: Peers::new(PEER_CALL_TIMEOUT),
+            scrub: Arc::default(),
         });
         tokio::spawn(heartbeat_loop(inner.clone()));
+        if config.scrub_bytes_per_sec > 0 {
+            tokio::spawn(scrub_loop(
+                inner.state.clone(),
+                inner.scrub.clone(),
+                config.scrub_bytes_per_sec,
+                inner.settings.lease,
+            ));
+        }
         Ok(Self { inner })
     }
 
@@ -226,6 +244,7 @@ async fn heartbeat_round(inner: &Inner) {
         return;
     };
     space_report(inner, &mut request);
+    inner.scrub.report(&mut request);
     let calls = inner.masters.iter().map(|master| {
         let request = request.clone();
         async move {
@@ -379,6 +398,7 @@ async fn make_everywhere(
             .state
             .with(move |s| {
                 let slices: Vec<(u64, &[u8])> = writes.iter().map(|(o, b)| (*o, &b[..])).collect();
+                s.mutated.insert(handle, Instant::now());
                 let written = s.store.write_batch(handle, version, &slices);
                 s.checked(handle, written)
             })
@@ -660,6 +680,24 @@ impl Chunk for ChunkServer {
             .await
             .map_err(stopped)??;
         Ok(Response::new(SetVersionReply { length }))
+    }
+
+    async fn inspect(
+        &self,
+        request: Request<InspectRequest>,
+    ) -> Result<Response<InspectReply>, Status> {
+        let handles = request.into_inner().handles;
+        if handles.len() > MAX_INSPECT_HANDLES {
+            return Err(Status::invalid_argument(format!(
+                "{} replicas in one inspection; ask for at most {MAX_INSPECT_HANDLES} at a time",
+                handles.len()
+            )));
+        }
+        let mut replicas = Vec::with_capacity(handles.len());
+        for handle in handles {
+            replicas.push(inspect_replica(&self.inner.state, handle, 0).await.0);
+        }
+        Ok(Response::new(InspectReply { replicas }))
     }
 
     async fn create_replica(

@@ -67,6 +67,10 @@ pub enum ClientError {
     /// change.
     #[error("a chunkserver refused the request: {0}")]
     Refused(String),
+    /// No replica of a chunk verified now (`checksum`): the message names
+    /// the chunk and what each replica answered.
+    #[error("{0}")]
+    NoGoodReplica(String),
     /// No attempt succeeded within the client's deadline. A write or
     /// append may have been applied on some replicas (the region is
     /// inconsistent until a later write succeeds).

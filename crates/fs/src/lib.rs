@@ -33,7 +33,11 @@
 //!   that covers it), tested at every I/O crash point;
 //! - [`ChunkServer`]: a chunkserver's service (`cairn.fs.Chunk`) and its
 //!   heartbeats to every master; [`Client`]: the library programs use,
-//!   with a streaming [`FileWriter`] and [`FileReader`].
+//!   with a streaming [`FileWriter`] and [`FileReader`];
+//! - [`fsck`]: the store's health, every replica verified now by its
+//!   chunkserver (`Inspect`) and compared across replicas, with the
+//!   master's view (`Fsck`); [`file_checksum`]: a file's CRC32C from
+//!   verified chunks; chunkservers scrub idle replicas in the background.
 //!
 //! ## A write, end to end (GFS §3.1-§3.3, §4.5)
 //!
@@ -65,7 +69,7 @@
 //! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
 //! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
 //! under a writer, oversized records and damaged replica files in
-//! `bad_input.rs`). Leases assume the nodes' monotonic clocks run at
+//! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`). Leases assume the nodes' monotonic clocks run at
 //! nearly the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
@@ -73,8 +77,9 @@
 //! - A crash in the middle of an *overwrite* can leave a block whose bytes
 //!   and checksum disagree on that replica: it then reads as corrupt (never
 //!   as wrong data), and a good replica must replace it. A replica found
-//!   corrupt is set aside (no longer reported or served) but not yet
-//!   replaced: the chunk has one replica fewer until re-replication exists.
+//!   corrupt (by a read, an inspection or the scrub) is set aside (no
+//!   longer reported or served) but not yet replaced: the chunk has one
+//!   replica fewer until re-replication exists, and `fsck` says so.
 //! - Every batch of mutations rewrites the replica's metadata file (with a
 //!   directory sync). A primary makes one chunk's waiting mutations as one
 //!   batch (one data sync and one metadata rewrite per replica), but
@@ -101,11 +106,14 @@ mod chunk_table;
 mod chunkserver;
 mod client;
 mod clock;
+mod file_checksum;
 mod file_reader;
 mod file_writer;
+mod fsck;
 mod master;
 mod master_chunks;
 mod master_client;
+mod master_fsck;
 mod master_state;
 mod namespace;
 mod owner;
@@ -115,19 +123,25 @@ mod push_buffer;
 mod settings;
 pub mod snapshot;
 
-pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport, Scanned};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_MESSAGE_BYTES,
-    MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_INSPECT_HANDLES,
+    MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use clock::Clock;
+pub use file_checksum::{ChunkChecksum, FileChecksum, file_checksum};
 pub use file_reader::{FileReader, READ_WINDOW};
 pub use file_writer::{FileWriter, WRITE_WINDOW};
+pub use fsck::{
+    CHUNKS_PER_ROUND, ChunkHealth, FileHealth, FsckReport, Problem, ReplicaHealth, ReplicaState,
+    fsck,
+};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
+pub use master_fsck::MAX_FSCK_HANDLES;
 pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,

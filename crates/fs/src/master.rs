@@ -11,9 +11,9 @@ use bytes::Bytes;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
-    ChunkInfo, EntryInfo, FsErrorCode, HeartbeatReply, HeartbeatRequest, LocateReply,
-    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register, UsageReply,
-    UsageRequest,
+    ChunkInfo, EntryInfo, FsErrorCode, FsckReply, FsckRequest, HeartbeatReply, HeartbeatRequest,
+    LocateReply, LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
+    UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
@@ -308,6 +308,10 @@ impl Master for MasterServer {
             servers,
             min_free_bytes: self.settings.min_free_bytes,
         }))
+    }
+
+    async fn fsck(&self, request: Request<FsckRequest>) -> Result<Response<FsckReply>, Status> {
+        Ok(Response::new(self.handle_fsck(request.into_inner()).await?))
     }
 
     async fn status(

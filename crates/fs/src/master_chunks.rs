@@ -64,7 +64,7 @@ fn stopped(error: crate::owner::Stopped) -> Status {
 }
 
 impl MasterServer {
-    fn leading(&self) -> Result<u64, Status> {
+    pub(crate) fn leading(&self) -> Result<u64, Status> {
         let status = self.node().status();
         if status.leader != Some(status.id) {
             return Err(self.node().error_status(SubmitError::NotLeader {

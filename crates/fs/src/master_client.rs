@@ -13,8 +13,8 @@ use std::time::Duration;
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
-    AddChunk, Create, Delete, EntryInfo, FsErrorCode, LocateReply, LocateRequest, LookupRequest,
-    MasterCommand, MasterReply, Mkdir, Rename,
+    AddChunk, Create, Delete, EntryInfo, FsErrorCode, FsckReply, FsckRequest, LocateReply,
+    LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -167,6 +167,18 @@ impl MasterClient {
                 message: reply.message,
             }),
         }
+    }
+
+    /// What the leader knows of each chunk in `handles` (at most
+    /// [`MAX_FSCK_HANDLES`](crate::MAX_FSCK_HANDLES)): its versions, goal
+    /// and reported replicas.
+    pub async fn fsck(&self, handles: Vec<ChunkHandle>) -> Result<FsckReply, MasterError> {
+        Ok(self
+            .masters
+            .request(FsckRequest { handles }, |c, r| async move {
+                MasterGrpcClient::new(c).fsck(r).await
+            })
+            .await?)
     }
 
     /// Creates a directory (`parents`: and the missing ones above it; an

@@ -161,6 +161,39 @@ fn a_flipped_byte_is_caught_on_read_and_never_rechecksummed() {
 }
 
 #[test]
+fn a_scan_finds_every_bad_block_and_reads_the_bytes_as_they_are() {
+    let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+    let mut store = open(&disk);
+    store.create(6, 2).unwrap();
+    let data = bytes(300_000, 9);
+    store.write(6, 2, 0, &data).unwrap();
+    let whole = store.scan(6, 0, 100).unwrap();
+    assert_eq!((whole.version, whole.length), (2, 300_000));
+    assert_eq!(
+        (whole.bytes.to_vec(), whole.corrupt),
+        (data.clone(), vec![])
+    );
+    let path = dir().join(format!("{:016x}.chunk", 6));
+    let mut file = disk.open(&path, OpenMode::Write).unwrap();
+    file.write_at(70_000, b"\xff").unwrap(); // block 1
+    file.write_at(299_000, b"\xff").unwrap(); // block 4, the last
+    drop(file);
+    assert_eq!(store.scan(6, 0, 100).unwrap().corrupt, vec![1, 4]);
+    let piece = store.scan(6, 2, 2).unwrap();
+    assert_eq!(piece.bytes.to_vec(), data[2 * 65_536..4 * 65_536].to_vec());
+    assert!(piece.corrupt.is_empty());
+    assert!(store.scan(6, 9, 1).unwrap().bytes.is_empty());
+    assert!(matches!(
+        store.scan(8, 0, 1),
+        Err(ChunkError::NoSuchChunk(8))
+    ));
+    assert_eq!(
+        (store.next_handle(None), store.next_handle(Some(6))),
+        (Some(6), None)
+    );
+}
+
+#[test]
 fn damaged_metadata_and_leftovers_are_handled_at_open() {
     let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
     let mut store = open(&disk);

@@ -149,6 +149,7 @@ async fn a_full_disk_fails_the_mutation_naming_the_server_and_disk() {
             label: "/data/cs1".into(),
             probe: Arc::new(|| Ok(10 << 20)),
         }),
+        scrub_bytes_per_sec: 0,
     };
     let server = ChunkServer::start(config, Arc::new(disk)).unwrap();
     server
@@ -195,6 +196,7 @@ async fn the_disk_free_space_caps_the_capacity_reported() {
             label: "/data/cs1".into(),
             probe: Arc::new(|| Ok(1000)),
         }),
+        scrub_bytes_per_sec: 0,
     };
     let server = ChunkServer::start(config, Arc::new(MemDisk::new())).unwrap();
     let mut report = HeartbeatRequest {

@@ -81,6 +81,9 @@ pub(crate) struct ServerState {
     /// Per chunk this server is primary of: the queue of its mutations.
     pub pipelines: BTreeMap<ChunkHandle, mpsc::Sender<Mutation>>,
     pub observer: Option<PrimaryObserver>,
+    /// When each replica last took a mutation (the scrub leaves busy ones
+    /// alone); forgotten at a restart.
+    pub mutated: BTreeMap<ChunkHandle, Instant>,
 }
 
 /// How a refusal for a full disk begins (the handlers add the server and
@@ -291,6 +294,7 @@ impl ServerState {
             .collect();
         let slices: Vec<(u64, &[u8])> = writes.iter().map(|(o, b)| (*o, &b[..])).collect();
         if !slices.is_empty() {
+            self.mutated.insert(handle, Instant::now());
             let written = self.store.write_batch(handle, version, &slices);
             self.checked(handle, written).map_err(status_of)?;
         }

@@ -116,6 +116,16 @@ impl Cluster {
 
     /// A cluster whose chunkserver `i` measures leases by `clocks[i]`.
     pub(crate) fn start_with_clocks(clocks: Vec<Clock>) -> Self {
+        Self::start_with(clocks, 0)
+    }
+
+    /// A cluster whose chunkservers scrub idle replicas at
+    /// `bytes_per_sec` (the others never scrub).
+    pub(crate) fn start_with_scrub(chunkservers: usize, bytes_per_sec: u64) -> Self {
+        Self::start_with(vec![Clock::default(); chunkservers], bytes_per_sec)
+    }
+
+    fn start_with(clocks: Vec<Clock>, scrub_bytes_per_sec: u64) -> Self {
         let chunkservers = clocks.len();
         cairn_testkit::init_logging();
         let mut world = World::new();
@@ -169,6 +179,7 @@ impl Cluster {
                         observer: Some(observer),
                         clock,
                         space: None,
+                        scrub_bytes_per_sec,
                     };
                     let server = ChunkServer::start(config, Arc::new(context.disk.clone()))
                         .unwrap_or_else(|e| panic!("chunkserver {i} cannot start: {e}"));

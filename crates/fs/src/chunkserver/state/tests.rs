@@ -18,6 +18,7 @@ fn server() -> ServerState {
         roles: BTreeMap::new(),
         pipelines: BTreeMap::new(),
         observer: None,
+        mutated: BTreeMap::new(),
     }
 }
 

@@ -1,0 +1,122 @@
+//! Real processes: `cairn fs fsck` is clean (exit 0) on a fresh store with
+//! a file; after bytes are flipped in one replica's chunk file on a
+//! chunkserver's disk it exits 1 naming the chunk and that chunkserver;
+//! `cairn fs report` lists every chunkserver; `cairn fs checksum` prints
+//! the CRC32C of the file's bytes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::fs_store::{Store, random_bytes};
+
+/// CRC32C (Castagnoli), bit by bit: the oracle for `checksum`.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Polls `fsck --json` until the store under `/` is healthy.
+fn wait_healthy(store: &Store) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = store.fs(&["fsck", "--json"], b"");
+        let report: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+        if out.status.success() {
+            return report.expect("fsck --json printed JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fsck never clean: {report:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The replica file of chunk `handle` under a chunkserver's data dir.
+fn chunk_file(disk: &Path, handle: u64) -> PathBuf {
+    disk.join("chunks").join(format!("{handle:016x}.chunk"))
+}
+
+#[test]
+fn fsck_report_and_checksum_see_a_flipped_replica() {
+    let store = Store::start();
+    let data = random_bytes(300_000);
+    let out = store.fs(&["put", "-", "/f"], &data);
+    assert!(out.status.success(), "{out:?}");
+    let report = wait_healthy(&store);
+    assert_eq!(report["summary"]["chunks"], 1, "{report}");
+    let handle = report["files"][0]["chunks"][0]["handle"].as_u64().unwrap();
+    let text = String::from_utf8(store.ok(&["fsck", "/", "--locations"])).unwrap();
+    assert!(
+        text.contains("Status: HEALTHY") && text.contains("good"),
+        "{text}"
+    );
+
+    let sum = store.json(&["checksum", "/f"]).unwrap();
+    assert_eq!(sum["crc32c"], format!("{:08x}", crc32c(&data)), "{sum}");
+    assert_eq!(sum["bytes"], data.len(), "{sum}");
+    let text = String::from_utf8(store.ok(&["checksum", "/f"])).unwrap();
+    assert!(
+        text.starts_with(&format!("CRC32C {:08x}", crc32c(&data))),
+        "{text}"
+    );
+
+    // Reports are as of each chunkserver's last heartbeat: poll.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let servers = loop {
+        let report = store.json(&["report"]).unwrap();
+        let servers = report["servers"].as_array().unwrap().clone();
+        if servers.len() == 3
+            && servers
+                .iter()
+                .all(|s| s["live"] == true && s["chunks"] == 1)
+        {
+            break servers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report never shows 3 live chunkservers with the chunk: {report}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = String::from_utf8(store.ok(&["report"])).unwrap();
+    assert!(
+        text.contains("heartbeat") && text.contains("scrubbed"),
+        "{text}"
+    );
+
+    // Flip a byte in one chunkserver's replica file, found by the disk
+    // its report names.
+    let victim = &servers[0];
+    let file = chunk_file(Path::new(victim["disk"].as_str().unwrap()), handle);
+    let mut bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    bytes[1234] ^= 0x5a;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = store.fs(&["fsck"], b"");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let url = victim["url"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("handle {handle}"))
+            && stdout.contains(url)
+            && stdout.contains("corrupt"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("NOT HEALTHY"), "{stdout}");
+    // The other replicas still verify: the checksum is unchanged.
+    let sum = store.json(&["checksum", "/f"]).unwrap();
+    assert_eq!(sum["crc32c"], format!("{:08x}", crc32c(&data)), "{sum}");
+}
