@@ -24,7 +24,7 @@ use bytes::Bytes;
 use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::{
     AppendRequest, EntryInfo, FsErrorCode, LocateReply, MutationReply, PushRequest, ReadRequest,
-    WriteRequest,
+    TrashEntry, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use rand::Rng;
@@ -209,9 +209,30 @@ impl Client {
         Ok(self.master.create(path).await?)
     }
 
+    /// Deletes into the trash (restorable until the retention ends).
     pub async fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<(), ClientError> {
         self.master.delete(path, recursive).await?;
         Ok(())
+    }
+
+    /// Deletes at once (`--skip-trash`).
+    pub async fn delete_skipping_trash(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
+        self.master.delete_skipping_trash(path, recursive).await?;
+        Ok(())
+    }
+
+    /// Restores the latest deletion of `path` within the retention.
+    pub async fn undelete(&mut self, path: &FsPath) -> Result<(), ClientError> {
+        Ok(self.master.undelete(path).await?)
+    }
+
+    /// The deletions of `path` or below it that can still be restored.
+    pub async fn trash(&self, path: &FsPath) -> Result<Vec<TrashEntry>, ClientError> {
+        Ok(self.master.trash(path).await?)
     }
 
     pub async fn rename(

@@ -107,6 +107,7 @@ mod master;
 mod master_chunks;
 mod master_client;
 mod master_state;
+mod master_trash;
 mod namespace;
 mod owner;
 mod path;
@@ -129,8 +130,10 @@ pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
 pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code};
+pub use master_trash::MAX_PURGES_PER_ROUND;
 pub use namespace::{
-    ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
+    ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES,
+    MAX_TRASH_ENTRIES, Namespace, TrashId, Trashed,
 };
 pub use owner::MAX_QUEUED_CHANGES;
 pub use path::{FsPath, MAX_NAME_BYTES, MAX_PATH_BYTES, PathError};

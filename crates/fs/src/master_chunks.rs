@@ -64,7 +64,7 @@ fn stopped(error: crate::owner::Stopped) -> Status {
 }
 
 impl MasterServer {
-    fn leading(&self) -> Result<u64, Status> {
+    pub(crate) fn leading(&self) -> Result<u64, Status> {
         let status = self.node().status();
         if status.leader != Some(status.id) {
             return Err(self.node().error_status(SubmitError::NotLeader {
@@ -76,7 +76,7 @@ impl MasterServer {
 
     /// Submits a command of the master's own (no session; see
     /// `master_state::internal`).
-    async fn submit_internal(&self, op: Op) -> Result<MasterReply, Status> {
+    pub(crate) async fn submit_internal(&self, op: Op) -> Result<MasterReply, Status> {
         let command = MasterCommand {
             op: Some(op),
             ..MasterCommand::default()

@@ -14,7 +14,7 @@ use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, LocateReply, LocateRequest, LookupRequest,
-    MasterCommand, MasterReply, Mkdir, Rename,
+    MasterCommand, MasterReply, Mkdir, Rename, TrashEntry, TrashListRequest, Undelete,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -189,20 +189,74 @@ impl MasterClient {
         .map(drop)
     }
 
-    /// Deletes a file or a directory (`recursive`: with everything in it);
-    /// returns the chunks freed.
+    /// Deletes a file or a directory (`recursive`: with everything in it)
+    /// into the trash: it can be restored ([`undelete`](Self::undelete))
+    /// until the retention ends. Returns the chunks freed (none: they stay
+    /// referenced until the deletion is purged).
     pub async fn delete(
         &mut self,
         path: &FsPath,
         recursive: bool,
     ) -> Result<Vec<ChunkHandle>, MasterError> {
+        self.remove(path, recursive, false).await
+    }
+
+    /// Deletes a file or a directory at once, without keeping it in the
+    /// trash; returns the chunks no file references any more.
+    pub async fn delete_skipping_trash(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+    ) -> Result<Vec<ChunkHandle>, MasterError> {
+        self.remove(path, recursive, true).await
+    }
+
+    async fn remove(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+        skip_trash: bool,
+    ) -> Result<Vec<ChunkHandle>, MasterError> {
         Ok(self
             .change(Op::Delete(Delete {
                 path: path.as_str().as_bytes().to_vec(),
                 recursive,
+                skip_trash,
+                deleted_at_ms: 0,
             }))
             .await?
             .freed)
+    }
+
+    /// Restores the latest deletion of `path` still within the retention.
+    pub async fn undelete(&mut self, path: &FsPath) -> Result<(), MasterError> {
+        self.change(Op::Undelete(Undelete {
+            path: path.as_str().as_bytes().to_vec(),
+            ..Undelete::default()
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// The deletions of `path` or below it that can be restored, oldest
+    /// first, with when each is purged. Linearizable.
+    pub async fn trash(&self, path: &FsPath) -> Result<Vec<TrashEntry>, MasterError> {
+        let request = TrashListRequest {
+            path: path.as_str().as_bytes().to_vec(),
+        };
+        let reply = self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).trash_list(r).await
+            })
+            .await?;
+        match FsErrorCode::try_from(reply.error) {
+            Ok(FsErrorCode::Ok) => Ok(reply.entries),
+            code => Err(MasterError::Refused {
+                code: code.unwrap_or(FsErrorCode::UnknownCommand),
+                message: reply.message,
+            }),
+        }
     }
 
     /// Moves `from` to `to` atomically (`replace`: over an existing file).
