@@ -211,6 +211,7 @@ impl Client {
 
     /// Deletes into the trash (restorable until the retention ends).
     pub async fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<(), ClientError> {
+        self.forget_within(path);
         self.master.delete(path, recursive).await?;
         Ok(())
     }
@@ -221,13 +222,24 @@ impl Client {
         path: &FsPath,
         recursive: bool,
     ) -> Result<(), ClientError> {
+        self.forget_within(path);
         self.master.delete_skipping_trash(path, recursive).await?;
         Ok(())
     }
 
     /// Restores the latest deletion of `path` within the retention.
     pub async fn undelete(&mut self, path: &FsPath) -> Result<(), ClientError> {
+        self.forget_within(path);
         Ok(self.master.undelete(path).await?)
+    }
+
+    /// Drops the cached mutation locations of `path` and below: after this
+    /// client deletes, renames or restores a path, a file of that name is
+    /// another file with other chunks, and a write must not go to the old
+    /// ones.
+    fn forget_within(&mut self, path: &FsPath) {
+        self.cache
+            .retain(|(cached, _), _| FsPath::parse(cached).map_or(true, |p| !p.is_within(path)));
     }
 
     /// The deletions of `path` or below it that can still be restored.
@@ -241,6 +253,8 @@ impl Client {
         to: &FsPath,
         replace: bool,
     ) -> Result<(), ClientError> {
+        self.forget_within(from);
+        self.forget_within(to);
         Ok(self.master.rename(from, to, replace).await?)
     }
 
