@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
-//! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
-//! `status`, `df`).
+//! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
+//! `append`, `status`, `df`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -45,8 +45,13 @@ pub(crate) enum FsCommand {
     Ls(LsArgs),
     /// Create a directory (-p: with its parents; an existing one is fine).
     Mkdir(MkdirArgs),
-    /// Delete a file, or a directory (-r: with everything in it).
+    /// Delete a file, or a directory (-r: with everything in it). It is
+    /// kept in the trash for the retention (3 days): `ls --trash` lists it,
+    /// `undelete` restores it; --skip-trash deletes at once.
     Rm(RmArgs),
+    /// Restore the latest deletion of PATH (within the retention), where
+    /// it was; refused if something is at PATH now.
+    Undelete(PathArgs),
     /// Move or rename a file or directory, atomically.
     Mv(MvArgs),
     /// Show a file's chunks (handle, version, replicas) or a directory.
@@ -91,7 +96,7 @@ pub(crate) struct MastersArgs {
     timeout: u64,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -137,6 +142,10 @@ pub(crate) struct LsArgs {
     /// Recursive.
     #[arg(short = 'R')]
     recursive: bool,
+    /// List the deletions of PATH and below that can still be restored
+    /// (`undelete`), and until when.
+    #[arg(long, conflicts_with_all = ["long", "recursive"])]
+    trash: bool,
     #[command(flatten)]
     masters: MastersArgs,
 }
@@ -157,6 +166,9 @@ pub(crate) struct RmArgs {
     path: String,
     #[arg(short = 'r')]
     recursive: bool,
+    /// Delete at once instead of keeping it in the trash for undelete.
+    #[arg(long)]
+    skip_trash: bool,
     #[command(flatten)]
     masters: MastersArgs,
 }
@@ -180,11 +192,11 @@ pub(crate) fn run(command: FsCommand, config: &Config) -> anyhow::Result<()> {
     runtime.block_on(dispatch(command, config))
 }
 
-fn path(text: &str) -> anyhow::Result<FsPath> {
+pub(crate) fn path(text: &str) -> anyhow::Result<FsPath> {
     FsPath::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn client(args: &MastersArgs) -> anyhow::Result<Client> {
+pub(crate) fn client(args: &MastersArgs) -> anyhow::Result<Client> {
     Client::new(
         &args.masters,
         FsSettings::default(),
@@ -213,6 +225,7 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
             };
             self::get(get).await
         }
+        FsCommand::Ls(args) if args.trash => crate::fs_trash::list(&args.path, &args.masters).await,
         FsCommand::Ls(args) => ls(args).await,
         FsCommand::Mkdir(args) => {
             client(&args.masters)?
@@ -222,11 +235,17 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         }
         FsCommand::Rm(args) => {
             crate::fs_admin::check_rm(&args.path)?;
-            client(&args.masters)?
-                .delete(&path(&args.path)?, args.recursive)
-                .await?;
+            let (mut client, target) = (client(&args.masters)?, path(&args.path)?);
+            if args.skip_trash {
+                client
+                    .delete_skipping_trash(&target, args.recursive)
+                    .await?;
+            } else {
+                client.delete(&target, args.recursive).await?;
+            }
             Ok(())
         }
+        FsCommand::Undelete(args) => crate::fs_trash::undelete(&args.path, &args.masters).await,
         FsCommand::Mv(args) => {
             crate::fs_admin::check_mv(&args.from, &args.to)?;
             client(&args.masters)?
