@@ -75,6 +75,17 @@ impl MasterError {
     }
 }
 
+/// `value`, or the refusal a reply's error code and message name.
+fn answered<T>(error: i32, message: String, value: T) -> Result<T, MasterError> {
+    match FsErrorCode::try_from(error) {
+        Ok(FsErrorCode::Ok) => Ok(value),
+        code => Err(MasterError::Refused {
+            code: code.unwrap_or(FsErrorCode::UnknownCommand),
+            message,
+        }),
+    }
+}
+
 /// A master clerk. Lookups take `&self`; changes take `&mut self` (one
 /// outstanding change per clerk: its sequence number).
 #[derive(Debug)]
@@ -128,13 +139,7 @@ impl MasterClient {
                 MasterGrpcClient::new(c).lookup(r).await
             })
             .await?;
-        match FsErrorCode::try_from(reply.error) {
-            Ok(FsErrorCode::Ok) => Ok(reply.entries),
-            code => Err(MasterError::Refused {
-                code: code.unwrap_or(FsErrorCode::UnknownCommand),
-                message: reply.message,
-            }),
-        }
+        answered(reply.error, reply.message, reply.entries)
     }
 
     /// Where chunk `index` of the file is (`add`: adding chunks up to it;
@@ -160,13 +165,8 @@ impl MasterClient {
                 MasterGrpcClient::new(c).locate(r).await
             })
             .await?;
-        match FsErrorCode::try_from(reply.error) {
-            Ok(FsErrorCode::Ok) => Ok(reply),
-            code => Err(MasterError::Refused {
-                code: code.unwrap_or(FsErrorCode::UnknownCommand),
-                message: reply.message,
-            }),
-        }
+        let (error, message) = (reply.error, reply.message.clone());
+        answered(error, message, reply)
     }
 
     /// Creates a directory (`parents`: and the missing ones above it; an
@@ -250,13 +250,7 @@ impl MasterClient {
                 MasterGrpcClient::new(c).trash_list(r).await
             })
             .await?;
-        match FsErrorCode::try_from(reply.error) {
-            Ok(FsErrorCode::Ok) => Ok(reply.entries),
-            code => Err(MasterError::Refused {
-                code: code.unwrap_or(FsErrorCode::UnknownCommand),
-                message: reply.message,
-            }),
-        }
+        answered(reply.error, reply.message, reply.entries)
     }
 
     /// Moves `from` to `to` atomically (`replace`: over an existing file).
