@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
-//! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
-//! `status`, `df`; `fsck`, `report`, `checksum` in `fs_health.rs`).
+//! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
+//! `append`, `status`, `df`; `fsck`, `report`, `checksum` in `fs_health.rs`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -45,8 +45,13 @@ pub(crate) enum FsCommand {
     Ls(LsArgs),
     /// Create a directory (-p: with its parents; an existing one is fine).
     Mkdir(MkdirArgs),
-    /// Delete a file, or a directory (-r: with everything in it).
+    /// Delete a file, or a directory (-r: with everything in it). It is
+    /// kept in the trash for the retention (3 days): `ls --trash` lists it,
+    /// `undelete` restores it; --skip-trash deletes at once.
     Rm(RmArgs),
+    /// Restore the latest deletion of PATH (within the retention), where
+    /// it was; refused if something is at PATH now.
+    Undelete(PathArgs),
     /// Move or rename a file or directory, atomically.
     Mv(MvArgs),
     /// Show a file's chunks (handle, version, replicas) or a directory.
@@ -154,6 +159,10 @@ pub(crate) struct LsArgs {
     /// Recursive.
     #[arg(short = 'R')]
     recursive: bool,
+    /// List the deletions of PATH and below that can still be restored
+    /// (`undelete`), and until when.
+    #[arg(long, conflicts_with_all = ["long", "recursive"])]
+    trash: bool,
     #[command(flatten)]
     masters: MastersArgs,
 }
@@ -174,6 +183,9 @@ pub(crate) struct RmArgs {
     path: String,
     #[arg(short = 'r')]
     recursive: bool,
+    /// Delete at once instead of keeping it in the trash for undelete.
+    #[arg(long)]
+    skip_trash: bool,
     #[command(flatten)]
     masters: MastersArgs,
 }
@@ -230,6 +242,7 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
             };
             self::get(get).await
         }
+        FsCommand::Ls(args) if args.trash => crate::fs_trash::list(&args.path, &args.masters).await,
         FsCommand::Ls(args) => ls(args).await,
         FsCommand::Mkdir(args) => {
             client(&args.masters)?
@@ -239,11 +252,17 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         }
         FsCommand::Rm(args) => {
             crate::fs_admin::check_rm(&args.path)?;
-            client(&args.masters)?
-                .delete(&path(&args.path)?, args.recursive)
-                .await?;
+            let (mut client, target) = (client(&args.masters)?, path(&args.path)?);
+            if args.skip_trash {
+                client
+                    .delete_skipping_trash(&target, args.recursive)
+                    .await?;
+            } else {
+                client.delete(&target, args.recursive).await?;
+            }
             Ok(())
         }
+        FsCommand::Undelete(args) => crate::fs_trash::undelete(&args.path, &args.masters).await,
         FsCommand::Mv(args) => {
             crate::fs_admin::check_mv(&args.from, &args.to)?;
             client(&args.masters)?

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::{
     AppendRequest, EntryInfo, FsErrorCode, LocateReply, MutationReply, PushRequest, ReadRequest,
-    WriteRequest,
+    TrashEntry, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use rand::Rng;
@@ -213,9 +213,42 @@ impl Client {
         Ok(self.master.create(path).await?)
     }
 
+    /// Deletes into the trash (restorable until the retention ends).
     pub async fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<(), ClientError> {
+        self.forget_within(path);
         self.master.delete(path, recursive).await?;
         Ok(())
+    }
+
+    /// Deletes at once (`--skip-trash`).
+    pub async fn delete_skipping_trash(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+    ) -> Result<(), ClientError> {
+        self.forget_within(path);
+        self.master.delete_skipping_trash(path, recursive).await?;
+        Ok(())
+    }
+
+    /// Restores the latest deletion of `path` within the retention.
+    pub async fn undelete(&mut self, path: &FsPath) -> Result<(), ClientError> {
+        self.forget_within(path);
+        Ok(self.master.undelete(path).await?)
+    }
+
+    /// Drops the cached mutation locations of `path` and below: after this
+    /// client deletes, renames or restores a path, a file of that name is
+    /// another file with other chunks, and a write must not go to the old
+    /// ones.
+    fn forget_within(&mut self, path: &FsPath) {
+        self.cache
+            .retain(|(cached, _), _| FsPath::parse(cached).map_or(true, |p| !p.is_within(path)));
+    }
+
+    /// The deletions of `path` or below it that can still be restored.
+    pub async fn trash(&self, path: &FsPath) -> Result<Vec<TrashEntry>, ClientError> {
+        Ok(self.master.trash(path).await?)
     }
 
     pub async fn rename(
@@ -224,6 +257,8 @@ impl Client {
         to: &FsPath,
         replace: bool,
     ) -> Result<(), ClientError> {
+        self.forget_within(from);
+        self.forget_within(to);
         Ok(self.master.rename(from, to, replace).await?)
     }
 

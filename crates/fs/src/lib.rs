@@ -19,8 +19,9 @@
 //! - [`FsPath`]: the checked, normalized path every operation takes;
 //! - [`Namespace`]: the master's replicated metadata and its operations
 //!   (mkdir, create, delete, atomic rename, list, add a chunk, raise or
-//!   adopt a version), deterministic so every master applies them alike,
-//!   each refusing before it changes anything; [`snapshot`] encodes it;
+//!   adopt a version; delete into the trash, undelete, purge: GFS §4.4),
+//!   deterministic so every master applies them alike, each refusing
+//!   before it changes anything; [`snapshot`] encodes it;
 //! - [`MasterState`]: the master's state machine on `cairn-rsm`, applying
 //!   the commands of `proto/fs.proto` with sessions, so a retried command is
 //!   applied once;
@@ -69,7 +70,8 @@
 //! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
 //! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
 //! under a writer, oversized records and damaged replica files in
-//! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`). Leases assume the nodes' monotonic clocks run at
+//! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`; G1,
+//! deletion with retention, in `retention.rs`). Leases assume the nodes' monotonic clocks run at
 //! nearly the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
@@ -91,6 +93,9 @@
 //! - The state task of a chunkserver does its disk I/O itself (reads
 //!   included), so one slow sync delays every other request to that
 //!   server.
+//! - Deletion retention is measured on the leader's wall clock (stamped
+//!   into the log entry): a leader whose clock runs ahead purges early by
+//!   its skew. Snapshots (copy-on-write, GFS §3.4) are not built yet.
 //! - Chunkservers report every replica in every heartbeat (no incremental
 //!   reports), and stale or orphaned replicas are never deleted yet
 //!   (re-replication and garbage collection are another step).
@@ -115,6 +120,7 @@ mod master_chunks;
 mod master_client;
 mod master_fsck;
 mod master_state;
+mod master_trash;
 mod namespace;
 mod owner;
 mod path;
@@ -143,8 +149,10 @@ pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
 pub use master_fsck::MAX_FSCK_HANDLES;
 pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code};
+pub use master_trash::MAX_PURGES_PER_ROUND;
 pub use namespace::{
-    ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
+    ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES,
+    MAX_TRASH_ENTRIES, Namespace, TrashId, Trashed,
 };
 pub use owner::MAX_QUEUED_CHANGES;
 pub use path::{FsPath, MAX_NAME_BYTES, MAX_PATH_BYTES, PathError};

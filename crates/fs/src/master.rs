@@ -13,7 +13,7 @@ use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
     ChunkInfo, EntryInfo, FsErrorCode, FsckReply, FsckRequest, HeartbeatReply, HeartbeatRequest,
     LocateReply, LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
-    UsageReply, UsageRequest,
+    TrashListReply, TrashListRequest, UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
@@ -70,12 +70,14 @@ impl MasterServer {
         settings: FsSettings,
     ) -> Result<Self, StartError> {
         let node = Node::start(config, disk, MasterState::new())?;
-        Ok(Self {
+        let server = Self {
             node,
             table: Owner::spawn(ChunkTable::new(settings.clone())),
             peers: Arc::new(Peers::new(CHUNKSERVER_CALL_TIMEOUT)),
             settings,
-        })
+        };
+        tokio::spawn(server.clone().purge_expired_forever());
+        Ok(server)
     }
 
     /// The Raft node underneath.
@@ -137,6 +139,12 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
         Some(Op::Mkdir(m)) => vec![&m.path],
         Some(Op::Create(c)) => vec![&c.path],
         Some(Op::Delete(d)) => vec![&d.path],
+        Some(Op::Undelete(u)) => vec![&u.path],
+        Some(Op::Purge(_)) => {
+            return Err(Status::invalid_argument(
+                "a purge is the master's own command (it purges deletions past their retention by itself); to delete at once, delete with skip_trash",
+            ));
+        }
         Some(Op::Rename(r)) => vec![&r.from, &r.to],
         Some(Op::AddChunk(a)) => vec![&a.path],
         Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => vec![],
@@ -217,8 +225,9 @@ impl Master for MasterServer {
         &self,
         request: Request<MasterCommand>,
     ) -> Result<Response<MasterReply>, Status> {
-        let command = request.into_inner();
+        let mut command = request.into_inner();
         validate(&command)?;
+        self.stamp(&mut command);
         Ok(Response::new(self.submit(&command).await?))
     }
 
@@ -312,6 +321,15 @@ impl Master for MasterServer {
 
     async fn fsck(&self, request: Request<FsckRequest>) -> Result<Response<FsckReply>, Status> {
         Ok(Response::new(self.handle_fsck(request.into_inner()).await?))
+    }
+
+    async fn trash_list(
+        &self,
+        request: Request<TrashListRequest>,
+    ) -> Result<Response<TrashListReply>, Status> {
+        Ok(Response::new(
+            self.handle_trash_list(request.into_inner()).await?,
+        ))
     }
 
     async fn status(

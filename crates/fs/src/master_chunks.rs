@@ -76,7 +76,7 @@ impl MasterServer {
 
     /// Submits a command of the master's own (no session; see
     /// `master_state::internal`).
-    async fn submit_internal(&self, op: Op) -> Result<MasterReply, Status> {
+    pub(crate) async fn submit_internal(&self, op: Op) -> Result<MasterReply, Status> {
         let command = MasterCommand {
             op: Some(op),
             ..MasterCommand::default()

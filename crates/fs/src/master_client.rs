@@ -14,7 +14,8 @@ use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, FsckReply, FsckRequest, LocateReply,
-    LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename,
+    LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename, TrashEntry,
+    TrashListRequest, Undelete,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -75,6 +76,17 @@ impl MasterError {
     }
 }
 
+/// `value`, or the refusal a reply's error code and message name.
+fn answered<T>(error: i32, message: String, value: T) -> Result<T, MasterError> {
+    match FsErrorCode::try_from(error) {
+        Ok(FsErrorCode::Ok) => Ok(value),
+        code => Err(MasterError::Refused {
+            code: code.unwrap_or(FsErrorCode::UnknownCommand),
+            message,
+        }),
+    }
+}
+
 /// A master clerk. Lookups take `&self`; changes take `&mut self` (one
 /// outstanding change per clerk: its sequence number).
 #[derive(Debug)]
@@ -128,13 +140,7 @@ impl MasterClient {
                 MasterGrpcClient::new(c).lookup(r).await
             })
             .await?;
-        match FsErrorCode::try_from(reply.error) {
-            Ok(FsErrorCode::Ok) => Ok(reply.entries),
-            code => Err(MasterError::Refused {
-                code: code.unwrap_or(FsErrorCode::UnknownCommand),
-                message: reply.message,
-            }),
-        }
+        answered(reply.error, reply.message, reply.entries)
     }
 
     /// Where chunk `index` of the file is (`add`: adding chunks up to it;
@@ -160,13 +166,8 @@ impl MasterClient {
                 MasterGrpcClient::new(c).locate(r).await
             })
             .await?;
-        match FsErrorCode::try_from(reply.error) {
-            Ok(FsErrorCode::Ok) => Ok(reply),
-            code => Err(MasterError::Refused {
-                code: code.unwrap_or(FsErrorCode::UnknownCommand),
-                message: reply.message,
-            }),
-        }
+        let (error, message) = (reply.error, reply.message.clone());
+        answered(error, message, reply)
     }
 
     /// What the leader knows of each chunk in `handles` (at most
@@ -201,20 +202,68 @@ impl MasterClient {
         .map(drop)
     }
 
-    /// Deletes a file or a directory (`recursive`: with everything in it);
-    /// returns the chunks freed.
+    /// Deletes a file or a directory (`recursive`: with everything in it)
+    /// into the trash: it can be restored ([`undelete`](Self::undelete))
+    /// until the retention ends. Returns the chunks freed (none: they stay
+    /// referenced until the deletion is purged).
     pub async fn delete(
         &mut self,
         path: &FsPath,
         recursive: bool,
     ) -> Result<Vec<ChunkHandle>, MasterError> {
+        self.remove(path, recursive, false).await
+    }
+
+    /// Deletes a file or a directory at once, without keeping it in the
+    /// trash; returns the chunks no file references any more.
+    pub async fn delete_skipping_trash(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+    ) -> Result<Vec<ChunkHandle>, MasterError> {
+        self.remove(path, recursive, true).await
+    }
+
+    async fn remove(
+        &mut self,
+        path: &FsPath,
+        recursive: bool,
+        skip_trash: bool,
+    ) -> Result<Vec<ChunkHandle>, MasterError> {
         Ok(self
             .change(Op::Delete(Delete {
                 path: path.as_str().as_bytes().to_vec(),
                 recursive,
+                skip_trash,
+                deleted_at_ms: 0,
             }))
             .await?
             .freed)
+    }
+
+    /// Restores the latest deletion of `path` still within the retention.
+    pub async fn undelete(&mut self, path: &FsPath) -> Result<(), MasterError> {
+        self.change(Op::Undelete(Undelete {
+            path: path.as_str().as_bytes().to_vec(),
+            ..Undelete::default()
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// The deletions of `path` or below it that can be restored, oldest
+    /// first, with when each is purged. Linearizable.
+    pub async fn trash(&self, path: &FsPath) -> Result<Vec<TrashEntry>, MasterError> {
+        let request = TrashListRequest {
+            path: path.as_str().as_bytes().to_vec(),
+        };
+        let reply = self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).trash_list(r).await
+            })
+            .await?;
+        answered(reply.error, reply.message, reply.entries)
     }
 
     /// Moves `from` to `to` atomically (`replace`: over an existing file).

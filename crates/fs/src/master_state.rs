@@ -74,7 +74,7 @@ impl MasterState {
                 Op::GrantVersion(g) => {
                     self.grants.insert(g.handle, g.replicas.clone());
                 }
-                Op::Delete(_) | Op::Rename(_) => {
+                Op::Delete(_) | Op::Rename(_) | Op::Purge(_) => {
                     for handle in &reply.freed {
                         self.grants.remove(handle);
                     }
@@ -102,8 +102,24 @@ impl MasterState {
                     ns.create(&path(&c.path)?).map_err(from_fs)?;
                     MasterReply::default()
                 }
-                Op::Delete(d) => MasterReply {
+                Op::Delete(d) if d.skip_trash => MasterReply {
                     freed: ns.delete(&path(&d.path)?, d.recursive).map_err(from_fs)?,
+                    ..MasterReply::default()
+                },
+                Op::Delete(d) => {
+                    ns.trash(&path(&d.path)?, d.recursive, d.deleted_at_ms)
+                        .map_err(from_fs)?;
+                    MasterReply::default()
+                }
+                Op::Undelete(u) => {
+                    ns.undelete(&path(&u.path)?, u.now_ms, u.retention_ms)
+                        .map_err(from_fs)?;
+                    MasterReply::default()
+                }
+                Op::Purge(p) => MasterReply {
+                    freed: ns
+                        .purge(p.trash_id, p.now_ms, p.retention_ms)
+                        .map_err(from_fs)?,
                     ..MasterReply::default()
                 },
                 Op::Rename(r) => MasterReply {
@@ -145,12 +161,13 @@ impl MasterState {
 /// Commands the master submits itself, without a session (client id 0):
 /// each is safe to apply twice (adding chunk `index` answers the chunk
 /// already there, a grant is conditional on the version it raises, an
-/// adoption only raises). Clients' commands always carry a session
+/// adoption only raises, a purge of a deletion already gone does nothing).
+/// Clients' commands always carry a session
 /// ([`MasterServer`](crate::MasterServer) refuses id 0 from them).
 fn internal(op: &Op) -> bool {
     matches!(
         op,
-        Op::AddChunk(_) | Op::GrantVersion(_) | Op::AdoptVersion(_)
+        Op::AddChunk(_) | Op::GrantVersion(_) | Op::AdoptVersion(_) | Op::Purge(_)
     )
 }
 
@@ -177,7 +194,10 @@ pub fn error_code(error: &FsError) -> FsErrorCode {
         FsError::FileTooLarge(_) => FsErrorCode::FileTooLarge,
         FsError::NoSuchChunk(_) => FsErrorCode::NoSuchChunk,
         FsError::VersionChanged { .. } => FsErrorCode::VersionChanged,
-        FsError::NamespaceFull => FsErrorCode::NamespaceFull,
+        FsError::NamespaceFull | FsError::TrashFull => FsErrorCode::NamespaceFull,
+        FsError::NotInTrash(_) => FsErrorCode::NotInTrash,
+        FsError::TrashExpired { .. } => FsErrorCode::TrashExpired,
+        FsError::TrashNotExpired(_) => FsErrorCode::TrashNotExpired,
     }
 }
 
@@ -349,3 +369,5 @@ fn decode_grants(state: &mut MasterState, data: &mut &[u8]) -> Result<(), String
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trash_tests;

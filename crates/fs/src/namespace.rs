@@ -10,6 +10,10 @@
 //!
 //! Every operation checks before it changes anything, so a refused one
 //! changes nothing.
+//!
+//! A deleted file or tree is kept out of the paths, in the trash, until
+//! its retention runs out (GFS §4.4; `namespace/trash.rs`): its chunks stay
+//! referenced ([`Namespace::references`]) until it is purged.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -17,6 +21,10 @@ use std::ops::Bound;
 use thiserror::Error;
 
 use crate::path::FsPath;
+
+mod trash;
+
+pub use trash::{MAX_TRASH_ENTRIES, TrashId, Trashed};
 
 /// A chunk's name for its whole life: never reused, even after deletion.
 pub type ChunkHandle = u64;
@@ -84,6 +92,20 @@ pub enum FsError {
     },
     #[error("the namespace holds {MAX_ENTRIES} entries, its limit; delete some")]
     NamespaceFull,
+    #[error(
+        "{0} is not in the trash (never deleted, deleted with --skip-trash, or already purged); `cairn fs ls --trash` shows what can be restored"
+    )]
+    NotInTrash(FsPath),
+    #[error(
+        "the deletion of {path} is past its retention (it ended at {purge_at_ms} ms since the epoch) and is being purged; it cannot be restored"
+    )]
+    TrashExpired { path: FsPath, purge_at_ms: u64 },
+    #[error("deletion {0} is still within its retention; purge it after it ends")]
+    TrashNotExpired(TrashId),
+    #[error(
+        "the trash holds {MAX_TRASH_ENTRIES} deletions, its limit; delete with --skip-trash, or wait for the oldest to be purged"
+    )]
+    TrashFull,
 }
 
 /// One entry of a listing.
@@ -98,9 +120,14 @@ pub struct Entry {
 pub struct Namespace {
     /// Every entry but the root, which always exists.
     entries: BTreeMap<FsPath, Inode>,
+    /// Every chunk a file or a deletion in the trash references.
     chunks: BTreeMap<ChunkHandle, ChunkMeta>,
     /// The next chunk handle to hand out.
     next_handle: ChunkHandle,
+    /// Deletions kept for undelete, by the order they were made in.
+    trash: BTreeMap<TrashId, Trashed>,
+    /// The next deletion's id.
+    next_trash_id: TrashId,
 }
 
 impl Default for Namespace {
@@ -115,6 +142,8 @@ impl Namespace {
             entries: BTreeMap::new(),
             chunks: BTreeMap::new(),
             next_handle: 1,
+            trash: BTreeMap::new(),
+            next_trash_id: 1,
         }
     }
 
@@ -145,7 +174,15 @@ impl Namespace {
         self.entries.is_empty()
     }
 
-    /// How many chunks the files reference.
+    /// Whether a file or a deletion still in the trash references the
+    /// chunk: the one rule for whether its replicas are garbage. A chunk is
+    /// unreferenced only once its file was deleted at once (`--skip-trash`),
+    /// replaced by a rename, or purged from the trash.
+    pub fn references(&self, handle: ChunkHandle) -> bool {
+        self.chunks.contains_key(&handle)
+    }
+
+    /// How many chunks the files and the trash reference.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
     }
@@ -249,32 +286,40 @@ impl Namespace {
     }
 
     /// Removes a file, or a directory (an empty one, or with `recursive`
-    /// everything below it). Returns the chunks no file references any
-    /// more (their replicas are now garbage).
+    /// everything below it) at once, without keeping it in the trash.
+    /// Returns the chunks no file references any more (their replicas are
+    /// now garbage).
     pub fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<Vec<ChunkHandle>, FsError> {
+        let doomed = self.subtree(path, recursive)?;
+        let mut freed = Vec::new();
+        for doomed in doomed {
+            if let Some(Inode::File { chunks }) = self.entries.remove(&doomed) {
+                freed.extend(chunks);
+            }
+        }
+        for handle in &freed {
+            self.chunks.remove(handle);
+        }
+        Ok(freed)
+    }
+
+    /// `path` and, for a directory, every entry below it (the deepest
+    /// last): what deleting it removes. Refuses the root, and a non-empty
+    /// directory unless `recursive`.
+    fn subtree(&self, path: &FsPath, recursive: bool) -> Result<Vec<FsPath>, FsError> {
         if path.is_root() {
             return Err(FsError::Root);
         }
-        let doomed: Vec<FsPath> = match self.get(path)? {
+        Ok(match self.get(path)? {
             Inode::File { .. } => vec![path.clone()],
             Inode::Directory => {
                 let below: Vec<FsPath> = self.below(path).map(|(p, _)| p.clone()).collect();
                 if !below.is_empty() && !recursive {
                     return Err(FsError::DirectoryNotEmpty(path.clone()));
                 }
-                below.into_iter().chain([path.clone()]).collect()
+                [path.clone()].into_iter().chain(below).collect()
             }
-        };
-        let mut freed = Vec::new();
-        for doomed in doomed {
-            if let Some(Inode::File { chunks }) = self.entries.remove(&doomed) {
-                for handle in chunks {
-                    self.chunks.remove(&handle);
-                    freed.push(handle);
-                }
-            }
-        }
-        Ok(freed)
+        })
     }
 
     /// Moves `from` (a file or a whole directory) to `to` atomically. `to`
@@ -402,29 +447,49 @@ impl Namespace {
         (&self.entries, &self.chunks, self.next_handle)
     }
 
+    /// The trash and the next deletion's id, for encoding a snapshot.
+    pub(crate) fn trash_parts(&self) -> (&BTreeMap<TrashId, Trashed>, TrashId) {
+        (&self.trash, self.next_trash_id)
+    }
+
     /// Rebuilds a namespace from decoded parts, checking that they agree
     /// (every directory above an entry exists, every chunk belongs to
-    /// exactly one file, the counter is above every handle).
+    /// exactly one file or deletion, the counters are above every handle
+    /// and deletion id).
     pub(crate) fn from_parts(
         entries: BTreeMap<FsPath, Inode>,
         chunks: BTreeMap<ChunkHandle, ChunkMeta>,
         next_handle: ChunkHandle,
+        (trash, next_trash_id): (BTreeMap<TrashId, Trashed>, TrashId),
     ) -> Result<Self, String> {
         let mut referenced = std::collections::BTreeSet::new();
-        for (path, inode) in &entries {
-            let parent = path.parent().ok_or("the root is stored as an entry")?;
-            if !parent.is_root() && entries.get(&parent) != Some(&Inode::Directory) {
-                return Err(format!("{path} has no directory above it"));
-            }
+        let mut claim = |owner: &FsPath, inode: &Inode| -> Result<(), String> {
             if let Inode::File { chunks: list } = inode {
                 for handle in list {
                     if !chunks.contains_key(handle) || *handle >= next_handle {
-                        return Err(format!("{path} names unknown chunk {handle}"));
+                        return Err(format!("{owner} names unknown chunk {handle}"));
                     }
                     if !referenced.insert(*handle) {
                         return Err(format!("chunk {handle} belongs to two files"));
                     }
                 }
+            }
+            Ok(())
+        };
+        for (path, inode) in &entries {
+            let parent = path.parent().ok_or("the root is stored as an entry")?;
+            if !parent.is_root() && entries.get(&parent) != Some(&Inode::Directory) {
+                return Err(format!("{path} has no directory above it"));
+            }
+            claim(path, inode)?;
+        }
+        for (&id, trashed) in &trash {
+            if id >= next_trash_id {
+                return Err(format!("deletion {id} is beyond the counter"));
+            }
+            trashed.check()?;
+            for (path, inode) in &trashed.entries {
+                claim(path, inode)?;
             }
         }
         if referenced.len() != chunks.len() {
@@ -438,6 +503,8 @@ impl Namespace {
             entries,
             chunks,
             next_handle,
+            trash,
+            next_trash_id,
         })
     }
 }

@@ -22,6 +22,10 @@ pub struct FsSettings {
     /// not given new chunks, nor new leases on chunks it holds while other
     /// replicas have room (default: one chunk).
     pub min_free_bytes: u64,
+    /// How long a deleted file or tree is kept for `undelete` before the
+    /// leader purges it and its chunks become garbage (GFS: 3 days). The
+    /// leader's value counts: it stamps it into undeletes and purges.
+    pub retention: Duration,
 }
 
 impl Default for FsSettings {
@@ -33,6 +37,7 @@ impl Default for FsSettings {
             replication: 3,
             capacity_bytes: 1 << 40,
             min_free_bytes: 64 << 20,
+            retention: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -48,6 +53,12 @@ impl FsSettings {
     /// A chunkserver silent for this long is considered dead.
     pub fn dead_after(&self) -> Duration {
         self.heartbeat_interval * 4
+    }
+
+    /// How often the leader looks for deletions past their retention: a
+    /// tenth of it, between 100 ms and a minute.
+    pub fn purge_interval(&self) -> Duration {
+        (self.retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
     }
 
     /// The largest record an append takes: a quarter of a chunk (GFS §3.3).

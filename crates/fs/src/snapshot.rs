@@ -1,20 +1,25 @@
 //! The master's snapshot: the [`Namespace`] as bytes, and back.
 //!
-//! Format (little-endian): the magic `CRNFSNS1`; the next chunk handle;
+//! Format (little-endian): the magic `CRNFSNS2`; the next chunk handle;
 //! the number of chunks, then each handle and version; the number of
 //! entries, then each entry's kind (0 directory, 1 file), its path (length
-//! and UTF-8 bytes) and, for a file, its chunk count and handles; last, a
-//! CRC32C of everything before it. The decoder checks every length against
+//! and UTF-8 bytes) and, for a file, its chunk count and handles; then the
+//! trash: the next deletion id, the number of deletions, and for each its
+//! id, deletion time (ms), path, and entry count and entries (encoded as
+//! above); last, a CRC32C of everything before it. The older magic
+//! `CRNFSNS1` (no trash section) still decodes, to an empty trash. The decoder checks every length against
 //! the bytes left before allocating, parses every path, and rebuilds the
 //! namespace through its own consistency checks, so a damaged or hostile
 //! snapshot is an error, never a panic or a namespace that breaks later.
 
 use std::collections::BTreeMap;
 
-use crate::namespace::{ChunkMeta, Inode, Namespace};
+use crate::namespace::{ChunkMeta, Inode, Namespace, TrashId, Trashed};
 use crate::path::FsPath;
 
-const MAGIC: &[u8; 8] = b"CRNFSNS1";
+const MAGIC: &[u8; 8] = b"CRNFSNS2";
+/// The encoding before the trash: no trash section.
+const MAGIC_WITHOUT_TRASH: &[u8; 8] = b"CRNFSNS1";
 
 /// Encodes `namespace`.
 pub fn encode(namespace: &Namespace) -> Vec<u8> {
@@ -29,22 +34,42 @@ pub fn encode(namespace: &Namespace) -> Vec<u8> {
     }
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (path, inode) in entries {
-        out.push(match inode {
-            Inode::Directory => 0,
-            Inode::File { .. } => 1,
-        });
-        out.extend_from_slice(&(path.as_str().len() as u32).to_le_bytes());
-        out.extend_from_slice(path.as_str().as_bytes());
-        if let Inode::File { chunks } = inode {
-            out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
-            for handle in chunks {
-                out.extend_from_slice(&handle.to_le_bytes());
-            }
+        encode_entry(&mut out, path, inode);
+    }
+    let (trash, next_trash_id) = namespace.trash_parts();
+    out.extend_from_slice(&next_trash_id.to_le_bytes());
+    out.extend_from_slice(&(trash.len() as u64).to_le_bytes());
+    for (id, trashed) in trash {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&trashed.deleted_at_ms.to_le_bytes());
+        encode_path(&mut out, &trashed.path);
+        out.extend_from_slice(&(trashed.entries.len() as u64).to_le_bytes());
+        for (path, inode) in &trashed.entries {
+            encode_entry(&mut out, path, inode);
         }
     }
     let trailer = crc32c::crc32c(&out);
     out.extend_from_slice(&trailer.to_le_bytes());
     out
+}
+
+fn encode_path(out: &mut Vec<u8>, path: &FsPath) {
+    out.extend_from_slice(&(path.as_str().len() as u32).to_le_bytes());
+    out.extend_from_slice(path.as_str().as_bytes());
+}
+
+fn encode_entry(out: &mut Vec<u8>, path: &FsPath, inode: &Inode) {
+    out.push(match inode {
+        Inode::Directory => 0,
+        Inode::File { .. } => 1,
+    });
+    encode_path(out, path);
+    if let Inode::File { chunks } = inode {
+        out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+        for handle in chunks {
+            out.extend_from_slice(&handle.to_le_bytes());
+        }
+    }
 }
 
 /// Decodes a snapshot made by [`encode`]; the error says what is wrong.
@@ -58,10 +83,14 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
         })
         .map(|(body, _)| body)
         .ok_or("the snapshot fails its checksum")?;
-    let mut reader = Reader(
-        body.strip_prefix(MAGIC)
-            .ok_or("not a file-store master snapshot (bad magic)")?,
-    );
+    let (with_trash, rest) = if let Some(rest) = body.strip_prefix(MAGIC) {
+        (true, rest)
+    } else if let Some(rest) = body.strip_prefix(MAGIC_WITHOUT_TRASH) {
+        (false, rest)
+    } else {
+        return Err("not a file-store master snapshot (bad magic)".to_string());
+    };
+    let mut reader = Reader(rest);
     let next_handle = reader.u64()?;
     let chunk_count = reader.count(16)?;
     let mut chunks = BTreeMap::new();
@@ -75,29 +104,20 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
     let entry_count = reader.count(5)?;
     let mut entries = BTreeMap::new();
     for _ in 0..entry_count {
-        let kind = reader.take(1)?[0];
-        let length = reader.u32()? as usize;
-        let path = FsPath::from_bytes(reader.take(length)?).map_err(|e| e.to_string())?;
-        let inode = match kind {
-            0 => Inode::Directory,
-            1 => {
-                let count = reader.u32()? as usize;
-                if count > reader.0.len() / 8 {
-                    return Err(format!("{path} claims more chunks than the snapshot holds"));
-                }
-                let chunks = (0..count).map(|_| reader.u64()).collect::<Result<_, _>>()?;
-                Inode::File { chunks }
-            }
-            other => return Err(format!("{path} has unknown kind {other}")),
-        };
+        let (path, inode) = reader.entry()?;
         if path.is_root() || entries.insert(path.clone(), inode).is_some() {
             return Err(format!("{path} is listed twice (or is the root)"));
         }
     }
+    let trash = if with_trash {
+        reader.trash()?
+    } else {
+        (BTreeMap::new(), 1)
+    };
     if !reader.0.is_empty() {
         return Err(format!("{} bytes follow the last entry", reader.0.len()));
     }
-    Namespace::from_parts(entries, chunks, next_handle)
+    Namespace::from_parts(entries, chunks, next_handle, trash)
 }
 
 /// Reads fixed-size fields off the front of a byte slice.
@@ -123,6 +143,54 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
+    }
+
+    fn path(&mut self) -> Result<FsPath, String> {
+        let length = self.u32()? as usize;
+        FsPath::from_bytes(self.take(length)?).map_err(|e| e.to_string())
+    }
+
+    /// One entry as [`encode_entry`] wrote it.
+    fn entry(&mut self) -> Result<(FsPath, Inode), String> {
+        let kind = self.take(1)?[0];
+        let path = self.path()?;
+        let inode = match kind {
+            0 => Inode::Directory,
+            1 => {
+                let count = self.u32()? as usize;
+                if count > self.0.len() / 8 {
+                    return Err(format!("{path} claims more chunks than the snapshot holds"));
+                }
+                let chunks = (0..count).map(|_| self.u64()).collect::<Result<_, _>>()?;
+                Inode::File { chunks }
+            }
+            other => return Err(format!("{path} has unknown kind {other}")),
+        };
+        Ok((path, inode))
+    }
+
+    /// The trash section: its deletions and the next deletion id.
+    fn trash(&mut self) -> Result<(BTreeMap<TrashId, Trashed>, TrashId), String> {
+        let next_trash_id = self.u64()?;
+        let count = self.count(28)?;
+        let mut trash = BTreeMap::new();
+        for _ in 0..count {
+            let id = self.u64()?;
+            let deleted_at_ms = self.u64()?;
+            let path = self.path()?;
+            let entries = (0..self.count(5)?)
+                .map(|_| self.entry())
+                .collect::<Result<_, _>>()?;
+            let trashed = Trashed {
+                path,
+                deleted_at_ms,
+                entries,
+            };
+            if trash.insert(id, trashed).is_some() {
+                return Err(format!("deletion {id} is listed twice"));
+            }
+        }
+        Ok((trash, next_trash_id))
     }
 
     /// A count of items at least `item_bytes` long each, checked against
@@ -153,6 +221,9 @@ mod tests {
         ns.add_chunk(&p("/logs/2026/day1"), 1).unwrap();
         ns.bump_version(handle, 0).unwrap();
         ns.create(&p("/empty")).unwrap();
+        ns.create(&p("/logs/gone")).unwrap();
+        ns.add_chunk(&p("/logs/gone"), 0).unwrap();
+        ns.trash(&p("/logs/gone"), false, 1_000).unwrap();
         ns
     }
 
@@ -161,6 +232,22 @@ mod tests {
         let ns = sample();
         assert_eq!(decode(&encode(&ns)), Ok(ns));
         assert_eq!(decode(&encode(&Namespace::new())), Ok(Namespace::new()));
+    }
+
+    /// A snapshot from before the trash (magic `CRNFSNS1`, no trash
+    /// section) still decodes, to an empty trash.
+    #[test]
+    fn an_encoding_without_the_trash_still_decodes() {
+        let mut ns = Namespace::new();
+        ns.create(&FsPath::parse("/kept").unwrap()).unwrap();
+        ns.add_chunk(&FsPath::parse("/kept").unwrap(), 0).unwrap();
+        let bytes = encode(&ns);
+        // The trash section of an empty trash: the next id and a count.
+        let mut old = bytes[..bytes.len() - 4 - 16].to_vec();
+        old[..8].copy_from_slice(MAGIC_WITHOUT_TRASH);
+        let crc = crc32c::crc32c(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&old), Ok(ns));
     }
 
     #[test]

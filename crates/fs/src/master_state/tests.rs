@@ -3,7 +3,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn command(client_id: u64, seq: u64, op: Op) -> Vec<u8> {
+pub(super) fn command(client_id: u64, seq: u64, op: Op) -> Vec<u8> {
     MasterCommand {
         client_id,
         seq,
@@ -12,16 +12,16 @@ fn command(client_id: u64, seq: u64, op: Op) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn reply(bytes: Bytes) -> MasterReply {
+pub(super) fn reply(bytes: Bytes) -> MasterReply {
     MasterReply::decode(bytes).unwrap()
 }
 
-fn code(reply: &MasterReply) -> FsErrorCode {
+pub(super) fn code(reply: &MasterReply) -> FsErrorCode {
     FsErrorCode::try_from(reply.error).unwrap()
 }
 
 /// Registers a session at `index`; returns its id.
-fn register(state: &mut MasterState, index: u64) -> u64 {
+pub(super) fn register(state: &mut MasterState, index: u64) -> u64 {
     let answer = reply(state.apply(index, &command(0, 0, Op::Register(Register {}))));
     assert_eq!(answer.client_id, index);
     index
@@ -74,6 +74,8 @@ fn commands_change_the_namespace_and_refusals_say_why() {
     let delete = Op::Delete(Delete {
         path: b"/jobs".to_vec(),
         recursive: true,
+        skip_trash: true,
+        deleted_at_ms: 0,
     });
     assert_eq!(
         reply(state.apply(8, &command(client, 7, delete))).freed,

@@ -177,6 +177,9 @@ enum Op {
     Rename(String, String, bool),
     AddChunk(String, usize),
     Bump(u64, u64),
+    Trash(String, bool, u64),
+    Undelete(String, u64),
+    Purge(u64, u64),
 }
 
 fn small_path() -> impl Strategy<Value = String> {
@@ -192,6 +195,9 @@ fn op() -> impl Strategy<Value = Op> {
         (small_path(), small_path(), any::<bool>()).prop_map(|(a, b, r)| Op::Rename(a, b, r)),
         (small_path(), 0usize..3).prop_map(|(p, i)| Op::AddChunk(p, i)),
         (1u64..8, 0u64..3).prop_map(|(h, v)| Op::Bump(h, v)),
+        (small_path(), any::<bool>(), 0u64..20).prop_map(|(p, r, t)| Op::Trash(p, r, t)),
+        (small_path(), 0u64..40).prop_map(|(p, t)| Op::Undelete(p, t)),
+        (1u64..6, 0u64..40).prop_map(|(id, t)| Op::Purge(id, t)),
     ]
 }
 
@@ -203,6 +209,9 @@ fn apply(ns: &mut Namespace, op: &Op) -> bool {
         Op::Rename(from, to, replace) => ns.rename(&p(from), &p(to), *replace).is_ok(),
         Op::AddChunk(path, index) => ns.add_chunk(&p(path), *index).is_ok(),
         Op::Bump(handle, version) => ns.bump_version(*handle, *version).is_ok(),
+        Op::Trash(path, recursive, at) => ns.trash(&p(path), *recursive, *at).is_ok(),
+        Op::Undelete(path, now) => ns.undelete(&p(path), *now, 10).is_ok(),
+        Op::Purge(id, now) => ns.purge(*id, *now, 10).is_ok(),
     }
 }
 
@@ -218,7 +227,13 @@ proptest! {
                 prop_assert_eq!(&ns, &before, "refused {:?} changed the namespace", op);
             }
             let (entries, chunks, next) = ns.parts();
-            let rebuilt = Namespace::from_parts(entries.clone(), chunks.clone(), next);
+            let (trash, next_trash_id) = ns.trash_parts();
+            let rebuilt = Namespace::from_parts(
+                entries.clone(),
+                chunks.clone(),
+                next,
+                (trash.clone(), next_trash_id),
+            );
             prop_assert_eq!(rebuilt.as_ref(), Ok(&ns), "after {:?}", op);
         }
     }

@@ -18,6 +18,8 @@ pub(crate) const MASTER_PORT: u16 = 7600;
 pub(crate) const CHUNK_PORT: u16 = 7700;
 pub(crate) const MASTERS: usize = 3;
 pub(crate) const CHUNK_BYTES: u64 = 256 << 10;
+/// How long deletions are kept for undelete in the suites.
+pub(crate) const RETENTION: Duration = Duration::from_secs(20);
 
 pub(crate) fn settings() -> FsSettings {
     FsSettings {
@@ -27,6 +29,7 @@ pub(crate) fn settings() -> FsSettings {
         replication: 3,
         capacity_bytes: 1 << 30,
         min_free_bytes: CHUNK_BYTES,
+        retention: RETENTION,
     }
 }
 
