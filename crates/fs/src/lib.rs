@@ -83,9 +83,10 @@
 //!   and every secondary's, at once), so one chunk takes one batch per
 //!   round trip: a client keeps several mutations in flight
 //!   ([`FileWriter`]) to overlap the data flow with that.
-//! - The state task of a chunkserver does its disk I/O itself (reads
-//!   included), so one slow sync delays every other request to that
-//!   server.
+//! - The state task of a chunkserver does its writes' disk I/O itself, so
+//!   one slow sync delays every other mutation to that server. Reads only
+//!   take a plan there (version, checksums) and do their I/O and checks
+//!   in their own request's task, side by side.
 //! - Chunkservers report every replica in every heartbeat (no incremental
 //!   reports), and stale or orphaned replicas are never deleted yet
 //!   (re-replication and garbage collection are another step).
@@ -115,7 +116,7 @@ mod push_buffer;
 mod settings;
 pub mod snapshot;
 
-pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
+pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
     ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_MESSAGE_BYTES,
