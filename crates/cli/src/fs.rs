@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
-//! `status`, `df`).
+//! `status`, `df`, `safemode`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -59,6 +59,19 @@ pub(crate) enum FsCommand {
     /// Show every chunkserver's capacity, used and free space, chunk count
     /// and whether it is alive, with totals (as of their last heartbeats).
     Df(MastersArgs),
+    /// Show or change the master leader's safemode: after it becomes
+    /// leader it places, leases and deletes nothing until the chunkservers
+    /// have reported enough chunks (or a timeout passes).
+    Safemode(SafemodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SafemodeArgs {
+    /// get: show it; enter: hold it until leave; leave: end it now.
+    #[arg(value_enum)]
+    action: crate::fs_safemode::SafemodeAction,
+    #[command(flatten)]
+    masters: MastersArgs,
 }
 
 #[derive(Debug, Args)]
@@ -238,6 +251,15 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         FsCommand::Append(args) => append(args).await,
         FsCommand::Status(args) => status(args).await,
         FsCommand::Df(args) => crate::fs_admin::df(&args.masters, args.json).await,
+        FsCommand::Safemode(args) => {
+            let MastersArgs {
+                masters,
+                timeout,
+                json,
+            } = args.masters;
+            let timeout = Duration::from_secs(timeout);
+            crate::fs_safemode::safemode(&masters, timeout, args.action, json).await
+        }
     }
 }
 

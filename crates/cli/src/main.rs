@@ -33,6 +33,7 @@ mod cluster;
 mod config;
 mod fs;
 mod fs_admin;
+mod fs_safemode;
 mod kv;
 mod kv_status;
 mod mr;

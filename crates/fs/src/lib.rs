@@ -28,6 +28,8 @@
 //!   [`MasterState`]) answering the `cairn.fs.Master` gRPC service: changes
 //!   through the log, lookups (stat, list) at a read index on any node;
 //!   [`MasterClient`] is its clerk (leader finding, retries, sessions);
+//!   a new leader is in safemode (no placement, no lease grant) until the
+//!   chunkservers have reported enough chunks, or a timeout passes;
 //! - [`ChunkStore`]: a chunkserver's replicas on its disk, with the write
 //!   order that makes an append crash-safe (data synced before the metadata
 //!   that covers it), tested at every I/O crash point;
@@ -63,7 +65,8 @@
 //! `docs/fs.md` is the protocol in full, with the consistency table and
 //! the scenarios the simulation suites run (`tests/`: M1 in `master.rs`;
 //! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
-//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
+//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; M2 (safemode after a
+//! cold start) in `safemode.rs`; files deleted or renamed
 //! under a writer, oversized records and damaged replica files in
 //! `bad_input.rs`). Leases assume the nodes' monotonic clocks run at
 //! nearly the same rate ([`Clock`] states the bound), not that they agree.
@@ -113,6 +116,7 @@ mod owner;
 mod path;
 mod peers;
 mod push_buffer;
+mod safemode;
 mod settings;
 pub mod snapshot;
 

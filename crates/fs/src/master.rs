@@ -12,8 +12,8 @@ use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
     ChunkInfo, EntryInfo, FsErrorCode, HeartbeatReply, HeartbeatRequest, LocateReply,
-    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register, UsageReply,
-    UsageRequest,
+    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register, SafemodeReply,
+    SafemodeRequest, UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
@@ -308,6 +308,15 @@ impl Master for MasterServer {
             servers,
             min_free_bytes: self.settings.min_free_bytes,
         }))
+    }
+
+    async fn safemode(
+        &self,
+        request: Request<SafemodeRequest>,
+    ) -> Result<Response<SafemodeReply>, Status> {
+        Ok(Response::new(
+            self.handle_safemode(request.into_inner()).await?,
+        ))
     }
 
     async fn status(

@@ -14,7 +14,7 @@ use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, LocateReply, LocateRequest, LookupRequest,
-    MasterCommand, MasterReply, Mkdir, Rename,
+    MasterCommand, MasterReply, Mkdir, Rename, SafemodeReply, SafemodeRequest,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -167,6 +167,18 @@ impl MasterClient {
                 message: reply.message,
             }),
         }
+    }
+
+    /// The leader's safemode, after an operator's `enter` or `leave` if
+    /// one is asked (not both).
+    pub async fn safemode(&self, enter: bool, leave: bool) -> Result<SafemodeReply, MasterError> {
+        let request = SafemodeRequest { enter, leave };
+        Ok(self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).safemode(r).await
+            })
+            .await?)
     }
 
     /// Creates a directory (`parents`: and the missing ones above it; an

@@ -22,6 +22,14 @@ pub struct FsSettings {
     /// not given new chunks, nor new leases on chunks it holds while other
     /// replicas have room (default: one chunk).
     pub min_free_bytes: u64,
+    /// Safemode (a new leader's wait for chunk reports): the share of the
+    /// namespace's chunks, in thousandths, that must have a reported
+    /// replica before it places, grants or deletes anything (default 999).
+    pub safemode_threshold_per_mille: u32,
+    /// The longest a new leader stays in safemode, threshold met or not
+    /// (default 30 s), so a chunkserver that never returns does not keep
+    /// the store read-only.
+    pub safemode_timeout: Duration,
 }
 
 impl Default for FsSettings {
@@ -33,6 +41,8 @@ impl Default for FsSettings {
             replication: 3,
             capacity_bytes: 1 << 40,
             min_free_bytes: 64 << 20,
+            safemode_threshold_per_mille: 999,
+            safemode_timeout: Duration::from_secs(30),
         }
     }
 }
