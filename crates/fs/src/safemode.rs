@@ -240,7 +240,7 @@ mod tests {
         ReportCount { reported, total }
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn leaves_after_the_threshold_and_the_extension() {
         let (mut mode, start) = (safemode(), Instant::now());
         assert!(mode.in_safemode(start), "not leading yet: in safemode");
@@ -254,7 +254,7 @@ mod tests {
         assert!(!mode.in_safemode(met + Duration::from_millis(200)));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn an_empty_namespace_meets_the_threshold() {
         let (mut mode, start) = (safemode(), Instant::now());
         mode.restart(start);
@@ -262,7 +262,7 @@ mod tests {
         assert!(!mode.in_safemode(start + Duration::from_millis(200)));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn partial_reports_end_at_the_timeout() {
         let (mut mode, start) = (safemode(), Instant::now());
         mode.restart(start);
@@ -273,7 +273,7 @@ mod tests {
         assert!(status.reason.contains("timeout"), "{}", status.reason);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn an_operator_enters_and_leaves_and_a_new_term_starts_over() {
         let (mut mode, start) = (safemode(), Instant::now());
         mode.restart(start);

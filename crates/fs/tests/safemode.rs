@@ -5,6 +5,9 @@
 //! and leases nothing — until the chunks reported reach the threshold (and
 //! a short extension passes), or, with a chunkserver that never returns,
 //! until the timeout. An operator's enter holds safemode until their leave.
+//! And scenario M5: metadata read from a follower (a shadow master) while
+//! the leader is down is served at a read index or refused, never older
+//! than a write the client saw acknowledged.
 #![cfg(madsim)]
 
 mod common;
@@ -120,11 +123,12 @@ async fn cold_start_masters(cluster: &Cluster) -> Instant {
 /// A write to a new file with a short deadline: refused while in safemode,
 /// with a message that says so.
 async fn write_refused(cluster: &Cluster, file: &'static str) {
-    let mut client = cluster.client("writer", Duration::from_secs(2));
+    let mut creator = cluster.client("creator", DEADLINE);
+    let mut writer = cluster.client("writer", Duration::from_secs(2));
     let result = cluster
         .run("writer", async move {
-            client.create(&path(file)).await?;
-            client.write(&path(file), 0, b"while in safemode").await
+            creator.create(&path(file)).await.unwrap();
+            writer.write(&path(file), 0, b"while in safemode").await
         })
         .await;
     match result {
@@ -267,4 +271,61 @@ async fn an_operator_enters_and_leaves_safemode() {
             writer.write(&path("/h"), 0, b"after leave").await.unwrap();
         })
         .await;
+}
+
+/// M5: a stat sent to one follower alone, while the leader is down and
+/// after a new one is elected, either finds every file whose creation was
+/// acknowledged or is refused; never an older namespace.
+#[madsim::test]
+async fn a_follower_serves_metadata_at_a_read_index_or_refuses() {
+    let cluster = Cluster::start(CHUNKSERVERS);
+    cluster.world.lock().unwrap().add_client("admin");
+    let mut client = cluster.client("client", DEADLINE);
+    let client = cluster
+        .run("client", async move {
+            client.create(&path("/a")).await.unwrap();
+            client
+        })
+        .await;
+    let leader = cluster.leader().unwrap();
+    let follower = (leader + 1) % MASTERS;
+    cluster.kill(&master_name(leader));
+    cluster.masters.lock().unwrap()[leader] = None;
+    let shadow = vec![master_url(follower)];
+    let stat = |file: &'static str, deadline: Duration| {
+        let shadow = shadow.clone();
+        async move {
+            let master = MasterClient::new(&shadow, Duration::from_millis(500), deadline).unwrap();
+            master.stat(&path(file)).await
+        }
+    };
+    // While no leader is elected, and after: found, or refused.
+    let mut found = false;
+    for _ in 0..30 {
+        match cluster
+            .run("admin", stat("/a", Duration::from_millis(500)))
+            .await
+        {
+            Ok(entry) => {
+                assert_eq!(entry.path, "/a");
+                found = true;
+            }
+            Err(error) if cairn_fs::MasterError::code(&error).is_none() => {}
+            Err(error) => cluster.fail(format!("a follower answered a stale namespace: {error}")),
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    if !found {
+        cluster.fail("the follower never answered once a new leader was elected".into());
+    }
+    let mut client = client;
+    cluster
+        .run("client", async move {
+            client.create(&path("/b")).await.unwrap();
+        })
+        .await;
+    match cluster.run("admin", stat("/b", DEADLINE)).await {
+        Ok(entry) => assert_eq!(entry.path, "/b"),
+        Err(error) => cluster.fail(format!("a follower missed an acknowledged create: {error}")),
+    }
 }
