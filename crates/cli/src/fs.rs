@@ -1,7 +1,8 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
-//! `append`, `status`, `df`; `fsck`, `report`, `checksum` in `fs_health.rs`).
+//! `append`, `status`, `df`, `safemode`; `fsck`, `report`, `checksum` in
+//! `fs_health.rs`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -77,6 +78,19 @@ pub(crate) enum FsCommand {
     /// Print a file's CRC32C, composed from its chunks' (each verified on
     /// a replica now): equal for equal content.
     Checksum(PathArgs),
+    /// Show or change the master leader's safemode: after it becomes
+    /// leader it places, leases and deletes nothing until the chunkservers
+    /// have reported enough chunks (or a timeout passes).
+    Safemode(SafemodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SafemodeArgs {
+    /// get: show it; enter: hold it until leave; leave: end it now.
+    #[arg(value_enum)]
+    action: crate::fs_safemode::SafemodeAction,
+    #[command(flatten)]
+    masters: MastersArgs,
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +291,15 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         FsCommand::Fsck(args) => crate::fs_health::fsck(args).await,
         FsCommand::Report(args) => crate::fs_health::report(args).await,
         FsCommand::Checksum(args) => crate::fs_health::checksum(args).await,
+        FsCommand::Safemode(args) => {
+            let MastersArgs {
+                masters,
+                timeout,
+                json,
+            } = args.masters;
+            let timeout = Duration::from_secs(timeout);
+            crate::fs_safemode::safemode(&masters, timeout, args.action, json).await
+        }
     }
 }
 

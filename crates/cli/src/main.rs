@@ -34,6 +34,7 @@ mod config;
 mod fs;
 mod fs_admin;
 mod fs_health;
+mod fs_safemode;
 mod fs_trash;
 mod kv;
 mod kv_status;

@@ -301,27 +301,44 @@ impl ChunkStore {
         offset: u64,
         length: u64,
     ) -> Result<(Bytes, u64), ChunkError> {
+        self.plan_read(handle, offset, length)?.run()
+    }
+
+    /// What a read of up to `length` bytes at `offset` needs, taken from
+    /// the replica's metadata now: [`ReadPlan::run`] then does the I/O and
+    /// the checks anywhere, without this store. A write made meanwhile
+    /// can make the plan's checksums disagree with the bytes: a plan that
+    /// fails with [`ChunkError::Corrupt`] proves nothing until a read
+    /// through the store (ordered with the writes) fails the same way.
+    pub fn plan_read(
+        &self,
+        handle: ChunkHandle,
+        offset: u64,
+        length: u64,
+    ) -> Result<ReadPlan, ChunkError> {
         let replica = self
             .replicas
             .get(&handle)
             .ok_or(ChunkError::NoSuchChunk(handle))?;
         let end = offset.saturating_add(length).min(replica.length);
-        if offset >= end {
-            return Ok((Bytes::new(), replica.version));
-        }
-        let mut file = self.disk.open(&self.data_path(handle), OpenMode::Read)?;
-        let first = offset / BLOCK_BYTES;
+        let first = offset.min(end) / BLOCK_BYTES;
         let start = first * BLOCK_BYTES;
         let stop = end
             .div_ceil(BLOCK_BYTES)
             .saturating_mul(BLOCK_BYTES)
-            .min(replica.length);
-        let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
-        file.read_exact_at(start, &mut blocks)?;
-        verify(handle, replica, first, &blocks)?;
-        let from = (offset - start) as usize;
-        let to = (end - start) as usize;
-        Ok((Bytes::from(blocks).slice(from..to), replica.version))
+            .min(replica.length)
+            .max(start);
+        let touched = first as usize..stop.div_ceil(BLOCK_BYTES) as usize;
+        Ok(ReadPlan {
+            disk: self.disk.clone(),
+            path: self.data_path(handle),
+            handle,
+            version: replica.version,
+            first,
+            blocks: start..stop,
+            wanted: offset.min(end)..end,
+            checksums: replica.checksums[touched].to_vec(),
+        })
     }
 
     /// Reads up to `count` blocks of a replica from block `first`, as they
@@ -436,20 +453,56 @@ impl ChunkStore {
     }
 }
 
+/// A read planned by [`ChunkStore::plan_read`], to run off the task that
+/// owns the store (many at once: each opens the data file for itself).
+#[derive(Debug)]
+pub struct ReadPlan {
+    disk: Arc<dyn Disk>,
+    path: PathBuf,
+    handle: ChunkHandle,
+    version: u64,
+    /// The first block the read touches.
+    first: u64,
+    /// The bytes of the whole blocks touched (the last one ends at the
+    /// replica's length), and the bytes wanted within them.
+    blocks: std::ops::Range<u64>,
+    wanted: std::ops::Range<u64>,
+    /// The checksums of the blocks touched, in order.
+    checksums: Vec<u32>,
+}
+
+impl ReadPlan {
+    /// Reads the blocks, checks every one against its checksum, and
+    /// returns the bytes wanted (no copy: a slice of what was read) with
+    /// the replica's version as planned.
+    pub fn run(self) -> Result<(Bytes, u64), ChunkError> {
+        if self.wanted.is_empty() {
+            return Ok((Bytes::new(), self.version));
+        }
+        let length =
+            usize::try_from(self.blocks.end - self.blocks.start).map_err(io::Error::other)?;
+        let mut file = self.disk.open(&self.path, OpenMode::Read)?;
+        let blocks = file.read_exact_vec_at(self.blocks.start, length)?;
+        verify(self.handle, &self.checksums, self.first, &blocks)?;
+        let from = (self.wanted.start - self.blocks.start) as usize;
+        let to = (self.wanted.end - self.blocks.start) as usize;
+        Ok((Bytes::from(blocks).slice(from..to), self.version))
+    }
+}
+
 /// Checks `blocks`, which start at block `first` of the replica, against
-/// their checksums.
+/// `checksums`, the checksums of the replica's blocks from `first` on.
 fn verify(
     handle: ChunkHandle,
-    replica: &Replica,
+    checksums: &[u32],
     first: u64,
     blocks: &[u8],
 ) -> Result<(), ChunkError> {
     for (i, block) in blocks.chunks(BLOCK_BYTES as usize).enumerate() {
-        let index = first + i as u64;
-        if !block_verifies(replica, index, block) {
+        if checksums.get(i) != Some(&crc32c::crc32c(block)) {
             return Err(ChunkError::Corrupt {
                 handle,
-                block: index,
+                block: first + i as u64,
             });
         }
     }
@@ -492,7 +545,7 @@ fn write_unsynced(
     if old_stop > start {
         let old = &mut blocks[..(old_stop - start) as usize];
         file.read_exact_at(start, old)?;
-        verify(handle, replica, first, old)?;
+        verify(handle, &replica.checksums[first as usize..], first, old)?;
     }
     let at = (offset - start) as usize;
     blocks[at..at + data.len()].copy_from_slice(data);

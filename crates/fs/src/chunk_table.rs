@@ -14,6 +14,7 @@ use cairn_rpc::fs::{FsckReplica, HeartbeatRequest, LeaseClaim, ServerUsage};
 use tokio::time::Instant;
 
 use crate::namespace::ChunkHandle;
+use crate::safemode::{ReportCount, Safemode, SafemodeStatus};
 use crate::settings::FsSettings;
 
 /// The most chunkservers the master tracks; reports from more are ignored
@@ -69,17 +70,20 @@ pub(crate) struct ChunkTable {
     /// The term this node last led in, and when it first saw itself lead.
     led_term: u64,
     leader_since: Option<Instant>,
+    /// A new leader's wait for chunk reports.
+    safemode: Safemode,
 }
 
 impl ChunkTable {
     pub(crate) fn new(settings: FsSettings) -> Self {
         Self {
-            settings,
+            settings: settings.clone(),
             servers: BTreeMap::new(),
             leases: BTreeMap::new(),
             granting: BTreeMap::new(),
             led_term: 0,
             leader_since: None,
+            safemode: Safemode::new(&settings),
         }
     }
 
@@ -144,7 +148,77 @@ impl ChunkTable {
             self.leader_since = Some(now);
             self.leases.clear();
             self.granting.clear();
+            self.safemode.restart(now);
         }
+    }
+
+    /// Whether this node, as leader, is in safemode at `now` (see
+    /// `safemode.rs`): it then places no replica, grants no lease, and
+    /// must not re-replicate nor delete replicas. True on a node that has
+    /// not led yet.
+    pub(crate) fn in_safemode(&self, now: Instant) -> bool {
+        self.safemode.in_safemode(now)
+    }
+
+    /// Whether safemode is on and why.
+    pub(crate) fn safemode_status(&self, now: Instant) -> SafemodeStatus {
+        self.safemode.status(now)
+    }
+
+    /// An operator's `safemode enter` (`true`) or `leave` (`false`).
+    pub(crate) fn set_safemode(&mut self, on: bool) {
+        if on {
+            self.safemode.enter();
+        } else {
+            self.safemode.leave();
+        }
+    }
+
+    /// Whether safemode still waits for the reports to reach its threshold
+    /// (the caller then counts them with [`count_reports`](Self::count_reports)).
+    pub(crate) fn safemode_counting(&self, now: Instant) -> bool {
+        self.safemode.counting(now)
+    }
+
+    /// Counts the chunks of the namespace (`chunks`: handle and version)
+    /// with a replica at that version or above on a live chunkserver, for
+    /// safemode; logs its end once.
+    pub(crate) fn count_reports(&mut self, chunks: &[(ChunkHandle, u64)], now: Instant) {
+        let mut newest: BTreeMap<ChunkHandle, u64> = BTreeMap::new();
+        for (url, server) in &self.servers {
+            if !self.live(url, now) {
+                continue;
+            }
+            for (&handle, &(version, _)) in &server.replicas {
+                let best = newest.entry(handle).or_insert(version);
+                *best = (*best).max(version);
+            }
+        }
+        let reported = chunks
+            .iter()
+            .filter(|(handle, version)| newest.get(handle).is_some_and(|v| v >= version))
+            .count();
+        let count = ReportCount {
+            reported: reported as u64,
+            total: chunks.len() as u64,
+        };
+        self.safemode.record(count, now);
+        self.safemode.announce(now);
+    }
+
+    /// Logs safemode's end once it has ended (by the timeout, say).
+    pub(crate) fn announce_safemode(&mut self, now: Instant) {
+        self.safemode.announce(now);
+    }
+
+    /// The refusal while in safemode: why, and what to do.
+    fn safemode_wait(&self, now: Instant) -> Option<Decision> {
+        self.in_safemode(now).then(|| {
+            Decision::Wait(format!(
+                "the master is in safemode ({}): it places and leases nothing until it has heard from the chunkservers; retry in a few seconds, start the chunkservers that are down, or see `cairn fs safemode get`",
+                self.safemode.status(now).reason
+            ))
+        })
     }
 
     fn live(&self, url: &str, now: Instant) -> bool {
@@ -215,7 +289,7 @@ impl ChunkTable {
             return Ok((fallback, lowest));
         }
         if version == 0 && !self.anywhere(handle) {
-            return Err(Decision::Place);
+            return Err(self.safemode_wait(now).unwrap_or(Decision::Place));
         }
         Err(Decision::Wait(self.no_replica(handle, version)))
     }
@@ -299,6 +373,9 @@ impl ChunkTable {
                 now - since,
                 free_at - now
             ));
+        }
+        if let Some(wait) = self.safemode_wait(now) {
+            return wait;
         }
         let mut candidates = self.replicas_at(handle, version, now);
         if candidates.is_empty() {

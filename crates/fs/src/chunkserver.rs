@@ -544,6 +544,22 @@ impl ChunkServer {
     }
 }
 
+impl ChunkServer {
+    /// Reads again on the state task, in order with the writes: a read
+    /// planned off that task can meet bytes a write changed meanwhile, so
+    /// only this read decides that a replica is corrupt (and sets it aside).
+    async fn read_in_order(&self, r: ReadRequest) -> Result<(Bytes, u64), Status> {
+        self.inner
+            .state
+            .with(move |s| {
+                let read = s.store.read(r.handle, r.offset, r.length);
+                s.checked(r.handle, read).map_err(status_of)
+            })
+            .await
+            .map_err(stopped)?
+    }
+}
+
 #[tonic::async_trait]
 impl Chunk for ChunkServer {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
@@ -645,26 +661,35 @@ impl Chunk for ChunkServer {
                 r.length
             )));
         }
-        let (data, version) = self
+        let handle = r.handle;
+        let plan = self
             .inner
             .state
             .with(move |s| {
                 let replica = s
                     .store
-                    .replica(r.handle)
-                    .ok_or(ChunkError::NoSuchChunk(r.handle))
+                    .replica(handle)
+                    .ok_or(ChunkError::NoSuchChunk(handle))
                     .map_err(status_of)?;
                 if replica.version < r.version {
                     return Err(Status::failed_precondition(format!(
-                        "the replica of chunk {} here is stale (version {} < {}); read another replica",
-                        r.handle, replica.version, r.version
+                        "the replica of chunk {handle} here is stale (version {} < {}); read another replica",
+                        replica.version, r.version
                     )));
                 }
-                let read = s.store.read(r.handle, r.offset, r.length);
-                s.checked(r.handle, read).map_err(status_of)
+                s.store
+                    .plan_read(handle, r.offset, r.length)
+                    .map_err(status_of)
             })
             .await
             .map_err(stopped)??;
+        // The I/O and the checksums run here, in this request's task (as
+        // the state task does its own I/O), so reads proceed side by side
+        // and the state task stays free for writes and heartbeats.
+        let (data, version) = match plan.run() {
+            Err(ChunkError::Corrupt { .. }) => self.read_in_order(r).await?,
+            read => read.map_err(status_of)?,
+        };
         Ok(Response::new(ReadReply { data, version }))
     }
 

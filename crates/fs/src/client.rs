@@ -32,7 +32,7 @@ use rand::rngs::StdRng;
 use tokio::time::Instant;
 use tonic::Code;
 
-use crate::file_reader::FileReader;
+use crate::file_reader::{FileReader, READ_WINDOW};
 use crate::file_writer::FileWriter;
 
 use crate::chunkserver::MAX_READ_BYTES;
@@ -474,7 +474,10 @@ impl Client {
         length: u64,
     ) -> Result<Vec<u8>, ClientError> {
         let mut reader = self.reader(path, offset, length);
-        let mut out = Vec::new();
+        // Room for what is asked up front (bounded: a length may mean "to
+        // the end"), so the pieces are copied once, not again as it grows.
+        let room = length.min(MAX_READ_BYTES * READ_WINDOW as u64);
+        let mut out = Vec::with_capacity(usize::try_from(room).unwrap_or(0));
         while let Some(bytes) = reader.next().await? {
             out.extend_from_slice(&bytes);
         }

@@ -29,6 +29,8 @@
 //!   [`MasterState`]) answering the `cairn.fs.Master` gRPC service: changes
 //!   through the log, lookups (stat, list) at a read index on any node;
 //!   [`MasterClient`] is its clerk (leader finding, retries, sessions);
+//!   a new leader is in safemode (no placement, no lease grant) until the
+//!   chunkservers have reported enough chunks, or a timeout passes;
 //! - [`ChunkStore`]: a chunkserver's replicas on its disk, with the write
 //!   order that makes an append crash-safe (data synced before the metadata
 //!   that covers it), tested at every I/O crash point;
@@ -68,7 +70,8 @@
 //! `docs/fs.md` is the protocol in full, with the consistency table and
 //! the scenarios the simulation suites run (`tests/`: M1 in `master.rs`;
 //! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
-//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
+//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; M2 (safemode after a
+//! cold start) in `safemode.rs`; files deleted or renamed
 //! under a writer, oversized records and damaged replica files in
 //! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`; G1,
 //! deletion with retention, in `retention.rs`). Leases assume the nodes' monotonic clocks run at
@@ -90,9 +93,10 @@
 //!   and every secondary's, at once), so one chunk takes one batch per
 //!   round trip: a client keeps several mutations in flight
 //!   ([`FileWriter`]) to overlap the data flow with that.
-//! - The state task of a chunkserver does its disk I/O itself (reads
-//!   included), so one slow sync delays every other request to that
-//!   server.
+//! - The state task of a chunkserver does its writes' disk I/O itself, so
+//!   one slow sync delays every other mutation to that server. Reads only
+//!   take a plan there (version, checksums) and do their I/O and checks
+//!   in their own request's task, side by side.
 //! - Deletion retention is measured on the leader's wall clock (stamped
 //!   into the log entry): a leader whose clock runs ahead purges early by
 //!   its skew. Snapshots (copy-on-write, GFS §3.4) are not built yet.
@@ -126,10 +130,11 @@ mod owner;
 mod path;
 mod peers;
 mod push_buffer;
+mod safemode;
 mod settings;
 pub mod snapshot;
 
-pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport, Scanned};
+pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport, Scanned};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
     ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_INSPECT_HANDLES,

@@ -13,7 +13,7 @@ use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
     ChunkInfo, EntryInfo, FsErrorCode, FsckReply, FsckRequest, HeartbeatReply, HeartbeatRequest,
     LocateReply, LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
-    TrashListReply, TrashListRequest, UsageReply, UsageRequest,
+    SafemodeReply, SafemodeRequest, TrashListReply, TrashListRequest, UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
@@ -329,6 +329,15 @@ impl Master for MasterServer {
     ) -> Result<Response<TrashListReply>, Status> {
         Ok(Response::new(
             self.handle_trash_list(request.into_inner()).await?,
+        ))
+    }
+
+    async fn safemode(
+        &self,
+        request: Request<SafemodeRequest>,
+    ) -> Result<Response<SafemodeReply>, Status> {
+        Ok(Response::new(
+            self.handle_safemode(request.into_inner()).await?,
         ))
     }
 

@@ -21,7 +21,8 @@ use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, AdoptVersion, CreateReplicaRequest, FsErrorCode, GrantVersion, HeartbeatReply,
-    HeartbeatRequest, LocateReply, LocateRequest, MasterCommand, MasterReply, SetVersionRequest,
+    HeartbeatRequest, LocateReply, LocateRequest, MasterCommand, MasterReply, SafemodeReply,
+    SafemodeRequest, SetVersionRequest,
 };
 use cairn_rsm::SubmitError;
 use prost::Message as _;
@@ -434,6 +435,74 @@ impl MasterServer {
         }
     }
 
+    /// While safemode waits for its threshold: counts the namespace's
+    /// chunks that have a reported replica (a read index, then one pass over
+    /// the reports); afterwards only logs safemode's end.
+    async fn count_reports(&self, now: Instant) -> Result<(), Status> {
+        let counting = self
+            .table
+            .with(move |t| {
+                t.announce_safemode(now);
+                t.safemode_counting(now)
+            })
+            .await
+            .map_err(stopped)?;
+        if !counting {
+            return Ok(());
+        }
+        let chunks: Vec<(ChunkHandle, u64)> = self
+            .node()
+            .read(
+                |s| {
+                    s.namespace()
+                        .chunks()
+                        .map(|(h, m)| (h, m.version))
+                        .collect()
+                },
+                REQUEST_DEADLINE,
+            )
+            .await
+            .map_err(|e| self.node().error_status(e))?;
+        let now = Instant::now();
+        self.table
+            .with(move |t| t.count_reports(&chunks, now))
+            .await
+            .map_err(stopped)
+    }
+
+    /// `Safemode`: on the leader only; an operator's enter or leave, then
+    /// the state.
+    pub(crate) async fn handle_safemode(
+        &self,
+        request: SafemodeRequest,
+    ) -> Result<SafemodeReply, Status> {
+        if request.enter && request.leave {
+            return Err(Status::invalid_argument(
+                "asked to enter and to leave safemode at once; ask for one",
+            ));
+        }
+        let term = self.leading()?;
+        let now = Instant::now();
+        let status = self
+            .table
+            .with(move |t| {
+                t.observe_term(term, now);
+                if request.enter || request.leave {
+                    t.set_safemode(request.enter);
+                }
+                t.safemode_status(now)
+            })
+            .await
+            .map_err(stopped)?;
+        Ok(SafemodeReply {
+            on: status.on,
+            manual: status.manual,
+            reason: status.reason,
+            reported_chunks: status.count.reported,
+            total_chunks: status.count.total,
+        })
+    }
+
     /// `Heartbeat`: every node records the report; the leader also adopts
     /// higher versions and extends the leases claimed.
     pub(crate) async fn handle_heartbeat(
@@ -453,6 +522,7 @@ impl MasterServer {
             .with(move |t| t.observe_term(term, now))
             .await
             .map_err(stopped)?;
+        self.count_reports(now).await?;
         let handles: Vec<ChunkHandle> = report.replicas.iter().map(|r| r.handle).collect();
         // A read index begun now confirms this node still leads after the
         // report arrived (and reads the versions the extensions need).

@@ -14,8 +14,8 @@ use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, FsckReply, FsckRequest, LocateReply,
-    LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename, TrashEntry,
-    TrashListRequest, Undelete,
+    LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename, SafemodeReply,
+    SafemodeRequest, TrashEntry, TrashListRequest, Undelete,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -178,6 +178,18 @@ impl MasterClient {
             .masters
             .request(FsckRequest { handles }, |c, r| async move {
                 MasterGrpcClient::new(c).fsck(r).await
+            })
+            .await?)
+    }
+
+    /// The leader's safemode, after an operator's `enter` or `leave` if
+    /// one is asked (not both).
+    pub async fn safemode(&self, enter: bool, leave: bool) -> Result<SafemodeReply, MasterError> {
+        let request = SafemodeRequest { enter, leave };
+        Ok(self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).safemode(r).await
             })
             .await?)
     }

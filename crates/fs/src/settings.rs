@@ -26,6 +26,14 @@ pub struct FsSettings {
     /// leader purges it and its chunks become garbage (GFS: 3 days). The
     /// leader's value counts: it stamps it into undeletes and purges.
     pub retention: Duration,
+    /// Safemode (a new leader's wait for chunk reports): the share of the
+    /// namespace's chunks, in thousandths, that must have a reported
+    /// replica before it places, grants or deletes anything (default 999).
+    pub safemode_threshold_per_mille: u32,
+    /// The longest a new leader stays in safemode, threshold met or not
+    /// (default 30 s), so a chunkserver that never returns does not keep
+    /// the store read-only.
+    pub safemode_timeout: Duration,
 }
 
 impl Default for FsSettings {
@@ -38,6 +46,8 @@ impl Default for FsSettings {
             capacity_bytes: 1 << 40,
             min_free_bytes: 64 << 20,
             retention: Duration::from_secs(3 * 24 * 3600),
+            safemode_threshold_per_mille: 999,
+            safemode_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -105,6 +105,16 @@ pub trait DiskFile: Send + Debug {
         Ok(())
     }
 
+    /// Reads exactly `length` bytes at `offset` into a new buffer, failing
+    /// with `UnexpectedEof` if the file ends first. Implementations that
+    /// can fill a buffer without zeroing it first (real files) override
+    /// this: a hot read then costs one copy out of the page cache.
+    fn read_exact_vec_at(&mut self, offset: u64, length: usize) -> io::Result<Vec<u8>> {
+        let mut data = vec![0; length];
+        self.read_exact_at(offset, &mut data)?;
+        Ok(data)
+    }
+
     /// Appends `data` at the end; returns the offset it was written at.
     fn append(&mut self, data: &[u8]) -> io::Result<u64> {
         let offset = self.len()?;

@@ -1,7 +1,7 @@
 //! [`RealDisk`]: the [`Disk`] traits on the operating system's files.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -113,6 +113,24 @@ struct RealFile {
 impl DiskFile for RealFile {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         FileExt::read_at(&self.file, buf, offset)
+    }
+
+    /// Seeks this handle (it is ours alone) and reads with
+    /// `read_to_end`, which fills the buffer's spare capacity without
+    /// zeroing it first.
+    fn read_exact_vec_at(&mut self, offset: u64, length: usize) -> io::Result<Vec<u8>> {
+        self.file.seek(SeekFrom::Start(offset))?;
+        let mut data = Vec::with_capacity(length);
+        (&mut self.file)
+            .take(length as u64)
+            .read_to_end(&mut data)?;
+        if data.len() < length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file ends {} bytes short", length - data.len()),
+            ));
+        }
+        Ok(data)
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {

@@ -9,6 +9,8 @@ fn settings() -> FsSettings {
     FsSettings {
         lease: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(100),
+        // These tests are about leases: no safemode (`safemode.rs` has its own).
+        safemode_timeout: Duration::ZERO,
         ..FsSettings::default()
     }
 }
@@ -189,4 +191,22 @@ async fn a_chunk_length_is_its_longest_replica_at_its_version() {
     // No replica at the version asked: the longest of any.
     assert_eq!(table.chunk_length(1, 3), 900);
     assert_eq!(table.chunk_length(7, 1), 0);
+}
+
+#[tokio::test]
+async fn a_new_leader_in_safemode_neither_places_nor_grants() {
+    let mut table = ChunkTable::new(FsSettings {
+        safemode_timeout: Duration::from_secs(30),
+        ..settings()
+    });
+    let now = Instant::now();
+    table.observe_term(1, now);
+    table.record_heartbeat(&report("a", &[(1, 1)], &[]), now);
+    assert!(table.in_safemode(now));
+    assert!(matches!(table.decide(1, 1, &[], now), Decision::Wait(m) if m.contains("safemode")));
+    assert!(matches!(table.decide(2, 0, &[], now), Decision::Wait(m) if m.contains("safemode")));
+    table.count_reports(&[(1, 1)], now);
+    let later = now + Duration::from_millis(200);
+    assert!(!table.in_safemode(later));
+    assert!(matches!(table.decide(2, 0, &[], later), Decision::Place));
 }

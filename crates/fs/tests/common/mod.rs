@@ -30,6 +30,7 @@ pub(crate) fn settings() -> FsSettings {
         capacity_bytes: 1 << 30,
         min_free_bytes: CHUNK_BYTES,
         retention: RETENTION,
+        ..FsSettings::default()
     }
 }
 
@@ -110,6 +111,8 @@ pub(crate) struct Cluster {
     /// How many acceptances there have been, to wait on.
     pub(crate) acceptances: tokio::sync::watch::Receiver<usize>,
     pub(crate) seed: u64,
+    /// What every node and client of this cluster runs with.
+    pub(crate) settings: FsSettings,
 }
 
 impl Cluster {
@@ -119,16 +122,26 @@ impl Cluster {
 
     /// A cluster whose chunkserver `i` measures leases by `clocks[i]`.
     pub(crate) fn start_with_clocks(clocks: Vec<Clock>) -> Self {
-        Self::start_with(clocks, 0)
+        Self::start_with(clocks, settings(), 0)
     }
 
     /// A cluster whose chunkservers scrub idle replicas at
     /// `bytes_per_sec` (the others never scrub).
     pub(crate) fn start_with_scrub(chunkservers: usize, bytes_per_sec: u64) -> Self {
-        Self::start_with(vec![Clock::default(); chunkservers], bytes_per_sec)
+        Self::start_with(
+            vec![Clock::default(); chunkservers],
+            settings(),
+            bytes_per_sec,
+        )
     }
 
-    fn start_with(clocks: Vec<Clock>, scrub_bytes_per_sec: u64) -> Self {
+    /// A cluster of `chunkservers` whose nodes and clients run with
+    /// `settings`.
+    pub(crate) fn start_with_settings(chunkservers: usize, settings: FsSettings) -> Self {
+        Self::start_with(vec![Clock::default(); chunkservers], settings, 0)
+    }
+
+    fn start_with(clocks: Vec<Clock>, settings: FsSettings, scrub_bytes_per_sec: u64) -> Self {
         let chunkservers = clocks.len();
         cairn_testkit::init_logging();
         let mut world = World::new();
@@ -138,17 +151,14 @@ impl Cluster {
             .map(|i| (i as u64 + 1, master_url(i)))
             .collect();
         for i in 0..MASTERS {
-            let (masters, peers) = (masters.clone(), peers.clone());
+            let (masters, peers, settings) = (masters.clone(), peers.clone(), settings.clone());
             world.add_node(&master_name(i), move |context: NodeContext| {
-                let (masters, peers) = (masters.clone(), peers.clone());
+                let (masters, peers, settings) = (masters.clone(), peers.clone(), settings.clone());
                 async move {
                     let config = NodeConfig::new(i as u64 + 1, peers, "raft");
-                    let server = MasterServer::start_with(
-                        config,
-                        Arc::new(context.disk.clone()),
-                        settings(),
-                    )
-                    .unwrap_or_else(|e| panic!("master {i} cannot start: {e}"));
+                    let server =
+                        MasterServer::start_with(config, Arc::new(context.disk.clone()), settings)
+                            .unwrap_or_else(|e| panic!("master {i} cannot start: {e}"));
                     masters.lock().unwrap()[i] = Some(server.clone());
                     if let Err(error) = server.router().serve(context.bind(MASTER_PORT)).await {
                         panic!("master {i} cannot serve: {error}");
@@ -160,9 +170,11 @@ impl Cluster {
         let (counter, acceptances) = tokio::sync::watch::channel(0usize);
         let counter = Arc::new(counter);
         for (i, clock) in clocks.into_iter().enumerate() {
-            let (accepted, counter) = (accepted.clone(), counter.clone());
+            let (accepted, counter, settings) =
+                (accepted.clone(), counter.clone(), settings.clone());
             world.add_node(&cs_name(i), move |context: NodeContext| {
-                let (accepted, counter) = (accepted.clone(), counter.clone());
+                let (accepted, counter, settings) =
+                    (accepted.clone(), counter.clone(), settings.clone());
                 async move {
                     let observer: cairn_fs::PrimaryObserver =
                         Arc::new(move |handle, version, url: &str| {
@@ -178,7 +190,7 @@ impl Cluster {
                         url: context.url(CHUNK_PORT),
                         masters: (0..MASTERS).map(master_url).collect(),
                         dir: "chunks".into(),
-                        settings: settings(),
+                        settings,
                         observer: Some(observer),
                         clock,
                         space: None,
@@ -200,6 +212,7 @@ impl Cluster {
             accepted,
             acceptances,
             seed,
+            settings,
         }
     }
 
@@ -214,7 +227,7 @@ impl Cluster {
     pub(crate) fn client(&self, node: &str, deadline: Duration) -> Client {
         self.world.lock().unwrap().add_client(node);
         let urls: Vec<String> = (0..MASTERS).map(master_url).collect();
-        Client::new(&urls, settings(), deadline).unwrap()
+        Client::new(&urls, self.settings.clone(), deadline).unwrap()
     }
 
     pub(crate) async fn run<F>(&self, node: &str, future: F) -> F::Output
