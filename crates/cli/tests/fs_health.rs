@@ -7,9 +7,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::fs_store::{Store, random_bytes};
+use cairn_testkit::pattern;
+use common::fs_store::Store;
+use common::poll_until;
 
 /// CRC32C (Castagnoli), bit by bit: the oracle for `checksum`.
 fn crc32c(data: &[u8]) -> u32 {
@@ -29,20 +31,17 @@ fn crc32c(data: &[u8]) -> u32 {
 
 /// Polls `fsck --json` until the store under `/` is healthy.
 fn wait_healthy(store: &Store) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    poll_until("fsck is clean", Duration::from_secs(30), || {
         let out = store.fs(&["fsck", "--json"], b"");
         let report: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
-        if out.status.success() {
-            return report.expect("fsck --json printed JSON");
+        match report {
+            Some(report) if out.status.success() => Ok(report),
+            report => Err(format!(
+                "{report:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "fsck never clean: {report:?} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })
 }
 
 /// The replica file of chunk `handle` under a chunkserver's data dir.
@@ -53,7 +52,7 @@ fn chunk_file(disk: &Path, handle: u64) -> PathBuf {
 #[test]
 fn fsck_report_and_checksum_see_a_flipped_replica() {
     let store = Store::start();
-    let data = random_bytes(300_000);
+    let data = pattern(300_000, 1);
     let out = store.fs(&["put", "-", "/f"], &data);
     assert!(out.status.success(), "{out:?}");
     let report = wait_healthy(&store);
@@ -75,23 +74,19 @@ fn fsck_report_and_checksum_see_a_flipped_replica() {
     );
 
     // Reports are as of each chunkserver's last heartbeat: poll.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let servers = loop {
-        let report = store.json(&["report"]).unwrap();
-        let servers = report["servers"].as_array().unwrap().clone();
-        if servers.len() == 3
-            && servers
-                .iter()
-                .all(|s| s["live"] == true && s["chunks"] == 1)
-        {
-            break servers;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "report never shows 3 live chunkservers with the chunk: {report}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let servers = poll_until(
+        "report shows 3 live chunkservers with the chunk",
+        Duration::from_secs(30),
+        || {
+            let report = store.json(&["report"]).unwrap();
+            let servers = report["servers"].as_array().unwrap().clone();
+            let current = servers.len() == 3
+                && servers
+                    .iter()
+                    .all(|s| s["live"] == true && s["chunks"] == 1);
+            current.then_some(servers).ok_or(report.to_string())
+        },
+    );
     let text = String::from_utf8(store.ok(&["report"])).unwrap();
     assert!(
         text.contains("heartbeat") && text.contains("scrubbed"),

@@ -4,12 +4,13 @@
 
 mod common;
 
-use common::fs_store::{Store, random_bytes};
+use cairn_testkit::pattern;
+use common::fs_store::Store;
 
 #[test]
 fn rm_then_undelete_restores_the_file_and_skip_trash_deletes_at_once() {
     let store = Store::start();
-    let data = random_bytes(3 << 20);
+    let data = pattern(3 << 20, 1);
     let local = store.dir.path().join("input.bin");
     std::fs::write(&local, &data).unwrap();
     store.ok(&["mkdir", "-p", "/data"]);

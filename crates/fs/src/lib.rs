@@ -70,12 +70,12 @@
 //! `docs/fs.md` is the protocol in full, with the consistency table and
 //! the scenarios the simulation suites run (`tests/`: M1 in `master.rs`;
 //! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
-//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; M2 (safemode after a
-//! cold start) in `safemode.rs`; files deleted or renamed
+//! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
 //! under a writer, oversized records and damaged replica files in
 //! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`; G1,
-//! deletion with retention, in `retention.rs`). Leases assume the nodes' monotonic clocks run at
-//! nearly the same rate ([`Clock`] states the bound), not that they agree.
+//! deletion with retention, in `retention.rs`; M2 (safemode after a cold
+//! start) and M5 in `safemode.rs`). Leases assume the nodes' monotonic clocks run at nearly
+//! the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
 //!

@@ -147,7 +147,11 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
         }
         Some(Op::Rename(r)) => vec![&r.from, &r.to],
         Some(Op::AddChunk(a)) => vec![&a.path],
-        Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => vec![],
+        Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => {
+            return Err(Status::invalid_argument(
+                "chunk versions are the master's own commands (raised when it grants a lease, adopted from chunkservers' reports); ask Locate for a chunk's primary instead",
+            ));
+        }
     };
     if let Some(long) = paths.iter().find(|p| p.len() > MAX_PATH_BYTES) {
         return Err(Status::invalid_argument(format!(
@@ -346,5 +350,45 @@ impl Master for MasterServer {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
         Ok(Response::new(self.node.status().to_reply()))
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use cairn_rpc::fs::{AdoptVersion, Create, GrantVersion, Purge};
+
+    use super::*;
+
+    fn command(op: Op) -> MasterCommand {
+        MasterCommand {
+            client_id: 7,
+            seq: 1,
+            op: Some(op),
+        }
+    }
+
+    #[test]
+    fn a_client_cannot_send_the_master_s_own_commands() {
+        let own = [
+            Op::GrantVersion(GrantVersion {
+                handle: 1,
+                expected: 0,
+                replicas: vec!["http://cs".into()],
+            }),
+            Op::AdoptVersion(AdoptVersion {
+                handle: 1,
+                version: 99,
+            }),
+            Op::Purge(Purge::default()),
+        ];
+        for op in own {
+            let status = validate(&command(op.clone())).expect_err("refused");
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{op:?}");
+            assert!(status.message().contains("master's own"), "{status:?}");
+        }
+        let create = Op::Create(Create {
+            path: b"/f".to_vec(),
+        });
+        assert!(validate(&command(create)).is_ok());
     }
 }

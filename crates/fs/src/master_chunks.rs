@@ -454,8 +454,13 @@ impl MasterServer {
             .node()
             .read(
                 |s| {
+                    // A chunk still at version 0 was never granted a lease,
+                    // so it holds no acknowledged byte: waiting for its
+                    // report (it may have no replica at all, if placing it
+                    // failed) would only hold safemode to its timeout.
                     s.namespace()
                         .chunks()
+                        .filter(|(_, m)| m.version > 0)
                         .map(|(h, m)| (h, m.version))
                         .collect()
                 },

@@ -230,6 +230,10 @@ impl Replicas {
         // Hints followed since the last pause: two servers naming each
         // other (stale hints during an election) must not spin.
         let mut hops = 0;
+        // The last error that was not a follower pointing at the leader:
+        // what the request ends with, so a leader's own refusal (say, a
+        // store in safemode) is reported rather than the redirect after it.
+        let mut reason: Option<String> = None;
         loop {
             let index = self.leader.load(Relaxed) % self.count();
             let server = self.known(index).expect("the known servers are a prefix");
@@ -264,7 +268,15 @@ impl Replicas {
                     (error.to_string(), None)
                 }
             };
-            if let Some(error) = self.give_up(started, &refusals, error) {
+            let last = match (&hint, &reason) {
+                (Some(_), Some(reason)) => reason.clone(),
+                (Some(_), None) => error,
+                (None, _) => {
+                    reason = Some(error.clone());
+                    error
+                }
+            };
+            if let Some(error) = self.give_up(started, &refusals, last) {
                 return Err(error);
             }
             let n = self.count();
@@ -578,6 +590,33 @@ mod tests {
             servers.addresses(),
             ["http://127.0.0.1:1", "http://127.0.0.1:3"]
         );
+    }
+
+    /// A leader refusing for a while (a store in safemode) while a follower
+    /// points back at it: the request ends with the leader's reason, not
+    /// with the follower's redirect that came last.
+    #[tokio::test]
+    async fn a_timeout_reports_the_leader_s_refusal_not_the_redirect_after_it() {
+        let servers = replicas(Duration::from_millis(300));
+        let result: Result<(), _> = servers
+            .call_leader(|client| {
+                let addr = client.addr().to_string();
+                async move {
+                    let status = if addr.ends_with(":1") {
+                        Status::unavailable("the master is in safemode; retry in a few seconds")
+                    } else {
+                        not_leader(Some((1, "http://127.0.0.1:1")))
+                    };
+                    Err(RpcError::Rejected { addr, status })
+                }
+            })
+            .await;
+        match result {
+            Err(ReplicaError::Timeout { last, .. }) => {
+                assert!(last.contains("safemode"), "{last}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Hints naming ever new servers fill the room to learn them, and no
