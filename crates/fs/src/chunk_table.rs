@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_rpc::fs::{FsckReplica, HeartbeatRequest, LeaseClaim, ServerUsage};
+use cairn_rpc::fs::{FsckReplica, HeartbeatRequest, LeaseClaim, ServerUsage, SetVersionReply};
 use tokio::time::Instant;
 
 use crate::namespace::ChunkHandle;
@@ -30,8 +30,16 @@ struct ServerEntry {
     free_bytes: u64,
     capacity_bytes: u64,
     disk: String,
-    /// handle -> (version, length).
+    /// handle -> (version, length): the last report, with what replies
+    /// told since it was taken laid over it.
     replicas: BTreeMap<ChunkHandle, (u64, u64)>,
+    /// The run of the server and its change count when it took the report
+    /// `replicas` comes from.
+    incarnation: u64,
+    changes: u64,
+    /// Replica changes replies told of that no report has shown yet:
+    /// handle -> (version, length, incarnation, changes).
+    learned: BTreeMap<ChunkHandle, (u64, u64, u64, u64)>,
     claims: BTreeMap<ChunkHandle, LeaseClaim>,
     /// The scrub's figures: (bytes verified, corrupt replicas found).
     scrub: (u64, u64),
@@ -74,6 +82,24 @@ pub(crate) struct ChunkTable {
     safemode: Safemode,
 }
 
+impl ServerEntry {
+    /// A server not heard from yet.
+    fn new(now: Instant) -> Self {
+        Self {
+            last_seen: now,
+            free_bytes: 0,
+            capacity_bytes: 0,
+            disk: String::new(),
+            replicas: BTreeMap::new(),
+            incarnation: 0,
+            changes: 0,
+            learned: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            scrub: (0, 0),
+        }
+    }
+}
+
 impl ChunkTable {
     pub(crate) fn new(settings: FsSettings) -> Self {
         Self {
@@ -88,56 +114,77 @@ impl ChunkTable {
     }
 
     /// Records a chunkserver's report.
+    ///
+    /// A report is a snapshot the server took when it sent it, and it can
+    /// arrive after a reply to a change made later (a replica created, a
+    /// new version stored): taken at face value it would erase that change,
+    /// and a replica the master just counted would drop out of the next
+    /// grant. So a report only stands for the changes it had seen (its
+    /// `changes` count); what later replies told is laid over it, and a
+    /// report older than the one recorded (a delayed delivery) refreshes
+    /// only the server's liveness and space.
     pub(crate) fn record_heartbeat(&mut self, report: &HeartbeatRequest, now: Instant) {
         if !self.servers.contains_key(&report.url) && self.servers.len() >= MAX_CHUNKSERVERS {
             tracing::warn!(url = %report.url, "too many chunkservers; report ignored");
             return;
         }
-        self.servers.insert(
-            report.url.clone(),
-            ServerEntry {
-                last_seen: now,
-                free_bytes: report.free_bytes,
-                capacity_bytes: report.capacity_bytes,
-                disk: report.disk.clone(),
-                replicas: report
-                    .replicas
-                    .iter()
-                    .map(|r| (r.handle, (r.version, r.length)))
-                    .collect(),
-                claims: report
-                    .claims
-                    .iter()
-                    .map(|c| (c.handle, c.clone()))
-                    .collect(),
-                scrub: (report.scrubbed_bytes, report.scrub_corruptions),
-            },
-        );
+        let entry = self
+            .servers
+            .entry(report.url.clone())
+            .or_insert_with(|| ServerEntry::new(now));
+        entry.last_seen = now;
+        entry.free_bytes = report.free_bytes;
+        entry.capacity_bytes = report.capacity_bytes;
+        entry.disk = report.disk.clone();
+        entry.scrub = (report.scrubbed_bytes, report.scrub_corruptions);
+        if entry.incarnation == report.incarnation && entry.changes > report.changes {
+            return;
+        }
+        entry.incarnation = report.incarnation;
+        entry.changes = report.changes;
+        entry.claims = report
+            .claims
+            .iter()
+            .map(|c| (c.handle, c.clone()))
+            .collect();
+        entry.replicas = report
+            .replicas
+            .iter()
+            .map(|r| (r.handle, (r.version, r.length)))
+            .collect();
+        entry
+            .learned
+            .retain(|_, &mut (_, _, incarnation, changes)| {
+                incarnation == report.incarnation && changes > report.changes
+            });
+        for (&handle, &(version, length, _, _)) in &entry.learned {
+            entry.replicas.insert(handle, (version, length));
+        }
     }
 
-    /// Records what the master itself learned of a replica (it created it,
-    /// or the replica took a new version).
+    /// Records what the master itself learned of a replica from `reply`
+    /// (it created it, or the replica took a new version): kept until a
+    /// report taken after the change arrives, ignored if one already has.
     pub(crate) fn record_replica(
         &mut self,
         url: &str,
         handle: ChunkHandle,
         version: u64,
-        length: u64,
+        reply: &SetVersionReply,
         now: Instant,
     ) {
         let entry = self
             .servers
             .entry(url.to_string())
-            .or_insert_with(|| ServerEntry {
-                last_seen: now,
-                free_bytes: 0,
-                capacity_bytes: 0,
-                disk: String::new(),
-                replicas: BTreeMap::new(),
-                claims: BTreeMap::new(),
-                scrub: (0, 0),
-            });
-        entry.replicas.insert(handle, (version, length));
+            .or_insert_with(|| ServerEntry::new(now));
+        if entry.incarnation == reply.incarnation && entry.changes >= reply.changes {
+            return;
+        }
+        entry.replicas.insert(handle, (version, reply.length));
+        entry.learned.insert(
+            handle,
+            (version, reply.length, reply.incarnation, reply.changes),
+        );
     }
 
     /// Called on the leader with its current term: a new term forgets the

@@ -170,6 +170,8 @@ impl ChunkServer {
             pipelines: Default::default(),
             observer: config.observer,
             mutated: Default::default(),
+            incarnation: rand::Rng::r#gen(&mut cairn_rpc::seeded_rng()),
+            changes: 0,
         };
         let (disk, probe) = match config.space {
             Some(space) => (space.label, Some(space.probe)),
@@ -698,13 +700,13 @@ impl Chunk for ChunkServer {
         request: Request<SetVersionRequest>,
     ) -> Result<Response<SetVersionReply>, Status> {
         let request = request.into_inner();
-        let length = self
+        let reply = self
             .inner
             .state
             .with(move |s| s.set_version(request))
             .await
             .map_err(stopped)??;
-        Ok(Response::new(SetVersionReply { length }))
+        Ok(Response::new(reply))
     }
 
     async fn inspect(
@@ -734,18 +736,18 @@ impl Chunk for ChunkServer {
             .inner
             .state
             .with(move |s| match s.store.create(handle, 0) {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(s.changed(0)),
                 // A retried create: the empty replica is already here.
                 Err(ChunkError::AlreadyExists(_))
                     if s.store.replica(handle).is_some_and(|r| r.version == 0) =>
                 {
-                    Ok(())
+                    Ok(s.changed(0))
                 }
                 Err(error) => Err(status_of(error)),
             })
             .await
             .map_err(stopped)?;
-        name_disk(&self.inner, created)?;
-        Ok(Response::new(SetVersionReply { length: 0 }))
+        let reply = name_disk(&self.inner, created)?;
+        Ok(Response::new(reply))
     }
 }

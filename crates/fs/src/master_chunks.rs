@@ -22,7 +22,7 @@ use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, AdoptVersion, CreateReplicaRequest, FsErrorCode, GrantVersion, HeartbeatReply,
     HeartbeatRequest, LocateReply, LocateRequest, MasterCommand, MasterReply, SafemodeReply,
-    SafemodeRequest, SetVersionRequest,
+    SafemodeRequest, SetVersionReply, SetVersionRequest,
 };
 use cairn_rsm::SubmitError;
 use prost::Message as _;
@@ -310,22 +310,24 @@ impl MasterServer {
         }
         let calls = servers.iter().map(|url| async move {
             let peer = self.peers.get(url).map_err(|e| e.to_string())?;
-            peer.call(CreateReplicaRequest { handle }, |c, r| async move {
-                ChunkClient::new(c).create_replica(r).await
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            Ok::<_, String>(url.clone())
+            let reply = peer
+                .call(CreateReplicaRequest { handle }, |c, r| async move {
+                    ChunkClient::new(c).create_replica(r).await
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((url.clone(), reply))
         });
         let results = futures::future::join_all(calls).await;
-        let created: Vec<String> = results.iter().filter_map(|r| r.clone().ok()).collect();
+        let created: Vec<(String, SetVersionReply)> =
+            results.iter().filter_map(|r| r.clone().ok()).collect();
         let now = Instant::now();
         let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         let none = self
             .table
             .with(move |t| {
-                for url in &created {
-                    t.record_replica(url, handle, 0, 0, now);
+                for (url, reply) in &created {
+                    t.record_replica(url, handle, 0, reply, now);
                 }
                 t.grant_done(handle, None);
                 created.is_empty()
@@ -387,12 +389,13 @@ impl MasterServer {
         });
         let results = futures::future::join_all(calls).await;
         let now = Instant::now();
-        let stored: Vec<(String, u64)> = results.iter().filter_map(|r| r.clone().ok()).collect();
+        let stored: Vec<(String, SetVersionReply)> =
+            results.iter().filter_map(|r| r.clone().ok()).collect();
         let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         self.table
             .with(move |t| {
-                for (url, length) in &stored {
-                    t.record_replica(url, handle, new_version, *length, now);
+                for (url, reply) in &stored {
+                    t.record_replica(url, handle, new_version, reply, now);
                 }
             })
             .await
@@ -412,12 +415,12 @@ impl MasterServer {
     }
 
     /// Has the replica at `url` store a new version (retried: storing a
-    /// version is idempotent); returns its length.
+    /// version is idempotent); returns its reply.
     async fn store_version(
         &self,
         url: &str,
         request: SetVersionRequest,
-    ) -> Result<(String, u64), String> {
+    ) -> Result<(String, SetVersionReply), String> {
         let peer = self.peers.get(url).map_err(|e| format!("{url}: {e}"))?;
         let mut attempts = 0;
         loop {
@@ -428,7 +431,7 @@ impl MasterServer {
                 })
                 .await;
             match result {
-                Ok(reply) => return Ok((url.to_string(), reply.length)),
+                Ok(reply) => return Ok((url.to_string(), reply)),
                 Err(e) if e.outcome_unknown() && attempts < SET_VERSION_ATTEMPTS => {}
                 Err(e) => return Err(format!("{url}: {e}")),
             }

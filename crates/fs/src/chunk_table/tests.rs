@@ -210,3 +210,63 @@ async fn a_new_leader_in_safemode_neither_places_nor_grants() {
     assert!(!table.in_safemode(later));
     assert!(matches!(table.decide(2, 0, &[], later), Decision::Place));
 }
+
+/// `report` as taken by run `incarnation` after `changes` replica changes.
+fn taken(mut report: HeartbeatRequest, incarnation: u64, changes: u64) -> HeartbeatRequest {
+    report.incarnation = incarnation;
+    report.changes = changes;
+    report
+}
+
+fn reply(incarnation: u64, changes: u64) -> SetVersionReply {
+    SetVersionReply {
+        length: 0,
+        incarnation,
+        changes,
+    }
+}
+
+/// A report sent before a chunkserver created a replica arrives after the
+/// creation's reply: it must not erase the replica (it used to, and the
+/// next grant left the replica out: an acknowledged write on two of three).
+#[tokio::test]
+async fn a_report_taken_before_a_reply_does_not_undo_it() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.record_heartbeat(&taken(report("a", &[(1, 1)], &[]), 9, 4), now);
+    // Chunk 2 created (change 5), then version 1 stored (change 6).
+    table.record_replica("a", 2, 0, &reply(9, 5), now);
+    table.record_replica("a", 2, 1, &reply(9, 6), now);
+    // The report sent before either arrives now.
+    table.record_heartbeat(&taken(report("a", &[(1, 1)], &[]), 9, 4), now);
+    assert_eq!(table.replicas_at(2, 1, now), vec!["a".to_string()]);
+    // One taken between them still lacks version 1: the reply stands.
+    table.record_heartbeat(&taken(report("a", &[(1, 1), (2, 0)], &[]), 9, 5), now);
+    assert_eq!(table.replicas_at(2, 1, now), vec!["a".to_string()]);
+    // One taken after both rules: here the replica has gone since.
+    table.record_heartbeat(&taken(report("a", &[(1, 1)], &[]), 9, 6), now);
+    assert!(table.replicas_at(2, 1, now).is_empty());
+    assert!(table.replicas_at(2, 0, now).is_empty());
+}
+
+/// A report delayed past a newer one changes no replica; a reply older
+/// than the recorded report is ignored; a restarted server's report
+/// (another run) drops what replies of the old run told.
+#[tokio::test]
+async fn delayed_reports_and_replies_and_restarts() {
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    table.record_heartbeat(&taken(report("a", &[(1, 2)], &[]), 9, 8), now);
+    table.record_heartbeat(&taken(report("a", &[(1, 1)], &[]), 9, 7), now);
+    assert_eq!(table.replicas_at(1, 2, now), vec!["a".to_string()]);
+    // The reply for version 2 (change 8) comes after the report showing
+    // it, and after that the replica was set aside (report at 8, without it).
+    table.record_heartbeat(&taken(report("a", &[], &[]), 9, 8), now);
+    table.record_replica("a", 1, 2, &reply(9, 8), now);
+    assert!(table.replicas_at(1, 2, now).is_empty());
+    // A reply from run 9, then the server restarts as run 10 with nothing.
+    table.record_replica("a", 3, 1, &reply(9, 9), now);
+    assert_eq!(table.replicas_at(3, 1, now), vec!["a".to_string()]);
+    table.record_heartbeat(&taken(report("a", &[], &[]), 10, 0), now);
+    assert!(table.replicas_at(3, 1, now).is_empty());
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cairn_rpc::fs::{
-    ApplyRequest, HeartbeatRequest, LeaseClaim, MutationReply, ReplicaState, SetVersionRequest,
+    ApplyRequest, HeartbeatRequest, LeaseClaim, MutationReply, ReplicaState, SetVersionReply,
+    SetVersionRequest,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -84,6 +85,13 @@ pub(crate) struct ServerState {
     /// When each replica last took a mutation (the scrub leaves busy ones
     /// alone); forgotten at a restart.
     pub mutated: BTreeMap<ChunkHandle, Instant>,
+    /// This run of the server (drawn at start) and how many replica
+    /// changes the master hears of in replies it has made (creations and
+    /// new versions): both go into every report and every such reply, so
+    /// the master can tell a report taken before a reply from one taken
+    /// after it.
+    pub incarnation: u64,
+    pub changes: u64,
 }
 
 /// How a refusal for a full disk begins (the handlers add the server and
@@ -331,7 +339,21 @@ impl ServerState {
     }
 
     /// From the master: the new version, durable, and who is primary.
-    pub(crate) fn set_version(&mut self, request: SetVersionRequest) -> Result<u64, Status> {
+    /// Counts a replica change the master hears of in the reply: the reply
+    /// to send, with the replica's `length`.
+    pub(crate) fn changed(&mut self, length: u64) -> SetVersionReply {
+        self.changes += 1;
+        SetVersionReply {
+            length,
+            incarnation: self.incarnation,
+            changes: self.changes,
+        }
+    }
+
+    pub(crate) fn set_version(
+        &mut self,
+        request: SetVersionRequest,
+    ) -> Result<SetVersionReply, Status> {
         let handle = request.handle;
         self.store
             .set_version(handle, request.version)
@@ -348,7 +370,8 @@ impl ServerState {
                 serial: 0,
             },
         );
-        Ok(self.store.replica(handle).map_or(0, |r| r.length))
+        let length = self.store.replica(handle).map_or(0, |r| r.length);
+        Ok(self.changed(length))
     }
 
     /// Whether this server's lease on `handle` (as primary) is live at
@@ -404,6 +427,8 @@ impl ServerState {
             replicas,
             free_bytes: capacity.saturating_sub(used),
             claims,
+            incarnation: self.incarnation,
+            changes: self.changes,
             ..HeartbeatRequest::default()
         };
         (request, extend)

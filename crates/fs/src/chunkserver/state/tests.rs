@@ -19,6 +19,8 @@ fn server() -> ServerState {
         pipelines: BTreeMap::new(),
         observer: None,
         mutated: BTreeMap::new(),
+        incarnation: 7,
+        changes: 0,
     }
 }
 
