@@ -10,13 +10,14 @@
 //! (group commit), and only then takes the next, so that every replica
 //! applies them in the same order.
 
+mod cloning;
 #[cfg(all(test, not(madsim)))]
 mod disk_full_tests;
 mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,9 +25,9 @@ use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
-    AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CreateReplicaRequest,
-    HeartbeatReply, HeartbeatRequest, MutationReply, PushReply, PushRequest, ReadReply,
-    ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
+    AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CloneReply, CloneRequest,
+    CreateReplicaRequest, HeartbeatReply, HeartbeatRequest, MutationReply, PushReply, PushRequest,
+    ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -34,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+pub use cloning::MAX_CLONES_IN_FLIGHT;
 pub use state::PrimaryObserver;
 use state::{DISK_FULL, Mutation, MutationKind, Prepared, Refusal, ServerState, status_of};
 
@@ -115,6 +117,8 @@ struct Inner {
     /// Set by a write that found the disk full, cleared by one that
     /// succeeds: reported as no free space meanwhile.
     disk_full: AtomicBool,
+    /// Clones running here (bounded by [`MAX_CLONES_IN_FLIGHT`]).
+    clones: AtomicUsize,
     state: Owner<ServerState>,
     masters: Vec<RpcClient>,
     peers: Peers,
@@ -173,6 +177,7 @@ impl ChunkServer {
             disk,
             probe,
             disk_full: AtomicBool::new(false),
+            clones: AtomicUsize::new(0),
             state: Owner::spawn(state),
             masters,
             peers: Peers::new(PEER_CALL_TIMEOUT),
@@ -238,6 +243,10 @@ async fn heartbeat_round(inner: &Inner) {
     });
     let replies: Vec<Result<HeartbeatReply, RpcError>> = futures::future::join_all(calls).await;
     for reply in replies.into_iter().flatten() {
+        if reply.leader && !reply.delete_replicas.is_empty() {
+            let listed = reply.delete_replicas.clone();
+            let _ = inner.state.with(move |s| s.delete_listed(&listed)).await;
+        }
         if !reply.leader || reply.extended.is_empty() {
             continue;
         }
@@ -692,5 +701,34 @@ impl Chunk for ChunkServer {
             .map_err(stopped)?;
         name_disk(&self.inner, created)?;
         Ok(Response::new(SetVersionReply { length: 0 }))
+    }
+
+    async fn clone_replica(
+        &self,
+        request: Request<CloneRequest>,
+    ) -> Result<Response<CloneReply>, Status> {
+        let request = request.into_inner();
+        cloning::check(&self.inner, &request)?;
+        let _slot = cloning::CloneSlot::take(&self.inner.clones)?;
+        let (handle, version, length) = (request.handle, request.version, request.length);
+        let needed = self
+            .inner
+            .state
+            .with(move |s| s.clone_needed(handle, version, length))
+            .await
+            .map_err(stopped)??;
+        if !needed {
+            return Ok(Response::new(CloneReply { length }));
+        }
+        let copy = cloning::fetch(&self.inner, &request).await?;
+        let installed = self
+            .inner
+            .state
+            .with(move |s| s.install(handle, version, &copy))
+            .await
+            .map_err(stopped)?;
+        let length = name_disk(&self.inner, installed)?;
+        tracing::info!(handle, version, length, source = %request.source, "replica cloned");
+        Ok(Response::new(CloneReply { length }))
     }
 }

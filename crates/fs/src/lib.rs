@@ -103,9 +103,11 @@ mod client;
 mod clock;
 mod file_reader;
 mod file_writer;
+mod healer;
 mod master;
 mod master_chunks;
 mod master_client;
+mod master_heal;
 mod master_state;
 mod namespace;
 mod owner;
@@ -118,13 +120,14 @@ pub mod snapshot;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReplicaReport};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_MESSAGE_BYTES,
-    MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_CLONES_IN_FLIGHT,
+    MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use clock::Clock;
 pub use file_reader::{FileReader, READ_WINDOW};
 pub use file_writer::{FileWriter, WRITE_WINDOW};
+pub use healer::{CloneRecord, HealingStatus, MAX_CLONE_HISTORY, MAX_CLONES_PER_ROUND};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};

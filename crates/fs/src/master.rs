@@ -45,6 +45,8 @@ pub struct MasterServer {
     /// Chunk locations, liveness and leases (volatile).
     pub(crate) table: Owner<ChunkTable>,
     pub(crate) peers: Arc<Peers>,
+    /// Clients for clones, whose calls last longer.
+    pub(crate) clone_peers: Arc<Peers>,
     pub(crate) settings: FsSettings,
 }
 
@@ -70,12 +72,15 @@ impl MasterServer {
         settings: FsSettings,
     ) -> Result<Self, StartError> {
         let node = Node::start(config, disk, MasterState::new())?;
-        Ok(Self {
+        let server = Self {
             node,
             table: Owner::spawn(ChunkTable::new(settings.clone())),
             peers: Arc::new(Peers::new(CHUNKSERVER_CALL_TIMEOUT)),
+            clone_peers: Arc::new(Peers::new(crate::master_heal::CLONE_TIMEOUT)),
             settings,
-        })
+        };
+        tokio::spawn(crate::master_heal::run(server.clone()));
+        Ok(server)
     }
 
     /// The Raft node underneath.

@@ -136,6 +136,20 @@ impl Namespace {
             .ok_or(FsError::NoSuchChunk(handle))
     }
 
+    /// Whether any inode in the namespace references `handle`: the one
+    /// rule for what is garbage (a replica of a handle below
+    /// [`next_handle`](Self::next_handle) that nothing references is an
+    /// orphan). Extend it here when chunks gain other referents.
+    pub fn references(&self, handle: ChunkHandle) -> bool {
+        self.chunks.contains_key(&handle)
+    }
+
+    /// The handle the next added chunk gets: every handle below it was
+    /// handed out (a higher one is a chunk this node has not applied yet).
+    pub fn next_handle(&self) -> ChunkHandle {
+        self.next_handle
+    }
+
     /// How many files and directories there are (the root not counted).
     pub fn len(&self) -> usize {
         self.entries.len()

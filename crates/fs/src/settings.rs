@@ -22,6 +22,9 @@ pub struct FsSettings {
     /// not given new chunks, nor new leases on chunks it holds while other
     /// replicas have room (default: one chunk).
     pub min_free_bytes: u64,
+    /// The most clones (re-replication) the master has in flight per
+    /// chunkserver, as source or target (default 2).
+    pub clones_per_server: usize,
 }
 
 impl Default for FsSettings {
@@ -33,6 +36,7 @@ impl Default for FsSettings {
             replication: 3,
             capacity_bytes: 1 << 40,
             min_free_bytes: 64 << 20,
+            clones_per_server: 2,
         }
     }
 }
@@ -48,6 +52,13 @@ impl FsSettings {
     /// A chunkserver silent for this long is considered dead.
     pub fn dead_after(&self) -> Duration {
         self.heartbeat_interval * 4
+    }
+
+    /// How long a new leader waits before it heals (every live chunkserver
+    /// has reported by then), and how long a replica no file references
+    /// stays before it is deleted.
+    pub fn heal_after(&self) -> Duration {
+        self.dead_after()
     }
 
     /// The largest record an append takes: a quarter of a chunk (GFS §3.3).

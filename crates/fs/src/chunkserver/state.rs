@@ -119,8 +119,7 @@ impl ServerState {
     ) -> Result<T, ChunkError> {
         if let Err(ChunkError::Corrupt { .. }) = &result {
             self.store.set_aside(handle);
-            self.roles.remove(&handle);
-            self.pipelines.remove(&handle);
+            self.forget_role(handle);
         }
         result
     }
@@ -345,6 +344,76 @@ impl ServerState {
             },
         );
         Ok(self.store.replica(handle).map_or(0, |r| r.length))
+    }
+
+    /// Forgets the role and the mutation queue of `handle` (its replica is
+    /// being replaced or deleted).
+    fn forget_role(&mut self, handle: ChunkHandle) {
+        self.roles.remove(&handle);
+        self.pipelines.remove(&handle);
+    }
+
+    /// Whether a clone of `handle` at `version` and `length` is needed
+    /// here: `Ok(false)` if this replica already is that one, an error if
+    /// it is newer.
+    pub(crate) fn clone_needed(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<bool, Status> {
+        match self.store.replica(handle) {
+            Some(r) if r.version == version && r.length == length => Ok(false),
+            Some(r) if r.version >= version => Err(Status::failed_precondition(format!(
+                "the replica of chunk {handle} here is at version {}, not below {version}; the master must look again",
+                r.version
+            ))),
+            _ => Ok(true),
+        }
+    }
+
+    /// Installs a replica copied from another chunkserver, replacing an
+    /// older one here.
+    pub(crate) fn install(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        data: &[u8],
+    ) -> Result<u64, Status> {
+        if !self.clone_needed(handle, version, data.len() as u64)? {
+            return Ok(data.len() as u64);
+        }
+        self.forget_role(handle);
+        self.store
+            .install(handle, version, data)
+            .map_err(status_of)?;
+        Ok(data.len() as u64)
+    }
+
+    /// Deletes the replicas the leader listed, each only if it is still at
+    /// the version listed (one cloned or raised since is kept).
+    pub(crate) fn delete_listed(&mut self, listed: &[ReplicaState]) {
+        for doomed in listed {
+            let handle = doomed.handle;
+            if self
+                .store
+                .replica(handle)
+                .is_none_or(|r| r.version != doomed.version)
+            {
+                continue;
+            }
+            self.forget_role(handle);
+            match self.store.delete(handle) {
+                Ok(()) => tracing::info!(
+                    handle,
+                    version = doomed.version,
+                    "replica deleted at the master's word"
+                ),
+                Err(error) => {
+                    tracing::warn!(handle, %error, "deleting a replica failed; the master will ask again")
+                }
+            }
+        }
     }
 
     /// Whether this server's lease on `handle` (as primary) is live at

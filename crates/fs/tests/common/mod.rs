@@ -25,6 +25,7 @@ pub(crate) fn settings() -> FsSettings {
         replication: 3,
         capacity_bytes: 1 << 30,
         min_free_bytes: CHUNK_BYTES,
+        clones_per_server: 2,
     }
 }
 
