@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `mv`, `stat`, `append`,
-//! `status`, `df`).
+//! `status`, `df`, `setrep`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -59,6 +59,9 @@ pub(crate) enum FsCommand {
     /// Show every chunkserver's capacity, used and free space, chunk count
     /// and whether it is alive, with totals (as of their last heartbeats).
     Df(MastersArgs),
+    /// Set how many replicas a file's chunks should have; the master
+    /// clones or deletes replicas to match (--wait: until it has).
+    Setrep(crate::fs_heal::SetrepArgs),
 }
 
 #[derive(Debug, Args)]
@@ -85,13 +88,13 @@ pub(crate) struct MastersArgs {
     /// `cairn cluster --fs`).
     #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
           env = "CAIRN_FS_MASTERS", default_value = DEFAULT_MASTERS)]
-    masters: Vec<String>,
+    pub(crate) masters: Vec<String>,
     /// Seconds an operation may take, retries included.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Print JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -180,11 +183,11 @@ pub(crate) fn run(command: FsCommand, config: &Config) -> anyhow::Result<()> {
     runtime.block_on(dispatch(command, config))
 }
 
-fn path(text: &str) -> anyhow::Result<FsPath> {
+pub(crate) fn path(text: &str) -> anyhow::Result<FsPath> {
     FsPath::parse(text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn client(args: &MastersArgs) -> anyhow::Result<Client> {
+pub(crate) fn client(args: &MastersArgs) -> anyhow::Result<Client> {
     Client::new(
         &args.masters,
         FsSettings::default(),
@@ -238,6 +241,7 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         FsCommand::Append(args) => append(args).await,
         FsCommand::Status(args) => status(args).await,
         FsCommand::Df(args) => crate::fs_admin::df(&args.masters, args.json).await,
+        FsCommand::Setrep(args) => crate::fs_heal::setrep(args).await,
     }
 }
 

@@ -33,6 +33,7 @@ mod cluster;
 mod config;
 mod fs;
 mod fs_admin;
+mod fs_heal;
 mod kv;
 mod kv_status;
 mod mr;

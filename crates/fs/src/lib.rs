@@ -65,7 +65,7 @@
 //! B1-B4 in `data_path.rs`; F1, F3, F4, M3, M4, M6, X1 in `faults.rs`; F2,
 //! F9, M7 in `failover.rs`; X2 in `clock_skew.rs`; files deleted or renamed
 //! under a writer, oversized records and damaged replica files in
-//! `bad_input.rs`). Leases assume the nodes' monotonic clocks run at
+//! `bad_input.rs`; F5-F8 and replication goals in `healing.rs`). Leases assume the nodes' monotonic clocks run at
 //! nearly the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
@@ -74,7 +74,8 @@
 //!   and checksum disagree on that replica: it then reads as corrupt (never
 //!   as wrong data), and a good replica must replace it. A replica found
 //!   corrupt is set aside (no longer reported or served) but not yet
-//!   replaced: the chunk has one replica fewer until re-replication exists.
+//!   replaced by a clone from a good one (the leader's healer,
+//!   `master_heal.rs`).
 //! - Every batch of mutations rewrites the replica's metadata file (with a
 //!   directory sync). A primary makes one chunk's waiting mutations as one
 //!   batch (one data sync and one metadata rewrite per replica), but
@@ -87,14 +88,17 @@
 //!   included), so one slow sync delays every other request to that
 //!   server.
 //! - Chunkservers report every replica in every heartbeat (no incremental
-//!   reports), and stale or orphaned replicas are never deleted yet
-//!   (re-replication and garbage collection are another step).
+//!   reports). The leader deletes stale, orphaned and extra replicas
+//!   through heartbeat replies and re-replicates chunks below their goal
+//!   (`healer.rs`, `master_heal.rs`); a clone is held in memory (one
+//!   chunk) on its target until written. Decommission and balance are not
+//!   built.
 //! - File sizes (`Lookup`'s `length`) and the space `Usage` reports are as of
 //!   the chunkservers' last heartbeats to the node that answers: they lag a
 //!   write in progress, and a node that just started knows none until the
 //!   first reports. A file's chunks before the last count as full.
-//! - A chunkserver on a full disk is left out of new chunks and new leases,
-//!   but nothing copies its replicas elsewhere (no re-replication yet).
+//! - A chunkserver on a full disk is left out of new chunks, new leases
+//!   and clones, but its replicas stay (they count toward the goal).
 
 mod chunk_store;
 mod chunk_table;
@@ -133,7 +137,8 @@ pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
 pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code};
 pub use namespace::{
-    ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES, Namespace,
+    ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES,
+    MAX_REPLICATION, Namespace,
 };
 pub use owner::MAX_QUEUED_CHANGES;
 pub use path::{FsPath, MAX_NAME_BYTES, MAX_PATH_BYTES, PathError};

@@ -144,6 +144,7 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
         Some(Op::Delete(d)) => vec![&d.path],
         Some(Op::Rename(r)) => vec![&r.from, &r.to],
         Some(Op::AddChunk(a)) => vec![&a.path],
+        Some(Op::SetReplication(r)) => vec![&r.path],
         Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => vec![],
     };
     if let Some(long) = paths.iter().find(|p| p.len() > MAX_PATH_BYTES) {
@@ -155,11 +156,17 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
     Ok(())
 }
 
-/// The wire form of a namespace entry, with its chunks' versions.
-fn entry_info(entry: &Entry, state: &MasterState) -> EntryInfo {
+/// The wire form of a namespace entry, with its chunks' versions (and a
+/// file's goal, `default` unless set).
+fn entry_info(entry: &Entry, state: &MasterState, default: usize) -> EntryInfo {
+    let replication = match &entry.inode {
+        Inode::File { goal: 0, .. } => default as u32,
+        Inode::File { goal, .. } => *goal,
+        Inode::Directory => 0,
+    };
     let chunks = match &entry.inode {
         Inode::Directory => Vec::new(),
-        Inode::File { chunks } => chunks
+        Inode::File { chunks, .. } => chunks
             .iter()
             .map(|&handle| ChunkInfo {
                 handle,
@@ -175,11 +182,12 @@ fn entry_info(entry: &Entry, state: &MasterState) -> EntryInfo {
         directory: entry.inode == Inode::Directory,
         chunks,
         length: 0,
+        replication,
     }
 }
 
 /// Answers a lookup from the state.
-fn lookup(state: &MasterState, path: &FsPath, list: bool) -> LookupReply {
+fn lookup(state: &MasterState, path: &FsPath, list: bool, default: usize) -> LookupReply {
     let refused = |error: crate::namespace::FsError| LookupReply {
         error: error_code(&error) as i32,
         message: error.to_string(),
@@ -211,7 +219,10 @@ fn lookup(state: &MasterState, path: &FsPath, list: bool) -> LookupReply {
         };
     }
     LookupReply {
-        entries: entries.iter().map(|e| entry_info(e, state)).collect(),
+        entries: entries
+            .iter()
+            .map(|e| entry_info(e, state, default))
+            .collect(),
         ..LookupReply::default()
     }
 }
@@ -257,10 +268,11 @@ impl Master for MasterServer {
             }
         };
         let list = request.list;
+        let default = self.settings.replication;
         let mut reply = self
             .node
             .read(
-                move |state: &MasterState| lookup(state, &path, list),
+                move |state: &MasterState| lookup(state, &path, list, default),
                 REQUEST_DEADLINE,
             )
             .await

@@ -221,7 +221,7 @@ impl MasterServer {
                 .read(
                     move |s| -> Result<(u64, Option<Found>), FsError> {
                         let ns = s.namespace();
-                        let Inode::File { chunks } = ns.get(&at)? else {
+                        let Inode::File { chunks, .. } = ns.get(&at)? else {
                             return Err(FsError::IsADirectory(at.clone()));
                         };
                         let count = chunks.len() as u64;

@@ -14,7 +14,7 @@ use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, LocateReply, LocateRequest, LookupRequest,
-    MasterCommand, MasterReply, Mkdir, Rename,
+    MasterCommand, MasterReply, Mkdir, Rename, SetReplication,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -203,6 +203,16 @@ impl MasterClient {
             }))
             .await?
             .freed)
+    }
+
+    /// Sets how many replicas the file `path` should have (1 to 16).
+    pub async fn set_replication(&mut self, path: &FsPath, goal: u32) -> Result<(), MasterError> {
+        self.change(Op::SetReplication(SetReplication {
+            path: path.as_str().as_bytes().to_vec(),
+            goal,
+        }))
+        .await
+        .map(drop)
     }
 
     /// Moves `from` to `to` atomically (`replace`: over an existing file).

@@ -60,7 +60,9 @@ pub(crate) fn reported_chunks(
     for &handle in handles {
         match namespace.chunk(handle) {
             Ok(meta) => {
-                reported.referenced.insert(handle, (meta.version, goal));
+                reported
+                    .referenced
+                    .insert(handle, (meta.version, meta.goal_or(goal)));
             }
             Err(_) if handle < namespace.next_handle() && !namespace.references(handle) => {
                 reported.orphans.insert(handle);
@@ -110,7 +112,7 @@ impl MasterServer {
                 move |s: &MasterState| {
                     s.namespace()
                         .chunks()
-                        .map(|(handle, meta)| (handle, meta.version, goal))
+                        .map(|(handle, meta)| (handle, meta.version, meta.goal_or(goal)))
                         .collect()
                 },
                 REQUEST_DEADLINE,

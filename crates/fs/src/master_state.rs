@@ -136,6 +136,11 @@ impl MasterState {
                     ns.adopt_version(a.handle, a.version).map_err(from_fs)?;
                     MasterReply::default()
                 }
+                Op::SetReplication(r) => {
+                    ns.set_replication(&path(&r.path)?, r.goal)
+                        .map_err(from_fs)?;
+                    MasterReply::default()
+                }
             })
         })();
         result.unwrap_or_else(|refused| refused)
@@ -178,6 +183,7 @@ pub fn error_code(error: &FsError) -> FsErrorCode {
         FsError::NoSuchChunk(_) => FsErrorCode::NoSuchChunk,
         FsError::VersionChanged { .. } => FsErrorCode::VersionChanged,
         FsError::NamespaceFull => FsErrorCode::NamespaceFull,
+        FsError::BadReplication(_) => FsErrorCode::BadReplication,
     }
 }
 

@@ -1,10 +1,12 @@
 //! The master's snapshot: the [`Namespace`] as bytes, and back.
 //!
-//! Format (little-endian): the magic `CRNFSNS1`; the next chunk handle;
+//! Format (little-endian): the magic `CRNFSNS2`; the next chunk handle;
 //! the number of chunks, then each handle and version; the number of
 //! entries, then each entry's kind (0 directory, 1 file), its path (length
-//! and UTF-8 bytes) and, for a file, its chunk count and handles; last, a
-//! CRC32C of everything before it. The decoder checks every length against
+//! and UTF-8 bytes) and, for a file, its chunk count and handles and its
+//! replication goal (u32); last, a CRC32C of everything before it. A
+//! snapshot with the magic `CRNFSNS1` (before goals) has no goal after the
+//! handles and decodes with every goal 0 (the store's setting). The decoder checks every length against
 //! the bytes left before allocating, parses every path, and rebuilds the
 //! namespace through its own consistency checks, so a damaged or hostile
 //! snapshot is an error, never a panic or a namespace that breaks later.
@@ -14,7 +16,9 @@ use std::collections::BTreeMap;
 use crate::namespace::{ChunkMeta, Inode, Namespace};
 use crate::path::FsPath;
 
-const MAGIC: &[u8; 8] = b"CRNFSNS1";
+const MAGIC: &[u8; 8] = b"CRNFSNS2";
+/// The format before replication goals, still decoded.
+const MAGIC_V1: &[u8; 8] = b"CRNFSNS1";
 
 /// Encodes `namespace`.
 pub fn encode(namespace: &Namespace) -> Vec<u8> {
@@ -35,11 +39,12 @@ pub fn encode(namespace: &Namespace) -> Vec<u8> {
         });
         out.extend_from_slice(&(path.as_str().len() as u32).to_le_bytes());
         out.extend_from_slice(path.as_str().as_bytes());
-        if let Inode::File { chunks } = inode {
+        if let Inode::File { chunks, goal } = inode {
             out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
             for handle in chunks {
                 out.extend_from_slice(&handle.to_le_bytes());
             }
+            out.extend_from_slice(&goal.to_le_bytes());
         }
     }
     let trailer = crc32c::crc32c(&out);
@@ -58,17 +63,22 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
         })
         .map(|(body, _)| body)
         .ok_or("the snapshot fails its checksum")?;
-    let mut reader = Reader(
-        body.strip_prefix(MAGIC)
-            .ok_or("not a file-store master snapshot (bad magic)")?,
-    );
+    let (with_goals, rest) = match (body.strip_prefix(MAGIC), body.strip_prefix(MAGIC_V1)) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => return Err("not a file-store master snapshot (bad magic)".to_string()),
+    };
+    let mut reader = Reader(rest);
     let next_handle = reader.u64()?;
     let chunk_count = reader.count(16)?;
     let mut chunks = BTreeMap::new();
     for _ in 0..chunk_count {
         let handle = reader.u64()?;
         let version = reader.u64()?;
-        if chunks.insert(handle, ChunkMeta { version }).is_some() {
+        if chunks
+            .insert(handle, ChunkMeta { version, goal: 0 })
+            .is_some()
+        {
             return Err(format!("chunk {handle} is listed twice"));
         }
     }
@@ -86,7 +96,8 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
                     return Err(format!("{path} claims more chunks than the snapshot holds"));
                 }
                 let chunks = (0..count).map(|_| reader.u64()).collect::<Result<_, _>>()?;
-                Inode::File { chunks }
+                let goal = if with_goals { reader.u32()? } else { 0 };
+                Inode::File { chunks, goal }
             }
             other => return Err(format!("{path} has unknown kind {other}")),
         };
@@ -153,6 +164,7 @@ mod tests {
         ns.add_chunk(&p("/logs/2026/day1"), 1).unwrap();
         ns.bump_version(handle, 0).unwrap();
         ns.create(&p("/empty")).unwrap();
+        ns.set_replication(&p("/logs/2026/day1"), 2).unwrap();
         ns
     }
 
@@ -161,6 +173,37 @@ mod tests {
         let ns = sample();
         assert_eq!(decode(&encode(&ns)), Ok(ns));
         assert_eq!(decode(&encode(&Namespace::new())), Ok(Namespace::new()));
+    }
+
+    /// A snapshot from before replication goals decodes, every goal the
+    /// store's setting.
+    #[test]
+    fn a_snapshot_without_goals_still_decodes() {
+        let mut ns = Namespace::new();
+        let p = |t: &str| FsPath::parse(t).unwrap();
+        ns.mkdir(&p("/logs"), true).unwrap();
+        ns.create(&p("/logs/a")).unwrap();
+        ns.add_chunk(&p("/logs/a"), 0).unwrap();
+        // The version-1 encoding: the same, without the goal after each
+        // file's handles.
+        let mut old = MAGIC_V1.to_vec();
+        old.extend_from_slice(&2u64.to_le_bytes());
+        old.extend_from_slice(&1u64.to_le_bytes());
+        old.extend_from_slice(&1u64.to_le_bytes());
+        old.extend_from_slice(&0u64.to_le_bytes());
+        old.extend_from_slice(&2u64.to_le_bytes());
+        for (kind, name, chunks) in [(0u8, "/logs", None), (1, "/logs/a", Some(1u64))] {
+            old.push(kind);
+            old.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            old.extend_from_slice(name.as_bytes());
+            if let Some(handle) = chunks {
+                old.extend_from_slice(&1u32.to_le_bytes());
+                old.extend_from_slice(&handle.to_le_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&old), Ok(ns));
     }
 
     #[test]
