@@ -493,16 +493,27 @@ impl ChunkTable {
             .is_some_and(|since| now >= since + self.settings.heal_after())
     }
 
-    /// Whether a lease, a grant or a clone of `handle` (at `version`) is
-    /// in progress, as far as this leader knows.
-    fn busy(&self, handle: ChunkHandle, version: u64, now: Instant) -> bool {
-        let margin = self.settings.clock_margin();
-        self.leases
+    /// Whether a grant or a clone of `handle` is in progress. A live
+    /// lease does not count: a primary claims its lease for as long as it
+    /// holds the role, written to or not, so waiting for leases to lapse
+    /// could wait forever; a clone revokes the lease instead (its version
+    /// raise, see `master_heal.rs`).
+    fn busy(&self, handle: ChunkHandle, now: Instant) -> bool {
+        self.granting.get(&handle).is_some_and(|&until| now < until) || self.healing.cloning(handle)
+    }
+
+    /// A clone raised the version of `handle` and `stored` hold the new
+    /// one: if the lease's primary is among them it no longer accepts
+    /// mutations (its role was replaced), so the lease is forgotten and
+    /// the next writer is granted one at once; otherwise it runs out.
+    pub(crate) fn revoked(&mut self, handle: ChunkHandle, stored: &[String]) {
+        if self
+            .leases
             .get(&handle)
-            .is_some_and(|lease| now < lease.expires + margin)
-            || self.granting.get(&handle).is_some_and(|&until| now < until)
-            || self.claimed(handle, version, now).is_some()
-            || self.healing.cloning(handle)
+            .is_some_and(|lease| stored.contains(&lease.primary))
+        {
+            self.leases.remove(&handle);
+        }
     }
 
     /// Live replicas of `handle` at `version` that count toward its goal.
@@ -524,7 +535,7 @@ impl ChunkTable {
                 version,
                 goal,
                 good: self.good(handle, version, now),
-                busy: self.busy(handle, version, now),
+                busy: self.busy(handle, now),
             })
             .collect()
     }
@@ -582,7 +593,7 @@ impl ChunkTable {
                     } else {
                         version == latest
                             && good.len() > goal
-                            && !self.busy(handle, latest, now)
+                            && !self.busy(handle, now)
                             && self.fullest(&good) == Some(url)
                     }
                 }

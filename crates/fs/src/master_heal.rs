@@ -8,8 +8,10 @@
 //! ## A clone, and why it never misses an acknowledged write
 //!
 //! 1. The chunk is taken like a grant (`begin`: a client's lease request
-//!    waits meanwhile), and only if no lease, grant or clone of it is in
-//!    progress as far as the leader knows.
+//!    waits meanwhile), and only if no grant or clone of it is in
+//!    progress. A live lease does not hold it off (a primary claims its
+//!    lease as long as it holds the role, so it might never lapse): step 2
+//!    revokes it, and a writer retries under a new lease.
 //! 2. Its version is raised through the log (`GrantVersion`, naming the
 //!    good replicas) and every good replica stores the new version, told
 //!    of no primary (`SetVersion` with an empty primary): nobody may
@@ -28,8 +30,7 @@
 //! be acknowledged afterwards at the version the clone carries. A client
 //! that writes meanwhile gets a new lease and version, which makes the
 //! clone stale: it is then deleted like any stale replica, and the chunk
-//! cloned again. The busy check of step 1 only avoids disturbing writers;
-//! correctness rests on step 2.
+//! cloned again. Correctness rests on step 2 alone.
 
 use std::time::Duration;
 
@@ -174,6 +175,11 @@ impl MasterServer {
         let raised = self
             .raise_version(handle, order.version, &order.good, "", &[])
             .await?;
+        let stored: Vec<String> = raised.stored.iter().map(|(url, _)| url.clone()).collect();
+        self.table
+            .with(move |t| t.revoked(handle, &stored))
+            .await
+            .map_err(stopped)?;
         // The planned source if it stored the version, else the longest
         // replica that did (they hold every acknowledged byte alike).
         let Some((source, length)) = raised
