@@ -1,8 +1,8 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
-//! `append`, `status`, `df`, `safemode`; `fsck`, `report`, `checksum` in
-//! `fs_health.rs`).
+//! `append`, `status`, `df`, `safemode`, `setrep`; `fsck`, `report`,
+//! `checksum` in `fs_health.rs`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -82,6 +82,9 @@ pub(crate) enum FsCommand {
     /// leader it places, leases and deletes nothing until the chunkservers
     /// have reported enough chunks (or a timeout passes).
     Safemode(SafemodeArgs),
+    /// Set how many replicas a file's chunks should have; the master
+    /// clones or deletes replicas to match (--wait: until it has).
+    Setrep(crate::fs_heal::SetrepArgs),
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +127,7 @@ pub(crate) struct MastersArgs {
     pub(crate) masters: Vec<String>,
     /// Seconds an operation may take, retries included.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    timeout: u64,
+    pub(crate) timeout: u64,
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -300,6 +303,7 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
             let timeout = Duration::from_secs(timeout);
             crate::fs_safemode::safemode(&masters, timeout, args.action, json).await
         }
+        FsCommand::Setrep(args) => crate::fs_heal::setrep(args).await,
     }
 }
 

@@ -429,6 +429,44 @@ impl ChunkStore {
         Ok(length)
     }
 
+    /// Writes a whole replica copied from another chunkserver
+    /// (re-replication) at `version`, replacing any replica of `handle`
+    /// here (an older or damaged one is deleted first). The data is written
+    /// and synced before the metadata that makes it a replica, so a crash
+    /// leaves either no replica (data without metadata is removed at open)
+    /// or the whole new one: never a short replica at the new version.
+    pub fn install(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        data: &[u8],
+    ) -> Result<(), ChunkError> {
+        let end = data.len() as u64;
+        if end > self.chunk_bytes {
+            return Err(ChunkError::BeyondChunk {
+                handle,
+                end,
+                chunk_bytes: self.chunk_bytes,
+            });
+        }
+        if self.replicas.contains_key(&handle) || self.damaged.contains(&handle) {
+            self.delete(handle)?;
+        }
+        let mut file = self
+            .disk
+            .open(&self.data_path(handle), OpenMode::Truncate)?;
+        let mut replica = Replica {
+            version,
+            length: 0,
+            checksums: Vec::new(),
+        };
+        write_unsynced(&mut *file, handle, &mut replica, 0, data)?;
+        file.sync()?;
+        self.save(handle, &replica)?;
+        self.replicas.insert(handle, replica);
+        Ok(())
+    }
+
     /// Deletes a replica (the metadata first, so a crash halfway leaves data
     /// without metadata, which the next open removes).
     pub fn delete(&mut self, handle: ChunkHandle) -> Result<(), ChunkError> {

@@ -7,12 +7,15 @@
 //! version keeps its lease through the change by claiming it in its
 //! heartbeats.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cairn_rpc::fs::{FsckReplica, HeartbeatRequest, LeaseClaim, ServerUsage, SetVersionReply};
+use cairn_rpc::fs::{
+    FsckReplica, HeartbeatRequest, LeaseClaim, ReplicaState, ServerUsage, SetVersionReply,
+};
 use tokio::time::Instant;
 
+use crate::healer::{ChunkHealth, Healing, ServerLoad};
 use crate::namespace::ChunkHandle;
 use crate::safemode::{ReportCount, Safemode, SafemodeStatus};
 use crate::settings::FsSettings;
@@ -80,6 +83,21 @@ pub(crate) struct ChunkTable {
     leader_since: Option<Instant>,
     /// A new leader's wait for chunk reports.
     safemode: Safemode,
+    /// Re-replication in progress (the leader's).
+    pub(crate) healing: Healing,
+    /// (server, handle) -> when the replica was first reported with no
+    /// file referencing it.
+    orphans_since: BTreeMap<(String, ChunkHandle), Instant>,
+}
+
+/// What the leader's namespace says of the replicas one chunkserver
+/// reported (read at a read index begun after the report arrived).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReportedChunks {
+    /// Referenced handles: (latest version, replication goal).
+    pub referenced: BTreeMap<ChunkHandle, (u64, usize)>,
+    /// Handles handed out that nothing references any more.
+    pub orphans: BTreeSet<ChunkHandle>,
 }
 
 impl ServerEntry {
@@ -110,6 +128,8 @@ impl ChunkTable {
             led_term: 0,
             leader_since: None,
             safemode: Safemode::new(&settings),
+            healing: Healing::default(),
+            orphans_since: BTreeMap::new(),
         }
     }
 
@@ -613,6 +633,133 @@ impl ChunkTable {
                 })
             })
             .collect()
+    }
+
+    /// Whether this leader has led long enough that every live chunkserver
+    /// has reported to it, and is out of safemode: only then does it heal
+    /// or delete.
+    pub(crate) fn settled(&self, now: Instant) -> bool {
+        self.leader_since
+            .is_some_and(|since| now >= since + self.settings.heal_after())
+            && !self.in_safemode(now)
+    }
+
+    /// Whether a lease, a grant or a clone of `handle` (at `version`) is
+    /// in progress, as far as this leader knows.
+    fn busy(&self, handle: ChunkHandle, version: u64, now: Instant) -> bool {
+        let margin = self.settings.clock_margin();
+        self.leases
+            .get(&handle)
+            .is_some_and(|lease| now < lease.expires + margin)
+            || self.granting.get(&handle).is_some_and(|&until| now < until)
+            || self.claimed(handle, version, now).is_some()
+            || self.healing.cloning(handle)
+    }
+
+    /// Live replicas of `handle` at `version` that count toward its goal.
+    fn good(&self, handle: ChunkHandle, version: u64, now: Instant) -> Vec<String> {
+        self.replicas_at(handle, version, now)
+    }
+
+    /// How each chunk stands, for the healer: `chunks` are (handle, latest
+    /// version, goal).
+    pub(crate) fn health(
+        &self,
+        chunks: &[(ChunkHandle, u64, usize)],
+        now: Instant,
+    ) -> Vec<ChunkHealth> {
+        chunks
+            .iter()
+            .map(|&(handle, version, goal)| ChunkHealth {
+                handle,
+                version,
+                goal,
+                good: self.good(handle, version, now),
+                busy: self.busy(handle, version, now),
+            })
+            .collect()
+    }
+
+    /// Every live chunkserver as a clone target.
+    pub(crate) fn loads(&self, now: Instant) -> Vec<ServerLoad> {
+        self.servers
+            .iter()
+            .filter(|(url, _)| self.live(url, now))
+            .map(|(url, s)| ServerLoad {
+                url: url.clone(),
+                free_bytes: s.free_bytes,
+                takes_new: !self.full(url),
+            })
+            .collect()
+    }
+
+    /// The replicas `url` reported that it should delete (the leader,
+    /// once settled): orphans seen for [`FsSettings::heal_after`]; stale
+    /// replicas of chunks that have their goal of good ones; and, on a
+    /// chunk with more good replicas than its goal and nothing in
+    /// progress, the one on the fullest server. Each is forgotten here at
+    /// once, so it is not counted, nor listed twice.
+    pub(crate) fn deletions(
+        &mut self,
+        url: &str,
+        reported: &ReportedChunks,
+        now: Instant,
+    ) -> Vec<ReplicaState> {
+        let Some(server) = self.servers.get(url) else {
+            return Vec::new();
+        };
+        let replicas = server.replicas.clone();
+        self.orphans_since
+            .retain(|(u, handle), _| u != url || reported.orphans.contains(handle));
+        if !self.settled(now) {
+            return Vec::new();
+        }
+        let grace = self.settings.heal_after();
+        let mut doomed = Vec::new();
+        for (&handle, &(version, length)) in &replicas {
+            let delete = match reported.referenced.get(&handle) {
+                None if reported.orphans.contains(&handle) => {
+                    let since = *self
+                        .orphans_since
+                        .entry((url.to_string(), handle))
+                        .or_insert(now);
+                    now >= since + grace
+                }
+                None => false,
+                Some(&(latest, goal)) => {
+                    let good = self.good(handle, latest, now);
+                    if version < latest {
+                        good.len() >= goal
+                    } else {
+                        version == latest
+                            && good.len() > goal
+                            && !self.busy(handle, latest, now)
+                            && self.fullest(&good) == Some(url)
+                    }
+                }
+            };
+            if delete {
+                doomed.push(ReplicaState {
+                    handle,
+                    version,
+                    length,
+                });
+            }
+        }
+        if let Some(server) = self.servers.get_mut(url) {
+            for replica in &doomed {
+                server.replicas.remove(&replica.handle);
+                server.learned.remove(&replica.handle);
+            }
+        }
+        doomed
+    }
+
+    /// Of `urls`, the server with the least free space.
+    fn fullest<'a>(&self, urls: &'a [String]) -> Option<&'a str> {
+        urls.iter()
+            .min_by_key(|url| (self.servers.get(*url).map_or(0, |s| s.free_bytes), *url))
+            .map(String::as_str)
     }
 
     /// The lease length, for heartbeat replies.

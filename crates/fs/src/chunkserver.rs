@@ -10,6 +10,7 @@
 //! (group commit), and only then takes the next, so that every replica
 //! applies them in the same order.
 
+mod cloning;
 #[cfg(all(test, not(madsim)))]
 mod disk_full_tests;
 mod inspect;
@@ -17,7 +18,7 @@ mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,9 +26,10 @@ use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
-    AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CreateReplicaRequest,
-    HeartbeatReply, HeartbeatRequest, InspectReply, InspectRequest, MutationReply, PushReply,
-    PushRequest, ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
+    AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CloneRequest,
+    CreateReplicaRequest, HeartbeatReply, HeartbeatRequest, InspectReply, InspectRequest,
+    MutationReply, PushReply, PushRequest, ReadReply, ReadRequest, SetVersionReply,
+    SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -35,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+pub use cloning::MAX_CLONES_IN_FLIGHT;
 pub use inspect::MAX_INSPECT_HANDLES;
 use inspect::{ScrubCounters, inspect_replica, scrub_loop};
 pub use state::PrimaryObserver;
@@ -122,6 +125,8 @@ struct Inner {
     /// Set by a write that found the disk full, cleared by one that
     /// succeeds: reported as no free space meanwhile.
     disk_full: AtomicBool,
+    /// Clones running here (bounded by [`MAX_CLONES_IN_FLIGHT`]).
+    clones: AtomicUsize,
     state: Owner<ServerState>,
     masters: Vec<RpcClient>,
     peers: Peers,
@@ -184,6 +189,7 @@ impl ChunkServer {
             disk,
             probe,
             disk_full: AtomicBool::new(false),
+            clones: AtomicUsize::new(0),
             state: Owner::spawn(state),
             masters,
             peers: Peers::new(PEER_CALL_TIMEOUT),
@@ -242,7 +248,12 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
 async fn heartbeat_round(inner: &Inner) {
     let sent = inner.clock.now();
     let capacity = inner.settings.capacity_bytes;
-    let Ok((mut request, claimed)) = inner.state.with(move |s| s.heartbeat(capacity)).await else {
+    let lease = inner.settings.lease;
+    let Ok((mut request, claimed)) = inner
+        .state
+        .with(move |s| s.heartbeat(capacity, Instant::now(), lease))
+        .await
+    else {
         return;
     };
     space_report(inner, &mut request);
@@ -259,6 +270,10 @@ async fn heartbeat_round(inner: &Inner) {
     });
     let replies: Vec<Result<HeartbeatReply, RpcError>> = futures::future::join_all(calls).await;
     for reply in replies.into_iter().flatten() {
+        if reply.leader && !reply.delete_replicas.is_empty() {
+            let listed = reply.delete_replicas.clone();
+            let _ = inner.state.with(move |s| s.delete_listed(&listed)).await;
+        }
         if !reply.leader || reply.extended.is_empty() {
             continue;
         }
@@ -748,6 +763,38 @@ impl Chunk for ChunkServer {
             .await
             .map_err(stopped)?;
         let reply = name_disk(&self.inner, created)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn clone_replica(
+        &self,
+        request: Request<CloneRequest>,
+    ) -> Result<Response<SetVersionReply>, Status> {
+        let request = request.into_inner();
+        cloning::check(&self.inner, &request)?;
+        let _slot = cloning::CloneSlot::take(&self.inner.clones)?;
+        let (handle, version, length) = (request.handle, request.version, request.length);
+        let here = self
+            .inner
+            .state
+            .with(move |s| {
+                let needed = s.clone_needed(handle, version, length)?;
+                Ok::<_, Status>((!needed).then(|| s.changed(length)))
+            })
+            .await
+            .map_err(stopped)??;
+        if let Some(reply) = here {
+            return Ok(Response::new(reply));
+        }
+        let copy = cloning::fetch(&self.inner, &request).await?;
+        let installed = self
+            .inner
+            .state
+            .with(move |s| s.install(handle, version, &copy))
+            .await
+            .map_err(stopped)?;
+        let reply = name_disk(&self.inner, installed)?;
+        tracing::info!(handle, version, length = reply.length, source = %request.source, "replica cloned");
         Ok(Response::new(reply))
     }
 }

@@ -251,6 +251,12 @@ impl Client {
         Ok(self.master.trash(path).await?)
     }
 
+    /// Sets how many replicas the file `path` should have (1 to 16); the
+    /// master's healer then clones or deletes replicas to match.
+    pub async fn set_replication(&mut self, path: &FsPath, goal: u32) -> Result<(), ClientError> {
+        Ok(self.master.set_replication(path, goal).await?)
+    }
+
     pub async fn rename(
         &mut self,
         from: &FsPath,

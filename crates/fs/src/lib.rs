@@ -74,7 +74,8 @@
 //! under a writer, oversized records and damaged replica files in
 //! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`; G1,
 //! deletion with retention, in `retention.rs`; M2 (safemode after a cold
-//! start) and M5 in `safemode.rs`). Leases assume the nodes' monotonic clocks run at nearly
+//! start) and M5 in `safemode.rs`; F5-F8 and replication goals in
+//! `healing.rs`). Leases assume the nodes' monotonic clocks run at nearly
 //! the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
@@ -83,8 +84,8 @@
 //!   and checksum disagree on that replica: it then reads as corrupt (never
 //!   as wrong data), and a good replica must replace it. A replica found
 //!   corrupt (by a read, an inspection or the scrub) is set aside (no
-//!   longer reported or served) but not yet replaced: the chunk has one
-//!   replica fewer until re-replication exists, and `fsck` says so.
+//!   longer reported or served) and replaced by a clone from a good one (the leader's healer,
+//!   `master_heal.rs`).
 //! - Every batch of mutations rewrites the replica's metadata file (with a
 //!   directory sync). A primary makes one chunk's waiting mutations as one
 //!   batch (one data sync and one metadata rewrite per replica), but
@@ -101,14 +102,17 @@
 //!   into the log entry): a leader whose clock runs ahead purges early by
 //!   its skew. Snapshots (copy-on-write, GFS §3.4) are not built yet.
 //! - Chunkservers report every replica in every heartbeat (no incremental
-//!   reports), and stale or orphaned replicas are never deleted yet
-//!   (re-replication and garbage collection are another step).
+//!   reports). The leader deletes stale, orphaned and extra replicas
+//!   through heartbeat replies and re-replicates chunks below their goal
+//!   (`healer.rs`, `master_heal.rs`); a clone is held in memory (one
+//!   chunk) on its target until written. Decommission and balance are not
+//!   built.
 //! - File sizes (`Lookup`'s `length`) and the space `Usage` reports are as of
 //!   the chunkservers' last heartbeats to the node that answers: they lag a
 //!   write in progress, and a node that just started knows none until the
 //!   first reports. A file's chunks before the last count as full.
-//! - A chunkserver on a full disk is left out of new chunks and new leases,
-//!   but nothing copies its replicas elsewhere (no re-replication yet).
+//! - A chunkserver on a full disk is left out of new chunks, new leases
+//!   and clones, but its replicas stay (they count toward the goal).
 
 mod chunk_store;
 mod chunk_table;
@@ -119,10 +123,12 @@ mod file_checksum;
 mod file_reader;
 mod file_writer;
 mod fsck;
+mod healer;
 mod master;
 mod master_chunks;
 mod master_client;
 mod master_fsck;
+mod master_heal;
 mod master_state;
 mod master_trash;
 mod namespace;
@@ -137,8 +143,8 @@ pub mod snapshot;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport, Scanned};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
-    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_INSPECT_HANDLES,
-    MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
+    ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_CLONES_IN_FLIGHT,
+    MAX_INSPECT_HANDLES, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
 pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
 pub use clock::Clock;
@@ -149,6 +155,7 @@ pub use fsck::{
     CHUNKS_PER_ROUND, ChunkHealth, FileHealth, FsckReport, Problem, ReplicaHealth, ReplicaState,
     fsck,
 };
+pub use healer::{CloneRecord, HealingStatus, MAX_CLONE_HISTORY, MAX_CLONES_PER_ROUND};
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};
@@ -157,7 +164,7 @@ pub use master_state::{MAX_GRANT_REPLICAS, MAX_SESSIONS, MasterState, error_code
 pub use master_trash::MAX_PURGES_PER_ROUND;
 pub use namespace::{
     ChunkHandle, ChunkMeta, Entry, FsError, Inode, MAX_CHUNKS_PER_FILE, MAX_ENTRIES,
-    MAX_TRASH_ENTRIES, Namespace, TrashId, Trashed,
+    MAX_REPLICATION, MAX_TRASH_ENTRIES, Namespace, TrashId, Trashed,
 };
 pub use owner::MAX_QUEUED_CHANGES;
 pub use path::{FsPath, MAX_NAME_BYTES, MAX_PATH_BYTES, PathError};

@@ -45,6 +45,8 @@ pub struct MasterServer {
     /// Chunk locations, liveness and leases (volatile).
     pub(crate) table: Owner<ChunkTable>,
     pub(crate) peers: Arc<Peers>,
+    /// Clients for clones, whose calls last longer.
+    pub(crate) clone_peers: Arc<Peers>,
     pub(crate) settings: FsSettings,
 }
 
@@ -74,9 +76,11 @@ impl MasterServer {
             node,
             table: Owner::spawn(ChunkTable::new(settings.clone())),
             peers: Arc::new(Peers::new(CHUNKSERVER_CALL_TIMEOUT)),
+            clone_peers: Arc::new(Peers::new(crate::master_heal::CLONE_TIMEOUT)),
             settings,
         };
         tokio::spawn(server.clone().purge_expired_forever());
+        tokio::spawn(crate::master_heal::run(server.clone()));
         Ok(server)
     }
 
@@ -147,6 +151,7 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
         }
         Some(Op::Rename(r)) => vec![&r.from, &r.to],
         Some(Op::AddChunk(a)) => vec![&a.path],
+        Some(Op::SetReplication(r)) => vec![&r.path],
         Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => {
             return Err(Status::invalid_argument(
                 "chunk versions are the master's own commands (raised when it grants a lease, adopted from chunkservers' reports); ask Locate for a chunk's primary instead",
@@ -162,11 +167,17 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
     Ok(())
 }
 
-/// The wire form of a namespace entry, with its chunks' versions.
-fn entry_info(entry: &Entry, state: &MasterState) -> EntryInfo {
+/// The wire form of a namespace entry, with its chunks' versions (and a
+/// file's goal, `default` unless set).
+fn entry_info(entry: &Entry, state: &MasterState, default: usize) -> EntryInfo {
+    let replication = match &entry.inode {
+        Inode::File { goal: 0, .. } => default as u32,
+        Inode::File { goal, .. } => *goal,
+        Inode::Directory => 0,
+    };
     let chunks = match &entry.inode {
         Inode::Directory => Vec::new(),
-        Inode::File { chunks } => chunks
+        Inode::File { chunks, .. } => chunks
             .iter()
             .map(|&handle| ChunkInfo {
                 handle,
@@ -182,11 +193,12 @@ fn entry_info(entry: &Entry, state: &MasterState) -> EntryInfo {
         directory: entry.inode == Inode::Directory,
         chunks,
         length: 0,
+        replication,
     }
 }
 
 /// Answers a lookup from the state.
-fn lookup(state: &MasterState, path: &FsPath, list: bool) -> LookupReply {
+fn lookup(state: &MasterState, path: &FsPath, list: bool, default: usize) -> LookupReply {
     let refused = |error: crate::namespace::FsError| LookupReply {
         error: error_code(&error) as i32,
         message: error.to_string(),
@@ -218,7 +230,10 @@ fn lookup(state: &MasterState, path: &FsPath, list: bool) -> LookupReply {
         };
     }
     LookupReply {
-        entries: entries.iter().map(|e| entry_info(e, state)).collect(),
+        entries: entries
+            .iter()
+            .map(|e| entry_info(e, state, default))
+            .collect(),
         ..LookupReply::default()
     }
 }
@@ -265,10 +280,11 @@ impl Master for MasterServer {
             }
         };
         let list = request.list;
+        let default = self.settings.replication;
         let mut reply = self
             .node
             .read(
-                move |state: &MasterState| lookup(state, &path, list),
+                move |state: &MasterState| lookup(state, &path, list, default),
                 REQUEST_DEADLINE,
             )
             .await

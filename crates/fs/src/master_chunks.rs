@@ -42,6 +42,15 @@ const SET_VERSION_ATTEMPTS: usize = 3;
 /// How many decisions one locate goes through (place, then grant).
 const MAX_LOCATE_ROUNDS: usize = 3;
 
+/// A version raised by [`MasterServer::raise_version`].
+pub(crate) struct Raised {
+    pub version: u64,
+    /// The replicas that stored it, with their lengths.
+    pub stored: Vec<(String, u64)>,
+    /// Why the others did not.
+    pub errors: Vec<String>,
+}
+
 /// A chunk as the log has it.
 struct Found {
     handle: ChunkHandle,
@@ -60,7 +69,7 @@ fn refused(code: FsErrorCode, message: impl ToString) -> LocateReply {
     }
 }
 
-fn stopped(error: crate::owner::Stopped) -> Status {
+pub(crate) fn stopped(error: crate::owner::Stopped) -> Status {
     Status::unavailable(error.to_string())
 }
 
@@ -213,7 +222,7 @@ impl MasterServer {
                 .read(
                     move |s| -> Result<(u64, Option<Found>), FsError> {
                         let ns = s.namespace();
-                        let Inode::File { chunks } = ns.get(&at)? else {
+                        let Inode::File { chunks, .. } = ns.get(&at)? else {
                             return Err(FsError::IsADirectory(at.clone()));
                         };
                         let count = chunks.len() as u64;
@@ -366,40 +375,12 @@ impl MasterServer {
         version: u64,
         candidates: &[String],
     ) -> Result<Lease, Status> {
-        let reply = self
-            .submit_internal(Op::GrantVersion(GrantVersion {
-                handle,
-                expected: version,
-                replicas: candidates.to_vec(),
-            }))
-            .await?;
-        if reply.error != FsErrorCode::Ok as i32 {
-            return Err(Status::unavailable(format!("{}; retry", reply.message)));
-        }
-        let new_version = reply.version;
         let (primary, secondaries) = (candidates[0].clone(), candidates[1..].to_vec());
-        let calls = candidates.iter().map(|url| {
-            let request = SetVersionRequest {
-                handle,
-                version: new_version,
-                primary: primary.clone(),
-                secondaries: secondaries.clone(),
-            };
-            self.store_version(url, request)
-        });
-        let results = futures::future::join_all(calls).await;
+        let raised = self
+            .raise_version(handle, version, candidates, &primary, &secondaries)
+            .await?;
+        let (new_version, errors) = (raised.version, raised.errors);
         let now = Instant::now();
-        let stored: Vec<(String, SetVersionReply)> =
-            results.iter().filter_map(|r| r.clone().ok()).collect();
-        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        self.table
-            .with(move |t| {
-                for (url, reply) in &stored {
-                    t.record_replica(url, handle, new_version, reply, now);
-                }
-            })
-            .await
-            .map_err(stopped)?;
         if !errors.is_empty() {
             return Err(Status::unavailable(format!(
                 "replicas did not store version {new_version} of chunk {handle} ({}); retry (the next grant leaves them out once they stop reporting)",
@@ -411,6 +392,61 @@ impl MasterServer {
             secondaries,
             version: new_version,
             expires: now + self.settings.lease,
+        })
+    }
+
+    /// Raises the version of `handle` from `version` through the log, then
+    /// has every one of `replicas` store it (naming `primary`, which may be
+    /// none: ""), and records those that did.
+    pub(crate) async fn raise_version(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        replicas: &[String],
+        primary: &str,
+        secondaries: &[String],
+    ) -> Result<Raised, Status> {
+        let reply = self
+            .submit_internal(Op::GrantVersion(GrantVersion {
+                handle,
+                expected: version,
+                replicas: replicas.to_vec(),
+            }))
+            .await?;
+        if reply.error != FsErrorCode::Ok as i32 {
+            return Err(Status::unavailable(format!("{}; retry", reply.message)));
+        }
+        let new_version = reply.version;
+        let calls = replicas.iter().map(|url| {
+            let request = SetVersionRequest {
+                handle,
+                version: new_version,
+                primary: primary.to_string(),
+                secondaries: secondaries.to_vec(),
+            };
+            self.store_version(url, request)
+        });
+        let results = futures::future::join_all(calls).await;
+        let now = Instant::now();
+        let replies: Vec<(String, SetVersionReply)> =
+            results.iter().filter_map(|r| r.clone().ok()).collect();
+        let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+        let stored = replies
+            .iter()
+            .map(|(url, reply)| (url.clone(), reply.length))
+            .collect();
+        self.table
+            .with(move |t| {
+                for (url, reply) in &replies {
+                    t.record_replica(url, handle, new_version, reply, now);
+                }
+            })
+            .await
+            .map_err(stopped)?;
+        Ok(Raised {
+            version: new_version,
+            stored,
+            errors,
         })
     }
 
@@ -533,20 +569,22 @@ impl MasterServer {
         self.count_reports(now).await?;
         let handles: Vec<ChunkHandle> = report.replicas.iter().map(|r| r.handle).collect();
         // A read index begun now confirms this node still leads after the
-        // report arrived (and reads the versions the extensions need).
-        let versions: BTreeMap<ChunkHandle, u64> = self
+        // report arrived (and reads the versions the extensions need, and
+        // which replicas no file references).
+        let goal = self.settings.replication;
+        let reported = self
             .node()
             .read(
-                move |s| {
-                    handles
-                        .iter()
-                        .filter_map(|&h| Some((h, s.namespace().chunk(h).ok()?.version)))
-                        .collect()
-                },
+                move |s| crate::master_heal::reported_chunks(s, &handles, goal),
                 REQUEST_DEADLINE,
             )
             .await
             .map_err(|e| self.node().error_status(e))?;
+        let versions: BTreeMap<ChunkHandle, u64> = reported
+            .referenced
+            .iter()
+            .map(|(&handle, &(version, _))| (handle, version))
+            .collect();
         for replica in &report.replicas {
             if versions
                 .get(&replica.handle)
@@ -566,15 +604,19 @@ impl MasterServer {
         }
         let now = Instant::now();
         let (url, claims) = (report.url, report.claims);
-        let (extended, lease) = self
+        let (extended, lease, delete_replicas) = self
             .table
-            .with(move |t| (t.extend(&url, &claims, &versions, now), t.lease()))
+            .with(move |t| {
+                let extended = t.extend(&url, &claims, &versions, now);
+                (extended, t.lease(), t.deletions(&url, &reported, now))
+            })
             .await
             .map_err(stopped)?;
         Ok(HeartbeatReply {
             leader: true,
             extended,
             lease_ms: lease.as_millis() as u64,
+            delete_replicas,
         })
     }
 }

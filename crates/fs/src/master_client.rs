@@ -15,7 +15,7 @@ use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, FsckReply, FsckRequest, LocateReply,
     LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename, SafemodeReply,
-    SafemodeRequest, TrashEntry, TrashListRequest, Undelete,
+    SafemodeRequest, SetReplication, TrashEntry, TrashListRequest, Undelete,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -258,6 +258,16 @@ impl MasterClient {
         self.change(Op::Undelete(Undelete {
             path: path.as_str().as_bytes().to_vec(),
             ..Undelete::default()
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Sets how many replicas the file `path` should have (1 to 16).
+    pub async fn set_replication(&mut self, path: &FsPath, goal: u32) -> Result<(), MasterError> {
+        self.change(Op::SetReplication(SetReplication {
+            path: path.as_str().as_bytes().to_vec(),
+            goal,
         }))
         .await
         .map(drop)

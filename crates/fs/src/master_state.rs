@@ -152,6 +152,11 @@ impl MasterState {
                     ns.adopt_version(a.handle, a.version).map_err(from_fs)?;
                     MasterReply::default()
                 }
+                Op::SetReplication(r) => {
+                    ns.set_replication(&path(&r.path)?, r.goal)
+                        .map_err(from_fs)?;
+                    MasterReply::default()
+                }
             })
         })();
         result.unwrap_or_else(|refused| refused)
@@ -198,6 +203,7 @@ pub fn error_code(error: &FsError) -> FsErrorCode {
         FsError::NotInTrash(_) => FsErrorCode::NotInTrash,
         FsError::TrashExpired { .. } => FsErrorCode::TrashExpired,
         FsError::TrashNotExpired(_) => FsErrorCode::TrashNotExpired,
+        FsError::BadReplication(_) => FsErrorCode::BadReplication,
     }
 }
 

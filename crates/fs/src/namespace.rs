@@ -31,6 +31,9 @@ pub type ChunkHandle = u64;
 
 /// The most chunks one file may have (at 64 MiB each, 64 TiB).
 pub const MAX_CHUNKS_PER_FILE: usize = 1 << 20;
+/// The highest replication goal a file may have (one grant names at most
+/// this many replicas).
+pub const MAX_REPLICATION: u32 = 16;
 /// The most entries (files and directories) the namespace holds; beyond it
 /// creates are refused with [`FsError::NamespaceFull`].
 pub const MAX_ENTRIES: usize = 10_000_000;
@@ -41,13 +44,33 @@ pub struct ChunkMeta {
     /// Raised each time the master grants a new lease (§4.5): replicas with
     /// an older version are stale. 0 until the first lease.
     pub version: u64,
+    /// Its file's replication goal (kept equal to the file's: see
+    /// [`Inode::File`]).
+    pub goal: u32,
+}
+
+impl ChunkMeta {
+    /// The number of good replicas the chunk should have, `default` (the
+    /// store's setting) unless its file has its own.
+    pub fn goal_or(&self, default: usize) -> usize {
+        if self.goal == 0 {
+            default
+        } else {
+            self.goal as usize
+        }
+    }
 }
 
 /// A directory or a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inode {
     Directory,
-    File { chunks: Vec<ChunkHandle> },
+    /// `goal`: how many replicas its chunks should have (`cairn fs
+    /// setrep`); 0 for the store's setting.
+    File {
+        chunks: Vec<ChunkHandle>,
+        goal: u32,
+    },
 }
 
 /// Why an operation was refused. Retrying does not help with any of them
@@ -106,6 +129,8 @@ pub enum FsError {
         "the trash holds {MAX_TRASH_ENTRIES} deletions, its limit; delete with --skip-trash, or wait for the oldest to be purged"
     )]
     TrashFull,
+    #[error("a replication goal of {0}; give one from 1 to {MAX_REPLICATION}")]
+    BadReplication(u32),
 }
 
 /// One entry of a listing.
@@ -165,6 +190,12 @@ impl Namespace {
             .ok_or(FsError::NoSuchChunk(handle))
     }
 
+    /// The handle the next added chunk gets: every handle below it was
+    /// handed out (a higher one is a chunk this node has not applied yet).
+    pub fn next_handle(&self) -> ChunkHandle {
+        self.next_handle
+    }
+
     /// How many files and directories there are (the root not counted).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -177,7 +208,9 @@ impl Namespace {
     /// Whether a file or a deletion still in the trash references the
     /// chunk: the one rule for whether its replicas are garbage. A chunk is
     /// unreferenced only once its file was deleted at once (`--skip-trash`),
-    /// replaced by a rename, or purged from the trash.
+    /// replaced by a rename, or purged from the trash. (A replica of a
+    /// handle below [`next_handle`](Self::next_handle) that nothing
+    /// references is an orphan.)
     pub fn references(&self, handle: ChunkHandle) -> bool {
         self.chunks.contains_key(&handle)
     }
@@ -271,8 +304,13 @@ impl Namespace {
         if self.entries.len() >= MAX_ENTRIES {
             return Err(FsError::NamespaceFull);
         }
-        self.entries
-            .insert(path.clone(), Inode::File { chunks: Vec::new() });
+        self.entries.insert(
+            path.clone(),
+            Inode::File {
+                chunks: Vec::new(),
+                goal: 0,
+            },
+        );
         Ok(())
     }
 
@@ -293,7 +331,7 @@ impl Namespace {
         let doomed = self.subtree(path, recursive)?;
         let mut freed = Vec::new();
         for doomed in doomed {
-            if let Some(Inode::File { chunks }) = self.entries.remove(&doomed) {
+            if let Some(Inode::File { chunks, .. }) = self.entries.remove(&doomed) {
                 freed.extend(chunks);
             }
         }
@@ -348,7 +386,7 @@ impl Namespace {
         let mut freed = Vec::new();
         match (self.entries.get(to), &moving) {
             (None, _) => {}
-            (Some(Inode::File { chunks }), Inode::File { .. }) if replace => {
+            (Some(Inode::File { chunks, .. }), Inode::File { .. }) if replace => {
                 freed = chunks.clone();
             }
             (Some(Inode::Directory), _) if replace => {
@@ -379,9 +417,10 @@ impl Namespace {
     /// not two); if the chunk at `index` already exists, returns it, so a
     /// retried request gets the same answer.
     pub fn add_chunk(&mut self, path: &FsPath, index: usize) -> Result<ChunkHandle, FsError> {
-        let Inode::File { chunks } = self.get(path)? else {
+        let Inode::File { chunks, goal } = self.get(path)? else {
             return Err(FsError::IsADirectory(path.clone()));
         };
+        let goal = *goal;
         if let Some(&existing) = chunks.get(index) {
             return Ok(existing);
         }
@@ -397,12 +436,31 @@ impl Namespace {
         }
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.chunks.insert(handle, ChunkMeta { version: 0 });
+        self.chunks.insert(handle, ChunkMeta { version: 0, goal });
         match self.entries.get_mut(path) {
-            Some(Inode::File { chunks }) => chunks.push(handle),
+            Some(Inode::File { chunks, .. }) => chunks.push(handle),
             _ => unreachable!("checked above"),
         }
         Ok(handle)
+    }
+
+    /// Sets the replication goal of the file `path` and its chunks (a
+    /// directory is refused: give each file).
+    pub fn set_replication(&mut self, path: &FsPath, goal: u32) -> Result<(), FsError> {
+        if goal == 0 || goal > MAX_REPLICATION {
+            return Err(FsError::BadReplication(goal));
+        }
+        let Some(Inode::File { chunks, goal: old }) = self.entries.get_mut(path) else {
+            self.get(path)?;
+            return Err(FsError::IsADirectory(path.clone()));
+        };
+        *old = goal;
+        for handle in chunks.iter() {
+            if let Some(meta) = self.chunks.get_mut(handle) {
+                meta.goal = goal;
+            }
+        }
+        Ok(())
     }
 
     /// Raises a chunk's version from `expected` to `expected + 1` (the
@@ -458,17 +516,22 @@ impl Namespace {
     /// and deletion id).
     pub(crate) fn from_parts(
         entries: BTreeMap<FsPath, Inode>,
-        chunks: BTreeMap<ChunkHandle, ChunkMeta>,
+        mut chunks: BTreeMap<ChunkHandle, ChunkMeta>,
         next_handle: ChunkHandle,
         (trash, next_trash_id): (BTreeMap<TrashId, Trashed>, TrashId),
     ) -> Result<Self, String> {
         let mut referenced = std::collections::BTreeSet::new();
         let mut claim = |owner: &FsPath, inode: &Inode| -> Result<(), String> {
-            if let Inode::File { chunks: list } = inode {
+            if let Inode::File { chunks: list, goal } = inode {
+                if *goal > MAX_REPLICATION {
+                    return Err(format!("{owner} has a replication goal of {goal}"));
+                }
                 for handle in list {
-                    if !chunks.contains_key(handle) || *handle >= next_handle {
+                    let Some(meta) = chunks.get_mut(handle).filter(|_| *handle < next_handle)
+                    else {
                         return Err(format!("{owner} names unknown chunk {handle}"));
-                    }
+                    };
+                    meta.goal = *goal;
                     if !referenced.insert(*handle) {
                         return Err(format!("chunk {handle} belongs to two files"));
                     }

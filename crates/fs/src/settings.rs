@@ -34,6 +34,10 @@ pub struct FsSettings {
     /// (default 30 s), so a chunkserver that never returns does not keep
     /// the store read-only.
     pub safemode_timeout: Duration,
+    /// The most clones (re-replication) the master has in flight per
+    /// chunkserver, as source or target (default 2; 0 turns
+    /// re-replication off, so damage stays as found, for inspection).
+    pub clones_per_server: usize,
 }
 
 impl Default for FsSettings {
@@ -48,6 +52,7 @@ impl Default for FsSettings {
             retention: Duration::from_secs(3 * 24 * 3600),
             safemode_threshold_per_mille: 999,
             safemode_timeout: Duration::from_secs(30),
+            clones_per_server: 2,
         }
     }
 }
@@ -69,6 +74,13 @@ impl FsSettings {
     /// tenth of it, between 100 ms and a minute.
     pub fn purge_interval(&self) -> Duration {
         (self.retention / 10).clamp(Duration::from_millis(100), Duration::from_secs(60))
+    }
+
+    /// How long a new leader waits before it heals (every live chunkserver
+    /// has reported by then), and how long a replica no file references
+    /// stays before it is deleted.
+    pub fn heal_after(&self) -> Duration {
+        self.dead_after()
     }
 
     /// The largest record an append takes: a quarter of a chunk (GFS §3.3).

@@ -1,13 +1,15 @@
 //! The master's snapshot: the [`Namespace`] as bytes, and back.
 //!
-//! Format (little-endian): the magic `CRNFSNS2`; the next chunk handle;
+//! Format (little-endian): the magic `CRNFSNS3`; the next chunk handle;
 //! the number of chunks, then each handle and version; the number of
 //! entries, then each entry's kind (0 directory, 1 file), its path (length
-//! and UTF-8 bytes) and, for a file, its chunk count and handles; then the
-//! trash: the next deletion id, the number of deletions, and for each its
-//! id, deletion time (ms), path, and entry count and entries (encoded as
-//! above); last, a CRC32C of everything before it. The older magic
-//! `CRNFSNS1` (no trash section) still decodes, to an empty trash. The decoder checks every length against
+//! and UTF-8 bytes) and, for a file, its chunk count and handles and its
+//! replication goal (u32); then the trash: the next deletion id, the number
+//! of deletions, and for each its id, deletion time (ms), path, and entry
+//! count and entries (encoded as above); last, a CRC32C of everything
+//! before it. Older encodings still decode: `CRNFSNS2` (no goals: every
+//! goal 0, the store's setting) and `CRNFSNS1` (no goals and no trash
+//! section: an empty trash). The decoder checks every length against
 //! the bytes left before allocating, parses every path, and rebuilds the
 //! namespace through its own consistency checks, so a damaged or hostile
 //! snapshot is an error, never a panic or a namespace that breaks later.
@@ -17,9 +19,18 @@ use std::collections::BTreeMap;
 use crate::namespace::{ChunkMeta, Inode, Namespace, TrashId, Trashed};
 use crate::path::FsPath;
 
-const MAGIC: &[u8; 8] = b"CRNFSNS2";
-/// The encoding before the trash: no trash section.
-const MAGIC_WITHOUT_TRASH: &[u8; 8] = b"CRNFSNS1";
+const MAGIC: &[u8; 8] = b"CRNFSNS3";
+/// The encoding before replication goals: no goal after a file's handles.
+const MAGIC_V2: &[u8; 8] = b"CRNFSNS2";
+/// The encoding before the trash: no goals, no trash section.
+const MAGIC_V1: &[u8; 8] = b"CRNFSNS1";
+
+/// What an encoding holds besides the entries.
+#[derive(Clone, Copy)]
+struct Format {
+    goals: bool,
+    trash: bool,
+}
 
 /// Encodes `namespace`.
 pub fn encode(namespace: &Namespace) -> Vec<u8> {
@@ -64,11 +75,12 @@ fn encode_entry(out: &mut Vec<u8>, path: &FsPath, inode: &Inode) {
         Inode::File { .. } => 1,
     });
     encode_path(out, path);
-    if let Inode::File { chunks } = inode {
+    if let Inode::File { chunks, goal } = inode {
         out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
         for handle in chunks {
             out.extend_from_slice(&handle.to_le_bytes());
         }
+        out.extend_from_slice(&goal.to_le_bytes());
     }
 }
 
@@ -83,21 +95,44 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
         })
         .map(|(body, _)| body)
         .ok_or("the snapshot fails its checksum")?;
-    let (with_trash, rest) = if let Some(rest) = body.strip_prefix(MAGIC) {
-        (true, rest)
-    } else if let Some(rest) = body.strip_prefix(MAGIC_WITHOUT_TRASH) {
-        (false, rest)
-    } else {
-        return Err("not a file-store master snapshot (bad magic)".to_string());
-    };
-    let mut reader = Reader(rest);
+    let formats = [
+        (
+            MAGIC,
+            Format {
+                goals: true,
+                trash: true,
+            },
+        ),
+        (
+            MAGIC_V2,
+            Format {
+                goals: false,
+                trash: true,
+            },
+        ),
+        (
+            MAGIC_V1,
+            Format {
+                goals: false,
+                trash: false,
+            },
+        ),
+    ];
+    let (rest, format) = formats
+        .iter()
+        .find_map(|(magic, format)| Some((body.strip_prefix(*magic)?, *format)))
+        .ok_or("not a file-store master snapshot (bad magic)")?;
+    let mut reader = Reader(rest, format);
     let next_handle = reader.u64()?;
     let chunk_count = reader.count(16)?;
     let mut chunks = BTreeMap::new();
     for _ in 0..chunk_count {
         let handle = reader.u64()?;
         let version = reader.u64()?;
-        if chunks.insert(handle, ChunkMeta { version }).is_some() {
+        if chunks
+            .insert(handle, ChunkMeta { version, goal: 0 })
+            .is_some()
+        {
             return Err(format!("chunk {handle} is listed twice"));
         }
     }
@@ -109,7 +144,7 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
             return Err(format!("{path} is listed twice (or is the root)"));
         }
     }
-    let trash = if with_trash {
+    let trash = if format.trash {
         reader.trash()?
     } else {
         (BTreeMap::new(), 1)
@@ -120,8 +155,8 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
     Namespace::from_parts(entries, chunks, next_handle, trash)
 }
 
-/// Reads fixed-size fields off the front of a byte slice.
-struct Reader<'a>(&'a [u8]);
+/// Reads fixed-size fields off the front of a byte slice, in a format.
+struct Reader<'a>(&'a [u8], Format);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
@@ -162,7 +197,8 @@ impl<'a> Reader<'a> {
                     return Err(format!("{path} claims more chunks than the snapshot holds"));
                 }
                 let chunks = (0..count).map(|_| self.u64()).collect::<Result<_, _>>()?;
-                Inode::File { chunks }
+                let goal = if self.1.goals { self.u32()? } else { 0 };
+                Inode::File { chunks, goal }
             }
             other => return Err(format!("{path} has unknown kind {other}")),
         };
@@ -224,6 +260,7 @@ mod tests {
         ns.create(&p("/logs/gone")).unwrap();
         ns.add_chunk(&p("/logs/gone"), 0).unwrap();
         ns.trash(&p("/logs/gone"), false, 1_000).unwrap();
+        ns.set_replication(&p("/logs/2026/day1"), 2).unwrap();
         ns
     }
 
@@ -234,20 +271,45 @@ mod tests {
         assert_eq!(decode(&encode(&Namespace::new())), Ok(Namespace::new()));
     }
 
-    /// A snapshot from before the trash (magic `CRNFSNS1`, no trash
-    /// section) still decodes, to an empty trash.
+    /// The older encodings still decode, every goal the store's setting:
+    /// `CRNFSNS2` (no goals) and `CRNFSNS1` (no goals, no trash section:
+    /// an empty trash).
     #[test]
-    fn an_encoding_without_the_trash_still_decodes() {
+    fn older_encodings_still_decode() {
         let mut ns = Namespace::new();
-        ns.create(&FsPath::parse("/kept").unwrap()).unwrap();
-        ns.add_chunk(&FsPath::parse("/kept").unwrap(), 0).unwrap();
-        let bytes = encode(&ns);
-        // The trash section of an empty trash: the next id and a count.
-        let mut old = bytes[..bytes.len() - 4 - 16].to_vec();
-        old[..8].copy_from_slice(MAGIC_WITHOUT_TRASH);
-        let crc = crc32c::crc32c(&old);
-        old.extend_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(&old), Ok(ns));
+        let p = |t: &str| FsPath::parse(t).unwrap();
+        ns.mkdir(&p("/logs"), true).unwrap();
+        ns.create(&p("/logs/a")).unwrap();
+        ns.add_chunk(&p("/logs/a"), 0).unwrap();
+        for (magic, trash) in [(MAGIC_V2, true), (MAGIC_V1, false)] {
+            // Next handle 2; one chunk (1 at version 0); two entries.
+            let mut old = magic.to_vec();
+            for n in [2u64, 1, 1, 0, 2] {
+                old.extend_from_slice(&n.to_le_bytes());
+            }
+            for (kind, name, chunk) in [(0u8, "/logs", None), (1, "/logs/a", Some(1u64))] {
+                old.push(kind);
+                old.extend_from_slice(&(name.len() as u32).to_le_bytes());
+                old.extend_from_slice(name.as_bytes());
+                if let Some(handle) = chunk {
+                    old.extend_from_slice(&1u32.to_le_bytes());
+                    old.extend_from_slice(&handle.to_le_bytes());
+                }
+            }
+            if trash {
+                // An empty trash: the next deletion id, no deletions.
+                old.extend_from_slice(&1u64.to_le_bytes());
+                old.extend_from_slice(&0u64.to_le_bytes());
+            }
+            let crc = crc32c::crc32c(&old);
+            old.extend_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode(&old),
+                Ok(ns.clone()),
+                "{}",
+                String::from_utf8_lossy(magic)
+            );
+        }
     }
 
     #[test]

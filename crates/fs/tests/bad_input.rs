@@ -332,8 +332,11 @@ async fn damaged_chunk_and_metadata_files_are_never_served() {
         .await;
     for (i, (direct, named, reads, appended, whole)) in outcome.into_iter().enumerate() {
         let (how, expected) = (DAMAGES[i], pattern(SIZE, i as u64));
+        // The leader's healer may have replaced the damaged replica by a
+        // clone of a good one already (healing.rs): then it is good.
+        let healed = matches!(&direct, Ok(bytes) if *bytes == expected);
         match (how, direct) {
-            (Damage::None, Ok(bytes)) if bytes == expected => {}
+            (_, Ok(_)) if healed => {}
             (Damage::None, other) => cluster.fail(format!(
                 "cs0 does not serve its intact replica: {:?}",
                 other.map(|b| b.len())
@@ -345,7 +348,7 @@ async fn damaged_chunk_and_metadata_files_are_never_served() {
             (_, Err(_)) => {}
         }
         let named_cs0 = named.contains(&cs_url(0));
-        if !matches!(how, Damage::None | Damage::FlippedByte) && named_cs0 {
+        if !healed && !matches!(how, Damage::None | Damage::FlippedByte) && named_cs0 {
             cluster.fail(format!("readers are sent to cs0's replica with {how:?}"));
         }
         for read in reads {

@@ -104,16 +104,17 @@ async fn appends_survive_chunkserver_crashes_and_stale_replicas_are_not_served()
                     }
                 }
                 let located = reader.locate(&path("/log"), index as u64, false).await.unwrap();
-                // Every replica the master names is at the latest version.
+                // Every replica the master names is at the latest version
+                // (or later: the healer may raise it for a clone meanwhile).
                 for url in &located.replicas {
                     let (_, version) = reader
                         .read_replica(url, chunk.handle, 0, 0, 0)
                         .await
                         .unwrap();
-                    if version != chunk.version {
+                    if version < located.version {
                         checker.fail(format!(
                             "the master named {url} for chunk {} at version {version}, not {}",
-                            chunk.handle, chunk.version
+                            chunk.handle, located.version
                         ));
                     }
                 }
@@ -146,7 +147,21 @@ async fn appends_survive_chunkserver_crashes_and_stale_replicas_are_not_served()
             stale
         })
         .await;
-    if stale == 0 {
+    // The leader's healer replaces stale replicas by clones (healing.rs),
+    // so they may be gone by now: then clones show the crashes left some.
+    let masters: Vec<_> = cluster
+        .masters
+        .lock()
+        .unwrap()
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let mut clones = 0;
+    for master in masters {
+        clones += master.healing_status().await.map_or(0, |s| s.history.len());
+    }
+    if stale == 0 && clones == 0 {
         cluster.fail("no replica missed a version: the crashes did not test stale replicas".into());
     }
     cluster.check_no_split_brain();

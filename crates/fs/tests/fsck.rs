@@ -4,7 +4,8 @@
 //! chunkserver down, a stale replica after missed writes — and nothing on
 //! an undamaged store; `file_checksum` equals the CRC32C of the bytes; and
 //! the background scrub finds a flipped block on an idle replica with no
-//! reader, and sets the replica aside.
+//! reader, and sets the replica aside. Re-replication is off here, so the
+//! damage stays as done.
 #![cfg(madsim)]
 
 mod common;
@@ -21,6 +22,15 @@ use tokio::time::sleep;
 const DEADLINE: Duration = Duration::from_secs(20);
 /// Three chunks: two full, one partly filled.
 const SIZE: usize = 2 * CHUNK_BYTES as usize + 100_000;
+
+/// The suite's settings with re-replication off, so the damage a test
+/// does stays for fsck to find (`healing.rs` tests the healer).
+fn without_healing() -> cairn_fs::FsSettings {
+    cairn_fs::FsSettings {
+        clones_per_server: 0,
+        ..settings()
+    }
+}
 
 fn chunk_file(handle: u64) -> PathBuf {
     PathBuf::from(format!("chunks/{handle:016x}.chunk"))
@@ -131,7 +141,7 @@ async fn replicated_files(client: &mut Client) -> Result<Files, String> {
 
 #[madsim::test]
 async fn fsck_is_clean_on_an_undamaged_store_and_checksums_match_the_bytes() {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_with_settings(3, without_healing());
     let mut client = cluster.client("client", DEADLINE);
     let (files, report, sums) = cluster
         .run("client", async move {
@@ -189,7 +199,7 @@ fn expect(
 
 #[madsim::test]
 async fn fsck_reports_exactly_the_damage_and_fails() {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_with_settings(3, without_healing());
     let mut client = cluster.client("client", DEADLINE);
     let (mut client, files) = cluster
         .run("client", async move {
@@ -284,7 +294,7 @@ async fn fsck_reports_exactly_the_damage_and_fails() {
 
 #[madsim::test]
 async fn the_scrub_sets_aside_a_flipped_block_without_any_reader() {
-    let cluster = Cluster::start_with_scrub(3, 4 << 20);
+    let cluster = Cluster::start_with_scrub(3, without_healing(), 4 << 20);
     let mut client = cluster.client("client", DEADLINE);
     let (client, handle) = cluster
         .run("client", async move {

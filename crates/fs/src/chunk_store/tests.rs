@@ -310,6 +310,62 @@ fn crash_points_of_a_replica() {
     println!("crash points: replica {points}");
 }
 
+/// Crash at every I/O point of installing a cloned replica over a stale
+/// one: after recovery the replica is the old one, absent, or the whole
+/// new one at its new version; never a short one at the new version.
+#[test]
+fn crash_points_of_an_install() {
+    let old = bytes(70_000, 5);
+    let new = bytes(150_000, 6);
+    let run = |disk: &CrashPoints| -> bool {
+        let disk: Arc<dyn Disk> = Arc::new(disk.clone());
+        let Ok(mut store) = ChunkStore::open(disk, dir(), CHUNK) else {
+            return false;
+        };
+        store.install(3, 4, &new).is_ok()
+    };
+    let prepared = || {
+        let disk = MemDisk::new();
+        let shared: Arc<dyn Disk> = Arc::new(disk.clone());
+        let mut store = open(&shared);
+        store.create(3, 2).unwrap();
+        store.write(3, 2, 0, &old).unwrap();
+        CrashPoints::new(disk)
+    };
+    let counting = prepared();
+    assert!(run(&counting));
+    let points = counting.points();
+    for point in 0..points {
+        for seed in 0..4 {
+            let disk = prepared();
+            disk.fail_from(Some(point));
+            let acknowledged = run(&disk);
+            disk.disk()
+                .crash(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            disk.fail_from(None);
+            let recovered: Arc<dyn Disk> = Arc::new(disk.disk().clone());
+            let store = open(&recovered);
+            let context = format!("crash at point {point} of {points}, seed {seed}");
+            match store.replica(3) {
+                None => assert!(!acknowledged, "{context}: the installed replica is gone"),
+                Some(r) if r.version == 4 => assert_eq!(read_all(&store, 3), new, "{context}"),
+                Some(r) => {
+                    assert!(
+                        !acknowledged,
+                        "{context}: version {} after the install",
+                        r.version
+                    );
+                    assert_eq!(
+                        (r.version, read_all(&store, 3)),
+                        (2, old.clone()),
+                        "{context}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 proptest! {
     /// Random writes and reads agree with a plain byte vector.
     #[test]

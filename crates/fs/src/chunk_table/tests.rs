@@ -194,7 +194,7 @@ async fn a_chunk_length_is_its_longest_replica_at_its_version() {
 }
 
 #[tokio::test]
-async fn a_new_leader_in_safemode_neither_places_nor_grants() {
+async fn a_new_leader_in_safemode_neither_places_nor_grants_nor_heals() {
     let mut table = ChunkTable::new(FsSettings {
         safemode_timeout: Duration::from_secs(30),
         ..settings()
@@ -205,6 +205,10 @@ async fn a_new_leader_in_safemode_neither_places_nor_grants() {
     assert!(table.in_safemode(now));
     assert!(matches!(table.decide(1, 1, &[], now), Decision::Wait(m) if m.contains("safemode")));
     assert!(matches!(table.decide(2, 0, &[], now), Decision::Wait(m) if m.contains("safemode")));
+    // Long past the wait before healing, safemode alone holds it off.
+    let healing_time = now + settings().heal_after() * 2;
+    assert!(table.in_safemode(healing_time));
+    assert!(!table.settled(healing_time));
     table.count_reports(&[(1, 1)], now);
     let later = now + Duration::from_millis(200);
     assert!(!table.in_safemode(later));

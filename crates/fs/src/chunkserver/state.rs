@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::fs::{
@@ -33,6 +34,9 @@ pub(crate) struct Role {
     /// As primary, the last mutation's serial; as secondary, the last
     /// applied.
     pub serial: u64,
+    /// When the master named these roles (a primary claims its lease for
+    /// one lease period after this, or after its last mutation).
+    pub named: Instant,
 }
 
 /// A mutation the primary serializes.
@@ -130,8 +134,7 @@ impl ServerState {
     ) -> Result<T, ChunkError> {
         if let Err(ChunkError::Corrupt { .. }) = &result {
             self.store.set_aside(handle);
-            self.roles.remove(&handle);
-            self.pipelines.remove(&handle);
+            self.forget_role(handle);
         }
         result
     }
@@ -368,10 +371,80 @@ impl ServerState {
                 lease_end: None,
                 relinquished: false,
                 serial: 0,
+                named: Instant::now(),
             },
         );
         let length = self.store.replica(handle).map_or(0, |r| r.length);
         Ok(self.changed(length))
+    }
+
+    /// Forgets the role and the mutation queue of `handle` (its replica is
+    /// being replaced or deleted).
+    fn forget_role(&mut self, handle: ChunkHandle) {
+        self.roles.remove(&handle);
+        self.pipelines.remove(&handle);
+    }
+
+    /// Whether a clone of `handle` at `version` and `length` is needed
+    /// here: `Ok(false)` if this replica already is that one, an error if
+    /// it is newer.
+    pub(crate) fn clone_needed(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        length: u64,
+    ) -> Result<bool, Status> {
+        match self.store.replica(handle) {
+            Some(r) if r.version == version && r.length == length => Ok(false),
+            Some(r) if r.version >= version => Err(Status::failed_precondition(format!(
+                "the replica of chunk {handle} here is at version {}, not below {version}; the master must look again",
+                r.version
+            ))),
+            _ => Ok(true),
+        }
+    }
+
+    /// Installs a replica copied from another chunkserver, replacing an
+    /// older one here.
+    pub(crate) fn install(
+        &mut self,
+        handle: ChunkHandle,
+        version: u64,
+        data: &[u8],
+    ) -> Result<SetVersionReply, Status> {
+        if self.clone_needed(handle, version, data.len() as u64)? {
+            self.forget_role(handle);
+            self.store
+                .install(handle, version, data)
+                .map_err(status_of)?;
+        }
+        Ok(self.changed(data.len() as u64))
+    }
+
+    /// Deletes the replicas the leader listed, each only if it is still at
+    /// the version listed (one cloned or raised since is kept).
+    pub(crate) fn delete_listed(&mut self, listed: &[ReplicaState]) {
+        for doomed in listed {
+            let handle = doomed.handle;
+            if self
+                .store
+                .replica(handle)
+                .is_none_or(|r| r.version != doomed.version)
+            {
+                continue;
+            }
+            self.forget_role(handle);
+            match self.store.delete(handle) {
+                Ok(()) => tracing::info!(
+                    handle,
+                    version = doomed.version,
+                    "replica deleted at the master's word"
+                ),
+                Err(error) => {
+                    tracing::warn!(handle, %error, "deleting a replica failed; the master will ask again")
+                }
+            }
+        }
     }
 
     /// Whether this server's lease on `handle` (as primary) is live at
@@ -399,7 +472,26 @@ impl ServerState {
 
     /// The report for the masters, and the leases to extend as (handle,
     /// version).
-    pub(crate) fn heartbeat(&self, capacity: u64) -> (HeartbeatRequest, Vec<(ChunkHandle, u64)>) {
+    ///
+    /// A primary claims its lease only while the chunk is in use: until one
+    /// `lease` period has passed since it was named or last mutated (GFS
+    /// §3.1: extensions ride on heartbeats "as long as the chunk is being
+    /// mutated"). An idle chunk's lease so runs out, and the leader may then
+    /// clone it or grant the next writer a new version; a mutation after
+    /// that finds no lease and the client asks the master again.
+    pub(crate) fn heartbeat(
+        &self,
+        capacity: u64,
+        now: Instant,
+        lease: Duration,
+    ) -> (HeartbeatRequest, Vec<(ChunkHandle, u64)>) {
+        let in_use = |handle: &ChunkHandle, role: &Role| {
+            let last = self
+                .mutated
+                .get(handle)
+                .map_or(role.named, |&m| m.max(role.named));
+            now < last + lease
+        };
         let replicas: Vec<ReplicaState> = self
             .store
             .report()
@@ -414,7 +506,9 @@ impl ServerState {
         let claims: Vec<LeaseClaim> = self
             .roles
             .iter()
-            .filter(|(_, role)| role.primary == self.url && !role.relinquished)
+            .filter(|(handle, role)| {
+                role.primary == self.url && !role.relinquished && in_use(handle, role)
+            })
             .map(|(&handle, role)| LeaseClaim {
                 handle,
                 version: role.version,

@@ -97,7 +97,8 @@ fn rename_moves_whole_subtrees_atomically() {
     assert_eq!(
         ns.get(&p("/jobs/out/part-0")),
         Ok(&Inode::File {
-            chunks: vec![chunk]
+            chunks: vec![chunk],
+            goal: 0
         })
     );
     assert_eq!(
@@ -128,7 +129,13 @@ fn rename_over_an_existing_file_only_when_asked() {
         Err(FsError::AlreadyExists(p("/b")))
     );
     assert_eq!(ns.rename(&p("/a"), &p("/b"), true), Ok(vec![old]));
-    assert_eq!(ns.get(&p("/b")), Ok(&Inode::File { chunks: vec![] }));
+    assert_eq!(
+        ns.get(&p("/b")),
+        Ok(&Inode::File {
+            chunks: vec![],
+            goal: 0
+        })
+    );
     assert_eq!(ns.chunk_count(), 0);
     ns.mkdir(&p("/dir"), false).unwrap();
     assert_eq!(
@@ -237,4 +244,44 @@ proptest! {
             prop_assert_eq!(rebuilt.as_ref(), Ok(&ns), "after {:?}", op);
         }
     }
+}
+
+#[test]
+fn a_replication_goal_is_kept_by_the_file_and_its_chunks_old_and_new() {
+    let mut ns = Namespace::new();
+    let p = |t: &str| FsPath::parse(t).unwrap();
+    ns.mkdir(&p("/d"), false).unwrap();
+    ns.create(&p("/d/f")).unwrap();
+    let first = ns.add_chunk(&p("/d/f"), 0).unwrap();
+    assert_eq!(ns.chunk(first).unwrap().goal_or(3), 3);
+    ns.set_replication(&p("/d/f"), 5).unwrap();
+    let second = ns.add_chunk(&p("/d/f"), 1).unwrap();
+    assert_eq!(ns.chunk(first).unwrap().goal_or(3), 5);
+    assert_eq!(ns.chunk(second).unwrap().goal_or(3), 5);
+    let before = ns.clone();
+    assert_eq!(
+        ns.set_replication(&p("/d/f"), 0),
+        Err(FsError::BadReplication(0))
+    );
+    assert_eq!(
+        ns.set_replication(&p("/d/f"), MAX_REPLICATION + 1),
+        Err(FsError::BadReplication(MAX_REPLICATION + 1))
+    );
+    assert_eq!(
+        ns.set_replication(&p("/d"), 2),
+        Err(FsError::IsADirectory(p("/d")))
+    );
+    assert_eq!(
+        ns.set_replication(&p("/nope"), 2),
+        Err(FsError::NotFound(p("/nope")))
+    );
+    assert_eq!(ns, before, "refusals change nothing");
+    ns.rename(&p("/d/f"), &p("/g"), false).unwrap();
+    assert_eq!(
+        ns.get(&p("/g")).unwrap(),
+        &Inode::File {
+            chunks: vec![first, second],
+            goal: 5
+        }
+    );
 }

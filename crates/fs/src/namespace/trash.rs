@@ -158,7 +158,7 @@ impl Namespace {
         let trashed = self.trash.remove(&id).expect("found above");
         let mut freed = Vec::new();
         for (_, inode) in trashed.entries {
-            if let Inode::File { chunks } = inode {
+            if let Inode::File { chunks, .. } = inode {
                 freed.extend(chunks);
             }
         }

@@ -29,6 +29,7 @@ pub(crate) fn settings() -> FsSettings {
         replication: 3,
         capacity_bytes: 1 << 30,
         min_free_bytes: CHUNK_BYTES,
+        clones_per_server: 2,
         retention: RETENTION,
         ..FsSettings::default()
     }
@@ -127,10 +128,14 @@ impl Cluster {
 
     /// A cluster whose chunkservers scrub idle replicas at
     /// `bytes_per_sec` (the others never scrub).
-    pub(crate) fn start_with_scrub(chunkservers: usize, bytes_per_sec: u64) -> Self {
+    pub(crate) fn start_with_scrub(
+        chunkservers: usize,
+        settings: FsSettings,
+        bytes_per_sec: u64,
+    ) -> Self {
         Self::start_with(
             vec![Clock::default(); chunkservers],
-            settings(),
+            settings,
             bytes_per_sec,
         )
     }

@@ -200,3 +200,35 @@ async fn a_batch_of_appends_goes_end_to_end_and_a_secondary_applies_it_whole_or_
     let refused = secondary.apply_batch(&backwards).unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
+
+/// A primary claims its lease in heartbeats for one lease period after it
+/// was named, and after each mutation; an idle chunk's claim stops, so the
+/// lease runs out and the master may clone the chunk or grant a new one.
+#[tokio::test]
+async fn a_primary_claims_its_lease_only_while_the_chunk_is_in_use() {
+    let lease = Duration::from_secs(2);
+    let mut state = server();
+    state.store.create(1, 0).unwrap();
+    told(&mut state, 1, ME);
+    let named = state.roles[&1].named;
+    let claimed = |state: &ServerState, at: Instant| {
+        let (report, extend) = state.heartbeat(1 << 20, at, lease);
+        assert_eq!(report.claims.len(), extend.len());
+        extend
+    };
+    assert_eq!(claimed(&state, named), vec![(1, 1)], "just named");
+    assert!(
+        claimed(&state, named + lease).is_empty(),
+        "idle a lease period"
+    );
+    state.mutated.insert(1, named + lease);
+    assert_eq!(
+        claimed(&state, named + lease + lease / 2),
+        vec![(1, 1)],
+        "mutated since"
+    );
+    assert!(claimed(&state, named + lease * 2).is_empty(), "idle again");
+    // A secondary never claims.
+    told(&mut state, 2, OTHER);
+    assert!(claimed(&state, Instant::now()).is_empty());
+}

@@ -119,7 +119,8 @@ fn two_deletions_of_one_path_are_both_kept_and_the_latest_comes_back_first() {
     assert_eq!(
         ns.get(&p("/f")),
         Ok(&Inode::File {
-            chunks: vec![second]
+            chunks: vec![second],
+            goal: 0
         })
     );
     ns.delete(&p("/f"), false).unwrap();
@@ -127,7 +128,8 @@ fn two_deletions_of_one_path_are_both_kept_and_the_latest_comes_back_first() {
     assert_eq!(
         ns.get(&p("/f")),
         Ok(&Inode::File {
-            chunks: vec![first]
+            chunks: vec![first],
+            goal: 0
         })
     );
 }
