@@ -81,29 +81,37 @@ fn run_command(script: &mut Script, line: &str, location: &str) -> Vec<String> {
         Some(rest) => (true, rest),
         None => (false, line),
     };
-    if !must_panic {
-        let output = script.execute(command, location);
-        return if output.is_empty() {
-            vec!["ok".to_string()]
-        } else {
-            output
-        };
-    }
-    let hook = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
+    // An expected panic is not reported on stderr; an unexpected one is,
+    // and is raised again with the script's file and line.
+    let hook = must_panic.then(|| {
+        let hook = panic::take_hook();
+        panic::set_hook(Box::new(|_| {}));
+        hook
+    });
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| script.execute(command, location)));
-    panic::set_hook(hook);
-    match outcome {
-        Ok(_) => panic!("{location}: `{command}` was expected to panic and did not"),
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "(no message)".to_string());
-            vec![format!("panic: {}", message.replace('\n', " / "))]
-        }
+    if let Some(hook) = hook {
+        panic::set_hook(hook);
     }
+    match (outcome, must_panic) {
+        (Ok(output), false) if output.is_empty() => vec!["ok".to_string()],
+        (Ok(output), false) => output,
+        (Ok(_), true) => panic!("{location}: `{command}` was expected to panic and did not"),
+        (Err(payload), true) => vec![format!("panic: {}", panic_message(&*payload))],
+        (Err(payload), false) => panic!(
+            "{location}: `{command}` panicked: {}",
+            panic_message(&*payload)
+        ),
+    }
+}
+
+/// A panic's message, on one line.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".to_string());
+    message.replace('\n', " / ")
 }
 
 /// Runs the script at `path`. Returns the file rewritten with the actual
@@ -111,6 +119,10 @@ fn run_command(script: &mut Script, line: &str, location: &str) -> Vec<String> {
 pub(crate) fn run_file(path: &Path) -> (String, Vec<String>) {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    // Paths relative to the crate, as a reader finds them.
+    let shown = path
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(path);
     let mut script = Script::default();
     let mut rewritten = String::new();
     let mut failures = Vec::new();
@@ -125,7 +137,7 @@ pub(crate) fn run_file(path: &Path) -> (String, Vec<String>) {
                 number,
                 expected,
             } => {
-                let location = format!("{}:{number}", path.display());
+                let location = format!("{}:{number}", shown.display());
                 let actual = run_command(&mut script, line.trim(), &location);
                 if actual != expected {
                     failures.push(format!(
@@ -162,12 +174,12 @@ fn diff(expected: &[String], actual: &[String]) -> String {
         if i < n && j < m && expected[i] == actual[j] {
             out.push_str(&format!("  {}\n", expected[i]));
             (i, j) = (i + 1, j + 1);
-        } else if j < m && (i == n || common[i][j + 1] >= common[i + 1][j]) {
-            out.push_str(&format!("+ {}\n", actual[j]));
-            j += 1;
-        } else {
+        } else if i < n && (j == m || common[i + 1][j] >= common[i][j + 1]) {
             out.push_str(&format!("- {}\n", expected[i]));
             i += 1;
+        } else {
+            out.push_str(&format!("+ {}\n", actual[j]));
+            j += 1;
         }
     }
     out
