@@ -16,6 +16,10 @@
 //! caller, with real disks and gRPC, and the tests here are another, with a
 //! scripted network.
 //!
+//! To see the protocol at work message by message, read the golden scripts
+//! in `crates/raft/testdata/` (start with `election.txt`): each scenario,
+//! with every `Ready` the core produced, checked by `cargo test`.
+//!
 //! ## The protocol, as implemented
 //!
 //! - **Election** (Raft §5.2): a follower that hears nothing from a leader

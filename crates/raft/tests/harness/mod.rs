@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use cairn_raft::{
     ClusterConfig, Config, Entry, EntryKind, HardState, InitialState, LogIndex, Message, NodeId,
-    Raft, Role, Snapshot, Term,
+    Raft, Ready, Role, Snapshot, Term,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -135,6 +135,9 @@ pub struct Cluster {
     /// Applied to every message at delivery.
     pub mutate: Option<Mutator>,
     pub stats: Stats,
+    /// When set, every `Ready` processed is recorded here (the golden
+    /// scripts print them).
+    pub trace: Option<Vec<(NodeId, Ready)>>,
 }
 
 impl Cluster {
@@ -159,6 +162,7 @@ impl Cluster {
             drop_filter: None,
             mutate: None,
             stats: Stats::default(),
+            trace: None,
         };
         for id in 1..=size {
             let node = Node {
@@ -354,6 +358,9 @@ impl Cluster {
                 return;
             }
             let ready = raft.ready();
+            if let Some(trace) = &mut self.trace {
+                trace.push((id, ready.clone()));
+            }
             if crash_point.is_some() {
                 self.stats.crashes_in_ready += 1;
             }
