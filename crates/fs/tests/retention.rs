@@ -4,11 +4,13 @@
 //! leader purges it, undelete refuses, and its chunks are no longer
 //! referenced (`Namespace::references`, the rule orphan deletion follows),
 //! also with a chunkserver down across the purge and a master leader
-//! restarted between the delete and the purge.
+//! restarted between the delete and the purge; then the orphans' replicas
+//! are deleted from every chunkserver, the one that was down included.
 #![cfg(madsim)]
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_fs::Client;
@@ -63,7 +65,7 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, cairn_fs::ClientError>) -> FsEr
 /// kept beside it still reads back whole.
 #[madsim::test]
 async fn a_deleted_file_comes_back_within_the_retention_and_is_purged_after_it() {
-    let cluster = Cluster::start(4);
+    let cluster = Arc::new(Cluster::start(4));
     let data = pattern(2 * CHUNK_BYTES as usize + 1000, 7);
     let kept = pattern(CHUNK_BYTES as usize / 2, 8);
     let mut client = cluster.client("client", DEADLINE);
@@ -134,12 +136,28 @@ async fn a_deleted_file_comes_back_within_the_retention_and_is_purged_after_it()
             "chunks {handles:?} still referenced after the retention: {unreferenced:?}"
         ));
     }
-    // Space reclaim end to end (orphan deletion, another part of issue 14)
-    // is asserted here after the merge: every replica of `handles` gone
-    // from every chunkserver (`cluster.replicas_of`) once cs0 is back.
+    // The space comes back: every replica of the purged chunks is deleted
+    // as an orphan, also on cs0, which was down across the purge.
     cluster.restart(&cs_name(0));
+    let checker = cluster.clone();
     cluster
         .run("client", async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                let mut left = Vec::new();
+                for &handle in &handles {
+                    for (url, _, _) in checker.replicas_of(&client, handle).await {
+                        left.push((handle, url));
+                    }
+                }
+                if left.is_empty() {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    checker.fail(format!("purged chunks still on disk 30 s later: {left:?}"));
+                }
+                sleep(Duration::from_millis(200)).await;
+            }
             assert!(client.trash(&path("/")).await.unwrap().is_empty());
             assert_eq!(
                 refusal(client.undelete(&path("/d/f")).await),
