@@ -1,7 +1,7 @@
 //! `cairn fs`: the GFS-style file store — run a master node
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
-//! `append`, `status`, `df`, `safemode`, `setrep`; `fsck`, `report`,
+//! `append`, `status`, `df`, `safemode`, `setrep`, `snapshot`; `fsck`, `report`,
 //! `checksum` in `fs_health.rs`).
 
 use std::io::{BufRead as _, Write as _};
@@ -55,6 +55,10 @@ pub(crate) enum FsCommand {
     Undelete(PathArgs),
     /// Move or rename a file or directory, atomically.
     Mv(MvArgs),
+    /// Copy a file or directory to a new path at once: the copy shares the
+    /// chunks, and the first write to a shared chunk (on either side)
+    /// copies it on its chunkservers (copy-on-write).
+    Snapshot(MvArgs),
     /// Show a file's chunks (handle, version, replicas) or a directory.
     Stat(PathArgs),
     /// Append each line of standard input as one record (GFS record
@@ -211,7 +215,7 @@ pub(crate) struct RmArgs {
 pub(crate) struct MvArgs {
     #[arg(value_parser = crate::fs_admin::StorePath)]
     from: String,
-    /// The new path (not an existing file, nor inside FROM).
+    /// The new path (nothing there yet, nor inside FROM).
     #[arg(value_parser = crate::fs_admin::StorePath)]
     to: String,
     #[command(flatten)]
@@ -284,6 +288,13 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
             crate::fs_admin::check_mv(&args.from, &args.to)?;
             client(&args.masters)?
                 .rename(&path(&args.from)?, &path(&args.to)?, false)
+                .await?;
+            Ok(())
+        }
+        FsCommand::Snapshot(args) => {
+            crate::fs_admin::check_mv(&args.from, &args.to)?;
+            client(&args.masters)?
+                .snapshot(&path(&args.from)?, &path(&args.to)?)
                 .await?;
             Ok(())
         }

@@ -183,7 +183,7 @@ pub(crate) fn check_rm(path: &str) -> anyhow::Result<()> {
 pub(crate) fn check_mv(from: &str, to: &str) -> anyhow::Result<()> {
     if to == from || to.starts_with(&format!("{}/", from.trim_end_matches('/'))) {
         bail!(usage(format!(
-            "cannot move {from} into itself ({to}); pick a destination outside it"
+            "cannot move or copy {from} into itself ({to}); pick a destination outside it"
         )));
     }
     Ok(())

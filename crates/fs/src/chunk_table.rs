@@ -647,13 +647,26 @@ impl ChunkTable {
     /// Whether a lease, a grant or a clone of `handle` (at `version`) is
     /// in progress, as far as this leader knows.
     fn busy(&self, handle: ChunkHandle, version: u64, now: Instant) -> bool {
+        self.leased(handle, version, now)
+            || self.granting.get(&handle).is_some_and(|&until| now < until)
+            || self.healing.cloning(handle)
+    }
+
+    /// Whether a primary may hold a lease on `handle` at `version` now:
+    /// one this leader granted or took over (until it surely ended), or
+    /// one a live chunkserver claims.
+    pub(crate) fn leased(&self, handle: ChunkHandle, version: u64, now: Instant) -> bool {
         let margin = self.settings.clock_margin();
         self.leases
             .get(&handle)
             .is_some_and(|lease| now < lease.expires + margin)
-            || self.granting.get(&handle).is_some_and(|&until| now < until)
             || self.claimed(handle, version, now).is_some()
-            || self.healing.cloning(handle)
+    }
+
+    /// Forgets the lease on `handle`: its replicas stored a new version
+    /// that names no primary, so none mutates it any more.
+    pub(crate) fn revoke(&mut self, handle: ChunkHandle) {
+        self.leases.remove(&handle);
     }
 
     /// Live replicas of `handle` at `version` that count toward its goal.

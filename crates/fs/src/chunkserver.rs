@@ -27,8 +27,8 @@ use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
     AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CloneRequest,
-    CreateReplicaRequest, HeartbeatReply, HeartbeatRequest, InspectReply, InspectRequest,
-    MutationReply, PushReply, PushRequest, ReadReply, ReadRequest, SetVersionReply,
+    CopyChunkRequest, CreateReplicaRequest, HeartbeatReply, HeartbeatRequest, InspectReply,
+    InspectRequest, MutationReply, PushReply, PushRequest, ReadReply, ReadRequest, SetVersionReply,
     SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
@@ -764,6 +764,20 @@ impl Chunk for ChunkServer {
             .map_err(stopped)?;
         let reply = name_disk(&self.inner, created)?;
         Ok(Response::new(reply))
+    }
+
+    async fn copy_chunk(
+        &self,
+        request: Request<CopyChunkRequest>,
+    ) -> Result<Response<SetVersionReply>, Status> {
+        let request = request.into_inner();
+        let copied = self
+            .inner
+            .state
+            .with(move |s| s.copy_local(&request))
+            .await
+            .map_err(stopped)?;
+        Ok(Response::new(name_disk(&self.inner, copied)?))
     }
 
     async fn clone_replica(

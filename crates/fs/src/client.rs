@@ -268,6 +268,14 @@ impl Client {
         Ok(self.master.rename(from, to, replace).await?)
     }
 
+    /// Copies `src` (a file or a directory tree) to `dst` at once (GFS
+    /// §3.4): the copy shares the chunks, and the first write to a shared
+    /// chunk, on either side, copies it on its chunkservers.
+    pub async fn snapshot(&mut self, src: &FsPath, dst: &FsPath) -> Result<(), ClientError> {
+        self.forget_within(src);
+        Ok(self.master.snapshot(src, dst).await?)
+    }
+
     /// The file at `path` (its chunks and their versions), refusing a
     /// directory: what a program checks before reading or writing it.
     pub async fn open(&self, path: &FsPath) -> Result<EntryInfo, ClientError> {

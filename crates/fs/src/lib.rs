@@ -129,6 +129,7 @@ mod master_chunks;
 mod master_client;
 mod master_fsck;
 mod master_heal;
+mod master_snapshot;
 mod master_state;
 mod master_trash;
 mod namespace;

@@ -109,7 +109,7 @@ impl MasterServer {
         self.node.error_status(error)
     }
 
-    async fn submit(&self, command: &MasterCommand) -> Result<MasterReply, Status> {
+    pub(crate) async fn submit(&self, command: &MasterCommand) -> Result<MasterReply, Status> {
         let output = self
             .node
             .submit(Bytes::from(command.encode_to_vec()), REQUEST_DEADLINE)
@@ -152,6 +152,12 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
         Some(Op::Rename(r)) => vec![&r.from, &r.to],
         Some(Op::AddChunk(a)) => vec![&a.path],
         Some(Op::SetReplication(r)) => vec![&r.path],
+        Some(Op::Snapshot(s)) => vec![&s.src, &s.dst],
+        Some(Op::CopyOnWrite(_) | Op::CopyDone(_)) => {
+            return Err(Status::invalid_argument(
+                "copy-on-write is the master's own command (it copies a shared chunk before the first write to it); write to the file instead",
+            ));
+        }
         Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => {
             return Err(Status::invalid_argument(
                 "chunk versions are the master's own commands (raised when it grants a lease, adopted from chunkservers' reports); ask Locate for a chunk's primary instead",
@@ -247,6 +253,9 @@ impl Master for MasterServer {
         let mut command = request.into_inner();
         validate(&command)?;
         self.stamp(&mut command);
+        if let Some(Op::Snapshot(_)) = &command.op {
+            return Ok(Response::new(self.snapshot(&command).await?));
+        }
         Ok(Response::new(self.submit(&command).await?))
     }
 

@@ -31,7 +31,7 @@ use tonic::Status;
 
 use crate::chunk_table::{Decision, Lease};
 use crate::master::{MasterServer, REQUEST_DEADLINE};
-use crate::master_state::error_code;
+use crate::master_state::{MasterState, error_code};
 use crate::namespace::{ChunkHandle, FsError, Inode};
 use crate::path::FsPath;
 
@@ -52,13 +52,33 @@ pub(crate) struct Raised {
 }
 
 /// A chunk as the log has it.
-struct Found {
-    handle: ChunkHandle,
-    version: u64,
+pub(crate) struct Found {
+    pub handle: ChunkHandle,
+    pub version: u64,
     /// The file's chunk count.
-    count: u64,
+    pub count: u64,
     /// The replicas its latest version was granted to.
-    granted: Vec<String>,
+    pub granted: Vec<String>,
+    /// Listed by more than one file (a snapshot's): copy before writing.
+    pub shared: bool,
+    /// A copy-on-write copy not yet made: the chunk it copies.
+    pub copy_of: Option<ChunkHandle>,
+}
+
+impl Found {
+    /// `handle` as the namespace has it now.
+    pub(crate) fn of(state: &MasterState, handle: ChunkHandle, count: u64) -> Self {
+        let ns = state.namespace();
+        let meta = ns.chunk(handle).ok();
+        Found {
+            handle,
+            version: meta.map_or(0, |m| m.version),
+            count,
+            granted: state.granted_to(handle).to_vec(),
+            shared: ns.is_shared(handle),
+            copy_of: meta.and_then(|m| m.copy_of),
+        }
+    }
 }
 
 fn refused(code: FsErrorCode, message: impl ToString) -> LocateReply {
@@ -115,15 +135,24 @@ impl MasterServer {
             Ok(path) => path,
             Err(error) => return Ok(refused(FsErrorCode::InvalidPath, error)),
         };
+        let found = match self.chunk_of(&path, request.index, request.add).await? {
+            Ok(found) => found,
+            Err(reply) => return Ok(reply),
+        };
+        // A shared chunk is copied before a write; a copy not yet made is
+        // read from the chunk it copies (the same bytes).
+        let found = if request.mutate {
+            self.unshare(&path, request.index, found).await?
+        } else {
+            self.readable(found).await?
+        };
         let Found {
             handle,
             version,
             count,
             granted,
-        } = match self.chunk_of(&path, request.index, request.add).await? {
-            Ok(found) => found,
-            Err(reply) => return Ok(reply),
-        };
+            ..
+        } = found;
         for _ in 0..MAX_LOCATE_ROUNDS {
             let now = Instant::now();
             if !request.mutate {
@@ -217,29 +246,25 @@ impl MasterServer {
         add: bool,
     ) -> Result<Result<Found, LocateReply>, Status> {
         let at = path.clone();
-        let found =
-            self.node()
-                .read(
-                    move |s| -> Result<(u64, Option<Found>), FsError> {
-                        let ns = s.namespace();
-                        let Inode::File { chunks, .. } = ns.get(&at)? else {
-                            return Err(FsError::IsADirectory(at.clone()));
-                        };
-                        let count = chunks.len() as u64;
-                        let chunk = usize::try_from(index).ok().and_then(|i| chunks.get(i)).map(
-                            |&handle| Found {
-                                handle,
-                                version: ns.chunk(handle).map_or(0, |m| m.version),
-                                count,
-                                granted: s.granted_to(handle).to_vec(),
-                            },
-                        );
-                        Ok((count, chunk))
-                    },
-                    REQUEST_DEADLINE,
-                )
-                .await
-                .map_err(|e| self.node().error_status(e))?;
+        let found = self
+            .node()
+            .read(
+                move |s| -> Result<(u64, Option<Found>), FsError> {
+                    let ns = s.namespace();
+                    let Inode::File { chunks, .. } = ns.get(&at)? else {
+                        return Err(FsError::IsADirectory(at.clone()));
+                    };
+                    let count = chunks.len() as u64;
+                    let chunk = usize::try_from(index)
+                        .ok()
+                        .and_then(|i| chunks.get(i))
+                        .map(|&handle| Found::of(s, handle, count));
+                    Ok((count, chunk))
+                },
+                REQUEST_DEADLINE,
+            )
+            .await
+            .map_err(|e| self.node().error_status(e))?;
         let (count, chunk) = match found {
             Ok(found) => found,
             Err(error) => return Ok(Err(refused(error_code(&error), error))),
@@ -282,6 +307,8 @@ impl MasterServer {
             version: 0,
             count: index + 1,
             granted: Vec::new(),
+            shared: false,
+            copy_of: None,
         }))
     }
 

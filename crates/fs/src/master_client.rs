@@ -15,7 +15,7 @@ use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
     AddChunk, Create, Delete, EntryInfo, FsErrorCode, FsckReply, FsckRequest, LocateReply,
     LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename, SafemodeReply,
-    SafemodeRequest, SetReplication, TrashEntry, TrashListRequest, Undelete,
+    SafemodeRequest, SetReplication, Snapshot, TrashEntry, TrashListRequest, Undelete,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -299,6 +299,17 @@ impl MasterClient {
             from: from.as_str().as_bytes().to_vec(),
             to: to.as_str().as_bytes().to_vec(),
             replace,
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// Copies `src` (a file or a tree) to `dst` at once, sharing its
+    /// chunks until either side writes them.
+    pub async fn snapshot(&mut self, src: &FsPath, dst: &FsPath) -> Result<(), MasterError> {
+        self.change(Op::Snapshot(Snapshot {
+            src: src.as_str().as_bytes().to_vec(),
+            dst: dst.as_str().as_bytes().to_vec(),
         }))
         .await
         .map(drop)

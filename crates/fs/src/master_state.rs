@@ -74,7 +74,7 @@ impl MasterState {
                 Op::GrantVersion(g) => {
                     self.grants.insert(g.handle, g.replicas.clone());
                 }
-                Op::Delete(_) | Op::Rename(_) | Op::Purge(_) => {
+                Op::Delete(_) | Op::Rename(_) | Op::Purge(_) | Op::CopyDone(_) => {
                     for handle in &reply.freed {
                         self.grants.remove(handle);
                     }
@@ -157,6 +157,22 @@ impl MasterState {
                         .map_err(from_fs)?;
                     MasterReply::default()
                 }
+                Op::Snapshot(s) => {
+                    ns.snapshot(&path(&s.src)?, &path(&s.dst)?)
+                        .map_err(from_fs)?;
+                    MasterReply::default()
+                }
+                Op::CopyOnWrite(c) => {
+                    let index = usize::try_from(c.index).unwrap_or(usize::MAX);
+                    MasterReply {
+                        handle: ns.copy_on_write(&path(&c.path)?, index).map_err(from_fs)?,
+                        ..MasterReply::default()
+                    }
+                }
+                Op::CopyDone(c) => MasterReply {
+                    freed: ns.copy_done(c.handle),
+                    ..MasterReply::default()
+                },
             })
         })();
         result.unwrap_or_else(|refused| refused)
@@ -166,13 +182,20 @@ impl MasterState {
 /// Commands the master submits itself, without a session (client id 0):
 /// each is safe to apply twice (adding chunk `index` answers the chunk
 /// already there, a grant is conditional on the version it raises, an
-/// adoption only raises, a purge of a deletion already gone does nothing).
+/// adoption only raises, a purge of a deletion already gone does nothing,
+/// a copy-on-write of a chunk no longer shared answers the file's chunk, a
+/// copy done twice does nothing).
 /// Clients' commands always carry a session
 /// ([`MasterServer`](crate::MasterServer) refuses id 0 from them).
 fn internal(op: &Op) -> bool {
     matches!(
         op,
-        Op::AddChunk(_) | Op::GrantVersion(_) | Op::AdoptVersion(_) | Op::Purge(_)
+        Op::AddChunk(_)
+            | Op::GrantVersion(_)
+            | Op::AdoptVersion(_)
+            | Op::Purge(_)
+            | Op::CopyOnWrite(_)
+            | Op::CopyDone(_)
     )
 }
 

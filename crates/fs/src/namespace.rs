@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use crate::path::FsPath;
 
+mod sharing;
 mod trash;
 
 pub use trash::{MAX_TRASH_ENTRIES, TrashId, Trashed};
@@ -44,9 +45,17 @@ pub struct ChunkMeta {
     /// Raised each time the master grants a new lease (§4.5): replicas with
     /// an older version are stale. 0 until the first lease.
     pub version: u64,
-    /// Its file's replication goal (kept equal to the file's: see
-    /// [`Inode::File`]).
+    /// Its files' replication goal (set with the file's, see
+    /// [`Inode::File`]; a chunk a snapshot shares takes the last one set
+    /// on any of its files).
     pub goal: u32,
+    /// How many files (in the paths or in the trash) list it, plus the
+    /// chunks copied from it whose copies are not done (`namespace/sharing.rs`).
+    /// Derived, not stored: a snapshot recounts it.
+    pub refs: u32,
+    /// For a chunk made by copy-on-write: the chunk it is copied from,
+    /// until every replica's copy is made ([`Namespace::copy_done`]).
+    pub copy_of: Option<ChunkHandle>,
 }
 
 impl ChunkMeta {
@@ -329,16 +338,13 @@ impl Namespace {
     /// now garbage).
     pub fn delete(&mut self, path: &FsPath, recursive: bool) -> Result<Vec<ChunkHandle>, FsError> {
         let doomed = self.subtree(path, recursive)?;
-        let mut freed = Vec::new();
+        let mut listed = Vec::new();
         for doomed in doomed {
             if let Some(Inode::File { chunks, .. }) = self.entries.remove(&doomed) {
-                freed.extend(chunks);
+                listed.extend(chunks);
             }
         }
-        for handle in &freed {
-            self.chunks.remove(handle);
-        }
-        Ok(freed)
+        Ok(self.unreference(listed))
     }
 
     /// `path` and, for a directory, every entry below it (the deepest
@@ -383,20 +389,18 @@ impl Namespace {
             });
         }
         self.check_parent(to)?;
-        let mut freed = Vec::new();
+        let mut replaced = Vec::new();
         match (self.entries.get(to), &moving) {
             (None, _) => {}
             (Some(Inode::File { chunks, .. }), Inode::File { .. }) if replace => {
-                freed = chunks.clone();
+                replaced = chunks.clone();
             }
             (Some(Inode::Directory), _) if replace => {
                 return Err(FsError::IsADirectory(to.clone()));
             }
             (Some(_), _) => return Err(FsError::AlreadyExists(to.clone())),
         }
-        for handle in &freed {
-            self.chunks.remove(handle);
-        }
+        let freed = self.unreference(replaced);
         let below: Vec<(FsPath, Inode)> = self
             .below(from)
             .map(|(p, i)| (p.clone(), i.clone()))
@@ -436,7 +440,15 @@ impl Namespace {
         }
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.chunks.insert(handle, ChunkMeta { version: 0, goal });
+        self.chunks.insert(
+            handle,
+            ChunkMeta {
+                version: 0,
+                goal,
+                refs: 1,
+                copy_of: None,
+            },
+        );
         match self.entries.get_mut(path) {
             Some(Inode::File { chunks, .. }) => chunks.push(handle),
             _ => unreachable!("checked above"),
@@ -511,30 +523,33 @@ impl Namespace {
     }
 
     /// Rebuilds a namespace from decoded parts, checking that they agree
-    /// (every directory above an entry exists, every chunk belongs to
-    /// exactly one file or deletion, the counters are above every handle
-    /// and deletion id).
+    /// (every directory above an entry exists, every chunk is referenced
+    /// by a file, a deletion or a pending copy, and counted so, the
+    /// counters are above every handle and deletion id).
     pub(crate) fn from_parts(
         entries: BTreeMap<FsPath, Inode>,
         mut chunks: BTreeMap<ChunkHandle, ChunkMeta>,
         next_handle: ChunkHandle,
         (trash, next_trash_id): (BTreeMap<TrashId, Trashed>, TrashId),
     ) -> Result<Self, String> {
-        let mut referenced = std::collections::BTreeSet::new();
+        for meta in chunks.values_mut() {
+            meta.refs = 0;
+        }
         let mut claim = |owner: &FsPath, inode: &Inode| -> Result<(), String> {
             if let Inode::File { chunks: list, goal } = inode {
                 if *goal > MAX_REPLICATION {
                     return Err(format!("{owner} has a replication goal of {goal}"));
                 }
+                let mut seen = std::collections::BTreeSet::new();
                 for handle in list {
                     let Some(meta) = chunks.get_mut(handle).filter(|_| *handle < next_handle)
                     else {
                         return Err(format!("{owner} names unknown chunk {handle}"));
                     };
-                    meta.goal = *goal;
-                    if !referenced.insert(*handle) {
-                        return Err(format!("chunk {handle} belongs to two files"));
+                    if !seen.insert(*handle) {
+                        return Err(format!("{owner} lists chunk {handle} twice"));
                     }
+                    meta.refs += 1;
                 }
             }
             Ok(())
@@ -555,12 +570,18 @@ impl Namespace {
                 claim(path, inode)?;
             }
         }
-        if referenced.len() != chunks.len() {
-            return Err(format!(
-                "{} chunks are known but files reference {}",
-                chunks.len(),
-                referenced.len()
-            ));
+        let links: Vec<(ChunkHandle, ChunkHandle)> = chunks
+            .iter()
+            .filter_map(|(&handle, meta)| Some((handle, meta.copy_of?)))
+            .collect();
+        for (handle, old) in links {
+            match chunks.get_mut(&old) {
+                Some(meta) if old < handle => meta.refs += 1,
+                _ => return Err(format!("chunk {handle} is a copy of unknown chunk {old}")),
+            }
+        }
+        if let Some((handle, _)) = chunks.iter().find(|(_, meta)| meta.refs == 0) {
+            return Err(format!("chunk {handle} is known but nothing references it"));
         }
         Ok(Self {
             entries,

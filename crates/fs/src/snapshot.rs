@@ -1,15 +1,17 @@
 //! The master's snapshot: the [`Namespace`] as bytes, and back.
 //!
 //! Format (little-endian): the magic `CRNFSNS3`; the next chunk handle;
-//! the number of chunks, then each handle and version; the number of
+//! the number of chunks, then each handle, version, replication goal (u32)
+//! and the handle it is a pending copy of (0: none); the number of
 //! entries, then each entry's kind (0 directory, 1 file), its path (length
 //! and UTF-8 bytes) and, for a file, its chunk count and handles and its
 //! replication goal (u32); then the trash: the next deletion id, the number
 //! of deletions, and for each its id, deletion time (ms), path, and entry
 //! count and entries (encoded as above); last, a CRC32C of everything
-//! before it. Older encodings still decode: `CRNFSNS2` (no goals: every
-//! goal 0, the store's setting) and `CRNFSNS1` (no goals and no trash
-//! section: an empty trash). The decoder checks every length against
+//! before it. A chunk's reference count is not stored: decoding counts
+//! the files and copies that list it. Older encodings still decode:
+//! `CRNFSNS2` (no goals, no copies: every goal 0, the store's setting) and
+//! `CRNFSNS1` (neither, and no trash section: an empty trash). The decoder checks every length against
 //! the bytes left before allocating, parses every path, and rebuilds the
 //! namespace through its own consistency checks, so a damaged or hostile
 //! snapshot is an error, never a panic or a namespace that breaks later.
@@ -42,6 +44,8 @@ pub fn encode(namespace: &Namespace) -> Vec<u8> {
     for (handle, meta) in chunks {
         out.extend_from_slice(&handle.to_le_bytes());
         out.extend_from_slice(&meta.version.to_le_bytes());
+        out.extend_from_slice(&meta.goal.to_le_bytes());
+        out.extend_from_slice(&meta.copy_of.unwrap_or(0).to_le_bytes());
     }
     out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     for (path, inode) in entries {
@@ -124,15 +128,23 @@ pub fn decode(bytes: &[u8]) -> Result<Namespace, String> {
         .ok_or("not a file-store master snapshot (bad magic)")?;
     let mut reader = Reader(rest, format);
     let next_handle = reader.u64()?;
-    let chunk_count = reader.count(16)?;
+    let chunk_count = reader.count(if format.goals { 28 } else { 16 })?;
     let mut chunks = BTreeMap::new();
     for _ in 0..chunk_count {
         let handle = reader.u64()?;
         let version = reader.u64()?;
-        if chunks
-            .insert(handle, ChunkMeta { version, goal: 0 })
-            .is_some()
-        {
+        let (goal, copy_of) = if format.goals {
+            (reader.u32()?, Some(reader.u64()?).filter(|&h| h != 0))
+        } else {
+            (0, None)
+        };
+        let meta = ChunkMeta {
+            version,
+            goal,
+            refs: 0,
+            copy_of,
+        };
+        if chunks.insert(handle, meta).is_some() {
             return Err(format!("chunk {handle} is listed twice"));
         }
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::fs::{
-    ApplyRequest, HeartbeatRequest, LeaseClaim, MutationReply, ReplicaState, SetVersionReply,
-    SetVersionRequest,
+    ApplyRequest, CopyChunkRequest, HeartbeatRequest, LeaseClaim, MutationReply, ReplicaState,
+    SetVersionReply, SetVersionRequest,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -402,6 +402,37 @@ impl ServerState {
             ))),
             _ => Ok(true),
         }
+    }
+
+    /// Copy-on-write after a snapshot: copies the replica of `from` here,
+    /// which must be at `from_version` (a stale one would miss
+    /// acknowledged writes) and verify, to a new replica `to` at `version`.
+    /// A retry finds the copy made and answers it again.
+    pub(crate) fn copy_local(
+        &mut self,
+        request: &CopyChunkRequest,
+    ) -> Result<SetVersionReply, Status> {
+        let from = self.store.replica(request.from).ok_or_else(|| {
+            Status::not_found(format!(
+                "this chunkserver holds no replica of chunk {}; the master must look again",
+                request.from
+            ))
+        })?;
+        if from.version != request.from_version {
+            return Err(Status::failed_precondition(format!(
+                "the replica of chunk {} here is at version {}, not {}; the master must look again",
+                request.from, from.version, request.from_version
+            )));
+        }
+        if let Some(to) = self.store.replica(request.to)
+            && to.version == request.version
+            && to.length == from.length
+        {
+            return Ok(self.changed(to.length));
+        }
+        let read = self.store.read(request.from, 0, from.length);
+        let (data, _) = self.checked(request.from, read).map_err(status_of)?;
+        self.install(request.to, request.version, &data)
     }
 
     /// Installs a replica copied from another chunkserver, replacing an

@@ -156,16 +156,13 @@ impl Namespace {
             return Err(FsError::TrashNotExpired(id));
         }
         let trashed = self.trash.remove(&id).expect("found above");
-        let mut freed = Vec::new();
+        let mut listed = Vec::new();
         for (_, inode) in trashed.entries {
             if let Inode::File { chunks, .. } = inode {
-                freed.extend(chunks);
+                listed.extend(chunks);
             }
         }
-        for handle in &freed {
-            self.chunks.remove(handle);
-        }
-        Ok(freed)
+        Ok(self.unreference(listed))
     }
 
     /// The deletions in the trash, oldest first.
