@@ -65,12 +65,12 @@ fn map_of(assignment: Assignment) -> (u32, u32) {
 fn maps_then_reduces_then_exit() {
     let now = Instant::now();
     let mut state = job(2, 1);
-    let (w, _) = state.register("http://w".into(), now);
-    let (v, _) = state.register("http://v".into(), now);
+    let (w, _) = state.register("http://w".into(), String::new(), now);
+    let (v, _) = state.register("http://v".into(), String::new(), now);
     let (m0, a0) = map_of(state.assign(w, now));
     let (m1, a1) = map_of(state.assign(v, now));
     assert_eq!((m0, m1), (0, 1));
-    let (x, _) = state.register("http://x".into(), now);
+    let (x, _) = state.register("http://x".into(), String::new(), now);
     assert_eq!(
         state.assign(x, now),
         Assignment::Wait(WAIT_RETRY),
@@ -134,8 +134,8 @@ fn maps_then_reduces_then_exit() {
 fn silent_attempts_expire_but_heartbeats_keep_them() {
     let start = Instant::now();
     let mut state = job(2, 1);
-    let (w, _) = state.register("http://w".into(), start);
-    let (v, _) = state.register("http://v".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
+    let (v, _) = state.register("http://v".into(), String::new(), start);
     let (m0, a0) = map_of(state.assign(w, start));
     let (m1, _) = map_of(state.assign(v, start));
     // w heartbeats with progress for 30 s; v falls silent.
@@ -148,7 +148,7 @@ fn silent_attempts_expire_but_heartbeats_keep_them() {
         state.tick(now);
     }
     let now = start + Duration::from_secs(30);
-    let (x, _) = state.register("http://x".into(), now);
+    let (x, _) = state.register("http://x".into(), String::new(), now);
     let (task, attempt) = map_of(state.assign(x, now));
     assert_eq!(task, m1, "the silent worker's map runs again");
     assert_eq!(attempt, 1);
@@ -162,7 +162,7 @@ fn silent_attempts_expire_but_heartbeats_keep_them() {
 fn duplicate_completions_count_once_and_failures_fail_the_job() {
     let now = Instant::now();
     let mut state = job(1, 1);
-    let (w, _) = state.register("http://w".into(), now);
+    let (w, _) = state.register("http://w".into(), String::new(), now);
     let (_, a0) = map_of(state.assign(w, now));
     let mut counters = Counters::default();
     counters.add("x", 5);
@@ -183,7 +183,7 @@ fn duplicate_completions_count_once_and_failures_fail_the_job() {
     assert_eq!(state.counters().get("x"), 5);
 
     let mut failing = job(1, 1);
-    let (w, _) = failing.register("http://w".into(), now);
+    let (w, _) = failing.register("http://w".into(), String::new(), now);
     for _ in 0..4 {
         let (task, attempt) = map_of(failing.assign(w, now));
         complete(
@@ -214,7 +214,11 @@ fn backups_start_only_for_stragglers_and_only_when_enabled() {
         let mut state = job(3, 1);
         state.config.backup_tasks = enabled;
         let workers: Vec<u64> = (0..3)
-            .map(|i| state.register(format!("http://{i}"), start).0)
+            .map(|i| {
+                state
+                    .register(format!("http://{i}"), String::new(), start)
+                    .0
+            })
             .collect();
         let assigned: Vec<(u32, u32)> = workers
             .iter()
@@ -258,8 +262,8 @@ fn backups_start_only_for_stragglers_and_only_when_enabled() {
 fn a_lost_worker_takes_its_map_output_with_it() {
     let start = Instant::now();
     let mut state = job(1, 1);
-    let (w, _) = state.register("http://w".into(), start);
-    let (v, _) = state.register("http://v".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
+    let (v, _) = state.register("http://v".into(), String::new(), start);
     let (task, attempt) = map_of(state.assign(w, start));
     complete(
         &mut state,
@@ -282,8 +286,8 @@ fn a_lost_worker_takes_its_map_output_with_it() {
 fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
     let start = Instant::now();
     let mut state = job(2, 1);
-    let (w, _) = state.register("http://w".into(), start);
-    let (v, _) = state.register("http://v".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
+    let (v, _) = state.register("http://v".into(), String::new(), start);
     let (m0, a0) = map_of(state.assign(w, start));
     let (m1, a1) = map_of(state.assign(v, start));
     // Both workers heartbeat every second for 30 s; w's progress moves,
@@ -316,7 +320,7 @@ fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
         "a timed-out attempt is a failed one"
     );
     assert_eq!(status.attempts_lost, 0, "its worker was not lost");
-    let (x, _) = state.register("http://x".into(), now);
+    let (x, _) = state.register("http://x".into(), String::new(), now);
     assert_eq!(
         map_of(state.assign(x, now)),
         (m1, a1 + 1),
@@ -328,7 +332,7 @@ fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
 fn a_task_that_never_progresses_fails_the_job_after_max_attempts() {
     let start = Instant::now();
     let mut state = job(1, 1);
-    let (w, _) = state.register("http://w".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
     let mut now = start;
     for _ in 0..4 {
         let (task, attempt) = map_of(state.assign(w, now));
