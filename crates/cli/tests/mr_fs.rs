@@ -4,7 +4,9 @@
 //! store is the only path they share. The word count of the corpus stored
 //! in `fs://` must equal `cairn mr seq` on the local copy, most map tasks
 //! must be data-local, and the output directory must hold exactly the
-//! committed outputs.
+//! committed outputs. And the commit rule, with the workers' side played
+//! by the test: of a reduce task run twice, only the attempt committed by
+//! the coordinator's rename survives.
 
 mod common;
 
@@ -13,6 +15,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use cairn_rpc::mapreduce::coordinator_client::CoordinatorClient;
+use cairn_rpc::mapreduce::{
+    CompleteTaskRequest, GetTaskReply, GetTaskRequest, RegisterRequest, TaskKind,
+};
 use common::fs_store::Store;
 use common::{CAIRN, Processes, assert_same, sorted_lines, wait_exit};
 
@@ -155,5 +161,128 @@ fn word_count_over_the_store_equals_the_sequential_run() {
     assert!(
         local * 10 >= (local + remote) * 9,
         "fewer than 90% data-local: {report}"
+    );
+}
+
+/// A hand-driven worker: the test plays the workers' side of the protocol.
+struct Driver {
+    runtime: tokio::runtime::Runtime,
+    client: CoordinatorClient<cairn_rpc::tonic::transport::Channel>,
+}
+
+impl Driver {
+    fn connect(url: &str) -> Self {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let client = runtime
+            .block_on(CoordinatorClient::connect(url.to_string()))
+            .unwrap();
+        Self { runtime, client }
+    }
+
+    fn register(&mut self) -> u64 {
+        let request = RegisterRequest {
+            shuffle_addr: "http://127.0.0.1:1".into(),
+            ..RegisterRequest::default()
+        };
+        let reply = self.runtime.block_on(self.client.register(request));
+        reply.unwrap().into_inner().worker_id
+    }
+
+    fn get_task(&mut self, worker_id: u64) -> GetTaskReply {
+        let reply = self
+            .runtime
+            .block_on(self.client.get_task(GetTaskRequest { worker_id }));
+        reply.unwrap().into_inner()
+    }
+
+    /// Reports a successful attempt; whether the coordinator committed it.
+    fn complete(&mut self, worker_id: u64, kind: TaskKind, task: &GetTaskReply) -> bool {
+        let request = CompleteTaskRequest {
+            worker_id,
+            kind: kind as i32,
+            task: task.task,
+            attempt: task.attempt,
+            ..CompleteTaskRequest::default()
+        };
+        let reply = self.runtime.block_on(self.client.complete_task(request));
+        reply.unwrap().into_inner().accepted
+    }
+}
+
+/// Asks for tasks as `worker` until one of `kind` comes.
+fn task_of(driver: &mut Driver, worker: u64, kind: TaskKind) -> GetTaskReply {
+    common::poll_until(&format!("a {kind:?} task"), Duration::from_secs(20), || {
+        let reply = driver.get_task(worker);
+        if reply.kind == kind as i32 {
+            Ok(reply)
+        } else {
+            Err(format!("{reply:?}"))
+        }
+    })
+}
+
+#[test]
+fn of_a_reduce_run_twice_only_the_committed_attempt_survives_the_renames() {
+    let store = Store::start();
+    let dir = store.dir.path();
+    std::fs::write(dir.join("input.txt"), "one two\nthree\n").unwrap();
+    store.ok(&["put", "input.txt", "/in.txt"]);
+    let (coordinator, url, _report) = coordinator(
+        dir,
+        &[
+            "--app",
+            "wc",
+            "--reduces",
+            "1",
+            "--worker-timeout",
+            "1s",
+            "--linger",
+            "1s",
+            "--fs-masters",
+            &store.masters,
+            "--output",
+            "fs:///out",
+            "fs:///in.txt",
+        ],
+    );
+    let mut processes = Processes(vec![coordinator]);
+    let mut driver = Driver::connect(&url);
+    let original = driver.register();
+    let map = task_of(&mut driver, original, TaskKind::Map);
+    assert!(driver.complete(original, TaskKind::Map, &map));
+    let first = task_of(&mut driver, original, TaskKind::Reduce);
+    // The original falls silent: it is lost, its map runs again on the
+    // other worker, and so does the reduce (a re-execution).
+    let other = driver.register();
+    let map = task_of(&mut driver, other, TaskKind::Map);
+    assert!(driver.complete(other, TaskKind::Map, &map));
+    let second = task_of(&mut driver, other, TaskKind::Reduce);
+    assert_ne!(first.attempt, second.attempt);
+    // Both attempts wrote their output to their own temporary file.
+    for (worker, attempt, text) in [(original, &first, "original"), (other, &second, "again")] {
+        let local = dir.join(format!("{text}.txt"));
+        std::fs::write(&local, format!("{text}\n")).unwrap();
+        let temp = format!("/out/_tmp/mr-out-0.attempt-{worker}-{}", attempt.attempt);
+        store.ok(&["put", local.to_str().unwrap(), &temp]);
+    }
+    assert!(
+        driver.complete(other, TaskKind::Reduce, &second),
+        "the first to report commits"
+    );
+    assert!(
+        !driver.complete(original, TaskKind::Reduce, &first),
+        "the late one does not"
+    );
+    assert_eq!(driver.get_task(other).kind, TaskKind::Exit as i32);
+    let status = wait_exit(&mut processes.0[0], Duration::from_secs(20));
+    assert!(status.success());
+
+    assert_eq!(store.ok(&["cat", "/out/mr-out-0"]), b"again\n");
+    let listing = String::from_utf8(store.ok(&["ls", "-R", "/out"])).unwrap();
+    let names: Vec<&str> = listing.lines().filter(|l| l.contains("/out/")).collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "only the committed output is left: {listing}"
     );
 }

@@ -77,7 +77,7 @@ pub struct StoreSplit {
 /// Splits the store inputs `inputs` (each `fs://PATH`) along chunk
 /// boundaries, at most `split_bytes` each; an empty file is one empty split.
 pub async fn plan_store_splits(
-    client: &Client,
+    client: &mut Client,
     inputs: &[String],
     split_bytes: u64,
 ) -> Result<Vec<StoreSplit>, ClientError> {
@@ -86,10 +86,10 @@ pub async fn plan_store_splits(
     let mut splits: Vec<StoreSplit> = Vec::new();
     for input in inputs {
         for file in expand(client, input).await? {
-            let entry = client.open(&file).await?;
+            let length = file_length(client, &file, chunk_bytes).await?;
             let name = format!("{STORE_SCHEME}{file}");
-            for (chunk, (start, end)) in chunk_ranges(entry.length, chunk_bytes).enumerate() {
-                let hosts = if entry.chunks.is_empty() {
+            for (chunk, (start, end)) in chunk_ranges(length, chunk_bytes).enumerate() {
+                let hosts = if length == 0 {
                     Vec::new()
                 } else {
                     client.locate(&file, chunk as u64, false).await?.replicas
@@ -109,6 +109,28 @@ pub async fn plan_store_splits(
         }
     }
     Ok(splits)
+}
+
+/// The length of `file`. The master knows its last chunk's length only as
+/// of the chunkservers' last heartbeats, so what was written since (a file
+/// put a moment ago) is read to the end of that chunk and counted.
+async fn file_length(
+    client: &mut Client,
+    file: &FsPath,
+    chunk_bytes: u64,
+) -> Result<u64, ClientError> {
+    let entry = client.open(file).await?;
+    let Some(last) = (entry.chunks.len() as u64).checked_sub(1) else {
+        return Ok(0);
+    };
+    let known = entry.length.max(last * chunk_bytes);
+    let capacity = (last + 1) * chunk_bytes;
+    let mut reader = client.reader(file, known, capacity - known);
+    let mut unreported = 0;
+    while let Some(bytes) = reader.next().await? {
+        unreported += bytes.len() as u64;
+    }
+    Ok(known + unreported)
 }
 
 /// The byte ranges of the chunks of a file of `length` bytes (one empty

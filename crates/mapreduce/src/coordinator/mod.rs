@@ -143,8 +143,12 @@ impl CoordinatorCore {
         let mut splits = Vec::new();
         for input in &config.inputs {
             let planned = if store::store_path(input).is_some() {
-                store::plan_store_splits(&client, std::slice::from_ref(input), config.split_bytes)
-                    .await?
+                store::plan_store_splits(
+                    &mut client,
+                    std::slice::from_ref(input),
+                    config.split_bytes,
+                )
+                .await?
             } else {
                 let local =
                     plan_splits(input_disk, std::slice::from_ref(input), config.split_bytes)

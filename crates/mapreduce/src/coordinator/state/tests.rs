@@ -1,6 +1,7 @@
 //! Tests of the job's task state machine.
 
 use super::*;
+use crate::app::counter;
 
 #[allow(clippy::too_many_arguments)]
 fn complete(
@@ -345,4 +346,58 @@ fn a_task_that_never_progresses_fails_the_job_after_max_attempts() {
     let error = state.failed.clone().expect("the job failed");
     assert!(error.contains("failed 4 times"), "{error}");
     assert!(error.contains("no progress"), "{error}");
+}
+
+#[test]
+fn map_tasks_go_to_workers_beside_their_replicas_after_a_bounded_wait() {
+    use super::locality::LOCALITY_WAIT;
+    let now = Instant::now();
+    let mut state = job(4, 1);
+    let hosts = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    state.set_split_hosts(vec![
+        hosts(&["a"]),
+        hosts(&["a"]),
+        hosts(&["b"]),
+        hosts(&["a"]),
+    ]);
+    let (on_a, _) = state.register("http://w".into(), "a".into(), now);
+    let (on_b, _) = state.register("http://v".into(), "b".into(), now);
+    let done = |state: &mut JobState, worker, task, at| {
+        let (accepted, _) = complete(
+            state,
+            worker,
+            TaskKind::Map,
+            task,
+            0,
+            None,
+            Counters::default(),
+            at,
+        );
+        assert!(accepted, "map {task}");
+    };
+    assert_eq!(map_of(state.assign(on_b, now)).0, 2, "b's own split first");
+    done(&mut state, on_b, 2, now);
+    assert_eq!(
+        state.assign(on_b, now),
+        Assignment::Wait(WAIT_RETRY),
+        "no split left on b: it waits for one"
+    );
+    let later = now + LOCALITY_WAIT / 2;
+    assert_eq!(state.assign(on_b, later), Assignment::Wait(WAIT_RETRY));
+    let later = now + LOCALITY_WAIT;
+    assert_eq!(
+        map_of(state.assign(on_b, later)).0,
+        0,
+        "after the wait, a remote split"
+    );
+    assert_eq!(map_of(state.assign(on_a, later)).0, 1);
+    // A worker beside no replica at all does not wait.
+    let (elsewhere, _) = state.register("http://x".into(), "c".into(), later);
+    assert_eq!(map_of(state.assign(elsewhere, later)).0, 3);
+    for (worker, task) in [(on_b, 0), (on_a, 1), (elsewhere, 3)] {
+        done(&mut state, worker, task, later);
+    }
+    let counters = state.counters();
+    assert_eq!(counters.get(counter::DATA_LOCAL_MAPS), 2);
+    assert_eq!(counters.get(counter::REMOTE_MAPS), 2);
 }
