@@ -3,30 +3,73 @@
 //! reduce attempt wrote its own temporary file `OUT/_tmp/NAME.attempt-W-A`;
 //! the first successful attempt of a task to report is committed by renaming
 //! its file to `OUT/NAME`, and every later one (a backup, a re-execution)
-//! has its file deleted (into the store's trash). Commits happen one at a
-//! time (under the store client's lock) and each is journaled before the
-//! next, so exactly one attempt's output exists per partition. A rename
-//! that fails makes the attempt a failed one: the task runs again.
+//! has its file deleted (into the store's trash). One task, the
+//! [`Committer`], owns the store client and takes the completions of reduce
+//! attempts in turn, each journaled before the next, so exactly one
+//! attempt's output exists per partition. A rename that fails makes the
+//! attempt a failed one: the task runs again.
+
+use std::sync::Weak;
 
 use cairn_fs::Client;
 use cairn_rpc::mapreduce::TaskKind;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::journal::Record;
 use super::state::Completion;
-use super::{CoordinatorCore, store};
+use super::{CoordinatorCore, Inner, store};
+
+/// Completions waiting for the committer; when full, the workers' RPCs
+/// wait for room.
+const MAX_QUEUED_COMMITS: usize = 64;
+
+/// A reduce completion to commit, and where to answer whether it was.
+type Commit = (Completion, oneshot::Sender<bool>);
+
+/// The handle of the task that commits reduce outputs in the store; the
+/// task ends when the coordinator is dropped.
+#[derive(Debug)]
+pub(super) struct Committer {
+    queue: mpsc::Sender<Commit>,
+}
+
+impl Committer {
+    /// Starts the committer of the coordinator `inner` with `client`.
+    pub(super) fn start(inner: Weak<Inner>, mut client: Client) -> Self {
+        let (queue, mut commits) = mpsc::channel::<Commit>(MAX_QUEUED_COMMITS);
+        tokio::spawn(async move {
+            while let Some((completion, answer)) = commits.recv().await {
+                let Some(inner) = inner.upgrade() else { break };
+                let core = CoordinatorCore { inner };
+                let accepted = core.commit(&mut client, completion).await;
+                let _ = answer.send(accepted);
+            }
+        });
+        Self { queue }
+    }
+}
 
 impl CoordinatorCore {
-    /// Records a finished attempt (committing a store output first);
-    /// returns whether it was committed.
-    pub(super) async fn complete(&self, mut completion: Completion) -> bool {
-        let Some(store) = &self.inner.store else {
+    /// Records a finished attempt (a reduce output in the store through the
+    /// committer); returns whether it was committed.
+    pub(super) async fn complete(&self, completion: Completion) -> bool {
+        let Some(committer) = &self.inner.committer else {
             return self.record_completion(completion);
         };
         if completion.kind != TaskKind::Reduce || completion.error.is_some() {
             return self.record_completion(completion);
         }
-        let mut client = store.lock().await;
+        let (answer, answered) = oneshot::channel();
+        if committer.queue.send((completion, answer)).await.is_err() {
+            return false;
+        }
+        answered.await.unwrap_or(false)
+    }
+
+    /// Commits (or discards) a successful reduce attempt's output file,
+    /// then records the completion.
+    async fn commit(&self, client: &mut Client, mut completion: Completion) -> bool {
         let (output_dir, name, open) = self.with_state(|state| {
             (
                 state.job.output_dir.clone(),
@@ -37,18 +80,18 @@ impl CoordinatorCore {
         let temp = store::temp_output(&output_dir, &name, completion.worker, completion.attempt);
         if open {
             let target = store::final_output(&output_dir, &name);
-            if let Err(error) = rename(&mut client, &temp, &target).await {
+            if let Err(error) = rename(client, &temp, &target).await {
                 completion.error = Some(format!("committing {temp} as {target}: {error}"));
             }
         } else {
-            discard(&mut client, &temp, false).await;
+            discard(client, &temp, false).await;
         }
-        let done = self.record_completion(completion);
-        if self.with_state(|state| state.done) {
+        let accepted = self.record_completion(completion);
+        if accepted && self.with_state(|state| state.done) {
             let temp_dir = store::final_output(&output_dir, store::TEMP_DIR);
-            discard(&mut client, &temp_dir, true).await;
+            discard(client, &temp_dir, true).await;
         }
-        done
+        accepted
     }
 
     /// Applies a completion to the job's state and journals it.

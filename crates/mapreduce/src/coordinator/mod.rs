@@ -98,11 +98,11 @@ struct Inner {
     state: Mutex<JobState>,
     journal: Mutex<Journal>,
     heartbeat_interval: Duration,
-    /// The file store's masters (for workers), and a client of the store
-    /// for jobs that write there: holding its lock is holding the right to
-    /// commit a reduce output, so commits happen one at a time.
+    /// The file store's masters, for workers.
     fs_masters: Vec<String>,
-    store: Option<tokio::sync::Mutex<cairn_fs::Client>>,
+    /// For jobs whose output is in the store: the task that commits reduce
+    /// outputs there, one at a time.
+    committer: Option<commit::Committer>,
 }
 
 impl CoordinatorCore {
@@ -124,7 +124,7 @@ impl CoordinatorCore {
                 hosts: Vec::new(),
             })
             .collect();
-        Self::open_planned(config, splits, None, data_disk, data_dir)
+        Self::open_planned(config, splits, StoreAccess::default(), data_disk, data_dir)
     }
 
     /// Plans a job whose inputs or output may be in the file store
@@ -170,17 +170,17 @@ impl CoordinatorCore {
         } else {
             None
         };
-        let mut core = Self::open_planned(config, splits, store, data_disk, data_dir)?;
-        Arc::get_mut(&mut core.inner)
-            .expect("not shared yet")
-            .fs_masters = fs_masters.to_vec();
-        Ok(core)
+        let store = StoreAccess {
+            fs_masters: fs_masters.to_vec(),
+            client: store,
+        };
+        Self::open_planned(config, splits, store, data_disk, data_dir)
     }
 
     fn open_planned(
         config: &JobConfig,
         splits: Vec<StoreSplit>,
-        store: Option<cairn_fs::Client>,
+        store: StoreAccess,
         data_disk: &dyn Disk,
         data_dir: PathBuf,
     ) -> Result<Self, CoordinatorError> {
@@ -247,15 +247,16 @@ impl CoordinatorCore {
             }
         };
         state.set_split_hosts(hosts);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(state),
-                journal: Mutex::new(journal),
-                heartbeat_interval: config.heartbeat_interval,
-                fs_masters: Vec::new(),
-                store: store.map(tokio::sync::Mutex::new),
-            }),
-        })
+        let inner = Arc::new_cyclic(|inner| Inner {
+            state: Mutex::new(state),
+            journal: Mutex::new(journal),
+            heartbeat_interval: config.heartbeat_interval,
+            fs_masters: store.fs_masters,
+            committer: store
+                .client
+                .map(|client| commit::Committer::start(inner.clone(), client)),
+        });
+        Ok(Self { inner })
     }
 
     /// A gRPC router serving this coordinator, ready for
@@ -330,6 +331,15 @@ impl CoordinatorCore {
             }
         })
     }
+}
+
+/// How a coordinator reaches the file store.
+#[derive(Debug, Default)]
+struct StoreAccess {
+    /// The masters, for workers (none for a job of local files).
+    fs_masters: Vec<String>,
+    /// A client, for a job whose output is in the store.
+    client: Option<cairn_fs::Client>,
 }
 
 /// Refuses a job that cannot run, before anything is planned.
