@@ -19,7 +19,7 @@ use cairn_rpc::mapreduce::coordinator_client::CoordinatorClient;
 use cairn_rpc::mapreduce::{
     CompleteTaskRequest, GetTaskReply, GetTaskRequest, RegisterRequest, TaskKind,
 };
-use common::fs_store::Store;
+use common::fs_store::{Store, sigkill};
 use common::{CAIRN, Processes, assert_same, sorted_lines, wait_exit};
 
 const REDUCES: u32 = 3;
@@ -86,62 +86,62 @@ fn counter(report: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn word_count_over_the_store_equals_the_sequential_run() {
-    let store = Store::start();
-    let files = common::corpus_files();
+/// The first `count` files of the corpus in the store under /corpus, and
+/// the sorted output of `cairn mr seq JOB` on the local copy.
+fn corpus_and_oracle(store: &Store, job: &[&str], count: usize) -> Vec<String> {
+    let mut files = common::corpus_files();
+    files.truncate(count);
     store.ok(&["mkdir", "-p", "/corpus"]);
     for file in &files {
         let name = Path::new(file).file_name().unwrap().to_str().unwrap();
         store.ok(&["put", file, &format!("/corpus/{name}")]);
     }
     let dir = store.dir.path();
-    let mut args = vec!["mr", "seq", "--app", "wc", "--output", "expected"];
+    let mut args = vec!["mr", "seq", "--output", "expected"];
+    args.extend(job);
     args.extend(files.iter().map(String::as_str));
     common::cairn(dir, &args);
-    let expected = sorted_lines(&dir.join("expected"));
+    sorted_lines(&dir.join("expected"))
+}
 
+/// Starts a coordinator of `job` over the corpus, writing to fs:///out,
+/// and a worker beside each chunkserver, each in its own directory.
+/// Returns the processes (the coordinator first), its URL and its report.
+fn start_job(store: &Store, job: &[&str]) -> (Processes, String, std::thread::JoinHandle<String>) {
+    let dir = store.dir.path();
     let job_dir = dir.join("coordinator");
     std::fs::create_dir_all(&job_dir).unwrap();
-    let reduces = REDUCES.to_string();
-    let (coordinator, url, report) = coordinator(
-        &job_dir,
-        &[
-            "--app",
-            "wc",
-            "--reduces",
-            &reduces,
-            "--split-size",
-            "128KiB",
-            "--fs-masters",
-            &store.masters,
-            "--output",
-            "fs:///out/wc",
-            "--input",
-            "fs:///corpus/pg-*.txt",
-        ],
-    );
+    let mut args = job.to_vec();
+    args.extend(["--fs-masters", &store.masters, "--output", "fs:///out"]);
+    args.extend(["--input", "fs:///corpus/pg-*.txt"]);
+    let (coordinator, url, report) = coordinator(&job_dir, &args);
     let mut processes = Processes(vec![coordinator]);
-    for (i, host) in chunkserver_urls(&store).iter().enumerate() {
+    for (i, host) in chunkserver_urls(store).iter().enumerate() {
         let machine = dir.join(format!("machine-{i}"));
         processes.0.push(worker(&machine, &url, host));
     }
-    let status = wait_exit(&mut processes.0[0], Duration::from_secs(60));
+    (processes, url, report)
+}
+
+/// Waits for the job to end and checks that it succeeded, that /out holds
+/// exactly its `reduces` outputs (one committed attempt each, no
+/// temporary files) and that they equal `expected`; returns the report.
+fn finish_job(
+    store: &Store,
+    mut processes: Processes,
+    report: std::thread::JoinHandle<String>,
+    reduces: u32,
+    expected: &[String],
+) -> String {
+    let status = wait_exit(&mut processes.0[0], Duration::from_secs(90));
     let report = report.join().unwrap();
     assert!(status.success(), "the coordinator failed: {report}");
-
-    let listing = String::from_utf8(store.ok(&["ls", "/out/wc"])).unwrap();
-    let names: Vec<&str> = listing
-        .lines()
-        .filter_map(|line| line.split_whitespace().last())
-        .filter(|name| name.contains("/out/wc/"))
-        .collect();
-    let wanted: Vec<String> = (0..REDUCES)
-        .map(|r| format!("/out/wc/mr-out-{r}"))
-        .collect();
+    let listing = String::from_utf8(store.ok(&["ls", "-R", "/out"])).unwrap();
+    let names: Vec<&str> = listing.lines().filter(|l| l.starts_with("/out/")).collect();
+    let wanted: Vec<String> = (0..reduces).map(|r| format!("/out/mr-out-{r}")).collect();
     assert_eq!(
         names, wanted,
-        "the output directory holds exactly the committed outputs:\n{listing}"
+        "/out holds exactly the committed outputs:\n{listing}"
     );
     let mut got = Vec::new();
     for name in &wanted {
@@ -149,8 +149,25 @@ fn word_count_over_the_store_equals_the_sequential_run() {
         got.extend(text.lines().filter(|l| !l.is_empty()).map(String::from));
     }
     got.sort();
-    assert_same(&got, &expected, "word count over fs://");
+    assert_same(&got, expected, "the job's output over fs://");
+    report
+}
 
+#[test]
+fn word_count_over_the_store_equals_the_sequential_run() {
+    let store = Store::start();
+    let expected = corpus_and_oracle(&store, &["--app", "wc"], 8);
+    let reduces = REDUCES.to_string();
+    let job = [
+        "--app",
+        "wc",
+        "--reduces",
+        &reduces,
+        "--split-size",
+        "128KiB",
+    ];
+    let (processes, _, report) = start_job(&store, &job);
+    let report = finish_job(&store, processes, report, REDUCES, &expected);
     let local = counter(&report, "map.tasks.data-local");
     let remote = counter(&report, "map.tasks.remote");
     eprintln!("map tasks: {local} data-local, {remote} remote");
@@ -162,6 +179,42 @@ fn word_count_over_the_store_equals_the_sequential_run() {
         local * 10 >= (local + remote) * 9,
         "fewer than 90% data-local: {report}"
     );
+}
+
+/// A mapper and a reducer slow enough to be interrupted.
+const MAPPER: &str = "sleep 0.3; tr -cs 'A-Za-z' '\\n' | awk 'length > 0 { print $0 \"\\t1\" }'";
+const REDUCER: &str = "sleep 0.5; awk -F'\\t' '{ c[$1] += $2 } END { for (k in c) print k, c[k] }'";
+
+#[test]
+fn a_job_survives_a_chunkserver_killed_mid_map_and_the_master_leader_during_reduce() {
+    let store = Store::start();
+    let expected = corpus_and_oracle(&store, &["--mapper", MAPPER, "--reducer", REDUCER], 4);
+    let reduces = REDUCES.to_string();
+    let job = [
+        "--mapper",
+        MAPPER,
+        "--reducer",
+        REDUCER,
+        "--reduces",
+        &reduces,
+        "--split-size",
+        "256KiB",
+    ];
+    let (processes, url, report) = start_job(&store, &job);
+    common::wait_for(&url, "a map is done", Duration::from_secs(30), |s| {
+        s["maps"]["done"].as_u64() >= Some(1)
+    });
+    assert!(sigkill(store.chunkservers[0]), "chunkserver 1 was running");
+    common::wait_for(&url, "a reduce runs", Duration::from_secs(60), |s| {
+        s["reduces"]["running"].as_u64() >= Some(1)
+    });
+    let leader = store.leader().expect("a master leads");
+    assert!(
+        sigkill(store.master_pids[&leader]),
+        "master {leader} was running"
+    );
+    let report = finish_job(&store, processes, report, REDUCES, &expected);
+    eprintln!("{report}");
 }
 
 /// A hand-driven worker: the test plays the workers' side of the protocol.
