@@ -253,6 +253,11 @@ pub(crate) struct WorkerArgs {
     /// saying every few seconds what it is waiting for.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     coordinator_timeout: Duration,
+    /// Stay when the job ends (or no coordinator answers) and work for the
+    /// next coordinator at the same URL, job after job, until stopped (the
+    /// workers of `cairn cluster --fs --mr-workers N` do).
+    #[arg(long)]
+    stay: bool,
 }
 
 #[derive(Debug, Args)]
@@ -391,14 +396,14 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
 
 async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
     let default_work_dir = args.work_dir.is_none();
-    let work_dir = args.work_dir.unwrap_or_else(|| {
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
         config
             .data_dir
             .0
             .join(format!("mr-worker-{}", std::process::id()))
     });
     let disk: Arc<dyn cairn_storage::Disk> = Arc::new(RealDisk::new(".")?);
-    let result = cairn_mapreduce::run_worker(WorkerConfig {
+    let worker_config = WorkerConfig {
         coordinator: args.coordinator,
         listen: args.listen,
         advertise: args.advertise,
@@ -408,21 +413,39 @@ async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
         coordinator_timeout: args.coordinator_timeout,
         app: None,
         host: args.host,
-    })
-    .await;
+    };
+    let result = loop {
+        let result = cairn_mapreduce::run_worker(worker_config.clone()).await;
+        if !args.stay {
+            break result;
+        }
+        match result {
+            Ok(summary) => report_worker(&summary),
+            Err(error) => tracing::info!("{error}"),
+        }
+        tracing::info!("staying for the next job (--stay)");
+        // The coordinator of the job just done may linger a moment.
+        tokio::time::sleep(STAY_PAUSE).await;
+    };
     if default_work_dir {
         // The worker removes its own files; the per-process directory
         // around them goes too (only if empty).
         let _ = std::fs::remove_dir(&work_dir);
     }
-    let summary = result?;
+    report_worker(&result?);
+    Ok(())
+}
+
+/// How long a `--stay` worker pauses between jobs.
+const STAY_PAUSE: Duration = Duration::from_secs(1);
+
+fn report_worker(summary: &cairn_mapreduce::WorkerSummary) {
     tracing::info!(
         "worker done: {} maps, {} reduces, {} failed attempts",
         summary.maps,
         summary.reduces,
         summary.failures
     );
-    Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {

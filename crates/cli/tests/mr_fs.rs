@@ -27,20 +27,45 @@ const REDUCES: u32 = 3;
 /// The chunkservers' URLs: `cairn cluster --fs` puts chunkserver N on
 /// BASE + 10 + N, the masters on BASE + N.
 fn chunkserver_urls(store: &Store) -> Vec<String> {
-    let first_master = store.masters.split(',').next().unwrap();
-    let port: u16 = first_master.rsplit(':').next().unwrap().parse().unwrap();
-    let base = port - 1;
+    let base = base_port(store);
     (1..=3)
         .map(|n| format!("http://127.0.0.1:{}", base + 10 + n))
         .collect()
 }
 
+/// The store's `--base-port`: master N is on BASE + N.
+fn base_port(store: &Store) -> u16 {
+    let first_master = store.masters.split(',').next().unwrap();
+    let port: u16 = first_master.rsplit(':').next().unwrap().parse().unwrap();
+    port - 1
+}
+
+/// The share of data-local map tasks in a report, checked to be at least
+/// 90% of several.
+fn check_locality(report: &str) {
+    let local = counter(report, "map.tasks.data-local");
+    let remote = counter(report, "map.tasks.remote");
+    eprintln!("map tasks: {local} data-local, {remote} remote");
+    assert!(
+        local + remote > 3,
+        "the corpus makes several splits: {report}"
+    );
+    assert!(
+        local * 10 >= (local + remote) * 9,
+        "fewer than 90% data-local: {report}"
+    );
+}
+
 /// Starts `cairn mr coordinator` in `dir`; returns it, the URL it printed
 /// and a thread collecting the rest of its standard output (the report).
-fn coordinator(dir: &Path, args: &[&str]) -> (Child, String, std::thread::JoinHandle<String>) {
+fn coordinator(
+    dir: &Path,
+    listen: &str,
+    args: &[&str],
+) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut child = Command::new(CAIRN)
         .current_dir(dir)
-        .args(["mr", "coordinator", "--listen", "127.0.0.1:0"])
+        .args(["mr", "coordinator", "--listen", listen])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -104,20 +129,29 @@ fn corpus_and_oracle(store: &Store, job: &[&str], count: usize) -> Vec<String> {
     sorted_lines(&dir.join("expected"))
 }
 
-/// Starts a coordinator of `job` over the corpus, writing to fs:///out,
-/// and a worker beside each chunkserver, each in its own directory.
-/// Returns the processes (the coordinator first), its URL and its report.
-fn start_job(store: &Store, job: &[&str]) -> (Processes, String, std::thread::JoinHandle<String>) {
-    let dir = store.dir.path();
-    let job_dir = dir.join("coordinator");
+/// Starts a coordinator of `job` on `listen` over the corpus, writing to
+/// fs:///out. Returns the processes (the coordinator first), its URL and
+/// its report.
+fn start_coordinator(
+    store: &Store,
+    listen: &str,
+    job: &[&str],
+) -> (Processes, String, std::thread::JoinHandle<String>) {
+    let job_dir = store.dir.path().join("coordinator");
     std::fs::create_dir_all(&job_dir).unwrap();
     let mut args = job.to_vec();
     args.extend(["--fs-masters", &store.masters, "--output", "fs:///out"]);
     args.extend(["--input", "fs:///corpus/pg-*.txt"]);
-    let (coordinator, url, report) = coordinator(&job_dir, &args);
-    let mut processes = Processes(vec![coordinator]);
+    let (coordinator, url, report) = coordinator(&job_dir, listen, &args);
+    (Processes(vec![coordinator]), url, report)
+}
+
+/// [`start_coordinator`] on any port, and a worker beside each
+/// chunkserver, each in its own directory.
+fn start_job(store: &Store, job: &[&str]) -> (Processes, String, std::thread::JoinHandle<String>) {
+    let (mut processes, url, report) = start_coordinator(store, "127.0.0.1:0", job);
     for (i, host) in chunkserver_urls(store).iter().enumerate() {
-        let machine = dir.join(format!("machine-{i}"));
+        let machine = store.dir.path().join(format!("machine-{i}"));
         processes.0.push(worker(&machine, &url, host));
     }
     (processes, url, report)
@@ -153,32 +187,27 @@ fn finish_job(
     report
 }
 
+/// A word count into `reduces` partitions, in splits of 128 KiB.
+fn word_count(reduces: &str) -> [&str; 6] {
+    [
+        "--app",
+        "wc",
+        "--reduces",
+        reduces,
+        "--split-size",
+        "128KiB",
+    ]
+}
+
 #[test]
 fn word_count_over_the_store_equals_the_sequential_run() {
     let store = Store::start();
     let expected = corpus_and_oracle(&store, &["--app", "wc"], 8);
     let reduces = REDUCES.to_string();
-    let job = [
-        "--app",
-        "wc",
-        "--reduces",
-        &reduces,
-        "--split-size",
-        "128KiB",
-    ];
+    let job = word_count(&reduces);
     let (processes, _, report) = start_job(&store, &job);
     let report = finish_job(&store, processes, report, REDUCES, &expected);
-    let local = counter(&report, "map.tasks.data-local");
-    let remote = counter(&report, "map.tasks.remote");
-    eprintln!("map tasks: {local} data-local, {remote} remote");
-    assert!(
-        local + remote > 3,
-        "the corpus makes several splits: {report}"
-    );
-    assert!(
-        local * 10 >= (local + remote) * 9,
-        "fewer than 90% data-local: {report}"
-    );
+    check_locality(&report);
 }
 
 /// A mapper and a reducer slow enough to be interrupted.
@@ -215,6 +244,21 @@ fn a_job_survives_a_chunkserver_killed_mid_map_and_the_master_leader_during_redu
     );
     let report = finish_job(&store, processes, report, REDUCES, &expected);
     eprintln!("{report}");
+}
+
+#[test]
+fn the_workers_of_cairn_cluster_run_job_after_job() {
+    let store = Store::start_with(&["--mr-workers", "3"]);
+    let expected = corpus_and_oracle(&store, &["--app", "wc"], 3);
+    let listen = format!("127.0.0.1:{}", base_port(&store) + 20);
+    let reduces = REDUCES.to_string();
+    let job = word_count(&reduces);
+    for _ in 0..2 {
+        store.fs(&["rm", "-r", "--skip-trash", "/out"], b"");
+        let (processes, _, report) = start_coordinator(&store, &listen, &job);
+        let report = finish_job(&store, processes, report, REDUCES, &expected);
+        check_locality(&report);
+    }
 }
 
 /// A hand-driven worker: the test plays the workers' side of the protocol.
@@ -282,6 +326,7 @@ fn of_a_reduce_run_twice_only_the_committed_attempt_survives_the_renames() {
     store.ok(&["put", "input.txt", "/in.txt"]);
     let (coordinator, url, _report) = coordinator(
         dir,
+        "127.0.0.1:0",
         &[
             "--app",
             "wc",
