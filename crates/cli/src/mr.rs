@@ -316,7 +316,12 @@ async fn start_coordinator(
     let core = if uses_store(job) {
         CoordinatorCore::open_with_store(job, fs_masters, &disk, &disk, data_dir)
             .await
-            .context("planning the job over the file store (is it up? --fs-masters names it)")?
+            .with_context(|| {
+                format!(
+                    "planning the job over the file store at {}",
+                    fs_masters.join(",")
+                )
+            })?
     } else {
         CoordinatorCore::open(job, &disk, &disk, data_dir)?
     };

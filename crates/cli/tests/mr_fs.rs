@@ -384,3 +384,42 @@ fn of_a_reduce_run_twice_only_the_committed_attempt_survives_the_renames() {
         "only the committed output is left: {listing}"
     );
 }
+
+/// Runs `cairn ARGS` in `dir`, which must fail saying `reason`.
+fn refused(dir: &Path, args: &[&str], reason: &str) {
+    let output = Command::new(CAIRN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "cairn {args:?} succeeded");
+    assert!(stderr.contains(reason), "cairn {args:?}: {stderr}");
+}
+
+#[test]
+fn bad_store_paths_are_refused_with_the_reason() {
+    let store = Store::start();
+    let dir = store.dir.path();
+    let job = [
+        "mr",
+        "run",
+        "--app",
+        "wc",
+        "--workers",
+        "1",
+        "--fs-masters",
+        &store.masters,
+    ];
+    let mut relative = job.to_vec();
+    relative.extend(["--output", "fs:///out", "fs://relative"]);
+    refused(dir, &relative, "is not a path in the store");
+    let mut missing = job.to_vec();
+    missing.extend(["--output", "fs:///out", "fs:///missing"]);
+    refused(dir, &missing, "does not exist");
+    let mut nothing = job.to_vec();
+    nothing.extend(["--output", "fs:///out", "fs:///*.log"]);
+    refused(dir, &nothing, "names no file in the store");
+    let listing = String::from_utf8(store.ok(&["ls", "-R", "/"])).unwrap();
+    assert!(listing.trim().is_empty(), "a refused job left {listing}");
+}

@@ -108,7 +108,7 @@ pub use coordinator::{CoordinatorCore, CoordinatorError, JobConfig, SchedulerCon
 pub use seq::run_sequential;
 pub use serve::{ServerTask, serve};
 pub use split::{DEFAULT_SPLIT_BYTES, plan_splits};
-pub use store::{STORE_SCHEME, StoreSplit, TEMP_DIR, plan_store_splits, store_path};
+pub use store::{STORE_SCHEME, StoreError, StoreSplit, TEMP_DIR, plan_store_splits, store_path};
 pub use worker::{MAX_FETCH_PAGE_BYTES, WorkerConfig, WorkerError, WorkerSummary, run_worker};
 
 /// Re-exported for callers that query a coordinator.

@@ -40,30 +40,39 @@ const LINE_PROBE_BYTES: u64 = 64 * 1024;
 /// How much of a reduce output [`upload`] reads and writes at once.
 const UPLOAD_PIECE_BYTES: u64 = 4 << 20;
 
+/// Why a job cannot read or write the file store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{name} is not a path in the store ({reason}); write fs:///dir/file")]
+    BadPath { name: String, reason: String },
+    #[error("the job reads or writes fs:// paths but names no masters; pass --fs-masters URL,...")]
+    NoMasters,
+    #[error("{input} names no file in the store; check the path (cairn fs ls {directory})")]
+    NoMatch { input: String, directory: String },
+}
+
 /// The store path of `fs://PATH`, or `None` for a local path.
 pub fn store_path(name: &str) -> Option<&str> {
     name.strip_prefix(STORE_SCHEME)
 }
 
 /// Parses `fs://PATH` (or a bare store path) into a store path.
-pub(crate) fn parse_store_path(name: &str) -> Result<FsPath, ClientError> {
+pub(crate) fn parse_store_path(name: &str) -> Result<FsPath, StoreError> {
     let path = store_path(name).unwrap_or(name);
-    FsPath::parse(path).map_err(|e| {
-        ClientError::Refused(format!(
-            "{name} is not a store path ({e}); write fs:///dir/file"
-        ))
+    FsPath::parse(path).map_err(|e| StoreError::BadPath {
+        name: name.to_string(),
+        reason: e.to_string(),
     })
 }
 
 /// A client of the store whose masters are `masters`.
-pub(crate) fn connect(masters: &[String]) -> Result<Client, ClientError> {
+pub(crate) fn connect(masters: &[String]) -> Result<Client, StoreError> {
     if masters.is_empty() {
-        return Err(ClientError::Refused(
-            "the job reads or writes fs:// paths but names no masters; pass --fs-masters URL,..."
-                .into(),
-        ));
+        return Err(StoreError::NoMasters);
     }
-    Client::new(masters, FsSettings::default(), STORE_DEADLINE)
+    Ok(Client::new(masters, FsSettings::default(), STORE_DEADLINE)?)
 }
 
 /// A split of a store file and the chunkservers holding its chunk.
@@ -80,7 +89,7 @@ pub async fn plan_store_splits(
     client: &mut Client,
     inputs: &[String],
     split_bytes: u64,
-) -> Result<Vec<StoreSplit>, ClientError> {
+) -> Result<Vec<StoreSplit>, StoreError> {
     assert!(split_bytes > 0, "split size must be positive");
     let chunk_bytes = FsSettings::default().chunk_bytes;
     let mut splits: Vec<StoreSplit> = Vec::new();
@@ -155,7 +164,7 @@ fn pieces(start: u64, end: u64, size: u64) -> Vec<(u64, u64)> {
 
 /// The files an input names: itself, a directory's files, or the files
 /// of a directory whose names match a last component with `*` or `?`.
-async fn expand(client: &Client, input: &str) -> Result<Vec<FsPath>, ClientError> {
+async fn expand(client: &Client, input: &str) -> Result<Vec<FsPath>, StoreError> {
     let path = parse_store_path(input)?;
     let name = path.name().to_string();
     let pattern = (name.contains('*') || name.contains('?')).then(|| glob_regex(&name));
@@ -175,9 +184,10 @@ async fn expand(client: &Client, input: &str) -> Result<Vec<FsPath>, ClientError
         }
     }
     if files.is_empty() {
-        return Err(ClientError::Refused(format!(
-            "{input} names no file in the store; check the path (cairn fs ls {directory})"
-        )));
+        return Err(StoreError::NoMatch {
+            input: input.to_string(),
+            directory: directory.to_string(),
+        });
     }
     files.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     Ok(files)
@@ -201,7 +211,7 @@ fn glob_regex(glob: &str) -> regex::Regex {
 pub(crate) async fn read_store_split(
     client: &mut Client,
     split: &Split,
-) -> Result<Vec<u8>, ClientError> {
+) -> Result<Vec<u8>, StoreError> {
     let path = parse_store_path(&split.path)?;
     if split.length == 0 {
         return Ok(Vec::new());

@@ -106,16 +106,16 @@ impl CoordinatorCore {
     }
 }
 
-async fn rename(client: &mut Client, from: &str, to: &str) -> Result<(), cairn_fs::ClientError> {
+async fn rename(client: &mut Client, from: &str, to: &str) -> Result<(), store::StoreError> {
     let (from, to) = (store::parse_store_path(from)?, store::parse_store_path(to)?);
-    client.rename(&from, &to, true).await
+    Ok(client.rename(&from, &to, true).await?)
 }
 
 /// Deletes a losing attempt's file (or the temporary directory) into the
 /// trash; a failure only leaves it there.
 async fn discard(client: &mut Client, path: &str, recursive: bool) {
     let deleted = match store::parse_store_path(path) {
-        Ok(parsed) => client.delete(&parsed, recursive).await,
+        Ok(parsed) => client.delete(&parsed, recursive).await.map_err(Into::into),
         Err(error) => Err(error),
     };
     if let Err(error) = deleted {

@@ -79,8 +79,8 @@ pub enum CoordinatorError {
         /// The unfinished job's app, options and inputs, in flags.
         previous: String,
     },
-    #[error("the file store: {0}")]
-    Store(#[from] cairn_fs::ClientError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("--reduces must be at least 1")]
     NoReduces,
     #[error("no input files given")]
@@ -165,7 +165,11 @@ impl CoordinatorCore {
         }
         let store = if store::store_path(&config.output_dir).is_some() {
             let temp = store::final_output(&config.output_dir, store::TEMP_DIR);
-            client.mkdir(&store::parse_store_path(&temp)?, true).await?;
+            let temp = store::parse_store_path(&temp)?;
+            client
+                .mkdir(&temp, true)
+                .await
+                .map_err(store::StoreError::from)?;
             Some(client)
         } else {
             None
