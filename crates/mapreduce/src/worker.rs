@@ -603,11 +603,11 @@ async fn run_reduce(
     let temp_name = format!(".{name}.attempt-{worker_id}-{attempt}.tmp");
     let scratch = config.scratch.clone();
     let (work_dir, local_output) = (dir.clone(), output_dir.join(&name));
-    let reduce_progress = progress.clone();
+    let (reduce_progress, target_path) = (progress.clone(), local_output.clone());
     let reduce_counters = run_blocking(move || {
         let target = ReduceTarget {
             disk: &*shared,
-            path: output_dir.join(&name),
+            path: target_path,
             temp_path: output_dir.join(&temp_name),
         };
         run_reduce_task(&*app, &*scratch, &work_dir, runs, &target, &reduce_progress)
@@ -615,7 +615,6 @@ async fn run_reduce(
     .await?;
     counters.merge(&reduce_counters);
     if in_store {
-        let name = crate::coordinator::output_name(job.hadoop_names, task);
         let temp = crate::store::temp_output(&job.output_dir, &name, worker_id, attempt);
         let mut client = crate::store::connect(&job.fs_masters)?;
         let upload = crate::store::upload(
