@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use crate::config::Config;
 
 pub(crate) mod local;
+mod mr_workers;
 mod shape;
 
 /// `eprint!` that ignores a closed or failing stderr: the launcher's
@@ -50,6 +51,13 @@ pub(crate) struct ClusterArgs {
     /// With --fs: how many chunkservers (3 give every chunk its 3 replicas).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
     chunkservers: u64,
+    /// With --fs: also N MapReduce workers, one beside each chunkserver in
+    /// turn, shuffle server N on BASE_PORT + 20 + N, serving job after job
+    /// of the coordinator on BASE_PORT + 20 (`cairn mr coordinator --listen
+    /// 127.0.0.1:BASE_PORT+20 ...` submits one).
+    #[arg(long, default_value_t = 0, requires = "fs",
+          value_parser = clap::value_parser!(u64).range(0..=9))]
+    mr_workers: u64,
 }
 
 /// What a member process serves.
@@ -60,6 +68,7 @@ enum Kind {
     Group(u64),
     Master,
     Chunk,
+    MrWorker,
 }
 
 struct Member {
@@ -100,6 +109,7 @@ impl Member {
             Kind::Group(gid) => format!("g{gid}.{}", self.id),
             Kind::Master => format!("m{}", self.id),
             Kind::Chunk => format!("cs{}", self.id),
+            Kind::MrWorker => format!("w{}", self.id),
         }
     }
 }
@@ -239,6 +249,8 @@ fn fs_members(args: &ClusterArgs, data_dir: &Path) -> Vec<Member> {
         ],
         child: None,
     }));
+    let chunkservers: Vec<String> = (1..=args.chunkservers).map(|id| url(10 + id)).collect();
+    members.extend(mr_workers::members(args, data_dir, &chunkservers));
     members
 }
 
@@ -312,7 +324,7 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     let highest = if args.sharded {
         u32::from(args.base_port) + 10 * args.groups as u32 + args.nodes as u32
     } else if args.fs {
-        u32::from(args.base_port) + 10 + args.chunkservers as u32
+        u32::from(args.base_port) + 20 + args.mr_workers as u32
     } else {
         u32::from(args.base_port) + args.nodes as u32
     };
@@ -411,10 +423,8 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
     let what = if groups > 0 {
         format!("a sharded cluster of {groups} groups and their controllers")
     } else if chunkservers > 0 {
-        format!(
-            "a file store of {} masters and {chunkservers} chunkservers",
-            members.len() - chunkservers
-        )
+        let masters = members.iter().filter(|m| m.kind == Kind::Master).count();
+        format!("a file store of {masters} masters and {chunkservers} chunkservers")
     } else {
         format!("{} nodes", members.len())
     };
@@ -430,6 +440,7 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
             Kind::Group(gid) => format!("group {gid} server {}", member.id),
             Kind::Master => format!("master {}", member.id),
             Kind::Chunk => format!("chunkserver {}", member.id),
+            Kind::MrWorker => format!("mr worker {}", member.id),
         };
         let pid = member
             .child
@@ -451,8 +462,10 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
     if chunkservers > 0 {
         let flag = flag.replace("--endpoints", "--masters");
         out.push_str(&format!(
-            "\nTry, in another terminal:\n  cairn fs put README.md /docs/readme{flag}\n  cairn fs ls -l -R /{flag}\n  cairn fs cat /docs/readme{flag}\n\nCtrl-C stops every node.\n\n"
+            "\nTry, in another terminal:\n  cairn fs mkdir -p /docs{flag}\n  cairn fs put README.md /docs/readme{flag}\n  cairn fs ls -l -R /{flag}\n  cairn fs cat /docs/readme{flag}\n"
         ));
+        out.push_str(&mr_workers::try_line(members, &flag));
+        out.push_str("\nCtrl-C stops every node.\n\n");
     } else {
         out.push_str(&format!(
             "\nTry, in another terminal:\n  cairn kv put greeting hello{flag}\n  cairn kv get greeting{flag}\n  cairn kv status{flag}\n\nCtrl-C stops every node.\n\n"
@@ -475,7 +488,7 @@ async fn fs_status_line(members: &mut [Member]) -> String {
             parts.push(gone);
             continue;
         }
-        if member.kind == Kind::Chunk {
+        if matches!(member.kind, Kind::Chunk | Kind::MrWorker) {
             parts.push(format!("{}: up", member.label()));
             continue;
         }
@@ -596,7 +609,7 @@ async fn sharded_status_line(controllers: &[String], members: &mut [Member]) -> 
             continue;
         };
         match member.kind {
-            Kind::Kv | Kind::Master | Kind::Chunk => {}
+            Kind::Kv | Kind::Master | Kind::Chunk | Kind::MrWorker => {}
             Kind::Controller => {
                 if up
                     && let Ok(s) = server

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use cairn_mapreduce::{AppSpec, CoordinatorCore, JobConfig, SchedulerConfig, WorkerConfig};
+use cairn_mapreduce::{
+    AppSpec, CoordinatorCore, JobConfig, SchedulerConfig, WorkerConfig, store_path,
+};
 use cairn_storage::RealDisk;
 use clap::{Args, Subcommand};
 
@@ -127,14 +129,24 @@ pub(crate) struct JobArgs {
     /// Start backup copies of straggling tasks near the end of a phase.
     #[arg(long)]
     backup_tasks: bool,
-    /// Input files.
-    #[arg(required = true, value_name = "FILES")]
+    /// The file store's masters, comma-separated, for fs:// inputs and
+    /// outputs (default: the store of `cairn cluster --fs`).
+    #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
+          env = "CAIRN_FS_MASTERS", default_value = crate::fs::DEFAULT_MASTERS)]
+    fs_masters: Vec<String>,
+    /// An input (repeatable), as the FILES are.
+    #[arg(long = "input", value_name = "PATH")]
+    input: Vec<String>,
+    /// Input files: local paths, or fs:///PATH in the file store (a file,
+    /// a directory: its files, or a last name with * or ?, quoted).
+    #[arg(required_unless_present = "input", value_name = "FILES")]
     inputs: Vec<String>,
 }
 
 impl JobArgs {
     fn config(&self, output_dir: &Path) -> anyhow::Result<JobConfig> {
-        for input in &self.inputs {
+        let inputs: Vec<String> = self.input.iter().chain(&self.inputs).cloned().collect();
+        for input in inputs.iter().filter(|i| store_path(i).is_none()) {
             let metadata = std::fs::metadata(input)
                 .with_context(|| format!("input file {input}: check the path"))?;
             if !metadata.is_file() {
@@ -143,7 +155,7 @@ impl JobArgs {
         }
         Ok(JobConfig {
             app: self.app.spec()?,
-            inputs: self.inputs.clone(),
+            inputs,
             reduces: self.reduces,
             split_bytes: self.split_size,
             output_dir: output_dir.display().to_string(),
@@ -166,7 +178,7 @@ pub(crate) struct RunArgs {
     /// Worker processes to start (one per core is a good start).
     #[arg(long, default_value_t = default_workers(), value_parser = clap::value_parser!(u32).range(1..=1024))]
     workers: u32,
-    /// Output directory.
+    /// Output directory: a local path, or fs:///PATH in the file store.
     #[arg(long, default_value = "mr-output")]
     output: PathBuf,
     /// No progress bar, no report: only errors.
@@ -204,7 +216,8 @@ pub(crate) struct CoordinatorArgs {
     /// ::), http://HOSTNAME:PORT with this machine's hostname.
     #[arg(long, value_name = "URL", value_parser = parse_advertise_url)]
     advertise: Option<String>,
-    /// Output directory (must be reachable by every worker at this path).
+    /// Output directory: fs:///PATH in the file store, or a local path
+    /// (which must be reachable by every worker at this path).
     #[arg(long, default_value = "mr-output")]
     output: PathBuf,
     /// Stay up this long after the job ends, for workers still to be told
@@ -230,11 +243,21 @@ pub(crate) struct WorkerArgs {
     /// Directory for this worker's intermediate files (removed at the end).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// The URL of the file store's chunkserver on this machine, as the
+    /// masters know it (cairn fs stat shows replicas by it): map tasks of
+    /// fs:// inputs with a replica there are given to this worker first.
+    #[arg(long, value_name = "URL", value_parser = crate::kv::parse_endpoint)]
+    host: Option<String>,
     /// Give up after the coordinator has been unreachable this long (e.g.
     /// 30s, 2m; a bare number is seconds). Until then the worker retries,
     /// saying every few seconds what it is waiting for.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     coordinator_timeout: Duration,
+    /// Stay when the job ends (or no coordinator answers) and work for the
+    /// next coordinator at the same URL, job after job, until stopped (the
+    /// workers of `cairn cluster --fs --mr-workers N` do).
+    #[arg(long)]
+    stay: bool,
 }
 
 #[derive(Debug, Args)]
@@ -285,11 +308,23 @@ fn seq(args: SeqArgs) -> anyhow::Result<()> {
 /// it is bound to.
 async fn start_coordinator(
     job: &JobConfig,
+    fs_masters: &[String],
     data_dir: PathBuf,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<(CoordinatorCore, std::net::SocketAddr)> {
     let disk = RealDisk::new(".")?;
-    let core = CoordinatorCore::open(job, &disk, &disk, data_dir)?;
+    let core = if uses_store(job) {
+        CoordinatorCore::open_with_store(job, fs_masters, &disk, &disk, data_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "planning the job over the file store at {}",
+                    fs_masters.join(",")
+                )
+            })?
+    } else {
+        CoordinatorCore::open(job, &disk, &disk, data_dir)?
+    };
     let router = core.router();
     let (addr, _server) = cairn_mapreduce::serve(router, listen)
         .await
@@ -299,12 +334,30 @@ async fn start_coordinator(
     Ok((core, addr))
 }
 
+/// Whether a job reads or writes the file store.
+fn uses_store(job: &JobConfig) -> bool {
+    job.inputs
+        .iter()
+        .chain(std::iter::once(&job.output_dir))
+        .any(|name| store_path(name).is_some())
+}
+
+/// Creates a local output directory (one in the store is created by the
+/// coordinator).
+fn create_output_dir(output: &Path) -> anyhow::Result<()> {
+    if store_path(&output.display().to_string()).is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("creating the output directory {}", output.display()))
+}
+
 async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating the output directory {}", args.output.display()))?;
+    create_output_dir(&args.output)?;
     let job = args.job.config(&args.output)?;
     let data_dir = config.data_dir.0.join("mr-coordinator");
-    let (core, bound) = start_coordinator(&job, data_dir, args.listen).await?;
+    let (core, bound) =
+        start_coordinator(&job, &args.job.fs_masters, data_dir, args.listen).await?;
     let url = coordinator_url(bound, args.advertise.as_deref())?;
     crate::progress::print_stdout(&format!("coordinator listening on {url}\n"));
     if bound.ip().is_unspecified() && args.advertise.is_none() {
@@ -348,14 +401,14 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
 
 async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
     let default_work_dir = args.work_dir.is_none();
-    let work_dir = args.work_dir.unwrap_or_else(|| {
+    let work_dir = args.work_dir.clone().unwrap_or_else(|| {
         config
             .data_dir
             .0
             .join(format!("mr-worker-{}", std::process::id()))
     });
     let disk: Arc<dyn cairn_storage::Disk> = Arc::new(RealDisk::new(".")?);
-    let result = cairn_mapreduce::run_worker(WorkerConfig {
+    let worker_config = WorkerConfig {
         coordinator: args.coordinator,
         listen: args.listen,
         advertise: args.advertise,
@@ -364,21 +417,40 @@ async fn worker(args: WorkerArgs, config: &Config) -> anyhow::Result<()> {
         shared: disk,
         coordinator_timeout: args.coordinator_timeout,
         app: None,
-    })
-    .await;
+        host: args.host,
+    };
+    let result = loop {
+        let result = cairn_mapreduce::run_worker(worker_config.clone()).await;
+        if !args.stay {
+            break result;
+        }
+        match result {
+            Ok(summary) => report_worker(&summary),
+            Err(error) => tracing::info!("{error}"),
+        }
+        tracing::info!("staying for the next job (--stay)");
+        // The coordinator of the job just done may linger a moment.
+        tokio::time::sleep(STAY_PAUSE).await;
+    };
     if default_work_dir {
         // The worker removes its own files; the per-process directory
         // around them goes too (only if empty).
         let _ = std::fs::remove_dir(&work_dir);
     }
-    let summary = result?;
+    report_worker(&result?);
+    Ok(())
+}
+
+/// How long a `--stay` worker pauses between jobs.
+const STAY_PAUSE: Duration = Duration::from_secs(1);
+
+fn report_worker(summary: &cairn_mapreduce::WorkerSummary) {
     tracing::info!(
         "worker done: {} maps, {} reduces, {} failed attempts",
         summary.maps,
         summary.reduces,
         summary.failures
     );
-    Ok(())
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
@@ -437,8 +509,7 @@ fn spawn_worker(url: &str, job_dir: &Path, slot: &Slot) -> anyhow::Result<Child>
 }
 
 async fn run_job(args: RunArgs, config: &Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.output)
-        .with_context(|| format!("creating the output directory {}", args.output.display()))?;
+    create_output_dir(&args.output)?;
     let job = args.job.config(&args.output)?;
     let job_dir = config
         .data_dir
@@ -447,7 +518,13 @@ async fn run_job(args: RunArgs, config: &Config) -> anyhow::Result<()> {
         .join(format!("run-{}", std::process::id()));
     std::fs::create_dir_all(&job_dir).with_context(|| format!("creating {}", job_dir.display()))?;
     let listen = "127.0.0.1:0".parse().expect("a valid address");
-    let (core, bound) = start_coordinator(&job, job_dir.join("coordinator"), listen).await?;
+    let (core, bound) = start_coordinator(
+        &job,
+        &args.job.fs_masters,
+        job_dir.join("coordinator"),
+        listen,
+    )
+    .await?;
     let url = format!("http://{bound}");
     let released = {
         let core = core.clone();

@@ -65,8 +65,9 @@ impl JobProgress {
         } else {
             NO_RATE.to_string()
         };
+        let locality = locality(status).map_or(String::new(), |line| format!(" | {line}"));
         let message = format!(
-            "maps {}/{} reduces {}/{} | {rate}{eta} | workers {}",
+            "maps {}/{} reduces {}/{} | {rate}{eta} | workers {}{locality}",
             status.maps_done,
             status.maps_total,
             status.reduces_done,
@@ -131,6 +132,21 @@ fn counter(status: &StatusReply, name: &str) -> Option<u64> {
         .map(|counter| counter.value)
 }
 
+/// How many committed map tasks of `fs://` inputs ran beside a replica
+/// of their split, if the job has any.
+pub(crate) fn locality(status: &StatusReply) -> Option<String> {
+    use cairn_mapreduce::counter::{DATA_LOCAL_MAPS, REMOTE_MAPS};
+    let local = counter(status, DATA_LOCAL_MAPS).unwrap_or(0);
+    let remote = counter(status, REMOTE_MAPS).unwrap_or(0);
+    let total = local + remote;
+    (total > 0).then(|| {
+        format!(
+            "map tasks data-local {local}, remote {remote} ({}% local)",
+            local * 100 / total
+        )
+    })
+}
+
 /// The report [`print_report`] prints: the job's state and elapsed time,
 /// tasks, input and its rate (none until input has been processed), the
 /// counters and where the output is.
@@ -159,6 +175,9 @@ pub(crate) fn report(status: &StatusReply, wall: Option<Duration>) -> String {
         status.attempts_timed_out,
         status.attempts_lost
     );
+    if let Some(line) = locality(status) {
+        _ = writeln!(out, "  {line}");
+    }
     if status.input_bytes_total > 0 {
         let done = if status.done {
             status.input_bytes_total

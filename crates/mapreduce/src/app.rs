@@ -278,4 +278,9 @@ pub mod counter {
     pub const REDUCE_OUTPUT_RECORDS: &str = "reduce.output.records";
     /// Bytes the reducers wrote.
     pub const REDUCE_OUTPUT_BYTES: &str = "reduce.output.bytes";
+    /// Map tasks of `fs://` inputs run on a worker beside a replica of
+    /// their split.
+    pub const DATA_LOCAL_MAPS: &str = "map.tasks.data-local";
+    /// Map tasks of `fs://` inputs run elsewhere (read over the network).
+    pub const REMOTE_MAPS: &str = "map.tasks.remote";
 }

@@ -41,6 +41,13 @@
 //!    ([`run_sequential`]). Backup attempts for stragglers (§3.6) are
 //!    available behind [`SchedulerConfig::backup_tasks`].
 //!
+//! 6. **Over the file store (§3.1, §3.4).** Inputs and the output may be
+//!    `fs://PATH` in `cairn fs` ([`plan_store_splits`]): splits follow chunk
+//!    boundaries, the coordinator prefers giving a map to a worker beside a
+//!    replica of its split (waiting a bounded time for one: delay
+//!    scheduling), and a reduce output is committed by a rename in the
+//!    store, so exactly one attempt's output exists per partition.
+//!
 //! Apps are built in ([`AppSpec`]: `wc`, `indexer`, `grep`, and the lab's
 //! test apps), any program in the Hadoop Streaming style (`--mapper CMD
 //! --reducer CMD`), or written in Rust against the [`App`] trait by a
@@ -50,9 +57,13 @@
 //!
 //! ## Implementation caveats
 //!
-//! - Workers read input and write output through paths: on several
-//!   machines those paths must name a shared file system (the paper's GFS).
-//!   Intermediate data never needs one.
+//! - Workers read input and write output through local paths or the file
+//!   store (`fs://`): on several machines local paths must name a shared
+//!   file system. Intermediate data never needs one.
+//! - The chunk size of `fs://` inputs is the store's default (64 MiB); a
+//!   store run with another chunk size gets splits that do not follow its
+//!   chunks (still correct, less local). A worker's host is matched to
+//!   chunkserver URLs as the master reports them, exactly.
 //! - A worker runs one task at a time; run one worker per core.
 //! - The coordinator is a single point of failure while it is down; it
 //!   resumes the job from its journal when restarted (the paper aborts).
@@ -70,8 +81,8 @@
 //!   one key's values is timed out.
 //! - Streaming commands run in their own process group, so a terminal's
 //!   Ctrl-C reaches the worker, not them; they end when their pipes close.
-//! - Locality-aware scheduling (§3.4), bad-record skipping (§4.6) and a
-//!   status web page (§4.8) are not implemented; `cairn mr status` reports
+//! - Bad-record skipping (§4.6) and a status web page (§4.8) are not
+//!   implemented; `cairn mr status` reports
 //!   progress and counters over RPC.
 
 pub mod app;
@@ -87,6 +98,7 @@ pub mod reduce_task;
 mod seq;
 mod serve;
 pub mod split;
+mod store;
 mod streaming;
 mod worker;
 
@@ -96,6 +108,7 @@ pub use coordinator::{CoordinatorCore, CoordinatorError, JobConfig, SchedulerCon
 pub use seq::run_sequential;
 pub use serve::{ServerTask, serve};
 pub use split::{DEFAULT_SPLIT_BYTES, plan_splits};
+pub use store::{STORE_SCHEME, StoreError, StoreSplit, TEMP_DIR, plan_store_splits, store_path};
 pub use worker::{MAX_FETCH_PAGE_BYTES, WorkerConfig, WorkerError, WorkerSummary, run_worker};
 
 /// Re-exported for callers that query a coordinator.

@@ -40,11 +40,19 @@ pub(crate) fn partition_path(dir: &Path, partition: u32) -> PathBuf {
     dir.join(format!("part-{partition}"))
 }
 
+/// Where a map task's split comes from.
+pub(crate) enum SplitSource<'a> {
+    /// A file on this disk: the task reads the split's lines.
+    Disk(&'a dyn Disk),
+    /// The split's lines, already read (from the file store).
+    Read(Vec<u8>),
+}
+
 /// Runs a map task; its output goes under `dir` on `scratch`. `progress`
 /// advances with the input consumed and every record emitted or written.
 pub(crate) fn run_map_task(
     app: &dyn App,
-    input_disk: &dyn Disk,
+    input: SplitSource<'_>,
     scratch: &dyn Disk,
     dir: &Path,
     split: &Split,
@@ -54,9 +62,15 @@ pub(crate) fn run_map_task(
     scratch.create_dir_all(dir)?;
     // One split buffer per process, reused: mapping fresh pages for every
     // 64 MiB split costs more than the copy itself.
-    let mut contents = std::mem::take(&mut *SPLIT_BUFFER.lock().expect("split buffer lock"));
-    read_split_into(input_disk, split, &mut contents)
-        .map_err(|e| format!("reading {} at {}: {e}", split.path, split.offset))?;
+    let contents = match input {
+        SplitSource::Disk(input_disk) => {
+            let mut buffer = std::mem::take(&mut *SPLIT_BUFFER.lock().expect("split buffer lock"));
+            read_split_into(input_disk, split, &mut buffer)
+                .map_err(|e| format!("reading {} at {}: {e}", split.path, split.offset))?;
+            buffer
+        }
+        SplitSource::Read(contents) => contents,
+    };
     let target = SpillTarget {
         scratch,
         dir,

@@ -271,7 +271,7 @@ mod tests {
         let app = Streaming::new(mapper.into(), "cat".into());
         let output = crate::map_task::run_map_task(
             &app,
-            &disk,
+            crate::map_task::SplitSource::Disk(&disk),
             &disk,
             Path::new("map"),
             &split,

@@ -28,10 +28,11 @@ use crate::app::{Counters, counter};
 use crate::apps::AppSpec;
 use crate::diskio::DiskWriter;
 use crate::link::Link;
-use crate::map_task::{partition_path, run_map_task};
+use crate::map_task::{SplitSource, partition_path, run_map_task};
 use crate::progress::Progress;
 use crate::reduce_task::{ReduceTarget, run_reduce_task};
 use crate::serve::serve;
+use crate::store::store_path;
 use crate::{App, AppError};
 
 /// The largest page a Fetch returns (under gRPC's 4 MiB message limit).
@@ -62,6 +63,10 @@ pub struct WorkerConfig {
     /// compiled into the worker program); `None` for built-in and streaming
     /// apps only.
     pub app: Option<Arc<dyn App>>,
+    /// Where this worker runs, for locality-aware scheduling: the URL of
+    /// the chunkserver beside it (as the masters know it). `None`: the
+    /// machine's hostname, which matches no chunkserver.
+    pub host: Option<String>,
 }
 
 /// Why a worker stopped before the job was done.
@@ -208,10 +213,16 @@ pub async fn run_worker(mut config: WorkerConfig) -> Result<WorkerSummary, Worke
     result
 }
 
-async fn register(link: &Link, advertise: &str) -> Result<(u64, JobSpec), WorkerError> {
+async fn register(
+    link: &Link,
+    advertise: &str,
+    host: Option<&String>,
+) -> Result<(u64, JobSpec), WorkerError> {
     let request = RegisterRequest {
         shuffle_addr: advertise.to_string(),
-        host: std::env::var("HOSTNAME").unwrap_or_default(),
+        host: host
+            .cloned()
+            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_default()),
         pid: std::process::id(),
     };
     let reply = link
@@ -228,7 +239,7 @@ async fn work(
     advertise: &str,
     finished: &Mutex<std::collections::BTreeSet<(u32, u32)>>,
 ) -> Result<WorkerSummary, WorkerError> {
-    let (mut worker_id, mut job) = register(link, advertise).await?;
+    let (mut worker_id, mut job) = register(link, advertise, config.host.as_ref()).await?;
     tracing::info!(
         "registered with the coordinator at {} as worker {worker_id} of job {}; shuffle server at {advertise}",
         link.client.addr(),
@@ -257,7 +268,7 @@ async fn work(
             Err(error) => break Err(error),
         };
         if reply.reregister {
-            (worker_id, job) = match register(link, advertise).await {
+            (worker_id, job) = match register(link, advertise, config.host.as_ref()).await {
                 Ok(registered) => registered,
                 Err(error) => break Err(error),
             };
@@ -502,8 +513,20 @@ async fn run_map(
     let MapAttempt {
         split, progress, ..
     } = attempt;
+    let read = match store_path(&split.path) {
+        Some(_) => {
+            let mut client = crate::store::connect(&job.fs_masters)?;
+            let reading = crate::store::read_store_split(&mut client, &split);
+            Some(progress.bounded_wait(reading).await?)
+        }
+        None => None,
+    };
     let output = run_blocking(move || {
-        run_map_task(&*app, &*shared, &*scratch, &dir, &split, reduces, &progress)
+        let input = match read {
+            Some(contents) => SplitSource::Read(contents),
+            None => SplitSource::Disk(&*shared),
+        };
+        run_map_task(&*app, input, &*scratch, &dir, &split, reduces, &progress)
     })
     .await?;
     Ok(output.counters)
@@ -568,21 +591,41 @@ async fn run_reduce(
         }
         runs.push(path);
     }
-    let output_dir = PathBuf::from(&job.output_dir);
     let name = crate::coordinator::output_name(job.hadoop_names, task);
+    let in_store = store_path(&job.output_dir).is_some();
+    // Output for the store is written here first, then copied to the
+    // attempt's temporary file there, which the coordinator commits.
+    let (output_dir, shared) = if in_store {
+        (dir.clone(), config.scratch.clone())
+    } else {
+        (PathBuf::from(&job.output_dir), config.shared.clone())
+    };
     let temp_name = format!(".{name}.attempt-{worker_id}-{attempt}.tmp");
-    let (scratch, shared) = (config.scratch.clone(), config.shared.clone());
-    let work_dir = dir.clone();
+    let scratch = config.scratch.clone();
+    let (work_dir, local_output) = (dir.clone(), output_dir.join(&name));
+    let (reduce_progress, target_path) = (progress.clone(), local_output.clone());
     let reduce_counters = run_blocking(move || {
         let target = ReduceTarget {
             disk: &*shared,
-            path: output_dir.join(&name),
+            path: target_path,
             temp_path: output_dir.join(&temp_name),
         };
-        run_reduce_task(&*app, &*scratch, &work_dir, runs, &target, &progress)
+        run_reduce_task(&*app, &*scratch, &work_dir, runs, &target, &reduce_progress)
     })
     .await?;
     counters.merge(&reduce_counters);
+    if in_store {
+        let temp = crate::store::temp_output(&job.output_dir, &name, worker_id, attempt);
+        let mut client = crate::store::connect(&job.fs_masters)?;
+        let upload = crate::store::upload(
+            &mut client,
+            &*config.scratch,
+            &local_output,
+            &temp,
+            &progress,
+        );
+        progress.bounded_wait(upload).await?;
+    }
     if let Err(error) = config.scratch.remove_dir_all(&dir) {
         tracing::debug!("cleaning {}: {error}", dir.display());
     }

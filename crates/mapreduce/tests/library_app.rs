@@ -108,6 +108,7 @@ async fn a_library_app_runs_on_in_process_workers() {
         .map(|i| {
             let config = WorkerConfig {
                 coordinator: format!("http://{addr}"),
+                host: None,
                 listen: "127.0.0.1:0".parse().unwrap(),
                 advertise: None,
                 scratch: shared.clone(),

@@ -121,6 +121,7 @@ fn job(app: &str, workers: usize, split_bytes: u64) -> Job {
             async move {
                 let config = WorkerConfig {
                     coordinator: format!("http://coordinator:{COORDINATOR_PORT}"),
+                    host: None,
                     listen: node.bind(SHUFFLE_PORT),
                     advertise: Some(node.url(SHUFFLE_PORT)),
                     scratch: Arc::new(node.disk.clone()),

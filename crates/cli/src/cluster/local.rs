@@ -37,6 +37,7 @@ impl LocalCluster {
             groups: 0,
             fs: false,
             chunkservers: 0,
+            mr_workers: 0,
         })
     }
 
@@ -54,6 +55,7 @@ impl LocalCluster {
             groups: 0,
             fs: true,
             chunkservers,
+            mr_workers: 0,
         })
     }
 

@@ -100,6 +100,7 @@ mod tests {
             groups,
             fs: false,
             chunkservers: 3,
+            mr_workers: 0,
         }
     }
 

@@ -40,22 +40,28 @@ impl Store {
     /// Starts the store; a port another process took between the choice
     /// and the launch makes it try other ports (a few times).
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the store with more `cairn cluster` flags (`--mr-workers 3`).
+    pub(crate) fn start_with(flags: &[&str]) -> Self {
         for _ in 0..4 {
-            match Self::try_start() {
+            match Self::try_start(flags) {
                 Ok(store) => return store,
                 Err(banner) if banner.contains("is in use") => {}
                 Err(banner) => panic!("the store did not start:\n{banner}"),
             }
         }
-        Self::try_start().unwrap_or_else(|banner| panic!("the store did not start:\n{banner}"))
+        Self::try_start(flags).unwrap_or_else(|banner| panic!("the store did not start:\n{banner}"))
     }
 
-    fn try_start() -> Result<Self, String> {
+    fn try_start(flags: &[&str]) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         // A base port with room for the masters and the chunkservers.
         let base = super::free_ports(1)[0].saturating_sub(20).max(1024);
         let mut launcher = Command::new(CAIRN)
             .args(["cluster", "--fs", "--base-port", &base.to_string()])
+            .args(flags)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

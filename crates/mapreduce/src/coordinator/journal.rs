@@ -106,6 +106,9 @@ pub(crate) enum Record {
     Worker {
         id: u64,
         addr: String,
+        /// Where it runs, for locality (journals from before had none).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        host: String,
     },
     TaskDone {
         map: bool,

@@ -3,6 +3,7 @@
 //! workers, and the journal
 //! that lets a restarted coordinator resume the job.
 
+mod commit;
 mod journal;
 mod state;
 
@@ -29,6 +30,7 @@ pub use state::{SchedulerConfig, output_name};
 use crate::app::Counters;
 use crate::apps::{AppSpec, LIBRARY_PREFIX};
 use crate::split::plan_splits;
+use crate::store::{self, StoreSplit};
 
 /// How often the coordinator checks for stalled attempts and lost workers.
 const TICK: Duration = Duration::from_millis(100);
@@ -77,6 +79,8 @@ pub enum CoordinatorError {
         /// The unfinished job's app, options and inputs, in flags.
         previous: String,
     },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("--reduces must be at least 1")]
     NoReduces,
     #[error("no input files given")]
@@ -94,27 +98,98 @@ struct Inner {
     state: Mutex<JobState>,
     journal: Mutex<Journal>,
     heartbeat_interval: Duration,
+    /// The file store's masters, for workers.
+    fs_masters: Vec<String>,
+    /// For jobs whose output is in the store: the task that commits reduce
+    /// outputs there, one at a time.
+    committer: Option<commit::Committer>,
 }
 
 impl CoordinatorCore {
-    /// Plans the job (or resumes the one journaled in `data_dir`).
+    /// Plans a job of local files (or resumes the one journaled in
+    /// `data_dir`).
     pub fn open(
         config: &JobConfig,
         input_disk: &dyn Disk,
         data_disk: &dyn Disk,
         data_dir: PathBuf,
     ) -> Result<Self, CoordinatorError> {
-        if config.reduces == 0 {
-            return Err(CoordinatorError::NoReduces);
-        }
-        if config.inputs.is_empty() {
-            return Err(CoordinatorError::NoInputs);
-        }
-        if !matches!(config.app, AppSpec::Library { .. }) {
-            config.app.build()?;
-        }
+        check(config)?;
         let splits = plan_splits(input_disk, &config.inputs, config.split_bytes)
             .map_err(CoordinatorError::Input)?;
+        let splits = splits
+            .into_iter()
+            .map(|split| StoreSplit {
+                split,
+                hosts: Vec::new(),
+            })
+            .collect();
+        Self::open_planned(config, splits, StoreAccess::default(), data_disk, data_dir)
+    }
+
+    /// Plans a job whose inputs or output may be in the file store
+    /// (`fs://PATH`) whose masters are `fs_masters`: the master is asked
+    /// where each chunk's replicas are, for locality-aware scheduling, and
+    /// reduce outputs are committed by renames in the store.
+    pub async fn open_with_store(
+        config: &JobConfig,
+        fs_masters: &[String],
+        input_disk: &dyn Disk,
+        data_disk: &dyn Disk,
+        data_dir: PathBuf,
+    ) -> Result<Self, CoordinatorError> {
+        check(config)?;
+        let mut client = store::connect(fs_masters)?;
+        let mut splits = Vec::new();
+        for input in &config.inputs {
+            let planned = if store::store_path(input).is_some() {
+                store::plan_store_splits(
+                    &mut client,
+                    std::slice::from_ref(input),
+                    config.split_bytes,
+                )
+                .await?
+            } else {
+                let local =
+                    plan_splits(input_disk, std::slice::from_ref(input), config.split_bytes)
+                        .map_err(CoordinatorError::Input)?;
+                local
+                    .into_iter()
+                    .map(|split| StoreSplit {
+                        split,
+                        hosts: Vec::new(),
+                    })
+                    .collect()
+            };
+            splits.extend(planned);
+        }
+        let store = if store::store_path(&config.output_dir).is_some() {
+            let temp = store::final_output(&config.output_dir, store::TEMP_DIR);
+            let temp = store::parse_store_path(&temp)?;
+            client
+                .mkdir(&temp, true)
+                .await
+                .map_err(store::StoreError::from)?;
+            Some(client)
+        } else {
+            None
+        };
+        let store = StoreAccess {
+            fs_masters: fs_masters.to_vec(),
+            client: store,
+        };
+        Self::open_planned(config, splits, store, data_disk, data_dir)
+    }
+
+    fn open_planned(
+        config: &JobConfig,
+        splits: Vec<StoreSplit>,
+        store: StoreAccess,
+        data_disk: &dyn Disk,
+        data_dir: PathBuf,
+    ) -> Result<Self, CoordinatorError> {
+        let hosts = splits.iter().map(|s| s.hosts.clone()).collect();
+        let splits: Vec<_> = splits.into_iter().map(|s| s.split).collect();
         let (app, pattern, mapper, reducer) = match &config.app {
             AppSpec::BuiltIn { name, pattern } => {
                 (name.clone(), pattern.clone(), String::new(), String::new())
@@ -151,7 +226,7 @@ impl CoordinatorCore {
         let (mut journal, records) = open_journal(data_disk, &data_dir)?;
         let now = Instant::now();
         let wall_ms = unix_ms_now();
-        let state = match resume(&job, &config.scheduler, &records, now, wall_ms) {
+        let mut state = match resume(&job, &config.scheduler, &records, now, wall_ms) {
             Ok(Some(state)) => {
                 tracing::info!(job = %state.job.job_id, records = records.len(), "resuming the journaled job");
                 state
@@ -175,13 +250,17 @@ impl CoordinatorCore {
                 });
             }
         };
-        Ok(Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(state),
-                journal: Mutex::new(journal),
-                heartbeat_interval: config.heartbeat_interval,
-            }),
-        })
+        state.set_split_hosts(hosts);
+        let inner = Arc::new_cyclic(|inner| Inner {
+            state: Mutex::new(state),
+            journal: Mutex::new(journal),
+            heartbeat_interval: config.heartbeat_interval,
+            fs_masters: store.fs_masters,
+            committer: store
+                .client
+                .map(|client| commit::Committer::start(inner.clone(), client)),
+        });
+        Ok(Self { inner })
     }
 
     /// A gRPC router serving this coordinator, ready for
@@ -252,9 +331,33 @@ impl CoordinatorCore {
                 splits: Vec::new(),
                 heartbeat_interval_ms: self.inner.heartbeat_interval.as_millis() as u64,
                 job_id: job.job_id.clone(),
+                fs_masters: self.inner.fs_masters.clone(),
             }
         })
     }
+}
+
+/// How a coordinator reaches the file store.
+#[derive(Debug, Default)]
+struct StoreAccess {
+    /// The masters, for workers (none for a job of local files).
+    fs_masters: Vec<String>,
+    /// A client, for a job whose output is in the store.
+    client: Option<cairn_fs::Client>,
+}
+
+/// Refuses a job that cannot run, before anything is planned.
+fn check(config: &JobConfig) -> Result<(), CoordinatorError> {
+    if config.reduces == 0 {
+        return Err(CoordinatorError::NoReduces);
+    }
+    if config.inputs.is_empty() {
+        return Err(CoordinatorError::NoInputs);
+    }
+    if !matches!(config.app, AppSpec::Library { .. }) {
+        config.app.build()?;
+    }
+    Ok(())
 }
 
 /// Why a journal cannot resume the job.
@@ -394,8 +497,13 @@ impl CoordinatorRpc for CoordinatorCore {
         if request.shuffle_addr.is_empty() {
             return Err(Status::invalid_argument("shuffle_addr is required"));
         }
-        let (id, record) =
-            self.with_state(|state| state.register(request.shuffle_addr.clone(), Instant::now()));
+        let (id, record) = self.with_state(|state| {
+            state.register(
+                request.shuffle_addr.clone(),
+                request.host.clone(),
+                Instant::now(),
+            )
+        });
         self.persist(&[record]);
         tracing::debug!(worker = id, addr = %request.shuffle_addr, host = %request.host, pid = request.pid, "worker registered");
         Ok(Response::new(RegisterReply {
@@ -487,21 +595,15 @@ impl CoordinatorRpc for CoordinatorCore {
             .into_iter()
             .map(|c| (c.name, c.value))
             .collect();
-        let (accepted, records) = self.with_state(|state| {
-            let completion = Completion {
-                worker: request.worker_id,
-                kind,
-                task: request.task,
-                attempt: request.attempt,
-                error,
-                counters,
-            };
-            state.complete(completion, Instant::now())
-        });
-        self.persist(&records);
-        if records.iter().any(|r| matches!(r, Record::JobDone)) {
-            tracing::debug!("job done");
-        }
+        let completion = Completion {
+            worker: request.worker_id,
+            kind,
+            task: request.task,
+            attempt: request.attempt,
+            error,
+            counters,
+        };
+        let accepted = self.complete(completion).await;
         Ok(Response::new(CompleteTaskReply { accepted }))
     }
 

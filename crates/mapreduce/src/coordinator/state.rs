@@ -11,6 +11,9 @@ use tokio::time::Instant;
 
 use super::journal::{JobRecord, Record};
 use crate::app::Counters;
+use locality::MapPick;
+
+mod locality;
 
 /// Scheduling settings.
 #[derive(Debug, Clone)]
@@ -95,6 +98,10 @@ struct Task {
 #[derive(Debug)]
 struct Worker {
     addr: String,
+    /// Where it runs (the chunkserver beside it), for locality.
+    host: String,
+    /// Since when it has been waiting for a data-local map task.
+    waiting_for_local: Option<Instant>,
     last_seen: Instant,
     lost: bool,
     told_to_exit: bool,
@@ -136,6 +143,8 @@ pub(crate) struct Completion {
 pub(crate) struct JobState {
     pub(crate) job: JobRecord,
     config: SchedulerConfig,
+    /// The chunkservers holding each split's chunk (none for local files).
+    split_hosts: Vec<Vec<String>>,
     maps: Vec<Task>,
     reduces: Vec<Task>,
     workers: BTreeMap<u64, Worker>,
@@ -167,6 +176,7 @@ impl JobState {
         Self {
             job,
             config,
+            split_hosts: Vec::new(),
             maps,
             reduces,
             workers: BTreeMap::new(),
@@ -199,11 +209,13 @@ impl JobState {
                 .map_err(|error| format!("record {} {error}", number + 2))?;
             match record {
                 Record::Job(_) => {}
-                Record::Worker { id, addr } => {
+                Record::Worker { id, addr, host } => {
                     self.workers.insert(
                         *id,
                         Worker {
                             addr: addr.clone(),
+                            host: host.clone(),
+                            waiting_for_local: None,
                             last_seen: now,
                             lost: false,
                             told_to_exit: false,
@@ -289,19 +301,21 @@ impl JobState {
     }
 
     /// Registers a worker.
-    pub(crate) fn register(&mut self, addr: String, now: Instant) -> (u64, Record) {
+    pub(crate) fn register(&mut self, addr: String, host: String, now: Instant) -> (u64, Record) {
         let id = self.next_worker;
         self.next_worker += 1;
         self.workers.insert(
             id,
             Worker {
                 addr: addr.clone(),
+                host: host.clone(),
+                waiting_for_local: None,
                 last_seen: now,
                 lost: false,
                 told_to_exit: false,
             },
         );
-        (id, Record::Worker { id, addr })
+        (id, Record::Worker { id, addr, host })
     }
 
     /// Notes that `worker` is alive; false if it is unknown.
@@ -354,10 +368,17 @@ impl JobState {
         } else {
             TaskKind::Map
         };
-        let tasks = if maps_done { &self.reduces } else { &self.maps };
-        let idle = tasks
-            .iter()
-            .position(|task| task.done_by.is_none() && task.running.is_empty());
+        let idle = if maps_done {
+            self.reduces
+                .iter()
+                .position(|task| task.done_by.is_none() && task.running.is_empty())
+        } else {
+            match self.pick_idle_map(worker, now) {
+                MapPick::Task(index) => Some(index),
+                MapPick::WaitForLocal => return Assignment::Wait(WAIT_RETRY),
+                MapPick::None => None,
+            }
+        };
         let chosen = idle.or_else(|| self.backup_candidate(kind, worker, now));
         let Some(index) = chosen else {
             return Assignment::Wait(WAIT_RETRY);
@@ -517,8 +538,12 @@ impl JobState {
         }
         task.done_by = Some((worker, attempt));
         task.runtime = started.map(|started| now.duration_since(started));
-        task.counters = counters.clone();
+        task.counters = counters;
         task.running.clear();
+        if kind == TaskKind::Map {
+            self.count_locality(worker, index);
+        }
+        let counters = self.tasks_mut(kind)[index as usize].counters.clone();
         let mut records = vec![Record::TaskDone {
             map: kind == TaskKind::Map,
             task: index,
@@ -531,6 +556,16 @@ impl JobState {
             records.push(Record::JobDone);
         }
         (true, records)
+    }
+
+    /// Whether a successful attempt of reduce task `index` would be
+    /// committed now: the task is not done, nor the job over.
+    pub(crate) fn reduce_open(&self, index: u32) -> bool {
+        !self.finished()
+            && self
+                .reduces
+                .get(index as usize)
+                .is_some_and(|task| task.done_by.is_none())
     }
 
     /// A reducer could not fetch `map`'s output of `attempt`: run it again.

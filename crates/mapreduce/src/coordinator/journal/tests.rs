@@ -17,6 +17,7 @@ fn replays_and_drops_a_torn_tail() {
         .append(&Record::Worker {
             id: 1,
             addr: "http://a:1".into(),
+            host: String::new(),
         })
         .unwrap();
     journal.append(&Record::MapLost { task: 3 }).unwrap();
@@ -82,7 +83,11 @@ fn number_u64() -> impl Strategy<Value = u64> {
 fn record() -> impl Strategy<Value = Record> {
     let counters = proptest::collection::btree_map("[a-c.]{1,4}", number_u64(), 0..3);
     prop_oneof![
-        (number_u64(), "[a-z:/0-9]{0,12}").prop_map(|(id, addr)| Record::Worker { id, addr }),
+        (number_u64(), "[a-z:/0-9]{0,12}").prop_map(|(id, addr)| Record::Worker {
+            id,
+            addr,
+            host: String::new()
+        }),
         (
             any::<bool>(),
             number_u32(),
@@ -210,7 +215,7 @@ proptest! {
                 // A resumed state serves requests without panicking.
                 state.status(now);
                 state.tick(now);
-                let (worker, _) = state.register("http://w".into(), now);
+                let (worker, _) = state.register("http://w".into(), String::new(), now);
                 state.assign(worker, now);
             }
             Ok(None) => prop_assert!(decoded.is_empty()),

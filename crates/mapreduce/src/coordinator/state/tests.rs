@@ -1,6 +1,7 @@
 //! Tests of the job's task state machine.
 
 use super::*;
+use crate::app::counter;
 
 #[allow(clippy::too_many_arguments)]
 fn complete(
@@ -65,12 +66,12 @@ fn map_of(assignment: Assignment) -> (u32, u32) {
 fn maps_then_reduces_then_exit() {
     let now = Instant::now();
     let mut state = job(2, 1);
-    let (w, _) = state.register("http://w".into(), now);
-    let (v, _) = state.register("http://v".into(), now);
+    let (w, _) = state.register("http://w".into(), String::new(), now);
+    let (v, _) = state.register("http://v".into(), String::new(), now);
     let (m0, a0) = map_of(state.assign(w, now));
     let (m1, a1) = map_of(state.assign(v, now));
     assert_eq!((m0, m1), (0, 1));
-    let (x, _) = state.register("http://x".into(), now);
+    let (x, _) = state.register("http://x".into(), String::new(), now);
     assert_eq!(
         state.assign(x, now),
         Assignment::Wait(WAIT_RETRY),
@@ -134,8 +135,8 @@ fn maps_then_reduces_then_exit() {
 fn silent_attempts_expire_but_heartbeats_keep_them() {
     let start = Instant::now();
     let mut state = job(2, 1);
-    let (w, _) = state.register("http://w".into(), start);
-    let (v, _) = state.register("http://v".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
+    let (v, _) = state.register("http://v".into(), String::new(), start);
     let (m0, a0) = map_of(state.assign(w, start));
     let (m1, _) = map_of(state.assign(v, start));
     // w heartbeats with progress for 30 s; v falls silent.
@@ -148,7 +149,7 @@ fn silent_attempts_expire_but_heartbeats_keep_them() {
         state.tick(now);
     }
     let now = start + Duration::from_secs(30);
-    let (x, _) = state.register("http://x".into(), now);
+    let (x, _) = state.register("http://x".into(), String::new(), now);
     let (task, attempt) = map_of(state.assign(x, now));
     assert_eq!(task, m1, "the silent worker's map runs again");
     assert_eq!(attempt, 1);
@@ -162,7 +163,7 @@ fn silent_attempts_expire_but_heartbeats_keep_them() {
 fn duplicate_completions_count_once_and_failures_fail_the_job() {
     let now = Instant::now();
     let mut state = job(1, 1);
-    let (w, _) = state.register("http://w".into(), now);
+    let (w, _) = state.register("http://w".into(), String::new(), now);
     let (_, a0) = map_of(state.assign(w, now));
     let mut counters = Counters::default();
     counters.add("x", 5);
@@ -183,7 +184,7 @@ fn duplicate_completions_count_once_and_failures_fail_the_job() {
     assert_eq!(state.counters().get("x"), 5);
 
     let mut failing = job(1, 1);
-    let (w, _) = failing.register("http://w".into(), now);
+    let (w, _) = failing.register("http://w".into(), String::new(), now);
     for _ in 0..4 {
         let (task, attempt) = map_of(failing.assign(w, now));
         complete(
@@ -214,7 +215,11 @@ fn backups_start_only_for_stragglers_and_only_when_enabled() {
         let mut state = job(3, 1);
         state.config.backup_tasks = enabled;
         let workers: Vec<u64> = (0..3)
-            .map(|i| state.register(format!("http://{i}"), start).0)
+            .map(|i| {
+                state
+                    .register(format!("http://{i}"), String::new(), start)
+                    .0
+            })
             .collect();
         let assigned: Vec<(u32, u32)> = workers
             .iter()
@@ -258,8 +263,8 @@ fn backups_start_only_for_stragglers_and_only_when_enabled() {
 fn a_lost_worker_takes_its_map_output_with_it() {
     let start = Instant::now();
     let mut state = job(1, 1);
-    let (w, _) = state.register("http://w".into(), start);
-    let (v, _) = state.register("http://v".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
+    let (v, _) = state.register("http://v".into(), String::new(), start);
     let (task, attempt) = map_of(state.assign(w, start));
     complete(
         &mut state,
@@ -282,8 +287,8 @@ fn a_lost_worker_takes_its_map_output_with_it() {
 fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
     let start = Instant::now();
     let mut state = job(2, 1);
-    let (w, _) = state.register("http://w".into(), start);
-    let (v, _) = state.register("http://v".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
+    let (v, _) = state.register("http://v".into(), String::new(), start);
     let (m0, a0) = map_of(state.assign(w, start));
     let (m1, a1) = map_of(state.assign(v, start));
     // Both workers heartbeat every second for 30 s; w's progress moves,
@@ -316,7 +321,7 @@ fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
         "a timed-out attempt is a failed one"
     );
     assert_eq!(status.attempts_lost, 0, "its worker was not lost");
-    let (x, _) = state.register("http://x".into(), now);
+    let (x, _) = state.register("http://x".into(), String::new(), now);
     assert_eq!(
         map_of(state.assign(x, now)),
         (m1, a1 + 1),
@@ -328,7 +333,7 @@ fn an_attempt_without_progress_times_out_though_its_worker_heartbeats() {
 fn a_task_that_never_progresses_fails_the_job_after_max_attempts() {
     let start = Instant::now();
     let mut state = job(1, 1);
-    let (w, _) = state.register("http://w".into(), start);
+    let (w, _) = state.register("http://w".into(), String::new(), start);
     let mut now = start;
     for _ in 0..4 {
         let (task, attempt) = map_of(state.assign(w, now));
@@ -341,4 +346,58 @@ fn a_task_that_never_progresses_fails_the_job_after_max_attempts() {
     let error = state.failed.clone().expect("the job failed");
     assert!(error.contains("failed 4 times"), "{error}");
     assert!(error.contains("no progress"), "{error}");
+}
+
+#[test]
+fn map_tasks_go_to_workers_beside_their_replicas_after_a_bounded_wait() {
+    use super::locality::LOCALITY_WAIT;
+    let now = Instant::now();
+    let mut state = job(4, 1);
+    let hosts = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    state.set_split_hosts(vec![
+        hosts(&["a"]),
+        hosts(&["a"]),
+        hosts(&["b"]),
+        hosts(&["a"]),
+    ]);
+    let (on_a, _) = state.register("http://w".into(), "a".into(), now);
+    let (on_b, _) = state.register("http://v".into(), "b".into(), now);
+    let done = |state: &mut JobState, worker, task, at| {
+        let (accepted, _) = complete(
+            state,
+            worker,
+            TaskKind::Map,
+            task,
+            0,
+            None,
+            Counters::default(),
+            at,
+        );
+        assert!(accepted, "map {task}");
+    };
+    assert_eq!(map_of(state.assign(on_b, now)).0, 2, "b's own split first");
+    done(&mut state, on_b, 2, now);
+    assert_eq!(
+        state.assign(on_b, now),
+        Assignment::Wait(WAIT_RETRY),
+        "no split left on b: it waits for one"
+    );
+    let later = now + LOCALITY_WAIT / 2;
+    assert_eq!(state.assign(on_b, later), Assignment::Wait(WAIT_RETRY));
+    let later = now + LOCALITY_WAIT;
+    assert_eq!(
+        map_of(state.assign(on_b, later)).0,
+        0,
+        "after the wait, a remote split"
+    );
+    assert_eq!(map_of(state.assign(on_a, later)).0, 1);
+    // A worker beside no replica at all does not wait.
+    let (elsewhere, _) = state.register("http://x".into(), "c".into(), later);
+    assert_eq!(map_of(state.assign(elsewhere, later)).0, 3);
+    for (worker, task) in [(on_b, 0), (on_a, 1), (elsewhere, 3)] {
+        done(&mut state, worker, task, later);
+    }
+    let counters = state.counters();
+    assert_eq!(counters.get(counter::DATA_LOCAL_MAPS), 2);
+    assert_eq!(counters.get(counter::REMOTE_MAPS), 2);
 }
