@@ -22,9 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::kv::kv_client::KvClient;
-use cairn_rpc::kv::{
-    GetRequest, Op, RegisterRequest, StatusReply, StatusRequest, WriteReply, WriteRequest,
-};
+use cairn_rpc::kv::{GetRequest, Op, RegisterRequest, StatusRequest, WriteReply, WriteRequest};
+use cairn_rpc::node::StatusReply;
 use cairn_rpc::tonic::transport::Channel;
 use cairn_rpc::{ReplicaError, Replicas, RpcError};
 

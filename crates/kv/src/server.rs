@@ -8,9 +8,10 @@ use bytes::Bytes;
 
 use cairn_rpc::kv::kv_server::{Kv, KvServer as KvGrpcServer};
 use cairn_rpc::kv::{
-    GetReply, GetRequest, Op, RegisterReply, RegisterRequest, StatusReply, StatusRequest,
-    WriteReply, WriteRequest,
+    GetReply, GetRequest, Op, RegisterReply, RegisterRequest, StatusRequest, WriteReply,
+    WriteRequest,
 };
+use cairn_rpc::node::StatusReply;
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_storage::Disk;
 use prost::Message as _;

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use cairn_raft::LogIndex;
 use cairn_rpc::kv::{Op, WriteReply, WriteRequest};
+use cairn_rsm::LogIndex;
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;

@@ -98,6 +98,14 @@ pub mod raft {
     tonic::include_proto!("cairn.raft");
 }
 
+/// Generated code for `proto/node.proto`: what a node of any Raft group
+/// says about itself (`cairn-rsm` builds it; every replicated service
+/// answers `Status` with it).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod node {
+    tonic::include_proto!("cairn.node");
+}
+
 /// Generated code for `proto/kv.proto`: the replicated key/value service
 /// (`cairn-kv`).
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -79,6 +79,10 @@ mod state_machine;
 mod storage;
 mod transport;
 
+/// The Raft vocabulary a service needs, re-exported so that services never
+/// import `cairn-raft` (DESIGN.md, "Layers and who may import whom";
+/// `scripts/check-layers` enforces it).
+pub use cairn_raft::{LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
 pub use error::{StartError, SubmitError};
 pub use node::{

@@ -143,9 +143,15 @@ pub struct NodeStatus {
 }
 
 impl NodeStatus {
+    /// Whether the node is running and its group's leader (what a service
+    /// asks before it acts as the leader, and what tests look for).
+    pub fn is_leader(&self) -> bool {
+        self.running && self.role == Role::Leader
+    }
+
     /// The wire form every Cairn service answers `Status` with, without the
     /// members (see [`Node::status_reply`]).
-    pub fn to_reply(&self) -> cairn_rpc::kv::StatusReply {
+    pub fn to_reply(&self) -> cairn_rpc::node::StatusReply {
         let role = match (self.running, self.role) {
             (false, _) => "stopped",
             (true, Role::Leader) => "leader",
@@ -153,7 +159,7 @@ impl NodeStatus {
             (true, Role::Candidate) => "candidate",
             (true, Role::PreCandidate) => "pre-candidate",
         };
-        cairn_rpc::kv::StatusReply {
+        cairn_rpc::node::StatusReply {
             id: self.id,
             term: self.term,
             role: role.into(),
@@ -416,12 +422,12 @@ impl<S: StateMachine> Node<S> {
 
     /// This node's status as the `Status` RPCs answer it, with every member
     /// of its group (id and URL).
-    pub fn status_reply(&self) -> cairn_rpc::kv::StatusReply {
+    pub fn status_reply(&self) -> cairn_rpc::node::StatusReply {
         let mut reply = self.status().to_reply();
         reply.members = self
             .peers
             .iter()
-            .map(|(&id, url)| cairn_rpc::kv::Member {
+            .map(|(&id, url)| cairn_rpc::node::Member {
                 id,
                 url: url.clone(),
             })

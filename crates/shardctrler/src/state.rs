@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use cairn_raft::LogIndex;
 use cairn_rpc::shardctrler::{self as proto, ChangeReply, ChangeRequest, change_request::Change};
+use cairn_rsm::LogIndex;
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;

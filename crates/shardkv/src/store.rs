@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
-use cairn_raft::LogIndex;
 use cairn_rpc::shardkv::{
     self as proto, Command, DeleteReply, DeleteRequest, GetReply, Op, ShardData, WriteReply,
     WriteRequest, command,
 };
+use cairn_rsm::LogIndex;
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use cairn_shardctrler::{Config, Gid};
