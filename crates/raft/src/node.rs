@@ -493,10 +493,15 @@ impl Raft {
             vote: self.vote,
             commit: self.log.commit,
         };
+        let entries = self.log.unpersisted();
+        let snapshot = self.snapshot_to_install.take();
+        let new_term_or_vote = (hard_state.term, hard_state.vote)
+            != (self.last_hard_state.term, self.last_hard_state.vote);
         let ready = Ready {
             hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
-            entries: self.log.unpersisted(),
-            snapshot: self.snapshot_to_install.take(),
+            must_sync: !entries.is_empty() || snapshot.is_some() || new_term_or_vote,
+            entries,
+            snapshot,
             early_messages: Vec::new(),
             messages: std::mem::take(&mut self.messages),
             committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),

@@ -17,9 +17,6 @@ use crate::error::StartError;
 pub(crate) struct RaftStorage {
     wal: Wal,
     snapshots: SnapshotStore,
-    /// The term and vote last written: a hard state that changes only the
-    /// commit index is written without an fsync of its own.
-    term_vote: (u64, Option<u64>),
 }
 
 /// What a node recovers at start.
@@ -110,7 +107,6 @@ impl RaftStorage {
                 first.index
             )));
         }
-        let term_vote = (hard_state.term, hard_state.vote);
         let initial = InitialState {
             cluster,
             hard_state,
@@ -118,11 +114,7 @@ impl RaftStorage {
             entries,
         };
         Ok((
-            Self {
-                wal,
-                snapshots,
-                term_vote,
-            },
+            Self { wal, snapshots },
             Recovered {
                 initial,
                 machine_snapshot,
@@ -130,15 +122,10 @@ impl RaftStorage {
         ))
     }
 
-    /// `Ready` step 1: makes the snapshot, entries and hard state durable
-    /// (one fsync for the log).
-    ///
-    /// A hard state that changes only the commit index is written but not
-    /// synced by itself: the commit index is a hint (Raft recomputes it),
-    /// the entries it covers are durable already (appended and synced in
-    /// an earlier or the same `Ready`), and a crash that loses or tears the
-    /// record recovers an older, still true, commit index. This keeps an
-    /// fsync off the path from a commit to the client's answer.
+    /// `Ready` step 1: writes the snapshot, entries and hard state, with
+    /// one fsync for the log when the core says it must
+    /// (`Ready::must_sync`: not for a hard state that moves only the
+    /// commit index, which a crash may lose or tear without harm).
     pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), String> {
         if let Some(snapshot) = &ready.snapshot {
             // The snapshot replaces the whole log (the core sends one only
@@ -162,16 +149,12 @@ impl RaftStorage {
                 .collect();
             self.wal.append(&entries).map_err(|e| e.to_string())?;
         }
-        let mut term_or_vote = false;
         if let Some(hard_state) = &ready.hard_state {
             self.wal
                 .set_state(&encode_hard_state(hard_state))
                 .map_err(|e| e.to_string())?;
-            let term_vote = (hard_state.term, hard_state.vote);
-            term_or_vote = term_vote != self.term_vote;
-            self.term_vote = term_vote;
         }
-        if ready.snapshot.is_some() || !ready.entries.is_empty() || term_or_vote {
+        if ready.must_sync {
             self.wal.sync().map_err(|e| e.to_string())?;
         }
         Ok(())
