@@ -74,6 +74,8 @@ mod driver;
 mod error;
 mod identity;
 mod node;
+mod reads;
+mod replies;
 pub mod sessions;
 mod state_machine;
 mod storage;
