@@ -179,6 +179,7 @@ async fn measure(
                         SubmitError::NotLeader { .. }
                         | SubmitError::Timeout
                         | SubmitError::Shutdown
+                        | SubmitError::Stopped(_)
                         | SubmitError::Overloaded
                         | SubmitError::TooLarge { .. },
                     ) => errors += 1,

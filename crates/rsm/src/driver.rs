@@ -16,7 +16,7 @@ use cairn_raft::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::error::SubmitError;
+use crate::error::{FatalError, SubmitError};
 use crate::node::{
     Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
     SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX, status_of,
@@ -46,7 +46,7 @@ pub(crate) struct Driver<S: StateMachine> {
     replies: InboundReplies,
     /// The linearizable reads, from queued to served.
     reads: ReadQueue<S>,
-    stop_error: Option<String>,
+    stop_error: Option<FatalError>,
     /// The last index applied to `machine` (asserted contiguous).
     applied: LogIndex,
     /// Protocol violations the core reported so far (logged as they grow).
@@ -201,15 +201,13 @@ impl<S: StateMachine> Driver<S> {
     }
 
     /// Runs every `Ready` through the steps its documentation numbers.
-    fn process_ready(&mut self) -> Result<(), String> {
+    fn process_ready(&mut self) -> Result<(), FatalError> {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
             // 0. A leader's appends and heartbeats go out while it writes.
             self.dispatch(&ready.early_messages);
             // 1. Persist.
-            self.storage
-                .persist(&ready)
-                .map_err(|e| format!("cannot persist the Raft log: {e}"))?;
+            self.storage.persist(&ready).map_err(FatalError::Persist)?;
             // 2. Send (responses go back as replies to the requests' calls).
             self.dispatch(&ready.messages);
             // 3. Restore.
@@ -217,7 +215,7 @@ impl<S: StateMachine> Driver<S> {
                 self.applied = snapshot.meta.index;
                 self.machine
                     .restore(&snapshot.data)
-                    .map_err(|e| format!("cannot restore a snapshot from the leader: {e}"))?;
+                    .map_err(FatalError::Restore)?;
                 let covered: Vec<LogIndex> = self
                     .proposals
                     .range(..=snapshot.meta.index)
@@ -236,7 +234,9 @@ impl<S: StateMachine> Driver<S> {
             self.raft.advance(&ready);
         }
         if self.raft.role() != Role::Leader {
-            self.fail_all_waiters();
+            self.fail_all_waiters(SubmitError::NotLeader {
+                hint: self.raft.leader(),
+            });
         }
         Ok(())
     }
@@ -304,12 +304,11 @@ impl<S: StateMachine> Driver<S> {
     }
 
     /// Leadership is gone: nobody here will answer the waiting clients.
-    fn fail_all_waiters(&mut self) {
-        let hint = self.raft.leader();
+    fn fail_all_waiters(&mut self, error: SubmitError) {
         for (_, (_, Waiter::Output(reply))) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(SubmitError::NotLeader { hint }));
+            let _ = reply.send(Err(error.clone()));
         }
-        self.reads.fail_all(hint);
+        self.reads.fail_all(&error);
     }
 
     /// Snapshots the state machine when the Raft state passed
@@ -431,13 +430,21 @@ impl<S: StateMachine> Driver<S> {
         });
     }
 
+    /// Ends the task: the status says why first, so that every client
+    /// whose command is dropped with the queue hears it too.
     fn stop(mut self, mut inbox: mpsc::Receiver<Command<S>>) {
-        if let Some(error) = &self.stop_error {
-            tracing::error!(id = self.raft.id(), %error, "the node stopped");
-        }
-        inbox.close();
-        self.fail_all_waiters();
+        let error = match &self.stop_error {
+            Some(fatal) => {
+                tracing::error!(id = self.raft.id(), error = %fatal, "the node stopped");
+                SubmitError::Stopped(fatal.clone())
+            }
+            None => SubmitError::NotLeader {
+                hint: self.raft.leader(),
+            },
+        };
         self.publish_status(false);
+        inbox.close();
+        self.fail_all_waiters(error);
     }
 }
 

@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
-use crate::error::{StartError, SubmitError};
+use crate::error::{FatalError, StartError, SubmitError};
 use crate::identity::Identity;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -139,7 +139,7 @@ pub struct NodeStatus {
     pub running: bool,
     /// Why the node task stopped on its own (an I/O error, an unreadable
     /// snapshot), if it did.
-    pub stopped: Option<String>,
+    pub stopped: Option<FatalError>,
 }
 
 impl NodeStatus {
@@ -335,7 +335,7 @@ impl<S: StateMachine> Node<S> {
         self.offer(Command::Submit { command, reply })?;
         match tokio::time::timeout(deadline, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SubmitError::Shutdown),
+            Ok(Err(_)) => Err(self.gone()),
             Err(_) => Err(SubmitError::Timeout),
         }
     }
@@ -347,7 +347,7 @@ impl<S: StateMachine> Node<S> {
         check_size(&command)?;
         let (reply, answer) = oneshot::channel();
         self.offer(Command::Start { command, reply })?;
-        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+        answer.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// Runs `f` on the state machine, linearizably: through read index,
@@ -364,7 +364,7 @@ impl<S: StateMachine> Node<S> {
         self.offer(Command::Read { read })?;
         match tokio::time::timeout(deadline, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SubmitError::Shutdown),
+            Ok(Err(_)) => Err(self.gone()),
             Err(_) => Err(SubmitError::Timeout),
         }
     }
@@ -381,7 +381,7 @@ impl<S: StateMachine> Node<S> {
             let _ = reply.send(machine.map(f));
         });
         self.send(Command::Inspect { read }).await?;
-        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+        answer.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// The gRPC status a service answers a failed submit or read with:
@@ -399,6 +399,9 @@ impl<S: StateMachine> Node<S> {
             SubmitError::Shutdown => {
                 tonic::Status::unavailable("this node is shutting down; use another")
             }
+            SubmitError::Stopped(reason) => tonic::Status::unavailable(format!(
+                "this node stopped ({reason}) and serves nothing more; use another node"
+            )),
             SubmitError::Overloaded => tonic::Status::resource_exhausted(
                 "overloaded: this node has too many requests waiting and did nothing; retry after a pause, with back-off",
             ),
@@ -412,7 +415,7 @@ impl<S: StateMachine> Node<S> {
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Transfer { to, reply }).await?;
-        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+        answer.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// The node's latest status.
@@ -438,7 +441,7 @@ impl<S: StateMachine> Node<S> {
     /// Waits until the node task stops on its own and returns why (an I/O
     /// error it cannot go on after, for instance). A node stopped by
     /// [`shutdown`](Self::shutdown) never resolves this.
-    pub async fn stopped(&self) -> String {
+    pub async fn stopped(&self) -> FatalError {
         let mut status = self.status.clone();
         loop {
             if let Some(reason) = status.borrow_and_update().stopped.clone() {
@@ -472,15 +475,21 @@ impl<S: StateMachine> Node<S> {
             .try_send(command)
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::Shutdown,
+                mpsc::error::TrySendError::Closed(_) => self.gone(),
             })
     }
 
+    /// Why the node task no longer takes commands: it stopped on its own
+    /// (and says why), or it was shut down.
+    fn gone(&self) -> SubmitError {
+        match &self.status.borrow().stopped {
+            Some(reason) => SubmitError::Stopped(reason.clone()),
+            None => SubmitError::Shutdown,
+        }
+    }
+
     async fn send(&self, command: Command<S>) -> Result<(), SubmitError> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| SubmitError::Shutdown)
+        self.commands.send(command).await.map_err(|_| self.gone())
     }
 }
 
@@ -488,7 +497,7 @@ pub(crate) fn status_of(
     raft: &Raft,
     storage: &RaftStorage,
     running: bool,
-    stopped: Option<String>,
+    stopped: Option<FatalError>,
 ) -> NodeStatus {
     let status = raft.status();
     NodeStatus {

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use cairn_raft::{LogIndex, NodeId, Raft, ReadState};
+use cairn_raft::{LogIndex, Raft, ReadState};
 
 use crate::error::SubmitError;
 use crate::node::{MAX_PENDING_READS, ReadFn};
@@ -97,15 +97,16 @@ impl<S> ReadQueue<S> {
         }
     }
 
-    /// Leadership is gone: fails every read, wherever it waits.
-    pub(crate) fn fail_all(&mut self, hint: Option<NodeId>) {
+    /// Leadership is gone, or the node: fails every read, wherever it
+    /// waits.
+    pub(crate) fn fail_all(&mut self, error: &SubmitError) {
         let in_flight = std::mem::take(&mut self.in_flight).into_values();
         let confirmed = std::mem::take(&mut self.confirmed)
             .into_iter()
             .map(|(_, reads)| reads);
         let queued = std::mem::take(&mut self.queued);
         for read in in_flight.chain(confirmed).flatten().chain(queued) {
-            read(Err(SubmitError::NotLeader { hint }));
+            read(Err(error.clone()));
         }
     }
 
