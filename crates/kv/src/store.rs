@@ -198,7 +198,7 @@ impl StateMachine for KvStore {
         out.freeze()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         *self =
             decode_snapshot(snapshot).ok_or("the key/value snapshot is truncated or damaged")?;
         Ok(())

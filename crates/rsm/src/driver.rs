@@ -207,7 +207,9 @@ impl<S: StateMachine> Driver<S> {
             // 0. A leader's appends and heartbeats go out while it writes.
             self.dispatch(&ready.early_messages);
             // 1. Persist.
-            self.storage.persist(&ready).map_err(FatalError::Persist)?;
+            self.storage
+                .persist(&ready)
+                .map_err(|e| FatalError::Persist(e.to_string()))?;
             // 2. Send (responses go back as replies to the requests' calls).
             self.dispatch(&ready.messages);
             // 3. Restore.

@@ -2,6 +2,8 @@
 
 use cairn_raft::NodeId;
 
+use crate::state_machine::RestoreError;
+
 /// Why a submitted command or a read did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -56,7 +58,7 @@ pub enum FatalError {
     #[error(
         "cannot restore a snapshot from the leader: {0}; the leader's state does not decode here (a version mismatch?)"
     )]
-    Restore(String),
+    Restore(RestoreError),
 }
 
 /// Why a node could not start.
@@ -72,5 +74,5 @@ pub enum StartError {
     Storage(String),
     /// The state machine refused its snapshot.
     #[error("the state machine could not restore its snapshot: {0}")]
-    Restore(String),
+    Restore(RestoreError),
 }

@@ -95,7 +95,7 @@ pub use node::{
     SNAPSHOT_RETRY_MAX,
 };
 pub use sessions::{Seen, Sessions};
-pub use state_machine::StateMachine;
+pub use state_machine::{RestoreError, StateMachine};
 pub use transport::{
     LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, NODE_ID_KEY, RaftService,
 };

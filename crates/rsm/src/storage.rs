@@ -8,9 +8,21 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cairn_raft::{
     ClusterConfig, Entry, EntryKind, HardState, InitialState, Ready, Snapshot, SnapshotMeta,
 };
-use cairn_storage::{Disk, SnapshotStore, Wal, WalEntry, WalOptions};
+use cairn_storage::{Disk, SnapshotError, SnapshotStore, Wal, WalEntry, WalError, WalOptions};
 
 use crate::error::StartError;
+
+/// Why the log or the snapshot store failed a write (an I/O error, a full
+/// disk): the node cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StorageError {
+    /// The write-ahead log (entries, hard state, truncation, compaction).
+    #[error("the write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    /// The snapshot store.
+    #[error("the snapshot store: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
 
 /// The write-ahead log and snapshots of one node.
 #[derive(Debug)]
@@ -126,7 +138,7 @@ impl RaftStorage {
     /// one fsync for the log when the core says it must
     /// (`Ready::must_sync`: not for a hard state that moves only the
     /// commit index, which a crash may lose or tear without harm).
-    pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+    pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), StorageError> {
         if let Some(snapshot) = &ready.snapshot {
             // The snapshot replaces the whole log (the core sends one only
             // when its log disagrees at the snapshot's index). First the
@@ -135,11 +147,11 @@ impl RaftStorage {
             // entries, a log this node never had.
             let index = snapshot.meta.index;
             if self.wal.last_index() > index && index >= self.wal.compacted_to() {
-                self.wal.truncate(index + 1).map_err(|e| e.to_string())?;
-                self.wal.sync().map_err(|e| e.to_string())?;
+                self.wal.truncate(index + 1)?;
+                self.wal.sync()?;
             }
             self.save_snapshot(&snapshot.meta, &snapshot.data)?;
-            self.wal.compact(index).map_err(|e| e.to_string())?;
+            self.wal.compact(index)?;
         }
         if !ready.entries.is_empty() {
             let entries: Vec<WalEntry> = ready
@@ -147,31 +159,31 @@ impl RaftStorage {
                 .iter()
                 .map(|e| WalEntry::new(e.index, e.term, encode_entry_data(e.kind, &e.data)))
                 .collect();
-            self.wal.append(&entries).map_err(|e| e.to_string())?;
+            self.wal.append(&entries)?;
         }
         if let Some(hard_state) = &ready.hard_state {
-            self.wal
-                .set_state(&encode_hard_state(hard_state))
-                .map_err(|e| e.to_string())?;
+            self.wal.set_state(&encode_hard_state(hard_state))?;
         }
         if ready.must_sync {
-            self.wal.sync().map_err(|e| e.to_string())?;
+            self.wal.sync()?;
         }
         Ok(())
     }
 
     /// Stores a snapshot the service took, then drops the log it covers.
-    pub(crate) fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    pub(crate) fn save_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
         let encoded = encode_snapshot(&meta.config, data);
-        self.snapshots
-            .save(meta.index, meta.term, &encoded)
-            .map_err(|e| e.to_string())
+        Ok(self.snapshots.save(meta.index, meta.term, &encoded)?)
     }
 
     /// Drops the log up to `index` (after its snapshot was saved); durable
     /// on return.
-    pub(crate) fn compact(&mut self, index: u64) -> Result<(), String> {
-        self.wal.compact(index).map_err(|e| e.to_string())
+    pub(crate) fn compact(&mut self, index: u64) -> Result<(), StorageError> {
+        Ok(self.wal.compact(index)?)
     }
 
     /// The size of the Raft state (6.824's `RaftStateSize`).

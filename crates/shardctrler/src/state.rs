@@ -195,7 +195,7 @@ impl StateMachine for Controller {
         .into()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let snapshot = proto::Snapshot::decode(snapshot)
             .map_err(|e| format!("the shard controller's snapshot is damaged: {e}"))?;
         let configs: Vec<Config> = snapshot

@@ -551,7 +551,7 @@ impl StateMachine for ShardStore {
         .into()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let damaged = |what: &str| format!("the shard group's snapshot is damaged: {what}");
         let snapshot = proto::Snapshot::decode(snapshot).map_err(|e| damaged(&e.to_string()))?;
         let config = Config::from_proto(snapshot.config.ok_or_else(|| damaged("no config"))?);
