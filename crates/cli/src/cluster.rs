@@ -155,7 +155,7 @@ fn port_in_use(members: &[Member]) -> Option<String> {
 }
 
 /// Starts a member's process, its stderr appended to `<name>.log` in
-/// `data_dir`. It is killed when its `Child` is dropped, and exits by
+/// `data_dir` and its pid written to `<name>.pid` there. It is killed when its `Child` is dropped, and exits by
 /// itself when this process dies (see `exit_with_launcher`), so it never
 /// lingers holding its port.
 fn spawn(member: &mut Member, exe: &Path, data_dir: &Path) -> anyhow::Result<()> {
@@ -178,6 +178,12 @@ fn spawn(member: &mut Member, exe: &Path, data_dir: &Path) -> anyhow::Result<()>
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", member.name))?;
+    // Beside the log: what an operator (or a script) signals to stop it.
+    if let Some(pid) = child.id() {
+        let pid_path = data_dir.join(format!("{}.pid", member.name));
+        std::fs::write(&pid_path, format!("{pid}\n"))
+            .with_context(|| format!("writing {}", pid_path.display()))?;
+    }
     member.child = Some(child);
     Ok(())
 }

@@ -32,8 +32,36 @@ pub(crate) struct FsckArgs {
     /// A line per replica under each chunk listed.
     #[arg(long)]
     locations: bool,
+    /// Check again every second until the store is healthy (the master
+    /// heals it on its own), a summary line each time, then the report.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds `--watch` waits for a healthy store before giving up.
+    #[arg(long, default_value_t = 600, requires = "watch",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    watch_timeout: u64,
     #[command(flatten)]
     masters: MastersArgs,
+}
+
+/// One line: how many chunks are unhealthy, and with what.
+fn summary_line(report: &FsckReport) -> String {
+    let total = report.chunks().count();
+    if report.is_healthy() {
+        return format!("healthy: {total} chunks, every one at its goal of good replicas");
+    }
+    let problems: Vec<String> = Problem::ALL
+        .iter()
+        .filter(|p| p.fails())
+        .map(|&p| (p, report.count(p)))
+        .filter(|&(_, n)| n > 0)
+        .map(|(p, n)| format!("{n} {}", p.name()))
+        .collect();
+    format!(
+        "degraded: {} of {total} chunks ({})",
+        total - report.healthy_chunks(),
+        problems.join(", ")
+    )
 }
 
 /// `cairn fs fsck`.
@@ -49,11 +77,33 @@ pub(crate) async fn fsck(args: FsckArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let report = cairn_fs::fsck(&mut client, &root, &mut progress).await?;
+    let mut report = cairn_fs::fsck(&mut client, &root, &mut progress).await?;
+    if args.watch {
+        let start = tokio::time::Instant::now();
+        loop {
+            eprintln!(
+                "fsck {:>4.0}s  {}",
+                start.elapsed().as_secs_f64(),
+                summary_line(&report)
+            );
+            if report.is_healthy() || start.elapsed().as_secs() >= args.watch_timeout {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            report = cairn_fs::fsck(&mut client, &root, &mut progress).await?;
+        }
+    }
     if args.masters.json {
         print_stdout(&format!("{}\n", report_json(&report, &args.path)));
     } else {
         print_stdout(&render_fsck(&report, &args));
+    }
+    if !report.is_healthy() && args.watch {
+        bail!(
+            "{} is still not healthy after {} s (see the chunks listed above): check `cairn fs report` for dead or full chunkservers, and start more if fewer are live than a file's goal",
+            args.path,
+            args.watch_timeout
+        );
     }
     if !report.is_healthy() {
         bail!(

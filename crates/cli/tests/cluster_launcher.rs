@@ -8,16 +8,7 @@ use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Whether process `pid` has exited (gone, or a zombie nobody reaped).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the command name, which is in parentheses.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
-}
+use common::exited;
 
 /// Starts `cairn cluster` in `dir` and reads its banner; returns it, the
 /// base port and the rest of its stderr. The base lies below Linux's
@@ -25,17 +16,8 @@ fn exited(pid: u32) -> bool {
 /// take ports; if a port is taken anyway between the check and the
 /// launcher's own, the launcher says so and a new base is tried.
 fn launch(dir: &Path) -> (Child, u16, String, BufReader<ChildStderr>) {
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    for attempt in 0..20u64 {
-        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 613) % 12_000) as u16;
-        let free = (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if !free {
-            continue;
-        }
+    for _ in 0..20 {
+        let base = common::cluster_base_port(3);
         let mut launcher = Command::new(common::CAIRN)
             .args(["cluster", "--base-port", &base.to_string()])
             .current_dir(dir)
@@ -58,7 +40,7 @@ fn launch(dir: &Path) -> (Child, u16, String, BufReader<ChildStderr>) {
         launcher.wait().unwrap();
         assert!(banner.contains("in use"), "the launcher failed:\n{banner}");
     }
-    panic!("no free base port found in 20 attempts");
+    panic!("the launcher found a port in use 20 times");
 }
 
 #[test]

@@ -213,16 +213,6 @@ const HANGING_MAPPER: &str = "input=$(cat); \
     printf '%s\\n' \"$input\" | tr -cs 'A-Za-z' '\\n' | awk 'length > 0 { print $0 \"\\t1\" }'";
 const SUMMING_REDUCER: &str = "awk -F'\\t' '{ c[$1] += $2 } END { for (k in c) print k, c[k] }'";
 
-/// Whether process `pid` is gone (or a zombie, dead but not yet reaped).
-fn process_gone(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
 #[test]
 fn a_mapper_that_hangs_is_timed_out_killed_and_run_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -280,7 +270,7 @@ fn a_mapper_that_hangs_is_timed_out_killed_and_run_again() {
     );
     let pid = std::fs::read_to_string(dir.path().join("hung.pid")).unwrap();
     let start = std::time::Instant::now();
-    while !process_gone(pid.trim()) {
+    while !common::exited(pid.trim().parse().unwrap()) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "the hung mapper's sleep (pid {}) still runs: the attempt's process group was not killed",

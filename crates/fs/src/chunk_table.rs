@@ -663,6 +663,33 @@ impl ChunkTable {
             || self.claimed(handle, version, now).is_some()
     }
 
+    /// The primary and secondaries of a lease on `handle` at `version`
+    /// that may still be in force (granted here or claimed in a heartbeat),
+    /// each with whether it is live: a snapshot must reach each of them to
+    /// revoke it.
+    pub(crate) fn lease_holders(
+        &self,
+        handle: ChunkHandle,
+        version: u64,
+        now: Instant,
+    ) -> Vec<(String, bool)> {
+        let margin = self.settings.clock_margin();
+        let granted = self
+            .leases
+            .get(&handle)
+            .filter(|lease| lease.version == version && now < lease.expires + margin)
+            .cloned();
+        granted
+            .into_iter()
+            .chain(self.claimed(handle, version, now))
+            .flat_map(|lease| std::iter::once(lease.primary).chain(lease.secondaries))
+            .map(|url| {
+                let live = self.live(&url, now);
+                (url, live)
+            })
+            .collect()
+    }
+
     /// Forgets the lease on `handle`: its replicas stored a new version
     /// that names no primary, so none mutates it any more.
     pub(crate) fn revoke(&mut self, handle: ChunkHandle) {

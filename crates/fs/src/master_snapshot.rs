@@ -101,21 +101,40 @@ impl MasterServer {
     }
 
     /// Raises the version, naming no primary, of every chunk in `chunks`
-    /// a primary may hold a lease on.
+    /// a primary may hold a lease on: on its live replicas and on every
+    /// holder of the lease. A holder the master does not hear from (the
+    /// only replica of a chunk with goal 1, say) refuses the snapshot
+    /// before any version moves: it might write on into a chunk the
+    /// snapshot would share, and its lease lapses by itself.
     async fn revoke_leases(&self, chunks: &[(ChunkHandle, u64)]) -> Result<(), Status> {
         let now = Instant::now();
         let chunks = chunks.to_vec();
+        let lapse = self.settings.lease + self.settings.clock_margin();
         let leased: Vec<(ChunkHandle, u64, Vec<String>)> = self
             .table
             .with(move |t| {
-                chunks
-                    .into_iter()
-                    .filter(|&(h, v)| v > 0 && t.leased(h, v, now))
-                    .map(|(h, v)| (h, v, t.replicas_at(h, v, now)))
-                    .collect()
+                let mut leased = Vec::new();
+                for (handle, version) in chunks {
+                    if version == 0 || !t.leased(handle, version, now) {
+                        continue;
+                    }
+                    let mut replicas = t.replicas_at(handle, version, now);
+                    for (holder, live) in t.lease_holders(handle, version, now) {
+                        if !live {
+                            return Err(Status::unavailable(format!(
+                                "chunk {handle}'s lease is held by {holder}, which does not answer heartbeats; the lease lapses within {lapse:?}: retry the snapshot then"
+                            )));
+                        }
+                        if !replicas.contains(&holder) {
+                            replicas.push(holder);
+                        }
+                    }
+                    leased.push((handle, version, replicas));
+                }
+                Ok(leased)
             })
             .await
-            .map_err(stopped)?;
+            .map_err(stopped)??;
         for (handle, version, replicas) in leased {
             let raised = self
                 .raise_version(handle, version, &replicas, "", &[])

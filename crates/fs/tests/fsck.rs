@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use cairn_fs::{Client, FsckReport, Problem, ReplicaState, file_checksum, fsck};
 use cairn_rpc::fs::UsageRequest;
-use cairn_storage::{Disk, OpenMode};
+use cairn_storage::Disk;
 use common::*;
 use tokio::time::sleep;
 
@@ -30,19 +30,6 @@ fn without_healing() -> cairn_fs::FsSettings {
         clones_per_server: 0,
         ..settings()
     }
-}
-
-fn chunk_file(handle: u64) -> PathBuf {
-    PathBuf::from(format!("chunks/{handle:016x}.chunk"))
-}
-
-/// Flips one byte of a replica's data on `disk`, at `offset`.
-fn flip(disk: &dyn Disk, handle: u64, offset: u64) {
-    let mut file = disk.open(&chunk_file(handle), OpenMode::Write).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_at(offset, &mut byte).unwrap();
-    file.write_at(offset, &[byte[0] ^ 0x5a]).unwrap();
-    file.sync().unwrap();
 }
 
 /// The problems of every chunk of `file`, in order.

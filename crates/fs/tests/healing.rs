@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +20,7 @@ use cairn_fs::Client;
 use cairn_rpc::fs::CloneRequest;
 use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::{ClientOptions, RpcClient};
-use cairn_storage::{Disk, OpenMode};
+use cairn_storage::Disk;
 use common::*;
 use tokio::time::sleep;
 
@@ -133,26 +132,9 @@ async fn holders(cluster: &Cluster, client: &Client, files: &[Written]) -> Vec<V
     found
 }
 
-fn chunk_file(handle: u64) -> PathBuf {
-    PathBuf::from(format!("chunks/{handle:016x}.chunk"))
-}
-
 /// Flips one byte in block 1 of a replica's data file.
 fn flip_a_byte(disk: &dyn Disk, handle: u64) {
-    let mut file = disk.open(&chunk_file(handle), OpenMode::Write).unwrap();
-    let mut byte = [0u8; 1];
-    file.read_at(70_000, &mut byte).unwrap();
-    file.write_at(70_000, &[byte[0] ^ 0x5a]).unwrap();
-    file.sync().unwrap();
-}
-
-/// Removes every file of a chunkserver's store (a wiped disk).
-fn wipe(disk: &dyn Disk) {
-    let dir = Path::new("chunks");
-    for name in disk.list(dir).unwrap() {
-        disk.remove_file(&dir.join(name)).unwrap();
-    }
-    disk.sync_dir(dir).unwrap();
+    flip(disk, handle, 70_000);
 }
 
 /// The healing reports of every master: the most clones ever in flight on

@@ -238,3 +238,41 @@ async fn a_snapshot_is_a_point_in_time_copy_and_writes_copy_it_on_write() {
         .await;
     cluster.check_no_split_brain();
 }
+
+/// A snapshot of a chunk whose lease holder the master does not hear from
+/// (here its only replica, cut off from the masters mid-lease) is refused
+/// until that lease lapses, and moves no version meanwhile: the replica is
+/// not made stale, and once it is back both files read the acknowledged
+/// bytes.
+#[madsim::test]
+async fn a_snapshot_waits_for_a_lease_whose_holder_the_master_cannot_hear() {
+    let settings = cairn_fs::FsSettings {
+        replication: 1,
+        ..settings()
+    };
+    let cluster = Arc::new(Cluster::start_with_settings(1, settings));
+    let client = cluster.client("client", DEADLINE);
+    let impatient = cluster.client("impatient", Duration::from_millis(300));
+    let (client, _) = cluster.run("client", file_with_a_primary(client)).await;
+    cluster.cut_from_masters(&cs_name(0), false);
+    let checker = cluster.clone();
+    cluster
+        .run("client", async move {
+            let (mut client, mut impatient) = (client, impatient);
+            // The master counts cs0 dead (no heartbeat for 400 ms); the
+            // lease it granted (2 s) runs on.
+            sleep(Duration::from_millis(600)).await;
+            if impatient.snapshot(&path("/f"), &path("/s")).await.is_ok() {
+                checker
+                    .fail("a snapshot went ahead under a lease the master could not revoke".into());
+            }
+            checker.cut_from_masters(&cs_name(0), true);
+            client.snapshot(&path("/f"), &path("/s")).await.unwrap();
+            for name in ["/f", "/s"] {
+                if read_all(&mut client, name).await != pattern(2048, 1) {
+                    checker.fail(format!("{name} lost the acknowledged bytes"));
+                }
+            }
+        })
+        .await;
+}

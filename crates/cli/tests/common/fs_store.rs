@@ -57,8 +57,9 @@ impl Store {
 
     fn try_start(flags: &[&str]) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
-        // A base port with room for the masters and the chunkservers.
-        let base = super::free_ports(1)[0].saturating_sub(20).max(1024);
+        // A base port with room for the masters, the chunkservers and the
+        // workers (BASE + 1 .. BASE + 29).
+        let base = super::cluster_base_port(29);
         let mut launcher = Command::new(CAIRN)
             .args(["cluster", "--fs", "--base-port", &base.to_string()])
             .args(flags)
@@ -88,7 +89,11 @@ impl Store {
                 break;
             }
         }
-        if (chunkservers.len(), master_pids.len()) != (3, 3) {
+        let wanted = flags
+            .iter()
+            .position(|&f| f == "--chunkservers")
+            .map_or(3, |at| flags[at + 1].parse().unwrap());
+        if (chunkservers.len(), master_pids.len()) != (wanted, 3) {
             let _ = launcher.kill();
             let _ = launcher.wait();
             return Err(banner);

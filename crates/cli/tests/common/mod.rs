@@ -204,6 +204,17 @@ pub(crate) fn wait_for(
     })
 }
 
+/// Whether process `pid` has exited (gone, or a zombie nobody reaped yet).
+pub(crate) fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
+
 /// Waits for `child` to exit, failing the test after `deadline`.
 pub(crate) fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
     let start = Instant::now();
@@ -217,6 +228,25 @@ pub(crate) fn wait_exit(child: &mut Child, deadline: Duration) -> ExitStatus {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A base port for `cairn cluster --base-port` whose next `span` ports are
+/// free right now, drawn from below Linux's ephemeral range (32768 and
+/// up), where other tests' connections do not take ports. A port can still
+/// be taken before the launcher binds it: callers retry when the launcher
+/// says a port is in use.
+pub(crate) fn cluster_base_port(span: u16) -> u16 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    for _ in 0..100 {
+        // A random draw: std's hasher keys are random per process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let base = 20_000 + (hasher.finish() % 12_000) as u16;
+        if (1..=span).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no run of {span} free ports found below 32768");
 }
 
 /// Ports free on loopback right now.

@@ -342,6 +342,32 @@ impl Cluster {
     }
 }
 
+/// Where a chunkserver keeps the data of replica `handle`.
+pub(crate) fn chunk_file(handle: u64) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("chunks/{handle:016x}.chunk"))
+}
+
+/// Flips one byte of a replica's data on `disk`, at `offset` (a bit that
+/// rotted on the platter: the checksums beside it no longer match).
+pub(crate) fn flip(disk: &dyn cairn_storage::Disk, handle: u64, offset: u64) {
+    let mut file = disk
+        .open(&chunk_file(handle), cairn_storage::OpenMode::Write)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_at(offset, &mut byte).unwrap();
+    file.write_at(offset, &[byte[0] ^ 0x5a]).unwrap();
+    file.sync().unwrap();
+}
+
+/// Removes every file of a chunkserver's store (a wiped disk).
+pub(crate) fn wipe(disk: &dyn cairn_storage::Disk) {
+    let dir = std::path::Path::new("chunks");
+    for name in disk.list(dir).unwrap() {
+        disk.remove_file(&dir.join(name)).unwrap();
+    }
+    disk.sync_dir(dir).unwrap();
+}
+
 /// A self-validating record: magic, writer, sequence, payload length,
 /// payload, CRC32C of all before it (GFS §2.7.2).
 pub(crate) const RECORD_MAGIC: u32 = 0xC0FF_EE01;
