@@ -455,6 +455,17 @@ impl ChunkTable {
             }
             return Decision::Wait(self.no_replica(handle, version));
         }
+        // Replicas of one version that differ in length missed the end of
+        // a mutation that was never acknowledged (a secondary restarted and
+        // lost the unsynced bytes of an append that then failed). Granted
+        // to a shorter one, the primary's next append would land past a
+        // hole there: the same version and length as the others, other
+        // bytes. Only the longest take part (every replica of the version
+        // holds every acknowledged byte); the others go stale, and the
+        // healer clones good replicas in their place.
+        let length = |url: &String| self.servers.get(url).and_then(|s| s.replicas.get(&handle));
+        let longest = candidates.iter().filter_map(length).map(|&(_, l)| l).max();
+        candidates.retain(|url| length(url).map(|&(_, l)| l) == longest);
         // A replica on a full disk would fail the mutations: leave it out
         // (it goes stale) while a replica with room remains.
         if candidates.iter().any(|url| !self.full(url)) {
