@@ -114,6 +114,7 @@
 //! - A chunkserver on a full disk is left out of new chunks, new leases
 //!   and clones, but its replicas stay (they count toward the goal).
 
+mod balancer;
 mod chunk_store;
 mod chunk_table;
 mod chunkserver;
@@ -125,8 +126,10 @@ mod file_writer;
 mod fsck;
 mod healer;
 mod master;
+mod master_balance;
 mod master_chunks;
 mod master_client;
+mod master_decommission;
 mod master_fsck;
 mod master_heal;
 mod master_snapshot;
@@ -141,6 +144,7 @@ mod safemode;
 mod settings;
 pub mod snapshot;
 
+pub use balancer::MAX_MOVES_PER_ROUND;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport, Scanned};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
