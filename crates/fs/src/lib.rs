@@ -75,7 +75,7 @@
 //! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`; G1,
 //! deletion with retention, in `retention.rs`; M2 (safemode after a cold
 //! start) and M5 in `safemode.rs`; F5-F8 and replication goals in
-//! `healing.rs`). Leases assume the nodes' monotonic clocks run at nearly
+//! `healing.rs`; balance and decommission in `balance.rs`). Leases assume the nodes' monotonic clocks run at nearly
 //! the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
@@ -105,8 +105,13 @@
 //!   reports). The leader deletes stale, orphaned and extra replicas
 //!   through heartbeat replies and re-replicates chunks below their goal
 //!   (`healer.rs`, `master_heal.rs`); a clone is held in memory (one
-//!   chunk) on its target until written. Decommission and balance are not
-//!   built.
+//!   chunk) on its target until written. A chunkserver being
+//!   decommissioned (a mark in the log) takes no new chunks and its
+//!   replicas do not count toward a goal; the balancer moves replicas
+//!   (clone, then the source deleted as the extra one) from the leader's
+//!   heal rounds, one round of moves at a time, and plans over every
+//!   chunk each round (fine for the namespaces the master holds in
+//!   memory, not incremental).
 //! - File sizes (`Lookup`'s `length`) and the space `Usage` reports are as of
 //!   the chunkservers' last heartbeats to the node that answers: they lag a
 //!   write in progress, and a node that just started knows none until the

@@ -16,7 +16,7 @@ use cairn_rpc::fs::{
     AddChunk, BalanceReply, BalanceRequest, Create, DecommissionRequest, Delete, EntryInfo,
     FsErrorCode, FsckReply, FsckRequest, LocateReply, LocateRequest, LookupRequest, MasterCommand,
     MasterReply, Mkdir, Rename, SafemodeReply, SafemodeRequest, SetReplication, Snapshot,
-    TrashEntry, TrashListRequest, Undelete,
+    TrashEntry, TrashListRequest, Undelete, UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -211,6 +211,17 @@ impl MasterClient {
             .await?;
         let message = reply.message.clone();
         answered(reply.error, reply.message, message)
+    }
+
+    /// Every chunkserver as the leader last heard of it (space, chunks,
+    /// liveness, decommissioning).
+    pub async fn usage(&self) -> Result<UsageReply, MasterError> {
+        Ok(self
+            .masters
+            .request(UsageRequest {}, |c, r| async move {
+                MasterGrpcClient::new(c).usage(r).await
+            })
+            .await?)
     }
 
     /// Starts (`start`) or keeps going the leader's balancer for
