@@ -65,7 +65,8 @@ pub(crate) enum FsCommand {
     /// Append each line of standard input as one record (GFS record
     /// append: atomic, at least once, at an offset the store picks).
     Append(PathArgs),
-    /// Show every master's role, term and commit index.
+    /// Show every master's role, term and commit index (and, in text, the
+    /// chunkservers being decommissioned).
     Status(MastersArgs),
     /// Show every chunkserver's capacity, used and free space, chunk count
     /// and whether it is alive, with totals (as of their last heartbeats).
@@ -635,6 +636,12 @@ async fn status(args: MastersArgs) -> anyhow::Result<()> {
     if args.json {
         print_stdout(&format!("{}\n", serde_json::Value::Array(rows)));
     } else {
+        if let Ok(usage) = crate::fs_admin::fetch_usage(&args.masters).await {
+            for server in usage.servers.iter().filter(|s| s.decommissioning) {
+                let state = crate::fs_balance::service_state(server);
+                out.push_str(&format!("chunkserver {}: {state}\n", server.url));
+            }
+        }
         print_stdout(&out);
     }
     if answered == 0 {
