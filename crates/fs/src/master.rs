@@ -343,9 +343,9 @@ impl Master for MasterServer {
     }
 
     async fn usage(&self, _request: Request<UsageRequest>) -> Result<Response<UsageReply>, Status> {
-        // Without a leader to read the log's state at, the servers are
-        // shown without decommissioning figures.
-        let marked = self.goals_and_decommissioning().await.ok();
+        // The decommissioning marks as this node applied them (any node
+        // answers, as for the reports).
+        let marked = self.goals_and_decommissioning(false).await.ok();
         let now = tokio::time::Instant::now();
         let servers = self
             .table

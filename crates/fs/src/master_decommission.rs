@@ -6,6 +6,8 @@
 //! chunks there, its replicas do not count, the healer copies them
 //! elsewhere. `Usage` tells when a marked server is drained.
 
+use std::collections::BTreeSet;
+
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{Decommission, DecommissionReply, DecommissionRequest, FsErrorCode};
 use tokio::time::Instant;
@@ -18,25 +20,26 @@ use crate::master_state::MasterState;
 
 impl MasterServer {
     /// Each chunk's latest version and goal, and the servers being
-    /// decommissioned, read at a read index.
+    /// decommissioned: at a read index (`linearizable`), or as this node
+    /// has applied the log (for displays, on any node).
     pub(crate) async fn goals_and_decommissioning(
         &self,
-    ) -> Result<(ChunkGoals, std::collections::BTreeSet<String>), Status> {
+        linearizable: bool,
+    ) -> Result<(ChunkGoals, BTreeSet<String>), Status> {
         let goal = self.settings.replication;
-        self.node()
-            .read(
-                move |s: &MasterState| {
-                    let goals = s
-                        .namespace()
-                        .chunks()
-                        .map(|(handle, meta)| (handle, (meta.version, meta.goal_or(goal))))
-                        .collect();
-                    (goals, s.decommissioning().clone())
-                },
-                REQUEST_DEADLINE,
-            )
-            .await
-            .map_err(|e| self.node().error_status(e))
+        let read = move |s: &MasterState| {
+            let goals = s
+                .namespace()
+                .chunks()
+                .map(|(handle, meta)| (handle, (meta.version, meta.goal_or(goal))))
+                .collect();
+            (goals, s.decommissioning().clone())
+        };
+        let result = match linearizable {
+            true => self.node().read(read, REQUEST_DEADLINE).await,
+            false => self.node().inspect(read).await,
+        };
+        result.map_err(|e| self.node().error_status(e))
     }
 
     pub(crate) async fn handle_decommission(
@@ -44,7 +47,7 @@ impl MasterServer {
         request: DecommissionRequest,
     ) -> Result<DecommissionReply, Status> {
         let term = self.leading()?;
-        let (goals, _) = self.goals_and_decommissioning().await?;
+        let (goals, _) = self.goals_and_decommissioning(true).await?;
         let largest_goal = goals.values().map(|&(_, goal)| goal).max().unwrap_or(0);
         let (url, undo, now) = (request.url.clone(), request.undo, Instant::now());
         let checked = self
@@ -71,7 +74,7 @@ impl MasterServer {
             undo,
         }))
         .await?;
-        let (_, marked) = self.goals_and_decommissioning().await?;
+        let (_, marked) = self.goals_and_decommissioning(true).await?;
         self.table
             .with(move |t| t.set_decommissioning(marked))
             .await
