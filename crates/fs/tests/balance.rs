@@ -1,9 +1,9 @@
 //! Balance and decommission on the simulator. A loaded store gets a new,
 //! empty chunkserver and `Balance` moves replicas onto it until every live
 //! server's used share is within the threshold of the mean, with every
-//! file reading back as written and fsck clean (files of goal 1 and 2
-//! among them: a move that deleted its source before the clone counted
-//! would lose them). A chunkserver is decommissioned while a client keeps
+//! file reading back as written and fsck clean, and no chunk ever below
+//! its goal meanwhile (most files have goal 1: a move that deleted its
+//! source before the clone counted would lose them). A chunkserver is decommissioned while a client keeps
 //! appending and the master leader is killed midway: once the server is
 //! drained it is killed, and every acknowledged record is readable and
 //! every chunk has its goal on the other servers. Refusals: an unknown
@@ -86,6 +86,31 @@ async fn wait_replicas(cluster: &Cluster, client: &Client, name: &str, goal: usi
     }
 }
 
+/// The goals set on the files of the balance test (the others keep 3):
+/// most of the data has one replica, so a move that lost its source would
+/// lose data.
+const GOALS: [(&str, u32); 4] = [("/f0", 1), ("/f1", 1), ("/f2", 1), ("/f3", 2)];
+
+/// A chunk of a file with fewer replicas at its version (or a newer one)
+/// than its goal, if there is one.
+async fn below_goal(cluster: &Cluster, client: &Client) -> Option<String> {
+    for i in 0..6 {
+        let name = format!("/f{i}");
+        let goal = GOALS.iter().find(|(n, _)| *n == name).map_or(3, |g| g.1) as usize;
+        for chunk in client.stat(&path(&name)).await.ok()?.chunks {
+            let replicas = cluster.replicas_of(client, chunk.handle).await;
+            let good = replicas.iter().filter(|r| r.1 >= chunk.version).count();
+            if good < goal {
+                return Some(format!(
+                    "chunk {} of {name} had {good} of {goal} replicas",
+                    chunk.handle
+                ));
+            }
+        }
+    }
+    None
+}
+
 #[madsim::test]
 async fn a_new_empty_chunkserver_is_filled_until_every_server_is_within_the_threshold() {
     let cluster = Arc::new(Cluster::start_with_settings(4, small_disks()));
@@ -96,7 +121,7 @@ async fn a_new_empty_chunkserver_is_filled_until_every_server_is_within_the_thre
     let (mut client, files) = cluster
         .run("client", async move {
             let files = write_files(&mut client, "f", 6).await;
-            for (name, goal) in [("/f0", 1), ("/f1", 2)] {
+            for (name, goal) in GOALS {
                 client.set_replication(&path(name), goal).await.unwrap();
                 wait_replicas(&checker, &client, name, goal as usize).await;
             }
@@ -113,6 +138,9 @@ async fn a_new_empty_chunkserver_is_filled_until_every_server_is_within_the_thre
             let mut reply = master.balance(THRESHOLD, true).await.unwrap();
             let start = Instant::now();
             while !reply.balanced && !reply.stuck {
+                if let Some(short) = below_goal(&checker, &client).await {
+                    checker.fail(format!("during the balance, {short}"));
+                }
                 if start.elapsed() > RUN_DEADLINE {
                     checker.fail(format!("not balanced after {RUN_DEADLINE:?}: {reply:?}"));
                 }
