@@ -441,6 +441,7 @@ mod tests {
                 version: 99,
             }),
             Op::Purge(Purge::default()),
+            Op::Decommission(cairn_rpc::fs::Decommission::default()),
         ];
         for op in own {
             let status = validate(&command(op.clone())).expect_err("refused");
