@@ -47,7 +47,7 @@ impl MasterServer {
         request: DecommissionRequest,
     ) -> Result<DecommissionReply, Status> {
         let term = self.leading()?;
-        let (goals, _) = self.goals_and_decommissioning(true).await?;
+        let (goals, marked) = self.goals_and_decommissioning(true).await?;
         let largest_goal = goals.values().map(|&(_, goal)| goal).max().unwrap_or(0);
         let (url, undo, now) = (request.url.clone(), request.undo, Instant::now());
         let checked = self
@@ -55,6 +55,9 @@ impl MasterServer {
             .with(move |t| {
                 t.observe_term(term, now);
                 match undo {
+                    // A marked server may be taken back even if this
+                    // leader never heard from it.
+                    true if marked.contains(&url) => Ok(()),
                     // Any known server may be taken back (a no-op if it
                     // was not being decommissioned).
                     true => t.check_decommission(&url, 0, now),
