@@ -2,7 +2,8 @@
 //! (`serve-master`) or a chunkserver (`serve-chunk`), and use a store
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
 //! `append`, `status`, `df`, `safemode`, `setrep`, `snapshot`; `fsck`, `report`,
-//! `checksum` in `fs_health.rs`).
+//! `checksum` in `fs_health.rs`; `decommission`, `recommission`, `balance`
+//! in `fs_balance.rs`).
 
 use std::io::{BufRead as _, Write as _};
 use std::net::SocketAddr;
@@ -64,7 +65,8 @@ pub(crate) enum FsCommand {
     /// Append each line of standard input as one record (GFS record
     /// append: atomic, at least once, at an offset the store picks).
     Append(PathArgs),
-    /// Show every master's role, term and commit index.
+    /// Show every master's role, term and commit index (and, in text, the
+    /// chunkservers being decommissioned).
     Status(MastersArgs),
     /// Show every chunkserver's capacity, used and free space, chunk count
     /// and whether it is alive, with totals (as of their last heartbeats).
@@ -89,6 +91,16 @@ pub(crate) enum FsCommand {
     /// Set how many replicas a file's chunks should have; the master
     /// clones or deletes replicas to match (--wait: until it has).
     Setrep(crate::fs_heal::SetrepArgs),
+    /// Drain a chunkserver before it is taken away: it takes no new
+    /// chunks, and its chunks are copied to the others; `df` shows it
+    /// decommissioned when it can be stopped (--wait: until then).
+    Decommission(crate::fs_balance::DecommissionArgs),
+    /// Take a decommissioning chunkserver back into service.
+    Recommission(crate::fs_balance::RecommissionArgs),
+    /// Move replicas until every live chunkserver's used share is within
+    /// --threshold percentage points of the cluster's (as HDFS's
+    /// balancer), showing progress.
+    Balance(crate::fs_balance::BalanceArgs),
 }
 
 #[derive(Debug, Args)]
@@ -315,6 +327,9 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
             crate::fs_safemode::safemode(&masters, timeout, args.action, json).await
         }
         FsCommand::Setrep(args) => crate::fs_heal::setrep(args).await,
+        FsCommand::Decommission(args) => crate::fs_balance::decommission(args).await,
+        FsCommand::Recommission(args) => crate::fs_balance::recommission(args).await,
+        FsCommand::Balance(args) => crate::fs_balance::balance(args).await,
     }
 }
 
@@ -621,6 +636,12 @@ async fn status(args: MastersArgs) -> anyhow::Result<()> {
     if args.json {
         print_stdout(&format!("{}\n", serde_json::Value::Array(rows)));
     } else {
+        if let Ok(usage) = crate::fs_admin::fetch_usage(&args.masters).await {
+            for server in usage.servers.iter().filter(|s| s.decommissioning) {
+                let state = crate::fs_balance::service_state(server);
+                out.push_str(&format!("chunkserver {}: {state}\n", server.url));
+            }
+        }
         print_stdout(&out);
     }
     if answered == 0 {

@@ -206,7 +206,8 @@ pub(crate) fn render_df(reply: &UsageReply, settings: &FsSettings, json: bool) -
             .map(|s| {
                 serde_json::json!({"url": s.url, "capacity_bytes": s.capacity_bytes,
                 "used_bytes": s.used_bytes, "free_bytes": s.free_bytes, "chunks": s.chunks,
-                "live": s.live, "full": s.full, "last_seen_ms": s.last_seen_ms, "disk": s.disk})
+                "live": s.live, "full": s.full, "last_seen_ms": s.last_seen_ms, "disk": s.disk,
+                "service": crate::fs_balance::service_json(s)})
             })
             .collect();
         return format!(
@@ -224,6 +225,7 @@ pub(crate) fn render_df(reply: &UsageReply, settings: &FsSettings, json: bool) -
     for s in &reply.servers {
         let state = match (s.live, s.full) {
             (false, _) => format!("dead ({}s)", s.last_seen_ms / 1000),
+            _ if s.decommissioning => crate::fs_balance::service_state(s),
             (true, true) => "full".to_string(),
             (true, false) => "live".to_string(),
         };

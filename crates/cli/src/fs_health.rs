@@ -308,13 +308,14 @@ fn render_report(reply: &UsageReply, json: bool) -> String {
                 "used_bytes": s.used_bytes, "free_bytes": s.free_bytes, "chunks": s.chunks,
                 "last_heartbeat_ms": s.last_seen_ms, "live": s.live, "full": s.full,
                 "disk": s.disk, "scrubbed_bytes": s.scrubbed_bytes,
-                "scrub_corruptions": s.scrub_corruptions})
+                "scrub_corruptions": s.scrub_corruptions,
+                "service": crate::fs_balance::service_json(s)})
             })
             .collect();
         return format!("{}\n", serde_json::json!({"servers": servers}));
     }
     let mut out = format!(
-        "{:<28} {:>10} {:>10} {:>10} {:>7} {:>10} {:<5} {:>10} {:>8}\n",
+        "{:<28} {:>10} {:>10} {:>10} {:>7} {:>10} {:<5} {:>10} {:>8}  service\n",
         "chunkserver",
         "capacity",
         "used",
@@ -327,7 +328,7 @@ fn render_report(reply: &UsageReply, json: bool) -> String {
     );
     for s in &reply.servers {
         out.push_str(&format!(
-            "{:<28} {:>10} {:>10} {:>10} {:>7} {:>9}s {:<5} {:>10} {:>8}\n",
+            "{:<28} {:>10} {:>10} {:>10} {:>7} {:>9}s {:<5} {:>10} {:>8}  {}\n",
             s.url,
             human_bytes(s.capacity_bytes),
             human_bytes(s.used_bytes),
@@ -336,7 +337,8 @@ fn render_report(reply: &UsageReply, json: bool) -> String {
             format!("{:.1}", s.last_seen_ms as f64 / 1000.0),
             if s.live { "yes" } else { "no" },
             human_bytes(s.scrubbed_bytes),
-            s.scrub_corruptions
+            s.scrub_corruptions,
+            crate::fs_balance::service_state(s)
         ));
     }
     out.push_str("(heartbeat: seconds since the last one; scrubbed and corrupt: what the background scrub verified and set aside since the chunkserver started)\n");

@@ -33,6 +33,7 @@ mod cluster;
 mod config;
 mod fs;
 mod fs_admin;
+mod fs_balance;
 mod fs_heal;
 mod fs_health;
 mod fs_safemode;

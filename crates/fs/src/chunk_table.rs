@@ -88,6 +88,11 @@ pub(crate) struct ChunkTable {
     /// (server, handle) -> when the replica was first reported with no
     /// file referencing it.
     orphans_since: BTreeMap<(String, ChunkHandle), Instant>,
+    /// Chunkservers being decommissioned, as of the last read of the log's
+    /// state (`decommission.rs`).
+    decommissioning: BTreeSet<String>,
+    /// The leader's balancer, if one was started (`balance.rs`).
+    pub(crate) balancer: Option<crate::balancer::Balancer>,
 }
 
 /// What the leader's namespace says of the replicas one chunkserver
@@ -98,6 +103,8 @@ pub(crate) struct ReportedChunks {
     pub referenced: BTreeMap<ChunkHandle, (u64, usize)>,
     /// Handles handed out that nothing references any more.
     pub orphans: BTreeSet<ChunkHandle>,
+    /// The chunkservers being decommissioned.
+    pub decommissioning: BTreeSet<String>,
 }
 
 impl ServerEntry {
@@ -130,6 +137,8 @@ impl ChunkTable {
             safemode: Safemode::new(&settings),
             healing: Healing::default(),
             orphans_since: BTreeMap::new(),
+            decommissioning: BTreeSet::new(),
+            balancer: None,
         }
     }
 
@@ -565,7 +574,7 @@ impl ChunkTable {
         let mut live: Vec<(&String, &ServerEntry)> = self
             .servers
             .iter()
-            .filter(|(url, _)| self.live(url, now) && !self.full(url))
+            .filter(|(url, _)| self.live(url, now) && self.takes_new(url))
             .collect();
         live.sort_by(|a, b| {
             b.1.free_bytes
@@ -624,6 +633,9 @@ impl ChunkTable {
                     full: self.full(url),
                     scrubbed_bytes: s.scrub.0,
                     scrub_corruptions: s.scrub.1,
+                    decommissioning: self.decommissioning.contains(url),
+                    decommissioned: false,
+                    draining_chunks: 0,
                 }
             })
             .collect()
@@ -707,9 +719,12 @@ impl ChunkTable {
         self.leases.remove(&handle);
     }
 
-    /// Live replicas of `handle` at `version` that count toward its goal.
+    /// Live replicas of `handle` at `version` that count toward its goal
+    /// (none on a server being decommissioned).
     fn good(&self, handle: ChunkHandle, version: u64, now: Instant) -> Vec<String> {
-        self.replicas_at(handle, version, now)
+        let mut good = self.replicas_at(handle, version, now);
+        good.retain(|url| !self.decommissioning.contains(url));
+        good
     }
 
     /// How each chunk stands, for the healer: `chunks` are (handle, latest
@@ -726,6 +741,7 @@ impl ChunkTable {
                 version,
                 goal,
                 good: self.good(handle, version, now),
+                replicas: self.replicas_at(handle, version, now),
                 busy: self.busy(handle, version, now),
             })
             .collect()
@@ -739,7 +755,7 @@ impl ChunkTable {
             .map(|(url, s)| ServerLoad {
                 url: url.clone(),
                 free_bytes: s.free_bytes,
-                takes_new: !self.full(url),
+                takes_new: self.takes_new(url),
             })
             .collect()
     }
@@ -760,6 +776,7 @@ impl ChunkTable {
             return Vec::new();
         };
         let replicas = server.replicas.clone();
+        self.decommissioning = reported.decommissioning.clone();
         self.orphans_since
             .retain(|(u, handle), _| u != url || reported.orphans.contains(handle));
         if !self.settled(now) {
@@ -785,7 +802,7 @@ impl ChunkTable {
                         version == latest
                             && good.len() > goal
                             && !self.busy(handle, latest, now)
-                            && self.fullest(&good) == Some(url)
+                            && self.extra_replica(handle, &good) == Some(url)
                     }
                 }
             };
@@ -802,6 +819,9 @@ impl ChunkTable {
                 server.replicas.remove(&replica.handle);
                 server.learned.remove(&replica.handle);
             }
+        }
+        for replica in &doomed {
+            self.replica_deleted(url, replica.handle);
         }
         doomed
     }
@@ -821,3 +841,7 @@ impl ChunkTable {
 
 #[cfg(all(test, not(madsim)))]
 mod tests;
+
+mod balance;
+mod decommission;
+pub(crate) use decommission::ChunkGoals;

@@ -46,6 +46,9 @@ pub(crate) struct ChunkHealth {
     /// Live chunkservers holding it at the latest version (servers being
     /// decommissioned left out).
     pub good: Vec<String>,
+    /// Every live chunkserver holding it at the latest version, those
+    /// being decommissioned included: the sources a clone may copy from.
+    pub replicas: Vec<String>,
     /// A lease, a grant or a clone is in progress: not this round.
     pub busy: bool,
 }
@@ -64,7 +67,8 @@ pub(crate) struct ServerLoad {
 pub(crate) struct CloneOrder {
     pub handle: ChunkHandle,
     pub version: u64,
-    /// The good replicas when planned (told of the clone's version).
+    /// The live replicas at the latest version when planned (told of the
+    /// clone's version).
     pub good: Vec<String>,
     pub source: String,
     pub target: String,
@@ -110,7 +114,7 @@ impl Healing {
         self.in_flight.contains_key(&handle)
     }
 
-    fn load(&self, url: &str) -> usize {
+    pub(crate) fn load(&self, url: &str) -> usize {
         self.per_server.get(url).copied().unwrap_or(0)
     }
 
@@ -125,7 +129,7 @@ impl Healing {
     ) -> Vec<CloneOrder> {
         let mut needy: Vec<&ChunkHealth> = chunks
             .iter()
-            .filter(|c| !c.busy && !c.good.is_empty() && c.good.len() < c.goal)
+            .filter(|c| !c.busy && !c.replicas.is_empty() && c.good.len() < c.goal)
             .filter(|c| !self.cloning(c.handle))
             .collect();
         needy.sort_by_key(|c| (c.good.len(), Reverse(c.goal - c.good.len()), c.handle));
@@ -139,13 +143,13 @@ impl Healing {
                 break;
             }
             let source = chunk
-                .good
+                .replicas
                 .iter()
                 .filter(|url| load_of(&load, url) < per_server)
                 .min_by_key(|url| (load_of(&load, url), *url));
             let target = servers
                 .iter()
-                .filter(|s| s.takes_new && !chunk.good.contains(&s.url))
+                .filter(|s| s.takes_new && !chunk.replicas.contains(&s.url))
                 .filter(|s| load_of(&load, &s.url) < per_server)
                 .filter(|s| {
                     self.avoided
@@ -161,7 +165,7 @@ impl Healing {
             orders.push(CloneOrder {
                 handle: chunk.handle,
                 version: chunk.version,
-                good: chunk.good.clone(),
+                good: chunk.replicas.clone(),
                 source: source.clone(),
                 target: target.url.clone(),
             });

@@ -75,7 +75,7 @@
 //! `bad_input.rs`; R1, fsck after damage, and the scrub in `fsck.rs`; G1,
 //! deletion with retention, in `retention.rs`; M2 (safemode after a cold
 //! start) and M5 in `safemode.rs`; F5-F8 and replication goals in
-//! `healing.rs`). Leases assume the nodes' monotonic clocks run at nearly
+//! `healing.rs`; balance and decommission in `balance.rs`). Leases assume the nodes' monotonic clocks run at nearly
 //! the same rate ([`Clock`] states the bound), not that they agree.
 //!
 //! ## Implementation caveats
@@ -105,8 +105,13 @@
 //!   reports). The leader deletes stale, orphaned and extra replicas
 //!   through heartbeat replies and re-replicates chunks below their goal
 //!   (`healer.rs`, `master_heal.rs`); a clone is held in memory (one
-//!   chunk) on its target until written. Decommission and balance are not
-//!   built.
+//!   chunk) on its target until written. A chunkserver being
+//!   decommissioned (a mark in the log) takes no new chunks and its
+//!   replicas do not count toward a goal; the balancer moves replicas
+//!   (clone, then the source deleted as the extra one) from the leader's
+//!   heal rounds, one round of moves at a time, and plans over every
+//!   chunk each round (fine for the namespaces the master holds in
+//!   memory, not incremental).
 //! - File sizes (`Lookup`'s `length`) and the space `Usage` reports are as of
 //!   the chunkservers' last heartbeats to the node that answers: they lag a
 //!   write in progress, and a node that just started knows none until the
@@ -114,6 +119,7 @@
 //! - A chunkserver on a full disk is left out of new chunks, new leases
 //!   and clones, but its replicas stay (they count toward the goal).
 
+mod balancer;
 mod chunk_store;
 mod chunk_table;
 mod chunkserver;
@@ -125,8 +131,10 @@ mod file_writer;
 mod fsck;
 mod healer;
 mod master;
+mod master_balance;
 mod master_chunks;
 mod master_client;
+mod master_decommission;
 mod master_fsck;
 mod master_heal;
 mod master_snapshot;
@@ -141,6 +149,7 @@ mod safemode;
 mod settings;
 pub mod snapshot;
 
+pub use balancer::MAX_MOVES_PER_ROUND;
 pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport, Scanned};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::master_server::{Master, MasterServer as MasterGrpcServer};
 use cairn_rpc::fs::{
-    ChunkInfo, EntryInfo, FsErrorCode, FsckReply, FsckRequest, HeartbeatReply, HeartbeatRequest,
-    LocateReply, LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
-    SafemodeReply, SafemodeRequest, TrashListReply, TrashListRequest, UsageReply, UsageRequest,
+    BalanceReply, BalanceRequest, ChunkInfo, DecommissionReply, DecommissionRequest, EntryInfo,
+    FsErrorCode, FsckReply, FsckRequest, HeartbeatReply, HeartbeatRequest, LocateReply,
+    LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register, SafemodeReply,
+    SafemodeRequest, TrashListReply, TrashListRequest, UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusRequest};
 use cairn_rpc::node::StatusReply;
@@ -157,6 +158,11 @@ fn validate(command: &MasterCommand) -> Result<(), Status> {
         Some(Op::CopyOnWrite(_) | Op::CopyDone(_)) => {
             return Err(Status::invalid_argument(
                 "copy-on-write is the master's own command (it copies a shared chunk before the first write to it); write to the file instead",
+            ));
+        }
+        Some(Op::Decommission(_)) => {
+            return Err(Status::invalid_argument(
+                "a decommission is the master's own command (it checks the node first); call the Decommission RPC (`cairn fs decommission NODE`)",
             ));
         }
         Some(Op::GrantVersion(_) | Op::AdoptVersion(_)) => {
@@ -337,10 +343,21 @@ impl Master for MasterServer {
     }
 
     async fn usage(&self, _request: Request<UsageRequest>) -> Result<Response<UsageReply>, Status> {
+        // The decommissioning marks as this node applied them (any node
+        // answers, as for the reports).
+        let marked = self.goals_and_decommissioning(false).await.ok();
         let now = tokio::time::Instant::now();
         let servers = self
             .table
-            .with(move |t| t.usage(now))
+            .with(move |t| {
+                let mut usage = t.usage(now);
+                if let Some((goals, decommissioning)) = marked {
+                    t.set_decommissioning(decommissioning);
+                    usage = t.usage(now);
+                    t.mark_draining(&mut usage, &goals, now);
+                }
+                usage
+            })
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(UsageReply {
@@ -368,6 +385,24 @@ impl Master for MasterServer {
     ) -> Result<Response<SafemodeReply>, Status> {
         Ok(Response::new(
             self.handle_safemode(request.into_inner()).await?,
+        ))
+    }
+
+    async fn decommission(
+        &self,
+        request: Request<DecommissionRequest>,
+    ) -> Result<Response<DecommissionReply>, Status> {
+        Ok(Response::new(
+            self.handle_decommission(request.into_inner()).await?,
+        ))
+    }
+
+    async fn balance(
+        &self,
+        request: Request<BalanceRequest>,
+    ) -> Result<Response<BalanceReply>, Status> {
+        Ok(Response::new(
+            self.handle_balance(request.into_inner()).await?,
         ))
     }
 
@@ -406,6 +441,7 @@ mod tests {
                 version: 99,
             }),
             Op::Purge(Purge::default()),
+            Op::Decommission(cairn_rpc::fs::Decommission::default()),
         ];
         for op in own {
             let status = validate(&command(op.clone())).expect_err("refused");

@@ -13,9 +13,10 @@ use std::time::Duration;
 use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::master_command::Op;
 use cairn_rpc::fs::{
-    AddChunk, Create, Delete, EntryInfo, FsErrorCode, FsckReply, FsckRequest, LocateReply,
-    LocateRequest, LookupRequest, MasterCommand, MasterReply, Mkdir, Rename, SafemodeReply,
-    SafemodeRequest, SetReplication, Snapshot, TrashEntry, TrashListRequest, Undelete,
+    AddChunk, BalanceReply, BalanceRequest, Create, DecommissionRequest, Delete, EntryInfo,
+    FsErrorCode, FsckReply, FsckRequest, LocateReply, LocateRequest, LookupRequest, MasterCommand,
+    MasterReply, Mkdir, Rename, SafemodeReply, SafemodeRequest, SetReplication, Snapshot,
+    TrashEntry, TrashListRequest, Undelete, UsageReply, UsageRequest,
 };
 use cairn_rpc::kv::RegisterRequest;
 use cairn_rpc::{ReplicaError, Replicas};
@@ -192,6 +193,55 @@ impl MasterClient {
                 MasterGrpcClient::new(c).safemode(r).await
             })
             .await?)
+    }
+
+    /// Decommissions the chunkserver at `url` (`undo`: takes it back into
+    /// service). Refused (nothing changed) if the master knows no such
+    /// server, or if too few would stay in service for some file's goal.
+    pub async fn decommission(&self, url: &str, undo: bool) -> Result<String, MasterError> {
+        let request = DecommissionRequest {
+            url: url.to_string(),
+            undo,
+        };
+        let reply = self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).decommission(r).await
+            })
+            .await?;
+        let message = reply.message.clone();
+        answered(reply.error, reply.message, message)
+    }
+
+    /// Every chunkserver as the leader last heard of it (space, chunks,
+    /// liveness, decommissioning).
+    pub async fn usage(&self) -> Result<UsageReply, MasterError> {
+        Ok(self
+            .masters
+            .request(UsageRequest {}, |c, r| async move {
+                MasterGrpcClient::new(c).usage(r).await
+            })
+            .await?)
+    }
+
+    /// Starts (`start`) or keeps going the leader's balancer for
+    /// `threshold_percent`, and how far it is. Refused in safemode.
+    pub async fn balance(
+        &self,
+        threshold_percent: u32,
+        start: bool,
+    ) -> Result<BalanceReply, MasterError> {
+        let request = BalanceRequest {
+            threshold_percent,
+            start,
+        };
+        let reply = self
+            .masters
+            .request(request, |c, r| async move {
+                MasterGrpcClient::new(c).balance(r).await
+            })
+            .await?;
+        answered(reply.error, reply.message.clone(), reply)
     }
 
     /// Creates a directory (`parents`: and the missing ones above it; an

@@ -17,14 +17,18 @@ use crate::settings::FsSettings;
 /// The most chunks one `Fsck` request names.
 pub const MAX_FSCK_HANDLES: usize = 1024;
 
-/// How many good replicas `handle` should have: the one place the goal is
-/// decided (today the store's replication setting for every chunk).
+/// How many good replicas `handle` should have: its file's goal (`setrep`),
+/// else the store's replication setting.
 pub(crate) fn replication_goal(
     settings: &FsSettings,
-    _state: &MasterState,
-    _handle: ChunkHandle,
+    state: &MasterState,
+    handle: ChunkHandle,
 ) -> u64 {
-    settings.replication as u64
+    let default = settings.replication;
+    state
+        .namespace()
+        .chunk(handle)
+        .map_or(default, |meta| meta.goal_or(default)) as u64
 }
 
 /// A chunk as the log has it: (known, version, granted to, goal).

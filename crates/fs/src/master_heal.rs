@@ -56,7 +56,10 @@ pub(crate) fn reported_chunks(
     goal: usize,
 ) -> ReportedChunks {
     let namespace = state.namespace();
-    let mut reported = ReportedChunks::default();
+    let mut reported = ReportedChunks {
+        decommissioning: state.decommissioning().clone(),
+        ..ReportedChunks::default()
+    };
     for &handle in handles {
         match namespace.chunk(handle) {
             Ok(meta) => {
@@ -106,14 +109,16 @@ impl MasterServer {
             return Ok(());
         }
         let goal = self.settings.replication;
-        let chunks: Vec<(ChunkHandle, u64, usize)> = self
+        let (chunks, decommissioning): (Vec<(ChunkHandle, u64, usize)>, _) = self
             .node()
             .read(
                 move |s: &MasterState| {
-                    s.namespace()
+                    let chunks = s
+                        .namespace()
                         .chunks()
                         .map(|(handle, meta)| (handle, meta.version, meta.goal_or(goal)))
-                        .collect()
+                        .collect();
+                    (chunks, s.decommissioning().clone())
                 },
                 REQUEST_DEADLINE,
             )
@@ -124,12 +129,16 @@ impl MasterServer {
         let orders = self
             .table
             .with(move |t| {
+                t.set_decommissioning(decommissioning);
                 let health = t.health(&chunks, now);
                 let orders = t.healing.plan(&health, &t.loads(now), per_server, now);
-                let orders: Vec<CloneOrder> = orders
+                let mut orders: Vec<CloneOrder> = orders
                     .into_iter()
                     .filter(|order| t.begin(order.handle, now))
                     .collect();
+                if orders.is_empty() {
+                    orders = t.balance_orders(&health, per_server, now);
+                }
                 t.healing.start(&orders);
                 orders
             })
@@ -162,6 +171,7 @@ impl MasterServer {
             .table
             .with(move |t| {
                 t.grant_done(handle, None);
+                t.move_cloned(handle, succeeded);
                 t.healing
                     .finish(handle, succeeded, Instant::now(), avoid_for)
             })

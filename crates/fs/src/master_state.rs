@@ -15,7 +15,7 @@ use cairn_rpc::fs::{FsErrorCode, MasterCommand, MasterReply};
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::namespace::{ChunkHandle, FsError, Namespace};
 use crate::path::FsPath;
@@ -36,6 +36,8 @@ pub struct MasterState {
     namespace: Namespace,
     /// Per chunk, the replicas its latest version was granted to.
     grants: BTreeMap<ChunkHandle, Vec<String>>,
+    /// Chunkservers being decommissioned (by URL).
+    decommissioning: BTreeSet<String>,
     /// Each session's last answer, encoded.
     sessions: Sessions<Bytes>,
 }
@@ -51,6 +53,7 @@ impl MasterState {
         Self {
             namespace: Namespace::new(),
             grants: BTreeMap::new(),
+            decommissioning: BTreeSet::new(),
             sessions: Sessions::new(MAX_SESSIONS),
         }
     }
@@ -66,8 +69,21 @@ impl MasterState {
         self.grants.get(&handle).map_or(&[], Vec::as_slice)
     }
 
+    /// The chunkservers being decommissioned.
+    pub fn decommissioning(&self) -> &BTreeSet<String> {
+        &self.decommissioning
+    }
+
     /// Carries out one command on the namespace.
     fn execute(&mut self, op: &Op) -> MasterReply {
+        if let Op::Decommission(d) = op {
+            if d.undo {
+                self.decommissioning.remove(&d.url);
+            } else {
+                self.decommissioning.insert(d.url.clone());
+            }
+            return MasterReply::default();
+        }
         let reply = self.execute_op(op);
         if reply.error == FsErrorCode::Ok as i32 {
             match op {
@@ -94,6 +110,7 @@ impl MasterState {
             let ns = &mut self.namespace;
             Ok(match op {
                 Op::Register(_) => unreachable!("registrations are applied before"),
+                Op::Decommission(_) => unreachable!("decommissions are applied before"),
                 Op::Mkdir(m) => {
                     ns.mkdir(&path(&m.path)?, m.parents).map_err(from_fs)?;
                     MasterReply::default()
@@ -184,7 +201,8 @@ impl MasterState {
 /// already there, a grant is conditional on the version it raises, an
 /// adoption only raises, a purge of a deletion already gone does nothing,
 /// a copy-on-write of a chunk no longer shared answers the file's chunk, a
-/// copy done twice does nothing).
+/// copy done twice does nothing, a decommission only sets or clears a
+/// mark).
 /// Clients' commands always carry a session
 /// ([`MasterServer`](crate::MasterServer) refuses id 0 from them).
 fn internal(op: &Op) -> bool {
@@ -196,6 +214,7 @@ fn internal(op: &Op) -> bool {
             | Op::Purge(_)
             | Op::CopyOnWrite(_)
             | Op::CopyDone(_)
+            | Op::Decommission(_)
     )
 }
 
@@ -302,6 +321,12 @@ impl StateMachine for MasterState {
                 out.extend_from_slice(url.as_bytes());
             }
         }
+        // The decommissioning servers, last (absent from older snapshots).
+        out.extend_from_slice(&(self.decommissioning.len() as u64).to_le_bytes());
+        for url in &self.decommissioning {
+            out.extend_from_slice(&(url.len() as u32).to_le_bytes());
+            out.extend_from_slice(url.as_bytes());
+        }
         out.into()
     }
 
@@ -357,23 +382,54 @@ fn decode_state(mut data: &[u8]) -> Result<MasterState, String> {
         decode_grants(&mut state, &mut data)?;
     }
     if !data.is_empty() {
-        return Err(format!("{} bytes follow the last grant", data.len()));
+        decode_decommissioning(&mut state, &mut data)?;
+    }
+    if !data.is_empty() {
+        return Err(format!(
+            "{} bytes follow the decommissioned servers",
+            data.len()
+        ));
     }
     Ok(state)
 }
 
+/// The first `n` bytes of `data`, which moves past them.
+fn take_tail<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if data.len() < n {
+        return Err("the grants or the decommissioned servers end early".to_string());
+    }
+    let (head, tail) = data.split_at(n);
+    *data = tail;
+    Ok(head)
+}
+
+fn u32_of(data: &mut &[u8]) -> Result<usize, String> {
+    Ok(u32::from_le_bytes(take_tail(data, 4)?.try_into().expect("4 bytes")) as usize)
+}
+
+/// A URL: its length (u32) and its UTF-8 bytes.
+fn url_of(data: &mut &[u8]) -> Result<String, String> {
+    let length = u32_of(data)?;
+    let url = std::str::from_utf8(take_tail(data, length)?)
+        .map_err(|_| "a chunkserver's URL is not UTF-8".to_string())?;
+    Ok(url.to_string())
+}
+
+fn decode_decommissioning(state: &mut MasterState, data: &mut &[u8]) -> Result<(), String> {
+    let count = u64::from_le_bytes(take_tail(data, 8)?.try_into().expect("8 bytes"));
+    if count > (data.len() / 4) as u64 {
+        return Err(format!(
+            "{count} decommissioned servers claimed, more than it holds"
+        ));
+    }
+    for _ in 0..count {
+        state.decommissioning.insert(url_of(data)?);
+    }
+    Ok(())
+}
+
 fn decode_grants(state: &mut MasterState, data: &mut &[u8]) -> Result<(), String> {
-    fn take<'a>(data: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if data.len() < n {
-            return Err("the grants end early".to_string());
-        }
-        let (head, tail) = data.split_at(n);
-        *data = tail;
-        Ok(head)
-    }
-    fn u32_of(data: &mut &[u8]) -> Result<usize, String> {
-        Ok(u32::from_le_bytes(take(data, 4)?.try_into().expect("4 bytes")) as usize)
-    }
+    let take = take_tail;
     let count = u64::from_le_bytes(take(data, 8)?.try_into().expect("8 bytes"));
     if count > (data.len() / 12) as u64 {
         return Err(format!("{count} grants claimed, more than it holds"));
@@ -386,10 +442,7 @@ fn decode_grants(state: &mut MasterState, data: &mut &[u8]) -> Result<(), String
         }
         let mut urls = Vec::with_capacity(replicas);
         for _ in 0..replicas {
-            let length = u32_of(data)?;
-            let url = std::str::from_utf8(take(data, length)?)
-                .map_err(|_| "a replica's URL is not UTF-8".to_string())?;
-            urls.push(url.to_string());
+            urls.push(url_of(data)?);
         }
         state.grants.insert(handle, urls);
     }

@@ -1,11 +1,13 @@
 use super::*;
 
 fn chunk(handle: ChunkHandle, good: &[&str]) -> ChunkHealth {
+    let good: Vec<String> = good.iter().map(|s| s.to_string()).collect();
     ChunkHealth {
         handle,
         version: 1,
         goal: 3,
-        good: good.iter().map(|s| s.to_string()).collect(),
+        replicas: good.clone(),
+        good,
         busy: false,
     }
 }
@@ -117,4 +119,19 @@ fn a_failed_target_is_avoided_for_a_while_and_the_history_says_so() {
     assert_eq!(status.history.len(), 1);
     assert_eq!(status.history[0].succeeded, Some(false));
     assert!(status.in_flight.is_empty());
+}
+
+#[test]
+fn a_chunk_only_on_a_decommissioning_server_is_copied_from_it() {
+    let mut draining = chunk(1, &[]);
+    draining.replicas = vec!["old".to_string()];
+    let mut servers = vec![server("old", 1000), server("a", 100)];
+    servers[0].takes_new = false;
+    let orders = Healing::default().plan(&[draining], &servers, 10, now());
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    assert_eq!(
+        (orders[0].source.as_str(), orders[0].target.as_str()),
+        ("old", "a")
+    );
+    assert_eq!(orders[0].good, vec!["old".to_string()]);
 }

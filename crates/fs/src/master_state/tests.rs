@@ -192,6 +192,31 @@ fn the_snapshot_keeps_the_namespace_and_the_sessions() {
     assert_eq!(empty, MasterState::new());
 }
 
+#[test]
+fn a_decommission_mark_is_set_undone_applied_twice_and_kept_by_the_snapshot() {
+    let mut state = MasterState::new();
+    let mark = |url: &str, undo: bool| {
+        let op = Op::Decommission(cairn_rpc::fs::Decommission {
+            url: url.into(),
+            undo,
+        });
+        command(0, 0, op)
+    };
+    for index in [1, 2] {
+        assert_eq!(
+            code(&reply(state.apply(index, &mark("http://cs0:1", false)))),
+            FsErrorCode::Ok
+        );
+    }
+    state.apply(3, &mark("http://cs1:1", false));
+    state.apply(4, &mark("http://cs1:1", true));
+    let marked: Vec<&String> = state.decommissioning().iter().collect();
+    assert_eq!(marked, ["http://cs0:1"]);
+    let mut restored = MasterState::new();
+    restored.restore(&state.snapshot()).unwrap();
+    assert_eq!(restored, state, "the marks survive a snapshot");
+}
+
 proptest! {
     /// Any bytes given to restore are an error or a state that snapshots
     /// to itself; never a panic.
