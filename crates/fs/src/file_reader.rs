@@ -86,6 +86,7 @@ impl<'a> FileReader<'a> {
                 // Read it alone, asking the master again; later pieces of
                 // this chunk use the new location.
                 self.locations.remove(&index);
+                self.client.forget_read(&self.path, index);
                 match self
                     .client
                     .read_piece(&self.path, index, within, want)
