@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/echo.proto",
     "proto/mapreduce.proto",
     "proto/raft.proto",
+    "proto/node.proto",
     "proto/kv.proto",
     "proto/etcd.proto",
     "proto/shardctrler.proto",

@@ -61,7 +61,7 @@ impl StateMachine for Counter {
         Bytes::copy_from_slice(&self.0.to_le_bytes())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let bytes: [u8; 8] = snapshot
             .try_into()
             .map_err(|_| "a counter snapshot is 8 bytes".to_string())?;
@@ -179,6 +179,7 @@ async fn measure(
                         SubmitError::NotLeader { .. }
                         | SubmitError::Timeout
                         | SubmitError::Shutdown
+                        | SubmitError::Stopped(_)
                         | SubmitError::Overloaded
                         | SubmitError::TooLarge { .. },
                     ) => errors += 1,

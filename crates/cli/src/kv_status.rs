@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::bail;
+use cairn_rpc::kv::StatusRequest;
 use cairn_rpc::kv::kv_client::KvClient;
-use cairn_rpc::kv::{StatusReply, StatusRequest};
+use cairn_rpc::node::StatusReply;
 use cairn_rpc::shardctrler::shard_ctrler_client::ShardCtrlerClient;
 use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
 use cairn_rpc::{RpcClient, RpcError};

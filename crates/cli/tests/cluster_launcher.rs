@@ -19,46 +19,58 @@ fn exited(pid: u32) -> bool {
     }
 }
 
-/// Starts `cairn cluster` in `dir` on a base port whose next three ports
-/// are free right now; returns it, the base port and its stderr.
-fn launch(dir: &Path) -> (Child, u16, BufReader<ChildStderr>) {
-    let base = common::free_ports(1)[0].saturating_sub(10).max(1024);
-    let mut launcher = Command::new(common::CAIRN)
-        .args(["cluster", "--base-port", &base.to_string()])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(launcher.stderr.take().unwrap());
-    (launcher, base, stderr)
+/// Starts `cairn cluster` in `dir` and reads its banner; returns it, the
+/// base port and the rest of its stderr. The base lies below Linux's
+/// ephemeral range (32768 and up), where other tests' connections do not
+/// take ports; if a port is taken anyway between the check and the
+/// launcher's own, the launcher says so and a new base is tried.
+fn launch(dir: &Path) -> (Child, u16, String, BufReader<ChildStderr>) {
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    for attempt in 0..20u64 {
+        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 613) % 12_000) as u16;
+        let free = (1..=3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if !free {
+            continue;
+        }
+        let mut launcher = Command::new(common::CAIRN)
+            .args(["cluster", "--base-port", &base.to_string()])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(launcher.stderr.take().unwrap());
+        let mut banner = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            banner.push_str(&line);
+            if line.contains("Ctrl-C stops every node") {
+                return (launcher, base, banner, stderr);
+            }
+            line.clear();
+        }
+        // The launcher ended before its banner was complete.
+        launcher.wait().unwrap();
+        assert!(banner.contains("in use"), "the launcher failed:\n{banner}");
+    }
+    panic!("no free base port found in 20 attempts");
 }
 
 #[test]
 fn nodes_exit_when_their_launcher_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut launcher, _, stderr) = launch(dir.path());
+    let (mut launcher, _, banner, _stderr) = launch(dir.path());
     // The banner lists every node with its pid.
-    let mut pids = Vec::new();
-    let mut banner = String::new();
-    for line in stderr.lines() {
-        let line = line.unwrap();
-        banner.push_str(&line);
-        banner.push('\n');
-        if let Some(rest) = line.split(" pid ").nth(1) {
-            pids.push(
-                rest.split_whitespace()
-                    .next()
-                    .unwrap()
-                    .parse::<u32>()
-                    .unwrap(),
-            );
-        }
-        if line.contains("Ctrl-C stops every node") || banner.contains("error") {
-            break;
-        }
-    }
+    let pids: Vec<u32> = banner
+        .lines()
+        .filter_map(|line| line.split(" pid ").nth(1))
+        .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
     assert_eq!(pids.len(), 3, "the banner names 3 node pids:\n{banner}");
     assert!(pids.iter().all(|&pid| !exited(pid)), "{banner}");
 
@@ -81,13 +93,9 @@ fn nodes_exit_when_their_launcher_is_killed() {
 #[test]
 fn a_closed_stderr_does_not_stop_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut launcher, base, stderr) = launch(dir.path());
-    for line in stderr.lines() {
-        if line.unwrap().contains("Ctrl-C stops every node") {
-            break;
-        }
-    }
+    let (mut launcher, base, _, stderr) = launch(dir.path());
     // The reader is gone: the pipe is closed.
+    drop(stderr);
     let endpoints = (1..=3)
         .map(|i| format!("http://127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()

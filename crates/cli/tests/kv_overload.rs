@@ -73,7 +73,7 @@ async fn a_burst_beyond_the_request_bound_is_answered_overloaded_and_the_cluster
     put_and_get(&endpoints, b"before").await;
     let leader = servers
         .iter()
-        .position(|s| s.node().status().role == cairn_raft::Role::Leader)
+        .position(|s| s.node().status().is_leader())
         .expect("a put succeeded, so there is a leader");
     let channel = Endpoint::from_shared(endpoints[leader].clone())
         .unwrap()

@@ -15,7 +15,8 @@ use cairn_rpc::fs::{
     LocateReply, LocateRequest, LookupReply, LookupRequest, MasterCommand, MasterReply, Register,
     SafemodeReply, SafemodeRequest, TrashListReply, TrashListRequest, UsageReply, UsageRequest,
 };
-use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
+use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusRequest};
+use cairn_rpc::node::StatusReply;
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_storage::Disk;
 use prost::Message as _;

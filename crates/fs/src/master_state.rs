@@ -305,7 +305,7 @@ impl StateMachine for MasterState {
         out.into()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         *self = decode_state(snapshot)
             .map_err(|e| format!("the file-store master snapshot is damaged: {e}"))?;
         Ok(())

@@ -399,7 +399,7 @@ async fn a_clone_from_a_corrupt_source_leaves_no_replica() {
         .run("client", {
             let files = files.clone();
             async move {
-                let chunk = client.stat(&path(&files[0].0)).await.unwrap().chunks[0].clone();
+                let chunk = client.stat(&path(&files[0].0)).await.unwrap().chunks[0];
                 let holders: Vec<String> = checker
                     .replicas_of(&client, chunk.handle)
                     .await

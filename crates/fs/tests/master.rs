@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_fs::{FsPath, MasterClient, MasterServer};
-use cairn_raft::Role;
 use cairn_rsm::NodeConfig;
 use cairn_testkit::{NodeContext, World};
 
@@ -83,7 +82,7 @@ impl Masters {
         (0..MASTERS).find(|&i| {
             servers[i]
                 .as_ref()
-                .is_some_and(|s| s.node().status().role == Role::Leader)
+                .is_some_and(|s| s.node().status().is_leader())
         })
     }
 

@@ -22,13 +22,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::kv::kv_client::KvClient;
-use cairn_rpc::kv::{
-    GetRequest, Op, RegisterRequest, StatusReply, StatusRequest, WriteReply, WriteRequest,
-};
+use cairn_rpc::kv::{GetRequest, Op, RegisterRequest, StatusRequest, WriteReply, WriteRequest};
+use cairn_rpc::node::StatusReply;
 use cairn_rpc::tonic::transport::Channel;
 use cairn_rpc::{ReplicaError, Replicas, RpcError};
 
-use crate::server::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
+use cairn_rpc::kv_limits::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, check_key_value};
 
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -306,8 +305,7 @@ impl Client {
 /// transport (a message over [`MAX_MESSAGE_BYTES`] cannot be sent, and the
 /// failure looks like a broken connection) instead of being refused.
 fn check(key: &[u8], value: Option<&[u8]>, expected: Option<&[u8]>) -> Result<(), KvError> {
-    crate::server::validate(key, value)
-        .map_err(|status| KvError::InvalidArgument(status.message().to_string()))?;
+    check_key_value(key, value).map_err(|error| KvError::InvalidArgument(error.to_string()))?;
     if let Some(expected) = expected
         && expected.len() > MAX_VALUE_BYTES
     {

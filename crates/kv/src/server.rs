@@ -8,9 +8,11 @@ use bytes::Bytes;
 
 use cairn_rpc::kv::kv_server::{Kv, KvServer as KvGrpcServer};
 use cairn_rpc::kv::{
-    GetReply, GetRequest, Op, RegisterReply, RegisterRequest, StatusReply, StatusRequest,
-    WriteReply, WriteRequest,
+    GetReply, GetRequest, Op, RegisterReply, RegisterRequest, StatusRequest, WriteReply,
+    WriteRequest,
 };
+use cairn_rpc::kv_limits::check_key_value;
+use cairn_rpc::node::StatusReply;
 use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
 use cairn_storage::Disk;
 use prost::Message as _;
@@ -18,15 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::store::KvStore;
 
-/// The longest key accepted.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-/// The largest value accepted.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// The largest message the gRPC layer of a server or a clerk encodes or
-/// decodes: a request or reply with a value and an expected value at the
-/// limit fits with room to spare, and an oversized value still reaches
-/// [`validate`] and gets its clear error instead of a transport one.
-pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+pub use cairn_rpc::kv_limits::{MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
 /// How long the server waits for a write to be applied or a read confirmed.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -88,33 +82,11 @@ impl KvServer {
     }
 }
 
-/// Checks a key (and value) against the limits.
-pub fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
-    if key.is_empty() {
-        return Err(Status::invalid_argument("the key is empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "the key is {} bytes; keys are limited to {MAX_KEY_BYTES} bytes",
-            key.len()
-        )));
-    }
-    if let Some(value) = value
-        && value.len() > MAX_VALUE_BYTES
-    {
-        return Err(Status::invalid_argument(format!(
-            "the value is {} bytes; values are limited to {MAX_VALUE_BYTES} bytes (1 MiB)",
-            value.len()
-        )));
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl Kv for KvServer {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let key = request.into_inner().key;
-        validate(&key, None)?;
+        check_key_value(&key, None)?;
         let value = self
             .node
             .read(move |store: &KvStore| store.get(&key), REQUEST_DEADLINE)
@@ -138,7 +110,7 @@ impl Kv for KvServer {
                 )));
             }
         };
-        validate(&request.key, value)?;
+        check_key_value(&request.key, value)?;
         if request.expected.len() > MAX_VALUE_BYTES {
             return Err(Status::invalid_argument(
                 "the expected value is over the value limit",

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use cairn_raft::LogIndex;
 use cairn_rpc::kv::{Op, WriteReply, WriteRequest};
+use cairn_rsm::LogIndex;
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
@@ -198,7 +198,7 @@ impl StateMachine for KvStore {
         out.freeze()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         *self =
             decode_snapshot(snapshot).ok_or("the key/value snapshot is truncated or damaged")?;
         Ok(())

@@ -14,9 +14,9 @@ use std::time::Duration;
 use cairn_kv::{Client, ClientConfig, KvError};
 use cairn_rpc::kv::kv_server::{Kv, KvServer};
 use cairn_rpc::kv::{
-    GetReply, GetRequest, RegisterReply, RegisterRequest, StatusReply, StatusRequest, WriteReply,
-    WriteRequest,
+    GetReply, GetRequest, RegisterReply, RegisterRequest, StatusRequest, WriteReply, WriteRequest,
 };
+use cairn_rpc::node::StatusReply;
 use cairn_rpc::tonic::{self, Request, Response, Status};
 
 /// What the scripted server answers to the next write.

@@ -274,10 +274,7 @@ async fn one_partition_3a() {
             .unwrap()
             .iter()
             .enumerate()
-            .find(|(_, s)| {
-                s.as_ref()
-                    .is_some_and(|s| s.node().status().role == cairn_raft::Role::Leader)
-            })
+            .find(|(_, s)| s.as_ref().is_some_and(|s| s.node().status().is_leader()))
             .map(|(i, _)| i);
         if let Some(leader) = found {
             break leader;

@@ -331,10 +331,9 @@ impl Raft {
     fn quorum_active(&mut self) -> bool {
         let mut active = 1;
         for progress in self.progress.values_mut() {
-            if progress.recent_active {
+            if progress.take_recently_active() {
                 active += 1;
             }
-            progress.recent_active = false;
         }
         active >= self.cluster.quorum()
     }
@@ -445,6 +444,20 @@ impl Raft {
     }
 
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(
+            term >= self.term,
+            "node {} would go back from term {} to term {term}",
+            self.config.id,
+            self.term
+        );
+        // `step` refuses a second leader's traffic in a leader's own term
+        // (a protocol violation), so following one here is a bug.
+        assert!(
+            !(self.role == Role::Leader && term == self.term && leader.is_some()),
+            "two leaders in term {term}: node {} and node {:?}",
+            self.config.id,
+            leader
+        );
         if term > self.term {
             self.term = term;
             self.vote = None;
@@ -493,10 +506,15 @@ impl Raft {
             vote: self.vote,
             commit: self.log.commit,
         };
+        let entries = self.log.unpersisted();
+        let snapshot = self.snapshot_to_install.take();
+        let new_term_or_vote = (hard_state.term, hard_state.vote)
+            != (self.last_hard_state.term, self.last_hard_state.vote);
         let ready = Ready {
             hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
-            entries: self.log.unpersisted(),
-            snapshot: self.snapshot_to_install.take(),
+            must_sync: !entries.is_empty() || snapshot.is_some() || new_term_or_vote,
+            entries,
+            snapshot,
             early_messages: Vec::new(),
             messages: std::mem::take(&mut self.messages),
             committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),
@@ -576,10 +594,10 @@ impl Raft {
         }
         for (id, progress) in &self.progress {
             assert!(
-                progress.match_index < progress.next_index,
+                progress.match_index() < progress.next_index(),
                 "progress of {id}: match {} not below next {}",
-                progress.match_index,
-                progress.next_index
+                progress.match_index(),
+                progress.next_index()
             );
         }
     }

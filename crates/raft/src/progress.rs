@@ -27,26 +27,28 @@ pub enum ProgressState {
 /// The leader's view of one follower (Raft Figure 2, "volatile state on
 /// leaders", plus flow control).
 ///
-/// Invariant: `match_index < next_index`.
+/// Invariant: `match_index < next_index`. The fields are private: the
+/// leader changes them only through the named transitions below (as etcd's
+/// `tracker.Progress`), and tests read them through the getters.
 #[derive(Debug, Clone)]
 pub struct Progress {
     /// The highest index known to match the leader's log.
-    pub match_index: LogIndex,
+    match_index: LogIndex,
     /// The next index to send.
-    pub next_index: LogIndex,
+    next_index: LogIndex,
     /// How entries are being sent.
-    pub state: ProgressState,
+    state: ProgressState,
     /// In `Probe` and `Snapshot`: a message is out and unanswered, so sending
     /// pauses until an answer or the next heartbeat response.
-    pub paused: bool,
+    paused: bool,
     /// In `Replicate`: the last index of each AppendEntries in flight.
-    pub inflight: VecDeque<LogIndex>,
+    inflight: VecDeque<LogIndex>,
     /// Heard from since the last check-quorum round.
-    pub recent_active: bool,
+    recent_active: bool,
     /// The highest read round this follower has acknowledged.
-    pub read_round: u64,
+    read_round: u64,
     /// The highest commit index sent to this follower.
-    pub commit_sent: LogIndex,
+    commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -61,6 +63,96 @@ impl Progress {
             read_round: 0,
             commit_sent: 0,
         }
+    }
+
+    /// The highest index known to match the leader's log.
+    pub fn match_index(&self) -> LogIndex {
+        self.match_index
+    }
+
+    /// The next index to send.
+    pub fn next_index(&self) -> LogIndex {
+        self.next_index
+    }
+
+    /// How entries are being sent.
+    pub fn state(&self) -> ProgressState {
+        self.state
+    }
+
+    /// Whether sending waits for an answer (in `Probe` and `Snapshot`).
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// In `Replicate`: the last index of each AppendEntries in flight.
+    pub fn inflight(&self) -> &VecDeque<LogIndex> {
+        &self.inflight
+    }
+
+    /// Whether the follower was heard from since the last check-quorum
+    /// round.
+    pub fn is_recently_active(&self) -> bool {
+        self.recent_active
+    }
+
+    /// The highest read round this follower has acknowledged.
+    pub fn read_round(&self) -> u64 {
+        self.read_round
+    }
+
+    /// The highest commit index sent to this follower.
+    pub fn commit_sent(&self) -> LogIndex {
+        self.commit_sent
+    }
+
+    /// The follower answered something: it counts as active this round.
+    pub(crate) fn heard_from(&mut self) {
+        self.recent_active = true;
+    }
+
+    /// Check quorum: whether the follower was heard from since the last
+    /// round, and a fresh round starts.
+    pub(crate) fn take_recently_active(&mut self) -> bool {
+        std::mem::take(&mut self.recent_active)
+    }
+
+    /// The follower acknowledged read round `round`.
+    pub(crate) fn acknowledge_read(&mut self, round: u64) {
+        self.read_round = self.read_round.max(round);
+    }
+
+    /// A message carrying commit index `commit` went to the follower.
+    pub(crate) fn commit_was_sent(&mut self, commit: LogIndex) {
+        self.commit_sent = self.commit_sent.max(commit);
+    }
+
+    /// A heartbeat came back, so the link works: sending resumes, and a
+    /// full window of appends frees its oldest slot (the appends in it may
+    /// have been lost; etcd's `FreeFirstOne`).
+    pub(crate) fn heartbeat_answered(&mut self, max_inflight: usize) {
+        self.paused = false;
+        if self.state == ProgressState::Replicate && self.inflight.len() >= max_inflight {
+            self.inflight.pop_front();
+        }
+    }
+
+    /// A snapshot chunk went out: wait for its answer.
+    pub(crate) fn snapshot_chunk_sent(&mut self) {
+        debug_assert!(matches!(self.state, ProgressState::Snapshot { .. }));
+        self.paused = true;
+    }
+
+    /// The follower took the chunks of snapshot `index` up to `offset`
+    /// (or a newer snapshot replaced the one being sent, from 0): the next
+    /// chunk may go.
+    pub(crate) fn snapshot_continues(&mut self, index: LogIndex, offset: u64) {
+        assert!(
+            matches!(self.state, ProgressState::Snapshot { .. }),
+            "only a follower being sent a snapshot continues one"
+        );
+        self.state = ProgressState::Snapshot { index, offset };
+        self.paused = false;
     }
 
     pub(crate) fn become_probe(&mut self) {

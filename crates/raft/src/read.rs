@@ -64,7 +64,7 @@ impl Raft {
 
     /// Hands over the reads whose round a quorum has acknowledged.
     pub(crate) fn advance_reads(&mut self) {
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
+        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round()).collect();
         rounds.push(u64::MAX); // this node
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         let confirmed = rounds[self.cluster.quorum() - 1];
@@ -111,7 +111,7 @@ impl Raft {
         let caught_up = self
             .progress
             .get(&from)
-            .is_some_and(|p| p.match_index == self.log.last_index());
+            .is_some_and(|p| p.match_index() == self.log.last_index());
         if caught_up {
             self.transfer_sent = true;
             self.send(from, MessageBody::TimeoutNow);

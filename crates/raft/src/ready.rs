@@ -14,7 +14,8 @@ use crate::types::{Entry, HardState, LogIndex, Snapshot};
 ///    leader's disk in parallel with replication (thesis §10.2.1) takes one
 ///    fsync off the commit path.
 /// 1. **Persist** `snapshot` (if any), `entries` and `hard_state` (if any),
-///    and make them durable (one fsync for the batch). `entries` may start
+///    and, when `must_sync` says so, make them durable (one fsync for the
+///    batch). `entries` may start
 ///    at or below the last index already stored: the stored entries from
 ///    `entries[0].index` on are replaced (a conflict truncation). After a
 ///    snapshot, stored entries up to its index are no longer needed.
@@ -35,6 +36,14 @@ pub struct Ready {
     pub hard_state: Option<HardState>,
     /// Entries to append durably.
     pub entries: Vec<Entry>,
+    /// Whether step 1 must end with an fsync (etcd's `MustSync`): new
+    /// entries, a snapshot, or a new term or vote. A hard state that moves
+    /// only the commit index is written but need not be synced by itself:
+    /// the commit index is a hint the core recomputes, the entries it
+    /// covers were synced already, and a crash that loses the record
+    /// recovers an older, still true, commit index. That keeps an fsync
+    /// off the path from a commit to the client's answer.
+    pub must_sync: bool,
     /// A snapshot received from the leader, to persist and restore.
     pub snapshot: Option<Snapshot>,
     /// Messages that may be sent before step 1 (step 0).

@@ -25,14 +25,14 @@ impl Raft {
         let Some(progress) = self.progress.get(&to) else {
             return;
         };
-        if let ProgressState::Snapshot { .. } = progress.state {
+        if let ProgressState::Snapshot { .. } = progress.state() {
             self.send_snapshot_chunk(to);
             return;
         }
         if !progress.can_send(self.config.max_inflight_appends) {
             return;
         }
-        let next = progress.next_index;
+        let next = progress.next_index();
         let prev_index = next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
             // The entries it needs are compacted away: send the snapshot.
@@ -59,9 +59,7 @@ impl Raft {
         self.send(to, MessageBody::AppendEntries(request));
         if let Some(progress) = self.progress.get_mut(&to) {
             progress.sent(last);
-            progress.commit_sent = progress
-                .commit_sent
-                .max(commit.min(last.unwrap_or(prev_index)));
+            progress.commit_was_sent(commit.min(last.unwrap_or(prev_index)));
         }
     }
 
@@ -70,10 +68,10 @@ impl Raft {
         let mut heartbeats = Vec::with_capacity(self.progress.len());
         for (&to, progress) in &mut self.progress {
             let heartbeat = Heartbeat {
-                commit: commit.min(progress.match_index),
+                commit: commit.min(progress.match_index()),
                 read_round,
             };
-            progress.commit_sent = progress.commit_sent.max(heartbeat.commit);
+            progress.commit_was_sent(heartbeat.commit);
             heartbeats.push((to, heartbeat));
         }
         for (to, heartbeat) in heartbeats {
@@ -175,10 +173,10 @@ impl Raft {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
+        progress.heard_from();
         match response.reject {
             None => {
-                let was_probe = progress.state == ProgressState::Probe;
+                let was_probe = progress.state() == ProgressState::Probe;
                 let moved = progress.update_match(response.match_index.min(last_index));
                 if was_probe {
                     progress.become_replicate();
@@ -190,7 +188,8 @@ impl Raft {
                 self.maybe_finish_transfer(from);
             }
             Some(reject) => {
-                if reject.conflict_term.is_none() && reject.conflict_index <= progress.match_index {
+                if reject.conflict_term.is_none() && reject.conflict_index <= progress.match_index()
+                {
                     // Its log ends (at conflict_index - 1) before what it
                     // had acknowledged: it lost entries.
                     progress.lost_entries(reject.conflict_index.saturating_sub(1));
@@ -222,7 +221,7 @@ impl Raft {
         let stale: Vec<NodeId> = self
             .progress
             .iter()
-            .filter(|(_, p)| p.commit_sent < commit.min(p.match_index))
+            .filter(|(_, p)| p.commit_sent() < commit.min(p.match_index()))
             .map(|(&id, _)| id)
             .collect();
         for to in stale {
@@ -234,7 +233,7 @@ impl Raft {
     /// (Raft §5.4.2: never count replicas of an older term's entry).
     /// Returns whether the commit index moved.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index()).collect();
         matched.push(self.log.persisted);
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let candidate = matched[self.cluster.quorum() - 1];
@@ -272,20 +271,15 @@ impl Raft {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
-        progress.read_round = progress.read_round.max(response.read_round);
+        progress.heard_from();
+        progress.acknowledge_read(response.read_round);
         if let Some(follower_last) = response.lacking {
             progress.lost_entries(follower_last);
         }
         // A heartbeat round trip means the link works: resend whatever may
         // have been lost.
-        progress.paused = false;
-        if progress.state == ProgressState::Replicate
-            && progress.inflight.len() >= self.config.max_inflight_appends
-        {
-            progress.inflight.pop_front();
-        }
-        let behind = progress.match_index < last_index;
+        progress.heartbeat_answered(self.config.max_inflight_appends);
+        let behind = progress.match_index() < last_index;
         if behind {
             self.send_append(from, true);
         }
@@ -311,21 +305,18 @@ impl Raft {
         let Some(progress) = self.progress.get_mut(&to) else {
             return;
         };
-        let ProgressState::Snapshot { index, offset } = progress.state else {
+        let ProgressState::Snapshot { index, offset } = progress.state() else {
             return;
         };
-        if progress.paused {
+        if progress.is_paused() {
             return;
         }
         if index != snapshot.meta.index {
             // A newer snapshot replaced the one being sent: start over.
-            progress.state = ProgressState::Snapshot {
-                index: snapshot.meta.index,
-                offset: 0,
-            };
+            progress.snapshot_continues(snapshot.meta.index, 0);
             return self.send_snapshot_chunk(to);
         }
-        progress.paused = true;
+        progress.snapshot_chunk_sent();
         let total = snapshot.data.len() as u64;
         let start = offset.min(total);
         let end = (start + self.config.snapshot_chunk_bytes).min(total);
@@ -419,23 +410,19 @@ impl Raft {
         let Some(progress) = self.progress.get_mut(&from) else {
             return;
         };
-        progress.recent_active = true;
-        let ProgressState::Snapshot { index, .. } = progress.state else {
+        progress.heard_from();
+        let ProgressState::Snapshot { index, .. } = progress.state() else {
             return;
         };
         if response.snapshot_index != index {
             return;
         }
-        progress.paused = false;
         if response.done {
             progress.update_match(index);
             progress.become_replicate();
             self.send_append(from, false);
         } else {
-            progress.state = ProgressState::Snapshot {
-                index,
-                offset: response.next_offset,
-            };
+            progress.snapshot_continues(index, response.next_offset);
             self.send_snapshot_chunk(from);
         }
     }

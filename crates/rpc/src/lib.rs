@@ -21,6 +21,8 @@
 //!    [`HANDSHAKE_TIMEOUT`] and an [`IDLE_TIMEOUT`] per connection, and, for
 //!    `Routes`, at most [`MAX_CONCURRENT_REQUESTS`] requests in flight (the
 //!    excess answered `RESOURCE_EXHAUSTED`, "overloaded: ...", at once).
+//!    [`kv_limits`] holds the limits of the key/value messages, which the
+//!    key/value service and the sharded one share.
 //! 4. **The hook into the simulated network.** In a simulation build
 //!    (`RUSTFLAGS="--cfg madsim"`) every call made through [`RpcClient`]
 //!    passes through `sim_net`, which applies the 6.824 `labrpc` rules
@@ -54,6 +56,7 @@ mod client;
 #[cfg(not(madsim))]
 mod connection;
 mod error;
+pub mod kv_limits;
 #[cfg(not(madsim))]
 mod overload;
 mod random;
@@ -96,6 +99,14 @@ pub mod mapreduce {
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod raft {
     tonic::include_proto!("cairn.raft");
+}
+
+/// Generated code for `proto/node.proto`: what a node of any Raft group
+/// says about itself (`cairn-rsm` builds it; every replicated service
+/// answers `Status` with it).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod node {
+    tonic::include_proto!("cairn.node");
 }
 
 /// Generated code for `proto/kv.proto`: the replicated key/value service

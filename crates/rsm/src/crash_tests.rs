@@ -87,9 +87,21 @@ fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
         .collect()
 }
 
+/// A `Ready` step 1 that must sync (new entries, or a new term or vote).
 fn persist(hard_state: Option<(u64, Option<u64>, u64)>, entries: Vec<Entry>) -> Step {
+    persist_synced(hard_state, entries, true)
+}
+
+/// A `Ready` step 1 whose `must_sync` is given: false when the core would
+/// say so, for a hard state that moves only the commit index.
+fn persist_synced(
+    hard_state: Option<(u64, Option<u64>, u64)>,
+    entries: Vec<Entry>,
+    must_sync: bool,
+) -> Step {
     Step::Persist(Box::new(Ready {
         hard_state: hard_state.map(|(term, vote, commit)| HardState { term, vote, commit }),
+        must_sync,
         entries,
         ..Ready::default()
     }))
@@ -110,6 +122,7 @@ fn install(index: u64, term: u64) -> Step {
             },
             data: Bytes::from_static(b"leader's state"),
         }),
+        must_sync: true,
         ..Ready::default()
     }))
 }
@@ -132,7 +145,8 @@ fn diverged_follower() -> Vec<Step> {
         persist(Some((2, None, 6)), entries(9..=12, 2)),
         install(10, 3),
         persist(Some((3, None, 10)), entries(11..=14, 3)),
-        persist(Some((3, None, 13)), Vec::new()),
+        // Only the commit index moves: written, not synced.
+        persist_synced(Some((3, None, 13)), Vec::new(), false),
         Step::ServiceSnapshot(14, 3),
         persist(Some((4, Some(2), 14)), entries(15..=16, 4)),
     ]

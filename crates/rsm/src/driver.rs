@@ -1,8 +1,13 @@
 //! The node task: the one owner of a Raft core, its storage and its state
 //! machine. It takes commands from its queue in batches, steps the core,
-//! and runs every `Ready` through the steps its documentation numbers.
+//! and runs every `Ready` through the steps its documentation numbers,
+//! asserting the contract it follows (committed entries applied once each,
+//! in order, from the last applied index on; the core itself asserts that
+//! nothing calls it between `ready` and `advance`). Reads wait in a
+//! [`ReadQueue`](crate::reads::ReadQueue); the responses owed to peers'
+//! calls are kept by [`InboundReplies`](crate::replies::InboundReplies).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,31 +16,20 @@ use cairn_raft::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::error::SubmitError;
+use crate::error::{FatalError, SubmitError};
 use crate::node::{
-    Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS, NodeStatus, ReadFn,
+    Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
     SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX, status_of,
 };
+use crate::reads::ReadQueue;
+use crate::replies::InboundReplies;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::Outbox;
 
-/// The most inbound message batches waiting for their responses. The core
-/// answers every request in the turn it arrives, so batches do not wait;
-/// past this bound the oldest is failed (its caller sees an error) and the
-/// event is logged as the bug it is.
-pub(crate) const MAX_UNANSWERED_BATCHES: usize = 1024;
-
 /// A proposal waiting for its entry to be applied.
 enum Waiter {
     Output(oneshot::Sender<Result<Bytes, SubmitError>>),
-}
-
-/// The responses owed for one inbound batch.
-struct BatchReply {
-    remaining: usize,
-    responses: Vec<Message>,
-    reply: oneshot::Sender<Vec<Message>>,
 }
 
 /// The node task's state. Owned by one task; changed only by its loop.
@@ -48,21 +42,11 @@ pub(crate) struct Driver<S: StateMachine> {
     max_raft_state: i64,
     /// Proposals by index: the term they were proposed in, and who waits.
     proposals: BTreeMap<LogIndex, (Term, Waiter)>,
-    /// Per peer, the inbound batches owed a response, one slot per request,
-    /// in the order the requests were stepped.
-    reply_slots: BTreeMap<NodeId, VecDeque<u64>>,
-    batches: BTreeMap<u64, BatchReply>,
-    next_batch: u64,
-    /// Reads waiting for their read-index round, by round token. At most
-    /// one round is in flight: reads that arrive meanwhile wait in
-    /// `queued_reads` and share the next round, so a burst of reads costs
-    /// one heartbeat round, not one per batch (as etcd's read loop does).
-    read_batches: BTreeMap<u64, Vec<ReadFn<S>>>,
-    queued_reads: Vec<ReadFn<S>>,
-    /// Reads confirmed at an index, waiting for it to be applied.
-    confirmed_reads: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
-    next_read: u64,
-    stop_error: Option<String>,
+    /// The responses owed to peers' calls.
+    replies: InboundReplies,
+    /// The linearizable reads, from queued to served.
+    reads: ReadQueue<S>,
+    stop_error: Option<FatalError>,
     /// The last index applied to `machine` (asserted contiguous).
     applied: LogIndex,
     /// Protocol violations the core reported so far (logged as they grow).
@@ -94,13 +78,8 @@ impl<S: StateMachine> Driver<S> {
             status,
             max_raft_state,
             proposals: BTreeMap::new(),
-            reply_slots: BTreeMap::new(),
-            batches: BTreeMap::new(),
-            next_batch: 0,
-            read_batches: BTreeMap::new(),
-            queued_reads: Vec::new(),
-            confirmed_reads: VecDeque::new(),
-            next_read: 0,
+            replies: InboundReplies::new(),
+            reads: ReadQueue::new(),
             stop_error: None,
             applied,
             violations: 0,
@@ -140,14 +119,14 @@ impl<S: StateMachine> Driver<S> {
                 }
             }
             self.propose(proposals);
-            self.start_read(reads);
+            self.reads.start(&mut self.raft, reads);
             if let Err(error) = self.process_ready() {
                 self.stop_error = Some(error);
                 break;
             }
-            if self.read_batches.is_empty() && !self.queued_reads.is_empty() {
+            if self.reads.next_round_due() {
                 // The round in flight was confirmed: the queued reads go.
-                self.start_read(Vec::new());
+                self.reads.start(&mut self.raft, Vec::new());
                 if let Err(error) = self.process_ready() {
                     self.stop_error = Some(error);
                     break;
@@ -210,85 +189,19 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    /// Queues `reads` and starts a read-index round for everything queued,
-    /// unless a round is already in flight.
-    fn start_read(&mut self, mut reads: Vec<ReadFn<S>>) {
-        let waiting = self.queued_reads.len()
-            + self.read_batches.values().map(Vec::len).sum::<usize>()
-            + self
-                .confirmed_reads
-                .iter()
-                .map(|(_, r)| r.len())
-                .sum::<usize>();
-        let room = MAX_PENDING_READS.saturating_sub(waiting);
-        if reads.len() > room {
-            for read in reads.drain(room..) {
-                read(Err(SubmitError::Overloaded));
-            }
-        }
-        self.queued_reads.extend(reads);
-        if self.queued_reads.is_empty() || !self.read_batches.is_empty() {
-            return;
-        }
-        let reads = std::mem::take(&mut self.queued_reads);
-        self.next_read += 1;
-        match self.raft.read_index(self.next_read) {
-            Ok(()) => {
-                self.read_batches.insert(self.next_read, reads);
-            }
-            Err(error) => {
-                for read in reads {
-                    read(Err(not_leader(error)));
-                }
-            }
-        }
-    }
-
     fn step_inbound(
         &mut self,
         messages: Vec<Message>,
         reply: Option<oneshot::Sender<Vec<Message>>>,
     ) {
-        let requests = messages.iter().filter(|m| m.is_request()).count();
-        let batch = self.next_batch;
-        self.next_batch += 1;
+        self.replies.expect(&messages, reply);
         for message in messages {
-            if message.is_request() {
-                self.reply_slots
-                    .entry(message.from)
-                    .or_default()
-                    .push_back(batch);
-            }
             self.raft.step(message);
-        }
-        if let Some(reply) = reply {
-            if requests == 0 {
-                let _ = reply.send(Vec::new());
-            } else {
-                self.batches.insert(
-                    batch,
-                    BatchReply {
-                        remaining: requests,
-                        responses: Vec::new(),
-                        reply,
-                    },
-                );
-            }
-        }
-        if self.batches.len() > MAX_UNANSWERED_BATCHES
-            && let Some((oldest, _)) = self.batches.pop_first()
-        {
-            // The core answers every request at once, so this means a bug:
-            // fail the oldest call rather than hold memory for ever.
-            tracing::error!(
-                batch = oldest,
-                "a message batch was never fully answered; its call fails"
-            );
         }
     }
 
     /// Runs every `Ready` through the steps its documentation numbers.
-    fn process_ready(&mut self) -> Result<(), String> {
+    fn process_ready(&mut self) -> Result<(), FatalError> {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
             // 0. A leader's appends and heartbeats go out while it writes.
@@ -296,7 +209,7 @@ impl<S: StateMachine> Driver<S> {
             // 1. Persist.
             self.storage
                 .persist(&ready)
-                .map_err(|e| format!("cannot persist the Raft log: {e}"))?;
+                .map_err(|e| FatalError::Persist(e.to_string()))?;
             // 2. Send (responses go back as replies to the requests' calls).
             self.dispatch(&ready.messages);
             // 3. Restore.
@@ -304,7 +217,7 @@ impl<S: StateMachine> Driver<S> {
                 self.applied = snapshot.meta.index;
                 self.machine
                     .restore(&snapshot.data)
-                    .map_err(|e| format!("cannot restore a snapshot from the leader: {e}"))?;
+                    .map_err(FatalError::Restore)?;
                 let covered: Vec<LogIndex> = self
                     .proposals
                     .range(..=snapshot.meta.index)
@@ -316,18 +229,16 @@ impl<S: StateMachine> Driver<S> {
             }
             // 4. Apply.
             self.apply(&ready);
-            // 5. Serve reads.
-            for read in &ready.read_states {
-                if let Some(reads) = self.read_batches.remove(&read.ctx) {
-                    self.confirmed_reads.push_back((read.index, reads));
-                }
-            }
+            // 5. Serve reads (those whose index is not applied yet wait).
+            self.reads.confirm(&ready.read_states);
+            self.reads.serve(self.applied, &self.machine);
             // 6. Advance.
             self.raft.advance(&ready);
-            self.serve_reads();
         }
         if self.raft.role() != Role::Leader {
-            self.fail_all_waiters();
+            self.fail_all_waiters(SubmitError::NotLeader {
+                hint: self.raft.leader(),
+            });
         }
         Ok(())
     }
@@ -339,7 +250,7 @@ impl<S: StateMachine> Driver<S> {
         let mut outgoing: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
         for message in messages {
             if message.is_response() {
-                self.route_response(message.clone());
+                self.replies.route(message.clone());
             } else {
                 outgoing
                     .entry(message.to)
@@ -349,30 +260,6 @@ impl<S: StateMachine> Driver<S> {
         }
         for (to, messages) in outgoing {
             self.outbox.send(to, messages);
-        }
-    }
-
-    fn route_response(&mut self, message: Message) {
-        let Some(batch) = self
-            .reply_slots
-            .get_mut(&message.to)
-            .and_then(VecDeque::pop_front)
-        else {
-            tracing::debug!(
-                to = message.to,
-                "a response with no request waiting for it; dropped"
-            );
-            return;
-        };
-        let Some(pending) = self.batches.get_mut(&batch) else {
-            return;
-        };
-        pending.responses.push(message);
-        pending.remaining -= 1;
-        if pending.remaining == 0
-            && let Some(done) = self.batches.remove(&batch)
-        {
-            let _ = done.reply.send(done.responses);
         }
     }
 
@@ -410,20 +297,6 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    fn serve_reads(&mut self) {
-        let applied = self.raft.status().applied;
-        while self
-            .confirmed_reads
-            .front()
-            .is_some_and(|(index, _)| *index <= applied)
-        {
-            let (_, reads) = self.confirmed_reads.pop_front().expect("checked");
-            for read in reads {
-                read(Ok(&self.machine));
-            }
-        }
-    }
-
     fn fail_proposal(&mut self, index: LogIndex) {
         if let Some((_, Waiter::Output(reply))) = self.proposals.remove(&index) {
             let _ = reply.send(Err(SubmitError::NotLeader {
@@ -433,24 +306,11 @@ impl<S: StateMachine> Driver<S> {
     }
 
     /// Leadership is gone: nobody here will answer the waiting clients.
-    fn fail_all_waiters(&mut self) {
-        let hint = self.raft.leader();
+    fn fail_all_waiters(&mut self, error: SubmitError) {
         for (_, (_, Waiter::Output(reply))) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(SubmitError::NotLeader { hint }));
+            let _ = reply.send(Err(error.clone()));
         }
-        for (_, reads) in std::mem::take(&mut self.read_batches) {
-            for read in reads {
-                read(Err(SubmitError::NotLeader { hint }));
-            }
-        }
-        for read in std::mem::take(&mut self.queued_reads) {
-            read(Err(SubmitError::NotLeader { hint }));
-        }
-        for (_, reads) in std::mem::take(&mut self.confirmed_reads) {
-            for read in reads {
-                read(Err(SubmitError::NotLeader { hint }));
-            }
-        }
+        self.reads.fail_all(&error);
     }
 
     /// Snapshots the state machine when the Raft state passed
@@ -572,17 +432,25 @@ impl<S: StateMachine> Driver<S> {
         });
     }
 
+    /// Ends the task: the status says why first, so that every client
+    /// whose command is dropped with the queue hears it too.
     fn stop(mut self, mut inbox: mpsc::Receiver<Command<S>>) {
-        if let Some(error) = &self.stop_error {
-            tracing::error!(id = self.raft.id(), %error, "the node stopped");
-        }
-        inbox.close();
-        self.fail_all_waiters();
+        let error = match &self.stop_error {
+            Some(fatal) => {
+                tracing::error!(id = self.raft.id(), error = %fatal, "the node stopped");
+                SubmitError::Stopped(fatal.clone())
+            }
+            None => SubmitError::NotLeader {
+                hint: self.raft.leader(),
+            },
+        };
         self.publish_status(false);
+        inbox.close();
+        self.fail_all_waiters(error);
     }
 }
 
-fn not_leader(error: ProposeError) -> SubmitError {
+pub(crate) fn not_leader(error: ProposeError) -> SubmitError {
     match error {
         ProposeError::NotLeader { hint } => SubmitError::NotLeader { hint },
         ProposeError::Transferring { to } => SubmitError::NotLeader { hint: Some(to) },

@@ -2,6 +2,8 @@
 
 use cairn_raft::NodeId;
 
+use crate::state_machine::RestoreError;
+
 /// Why a submitted command or a read did not complete.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -17,9 +19,13 @@ pub enum SubmitError {
     /// No answer within the deadline; the outcome is unknown. Retry.
     #[error("no answer within the deadline; the command may or may not have been applied")]
     Timeout,
-    /// The node is shutting down or stopped. Retry at another node.
+    /// The node is shutting down. Retry at another node.
     #[error("the node is shutting down")]
     Shutdown,
+    /// The node stopped on its own and serves nothing more; nothing was
+    /// done. Retry at another node; this one needs its operator.
+    #[error("the node stopped: {0}")]
+    Stopped(FatalError),
     /// The node has as much work waiting as its bounds allow (its command
     /// queue, its proposals or its reads in flight); nothing was done.
     /// Retry after a pause (with back-off), here or at another node.
@@ -38,6 +44,23 @@ pub enum SubmitError {
     },
 }
 
+/// Why a node stopped on its own: it cannot go on without breaking a
+/// promise (an acknowledged write kept, a state machine that matches the
+/// log). It says so in its status, through [`Node::stopped`](crate::Node::stopped)
+/// and to every client ([`SubmitError::Stopped`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FatalError {
+    /// `Ready` step 1 failed: the log or hard state could not be made
+    /// durable (a full or failing disk).
+    #[error("cannot persist the Raft log: {0}; free or repair the disk, then restart the node")]
+    Persist(String),
+    /// The state machine refused a snapshot the leader sent.
+    #[error(
+        "cannot restore a snapshot from the leader: {0}; the leader's state does not decode here (a version mismatch?)"
+    )]
+    Restore(RestoreError),
+}
+
 /// Why a node could not start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StartError {
@@ -51,5 +74,5 @@ pub enum StartError {
     Storage(String),
     /// The state machine refused its snapshot.
     #[error("the state machine could not restore its snapshot: {0}")]
-    Restore(String),
+    Restore(RestoreError),
 }

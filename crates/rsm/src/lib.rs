@@ -48,8 +48,10 @@
 //!   command fails at once with [`SubmitError::Overloaded`] when it is
 //!   full), [`MAX_PENDING_PROPOSALS`], [`MAX_PENDING_READS`],
 //!   [`MAX_INFLIGHT_BATCHES_PER_PEER`].
-//! - A node that cannot go on (an I/O error) stops and says why in its
-//!   status and through [`Node::stopped`].
+//! - A node that cannot go on (an I/O error, a snapshot it cannot
+//!   restore) stops and says why, a [`FatalError`]: in its status, through
+//!   [`Node::stopped`], and to every client it fails
+//!   ([`SubmitError::Stopped`], `UNAVAILABLE` with the reason on the wire).
 //! - A misconfigured group says so in its logs, at most once per
 //!   [`NodeConfig::problem_log_interval`] per problem: a node without a
 //!   leader warns, naming the peers that do not answer (a node listed in
@@ -74,20 +76,26 @@ mod driver;
 mod error;
 mod identity;
 mod node;
+mod reads;
+mod replies;
 pub mod sessions;
 mod state_machine;
 mod storage;
 mod transport;
 
+/// The Raft vocabulary a service needs, re-exported so that services never
+/// import `cairn-raft` (DESIGN.md, "Layers and who may import whom";
+/// `scripts/check-layers` enforces it).
+pub use cairn_raft::{LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
-pub use error::{StartError, SubmitError};
+pub use error::{FatalError, StartError, SubmitError};
 pub use node::{
     MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS,
     MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer, SNAPSHOT_RETRY_FIRST,
     SNAPSHOT_RETRY_MAX,
 };
 pub use sessions::{Seen, Sessions};
-pub use state_machine::StateMachine;
+pub use state_machine::{RestoreError, StateMachine};
 pub use transport::{
     LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, NODE_ID_KEY, RaftService,
 };

@@ -13,7 +13,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
-use crate::error::{StartError, SubmitError};
+use crate::error::{FatalError, StartError, SubmitError};
 use crate::identity::Identity;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -139,13 +139,19 @@ pub struct NodeStatus {
     pub running: bool,
     /// Why the node task stopped on its own (an I/O error, an unreadable
     /// snapshot), if it did.
-    pub stopped: Option<String>,
+    pub stopped: Option<FatalError>,
 }
 
 impl NodeStatus {
+    /// Whether the node is running and its group's leader (what a service
+    /// asks before it acts as the leader, and what tests look for).
+    pub fn is_leader(&self) -> bool {
+        self.running && self.role == Role::Leader
+    }
+
     /// The wire form every Cairn service answers `Status` with, without the
     /// members (see [`Node::status_reply`]).
-    pub fn to_reply(&self) -> cairn_rpc::kv::StatusReply {
+    pub fn to_reply(&self) -> cairn_rpc::node::StatusReply {
         let role = match (self.running, self.role) {
             (false, _) => "stopped",
             (true, Role::Leader) => "leader",
@@ -153,7 +159,7 @@ impl NodeStatus {
             (true, Role::Candidate) => "candidate",
             (true, Role::PreCandidate) => "pre-candidate",
         };
-        cairn_rpc::kv::StatusReply {
+        cairn_rpc::node::StatusReply {
             id: self.id,
             term: self.term,
             role: role.into(),
@@ -329,7 +335,7 @@ impl<S: StateMachine> Node<S> {
         self.offer(Command::Submit { command, reply })?;
         match tokio::time::timeout(deadline, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SubmitError::Shutdown),
+            Ok(Err(_)) => Err(self.gone()),
             Err(_) => Err(SubmitError::Timeout),
         }
     }
@@ -341,7 +347,7 @@ impl<S: StateMachine> Node<S> {
         check_size(&command)?;
         let (reply, answer) = oneshot::channel();
         self.offer(Command::Start { command, reply })?;
-        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+        answer.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// Runs `f` on the state machine, linearizably: through read index,
@@ -358,7 +364,7 @@ impl<S: StateMachine> Node<S> {
         self.offer(Command::Read { read })?;
         match tokio::time::timeout(deadline, answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(SubmitError::Shutdown),
+            Ok(Err(_)) => Err(self.gone()),
             Err(_) => Err(SubmitError::Timeout),
         }
     }
@@ -375,7 +381,7 @@ impl<S: StateMachine> Node<S> {
             let _ = reply.send(machine.map(f));
         });
         self.send(Command::Inspect { read }).await?;
-        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+        answer.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// The gRPC status a service answers a failed submit or read with:
@@ -393,6 +399,9 @@ impl<S: StateMachine> Node<S> {
             SubmitError::Shutdown => {
                 tonic::Status::unavailable("this node is shutting down; use another")
             }
+            SubmitError::Stopped(reason) => tonic::Status::unavailable(format!(
+                "this node stopped ({reason}) and serves nothing more; use another node"
+            )),
             SubmitError::Overloaded => tonic::Status::resource_exhausted(
                 "overloaded: this node has too many requests waiting and did nothing; retry after a pause, with back-off",
             ),
@@ -406,7 +415,7 @@ impl<S: StateMachine> Node<S> {
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Transfer { to, reply }).await?;
-        answer.await.unwrap_or(Err(SubmitError::Shutdown))
+        answer.await.unwrap_or_else(|_| Err(self.gone()))
     }
 
     /// The node's latest status.
@@ -416,12 +425,12 @@ impl<S: StateMachine> Node<S> {
 
     /// This node's status as the `Status` RPCs answer it, with every member
     /// of its group (id and URL).
-    pub fn status_reply(&self) -> cairn_rpc::kv::StatusReply {
+    pub fn status_reply(&self) -> cairn_rpc::node::StatusReply {
         let mut reply = self.status().to_reply();
         reply.members = self
             .peers
             .iter()
-            .map(|(&id, url)| cairn_rpc::kv::Member {
+            .map(|(&id, url)| cairn_rpc::node::Member {
                 id,
                 url: url.clone(),
             })
@@ -432,7 +441,7 @@ impl<S: StateMachine> Node<S> {
     /// Waits until the node task stops on its own and returns why (an I/O
     /// error it cannot go on after, for instance). A node stopped by
     /// [`shutdown`](Self::shutdown) never resolves this.
-    pub async fn stopped(&self) -> String {
+    pub async fn stopped(&self) -> FatalError {
         let mut status = self.status.clone();
         loop {
             if let Some(reason) = status.borrow_and_update().stopped.clone() {
@@ -466,15 +475,21 @@ impl<S: StateMachine> Node<S> {
             .try_send(command)
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::Shutdown,
+                mpsc::error::TrySendError::Closed(_) => self.gone(),
             })
     }
 
+    /// Why the node task no longer takes commands: it stopped on its own
+    /// (and says why), or it was shut down.
+    fn gone(&self) -> SubmitError {
+        match &self.status.borrow().stopped {
+            Some(reason) => SubmitError::Stopped(reason.clone()),
+            None => SubmitError::Shutdown,
+        }
+    }
+
     async fn send(&self, command: Command<S>) -> Result<(), SubmitError> {
-        self.commands
-            .send(command)
-            .await
-            .map_err(|_| SubmitError::Shutdown)
+        self.commands.send(command).await.map_err(|_| self.gone())
     }
 }
 
@@ -482,7 +497,7 @@ pub(crate) fn status_of(
     raft: &Raft,
     storage: &RaftStorage,
     running: bool,
-    stopped: Option<String>,
+    stopped: Option<FatalError>,
 ) -> NodeStatus {
     let status = raft.status();
     NodeStatus {

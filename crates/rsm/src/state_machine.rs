@@ -21,6 +21,29 @@ pub trait StateMachine: Send + 'static {
     fn snapshot(&self) -> Bytes;
 
     /// Replaces the state with a snapshot's. An error means the snapshot is
-    /// unreadable: the node stops with it.
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String>;
+    /// unreadable: the node does not start with it, or stops with it
+    /// ([`FatalError::Restore`](crate::FatalError::Restore)).
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
+}
+
+/// Why a state machine could not restore a snapshot: its bytes do not
+/// decode as this service's state (damaged, or written by another
+/// version). `?` turns a `String` or `&str` reason into one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct RestoreError {
+    /// What is wrong with the snapshot, in the service's words.
+    pub reason: String,
+}
+
+impl From<String> for RestoreError {
+    fn from(reason: String) -> Self {
+        Self { reason }
+    }
+}
+
+impl From<&str> for RestoreError {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
 }

@@ -8,18 +8,27 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cairn_raft::{
     ClusterConfig, Entry, EntryKind, HardState, InitialState, Ready, Snapshot, SnapshotMeta,
 };
-use cairn_storage::{Disk, SnapshotStore, Wal, WalEntry, WalOptions};
+use cairn_storage::{Disk, SnapshotError, SnapshotStore, Wal, WalEntry, WalError, WalOptions};
 
 use crate::error::StartError;
+
+/// Why the log or the snapshot store failed a write (an I/O error, a full
+/// disk): the node cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StorageError {
+    /// The write-ahead log (entries, hard state, truncation, compaction).
+    #[error("the write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    /// The snapshot store.
+    #[error("the snapshot store: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
 
 /// The write-ahead log and snapshots of one node.
 #[derive(Debug)]
 pub(crate) struct RaftStorage {
     wal: Wal,
     snapshots: SnapshotStore,
-    /// The term and vote last written: a hard state that changes only the
-    /// commit index is written without an fsync of its own.
-    term_vote: (u64, Option<u64>),
 }
 
 /// What a node recovers at start.
@@ -110,7 +119,6 @@ impl RaftStorage {
                 first.index
             )));
         }
-        let term_vote = (hard_state.term, hard_state.vote);
         let initial = InitialState {
             cluster,
             hard_state,
@@ -118,11 +126,7 @@ impl RaftStorage {
             entries,
         };
         Ok((
-            Self {
-                wal,
-                snapshots,
-                term_vote,
-            },
+            Self { wal, snapshots },
             Recovered {
                 initial,
                 machine_snapshot,
@@ -130,16 +134,11 @@ impl RaftStorage {
         ))
     }
 
-    /// `Ready` step 1: makes the snapshot, entries and hard state durable
-    /// (one fsync for the log).
-    ///
-    /// A hard state that changes only the commit index is written but not
-    /// synced by itself: the commit index is a hint (Raft recomputes it),
-    /// the entries it covers are durable already (appended and synced in
-    /// an earlier or the same `Ready`), and a crash that loses or tears the
-    /// record recovers an older, still true, commit index. This keeps an
-    /// fsync off the path from a commit to the client's answer.
-    pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), String> {
+    /// `Ready` step 1: writes the snapshot, entries and hard state, with
+    /// one fsync for the log when the core says it must
+    /// (`Ready::must_sync`: not for a hard state that moves only the
+    /// commit index, which a crash may lose or tear without harm).
+    pub(crate) fn persist(&mut self, ready: &Ready) -> Result<(), StorageError> {
         if let Some(snapshot) = &ready.snapshot {
             // The snapshot replaces the whole log (the core sends one only
             // when its log disagrees at the snapshot's index). First the
@@ -148,11 +147,11 @@ impl RaftStorage {
             // entries, a log this node never had.
             let index = snapshot.meta.index;
             if self.wal.last_index() > index && index >= self.wal.compacted_to() {
-                self.wal.truncate(index + 1).map_err(|e| e.to_string())?;
-                self.wal.sync().map_err(|e| e.to_string())?;
+                self.wal.truncate(index + 1)?;
+                self.wal.sync()?;
             }
             self.save_snapshot(&snapshot.meta, &snapshot.data)?;
-            self.wal.compact(index).map_err(|e| e.to_string())?;
+            self.wal.compact(index)?;
         }
         if !ready.entries.is_empty() {
             let entries: Vec<WalEntry> = ready
@@ -160,35 +159,31 @@ impl RaftStorage {
                 .iter()
                 .map(|e| WalEntry::new(e.index, e.term, encode_entry_data(e.kind, &e.data)))
                 .collect();
-            self.wal.append(&entries).map_err(|e| e.to_string())?;
+            self.wal.append(&entries)?;
         }
-        let mut term_or_vote = false;
         if let Some(hard_state) = &ready.hard_state {
-            self.wal
-                .set_state(&encode_hard_state(hard_state))
-                .map_err(|e| e.to_string())?;
-            let term_vote = (hard_state.term, hard_state.vote);
-            term_or_vote = term_vote != self.term_vote;
-            self.term_vote = term_vote;
+            self.wal.set_state(&encode_hard_state(hard_state))?;
         }
-        if ready.snapshot.is_some() || !ready.entries.is_empty() || term_or_vote {
-            self.wal.sync().map_err(|e| e.to_string())?;
+        if ready.must_sync {
+            self.wal.sync()?;
         }
         Ok(())
     }
 
     /// Stores a snapshot the service took, then drops the log it covers.
-    pub(crate) fn save_snapshot(&mut self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    pub(crate) fn save_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> Result<(), StorageError> {
         let encoded = encode_snapshot(&meta.config, data);
-        self.snapshots
-            .save(meta.index, meta.term, &encoded)
-            .map_err(|e| e.to_string())
+        Ok(self.snapshots.save(meta.index, meta.term, &encoded)?)
     }
 
     /// Drops the log up to `index` (after its snapshot was saved); durable
     /// on return.
-    pub(crate) fn compact(&mut self, index: u64) -> Result<(), String> {
-        self.wal.compact(index).map_err(|e| e.to_string())
+    pub(crate) fn compact(&mut self, index: u64) -> Result<(), StorageError> {
+        Ok(self.wal.compact(index)?)
     }
 
     /// The size of the Raft state (6.824's `RaftStateSize`).

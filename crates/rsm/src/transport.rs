@@ -576,7 +576,7 @@ mod tests {
         fn snapshot(&self) -> bytes::Bytes {
             bytes::Bytes::new()
         }
-        fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+        fn restore(&mut self, _snapshot: &[u8]) -> Result<(), crate::RestoreError> {
             Ok(())
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_raft::{LogIndex, Role};
-use cairn_rsm::{LocalNet, Node, NodeConfig, StateMachine};
+use cairn_rsm::{FatalError, LocalNet, Node, NodeConfig, StateMachine, SubmitError};
 use cairn_storage::{CrashPoints, Disk, DiskFile, MemDisk, OpenMode};
 
 /// Remembers how many commands it applied; its snapshot is 8 bytes.
@@ -27,7 +27,7 @@ impl StateMachine for Count {
         Bytes::copy_from_slice(&self.0.to_le_bytes())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "bad snapshot")?);
         Ok(())
     }
@@ -65,17 +65,25 @@ async fn a_node_that_cannot_persist_stops_and_says_why() {
     let result = node
         .submit(Bytes::from_static(b"x"), Duration::from_secs(5))
         .await;
+    // Its writer hears why, as does every client after it.
     assert!(
-        result.is_err(),
-        "a write that cannot be persisted is not acknowledged"
+        matches!(&result, Err(SubmitError::Stopped(FatalError::Persist(_)))),
+        "a write that cannot be persisted is not acknowledged: {result:?}"
     );
     let reason = tokio::time::timeout(Duration::from_secs(10), node.stopped())
         .await
         .expect("the node stops");
-    assert!(reason.contains("cannot persist"), "{reason}");
+    assert!(reason.to_string().contains("cannot persist"), "{reason}");
     let status = node.status();
     assert!(!status.running);
-    assert_eq!(status.stopped.as_deref(), Some(reason.as_str()));
+    assert_eq!(status.stopped.as_ref(), Some(&reason));
+    let later = node
+        .submit(Bytes::from_static(b"y"), Duration::from_secs(5))
+        .await;
+    assert_eq!(later, Err(SubmitError::Stopped(reason.clone())));
+    let answer = node.error_status(later.unwrap_err());
+    assert_eq!(answer.code(), tonic::Code::Unavailable);
+    assert!(answer.message().contains("cannot persist"), "{answer:?}");
 }
 
 /// Fails every write to a snapshot file and counts the attempts.

@@ -26,7 +26,7 @@ impl StateMachine for Sum {
         Bytes::copy_from_slice(&self.0.to_le_bytes())
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         self.0 = u64::from_le_bytes(snapshot.try_into().map_err(|_| "bad snapshot")?);
         Ok(())
     }

@@ -23,7 +23,7 @@ impl StateMachine for Nothing {
     fn snapshot(&self) -> Bytes {
         Bytes::new()
     }
-    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, _snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         Ok(())
     }
 }

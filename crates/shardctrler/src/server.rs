@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusReply, StatusRequest};
+use cairn_rpc::kv::{RegisterReply, RegisterRequest, StatusRequest};
+use cairn_rpc::node::StatusReply;
 use cairn_rpc::shardctrler::change_request::Change;
 use cairn_rpc::shardctrler::shard_ctrler_server::{ShardCtrler, ShardCtrlerServer};
 use cairn_rpc::shardctrler::{

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use cairn_raft::LogIndex;
 use cairn_rpc::shardctrler::{self as proto, ChangeReply, ChangeRequest, change_request::Change};
+use cairn_rsm::LogIndex;
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
@@ -195,7 +195,7 @@ impl StateMachine for Controller {
         .into()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let snapshot = proto::Snapshot::decode(snapshot)
             .map_err(|e| format!("the shard controller's snapshot is damaged: {e}"))?;
         let configs: Vec<Config> = snapshot

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_raft::Role;
 use cairn_rsm::NodeConfig;
 use cairn_shardctrler::{Client, Config, Controller, CtrlerServer, Gid, minimum_moves};
 use cairn_testkit::{NodeContext, World};
@@ -143,7 +142,7 @@ impl Tester {
             .filter(|&i| {
                 servers[i]
                     .as_ref()
-                    .is_some_and(|s| s.node().status().role == Role::Leader)
+                    .is_some_and(|s| s.node().status().is_leader())
             })
             .collect()
     }

@@ -27,7 +27,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 
 use crate::ShardOf;
-use crate::server::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
+use cairn_rpc::kv_limits::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, check_key_value};
 
 /// The first pause between two rounds of asking the controller.
 const FIRST_ROUTE_PAUSE: Duration = Duration::from_millis(25);
@@ -355,8 +355,7 @@ impl Client {
 /// words: a value far over them cannot even be sent (a message over
 /// [`MAX_MESSAGE_BYTES`] fails in the transport, like a broken connection).
 fn check(key: &[u8], value: Option<&[u8]>) -> Result<(), ShardKvError> {
-    crate::server::validate(key, value)
-        .map_err(|status| ShardKvError::InvalidArgument(status.message().to_string()))
+    check_key_value(key, value).map_err(|error| ShardKvError::InvalidArgument(error.to_string()))
 }
 
 /// A generated client whose message limits are the servers'.

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::Role;
 use cairn_rpc::kv::StatusRequest;
 use cairn_rpc::shardkv::shard_kv_client::ShardKvClient;
 use cairn_rpc::shardkv::{
@@ -168,7 +167,7 @@ impl Follower {
         let mut stuck = Stuck::default();
         loop {
             tokio::time::sleep(POLL_INTERVAL).await;
-            if self.node.status().role != Role::Leader {
+            if !self.node.status().is_leader() {
                 stuck = Stuck::default();
                 continue;
             }

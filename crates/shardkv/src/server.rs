@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_rpc::kv::StatusRequest;
+use cairn_rpc::kv_limits::check_key_value;
 use cairn_rpc::shardkv::shard_kv_server::{ShardKv, ShardKvServer as ShardKvGrpcServer};
 use cairn_rpc::shardkv::{
     Command, DeleteReply, DeleteRequest, GetReply, GetRequest, GroupStatus, OfferReply,
@@ -53,13 +54,7 @@ const _: () = assert!(
     crate::MAX_SESSIONS_PER_SHARD * MAX_SESSION_BYTES + HANDOVER_FRAMING_BYTES
         <= MAX_HANDOVER_BYTES
 );
-/// The longest key accepted.
-pub const MAX_KEY_BYTES: usize = 4 << 10;
-/// The largest value accepted, and the longest an append may grow one to.
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
-/// The largest message a clerk encodes or decodes: a get or write with a
-/// value at the limit fits with room to spare.
-pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
+pub use cairn_rpc::kv_limits::{MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
 
 /// How a group takes shards from others.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,33 +193,11 @@ impl ShardKvServer {
     }
 }
 
-/// Checks a key (and value) against the limits.
-pub(crate) fn validate(key: &[u8], value: Option<&[u8]>) -> Result<(), Status> {
-    if key.is_empty() {
-        return Err(Status::invalid_argument("the key is empty"));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "the key is {} bytes; keys are limited to {MAX_KEY_BYTES} bytes",
-            key.len()
-        )));
-    }
-    if let Some(value) = value
-        && value.len() > MAX_VALUE_BYTES
-    {
-        return Err(Status::invalid_argument(format!(
-            "the value is {} bytes; values are limited to {MAX_VALUE_BYTES} bytes (1 MiB)",
-            value.len()
-        )));
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl ShardKv for ShardKvServer {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
         let key = request.into_inner().key;
-        validate(&key, None)?;
+        check_key_value(&key, None)?;
         let reply = self
             .node
             .read(move |store: &ShardStore| store.get(&key), REQUEST_DEADLINE)
@@ -245,7 +218,7 @@ impl ShardKv for ShardKvServer {
                 )));
             }
         };
-        validate(&request.key, value)?;
+        check_key_value(&request.key, value)?;
         if request.client_id == 0 || request.seq == 0 {
             return Err(Status::invalid_argument(
                 "writes need a client id and a sequence number above 0",

@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
-use cairn_raft::LogIndex;
 use cairn_rpc::shardkv::{
     self as proto, Command, DeleteReply, DeleteRequest, GetReply, Op, ShardData, WriteReply,
     WriteRequest, command,
 };
+use cairn_rsm::LogIndex;
 use cairn_rsm::sessions::Session;
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use cairn_shardctrler::{Config, Gid};
@@ -551,7 +551,7 @@ impl StateMachine for ShardStore {
         .into()
     }
 
-    fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let damaged = |what: &str| format!("the shard group's snapshot is damaged: {what}");
         let snapshot = proto::Snapshot::decode(snapshot).map_err(|e| damaged(&e.to_string()))?;
         let config = Config::from_proto(snapshot.config.ok_or_else(|| damaged("no config"))?);

@@ -16,16 +16,38 @@ use cairn_raft::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// What survives a crash: exactly what `Ready` step 1 persisted.
+/// What survives a crash: exactly what `Ready` step 1 persisted and
+/// synced. A hard state written without a sync (the core said it need not,
+/// `Ready::must_sync`: only the commit index moved) is lost by a crash
+/// before the next sync, the worst a disk may do.
 #[derive(Debug, Clone, Default)]
 pub struct Durable {
     pub hard_state: HardState,
     pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
+    /// Written, not yet synced.
+    pub unsynced_hard_state: Option<HardState>,
 }
 
 impl Durable {
-    fn persist(
+    /// `Ready` step 1.
+    fn persist(&mut self, ready: &Ready) {
+        if !ready.must_sync {
+            if ready.hard_state.is_some() {
+                self.unsynced_hard_state = ready.hard_state;
+            }
+            assert!(
+                ready.entries.is_empty() && ready.snapshot.is_none(),
+                "a Ready with entries or a snapshot must sync"
+            );
+            return;
+        }
+        // The sync makes every earlier write durable too.
+        let hard_state = ready.hard_state.or(self.unsynced_hard_state.take());
+        self.write(hard_state, ready.snapshot.as_ref(), &ready.entries);
+    }
+
+    fn write(
         &mut self,
         hard_state: Option<HardState>,
         snapshot: Option<&Snapshot>,
@@ -230,6 +252,7 @@ impl Cluster {
     pub fn crash(&mut self, id: NodeId) {
         let node = self.nodes.get_mut(&id).unwrap();
         node.raft = None;
+        node.durable.unsynced_hard_state = None;
         // Messages already sent stay on the wire; those to it are lost.
         self.pool.retain(|m| m.to != id);
     }
@@ -377,8 +400,7 @@ impl Cluster {
             if crash_point == Some(0) {
                 return self.crash(id); // before persisting: nothing of it survives
             }
-            node.durable
-                .persist(ready.hard_state, ready.snapshot.as_ref(), &ready.entries);
+            node.durable.persist(&ready);
             if crash_point == Some(1) {
                 return self.crash(id); // persisted, nothing sent
             }

@@ -339,21 +339,21 @@ fn status(cluster: &Cluster, args: &Args, out: &mut Vec<String>) {
 
 fn progress(cluster: &Cluster, id: NodeId, out: &mut Vec<String>) {
     for (follower, progress) in cluster.raft(id).progress() {
-        let state = match progress.state {
+        let state = match progress.state() {
             ProgressState::Probe => "probe".to_string(),
             ProgressState::Replicate => "replicate".to_string(),
             ProgressState::Snapshot { index, offset } => {
                 format!("snapshot index={index} offset={offset}")
             }
         };
-        let inflight: Vec<String> = progress.inflight.iter().map(u64::to_string).collect();
+        let inflight: Vec<String> = progress.inflight().iter().map(u64::to_string).collect();
         out.push(format!(
             "{follower}: {state} match={} next={} paused={} inflight=[{}] active={}",
-            progress.match_index,
-            progress.next_index,
-            progress.paused,
+            progress.match_index(),
+            progress.next_index(),
+            progress.is_paused(),
             inflight.join(","),
-            progress.recent_active
+            progress.is_recently_active()
         ));
     }
 }

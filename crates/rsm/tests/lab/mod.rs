@@ -90,7 +90,7 @@ impl StateMachine for LabMachine {
         out.into()
     }
 
-    fn restore(&mut self, data: &[u8]) -> Result<(), String> {
+    fn restore(&mut self, data: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let read_u64 = |data: &[u8], at: usize| -> Result<u64, String> {
             let bytes = data.get(at..at + 8).ok_or("snapshot too short")?;
             Ok(u64::from_le_bytes(bytes.try_into().unwrap()))

@@ -9,8 +9,8 @@
 use std::ops::Bound;
 
 use bytes::Bytes;
-use cairn_raft::LogIndex;
 use cairn_rpc::shardkv::{self as proto, InstallShards, PullReply, ShardChunk, ShardData};
+use cairn_rsm::LogIndex;
 use prost::Message as _;
 
 use super::{ShardState, ShardStore};
