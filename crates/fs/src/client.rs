@@ -41,6 +41,7 @@ use crate::namespace::ChunkHandle;
 use crate::path::FsPath;
 use crate::peers::{Peers, chunk_stub};
 use crate::settings::FsSettings;
+use crate::short_circuit::ShortCircuit;
 
 /// The most bytes one mutation carries; larger writes are split.
 pub(crate) const MAX_MUTATION_BYTES: u64 = MAX_READ_BYTES;
@@ -176,6 +177,8 @@ pub struct Client {
     mutations: LocationCache,
     /// Replicas of the chunks this client reads, for one lease period.
     reads: LocationCache,
+    /// Reads through file descriptors from chunkservers on this machine.
+    pub(crate) short_circuit: Arc<ShortCircuit>,
 }
 
 impl Client {
@@ -198,7 +201,15 @@ impl Client {
             rng,
             mutations: LocationCache::default(),
             reads: LocationCache::default(),
+            short_circuit: Arc::new(ShortCircuit::new(true)),
         })
+    }
+
+    /// Turns short-circuit reads (from chunkservers on this machine,
+    /// through file descriptors; on by default) on or off. Off, every read
+    /// is a Read RPC.
+    pub fn set_short_circuit(&mut self, on: bool) {
+        self.short_circuit = Arc::new(ShortCircuit::new(on));
     }
 
     /// The namespace clerk underneath.
@@ -592,13 +603,24 @@ impl Client {
         offset: u64,
         length: u64,
     ) -> Result<(Bytes, u64), RpcError> {
-        read_from(self.peers.get(url)?, handle, version, offset, length).await
+        let peer = self.peers.get(url)?;
+        read_from(
+            peer,
+            self.short_circuit.clone(),
+            handle,
+            version,
+            offset,
+            length,
+        )
+        .await
     }
 }
 
-/// Reads from the replica `peer` serves (see [`Client::read_replica`]).
+/// Reads from the replica `peer` serves (see [`Client::read_replica`]),
+/// through a file descriptor when it shares this machine ([`ShortCircuit`]).
 pub(crate) async fn read_from(
     peer: Arc<RpcClient>,
+    local: Arc<ShortCircuit>,
     handle: ChunkHandle,
     version: u64,
     offset: u64,
@@ -610,6 +632,9 @@ pub(crate) async fn read_from(
         offset,
         length: length.min(MAX_READ_BYTES),
     };
+    if let Some(read) = local.read(&peer, request).await {
+        return Ok(read);
+    }
     let reply = peer
         .call(request, |c, r| async move { chunk_stub(c).read(r).await })
         .await?;

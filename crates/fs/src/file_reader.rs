@@ -135,9 +135,10 @@ impl<'a> FileReader<'a> {
                     let url = &location.replicas[self.turn % n];
                     let peer = self.client.peers.get(url);
                     let (handle, version) = (location.handle, location.version);
-                    tokio::spawn(
-                        async move { read_from(peer?, handle, version, within, want).await },
-                    )
+                    let local = self.client.short_circuit.clone();
+                    tokio::spawn(async move {
+                        read_from(peer?, local, handle, version, within, want).await
+                    })
                 }
             };
             self.in_flight.push_back(InFlight {

@@ -140,14 +140,19 @@ mod peers;
 mod push_buffer;
 mod safemode;
 mod settings;
+mod short_circuit;
 pub mod snapshot;
 
-pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport, Scanned};
+pub use chunk_store::{
+    BLOCK_BYTES, ChunkError, ChunkStore, PlannedBlocks, ReadPlan, ReplicaReport, Scanned,
+};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
     ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_CLONES_IN_FLIGHT,
     MAX_INSPECT_HANDLES, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
+#[cfg(not(madsim))]
+pub use chunkserver::{LOCAL_READS_SOCKET, MAX_LOCAL_READERS};
 pub use client::{ChunkLocation, Client, ClientError};
 pub use clock::Clock;
 pub use file_checksum::{ChunkChecksum, FileChecksum, file_checksum};
