@@ -73,8 +73,8 @@ mod real {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use cairn_rpc::RpcClient;
     use cairn_rpc::fs::{LocalReadReply, LocalReadsRequest, ReadRequest};
+    use cairn_rpc::{RpcClient, RpcError};
     use rustix::net::{
         RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
         SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
@@ -174,8 +174,8 @@ mod real {
         Refused(String),
         /// The checksums failed: the RPC read decides.
         Corrupt(ChunkError),
-        /// The socket, the descriptor or the reply failed: no more
-        /// short-circuit to this chunkserver until it is asked again.
+        /// The socket, the descriptor or the reply failed: the
+        /// chunkserver is asked again where it serves them.
         Broken(io::Error),
     }
 
@@ -239,8 +239,10 @@ mod real {
                     None
                 }
                 Err(Failure::Broken(error)) => {
-                    tracing::debug!("short-circuit reads from {} stop: {error}", peer.addr());
-                    self.remember(peer.addr(), None);
+                    // It may have restarted (another socket or token):
+                    // asked again for the next piece.
+                    tracing::debug!("short-circuit read from {} failed: {error}", peer.addr());
+                    self.forget(peer.addr());
                     None
                 }
             }
@@ -257,18 +259,33 @@ mod real {
             if let Some(known) = known {
                 return known;
             }
-            let offer = peer
+            let offer = match peer
                 .call(LocalReadsRequest {}, |c, r| async move {
                     chunk_stub(c).local_reads(r).await
                 })
                 .await
-                .ok()?;
+            {
+                Ok(offer) => offer,
+                // It answered, without short-circuit reads (an older
+                // chunkserver): not asked again.
+                Err(RpcError::Rejected { .. }) => {
+                    self.remember(peer.addr(), None);
+                    return None;
+                }
+                // Asked again next time.
+                Err(_) => return None,
+            };
             let server = (offer.host == *host && !offer.socket.is_empty()).then(|| LocalServer {
                 socket: offer.socket.into(),
                 token: offer.token,
             });
             self.remember(peer.addr(), server.clone());
             server
+        }
+
+        fn forget(&self, url: &str) {
+            let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            servers.remove(url);
         }
 
         fn remember(&self, url: &str, server: Option<LocalServer>) {
