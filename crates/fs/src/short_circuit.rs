@@ -49,6 +49,10 @@ mod simulated {
             Self
         }
 
+        pub(crate) fn pick<'a>(&self, replicas: &'a [String], turn: usize) -> &'a str {
+            &replicas[turn % replicas.len()]
+        }
+
         pub(crate) async fn read(
             self: Arc<Self>,
             _peer: &RpcClient,
@@ -248,6 +252,22 @@ mod real {
             }
         }
 
+        /// The replica of `replicas` (not empty) to read a piece from,
+        /// `turn` spreading the pieces: among those known to share this
+        /// machine if there are any (HDFS reads a local replica first),
+        /// else among all.
+        pub(crate) fn pick<'a>(&self, replicas: &'a [String], turn: usize) -> &'a str {
+            let servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            let local: Vec<&String> = replicas
+                .iter()
+                .filter(|url| matches!(servers.get(url.as_str()), Some(Some(_))))
+                .collect();
+            match local.len() {
+                0 => &replicas[turn % replicas.len()],
+                n => local[turn % n],
+            }
+        }
+
         /// Where `peer` serves short-circuit reads, asking it the first
         /// time; `None` if it does not share this machine.
         async fn server(&self, peer: &RpcClient) -> Option<LocalServer> {
@@ -373,6 +393,94 @@ mod real {
             Ok(plan)
         } else {
             Err(io::Error::other("a plan that does not fit the request"))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::path::Path;
+
+        use cairn_storage::{Disk, MemDisk};
+
+        use super::*;
+        use crate::chunk_store::ChunkStore;
+
+        /// A store with chunk 7 at version 2, 200,000 bytes long; the
+        /// plan of `length` bytes at `offset`, as a chunkserver sends it.
+        fn reply_for(offset: u64, length: u64) -> (LocalReadReply, Vec<u8>) {
+            let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
+            let mut store = ChunkStore::open(disk, Path::new("chunks"), 1 << 20).unwrap();
+            store.create(7, 2).unwrap();
+            let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            store.write(7, 2, 0, &data).unwrap();
+            let plan = store.plan_read(7, offset, length).unwrap();
+            let blocks = plan.blocks();
+            let reply = LocalReadReply {
+                token: 1,
+                error: String::new(),
+                version: blocks.version,
+                first_block: blocks.first,
+                blocks_start: blocks.blocks.start,
+                blocks_end: blocks.blocks.end,
+                wanted_start: blocks.wanted.start,
+                wanted_end: blocks.wanted.end,
+                checksums: blocks.checksums.clone(),
+            };
+            (reply, data)
+        }
+
+        fn request(offset: u64, length: u64) -> ReadRequest {
+            ReadRequest {
+                handle: 7,
+                version: 2,
+                offset,
+                length,
+            }
+        }
+
+        #[test]
+        fn a_plan_that_fits_reads_only_verified_bytes_below_the_length() {
+            let (reply, data) = reply_for(70_000, 500_000);
+            let plan = plan_of(&reply, &request(70_000, 500_000)).unwrap();
+            let (bytes, version) = plan
+                .run_on(|offset, length| {
+                    Ok(data[offset as usize..offset as usize + length].to_vec())
+                })
+                .unwrap();
+            assert_eq!((&bytes[..], version), (&data[70_000..], 2));
+
+            let mut flipped = data.clone();
+            flipped[150_000] ^= 1;
+            let read = plan.run_on(|offset, length| {
+                Ok(flipped[offset as usize..offset as usize + length].to_vec())
+            });
+            assert!(
+                matches!(read, Err(ChunkError::Corrupt { block: 2, .. })),
+                "{read:?}"
+            );
+        }
+
+        #[test]
+        fn a_plan_that_does_not_fit_the_request_is_refused() {
+            let (reply, _) = reply_for(70_000, 1_000);
+            assert!(plan_of(&reply, &request(70_000, 1_000)).is_ok());
+            // More bytes than asked, another offset, an older version.
+            assert!(plan_of(&reply, &request(70_000, 999)).is_err());
+            assert!(plan_of(&reply, &request(69_000, 1_000)).is_err());
+            let mut newer = request(70_000, 1_000);
+            newer.version = 3;
+            assert!(plan_of(&reply, &newer).is_err());
+            // A checksum missing, blocks not where the first block is,
+            // wanted bytes outside the blocks.
+            let mut broken = reply.clone();
+            broken.checksums.pop();
+            assert!(plan_of(&broken, &request(70_000, 1_000)).is_err());
+            let mut broken = reply.clone();
+            broken.blocks_start += 1;
+            assert!(plan_of(&broken, &request(70_000, 1_000)).is_err());
+            let mut broken = reply;
+            broken.wanted_end = broken.blocks_end + 1;
+            assert!(plan_of(&broken, &request(70_000, 1_000)).is_err());
         }
     }
 }
