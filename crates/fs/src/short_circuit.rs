@@ -373,6 +373,21 @@ mod real {
         }
     }
 
+    /// The plan `blocks` as a chunkserver with `token` sends it.
+    pub(crate) fn reply_of(token: u64, blocks: &PlannedBlocks) -> LocalReadReply {
+        LocalReadReply {
+            token,
+            error: String::new(),
+            version: blocks.version,
+            first_block: blocks.first,
+            blocks_start: blocks.blocks.start,
+            blocks_end: blocks.blocks.end,
+            wanted_start: blocks.wanted.start,
+            wanted_end: blocks.wanted.end,
+            checksums: blocks.checksums.clone(),
+        }
+    }
+
     /// The plan in `reply`, if it fits what `request` asked: the chunk
     /// and version asked (or newer), the bytes at the offset asked, no
     /// more than asked.
@@ -414,18 +429,7 @@ mod real {
             let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
             store.write(7, 2, 0, &data).unwrap();
             let plan = store.plan_read(7, offset, length).unwrap();
-            let blocks = plan.blocks();
-            let reply = LocalReadReply {
-                token: 1,
-                error: String::new(),
-                version: blocks.version,
-                first_block: blocks.first,
-                blocks_start: blocks.blocks.start,
-                blocks_end: blocks.blocks.end,
-                wanted_start: blocks.wanted.start,
-                wanted_end: blocks.wanted.end,
-                checksums: blocks.checksums.clone(),
-            };
+            let reply = reply_of(1, plan.blocks());
             (reply, data)
         }
 

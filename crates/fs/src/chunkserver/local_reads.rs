@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 
 use super::ChunkServer;
 use crate::chunk_store::ReadPlan;
-use crate::short_circuit::{MAX_REQUEST_FRAME_BYTES, frame, host_identity, send_with_fd};
+use crate::short_circuit::{MAX_REQUEST_FRAME_BYTES, frame, host_identity, reply_of, send_with_fd};
 
 /// The socket's name in the data directory.
 pub const LOCAL_READS_SOCKET: &str = "local-reads.sock";
@@ -120,7 +120,7 @@ async fn answer(
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request in time"))??;
     let (reply, file) = match server.open_local_read(request, root).await {
-        Ok((plan, file)) => (reply_of(token, &plan), Some(file)),
+        Ok((plan, file)) => (reply_of(token, plan.blocks()), Some(file)),
         Err(error) => (
             LocalReadReply {
                 token,
@@ -156,20 +156,4 @@ async fn read_request(stream: &mut UnixStream) -> io::Result<ReadRequest> {
     let mut body = vec![0; length];
     stream.read_exact(&mut body).await?;
     prost::Message::decode(body.as_slice()).map_err(io::Error::other)
-}
-
-/// The plan as the client reads it.
-fn reply_of(token: u64, plan: &ReadPlan) -> LocalReadReply {
-    let blocks = plan.blocks();
-    LocalReadReply {
-        token,
-        error: String::new(),
-        version: blocks.version,
-        first_block: blocks.first,
-        blocks_start: blocks.blocks.start,
-        blocks_end: blocks.blocks.end,
-        wanted_start: blocks.wanted.start,
-        wanted_end: blocks.wanted.end,
-        checksums: blocks.checksums.clone(),
-    }
 }
