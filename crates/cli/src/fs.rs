@@ -147,6 +147,11 @@ pub(crate) struct MastersArgs {
     /// Print JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Read every byte through the chunkservers' Read RPC, never through
+    /// file descriptors that chunkservers on this machine hand over
+    /// (short-circuit reads, on by default).
+    #[arg(long, env = "CAIRN_FS_NO_SHORT_CIRCUIT")]
+    pub(crate) no_short_circuit: bool,
 }
 
 #[derive(Debug, Args)]
@@ -247,12 +252,14 @@ pub(crate) fn path(text: &str) -> anyhow::Result<FsPath> {
 }
 
 pub(crate) fn client(args: &MastersArgs) -> anyhow::Result<Client> {
-    Client::new(
+    let mut client = Client::new(
         &args.masters,
         FsSettings::default(),
         Duration::from_secs(args.timeout),
     )
-    .map_err(|e| anyhow::anyhow!("{e}; pass --masters http://HOST:PORT,..."))
+    .map_err(|e| anyhow::anyhow!("{e}; pass --masters http://HOST:PORT,..."))?;
+    client.set_short_circuit(!args.no_short_circuit);
+    Ok(client)
 }
 
 async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
@@ -322,6 +329,7 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
                 masters,
                 timeout,
                 json,
+                ..
             } = args.masters;
             let timeout = Duration::from_secs(timeout);
             crate::fs_safemode::safemode(&masters, timeout, args.action, json).await
@@ -388,6 +396,12 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
     };
     let server = ChunkServer::start(config, disk)
         .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;
+    match server.serve_local_reads(&data_dir) {
+        Ok(socket) => tracing::info!("short-circuit reads on {}", socket.display()),
+        Err(error) => tracing::warn!(
+            "no short-circuit reads ({error}): clients on this machine read through the RPC"
+        ),
+    }
     let (addr, task) = serve_node!(server, listen)?;
     tracing::info!(
         "chunkserver {} serving on {addr}, replicas in {}",

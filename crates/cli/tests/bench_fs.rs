@@ -10,11 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The rows the issue asks for, in order.
-const WORKLOADS: [&str; 9] = [
+const WORKLOADS: [&str; 11] = [
     "ceiling write + fsync",
     "ceiling read (hot)",
     "write 1 client",
     "write 4 clients",
+    "hot read 1 client (RPC)",
+    "hot read 4 clients (RPC)",
     "hot read 1 client",
     "hot read 4 clients",
     "record append 16 clients",
@@ -22,7 +24,7 @@ const WORKLOADS: [&str; 9] = [
     "kv put 64 clients",
 ];
 /// The rows judged against a reference.
-const JUDGED: usize = 6;
+const JUDGED: usize = 8;
 
 /// The process ids the progress lines name (`... pids [1, 2, 3], ...`).
 fn announced_pids(stderr: &str) -> Vec<u32> {

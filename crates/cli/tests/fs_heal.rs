@@ -8,20 +8,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cairn_testkit::pattern;
-use common::fs_store::{Store, sigkill};
+use common::fs_store::{Store, chunk_file, holders, sigkill};
 use common::poll_until;
 
 /// How long healing may take (heartbeats of 1 s; the healer looks every
 /// heartbeat interval).
 const HEALING: Duration = Duration::from_secs(60);
-
-fn chunk_file(disk: &Path, handle: u64) -> PathBuf {
-    disk.join("chunks").join(format!("{handle:016x}.chunk"))
-}
 
 /// `fsck --json` once: (exit code, report).
 fn fsck(store: &Store) -> (Option<i32>, serde_json::Value) {
@@ -35,18 +31,6 @@ fn wait_clean(store: &Store, what: &str) -> serde_json::Value {
         (Some(0), report) => Ok(report),
         (code, report) => Err(format!("exit {code:?}: {report}")),
     })
-}
-
-/// The disks of the chunkservers holding a replica of `handle`.
-fn holders(store: &Store, handle: u64) -> Vec<PathBuf> {
-    let report = store.json(&["report"]).unwrap();
-    report["servers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| PathBuf::from(s["disk"].as_str().unwrap()))
-        .filter(|disk| chunk_file(disk, handle).exists())
-        .collect()
 }
 
 #[test]

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use cairn_testkit::pattern;
-use common::fs_store::Store;
+use common::fs_store::{Store, chunk_file};
 use common::poll_until;
 
 /// CRC32C (Castagnoli), bit by bit: the oracle for `checksum`.
@@ -42,11 +42,6 @@ fn wait_healthy(store: &Store) -> serde_json::Value {
             )),
         }
     })
-}
-
-/// The replica file of chunk `handle` under a chunkserver's data dir.
-fn chunk_file(disk: &Path, handle: u64) -> PathBuf {
-    disk.join("chunks").join(format!("{handle:016x}.chunk"))
 }
 
 #[test]

@@ -14,6 +14,8 @@ mod cloning;
 #[cfg(all(test, not(madsim)))]
 mod disk_full_tests;
 mod inspect;
+#[cfg(not(madsim))]
+mod local_reads;
 mod state;
 
 use std::path::PathBuf;
@@ -28,8 +30,8 @@ use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
     AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CloneRequest,
     CopyChunkRequest, CreateReplicaRequest, HeartbeatReply, HeartbeatRequest, InspectReply,
-    InspectRequest, MutationReply, PushReply, PushRequest, ReadReply, ReadRequest, SetVersionReply,
-    SetVersionRequest, WriteRequest,
+    InspectRequest, LocalReadsReply, LocalReadsRequest, MutationReply, PushReply, PushRequest,
+    ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -40,10 +42,12 @@ use tonic::{Request, Response, Status};
 pub use cloning::MAX_CLONES_IN_FLIGHT;
 pub use inspect::MAX_INSPECT_HANDLES;
 use inspect::{ScrubCounters, inspect_replica, scrub_loop};
+#[cfg(not(madsim))]
+pub use local_reads::{LOCAL_READS_SOCKET, MAX_LOCAL_READERS};
 pub use state::PrimaryObserver;
 use state::{DISK_FULL, Mutation, MutationKind, Prepared, Refusal, ServerState, status_of};
 
-use crate::chunk_store::{ChunkError, ChunkStore};
+use crate::chunk_store::{ChunkError, ChunkStore, ReadPlan};
 use crate::clock::Clock;
 use crate::namespace::ChunkHandle;
 use crate::owner::Owner;
@@ -131,6 +135,9 @@ struct Inner {
     masters: Vec<RpcClient>,
     peers: Peers,
     scrub: Arc<ScrubCounters>,
+    /// Where short-circuit reads are served, once they are
+    /// ([`ChunkServer::serve_local_reads`]; never in simulation).
+    local_reads: std::sync::OnceLock<LocalReadsReply>,
 }
 
 /// A running chunkserver. Cheap to clone.
@@ -194,6 +201,7 @@ impl ChunkServer {
             masters,
             peers: Peers::new(PEER_CALL_TIMEOUT),
             scrub: Arc::default(),
+            local_reads: std::sync::OnceLock::new(),
         });
         tokio::spawn(heartbeat_loop(inner.clone()));
         if config.scrub_bytes_per_sec > 0 {
@@ -230,6 +238,21 @@ impl ChunkServer {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+    }
+}
+
+/// Runs a read's file I/O and checksums off the async workers (inline in
+/// simulation, which has no threads of its own).
+async fn run_plan(plan: ReadPlan) -> Result<(Bytes, u64), ChunkError> {
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(move || plan.run())
+            .await
+            .unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()).into()))
+    }
+    #[cfg(madsim)]
+    {
+        plan.run()
     }
 }
 
@@ -562,6 +585,39 @@ impl ChunkServer {
 }
 
 impl ChunkServer {
+    /// The plan of the read `r` asks for, after the checks every read
+    /// passes (its size, the replica's presence and version), taken on the
+    /// state task: for the Read RPC and for short-circuit reads alike.
+    async fn plan_read(&self, r: ReadRequest) -> Result<ReadPlan, Status> {
+        if r.length > MAX_READ_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a read of {} bytes; reads are limited to {MAX_READ_BYTES}: read in pieces",
+                r.length
+            )));
+        }
+        let handle = r.handle;
+        self.inner
+            .state
+            .with(move |s| {
+                let replica = s
+                    .store
+                    .replica(handle)
+                    .ok_or(ChunkError::NoSuchChunk(handle))
+                    .map_err(status_of)?;
+                if replica.version < r.version {
+                    return Err(Status::failed_precondition(format!(
+                        "the replica of chunk {handle} here is stale (version {} < {}); read another replica",
+                        replica.version, r.version
+                    )));
+                }
+                s.store
+                    .plan_read(handle, r.offset, r.length)
+                    .map_err(status_of)
+            })
+            .await
+            .map_err(stopped)?
+    }
+
     /// Reads again on the state task, in order with the writes: a read
     /// planned off that task can meet bytes a write changed meanwhile, so
     /// only this read decides that a replica is corrupt (and sets it aside).
@@ -672,42 +728,24 @@ impl Chunk for ChunkServer {
 
     async fn read(&self, request: Request<ReadRequest>) -> Result<Response<ReadReply>, Status> {
         let r = request.into_inner();
-        if r.length > MAX_READ_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "a read of {} bytes; reads are limited to {MAX_READ_BYTES}: read in pieces",
-                r.length
-            )));
-        }
-        let handle = r.handle;
-        let plan = self
-            .inner
-            .state
-            .with(move |s| {
-                let replica = s
-                    .store
-                    .replica(handle)
-                    .ok_or(ChunkError::NoSuchChunk(handle))
-                    .map_err(status_of)?;
-                if replica.version < r.version {
-                    return Err(Status::failed_precondition(format!(
-                        "the replica of chunk {handle} here is stale (version {} < {}); read another replica",
-                        replica.version, r.version
-                    )));
-                }
-                s.store
-                    .plan_read(handle, r.offset, r.length)
-                    .map_err(status_of)
-            })
-            .await
-            .map_err(stopped)??;
-        // The I/O and the checksums run here, in this request's task (as
-        // the state task does its own I/O), so reads proceed side by side
-        // and the state task stays free for writes and heartbeats.
-        let (data, version) = match plan.run() {
+        let plan = self.plan_read(r).await?;
+        // The I/O and the checksums run off the async workers (many
+        // reads side by side), and the state task stays free for writes
+        // and heartbeats.
+        let (data, version) = match run_plan(plan).await {
             Err(ChunkError::Corrupt { .. }) => self.read_in_order(r).await?,
             read => read.map_err(status_of)?,
         };
         Ok(Response::new(ReadReply { data, version }))
+    }
+
+    async fn local_reads(
+        &self,
+        _request: Request<LocalReadsRequest>,
+    ) -> Result<Response<LocalReadsReply>, Status> {
+        Ok(Response::new(
+            self.inner.local_reads.get().cloned().unwrap_or_default(),
+        ))
     }
 
     async fn set_version(

@@ -15,7 +15,6 @@
 //! (pushing the next while the primary commits the last), and a
 //! [`FileReader`] prefetches several pieces from the replicas in turn.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,15 +35,14 @@ use crate::file_reader::{FileReader, READ_WINDOW};
 use crate::file_writer::FileWriter;
 
 use crate::chunkserver::MAX_READ_BYTES;
+use crate::location_cache::LocationCache;
 use crate::master_client::{MasterClient, MasterError};
 use crate::namespace::ChunkHandle;
 use crate::path::FsPath;
 use crate::peers::{Peers, chunk_stub};
 use crate::settings::FsSettings;
+use crate::short_circuit::ShortCircuit;
 
-/// The most chunk locations a client caches; beyond it the cache is
-/// emptied.
-pub const MAX_CACHED_LOCATIONS: usize = 4096;
 /// The most bytes one mutation carries; larger writes are split.
 pub(crate) const MAX_MUTATION_BYTES: u64 = MAX_READ_BYTES;
 /// How long one call to a chunkserver may take.
@@ -174,8 +172,13 @@ pub struct Client {
     next_data_id: u64,
     pub(crate) deadline: Duration,
     pub(crate) rng: StdRng,
-    /// (path, chunk index) -> primary and secondaries, until the lease ends.
-    cache: BTreeMap<(String, u64), (ChunkLocation, Instant)>,
+    /// Primary and secondaries of the chunks this client mutates, until
+    /// the lease ends.
+    mutations: LocationCache,
+    /// Replicas of the chunks this client reads, for one lease period.
+    reads: LocationCache,
+    /// Reads through file descriptors from chunkservers on this machine.
+    pub(crate) short_circuit: Arc<ShortCircuit>,
 }
 
 impl Client {
@@ -196,8 +199,17 @@ impl Client {
             next_data_id: 0,
             deadline,
             rng,
-            cache: BTreeMap::new(),
+            mutations: LocationCache::default(),
+            reads: LocationCache::default(),
+            short_circuit: Arc::new(ShortCircuit::new(true)),
         })
+    }
+
+    /// Turns short-circuit reads (from chunkservers on this machine,
+    /// through file descriptors; on by default) on or off. Off, every read
+    /// is a Read RPC.
+    pub fn set_short_circuit(&mut self, on: bool) {
+        self.short_circuit = Arc::new(ShortCircuit::new(on));
     }
 
     /// The namespace clerk underneath.
@@ -210,6 +222,7 @@ impl Client {
     }
 
     pub async fn create(&mut self, path: &FsPath) -> Result<(), ClientError> {
+        self.forget_within(path);
         Ok(self.master.create(path).await?)
     }
 
@@ -237,13 +250,13 @@ impl Client {
         Ok(self.master.undelete(path).await?)
     }
 
-    /// Drops the cached mutation locations of `path` and below: after this
-    /// client deletes, renames or restores a path, a file of that name is
-    /// another file with other chunks, and a write must not go to the old
+    /// Drops the cached locations of `path` and below: after this client
+    /// deletes, renames or restores a path, a file of that name is another
+    /// file with other chunks, and a read or write must not go to the old
     /// ones.
     fn forget_within(&mut self, path: &FsPath) {
-        self.cache
-            .retain(|(cached, _), _| FsPath::parse(cached).map_or(true, |p| !p.is_within(path)));
+        self.mutations.forget_within(path);
+        self.reads.forget_within(path);
     }
 
     /// The deletions of `path` or below it that can still be restored.
@@ -273,6 +286,7 @@ impl Client {
     /// chunk, on either side, copies it on its chunkservers.
     pub async fn snapshot(&mut self, src: &FsPath, dst: &FsPath) -> Result<(), ClientError> {
         self.forget_within(src);
+        self.forget_within(dst);
         Ok(self.master.snapshot(src, dst).await?)
     }
 
@@ -315,26 +329,24 @@ impl Client {
         path: &FsPath,
         index: u64,
     ) -> Result<ChunkLocation, ClientError> {
-        let key = (path.as_str().to_string(), index);
-        if let Some((location, until)) = self.cache.get(&key)
-            && Instant::now() < *until
-        {
-            return Ok(location.clone());
+        // This client's reads of the chunk then ask the master again: a
+        // replica that misses this mutation keeps the old version, which a
+        // read at the old version would accept.
+        self.reads.forget(path, index);
+        if let Some(location) = self.mutations.get(path, index) {
+            return Ok(location);
         }
         let reply = self.master.locate(path, index, true, true).await?;
         // Never cached past a lease of ours (nor an absurd answer).
         let valid = Duration::from_millis(reply.valid_ms).min(self.settings.lease);
         let until = Instant::now() + valid;
         let location = ChunkLocation::from_reply(reply);
-        if self.cache.len() >= MAX_CACHED_LOCATIONS {
-            self.cache.clear();
-        }
-        self.cache.insert(key, (location.clone(), until));
+        self.mutations.insert(path, index, location.clone(), until);
         Ok(location)
     }
 
     pub(crate) fn forget(&mut self, path: &FsPath, index: u64) {
-        self.cache.remove(&(path.as_str().to_string(), index));
+        self.mutations.forget(path, index);
     }
 
     /// Writes `data` at `offset` of the file, adding chunks as needed. Each
@@ -507,9 +519,34 @@ impl Client {
         FileReader::new(self, path.clone(), offset, length)
     }
 
-    /// Where chunk `index` is for a read; `None` if the file has no such
-    /// chunk.
+    /// Where chunk `index` is for a read, cached for one lease period (GFS
+    /// §2.7.1: within it, a replica that missed another client's later
+    /// mutations may serve their old bytes, never corrupt ones); `None` if
+    /// the file has no such chunk (not cached: the file may grow).
     pub(crate) async fn read_location(
+        &mut self,
+        path: &FsPath,
+        index: u64,
+    ) -> Result<Option<ChunkLocation>, ClientError> {
+        if let Some(location) = self.reads.get(path, index) {
+            return Ok(Some(location));
+        }
+        let location = self.fresh_read_location(path, index).await?;
+        if let Some(location) = &location {
+            let until = Instant::now() + self.settings.lease;
+            self.reads.insert(path, index, location.clone(), until);
+        }
+        Ok(location)
+    }
+
+    /// Drops the cached read location of chunk `index` of `path` (one of
+    /// its replicas failed).
+    pub(crate) fn forget_read(&mut self, path: &FsPath, index: u64) {
+        self.reads.forget(path, index);
+    }
+
+    /// Where chunk `index` is for a read, as the master answers now.
+    async fn fresh_read_location(
         &self,
         path: &FsPath,
         index: u64,
@@ -534,6 +571,7 @@ impl Client {
         let what = format!("reading {length} bytes at {within} of chunk {index} of {path}");
         let mut backoff = Backoff::new(what, self.deadline);
         loop {
+            self.forget_read(path, index);
             let Some(location) = self.read_location(path, index).await? else {
                 return Ok(None);
             };
@@ -565,13 +603,24 @@ impl Client {
         offset: u64,
         length: u64,
     ) -> Result<(Bytes, u64), RpcError> {
-        read_from(self.peers.get(url)?, handle, version, offset, length).await
+        let peer = self.peers.get(url)?;
+        read_from(
+            peer,
+            self.short_circuit.clone(),
+            handle,
+            version,
+            offset,
+            length,
+        )
+        .await
     }
 }
 
-/// Reads from the replica `peer` serves (see [`Client::read_replica`]).
+/// Reads from the replica `peer` serves (see [`Client::read_replica`]),
+/// through a file descriptor when it shares this machine ([`ShortCircuit`]).
 pub(crate) async fn read_from(
     peer: Arc<RpcClient>,
+    local: Arc<ShortCircuit>,
     handle: ChunkHandle,
     version: u64,
     offset: u64,
@@ -583,6 +632,9 @@ pub(crate) async fn read_from(
         offset,
         length: length.min(MAX_READ_BYTES),
     };
+    if let Some(read) = local.read(&peer, request).await {
+        return Ok(read);
+    }
     let reply = peer
         .call(request, |c, r| async move { chunk_stub(c).read(r).await })
         .await?;

@@ -4,8 +4,10 @@
 //! client caches locations until the file is opened again, so a replica
 //! that misses later mutations can serve this reader stale bytes within
 //! that window, never corrupt ones), and keeps up to [`READ_WINDOW`] reads
-//! of [`MAX_READ_BYTES`] in flight, each to the next replica in turn.
-//! Every replica checks its checksums before it answers. A piece whose
+//! of [`MAX_READ_BYTES`] in flight, each to the next replica in turn
+//! (the next one on this machine, once one is known to be: short-circuit
+//! reads, `short_circuit.rs`). Every replica's checksums are checked
+//! before a byte is returned. A piece whose
 //! read fails is read again alone (another replica, then a fresh location
 //! from the master, backing off) when its turn comes; pieces come back in
 //! order. The file ends at the first piece shorter than asked.
@@ -86,6 +88,7 @@ impl<'a> FileReader<'a> {
                 // Read it alone, asking the master again; later pieces of
                 // this chunk use the new location.
                 self.locations.remove(&index);
+                self.client.forget_read(&self.path, index);
                 match self
                     .client
                     .read_piece(&self.path, index, within, want)
@@ -129,14 +132,18 @@ impl<'a> FileReader<'a> {
                         reason: "the master named no live replica".into(),
                     })
                 }),
-                n => {
+                _ => {
                     self.turn = self.turn.wrapping_add(1);
-                    let url = &location.replicas[self.turn % n];
+                    let url = self
+                        .client
+                        .short_circuit
+                        .pick(&location.replicas, self.turn);
                     let peer = self.client.peers.get(url);
                     let (handle, version) = (location.handle, location.version);
-                    tokio::spawn(
-                        async move { read_from(peer?, handle, version, within, want).await },
-                    )
+                    let local = self.client.short_circuit.clone();
+                    tokio::spawn(async move {
+                        read_from(peer?, local, handle, version, within, want).await
+                    })
                 }
             };
             self.in_flight.push_back(InFlight {

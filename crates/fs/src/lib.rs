@@ -130,6 +130,7 @@ mod file_reader;
 mod file_writer;
 mod fsck;
 mod healer;
+mod location_cache;
 mod master;
 mod master_balance;
 mod master_chunks;
@@ -147,16 +148,21 @@ mod peers;
 mod push_buffer;
 mod safemode;
 mod settings;
+mod short_circuit;
 pub mod snapshot;
 
 pub use balancer::MAX_MOVES_PER_ROUND;
-pub use chunk_store::{BLOCK_BYTES, ChunkError, ChunkStore, ReadPlan, ReplicaReport, Scanned};
+pub use chunk_store::{
+    BLOCK_BYTES, ChunkError, ChunkStore, PlannedBlocks, ReadPlan, ReplicaReport, Scanned,
+};
 pub use chunk_table::MAX_CHUNKSERVERS;
 pub use chunkserver::{
     ChunkServer, ChunkServerConfig, DiskSpace, FreeSpaceProbe, MAX_BATCH, MAX_CLONES_IN_FLIGHT,
     MAX_INSPECT_HANDLES, MAX_MESSAGE_BYTES, MAX_QUEUED_MUTATIONS, MAX_READ_BYTES, PrimaryObserver,
 };
-pub use client::{ChunkLocation, Client, ClientError, MAX_CACHED_LOCATIONS};
+#[cfg(not(madsim))]
+pub use chunkserver::{LOCAL_READS_SOCKET, MAX_LOCAL_READERS};
+pub use client::{ChunkLocation, Client, ClientError};
 pub use clock::Clock;
 pub use file_checksum::{ChunkChecksum, FileChecksum, file_checksum};
 pub use file_reader::{FileReader, READ_WINDOW};
@@ -166,6 +172,7 @@ pub use fsck::{
     fsck,
 };
 pub use healer::{CloneRecord, HealingStatus, MAX_CLONE_HISTORY, MAX_CLONES_PER_ROUND};
+pub use location_cache::MAX_CACHED_LOCATIONS;
 pub use master::{MAX_LISTING_ENTRIES, MasterServer};
 pub use master_chunks::MAX_CHUNKS_ADDED_AT_ONCE;
 pub use master_client::{MasterClient, MasterError};

@@ -155,3 +155,47 @@ async fn a_streamed_write_survives_a_chunkserver_dying() {
     same(&cluster, &back, &expected);
     cluster.check_no_split_brain();
 }
+
+/// A client keeps the read locations the master gave it for a lease
+/// period: once a chunk was read, further `read` calls of it go straight to
+/// its replicas, and succeed with the client cut from every master; a chunk
+/// it has not located yet cannot be read then (the cut is real).
+#[madsim::test]
+async fn repeated_reads_need_no_master_within_a_lease() {
+    let cluster = Cluster::start(3);
+    let mut writer = cluster.client("writer", DEADLINE);
+    let data = pattern(2 * CHUNK_BYTES as usize, 5);
+    let expected = data.clone();
+    cluster
+        .run("writer", async move {
+            writer.create(&path("/r")).await.unwrap();
+            writer.write(&path("/r"), 0, &data).await.unwrap();
+        })
+        .await;
+    let mut reader = cluster.client("reader", Duration::from_secs(3));
+    let first = cluster
+        .run("reader", async move {
+            let first = reader.read(&path("/r"), 0, 1024).await.unwrap();
+            (reader, first)
+        })
+        .await;
+    let (mut reader, first) = first;
+    assert_eq!(first[..], expected[..1024], "the first read");
+    cluster.cut_from_masters("reader", false);
+    let piece = CHUNK_BYTES / 8;
+    let (back, beyond) = cluster
+        .run("reader", async move {
+            let mut back = Vec::new();
+            for i in 0..8 {
+                back.extend(reader.read(&path("/r"), i * piece, piece).await.unwrap());
+            }
+            let beyond = reader.read(&path("/r"), CHUNK_BYTES, piece).await;
+            (back, beyond)
+        })
+        .await;
+    same(&cluster, &back, &expected[..CHUNK_BYTES as usize]);
+    assert!(
+        beyond.is_err(),
+        "chunk 1 was read with every master cut off: {beyond:?}"
+    );
+}

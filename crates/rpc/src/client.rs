@@ -73,7 +73,8 @@ impl RpcClient {
         #[cfg(not(madsim))]
         let endpoint = endpoint
             .initial_stream_window_size(crate::serve::HTTP2_STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(crate::serve::HTTP2_CONNECTION_WINDOW_BYTES);
+            .initial_connection_window_size(crate::serve::HTTP2_CONNECTION_WINDOW_BYTES)
+            .max_frame_size(crate::serve::HTTP2_MAX_FRAME_BYTES);
         Ok(Self {
             addr,
             endpoint,

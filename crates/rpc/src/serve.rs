@@ -69,6 +69,13 @@ pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) const HTTP2_STREAM_WINDOW_BYTES: u32 = 4 << 20;
 #[cfg(not(madsim))]
 pub(crate) const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// The largest HTTP/2 frame each side accepts. The protocol's default
+/// (16 KiB) cuts a 4 MiB chunk read into 256 frames, each parsed, counted
+/// against the windows and copied on its own; 1 MiB frames cut it into 4.
+/// A frame is bounded by the windows above and by each message's decoding
+/// limit as well.
+#[cfg(not(madsim))]
+pub(crate) const HTTP2_MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The limits of one server; [`Default`] gives the named constants. Tests
 /// shorten them.
@@ -157,6 +164,7 @@ pub fn serve_routes_on(
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+        .max_frame_size(HTTP2_MAX_FRAME_BYTES)
         .layer(crate::overload::OverloadLayer::new(options))
         .add_routes(routes);
     let incoming = crate::connection::GuardedIncoming::new(listener, options);

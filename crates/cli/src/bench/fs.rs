@@ -11,7 +11,10 @@
 //! - write: 1 client writes one file of `--size`; 4 clients write 4 files
 //!   of a quarter each, at once;
 //! - hot read: 1 client reads the first file back, 4 clients the 4 others
-//!   (just written, so in the chunkservers' page cache), checking the bytes;
+//!   (just written, so in the chunkservers' page cache), checking the bytes:
+//!   first through the Read RPC only, then as clients read by default,
+//!   short-circuit (through file descriptors of the chunkservers on this
+//!   machine, which all are here);
 //! - record append: 16 clients append 64 KiB records to one file until
 //!   `--size` bytes are in;
 //! - creates: 64 clients create empty files for `--seconds` (after a 1 s
@@ -181,15 +184,17 @@ async fn measure_all(args: &FsBenchArgs, dir: &Path) -> anyhow::Result<Vec<Row>>
         );
         store.check_running()?;
     }
-    for (files, name) in [
-        (&one, "hot read 1 client"),
-        (&quarters, "hot read 4 clients"),
+    for (files, name, direction) in [
+        (&one, "hot read 1 client (RPC)", Direction::ReadRpc),
+        (&quarters, "hot read 4 clients (RPC)", Direction::ReadRpc),
+        (&one, "hot read 1 client", Direction::Read),
+        (&quarters, "hot read 4 clients", Direction::Read),
     ] {
         say(&format!(
             "{name}: what was written, {} MiB per call",
             CALL_BYTES >> 20
         ));
-        let (bytes, outcome) = transfer(&masters, files, data.clone(), Direction::Read).await?;
+        let (bytes, outcome) = transfer(&masters, files, data.clone(), direction).await?;
         record(
             &mut rows,
             Row::throughput(name, files.len(), bytes, outcome, &read_reference, 0.25),
@@ -424,8 +429,11 @@ enum Direction {
     /// Create each file and write it.
     Write,
     /// Read each file back, checking every call's bytes against what was
-    /// written.
+    /// written: short-circuit (through file descriptors of the
+    /// chunkservers on this machine), the client's default.
     Read,
+    /// The same through the Read RPC only.
+    ReadRpc,
 }
 
 /// Each file written or read by a client of its own, `CALL_BYTES` per
@@ -442,6 +450,7 @@ async fn transfer(
         let (client, data) = (client(masters), data.clone());
         async move {
             let mut client = client?;
+            client.set_short_circuit(direction != Direction::ReadRpc);
             let path = fs_path(&name)?;
             if direction == Direction::Write {
                 client.create(&path).await?;
@@ -457,7 +466,7 @@ async fn transfer(
                         .write(&path, offset, expected)
                         .await
                         .with_context(|| format!("writing {name}"))?,
-                    Direction::Read => {
+                    Direction::Read | Direction::ReadRpc => {
                         let got = client
                             .read(&path, offset, n)
                             .await

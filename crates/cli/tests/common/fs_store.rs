@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
@@ -177,4 +178,21 @@ pub(crate) fn sigkill(pid: u32) -> bool {
         .status()
         .unwrap()
         .success()
+}
+
+/// The replica file of chunk `handle` under a chunkserver's data dir.
+pub(crate) fn chunk_file(disk: &Path, handle: u64) -> PathBuf {
+    disk.join("chunks").join(format!("{handle:016x}.chunk"))
+}
+
+/// The disks of the chunkservers holding a replica of `handle`.
+pub(crate) fn holders(store: &Store, handle: u64) -> Vec<PathBuf> {
+    let report = store.json(&["report"]).unwrap();
+    report["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| PathBuf::from(s["disk"].as_str().unwrap()))
+        .filter(|disk| chunk_file(disk, handle).exists())
+        .collect()
 }
