@@ -9,7 +9,7 @@ use std::time::Duration;
 use cairn_storage::{MemDisk, write_atomic};
 use tokio::time::Instant;
 
-use super::journal::FINISHED_JOURNAL;
+use super::journal::{FINISHED_JOURNAL, Journal};
 use super::*;
 
 fn disk_with_input() -> MemDisk {
