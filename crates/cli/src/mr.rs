@@ -389,7 +389,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
             }
         })
     };
-    core.run_until_released(args.linger).await;
+    core.run_until_released(args.linger).await?;
     reporter.abort();
     let status = core.status();
     crate::progress::print_report(&status, None);

@@ -31,23 +31,19 @@ pub enum MasterError {
     /// nothing changed. `code` says which refusal.
     #[error("{message}")]
     Refused { code: FsErrorCode, message: String },
-    /// The request is malformed; nothing changed.
-    #[error("invalid request: {0}")]
-    InvalidArgument(String),
-    /// No master completed the request within the deadline. A change may
-    /// or may not have been applied; retrying it through the same clerk is
-    /// safe.
-    #[error(
-        "no master completed the request within {after:?} ({last}); check that the masters are running and have a leader"
-    )]
-    Timeout { after: Duration, last: String },
+    /// The masters did not complete the request, or it is malformed: see
+    /// [`ReplicaError`]. After a timeout a change may or may not have been
+    /// applied; retrying it through the same clerk is safe.
+    #[error("{}", .0.with_hint(UNREACHABLE_HINT))]
+    Replica(#[from] ReplicaError),
     /// The master forgot this clerk's session while a change's outcome was
     /// unknown: it was applied once or not at all.
     #[error(
         "the master forgot this client's session while the change's outcome was unknown (it was applied once or not at all); look the path up before changing it again"
     )]
     SessionExpired,
-    /// A master refused the request for a reason retrying cannot change.
+    /// A server answered, but not as a master should (no entry, no
+    /// session).
     #[error("the master refused the request: {0}")]
     Rejected(String),
     /// The addresses given are unusable.
@@ -55,17 +51,8 @@ pub enum MasterError {
     BadEndpoint(String),
 }
 
-impl From<ReplicaError> for MasterError {
-    fn from(error: ReplicaError) -> Self {
-        match error {
-            ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
-            error @ ReplicaError::Refused { .. } => Self::Rejected(error.to_string()),
-            ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
-            // Every master refused the connection: nothing listens there.
-            error @ ReplicaError::Unreachable { .. } => Self::Rejected(error.to_string()),
-        }
-    }
-}
+/// What to do when nothing listens at the addresses given.
+const UNREACHABLE_HINT: &str = "are the masters running? Start a store with `cairn cluster --fs`, or pass --masters with the masters' addresses";
 
 impl MasterError {
     /// The namespace's refusal code, if this is one.

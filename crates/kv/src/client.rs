@@ -32,21 +32,12 @@ use cairn_rpc::kv_limits::{MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, check_key_value};
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KvError {
-    /// The request is invalid (empty or oversized key, oversized value);
-    /// nothing was applied. Do not retry it unchanged.
-    #[error("invalid request: {0}")]
-    InvalidArgument(String),
-    /// No server answered within the deadline. A write may or may not have
+    /// The servers did not complete the request, or it is invalid (empty
+    /// or oversized key, oversized value: checked here before sending):
+    /// see [`ReplicaError`]. After a timeout a write may or may not have
     /// been applied; retrying it through the same client is safe.
-    #[error(
-        "no server completed the request within {after:?} ({last}); check that the cluster is running and has a leader"
-    )]
-    Timeout {
-        /// The deadline.
-        after: Duration,
-        /// The last error seen.
-        last: String,
-    },
+    #[error("{}", .0.with_hint(UNREACHABLE_HINT))]
+    Replica(#[from] ReplicaError),
     /// The cluster forgot this client's session (too long idle among too
     /// many clients) while a write's outcome was unknown: the write may
     /// have been applied once, or not at all. The client's next request
@@ -64,39 +55,17 @@ pub enum KvError {
         /// The value limit in bytes.
         limit: usize,
     },
-    /// A server refused the request for a reason retrying cannot change (a
-    /// message over the size limit, a server without the method); nothing
-    /// was applied.
+    /// A server answered, but not as a key/value server (it registered no
+    /// session); nothing was applied.
     #[error("the server refused the request: {0}")]
     Refused(String),
     /// The addresses given are unusable.
     #[error("bad endpoint {0}")]
     BadEndpoint(String),
-    /// Every node refused the connection, again and again for
-    /// [`cairn_rpc::REFUSED_GIVE_UP`]: nothing listens at any of the
-    /// addresses. Nothing was applied.
-    #[error(
-        "nothing is listening at {}: every node refused the connection ({last}); is the cluster running? Start one with `cairn cluster`, or pass --endpoints with the addresses of its nodes",
-        .endpoints.join(", ")
-    )]
-    Unreachable {
-        /// Every address tried.
-        endpoints: Vec<String>,
-        /// The operating system's reason for the last refusal.
-        last: String,
-    },
 }
 
-impl From<ReplicaError> for KvError {
-    fn from(error: ReplicaError) -> Self {
-        match error {
-            ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
-            error @ ReplicaError::Refused { .. } => Self::Refused(error.to_string()),
-            ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
-            ReplicaError::Unreachable { endpoints, last } => Self::Unreachable { endpoints, last },
-        }
-    }
-}
+/// What to do when nothing listens at the addresses given.
+const UNREACHABLE_HINT: &str = "is the cluster running? Start one with `cairn cluster`, or pass --endpoints with the addresses of its nodes";
 
 /// Timeouts of a [`Client`].
 #[derive(Debug, Clone)]
@@ -152,7 +121,7 @@ impl Client {
     }
 
     /// This clerk waits out its deadline even when every node refuses the
-    /// connection, instead of failing with [`KvError::Unreachable`] after
+    /// connection, instead of failing with [`ReplicaError::Unreachable`] after
     /// [`cairn_rpc::REFUSED_GIVE_UP`]: for nodes that are starting.
     pub fn wait_while_refused(mut self) -> Self {
         self.servers = self.servers.wait_while_refused();
@@ -305,16 +274,21 @@ impl Client {
 /// transport (a message over [`MAX_MESSAGE_BYTES`] cannot be sent, and the
 /// failure looks like a broken connection) instead of being refused.
 fn check(key: &[u8], value: Option<&[u8]>, expected: Option<&[u8]>) -> Result<(), KvError> {
-    check_key_value(key, value).map_err(|error| KvError::InvalidArgument(error.to_string()))?;
+    check_key_value(key, value).map_err(|error| invalid(error.to_string()))?;
     if let Some(expected) = expected
         && expected.len() > MAX_VALUE_BYTES
     {
-        return Err(KvError::InvalidArgument(format!(
+        return Err(invalid(format!(
             "the expected value is {} bytes; values are limited to {MAX_VALUE_BYTES} bytes (1 MiB), so no key can hold it",
             expected.len()
         )));
     }
     Ok(())
+}
+
+/// A request refused before it is sent.
+fn invalid(message: impl Into<String>) -> KvError {
+    ReplicaError::InvalidArgument(message.into()).into()
 }
 
 /// A generated client whose message limits are the servers'.

@@ -48,7 +48,8 @@
 //! keys and values against the limits before sending, so an oversized
 //! value is refused at once whatever its size. When every node refuses the
 //! connection (nothing listens there) for [`cairn_rpc::REFUSED_GIVE_UP`],
-//! it stops with [`KvError::Unreachable`] instead of waiting out its
+//! it stops with [`ReplicaError::Unreachable`](cairn_rpc::ReplicaError::Unreachable)
+//! (in [`KvError::Replica`]) instead of waiting out its
 //! deadline.
 //!
 //! ## Implementation caveats

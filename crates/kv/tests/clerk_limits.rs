@@ -27,7 +27,7 @@ fn clerk_of_nobody() -> Client {
 
 fn assert_invalid(result: Result<impl std::fmt::Debug, KvError>, words: &str) {
     match result {
-        Err(KvError::InvalidArgument(message)) => {
+        Err(KvError::Replica(cairn_rpc::ReplicaError::InvalidArgument(message))) => {
             assert!(message.contains(words), "{message}")
         }
         other => panic!("expected an invalid-argument error, got {other:?}"),

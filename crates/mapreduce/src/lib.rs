@@ -104,7 +104,9 @@ mod worker;
 
 pub use app::{App, AppError, Counters, Emit, MapInput, Progress, ReduceOutput, Values, counter};
 pub use apps::{AppSpec, AppSpecError};
-pub use coordinator::{CoordinatorCore, CoordinatorError, JobConfig, SchedulerConfig, output_name};
+pub use coordinator::{
+    CoordinatorCore, CoordinatorError, JobConfig, SchedulerConfig, Stopped, output_name,
+};
 pub use seq::run_sequential;
 pub use serve::{ServerTask, serve};
 pub use split::{DEFAULT_SPLIT_BYTES, plan_splits};

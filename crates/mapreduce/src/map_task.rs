@@ -24,10 +24,29 @@ use crate::{App, AppError, Emit, MapInput, Values};
 /// Map output buffered in memory before a spill.
 pub const MAX_MAP_BUFFER_BYTES: usize = 128 * 1024 * 1024;
 
-/// The split buffer kept between map tasks.
-static SPLIT_BUFFER: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
 /// A split buffer larger than this (a huge `--split-size`) is not kept.
 const MAX_KEPT_SPLIT_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+
+/// A worker's split buffer, reused across its map tasks: mapping fresh
+/// pages for every 64 MiB split costs more than the copy itself. One
+/// worker runs one map task at a time, so it owns one buffer.
+#[derive(Debug, Default)]
+pub(crate) struct SplitBuffer(Vec<u8>);
+
+impl SplitBuffer {
+    /// The buffer, for a task to fill (empty, its capacity kept).
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+
+    /// Keeps a task's split contents as the next task's buffer, unless it
+    /// is larger than [`MAX_KEPT_SPLIT_BUFFER_BYTES`].
+    fn keep(&mut self, contents: Vec<u8>) {
+        if contents.capacity() <= MAX_KEPT_SPLIT_BUFFER_BYTES {
+            self.0 = contents;
+        }
+    }
+}
 
 /// What a finished map task produced.
 #[derive(Debug)]
@@ -50,9 +69,12 @@ pub(crate) enum SplitSource<'a> {
 
 /// Runs a map task; its output goes under `dir` on `scratch`. `progress`
 /// advances with the input consumed and every record emitted or written.
+/// A split read from disk goes into `buffer`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run_map_task(
     app: &dyn App,
     input: SplitSource<'_>,
+    buffer: &mut SplitBuffer,
     scratch: &dyn Disk,
     dir: &Path,
     split: &Split,
@@ -60,14 +82,12 @@ pub(crate) fn run_map_task(
     progress: &Progress,
 ) -> Result<MapTaskOutput, AppError> {
     scratch.create_dir_all(dir)?;
-    // One split buffer per process, reused: mapping fresh pages for every
-    // 64 MiB split costs more than the copy itself.
     let contents = match input {
         SplitSource::Disk(input_disk) => {
-            let mut buffer = std::mem::take(&mut *SPLIT_BUFFER.lock().expect("split buffer lock"));
-            read_split_into(input_disk, split, &mut buffer)
+            let mut contents = buffer.take();
+            read_split_into(input_disk, split, &mut contents)
                 .map_err(|e| format!("reading {} at {}: {e}", split.path, split.offset))?;
-            buffer
+            contents
         }
         SplitSource::Read(contents) => contents,
     };
@@ -95,9 +115,7 @@ pub(crate) fn run_map_task(
     };
     let mapped = app.map(&input, &mut collector);
     progress.finish_input(split.length);
-    if contents.capacity() <= MAX_KEPT_SPLIT_BUFFER_BYTES {
-        *SPLIT_BUFFER.lock().expect("split buffer lock") = contents;
-    }
+    buffer.keep(contents);
     mapped?;
     if progress.is_cancelled() {
         return Err("the map attempt was cancelled".into());

@@ -272,6 +272,7 @@ mod tests {
         let output = crate::map_task::run_map_task(
             &app,
             crate::map_task::SplitSource::Disk(&disk),
+            &mut crate::map_task::SplitBuffer::default(),
             &disk,
             Path::new("map"),
             &split,

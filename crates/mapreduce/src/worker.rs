@@ -8,32 +8,33 @@
 //! killed and its result is never reported.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_rpc::mapreduce::coordinator_client::CoordinatorClient;
-use cairn_rpc::mapreduce::shuffle_client::ShuffleClient;
-use cairn_rpc::mapreduce::shuffle_server::{Shuffle, ShuffleServer};
+use cairn_rpc::mapreduce::shuffle_server::ShuffleServer;
 use cairn_rpc::mapreduce::{
-    CompleteTaskRequest, Counter, FetchFailureRequest, FetchReply, FetchRequest, GetTaskRequest,
-    HeartbeatRequest, JobSpec, MapLocation, RegisterRequest, Split, TaskKind, TaskProgress,
+    CompleteTaskRequest, Counter, GetTaskRequest, HeartbeatRequest, JobSpec, RegisterRequest,
+    TaskKind, TaskProgress,
 };
 use cairn_rpc::{ClientOptions, RpcClient, RpcError};
-use cairn_storage::{Disk, OpenMode};
-use tonic::{Request, Response, Status};
+use cairn_storage::Disk;
 
-use crate::app::{Counters, counter};
+mod attempt;
+mod shuffle;
+
+use attempt::{Abandoned, MapAttempt, ReduceAttempt, run_map, run_reduce};
+use shuffle::ShuffleService;
+
+use crate::App;
+use crate::app::Counters;
 use crate::apps::AppSpec;
-use crate::diskio::DiskWriter;
 use crate::link::Link;
-use crate::map_task::{SplitSource, partition_path, run_map_task};
+use crate::map_task::SplitBuffer;
 use crate::progress::Progress;
-use crate::reduce_task::{ReduceTarget, run_reduce_task};
 use crate::serve::serve;
-use crate::store::store_path;
-use crate::{App, AppError};
 
 /// The largest page a Fetch returns (under gRPC's 4 MiB message limit).
 pub const MAX_FETCH_PAGE_BYTES: u32 = 1024 * 1024;
@@ -105,67 +106,6 @@ pub struct WorkerSummary {
 struct Running {
     current: Mutex<Option<(TaskProgress, Progress)>>,
 }
-
-/// Serves `part-<r>` files of the map attempts this worker process
-/// finished (never leftovers of an earlier process at the same address).
-#[derive(Debug, Clone)]
-struct ShuffleService {
-    scratch: Arc<dyn Disk>,
-    dir: PathBuf,
-    finished: Arc<Mutex<std::collections::BTreeSet<(u32, u32)>>>,
-}
-
-#[tonic::async_trait]
-impl Shuffle for ShuffleService {
-    async fn fetch(&self, request: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
-        let request = request.into_inner();
-        let finished = self
-            .finished
-            .lock()
-            .expect("finished lock")
-            .contains(&(request.map_task, request.attempt));
-        if !finished {
-            return Err(Status::not_found(format!(
-                "this worker has no output of map {} attempt {}",
-                request.map_task, request.attempt
-            )));
-        }
-        let path = partition_path(
-            &map_dir(&self.dir, request.map_task, request.attempt),
-            request.partition,
-        );
-        let mut file = self.scratch.open(&path, OpenMode::Read).map_err(|e| {
-            Status::not_found(format!(
-                "map {} attempt {} partition {}: {e}",
-                request.map_task, request.attempt, request.partition
-            ))
-        })?;
-        let total = file.len().map_err(|e| Status::internal(e.to_string()))?;
-        let offset = request.offset.min(total);
-        let want = u64::from(request.max_bytes.clamp(1, MAX_FETCH_PAGE_BYTES)).min(total - offset);
-        let mut data = vec![0; want as usize];
-        file.read_exact_at(offset, &mut data)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(FetchReply { data, total }))
-    }
-}
-
-fn map_dir(root: &Path, task: u32, attempt: u32) -> PathBuf {
-    root.join(format!("map-{task}-{attempt}"))
-}
-
-/// A reduce attempt given back because a map output it needs was lost;
-/// asking for a new task tells the coordinator so.
-#[derive(Debug)]
-struct Abandoned;
-
-impl std::fmt::Display for Abandoned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("reduce abandoned: a map output it needs is lost")
-    }
-}
-
-impl std::error::Error for Abandoned {}
 
 /// Runs a worker until the job is done.
 pub async fn run_worker(mut config: WorkerConfig) -> Result<WorkerSummary, WorkerError> {
@@ -255,6 +195,7 @@ async fn work(
         job.heartbeat_interval_ms,
     ));
     let mut summary = WorkerSummary::default();
+    let mut split_buffer = SplitBuffer::default();
     let mut progress;
     let outcome = loop {
         let request = GetTaskRequest { worker_id };
@@ -298,7 +239,7 @@ async fn work(
                     split,
                     progress: progress.clone(),
                 };
-                run_map(config, app.clone(), &job, attempt).await
+                run_map(config, app.clone(), &job, attempt, &mut split_buffer).await
             }
             TaskKind::Reduce => {
                 progress = running.start(kind, task, attempt);
@@ -475,224 +416,6 @@ async fn heartbeat_loop(
         match reply {
             Ok(reply) => running.cancel_if_among(&reply.abort),
             Err(error) => tracing::debug!("heartbeat failed: {error}"),
-        }
-    }
-}
-
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AppError> + Send + 'static,
-) -> Result<T, AppError> {
-    // The simulator runs everything on one thread in virtual time: the task
-    // runs inline there.
-    #[cfg(madsim)]
-    return f();
-    #[cfg(not(madsim))]
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AppError::from(format!("task panicked: {e}")))?
-}
-
-/// A map attempt to run.
-#[derive(Debug)]
-struct MapAttempt {
-    task: u32,
-    attempt: u32,
-    split: Split,
-    progress: Progress,
-}
-
-async fn run_map(
-    config: &WorkerConfig,
-    app: Arc<dyn App>,
-    job: &JobSpec,
-    attempt: MapAttempt,
-) -> Result<Counters, AppError> {
-    let (scratch, shared) = (config.scratch.clone(), config.shared.clone());
-    let dir = map_dir(&config.scratch_dir, attempt.task, attempt.attempt);
-    let reduces = job.reduces;
-    let MapAttempt {
-        split, progress, ..
-    } = attempt;
-    let read = match store_path(&split.path) {
-        Some(_) => {
-            let mut client = crate::store::connect(&job.fs_masters)?;
-            let reading = crate::store::read_store_split(&mut client, &split);
-            Some(progress.bounded_wait(reading).await?)
-        }
-        None => None,
-    };
-    let output = run_blocking(move || {
-        let input = match read {
-            Some(contents) => SplitSource::Read(contents),
-            None => SplitSource::Disk(&*shared),
-        };
-        run_map_task(&*app, input, &*scratch, &dir, &split, reduces, &progress)
-    })
-    .await?;
-    Ok(output.counters)
-}
-
-/// A reduce attempt to run.
-#[derive(Debug)]
-struct ReduceAttempt {
-    worker_id: u64,
-    task: u32,
-    attempt: u32,
-    locations: Vec<MapLocation>,
-    progress: Progress,
-}
-
-async fn run_reduce(
-    config: &WorkerConfig,
-    link: &Link,
-    app: Arc<dyn App>,
-    job: &JobSpec,
-    reduce: ReduceAttempt,
-) -> Result<Counters, AppError> {
-    let ReduceAttempt {
-        worker_id,
-        task,
-        attempt,
-        mut locations,
-        progress,
-    } = reduce;
-    let dir = config.scratch_dir.join(format!("reduce-{task}-{attempt}"));
-    config.scratch.create_dir_all(&dir)?;
-    let mut counters = Counters::default();
-    let mut runs = Vec::new();
-    locations.sort_by_key(|location| location.map_task);
-    for location in locations {
-        let path = dir.join(format!("map-{}", location.map_task));
-        let fetched = progress
-            .bounded_wait(fetch_with_retries(
-                config, &location, task, &path, &progress,
-            ))
-            .await;
-        match fetched {
-            Ok(bytes) => counters.add(counter::SHUFFLE_BYTES, bytes),
-            Err(error) => {
-                let report = FetchFailureRequest {
-                    worker_id,
-                    reduce_task: task,
-                    map_task: location.map_task,
-                    map_attempt: location.attempt,
-                    error: error.to_string(),
-                };
-                link.call(report, |c, r| async move {
-                    CoordinatorClient::new(c).report_fetch_failure(r).await
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-                // The map runs again; this worker may be needed for it,
-                // so it gives the reduce back instead of waiting.
-                config.scratch.remove_dir_all(&dir).ok();
-                return Err(Box::new(Abandoned));
-            }
-        }
-        runs.push(path);
-    }
-    let name = crate::coordinator::output_name(job.hadoop_names, task);
-    let in_store = store_path(&job.output_dir).is_some();
-    // Output for the store is written here first, then copied to the
-    // attempt's temporary file there, which the coordinator commits.
-    let (output_dir, shared) = if in_store {
-        (dir.clone(), config.scratch.clone())
-    } else {
-        (PathBuf::from(&job.output_dir), config.shared.clone())
-    };
-    let temp_name = format!(".{name}.attempt-{worker_id}-{attempt}.tmp");
-    let scratch = config.scratch.clone();
-    let (work_dir, local_output) = (dir.clone(), output_dir.join(&name));
-    let (reduce_progress, target_path) = (progress.clone(), local_output.clone());
-    let reduce_counters = run_blocking(move || {
-        let target = ReduceTarget {
-            disk: &*shared,
-            path: target_path,
-            temp_path: output_dir.join(&temp_name),
-        };
-        run_reduce_task(&*app, &*scratch, &work_dir, runs, &target, &reduce_progress)
-    })
-    .await?;
-    counters.merge(&reduce_counters);
-    if in_store {
-        let temp = crate::store::temp_output(&job.output_dir, &name, worker_id, attempt);
-        let mut client = crate::store::connect(&job.fs_masters)?;
-        let upload = crate::store::upload(
-            &mut client,
-            &*config.scratch,
-            &local_output,
-            &temp,
-            &progress,
-        );
-        progress.bounded_wait(upload).await?;
-    }
-    if let Err(error) = config.scratch.remove_dir_all(&dir) {
-        tracing::debug!("cleaning {}: {error}", dir.display());
-    }
-    Ok(counters)
-}
-
-async fn fetch_with_retries(
-    config: &WorkerConfig,
-    location: &MapLocation,
-    partition: u32,
-    path: &Path,
-    progress: &Progress,
-) -> Result<u64, String> {
-    let mut last = String::new();
-    for retry in 0..FETCH_RETRIES {
-        if retry > 0 {
-            tokio::time::sleep(Duration::from_millis(100 << retry)).await;
-        }
-        match fetch(config, location, partition, path, progress).await {
-            Ok(bytes) => return Ok(bytes),
-            Err(error) => last = error,
-        }
-    }
-    Err(last)
-}
-
-/// Copies one map output partition to `path`, a page at a time.
-async fn fetch(
-    config: &WorkerConfig,
-    location: &MapLocation,
-    partition: u32,
-    path: &Path,
-    progress: &Progress,
-) -> Result<u64, String> {
-    let options = ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        call_timeout: Duration::from_secs(10),
-    };
-    let client = RpcClient::new(location.addr.clone(), options).map_err(|e| e.to_string())?;
-    let mut file = DiskWriter::create(&*config.scratch, path).map_err(|e| e.to_string())?;
-    let mut offset = 0u64;
-    loop {
-        let request = FetchRequest {
-            map_task: location.map_task,
-            attempt: location.attempt,
-            partition,
-            offset,
-            max_bytes: MAX_FETCH_PAGE_BYTES,
-        };
-        let reply = client
-            .call(request, |channel, request| async move {
-                ShuffleClient::new(channel).fetch(request).await
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        use std::io::Write;
-        file.write_all(&reply.data).map_err(|e| e.to_string())?;
-        offset += reply.data.len() as u64;
-        progress.advance(reply.data.len() as u64);
-        if offset >= reply.total {
-            return Ok(offset);
-        }
-        if reply.data.is_empty() {
-            return Err(format!(
-                "map output of task {} shrank while being fetched",
-                location.map_task
-            ));
         }
     }
 }

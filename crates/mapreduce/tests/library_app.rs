@@ -125,7 +125,8 @@ async fn a_library_app_runs_on_in_process_workers() {
         core.run_until_released(Duration::from_secs(5)),
     )
     .await
-    .expect("the job finishes");
+    .expect("the job finishes")
+    .expect("the coordinator writes its journal");
     for worker in workers {
         let summary = worker.await.unwrap().unwrap();
         assert_eq!(summary.failures, 0);

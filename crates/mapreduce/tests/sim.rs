@@ -109,7 +109,10 @@ fn job(app: &str, workers: usize, split_bytes: u64) -> Job {
                 let _server = cairn_mapreduce::serve(router, node.bind(COORDINATOR_PORT))
                     .await
                     .unwrap();
-                opened.run_until_released(Duration::from_secs(5)).await;
+                opened
+                    .run_until_released(Duration::from_secs(5))
+                    .await
+                    .expect("the coordinator writes its journal");
             }
         });
     }

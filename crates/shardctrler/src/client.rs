@@ -21,26 +21,16 @@ use crate::config::{Config, Gid};
 /// Why a controller request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CtrlerError {
-    /// The request is malformed (gid 0, a shard that does not exist, an
-    /// empty server list); nothing was applied.
-    #[error("invalid request: {0}")]
-    InvalidArgument(String),
+    /// The controllers did not complete the request, or it is malformed
+    /// (gid 0, a shard that does not exist, an empty server list): see
+    /// [`ReplicaError`]. After a timeout a change may or may not have been
+    /// applied; retrying it through the same client is safe.
+    #[error("{}", .0.with_hint(UNREACHABLE_HINT))]
+    Replica(#[from] ReplicaError),
     /// The controller refused the change against its latest configuration
     /// (a group that already joined, or is not there); nothing was applied.
     #[error("refused: {0}")]
     Refused(String),
-    /// No server completed the request within the deadline. A change may
-    /// or may not have been applied; retrying it through the same client
-    /// is safe.
-    #[error(
-        "no controller completed the request within {after:?} ({last}); check that the controllers are running and have a leader"
-    )]
-    Timeout {
-        /// The deadline.
-        after: Duration,
-        /// The last error seen.
-        last: String,
-    },
     /// The controller forgot this client's session while a change's
     /// outcome was unknown: it may have been applied once, or not at all.
     /// The client's next change opens a new session.
@@ -48,39 +38,17 @@ pub enum CtrlerError {
         "the controller forgot this client's session while the change's outcome was unknown (it was applied once or not at all); query before changing again"
     )]
     SessionExpired,
-    /// A controller refused the request for a reason retrying cannot
-    /// change (a server without the method, a message over the size
-    /// limit); nothing was applied.
+    /// A server answered, but not as a shard controller should (no
+    /// session, no configuration); nothing was applied.
     #[error("the controller refused the request: {0}")]
     Rejected(String),
     /// The addresses given are unusable.
     #[error("bad endpoint: {0}")]
     BadEndpoint(String),
-    /// Every controller refused the connection, again and again for
-    /// [`cairn_rpc::REFUSED_GIVE_UP`]: nothing listens at any of the
-    /// addresses. Nothing was applied.
-    #[error(
-        "nothing is listening at {}: every shard controller refused the connection ({last}); are the controllers running? Start a sharded cluster with `cairn cluster --sharded`, or pass --endpoints with the controllers' addresses",
-        .endpoints.join(", ")
-    )]
-    Unreachable {
-        /// Every address tried.
-        endpoints: Vec<String>,
-        /// The operating system's reason for the last refusal.
-        last: String,
-    },
 }
 
-impl From<ReplicaError> for CtrlerError {
-    fn from(error: ReplicaError) -> Self {
-        match error {
-            ReplicaError::InvalidArgument(message) => Self::InvalidArgument(message),
-            error @ ReplicaError::Refused { .. } => Self::Rejected(error.to_string()),
-            ReplicaError::Timeout { after, last } => Self::Timeout { after, last },
-            ReplicaError::Unreachable { endpoints, last } => Self::Unreachable { endpoints, last },
-        }
-    }
-}
+/// What to do when nothing listens at the addresses given.
+const UNREACHABLE_HINT: &str = "are the controllers running? Start a sharded cluster with `cairn cluster --sharded`, or pass --endpoints with the controllers' addresses";
 
 /// A shard controller clerk. Queries take `&self`; changes take `&mut self`
 /// (one outstanding change per clerk: its sequence number).
@@ -112,7 +80,7 @@ impl Client {
 
     /// This clerk waits out its deadline even when every controller
     /// refuses the connection, instead of failing with
-    /// [`CtrlerError::Unreachable`] after [`cairn_rpc::REFUSED_GIVE_UP`]:
+    /// [`ReplicaError::Unreachable`] after [`cairn_rpc::REFUSED_GIVE_UP`]:
     /// for controllers that are starting.
     pub fn wait_while_refused(mut self) -> Self {
         self.servers = self.servers.wait_while_refused();
@@ -157,8 +125,11 @@ impl Client {
 
     /// Assigns `shard` to `gid`; returns the new configuration's number.
     pub async fn move_shard(&mut self, shard: usize, gid: Gid) -> Result<u64, CtrlerError> {
-        let shard = u32::try_from(shard)
-            .map_err(|_| CtrlerError::InvalidArgument(format!("shard {shard} does not exist")))?;
+        let shard = u32::try_from(shard).map_err(|_| {
+            CtrlerError::from(ReplicaError::InvalidArgument(format!(
+                "shard {shard} does not exist"
+            )))
+        })?;
         self.change(Change::Move(Move { shard, gid })).await
     }
 

@@ -518,7 +518,12 @@ async fn refused_changes_change_nothing() {
     for (i, outcome) in outcomes.iter().enumerate() {
         match (i, outcome) {
             (0..=2, Err(cairn_shardctrler::CtrlerError::Refused(_)))
-            | (3..=4, Err(cairn_shardctrler::CtrlerError::InvalidArgument(_))) => {}
+            | (
+                3..=4,
+                Err(cairn_shardctrler::CtrlerError::Replica(
+                    cairn_rpc::ReplicaError::InvalidArgument(_),
+                )),
+            ) => {}
             _ => t.fail(format!("request {i}: unexpected {outcome:?}")),
         }
     }

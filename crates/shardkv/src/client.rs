@@ -82,8 +82,10 @@ pub enum ShardKvError {
 impl From<CtrlerError> for ShardKvError {
     fn from(error: CtrlerError) -> Self {
         match error {
-            CtrlerError::InvalidArgument(message) => Self::InvalidArgument(message),
-            CtrlerError::Timeout { after, last } => Self::Timeout {
+            CtrlerError::Replica(ReplicaError::InvalidArgument(message)) => {
+                Self::InvalidArgument(message)
+            }
+            CtrlerError::Replica(ReplicaError::Timeout { after, last }) => Self::Timeout {
                 after,
                 last: format!("controller: {last}"),
             },
@@ -325,10 +327,13 @@ impl Client {
             }
             match self.controller.query(None).await {
                 Ok(config) => self.config = config,
-                Err(CtrlerError::InvalidArgument(message)) => {
+                Err(CtrlerError::Replica(ReplicaError::InvalidArgument(message))) => {
                     return Err(ShardKvError::InvalidArgument(message));
                 }
-                Err(error @ CtrlerError::Rejected(_)) => return Err(error.into()),
+                Err(
+                    error @ (CtrlerError::Rejected(_)
+                    | CtrlerError::Replica(ReplicaError::Refused { .. })),
+                ) => return Err(error.into()),
                 Err(error) => last = format!("controller: {error}"),
             }
         }

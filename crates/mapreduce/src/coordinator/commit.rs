@@ -18,14 +18,14 @@ use tokio::time::Instant;
 
 use super::journal::Record;
 use super::state::Completion;
-use super::{CoordinatorCore, Inner, store};
+use super::{CoordinatorCore, Inner, Stopped, store};
 
 /// Completions waiting for the committer; when full, the workers' RPCs
 /// wait for room.
 const MAX_QUEUED_COMMITS: usize = 64;
 
 /// A reduce completion to commit, and where to answer whether it was.
-type Commit = (Completion, oneshot::Sender<bool>);
+type Commit = (Completion, oneshot::Sender<Result<bool, Stopped>>);
 
 /// The handle of the task that commits reduce outputs in the store; the
 /// task ends when the coordinator is dropped.
@@ -53,30 +53,37 @@ impl Committer {
 impl CoordinatorCore {
     /// Records a finished attempt (a reduce output in the store through the
     /// committer); returns whether it was committed.
-    pub(super) async fn complete(&self, completion: Completion) -> bool {
+    pub(super) async fn complete(&self, completion: Completion) -> Result<bool, Stopped> {
         let Some(committer) = &self.inner.committer else {
-            return self.record_completion(completion);
+            return self.record_completion(completion).await;
         };
         if completion.kind != TaskKind::Reduce || completion.error.is_some() {
-            return self.record_completion(completion);
+            return self.record_completion(completion).await;
         }
         let (answer, answered) = oneshot::channel();
         if committer.queue.send((completion, answer)).await.is_err() {
-            return false;
+            return Ok(false);
         }
-        answered.await.unwrap_or(false)
+        answered.await.unwrap_or(Ok(false))
     }
 
     /// Commits (or discards) a successful reduce attempt's output file,
     /// then records the completion.
-    async fn commit(&self, client: &mut Client, mut completion: Completion) -> bool {
-        let (output_dir, name, open) = self.with_state(|state| {
-            (
-                state.job.output_dir.clone(),
-                state.output_name(completion.task),
-                state.reduce_open(completion.task),
-            )
-        });
+    async fn commit(
+        &self,
+        client: &mut Client,
+        mut completion: Completion,
+    ) -> Result<bool, Stopped> {
+        let task = completion.task;
+        let (output_dir, name, open) = self
+            .apply(move |state| {
+                (
+                    state.job.output_dir.clone(),
+                    state.output_name(task),
+                    state.reduce_open(task),
+                )
+            })
+            .await?;
         let temp = store::temp_output(&output_dir, &name, completion.worker, completion.attempt);
         if open {
             let target = store::final_output(&output_dir, &name);
@@ -86,23 +93,24 @@ impl CoordinatorCore {
         } else {
             discard(client, &temp, false).await;
         }
-        let accepted = self.record_completion(completion);
-        if accepted && self.with_state(|state| state.done) {
+        let accepted = self.record_completion(completion).await?;
+        if accepted && self.apply(|state| state.done).await? {
             let temp_dir = store::final_output(&output_dir, store::TEMP_DIR);
             discard(client, &temp_dir, true).await;
         }
-        accepted
+        Ok(accepted)
     }
 
     /// Applies a completion to the job's state and journals it.
-    fn record_completion(&self, completion: Completion) -> bool {
-        let (accepted, records) =
-            self.with_state(|state| state.complete(completion, Instant::now()));
-        self.persist(&records);
-        if records.iter().any(|r| matches!(r, Record::JobDone)) {
-            tracing::debug!("job done");
-        }
-        accepted
+    async fn record_completion(&self, completion: Completion) -> Result<bool, Stopped> {
+        self.change(move |state| {
+            let (accepted, records) = state.complete(completion, Instant::now());
+            if records.iter().any(|r| matches!(r, Record::JobDone)) {
+                tracing::debug!("job done");
+            }
+            (accepted, records)
+        })
+        .await
     }
 }
 

@@ -1,14 +1,17 @@
 //! The coordinator: a gRPC service over [`JobState`](state::JobState),
 //! a ticker that expires attempts that stopped making progress and lost
-//! workers, and the journal
-//! that lets a restarted coordinator resume the job.
+//! workers, and the journal that lets a restarted coordinator resume the
+//! job. One task (the [owner](owner)) holds the state and the journal; the
+//! handlers and the ticker send it their changes.
 
 mod commit;
 mod journal;
+mod owner;
+mod resume;
 mod state;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_rpc::mapreduce::coordinator_server::{Coordinator as CoordinatorRpc, CoordinatorServer};
@@ -23,7 +26,10 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 pub(crate) use journal::JobRecord;
-use journal::{Journal, Record};
+use journal::Record;
+use owner::OwnerHandle;
+pub use owner::Stopped;
+use resume::{ResumeError, open_journal, resume, unix_ms_now};
 use state::{Assignment, Completion, JobState};
 pub use state::{SchedulerConfig, output_name};
 
@@ -85,9 +91,12 @@ pub enum CoordinatorError {
     NoReduces,
     #[error("no input files given")]
     NoInputs,
+    #[error(transparent)]
+    Stopped(#[from] Stopped),
 }
 
-/// A coordinator's shared state, behind the gRPC service.
+/// A coordinator: a handle on the task that owns the job, behind the gRPC
+/// service.
 #[derive(Debug, Clone)]
 pub struct CoordinatorCore {
     inner: Arc<Inner>,
@@ -95,8 +104,8 @@ pub struct CoordinatorCore {
 
 #[derive(Debug)]
 struct Inner {
-    state: Mutex<JobState>,
-    journal: Mutex<Journal>,
+    /// The task that owns the job's state and journal.
+    owner: OwnerHandle,
     heartbeat_interval: Duration,
     /// The file store's masters, for workers.
     fs_masters: Vec<String>,
@@ -252,8 +261,7 @@ impl CoordinatorCore {
         };
         state.set_split_hosts(hosts);
         let inner = Arc::new_cyclic(|inner| Inner {
-            state: Mutex::new(state),
-            journal: Mutex::new(journal),
+            owner: OwnerHandle::start(state, journal),
             heartbeat_interval: config.heartbeat_interval,
             fs_masters: store.fs_masters,
             committer: store
@@ -271,54 +279,70 @@ impl CoordinatorCore {
 
     /// Runs the expiry ticker until the job is finished and every worker
     /// has been told to exit, or `linger` has passed since the job finished.
-    pub async fn run_until_released(&self, linger: Duration) {
+    /// Fails if the coordinator stopped (its journal could not be written):
+    /// the caller reports it and exits.
+    pub async fn run_until_released(&self, linger: Duration) -> Result<(), Stopped> {
         let mut finished_at = None;
         loop {
             tokio::time::sleep(TICK).await;
             let now = Instant::now();
-            let (released, finished) = {
-                let records = self.with_state(|state| state.tick(now));
-                self.persist(&records);
-                self.with_state(|state| (state.all_workers_released(), state.finished()))
-            };
+            let (released, finished) = self
+                .with_state(move |owned| {
+                    let records = owned.state.tick(now);
+                    owned.persist(&records)?;
+                    Ok((owned.state.all_workers_released(), owned.state.finished()))
+                })
+                .await?;
             if finished {
                 let since = *finished_at.get_or_insert(now);
                 if released || now.duration_since(since) >= linger {
-                    return;
+                    return Ok(());
                 }
             }
         }
     }
 
-    /// The job's progress.
+    /// The job's progress after the last change (updated at least every
+    /// tick while [`run_until_released`](Self::run_until_released) runs).
     pub fn status(&self) -> StatusReply {
-        self.with_state(|state| state.status(Instant::now()))
+        self.inner.owner.status()
     }
 
-    fn with_state<T>(&self, f: impl FnOnce(&mut JobState) -> T) -> T {
-        f(&mut self.inner.state.lock().expect("coordinator state lock"))
+    /// Has the owner task make a change to the job (and journal it).
+    async fn with_state<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut owner::Owned) -> Result<T, Stopped> + Send + 'static,
+    ) -> Result<T, Stopped> {
+        self.inner.owner.call(change).await
     }
 
-    /// Journals records. A journal that cannot be written stops the
-    /// coordinator: continuing would promise a resume it cannot deliver.
-    fn persist(&self, records: &[Record]) {
-        if records.is_empty() {
-            return;
-        }
-        let mut journal = self.inner.journal.lock().expect("journal lock");
-        for record in records {
-            if let Err(error) = journal.append(record) {
-                tracing::error!("cannot write the journal: {error}");
-                eprintln!(
-                    "error: the coordinator cannot write its journal ({error}); stopping. Restart it once the disk is fixed: it resumes from the journal."
-                );
-                std::process::exit(1);
-            }
-        }
+    /// Has the owner task apply a change that returns records, journals
+    /// them, and returns the change's answer.
+    async fn change<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut JobState) -> (T, Vec<Record>) + Send + 'static,
+    ) -> Result<T, Stopped> {
+        self.with_state(move |owned| {
+            let (answer, records) = change(&mut owned.state);
+            owned.persist(&records)?;
+            Ok(answer)
+        })
+        .await
     }
 
-    fn job_spec(&self) -> JobSpec {
-        self.with_state(|state| {
+    /// Has the owner task apply a change that journals nothing (an
+    /// assignment, a heartbeat, a read).
+    async fn apply<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut JobState) -> T + Send + 'static,
+    ) -> Result<T, Stopped> {
+        self.change(move |state| (read(state), Vec::new())).await
+    }
+
+    async fn job_spec(&self) -> Result<JobSpec, Stopped> {
+        let heartbeat_interval_ms = self.inner.heartbeat_interval.as_millis() as u64;
+        let fs_masters = self.inner.fs_masters.clone();
+        self.apply(move |state| {
             let job = &state.job;
             JobSpec {
                 app: job.app.clone(),
@@ -329,11 +353,19 @@ impl CoordinatorCore {
                 output_dir: job.output_dir.clone(),
                 hadoop_names: job.hadoop_names,
                 splits: Vec::new(),
-                heartbeat_interval_ms: self.inner.heartbeat_interval.as_millis() as u64,
+                heartbeat_interval_ms,
                 job_id: job.job_id.clone(),
-                fs_masters: self.inner.fs_masters.clone(),
+                fs_masters,
             }
         })
+        .await
+    }
+}
+
+/// A stopped coordinator, to the worker that asked.
+impl From<Stopped> for Status {
+    fn from(stopped: Stopped) -> Self {
+        Status::unavailable(stopped.to_string())
     }
 }
 
@@ -360,124 +392,6 @@ fn check(config: &JobConfig) -> Result<(), CoordinatorError> {
     Ok(())
 }
 
-/// Why a journal cannot resume the job.
-#[derive(Debug, PartialEq)]
-enum ResumeError {
-    /// It is the journal of another job, unfinished.
-    DifferentJob(Box<Unfinished>),
-    /// Its records do not describe a job (what is wrong with them).
-    Bad(String),
-}
-
-/// An unfinished job in the journal that is not the job being started.
-#[derive(Debug, PartialEq)]
-struct Unfinished {
-    job_id: String,
-    difference: String,
-    progress: String,
-    previous: String,
-}
-
-impl Unfinished {
-    fn into_error(self, data_dir: &std::path::Path) -> CoordinatorError {
-        CoordinatorError::DifferentJob {
-            dir: data_dir.display().to_string(),
-            job_id: self.job_id,
-            difference: self.difference,
-            progress: self.progress,
-            previous: self.previous,
-        }
-    }
-}
-
-/// Opens the journal in `data_dir` and returns its records; a journal whose
-/// job is over is retired first, and the records are then those of a new,
-/// empty journal.
-fn open_journal(
-    data_disk: &dyn Disk,
-    data_dir: &std::path::Path,
-) -> Result<(Journal, Vec<Record>), CoordinatorError> {
-    let (journal, records) =
-        Journal::open(data_disk, data_dir).map_err(CoordinatorError::Journal)?;
-    let Some((previous, outcome)) = finished_job(&records) else {
-        return Ok((journal, records));
-    };
-    let retired = journal
-        .retire(data_disk, data_dir)
-        .map_err(CoordinatorError::Journal)?;
-    tracing::info!(
-        "the previous job in {} ({previous}) {outcome}; its journal is kept as {}; starting a new job",
-        data_dir.display(),
-        retired.display()
-    );
-    Journal::open(data_disk, data_dir).map_err(CoordinatorError::Journal)
-}
-
-/// The job id and outcome (`"is done"`, `"failed"`) of a journal whose job
-/// is over, or `None` if it holds no job or one still to finish.
-fn finished_job(records: &[Record]) -> Option<(String, &'static str)> {
-    let Some(Record::Job(job)) = records.first() else {
-        return None;
-    };
-    records.iter().find_map(|record| match record {
-        Record::JobDone => Some((job.job_id.clone(), "is done")),
-        Record::JobFailed { .. } => Some((job.job_id.clone(), "failed")),
-        _ => None,
-    })
-}
-
-/// The wall clock, in milliseconds since the Unix epoch (virtual under the
-/// simulator); 0 if the clock is before 1970.
-fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_millis() as u64)
-}
-
-/// The state of the job that a journal's records describe, or `None` for
-/// an empty journal (a new job). `job` is the job being started; `now` and
-/// `wall_ms` are the same moment on the monotonic and the wall clock.
-fn resume(
-    job: &JobRecord,
-    scheduler: &SchedulerConfig,
-    records: &[Record],
-    now: Instant,
-    wall_ms: u64,
-) -> Result<Option<JobState>, ResumeError> {
-    match records.split_first() {
-        None => Ok(None),
-        Some((Record::Job(previous), rest)) => {
-            let mut state = JobState::new(previous.clone(), scheduler.clone(), now);
-            state.replay(rest, now).map_err(ResumeError::Bad)?;
-            if let Some(difference) = previous.difference(job) {
-                let status = state.status(now);
-                return Err(ResumeError::DifferentJob(Box::new(Unfinished {
-                    job_id: previous.job_id.clone(),
-                    difference,
-                    progress: format!(
-                        "maps {}/{} and reduces {}/{} done",
-                        status.maps_done,
-                        status.maps_total,
-                        status.reduces_done,
-                        status.reduces_total
-                    ),
-                    previous: previous.describe(),
-                })));
-            }
-            if let Some(started_ms) = previous.started_unix_ms {
-                state.started_before(
-                    Duration::from_millis(wall_ms.saturating_sub(started_ms)),
-                    now,
-                );
-            }
-            Ok(Some(state))
-        }
-        Some(_) => Err(ResumeError::Bad(
-            "it does not start with the job's record".into(),
-        )),
-    }
-}
-
 fn kind_of(value: i32) -> Result<TaskKind, Status> {
     match TaskKind::try_from(value) {
         Ok(kind @ (TaskKind::Map | TaskKind::Reduce)) => Ok(kind),
@@ -497,18 +411,17 @@ impl CoordinatorRpc for CoordinatorCore {
         if request.shuffle_addr.is_empty() {
             return Err(Status::invalid_argument("shuffle_addr is required"));
         }
-        let (id, record) = self.with_state(|state| {
-            state.register(
-                request.shuffle_addr.clone(),
-                request.host.clone(),
-                Instant::now(),
-            )
-        });
-        self.persist(&[record]);
+        let (addr, host) = (request.shuffle_addr.clone(), request.host.clone());
+        let id = self
+            .change(move |state| {
+                let (id, record) = state.register(addr, host, Instant::now());
+                (id, vec![record])
+            })
+            .await?;
         tracing::debug!(worker = id, addr = %request.shuffle_addr, host = %request.host, pid = request.pid, "worker registered");
         Ok(Response::new(RegisterReply {
             worker_id: id,
-            job: Some(self.job_spec()),
+            job: Some(self.job_spec().await?),
         }))
     }
 
@@ -517,7 +430,9 @@ impl CoordinatorRpc for CoordinatorCore {
         request: Request<GetTaskRequest>,
     ) -> Result<Response<GetTaskReply>, Status> {
         let worker = request.into_inner().worker_id;
-        let assignment = self.with_state(|state| state.assign(worker, Instant::now()));
+        let assignment = self
+            .apply(move |state| state.assign(worker, Instant::now()))
+            .await?;
         let mut reply = GetTaskReply::default();
         match assignment {
             Assignment::Map {
@@ -560,9 +475,11 @@ impl CoordinatorRpc for CoordinatorCore {
         for progress in &request.running {
             kind_of(progress.kind)?;
         }
-        let reply = match self.with_state(|state| {
-            state.heartbeat(request.worker_id, &request.running, Instant::now())
-        }) {
+        let (worker, running) = (request.worker_id, request.running);
+        let reply = match self
+            .apply(move |state| state.heartbeat(worker, &running, Instant::now()))
+            .await?
+        {
             None => HeartbeatReply {
                 abort: Vec::new(),
                 reregister: true,
@@ -603,7 +520,7 @@ impl CoordinatorRpc for CoordinatorCore {
             error,
             counters,
         };
-        let accepted = self.complete(completion).await;
+        let accepted = self.complete(completion).await?;
         Ok(Response::new(CompleteTaskReply { accepted }))
     }
 
@@ -618,11 +535,9 @@ impl CoordinatorRpc for CoordinatorCore {
             "fetch failed: {}",
             request.error
         );
-        let record =
-            self.with_state(|state| state.fetch_failed(request.map_task, request.map_attempt));
-        if let Some(record) = record {
-            self.persist(&[record]);
-        }
+        let (map, attempt) = (request.map_task, request.map_attempt);
+        self.change(move |state| ((), state.fetch_failed(map, attempt).into_iter().collect()))
+            .await?;
         Ok(Response::new(FetchFailureReply {}))
     }
 
@@ -630,7 +545,7 @@ impl CoordinatorRpc for CoordinatorCore {
         &self,
         _: Request<MapLocationsRequest>,
     ) -> Result<Response<MapLocationsReply>, Status> {
-        let locations = self.with_state(|state| state.map_locations());
+        let locations = self.apply(|state| state.map_locations()).await?;
         Ok(Response::new(MapLocationsReply { locations }))
     }
 

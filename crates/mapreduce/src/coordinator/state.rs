@@ -6,14 +6,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cairn_rpc::mapreduce::{MapLocation, Split, StatusReply, TaskKind, TaskProgress};
+use cairn_rpc::mapreduce::{MapLocation, Split, TaskKind, TaskProgress};
 use tokio::time::Instant;
 
 use super::journal::{JobRecord, Record};
 use crate::app::Counters;
 use locality::MapPick;
 
+mod expiry;
 mod locality;
+mod replay;
+mod status;
 
 /// Scheduling settings.
 #[derive(Debug, Clone)]
@@ -197,83 +200,6 @@ impl JobState {
     pub(crate) fn started_before(&mut self, elapsed: Duration, now: Instant) {
         self.started = now;
         self.elapsed_before_start = elapsed;
-    }
-
-    /// Rebuilds the state from a journal's records after the job record.
-    /// Workers from before the restart count as alive from `now`, so their
-    /// map output is used if they are. A record that does not fit the job
-    /// (a task it does not have, a second job) is an error naming it.
-    pub(crate) fn replay(&mut self, records: &[Record], now: Instant) -> Result<(), String> {
-        for (number, record) in records.iter().enumerate() {
-            self.check_fits(record)
-                .map_err(|error| format!("record {} {error}", number + 2))?;
-            match record {
-                Record::Job(_) => {}
-                Record::Worker { id, addr, host } => {
-                    self.workers.insert(
-                        *id,
-                        Worker {
-                            addr: addr.clone(),
-                            host: host.clone(),
-                            waiting_for_local: None,
-                            last_seen: now,
-                            lost: false,
-                            told_to_exit: false,
-                        },
-                    );
-                    self.next_worker = self.next_worker.max(id + 1);
-                }
-                Record::TaskDone {
-                    map,
-                    task,
-                    attempt,
-                    worker,
-                    counters,
-                } => {
-                    let task = self.task_mut(*map, *task);
-                    task.done_by = Some((*worker, *attempt));
-                    task.next_attempt = task.next_attempt.max(attempt + 1);
-                    task.counters = counters.iter().map(|(k, v)| (k.clone(), *v)).collect();
-                }
-                Record::MapLost { task } => {
-                    let task = &mut self.maps[*task as usize];
-                    task.done_by = None;
-                    task.counters = Counters::default();
-                }
-                Record::JobDone => self.done = true,
-                Record::JobFailed { error } => self.failed = Some(error.clone()),
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a journal record after the first fits this job.
-    fn check_fits(&self, record: &Record) -> Result<(), String> {
-        let (map, task) = match record {
-            Record::Job(_) => return Err("is a second job record".into()),
-            Record::Worker { id, .. } | Record::TaskDone { worker: id, .. }
-                if *id > MAX_WORKER_ID =>
-            {
-                return Err(format!("names worker {id}, beyond any worker id given out"));
-            }
-            Record::TaskDone { attempt, .. } if *attempt > MAX_ATTEMPT => {
-                return Err(format!("names attempt {attempt}, beyond any attempt made"));
-            }
-            Record::TaskDone { map, task, .. } => (*map, *task),
-            Record::MapLost { task } => (true, *task),
-            Record::Worker { .. } | Record::JobDone | Record::JobFailed { .. } => return Ok(()),
-        };
-        let (kind, count) = if map {
-            ("map", self.maps.len())
-        } else {
-            ("reduce", self.reduces.len())
-        };
-        if task as usize >= count {
-            return Err(format!(
-                "names {kind} task {task}, but the job has {count} {kind} tasks"
-            ));
-        }
-        Ok(())
     }
 
     fn task_mut(&mut self, map: bool, task: u32) -> &mut Task {
@@ -605,183 +531,9 @@ impl JobState {
         Some(Record::JobFailed { error: message })
     }
 
-    /// Gives up attempts whose progress has not moved for the task timeout:
-    /// a stalled one (its worker heartbeats) is a failed attempt, a silent
-    /// one (its worker does not) is lost. Returns records to journal.
-    fn expire_attempts(&mut self, now: Instant) -> Vec<Record> {
-        let task_timeout = self.config.task_timeout;
-        let mut stalled = Vec::new();
-        let mut silent = 0;
-        for (kind, tasks) in [
-            (TaskKind::Map, &mut self.maps),
-            (TaskKind::Reduce, &mut self.reduces),
-        ] {
-            for (index, task) in tasks.iter_mut().enumerate() {
-                let Task {
-                    running, given_up, ..
-                } = task;
-                running.retain(|attempt| {
-                    if now.duration_since(attempt.progress_at) < task_timeout {
-                        return true;
-                    }
-                    given_up.push(attempt.attempt);
-                    let (task, worker) = (index, attempt.worker);
-                    let heard_from = now.duration_since(attempt.last_heartbeat) < task_timeout;
-                    let attempt = attempt.attempt;
-                    if heard_from {
-                        tracing::warn!(
-                            task,
-                            attempt,
-                            worker,
-                            "{} attempt made no progress for {task_timeout:?}; giving it up and running the task elsewhere",
-                            phase(kind)
-                        );
-                        stalled.push((kind, index as u32));
-                    } else {
-                        tracing::warn!(
-                            task,
-                            attempt,
-                            worker,
-                            "{} attempt fell silent; running the task elsewhere",
-                            phase(kind)
-                        );
-                        silent += 1;
-                    }
-                    false
-                });
-            }
-        }
-        self.attempts_lost += silent;
-        self.attempts_timed_out += stalled.len() as u32;
-        let error = format!("the attempt made no progress for {task_timeout:?} (--task-timeout)");
-        stalled
-            .into_iter()
-            .filter_map(|(kind, index)| self.count_failure(kind, index, &error))
-            .collect()
-    }
-
-    /// Expires stalled and silent attempts and lost workers. Returns records
-    /// to journal.
-    pub(crate) fn tick(&mut self, now: Instant) -> Vec<Record> {
-        let mut records = self.expire_attempts(now);
-        let lost: Vec<u64> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| {
-                !w.lost
-                    && !w.told_to_exit
-                    && now.duration_since(w.last_seen) >= self.config.worker_timeout
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for worker in lost {
-            tracing::warn!(
-                worker,
-                "worker lost (no contact for {:?})",
-                self.config.worker_timeout
-            );
-            self.workers.get_mut(&worker).expect("listed above").lost = true;
-            self.workers_lost += 1;
-            self.attempts_lost += self.drop_attempts_of(worker);
-            if Self::all_done(&self.reduces) {
-                continue;
-            }
-            for (index, task) in self.maps.iter_mut().enumerate() {
-                if matches!(task.done_by, Some((w, _)) if w == worker) {
-                    task.done_by = None;
-                    task.counters = Counters::default();
-                    records.push(Record::MapLost { task: index as u32 });
-                }
-            }
-        }
-        records
-    }
-
     /// Whether every live worker has been told to exit.
     pub(crate) fn all_workers_released(&self) -> bool {
         self.workers.values().all(|w| w.lost || w.told_to_exit)
-    }
-
-    /// The committed attempts' counters, summed.
-    pub(crate) fn counters(&self) -> Counters {
-        let mut total = Counters::default();
-        for task in self.maps.iter().chain(self.reduces.iter()) {
-            if task.done_by.is_some() {
-                total.merge(&task.counters);
-            }
-        }
-        total
-    }
-
-    /// The output file of reduce task `r`.
-    pub(crate) fn output_name(&self, r: u32) -> String {
-        output_name(self.job.hadoop_names, r)
-    }
-
-    pub(crate) fn status(&self, now: Instant) -> StatusReply {
-        let count = |tasks: &[Task], done: bool| {
-            tasks
-                .iter()
-                .filter(|t| {
-                    if done {
-                        t.done_by.is_some()
-                    } else {
-                        t.done_by.is_none() && !t.running.is_empty()
-                    }
-                })
-                .count() as u32
-        };
-        let input_bytes_total = self.job.splits.iter().map(|s| s.2).sum();
-        let input_bytes_done = self
-            .maps
-            .iter()
-            .zip(&self.job.splits)
-            .map(|(task, split)| {
-                if task.done_by.is_some() {
-                    split.2
-                } else {
-                    task.running.iter().map(|a| a.bytes_done).max().unwrap_or(0)
-                }
-            })
-            .sum();
-        StatusReply {
-            job_id: self.job.job_id.clone(),
-            maps_total: self.maps.len() as u32,
-            maps_done: count(&self.maps, true),
-            maps_running: count(&self.maps, false),
-            reduces_total: self.reduces.len() as u32,
-            reduces_done: count(&self.reduces, true),
-            reduces_running: count(&self.reduces, false),
-            input_bytes_total,
-            input_bytes_done,
-            workers_alive: self
-                .workers
-                .values()
-                .filter(|w| !w.lost && !w.told_to_exit)
-                .count() as u32,
-            workers_lost: self.workers_lost,
-            elapsed_ms: (self.elapsed_before_start + now.duration_since(self.started)).as_millis()
-                as u64,
-            counters: self
-                .counters()
-                .iter()
-                .map(|(name, value)| cairn_rpc::mapreduce::Counter {
-                    name: name.to_string(),
-                    value,
-                })
-                .collect(),
-            done: self.done,
-            error: self.failed.clone().unwrap_or_default(),
-            output_dir: self.job.output_dir.clone(),
-            outputs: if self.done {
-                (0..self.job.reduces).map(|r| self.output_name(r)).collect()
-            } else {
-                Vec::new()
-            },
-            task_failures: self.task_failures,
-            attempts_lost: self.attempts_lost,
-            attempts_timed_out: self.attempts_timed_out,
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Tests of opening a coordinator on a data directory: resuming its job,
 //! retiring a finished job's journal, refusing a different unfinished job,
-//! and keeping a resumed job's elapsed time.
+//! keeping a resumed job's elapsed time, and stopping (not exiting) when
+//! the journal cannot be written.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use cairn_storage::{MemDisk, write_atomic};
 use tokio::time::Instant;
 
-use super::journal::FINISHED_JOURNAL;
+use super::journal::{FINISHED_JOURNAL, Journal};
 use super::*;
 
 fn disk_with_input() -> MemDisk {
@@ -44,8 +45,8 @@ fn journal(disk: &MemDisk, record: Record) {
     journal.append(&record).unwrap();
 }
 
-#[test]
-fn an_unfinished_job_resumes_with_its_id() {
+#[tokio::test]
+async fn an_unfinished_job_resumes_with_its_id() {
     let disk = disk_with_input();
     let first = CoordinatorCore::open(&config(2), &disk, &disk, data_dir()).unwrap();
     let id = first.status().job_id;
@@ -54,8 +55,8 @@ fn an_unfinished_job_resumes_with_its_id() {
     assert_eq!(again.status().job_id, id);
 }
 
-#[test]
-fn a_finished_jobs_journal_is_retired_so_the_next_job_starts() {
+#[tokio::test]
+async fn a_finished_jobs_journal_is_retired_so_the_next_job_starts() {
     for outcome in [
         Record::JobDone,
         Record::JobFailed {
@@ -86,8 +87,8 @@ fn a_finished_jobs_journal_is_retired_so_the_next_job_starts() {
     }
 }
 
-#[test]
-fn a_different_job_than_an_unfinished_one_is_refused_with_how_to_resume_or_discard() {
+#[tokio::test]
+async fn a_different_job_than_an_unfinished_one_is_refused_with_how_to_resume_or_discard() {
     let disk = disk_with_input();
     let first = CoordinatorCore::open(&config(2), &disk, &disk, data_dir()).unwrap();
     let id = first.status().job_id;
@@ -161,4 +162,31 @@ fn a_journal_from_before_start_times_still_resumes() {
     .unwrap()
     .unwrap();
     assert_eq!(state.status(now).elapsed_ms, 0);
+}
+
+#[tokio::test]
+async fn a_journal_that_cannot_be_written_stops_the_coordinator_with_an_error() {
+    let disk = disk_with_input();
+    let data = cairn_storage::CrashPoints::new(disk.clone());
+    let core = CoordinatorCore::open(&config(2), &disk, &data, data_dir()).unwrap();
+    data.fail_from(Some(data.points()));
+    let register = RegisterRequest {
+        shuffle_addr: "http://127.0.0.1:1".into(),
+        host: "here".into(),
+        pid: 1,
+    };
+    let refused = CoordinatorRpc::register(&core, Request::new(register.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(
+        refused.message().contains("cannot write its journal"),
+        "{refused:?}"
+    );
+    assert!(core.status().error.contains("cannot write its journal"));
+    // Every later request is refused too, and the ticker returns the error.
+    let again = CoordinatorRpc::register(&core, Request::new(register)).await;
+    assert_eq!(again.unwrap_err().code(), tonic::Code::Unavailable);
+    let stopped = core.run_until_released(Duration::ZERO).await.unwrap_err();
+    assert!(stopped.to_string().contains("Restart it"), "{stopped}");
 }
