@@ -16,6 +16,21 @@ mod disk_full_tests;
 mod inspect;
 #[cfg(not(madsim))]
 mod local_reads;
+
+/// The simulation has no Unix sockets: a chunkserver there offers no
+/// short-circuit reads, and its clients read through the RPC.
+#[cfg(madsim)]
+impl ChunkServer {
+    pub fn serve_local_reads(
+        &self,
+        _root: &std::path::Path,
+    ) -> std::io::Result<std::path::PathBuf> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "short-circuit reads are not simulated",
+        ))
+    }
+}
 mod state;
 
 use std::path::PathBuf;
