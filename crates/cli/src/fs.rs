@@ -128,6 +128,11 @@ pub(crate) struct ServeChunkArgs {
     /// less if the disk under --data-dir has less free.
     #[arg(long, default_value = "1T", value_parser = crate::fs_admin::parse_bytes)]
     capacity: u64,
+    /// Bytes per second each clone (re-replication, balancing) reads from
+    /// its source (with K, M, G; 0: no limit). At most 2 clones run on a
+    /// chunkserver at once.
+    #[arg(long, default_value = "200M", value_parser = crate::fs_admin::parse_bytes)]
+    clone_rate: u64,
     /// Bytes per second the background scrub verifies of idle replicas
     /// (with K, M, G; 0 turns the scrub off).
     #[arg(long, default_value = "4M", value_parser = crate::fs_admin::parse_bytes)]
@@ -381,6 +386,7 @@ async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()
         dir: "chunks".into(),
         settings: FsSettings {
             capacity_bytes: args.capacity,
+            clone_bytes_per_sec: args.clone_rate,
             ..FsSettings::default()
         },
         observer: None,

@@ -38,6 +38,11 @@ pub struct FsSettings {
     /// chunkserver, as source or target (default 2; 0 turns
     /// re-replication off, so damage stays as found, for inspection).
     pub clones_per_server: usize,
+    /// The most bytes per second one clone reads from its source (GFS
+    /// §4.3: each chunkserver throttles its reads to the source, so that
+    /// re-replication leaves room for clients); 0: no limit. With
+    /// `clones_per_server` it bounds a chunkserver's healing traffic.
+    pub clone_bytes_per_sec: u64,
 }
 
 impl Default for FsSettings {
@@ -53,6 +58,7 @@ impl Default for FsSettings {
             safemode_threshold_per_mille: 999,
             safemode_timeout: Duration::from_secs(30),
             clones_per_server: 2,
+            clone_bytes_per_sec: 200 << 20,
         }
     }
 }

@@ -477,3 +477,65 @@ async fn a_replication_goal_raised_and_lowered_is_met() {
         })
         .await;
 }
+
+/// A clone reads from its source no faster than `clone_bytes_per_sec`
+/// (GFS §4.3: re-replication throttled so clients keep their bandwidth):
+/// a chunk of 256 KiB at 128 KiB/s takes two seconds, not much more.
+#[madsim::test]
+async fn a_clone_reads_no_faster_than_the_clone_rate() {
+    const RATE: u64 = 128 << 10;
+    let settings = cairn_fs::FsSettings {
+        clone_bytes_per_sec: RATE,
+        // The healer stays out of the way: only the clone below runs.
+        clones_per_server: 0,
+        ..settings()
+    };
+    let cluster = Arc::new(Cluster::start_with_settings(4, settings));
+    let mut client = cluster.client("client", DEADLINE);
+    let checker = cluster.clone();
+    cluster
+        .run("client", async move {
+            let files = write_files(&mut client, "f", 1, 1).await;
+            let chunk = client.stat(&path(&files[0].0)).await.unwrap().chunks[0];
+            let holders: Vec<String> = checker
+                .replicas_of(&client, chunk.handle)
+                .await
+                .into_iter()
+                .map(|(url, _, _)| url)
+                .collect();
+            let Some(target) = (0..4).map(cs_url).find(|url| !holders.contains(url)) else {
+                checker.fail(format!("every server holds chunk {}", chunk.handle))
+            };
+            let peer = RpcClient::new(target.clone(), ClientOptions::default()).unwrap();
+            let request = CloneRequest {
+                handle: chunk.handle,
+                version: chunk.version,
+                length: CHUNK_BYTES,
+                source: holders[0].clone(),
+            };
+            let start = tokio::time::Instant::now();
+            peer.call(request, |c, r| async move {
+                ChunkClient::new(c).clone_replica(r).await
+            })
+            .await
+            .unwrap();
+            let took = start.elapsed();
+            let least = Duration::from_secs_f64(CHUNK_BYTES as f64 / RATE as f64);
+            if took < least || took > least * 2 {
+                checker.fail(format!(
+                    "a clone of {CHUNK_BYTES} bytes at {RATE} bytes/s took {took:?}"
+                ));
+            }
+            match client
+                .read_replica(&target, chunk.handle, chunk.version, 0, CHUNK_BYTES)
+                .await
+            {
+                Ok((data, _)) if data[..] == files[0].1[..CHUNK_BYTES as usize] => {}
+                other => checker.fail(format!(
+                    "the clone holds other bytes: {:?}",
+                    other.map(|(d, v)| (d.len(), v))
+                )),
+            }
+        })
+        .await;
+}

@@ -61,8 +61,17 @@ pub(crate) fn check(inner: &Inner, request: &CloneRequest) -> Result<(), Status>
     Ok(())
 }
 
+/// Waits as long as `bytes` take at `bytes_per_sec` (0: not at all), so
+/// that a clone reads from its source no faster than the setting.
+async fn throttle(bytes_per_sec: u64, bytes: usize) {
+    if bytes_per_sec > 0 {
+        let seconds = bytes as f64 / bytes_per_sec as f64;
+        tokio::time::sleep(std::time::Duration::from_secs_f64(seconds)).await;
+    }
+}
+
 /// Reads the whole replica from the source, piece by piece, each at the
-/// version asked for.
+/// version asked for, no faster than `clone_bytes_per_sec`.
 pub(crate) async fn fetch(inner: &Inner, request: &CloneRequest) -> Result<BytesMut, Status> {
     let source = &request.source;
     let peer = inner
@@ -99,6 +108,7 @@ pub(crate) async fn fetch(inner: &Inner, request: &CloneRequest) -> Result<Bytes
             )));
         }
         copy.extend_from_slice(&reply.data);
+        throttle(inner.settings.clone_bytes_per_sec, reply.data.len()).await;
     }
     if copy.len() as u64 != request.length {
         return Err(Status::failed_precondition(format!(
