@@ -120,13 +120,18 @@ async fn check_reads(cluster: &Cluster, client: &mut Client, files: &[Written]) 
     }
 }
 
+/// The live chunkservers that answer with a replica of `handle`.
+async fn holders_of(cluster: &Cluster, client: &Client, handle: u64) -> Vec<String> {
+    let replicas = cluster.replicas_of(client, handle).await;
+    replicas.into_iter().map(|(url, _, _)| url).collect()
+}
+
 /// Which chunkservers hold each chunk of `files` (live ones that answer).
 async fn holders(cluster: &Cluster, client: &Client, files: &[Written]) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     for (name, _) in files {
         for chunk in client.stat(&path(name)).await.unwrap().chunks {
-            let replicas = cluster.replicas_of(client, chunk.handle).await;
-            found.push(replicas.into_iter().map(|(url, _, _)| url).collect());
+            found.push(holders_of(cluster, client, chunk.handle).await);
         }
     }
     found
@@ -382,12 +387,7 @@ async fn a_clone_from_a_corrupt_source_leaves_no_replica() {
             let files = files.clone();
             async move {
                 let chunk = client.stat(&path(&files[0].0)).await.unwrap().chunks[0];
-                let holders: Vec<String> = checker
-                    .replicas_of(&client, chunk.handle)
-                    .await
-                    .into_iter()
-                    .map(|(url, _, _)| url)
-                    .collect();
+                let holders = holders_of(&checker, &client, chunk.handle).await;
                 (client, chunk.handle, chunk.version, holders)
             }
         })
@@ -497,12 +497,7 @@ async fn a_clone_reads_no_faster_than_the_clone_rate() {
         .run("client", async move {
             let files = write_files(&mut client, "f", 1, 1).await;
             let chunk = client.stat(&path(&files[0].0)).await.unwrap().chunks[0];
-            let holders: Vec<String> = checker
-                .replicas_of(&client, chunk.handle)
-                .await
-                .into_iter()
-                .map(|(url, _, _)| url)
-                .collect();
+            let holders = holders_of(&checker, &client, chunk.handle).await;
             let Some(target) = (0..4).map(cs_url).find(|url| !holders.contains(url)) else {
                 checker.fail(format!("every server holds chunk {}", chunk.handle))
             };
