@@ -16,7 +16,6 @@ use cairn_fs::{
     ChunkServer, ChunkServerConfig, Client, DiskSpace, FsPath, FsSettings, MasterServer,
 };
 use cairn_rpc::fs::EntryInfo;
-use cairn_storage::RealDisk;
 use clap::{Args, Subcommand};
 
 use crate::config::Config;
@@ -363,18 +362,7 @@ async fn serve_master(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.0.clone();
-    if data_dir.exists() && !data_dir.is_dir() {
-        bail!(
-            "--data-dir {} is a file, not a directory; pass a directory (it is created if missing)",
-            data_dir.display()
-        );
-    }
-    let disk = Arc::new(
-        RealDisk::new(&data_dir)
-            .with_context(|| format!("creating the data directory {}", data_dir.display()))?,
-    );
-    let _lock = crate::kv::lock_data_dir(&data_dir)?;
+    let (data_dir, disk, _lock) = crate::kv::open_data_dir(config)?;
     let listen = match args.listen {
         Some(listen) => listen,
         None => crate::kv::listen_of(&args.url)?,

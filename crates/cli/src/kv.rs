@@ -14,7 +14,7 @@ pub(crate) use connect::wrong_service;
 use connect::{Store, connect};
 use serve::serve;
 pub(crate) use serve::{
-    ServeArgs, listen_of, lock_data_dir, prepare_node, run_until_stopped, wait_for_stop_signal,
+    ServeArgs, listen_of, open_data_dir, prepare_node, run_until_stopped, wait_for_stop_signal,
 };
 
 use crate::config::Config;

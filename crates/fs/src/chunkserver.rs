@@ -13,6 +13,7 @@
 mod cloning;
 #[cfg(all(test, not(madsim)))]
 mod disk_full_tests;
+mod heartbeat;
 mod inspect;
 #[cfg(not(madsim))]
 mod local_reads;
@@ -41,12 +42,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_rpc::fs::chunk_client::ChunkClient;
 use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
-use cairn_rpc::fs::master_client::MasterClient as MasterGrpcClient;
 use cairn_rpc::fs::{
     AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CloneRequest,
-    CopyChunkRequest, CreateReplicaRequest, HeartbeatReply, HeartbeatRequest, InspectReply,
-    InspectRequest, LocalReadsReply, LocalReadsRequest, MutationReply, PushReply, PushRequest,
-    ReadReply, ReadRequest, SetVersionReply, SetVersionRequest, WriteRequest,
+    CopyChunkRequest, CreateReplicaRequest, InspectReply, InspectRequest, LocalReadsReply,
+    LocalReadsRequest, MutationReply, PushReply, PushRequest, ReadReply, ReadRequest,
+    SetVersionReply, SetVersionRequest, WriteRequest,
 };
 use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
@@ -218,7 +218,7 @@ impl ChunkServer {
             scrub: Arc::default(),
             local_reads: std::sync::OnceLock::new(),
         });
-        tokio::spawn(heartbeat_loop(inner.clone()));
+        tokio::spawn(heartbeat::heartbeat_loop(inner.clone()));
         if config.scrub_bytes_per_sec > 0 {
             tokio::spawn(scrub_loop(
                 inner.state.clone(),
@@ -271,90 +271,6 @@ async fn run_plan(plan: ReadPlan) -> Result<(Bytes, u64), ChunkError> {
     }
 }
 
-/// Reports to every master each heartbeat interval, and extends the leases
-/// the leader confirms.
-async fn heartbeat_loop(inner: Arc<Inner>) {
-    loop {
-        heartbeat_round(&inner).await;
-        tokio::time::sleep(inner.settings.heartbeat_interval).await;
-    }
-}
-
-/// One report to every master. A lease the leader extends lasts `lease`
-/// from when the report was *sent*, less the clock margin, so it ends here
-/// before it ends at the master.
-async fn heartbeat_round(inner: &Inner) {
-    let sent = inner.clock.now();
-    let capacity = inner.settings.capacity_bytes;
-    let lease = inner.settings.lease;
-    let Ok((mut request, claimed)) = inner
-        .state
-        .with(move |s| s.heartbeat(capacity, Instant::now(), lease))
-        .await
-    else {
-        return;
-    };
-    space_report(inner, &mut request);
-    inner.scrub.report(&mut request);
-    let calls = inner.masters.iter().map(|master| {
-        let request = request.clone();
-        async move {
-            master
-                .call(request, |c, r| async move {
-                    MasterGrpcClient::new(c).heartbeat(r).await
-                })
-                .await
-        }
-    });
-    let replies: Vec<Result<HeartbeatReply, RpcError>> = futures::future::join_all(calls).await;
-    for reply in replies.into_iter().flatten() {
-        if reply.leader && !reply.delete_replicas.is_empty() {
-            let listed = reply.delete_replicas.clone();
-            let _ = inner.state.with(move |s| s.delete_listed(&listed)).await;
-        }
-        if !reply.leader || reply.extended.is_empty() {
-            continue;
-        }
-        let lease = Duration::from_millis(reply.lease_ms);
-        // A lease longer than ours is taken as ours (and an absurd one
-        // cannot overflow the clock).
-        let lease = lease.min(inner.settings.lease);
-        let Some(end) = (sent + lease).checked_sub(inner.settings.clock_margin()) else {
-            continue;
-        };
-        let confirmed: Vec<(ChunkHandle, u64)> = claimed
-            .iter()
-            .filter(|(handle, _)| reply.extended.contains(handle))
-            .copied()
-            .collect();
-        let _ = inner.state.with(move |s| s.extend(&confirmed, end)).await;
-    }
-}
-
-/// Fills in the space of the report: the capacity setting, lowered to
-/// what the disk can hold (its free space plus what the replicas use), and
-/// no free space at all while the last write found the disk full.
-fn space_report(inner: &Inner, request: &mut HeartbeatRequest) {
-    let used: u64 = request.replicas.iter().map(|r| r.length).sum();
-    let mut capacity = inner.settings.capacity_bytes;
-    if let Some(probe) = &inner.probe {
-        match probe() {
-            Ok(disk_free) => capacity = capacity.min(used.saturating_add(disk_free)),
-            Err(error) => {
-                tracing::warn!(disk = %inner.disk, %error, "cannot measure the free space; reporting none");
-                capacity = used;
-            }
-        }
-    }
-    request.capacity_bytes = capacity;
-    request.free_bytes = if inner.disk_full.load(Ordering::Relaxed) {
-        0
-    } else {
-        capacity.saturating_sub(used)
-    };
-    request.disk = inner.disk.clone();
-}
-
 /// Names this chunkserver and its disk in a disk-full refusal (and
 /// remembers the disk is full until a write succeeds).
 fn name_disk<T>(inner: &Inner, result: Result<T, Status>) -> Result<T, Status> {
@@ -394,7 +310,7 @@ async fn mutate_batch(
             Ok(Ok(true)) => break now,
             Ok(Ok(false)) if !asked => {
                 asked = true;
-                heartbeat_round(inner).await;
+                heartbeat::heartbeat_round(inner).await;
             }
             Ok(Ok(false)) => {
                 return everyone(Status::failed_precondition(format!(

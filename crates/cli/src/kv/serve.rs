@@ -106,18 +106,7 @@ pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<
             )
         })?,
     };
-    let data_dir = config.data_dir.0.clone();
-    if data_dir.exists() && !data_dir.is_dir() {
-        bail!(
-            "--data-dir {} is a file, not a directory; pass a directory (it is created if missing)",
-            data_dir.display()
-        );
-    }
-    let disk = Arc::new(
-        RealDisk::new(&data_dir)
-            .with_context(|| format!("creating the data directory {}", data_dir.display()))?,
-    );
-    let lock = lock_data_dir(&data_dir)?;
+    let (data_dir, disk, lock) = open_data_dir(config)?;
     let mut node_config = NodeConfig::new(id, peers, "raft");
     if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
         node_config.max_raft_state = max;
@@ -189,7 +178,27 @@ pub(super) fn listen_address(text: &str) -> anyhow::Result<SocketAddr> {
 /// life of the process, so that two nodes never share one log. The lock is
 /// on the directory, not on a file in it: removing a file cannot release it,
 /// and the kernel drops it when the process dies, however it dies.
-pub(crate) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+/// The node's `--data-dir`, created if missing, as a disk, with its lock
+/// held (one process per data directory).
+pub(crate) fn open_data_dir(
+    config: &Config,
+) -> anyhow::Result<(std::path::PathBuf, Arc<RealDisk>, std::fs::File)> {
+    let data_dir = config.data_dir.0.clone();
+    if data_dir.exists() && !data_dir.is_dir() {
+        bail!(
+            "--data-dir {} is a file, not a directory; pass a directory (it is created if missing)",
+            data_dir.display()
+        );
+    }
+    let disk = Arc::new(
+        RealDisk::new(&data_dir)
+            .with_context(|| format!("creating the data directory {}", data_dir.display()))?,
+    );
+    let lock = lock_data_dir(&data_dir)?;
+    Ok((data_dir, disk, lock))
+}
+
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),

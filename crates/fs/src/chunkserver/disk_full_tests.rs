@@ -16,6 +16,7 @@ use cairn_rpc::fs::{
 use cairn_storage::{Disk, DiskFile, MemDisk, OpenMode};
 use tonic::{Code, Request};
 
+use super::heartbeat::space_report;
 use super::*;
 
 /// A [`MemDisk`] whose file writes fail with ENOSPC while `full` is set.

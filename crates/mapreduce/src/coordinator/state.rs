@@ -110,6 +110,20 @@ struct Worker {
     told_to_exit: bool,
 }
 
+impl Worker {
+    /// A worker just registered (or replayed from the journal), seen `now`.
+    fn new(addr: String, host: String, now: Instant) -> Self {
+        Self {
+            addr,
+            host,
+            waiting_for_local: None,
+            last_seen: now,
+            lost: false,
+            told_to_exit: false,
+        }
+    }
+}
+
 /// What a worker should do next.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Assignment {
@@ -230,17 +244,8 @@ impl JobState {
     pub(crate) fn register(&mut self, addr: String, host: String, now: Instant) -> (u64, Record) {
         let id = self.next_worker;
         self.next_worker += 1;
-        self.workers.insert(
-            id,
-            Worker {
-                addr: addr.clone(),
-                host: host.clone(),
-                waiting_for_local: None,
-                last_seen: now,
-                lost: false,
-                told_to_exit: false,
-            },
-        );
+        self.workers
+            .insert(id, Worker::new(addr.clone(), host.clone(), now));
         (id, Record::Worker { id, addr, host })
     }
 

@@ -19,17 +19,8 @@ impl JobState {
             match record {
                 Record::Job(_) => {}
                 Record::Worker { id, addr, host } => {
-                    self.workers.insert(
-                        *id,
-                        Worker {
-                            addr: addr.clone(),
-                            host: host.clone(),
-                            waiting_for_local: None,
-                            last_seen: now,
-                            lost: false,
-                            told_to_exit: false,
-                        },
-                    );
+                    self.workers
+                        .insert(*id, Worker::new(addr.clone(), host.clone(), now));
                     self.next_worker = self.next_worker.max(id + 1);
                 }
                 Record::TaskDone {
