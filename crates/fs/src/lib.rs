@@ -152,6 +152,9 @@ mod short_circuit;
 pub mod snapshot;
 
 pub use balancer::MAX_MOVES_PER_ROUND;
+/// What a master is started with (its id, its peers), so that a program
+/// that starts masters needs no direct use of the replication layer.
+pub use cairn_rsm::NodeConfig;
 pub use chunk_store::{
     BLOCK_BYTES, ChunkError, ChunkStore, PlannedBlocks, ReadPlan, ReplicaReport, Scanned,
 };
