@@ -125,7 +125,9 @@ pub(crate) fn run_map_task(
 
 /// The input records (lines, the last one maybe unterminated) of a split.
 pub(crate) fn input_records(contents: &[u8]) -> u64 {
-    let lines = contents.iter().filter(|byte| **byte == b'\n').count()
+    // memchr counts with vector instructions: a byte-at-a-time count cost
+    // about a tenth of a word count's time.
+    let lines = memchr::memchr_iter(b'\n', contents).count()
         + usize::from(contents.last().is_some_and(|byte| *byte != b'\n'));
     lines as u64
 }
