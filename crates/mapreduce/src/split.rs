@@ -40,14 +40,16 @@ pub fn plan_splits(disk: &dyn Disk, paths: &[String], split_size: u64) -> io::Re
 }
 
 /// Reads the whole lines that start inside `split`.
+#[cfg(test)]
 pub(crate) fn read_split(disk: &dyn Disk, split: &Split) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     read_split_into(disk, split, &mut data)?;
     Ok(data)
 }
 
-/// Like [`read_split`], into `data` (cleared first), so that a worker can
-/// reuse one buffer for every split instead of mapping fresh pages.
+/// Reads the whole lines that start inside `split` into `data` (cleared
+/// first), so that a worker can reuse one buffer for every split instead
+/// of mapping fresh pages.
 pub(crate) fn read_split_into(
     disk: &dyn Disk,
     split: &Split,

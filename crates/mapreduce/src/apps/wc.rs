@@ -26,13 +26,21 @@ fn sum(values: &mut Values<'_>) -> Result<u64, AppError> {
 
 impl App for WordCount {
     fn map(&self, input: &MapInput<'_>, output: &mut dyn Emit) -> Result<(), AppError> {
-        let mut counts: FxHashMap<&[u8], u64> = FxHashMap::default();
-        for_each_word(input.contents, |word| *counts.entry(word).or_insert(0) += 1);
+        // Keys are copied out of the input on first sight: compared in
+        // place, they would be scattered over the whole split (cache and
+        // TLB misses on every lookup of a rare word).
+        let mut counts: FxHashMap<Box<[u8]>, u64> = FxHashMap::default();
+        for_each_word(input.contents, |word| match counts.get_mut(word) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(word.into(), 1);
+            }
+        });
         let mut number = Vec::with_capacity(20);
         for (word, count) in counts {
             number.clear();
             write_decimal(&mut number, count);
-            output.emit(word, &number);
+            output.emit(&word, &number);
         }
         Ok(())
     }
