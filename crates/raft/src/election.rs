@@ -9,7 +9,13 @@ use crate::types::{NodeId, Term};
 
 impl Raft {
     /// The election timeout fired (or a leader asked us to take over).
+    /// Only a voter campaigns: a learner, a removed node or a joining node
+    /// that knows no configuration yet waits for a leader.
     pub(crate) fn start_election(&mut self, transfer: bool) {
+        if !self.cluster().is_voter(self.config.id) {
+            self.reset_election_timer();
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {
@@ -54,7 +60,7 @@ impl Raft {
             last_term: self.log.last_term(),
         };
         let voters: Vec<NodeId> = self
-            .cluster
+            .cluster()
             .voters
             .iter()
             .copied()
@@ -70,14 +76,14 @@ impl Raft {
         }
     }
 
-    /// `Some(true)` once a quorum granted, `Some(false)` once a quorum
-    /// refused, else `None`.
+    /// `Some(true)` once a quorum of voters granted, `Some(false)` once a
+    /// quorum refused, else `None`. The answers of learners and of nodes
+    /// outside the configuration do not count.
     fn tally(&self) -> Option<bool> {
-        let granted = self.votes.values().filter(|&&granted| granted).count();
-        let refused = self.votes.len() - granted;
-        if granted >= self.cluster.quorum() {
+        let cluster = self.cluster();
+        if cluster.has_quorum(|id| self.votes.get(&id) == Some(&true)) {
             Some(true)
-        } else if refused >= self.cluster.quorum() {
+        } else if cluster.has_quorum(|id| self.votes.get(&id) == Some(&false)) {
             Some(false)
         } else {
             None
@@ -146,8 +152,8 @@ impl Raft {
     }
 
     pub(crate) fn handle_timeout_now(&mut self, _from: NodeId) {
-        if self.role != Role::Leader && self.cluster.contains(self.config.id) {
-            self.become_candidate(true);
+        if self.role != Role::Leader {
+            self.start_election(true);
         }
     }
 }

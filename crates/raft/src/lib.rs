@@ -67,18 +67,22 @@
 //!   handing it to the state machine.
 
 mod config;
+mod config_history;
 mod election;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
 mod read;
 mod ready;
+mod reconfigure;
 mod replication;
 mod step;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use membership::{ClusterConfig, ConfChange, ConfChangeError, ConfigEntry};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, MessageBody, Reject, RequestVote, RequestVoteResponse,
@@ -87,6 +91,4 @@ pub use node::{InitialState, ProposeError, Raft, Role, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready};
 pub use replication::MAX_SNAPSHOT_BYTES;
-pub use types::{
-    ClusterConfig, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
-};
+pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};

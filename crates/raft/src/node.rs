@@ -9,13 +9,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{Config, ConfigError};
+use crate::config_history::ConfigHistory;
 use crate::log::RaftLog;
+use crate::membership::{ClusterConfig, ConfigEntry};
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
-use crate::ready::{ReadState, Ready};
-use crate::types::{
-    ClusterConfig, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
-};
+use crate::ready::ReadState;
+use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// A node's role (Raft §5.1, plus the pre-candidate of thesis §9.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,7 +33,9 @@ pub enum Role {
 /// What a node starts from: what its storage recovered.
 #[derive(Debug, Clone)]
 pub struct InitialState {
-    /// The group's members (used when there is no snapshot yet).
+    /// The group's members at bootstrap (used when there is no snapshot
+    /// yet; configuration entries in `entries` take precedence).
+    /// [`ClusterConfig::joining`] for a node that joins an existing group.
     pub cluster: ClusterConfig,
     /// The durable term, vote and commit.
     pub hard_state: HardState,
@@ -45,7 +47,7 @@ pub struct InitialState {
 }
 
 impl InitialState {
-    /// A brand-new node of `cluster`.
+    /// A brand-new node of `cluster` (or [`ClusterConfig::joining`]).
     pub fn new(cluster: ClusterConfig) -> Self {
         Self {
             cluster,
@@ -71,6 +73,15 @@ pub enum ProposeError {
     Transferring {
         /// The successor.
         to: NodeId,
+    },
+    /// Leadership can only be handed to a voter.
+    #[error(
+        "node {id} is not a voter of this group and cannot lead; \
+         promote it first, or choose a voter"
+    )]
+    NotVoter {
+        /// The refused successor.
+        id: NodeId,
     },
 }
 
@@ -112,7 +123,8 @@ pub struct Status {
 #[derive(Debug)]
 pub struct Raft {
     pub(crate) config: Config,
-    pub(crate) cluster: ClusterConfig,
+    /// The configurations in the log; the latest is in effect.
+    pub(crate) membership: ConfigHistory,
     pub(crate) term: Term,
     pub(crate) vote: Option<NodeId>,
     pub(crate) role: Role,
@@ -143,8 +155,8 @@ pub struct Raft {
     pub(crate) transfer_sent: bool,
     /// The commit index moved since followers were last told.
     pub(crate) commit_broadcast_due: bool,
-    last_hard_state: HardState,
-    ready_outstanding: bool,
+    pub(crate) last_hard_state: HardState,
+    pub(crate) ready_outstanding: bool,
     /// See [`Status::protocol_violations`].
     pub(crate) protocol_violations: u64,
 }
@@ -172,12 +184,6 @@ impl Raft {
             ),
             None => (0, 0, initial.cluster.clone()),
         };
-        if !cluster.contains(config.id) {
-            return Err(ConfigError(format!(
-                "node {} is not a member of the cluster {:?}",
-                config.id, cluster.voters
-            )));
-        }
         let entries: Vec<Entry> = initial
             .entries
             .into_iter()
@@ -191,6 +197,17 @@ impl Raft {
                 first.index
             )));
         }
+        let membership = restore_membership(cluster, snapshot_index, &entries)?;
+        let current = membership.current();
+        if membership.current_index() == 0
+            && !current.voters.is_empty()
+            && !current.is_member(config.id)
+        {
+            return Err(ConfigError(format!(
+                "node {} is not a member of the cluster {:?}",
+                config.id, current.voters
+            )));
+        }
         let log = RaftLog::restore(
             snapshot_index,
             snapshot_term,
@@ -199,7 +216,7 @@ impl Raft {
         );
         let mut raft = Self {
             config,
-            cluster,
+            membership,
             term: initial.hard_state.term,
             vote: initial.hard_state.vote,
             role: Role::Follower,
@@ -251,9 +268,23 @@ impl Raft {
         self.leader
     }
 
-    /// The group's members.
+    /// The group's members: the latest configuration in the log,
+    /// committed or not.
     pub fn cluster(&self) -> &ClusterConfig {
-        &self.cluster
+        self.membership.current()
+    }
+
+    /// The configuration as of `index` (at or above the snapshot's), for a
+    /// snapshot taken at `index`.
+    pub fn cluster_at(&self, index: LogIndex) -> &ClusterConfig {
+        self.membership.at(index)
+    }
+
+    /// The index of the configuration entry in effect when it is not
+    /// committed yet: no other change may be proposed until it is.
+    pub fn pending_conf_change(&self) -> Option<LogIndex> {
+        let index = self.membership.current_index();
+        (index > self.log.commit).then_some(index)
     }
 
     /// Monitoring information.
@@ -293,9 +324,7 @@ impl Raft {
             self.tick_leader();
         } else {
             self.election_elapsed += 1;
-            if self.election_elapsed >= self.randomized_election_timeout
-                && self.cluster.contains(self.config.id)
-            {
+            if self.election_elapsed >= self.randomized_election_timeout {
                 self.start_election(false);
             }
         }
@@ -326,16 +355,16 @@ impl Raft {
         }
     }
 
-    /// Whether a quorum (self included) has been heard from since the last
-    /// round; resets the marks for the next.
+    /// Whether a quorum of voters (self included, if a voter) has been
+    /// heard from since the last round; resets the marks for the next.
     fn quorum_active(&mut self) -> bool {
-        let mut active = 1;
-        for progress in self.progress.values_mut() {
+        let mut active = std::collections::BTreeSet::from([self.config.id]);
+        for (&id, progress) in &mut self.progress {
             if progress.take_recently_active() {
-                active += 1;
+                active.insert(id);
             }
         }
-        active >= self.cluster.quorum()
+        self.cluster().has_quorum(|id| active.contains(&id))
     }
 
     /// Proposes a command. Leaders append it at once and send it to followers
@@ -379,7 +408,7 @@ impl Raft {
         Ok(())
     }
 
-    fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> LogIndex {
+    pub(crate) fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> LogIndex {
         let index = self.log.last_index() + 1;
         self.log.push(Entry {
             term: self.term,
@@ -413,6 +442,7 @@ impl Raft {
         }
         let meta = self.snapshot_meta_at(index);
         self.log.compact(index);
+        self.membership.compact_to(index);
         self.snapshot = Some(Snapshot {
             meta: meta.clone(),
             data,
@@ -425,7 +455,7 @@ impl Raft {
         SnapshotMeta {
             index,
             term: self.log.term(index).unwrap_or(self.log.snapshot_term),
-            config: self.cluster.clone(),
+            config: self.membership.at(index).clone(),
         }
     }
 
@@ -483,85 +513,13 @@ impl Raft {
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
-        let next = self.log.last_index() + 1;
-        self.progress = self
-            .cluster
-            .voters
-            .iter()
-            .filter(|&&id| id != self.config.id)
-            .map(|&id| (id, Progress::new(next)))
-            .collect();
+        self.progress.clear();
+        self.sync_progress(self.log.last_index() + 1);
         // A no-op of the new term: it commits everything before it (Raft
         // §5.4.2) and lets read index work (thesis §6.4).
         self.append_entry(EntryKind::Noop, Bytes::new());
         self.broadcast_append();
         self.maybe_commit();
-    }
-
-    /// Collects what the caller must do now. See [`Ready`] for the order.
-    pub fn ready(&mut self) -> Ready {
-        self.assert_no_ready();
-        let hard_state = HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.commit,
-        };
-        let entries = self.log.unpersisted();
-        let snapshot = self.snapshot_to_install.take();
-        let new_term_or_vote = (hard_state.term, hard_state.vote)
-            != (self.last_hard_state.term, self.last_hard_state.vote);
-        let ready = Ready {
-            hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
-            must_sync: !entries.is_empty() || snapshot.is_some() || new_term_or_vote,
-            entries,
-            snapshot,
-            early_messages: Vec::new(),
-            messages: std::mem::take(&mut self.messages),
-            committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),
-            read_states: std::mem::take(&mut self.read_states),
-        };
-        let mut ready = ready;
-        if self.role == Role::Leader {
-            let term = self.term;
-            let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut ready.messages)
-                .into_iter()
-                .partition(|m| m.term == term && m.is_leader_traffic());
-            ready.early_messages = early;
-            ready.messages = late;
-        }
-        self.last_hard_state = hard_state;
-        self.ready_outstanding = !ready.is_empty();
-        ready
-    }
-
-    /// Whether [`ready`](Self::ready) has anything.
-    pub fn has_ready(&self) -> bool {
-        let hard_state = HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.commit,
-        };
-        hard_state != self.last_hard_state
-            || self.log.persisted < self.log.last_index()
-            || self.snapshot_to_install.is_some()
-            || !self.messages.is_empty()
-            || self.log.applied < self.log.commit.min(self.log.persisted)
-            || !self.read_states.is_empty()
-    }
-
-    /// Reports that the caller finished every step of `ready`.
-    pub fn advance(&mut self, ready: &Ready) {
-        self.ready_outstanding = false;
-        if let Some(last) = ready.entries.last() {
-            self.log.persisted_to(last.index, last.term);
-        }
-        if let Some(last) = ready.committed_entries.last() {
-            self.log.applied_to(last.index);
-        }
-        if self.role == Role::Leader {
-            self.maybe_commit();
-        }
-        self.assert_invariants();
     }
 
     pub(crate) fn assert_no_ready(&self) {
@@ -582,7 +540,16 @@ impl Raft {
 
     pub(crate) fn assert_invariants(&self) {
         self.log.assert_invariants();
+        self.membership.assert_invariants();
         if self.role == Role::Leader {
+            assert!(
+                self.membership
+                    .uncommitted_of_term(self.log.commit, self.term)
+                    <= 1,
+                "leader {} has two uncommitted configuration changes of term {}",
+                self.config.id,
+                self.term
+            );
             assert_eq!(
                 self.leader,
                 Some(self.config.id),
@@ -601,4 +568,25 @@ impl Raft {
             );
         }
     }
+}
+
+/// The configurations the stored snapshot and log imply, the latest one
+/// (committed or not) in effect.
+fn restore_membership(
+    base: ClusterConfig,
+    snapshot_index: LogIndex,
+    entries: &[Entry],
+) -> Result<ConfigHistory, ConfigError> {
+    let mut membership = ConfigHistory::new(base, snapshot_index);
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::Config) {
+        let decoded = ConfigEntry::decode(entry.data.clone()).ok_or_else(|| {
+            ConfigError(format!(
+                "the stored configuration entry at index {} cannot be decoded; \
+                 the log is damaged: restore this node from a healthy member",
+                entry.index
+            ))
+        })?;
+        membership.push(entry.index, entry.term, decoded.config);
+    }
+    Ok(membership)
 }
