@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use cairn_raft::{
-    ClusterConfig, Config, Entry, EntryKind, HardState, InitialState, LogIndex, Message, NodeId,
-    Raft, Ready, Role, Snapshot, Term,
+    ClusterConfig, Config, ConfigEntry, Entry, EntryKind, HardState, InitialState, LogIndex,
+    Message, NodeId, Raft, Ready, Role, Snapshot, Term,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -68,6 +68,21 @@ impl Durable {
         if let Some(hard_state) = hard_state {
             self.hard_state = hard_state;
         }
+    }
+
+    /// Whether the entry at `index` of `term` is on disk (or covered by
+    /// the snapshot, which holds only committed entries).
+    fn holds(&self, index: LogIndex, term: Option<Term>) -> bool {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.index >= index)
+        {
+            return true;
+        }
+        self.entries
+            .iter()
+            .any(|e| e.index == index && Some(e.term) == term)
     }
 
     fn compact(&mut self, snapshot: Snapshot) {
@@ -137,6 +152,9 @@ pub struct Stats {
 /// The cluster and its oracle.
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node>,
+    /// The members the cluster was created with; nodes added later start
+    /// as joining nodes that know no configuration.
+    pub bootstrap: BTreeSet<NodeId>,
     pub pool: Vec<Message>,
     pub cut: BTreeSet<(NodeId, NodeId)>,
     pub rng: StdRng,
@@ -172,6 +190,7 @@ impl Cluster {
         tune(&mut config);
         let mut cluster = Self {
             nodes: BTreeMap::new(),
+            bootstrap: (1..=size).collect(),
             pool: Vec::new(),
             cut: BTreeSet::new(),
             rng: StdRng::seed_from_u64(seed),
@@ -187,20 +206,24 @@ impl Cluster {
             trace: None,
         };
         for id in 1..=size {
-            let node = Node {
-                raft: None,
-                durable: Durable::default(),
-                machine: Machine::default(),
-                incarnation: 0,
-                last_commit: 0,
-                reads: Vec::new(),
-            };
-            cluster.nodes.insert(id, node);
-        }
-        for id in 1..=size {
-            cluster.start(id);
+            cluster.add_node(id);
         }
         cluster
+    }
+
+    /// Starts a new node with an empty disk (a member of the bootstrap
+    /// configuration, or a machine about to be added as a learner).
+    pub fn add_node(&mut self, id: NodeId) {
+        let node = Node {
+            raft: None,
+            durable: Durable::default(),
+            machine: Machine::default(),
+            incarnation: 0,
+            last_commit: 0,
+            reads: Vec::new(),
+        };
+        assert!(self.nodes.insert(id, node).is_none(), "node {id} exists");
+        self.start(id);
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -221,12 +244,16 @@ impl Cluster {
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.nodes[&id].raft.is_some()
+        self.nodes.get(&id).is_some_and(|n| n.raft.is_some())
     }
 
     /// Starts (or restarts) a node from its durable state.
     pub fn start(&mut self, id: NodeId) {
-        let cluster_config = ClusterConfig::new(self.ids());
+        let cluster_config = if self.bootstrap.contains(&id) {
+            ClusterConfig::new(self.bootstrap.iter().copied())
+        } else {
+            ClusterConfig::joining()
+        };
         let seed = self.rng.r#gen();
         let mut config = self.config.clone();
         config.id = id;
@@ -305,7 +332,12 @@ impl Cluster {
         {
             return;
         }
-        if let Some(raft) = self.nodes.get_mut(&message.to).unwrap().raft.as_mut() {
+        // A message to a machine that was never started is lost.
+        if let Some(raft) = self
+            .nodes
+            .get_mut(&message.to)
+            .and_then(|n| n.raft.as_mut())
+        {
             raft.step(message);
         }
     }
@@ -472,7 +504,12 @@ impl Cluster {
             status.commit >= node.last_commit,
             "node {id}: commit went back"
         );
+        let committed_now = status.commit > node.last_commit;
         node.last_commit = status.commit;
+        self.check_configuration(id);
+        if status.role == Role::Leader && committed_now {
+            self.check_commit_quorum(id);
+        }
         if status.role == Role::Leader {
             let previous = *self.leaders.entry(status.term).or_insert(id);
             assert_eq!(
@@ -480,6 +517,7 @@ impl Cluster {
                 "election safety: two leaders in term {}",
                 status.term
             );
+            let raft = self.raft(id);
             // Leader completeness: every applied entry is in the leader's log.
             for (&index, (term, kind, data)) in self.applied.range(status.snapshot_index + 1..) {
                 if self.committed_by[&index] >= status.term {
@@ -498,6 +536,57 @@ impl Cluster {
                 );
             }
         }
+    }
+
+    /// A leader just moved its commit index: a quorum of the voters of its
+    /// configuration (never a learner, never a removed node) holds that
+    /// entry on disk.
+    fn check_commit_quorum(&self, leader: NodeId) {
+        let raft = self.raft(leader);
+        let commit = raft.status().commit;
+        let term = raft.entry(commit).map(|e| e.term);
+        let cluster = raft.cluster();
+        let holders: Vec<NodeId> = cluster
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.nodes
+                    .get(id)
+                    .is_some_and(|n| n.durable.holds(commit, term))
+            })
+            .collect();
+        assert!(
+            holders.len() >= cluster.quorum(),
+            "quorum: leader {leader} committed {commit} held only by {holders:?} of voters {:?}",
+            cluster.voters
+        );
+    }
+
+    /// The configuration a node applies with is the one the committed log
+    /// implies: that of the last configuration entry applied anywhere at or
+    /// below its applied index, or the bootstrap one (a joining node that
+    /// has not applied its own addition yet knows none).
+    fn check_configuration(&self, id: NodeId) {
+        let raft = self.raft(id);
+        let applied = raft.status().applied;
+        let config = raft.cluster_at(applied);
+        if config.voters.is_empty() {
+            return;
+        }
+        let expected = self
+            .applied
+            .range(..=applied)
+            .rev()
+            .find(|(_, (_, kind, _))| *kind == EntryKind::Config)
+            .map_or_else(
+                || ClusterConfig::new(self.bootstrap.iter().copied()),
+                |(_, (_, _, data))| ConfigEntry::decode(data.clone()).unwrap().config,
+            );
+        assert_eq!(
+            *config, expected,
+            "configurations disagree: node {id} at applied {applied}"
+        );
     }
 
     /// Log matching across every pair of live nodes.
