@@ -13,6 +13,9 @@ impl Raft {
     /// that knows no configuration yet waits for a leader.
     pub(crate) fn start_election(&mut self, transfer: bool) {
         if !self.cluster().is_voter(self.config.id) {
+            // It has lost its leader all the same: its lease is over, and
+            // it answers a candidate that asks for its vote.
+            self.leader = None;
             self.reset_election_timer();
             return;
         }
