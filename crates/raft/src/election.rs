@@ -12,7 +12,7 @@ impl Raft {
     /// Only a voter campaigns: a learner, a removed node or a joining node
     /// that knows no configuration yet waits for a leader.
     pub(crate) fn start_election(&mut self, transfer: bool) {
-        if !self.cluster().is_voter(self.config.id) {
+        if !self.may_campaign() {
             // It has lost its leader all the same: its lease is over, and
             // it answers a candidate that asks for its vote.
             self.leader = None;
@@ -24,6 +24,19 @@ impl Raft {
         } else {
             self.become_candidate(transfer);
         }
+    }
+
+    /// Whether this node may stand for election: it is a voter of its
+    /// latest configuration, or of the one before while the latest is not
+    /// known to be committed. A voter whose removal is pending may still be
+    /// needed to commit it (thesis §4.2.2, Figure 4.6): were the leader that
+    /// removed it to crash, it may hold the only copy a new leader could
+    /// carry to the new configuration's voters. Its votes are counted in
+    /// the latest configuration, which need not include itself.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let id = self.config.id;
+        self.cluster().is_voter(id)
+            || (self.pending_conf_change().is_some() && self.membership.previous().is_voter(id))
     }
 
     fn become_pre_candidate(&mut self) {

@@ -147,6 +147,8 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub reads_confirmed: u64,
     pub entries_applied: u64,
+    /// Distinct configuration changes committed (counted by the sweep).
+    pub conf_changes_committed: u64,
 }
 
 /// The cluster and its oracle.
@@ -622,11 +624,28 @@ impl Cluster {
         }
     }
 
-    /// Whether every live node applied at least `index`.
+    /// Whether every member (voter or learner) of the latest leader's
+    /// configuration is up and applied at least `index`.
     pub fn all_applied(&self, index: LogIndex) -> bool {
-        self.nodes
-            .values()
-            .all(|n| n.raft.is_some() && n.machine.applied >= index)
+        self.members().iter().all(|id| {
+            let node = &self.nodes[id];
+            node.raft.is_some() && node.machine.applied >= index
+        })
+    }
+
+    /// The members of the latest leader's configuration (every node while
+    /// there is no leader). Removed nodes and machines whose addition was
+    /// rolled back hear nothing more and are left out.
+    pub fn members(&self) -> Vec<NodeId> {
+        match self.leader() {
+            Some(leader) => self
+                .raft(leader)
+                .cluster()
+                .members()
+                .filter(|id| self.nodes.contains_key(id))
+                .collect(),
+            None => self.ids(),
+        }
     }
 
     /// Proposes at the leader and stabilizes; returns the index.
