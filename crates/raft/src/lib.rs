@@ -78,6 +78,7 @@ mod read;
 mod ready;
 mod reconfigure;
 mod replication;
+mod start;
 mod step;
 mod types;
 
@@ -87,8 +88,9 @@ pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, MessageBody, Reject, RequestVote, RequestVoteResponse,
 };
-pub use node::{InitialState, ProposeError, Raft, Role, Status};
+pub use node::{ProposeError, Raft, Role, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready};
 pub use replication::MAX_SNAPSHOT_BYTES;
+pub use start::InitialState;
 pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};

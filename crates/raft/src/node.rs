@@ -1,17 +1,18 @@
 //! [`Raft`]: one node's protocol state, its clock and its role changes.
-//! Message handling lives beside it: `election.rs`, `replication.rs` and
-//! `read.rs`.
+//! Beside it: where a node starts (`start.rs`), message handling
+//! (`election.rs`, `replication.rs`, `read.rs`), membership changes
+//! (`reconfigure.rs`) and the `Ready` hand-over (`ready.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::config_history::ConfigHistory;
 use crate::log::RaftLog;
-use crate::membership::{ClusterConfig, ConfigEntry};
+use crate::membership::ClusterConfig;
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
 use crate::ready::ReadState;
@@ -28,34 +29,6 @@ pub enum Role {
     Candidate,
     /// Leads its term.
     Leader,
-}
-
-/// What a node starts from: what its storage recovered.
-#[derive(Debug, Clone)]
-pub struct InitialState {
-    /// The group's members at bootstrap (used when there is no snapshot
-    /// yet; configuration entries in `entries` take precedence).
-    /// [`ClusterConfig::joining`] for a node that joins an existing group.
-    pub cluster: ClusterConfig,
-    /// The durable term, vote and commit.
-    pub hard_state: HardState,
-    /// The latest durable snapshot, if any. The caller restores its state
-    /// machine from it; the core resumes applying at its index + 1.
-    pub snapshot: Option<Snapshot>,
-    /// The durable entries after the snapshot, consecutive.
-    pub entries: Vec<Entry>,
-}
-
-impl InitialState {
-    /// A brand-new node of `cluster` (or [`ClusterConfig::joining`]).
-    pub fn new(cluster: ClusterConfig) -> Self {
-        Self {
-            cluster,
-            hard_state: HardState::default(),
-            snapshot: None,
-            entries: Vec::new(),
-        }
-    }
 }
 
 /// Why a proposal or read was refused.
@@ -130,7 +103,7 @@ pub struct Raft {
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     pub(crate) log: RaftLog,
-    rng: StdRng,
+    pub(crate) rng: StdRng,
     /// Ticks since the last election reset (followers and candidates) or the
     /// last check-quorum round (leaders).
     pub(crate) election_elapsed: u32,
@@ -172,82 +145,6 @@ pub(crate) struct PendingRead {
 }
 
 impl Raft {
-    /// A node starting from `initial`, drawing its election timeouts from a
-    /// generator seeded with `seed`.
-    pub fn new(config: Config, initial: InitialState, seed: u64) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let (snapshot_index, snapshot_term, cluster) = match &initial.snapshot {
-            Some(snapshot) => (
-                snapshot.meta.index,
-                snapshot.meta.term,
-                snapshot.meta.config.clone(),
-            ),
-            None => (0, 0, initial.cluster.clone()),
-        };
-        let entries: Vec<Entry> = initial
-            .entries
-            .into_iter()
-            .filter(|e| e.index > snapshot_index)
-            .collect();
-        if let Some(first) = entries.first()
-            && first.index != snapshot_index + 1
-        {
-            return Err(ConfigError(format!(
-                "the stored log starts at {} but the snapshot ends at {snapshot_index}",
-                first.index
-            )));
-        }
-        let membership = restore_membership(cluster, snapshot_index, &entries)?;
-        let current = membership.current();
-        if membership.current_index() == 0
-            && !current.voters.is_empty()
-            && !current.is_member(config.id)
-        {
-            return Err(ConfigError(format!(
-                "node {} is not a member of the cluster {:?}",
-                config.id, current.voters
-            )));
-        }
-        let log = RaftLog::restore(
-            snapshot_index,
-            snapshot_term,
-            entries,
-            initial.hard_state.commit,
-        );
-        let mut raft = Self {
-            config,
-            membership,
-            term: initial.hard_state.term,
-            vote: initial.hard_state.vote,
-            role: Role::Follower,
-            leader: None,
-            log,
-            rng: StdRng::seed_from_u64(seed),
-            election_elapsed: 0,
-            heartbeat_elapsed: 0,
-            randomized_election_timeout: 0,
-            votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
-            messages: Vec::new(),
-            snapshot: initial.snapshot,
-            snapshot_to_install: None,
-            incoming_snapshot: None,
-            read_round: 0,
-            pending_reads: VecDeque::new(),
-            read_states: Vec::new(),
-            transfer_target: None,
-            transfer_elapsed: 0,
-            transfer_sent: false,
-            commit_broadcast_due: false,
-            last_hard_state: initial.hard_state,
-            ready_outstanding: false,
-            protocol_violations: 0,
-        };
-        raft.last_hard_state.commit = raft.log.commit;
-        raft.reset_election_timer();
-        Ok(raft)
-    }
-
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.config.id
@@ -568,25 +465,4 @@ impl Raft {
             );
         }
     }
-}
-
-/// The configurations the stored snapshot and log imply, the latest one
-/// (committed or not) in effect.
-fn restore_membership(
-    base: ClusterConfig,
-    snapshot_index: LogIndex,
-    entries: &[Entry],
-) -> Result<ConfigHistory, ConfigError> {
-    let mut membership = ConfigHistory::new(base, snapshot_index);
-    for entry in entries.iter().filter(|e| e.kind == EntryKind::Config) {
-        let decoded = ConfigEntry::decode(entry.data.clone()).ok_or_else(|| {
-            ConfigError(format!(
-                "the stored configuration entry at index {} cannot be decoded; \
-                 the log is damaged: restore this node from a healthy member",
-                entry.index
-            ))
-        })?;
-        membership.push(entry.index, entry.term, decoded.config);
-    }
-    Ok(membership)
 }
