@@ -11,8 +11,11 @@
 //! action. At the end the network heals and every member of the final
 //! configuration must agree on a new entry.
 //!
-//! `RAFT_SWEEP_SCHEDULES=N` runs more (default 2500); a failure prints the
-//! seed, and `RAFT_SWEEP_SEED=S` replays that one schedule.
+//! Two profiles: every fault at once, and a calmer one in which leaders
+//! last long enough to change the membership again and again.
+//! `RAFT_SWEEP_SCHEDULES=N` runs N schedules of each (default 2500 and
+//! 1000), from `RAFT_SWEEP_BASE`; a failure prints the test and the seed,
+//! and `RAFT_SWEEP_SEED=S` replays that one schedule.
 
 mod harness;
 
@@ -57,12 +60,16 @@ struct Profile {
     weights: &'static [(Action, u32)],
     /// Whether the schedule starts with an elected leader.
     elected: bool,
+    /// How many schedules `cargo test` runs (`RAFT_SWEEP_SCHEDULES` sets
+    /// another number).
+    schedules: u64,
 }
 
 /// Every fault at once; membership changes now and then.
 const CHAOS: Profile = Profile {
     name: "random_schedules_keep_raft_safe_and_live",
     elected: false,
+    schedules: 2500,
     weights: &[
         (Action::Tick, 30),
         (Action::Deliver, 32),
@@ -86,6 +93,8 @@ const CHAOS: Profile = Profile {
 const MEMBERSHIP: Profile = Profile {
     name: "random_membership_changes_keep_raft_safe_and_live",
     elected: true,
+    // Longer schedules (more entries, more machines): fewer of them.
+    schedules: 1000,
     weights: &[
         (Action::Tick, 30),
         (Action::Deliver, 45),
@@ -286,8 +295,8 @@ fn sweep(profile: &Profile) -> Option<(u64, harness::Stats)> {
         run_schedule(seed.parse().expect("RAFT_SWEEP_SEED is a number"), profile);
         return None;
     }
-    let schedules: u64 =
-        std::env::var("RAFT_SWEEP_SCHEDULES").map_or(2500, |n| n.parse().expect("a number"));
+    let schedules: u64 = std::env::var("RAFT_SWEEP_SCHEDULES")
+        .map_or(profile.schedules, |n| n.parse().expect("a number"));
     let base: u64 = std::env::var("RAFT_SWEEP_BASE").map_or(0, |n| n.parse().expect("a number"));
     let mut total = harness::Stats::default();
     for seed in base..base + schedules {

@@ -80,9 +80,12 @@ impl Durable {
         {
             return true;
         }
-        self.entries
-            .iter()
-            .any(|e| e.index == index && Some(e.term) == term)
+        // Stored entries are consecutive.
+        let first = self.entries.first().map_or(0, |e| e.index);
+        index
+            .checked_sub(first)
+            .and_then(|position| self.entries.get(position as usize))
+            .is_some_and(|e| e.index == index && Some(e.term) == term)
     }
 
     fn compact(&mut self, snapshot: Snapshot) {
@@ -166,6 +169,8 @@ pub struct Cluster {
     /// For each applied index, the highest leader term seen when it was first
     /// applied: leaders of later terms must hold it (leader completeness).
     pub committed_by: BTreeMap<LogIndex, Term>,
+    /// The configuration of each configuration entry applied anywhere.
+    pub configs: BTreeMap<LogIndex, ClusterConfig>,
     /// The state machine after each applied index.
     pub digests: BTreeMap<LogIndex, u64>,
     /// The leader of each term ever seen.
@@ -199,6 +204,7 @@ impl Cluster {
             config,
             applied: BTreeMap::new(),
             committed_by: BTreeMap::new(),
+            configs: BTreeMap::new(),
             digests: BTreeMap::new(),
             leaders: BTreeMap::new(),
             crash_in_ready: 0.0,
@@ -468,6 +474,10 @@ impl Cluster {
                     "state machine safety: node {id} applied a different entry at {}",
                     entry.index
                 );
+                if entry.kind == EntryKind::Config {
+                    let decoded = ConfigEntry::decode(entry.data.clone()).expect("valid");
+                    self.configs.insert(entry.index, decoded.config);
+                }
                 node.machine.apply(entry);
                 check_digest(&mut self.digests, node.machine, id);
             }
@@ -576,15 +586,10 @@ impl Cluster {
         if config.voters.is_empty() {
             return;
         }
-        let expected = self
-            .applied
-            .range(..=applied)
-            .rev()
-            .find(|(_, (_, kind, _))| *kind == EntryKind::Config)
-            .map_or_else(
-                || ClusterConfig::new(self.bootstrap.iter().copied()),
-                |(_, (_, _, data))| ConfigEntry::decode(data.clone()).unwrap().config,
-            );
+        let expected = self.configs.range(..=applied).next_back().map_or_else(
+            || ClusterConfig::new(self.bootstrap.iter().copied()),
+            |(_, config)| config.clone(),
+        );
         assert_eq!(
             *config, expected,
             "configurations disagree: node {id} at applied {applied}"
