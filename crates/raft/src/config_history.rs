@@ -7,7 +7,7 @@
 //! configuration entry after it; a truncated entry is dropped and the one
 //! before takes effect again, a compaction folds entries into the base.
 
-use crate::membership::ClusterConfig;
+use crate::membership::{ClusterConfig, ConfigEntry};
 use crate::types::{LogIndex, Term};
 
 /// The configuration as of each index of the log after the snapshot.
@@ -57,8 +57,13 @@ impl ConfigHistory {
         self.at(self.current_index().saturating_sub(1))
     }
 
-    /// A configuration entry was appended at `index`.
-    pub(crate) fn push(&mut self, index: LogIndex, term: Term, config: ClusterConfig) {
+    /// A configuration entry was appended at `index`. A joining node that
+    /// knew no configuration learns from the first one what came before.
+    pub(crate) fn push(&mut self, index: LogIndex, term: Term, entry: ConfigEntry) {
+        if self.changes.is_empty() && self.base.voters.is_empty() {
+            self.base = entry.previous;
+        }
+        let config = entry.config;
         assert!(
             index > self.current_index(),
             "configuration at {index} appended after the one at {}: configurations take \

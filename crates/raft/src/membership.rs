@@ -6,9 +6,11 @@
 //! in the log. A change adds one learner, promotes one learner to voter, or
 //! removes one member; any two majorities of configurations one such step
 //! apart overlap, so no joint phase is needed. A configuration entry
-//! carries the whole configuration it creates (not only the step), so a node
-//! knows its configuration from its latest configuration entry alone, and
-//! rolling back a truncated entry is taking the one before it.
+//! carries the whole configuration it changes and the step (so the one it
+//! creates), so a node knows its configuration from its latest
+//! configuration entry alone, rolling back a truncated entry is taking the
+//! one before it, and a new machine that receives the log from index 1
+//! learns from the first entry the configuration that came before.
 
 use std::collections::BTreeSet;
 
@@ -231,11 +233,15 @@ pub enum ConfChangeError {
     },
 }
 
-/// What a configuration entry holds: the step taken, the configuration it
-/// makes, and bytes the layer above attached (for example the new member's
-/// address); the core never reads them.
+/// What a configuration entry holds: the configuration before, the step
+/// taken, the configuration after, and bytes the layer above attached (for
+/// example the new member's address); the core never reads them.
+///
+/// Invariant: `previous.apply(change) == Ok(config)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
+    /// The configuration the step applies to.
+    pub previous: ClusterConfig,
     /// The step.
     pub change: ConfChange,
     /// The configuration after it.
@@ -248,7 +254,24 @@ pub struct ConfigEntry {
 const CONFIG_ENTRY_VERSION: u8 = 1;
 
 impl ConfigEntry {
-    /// The entry's bytes: version, step, the three id sets, context.
+    /// The entry for `change` applied to `previous`, or why it does not
+    /// apply.
+    pub fn new(
+        previous: ClusterConfig,
+        change: ConfChange,
+        context: Bytes,
+    ) -> Result<Self, ConfChangeError> {
+        let config = previous.apply(change)?;
+        Ok(Self {
+            previous,
+            change,
+            config,
+            context,
+        })
+    }
+
+    /// The entry's bytes: version, step, the previous configuration's three
+    /// id sets, context (the new configuration follows from the step).
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::new();
         out.put_u8(CONFIG_ENTRY_VERSION);
@@ -260,9 +283,9 @@ impl ConfigEntry {
         out.put_u8(tag);
         out.put_u64_le(id);
         for set in [
-            &self.config.voters,
-            &self.config.learners,
-            &self.config.removed,
+            &self.previous.voters,
+            &self.previous.learners,
+            &self.previous.removed,
         ] {
             out.put_u32_le(set.len() as u32);
             set.iter().for_each(|&id| out.put_u64_le(id));
@@ -285,19 +308,15 @@ impl ConfigEntry {
             2 => ConfChange::Remove(id),
             _ => return None,
         };
-        let config = ClusterConfig {
+        let previous = ClusterConfig {
             voters: decode_ids(&mut data)?,
             learners: decode_ids(&mut data)?,
             removed: decode_ids(&mut data)?,
         };
-        if config.voters.is_empty() || !config.is_valid() {
+        if previous.voters.is_empty() || !previous.is_valid() {
             return None;
         }
-        Some(Self {
-            change,
-            config,
-            context: data,
-        })
+        Self::new(previous, change, data).ok()
     }
 }
 
@@ -320,17 +339,22 @@ mod tests {
 
     #[test]
     fn a_config_entry_round_trips_and_garbage_is_refused() {
-        let entry = ConfigEntry {
-            change: ConfChange::Remove(3),
-            config: ClusterConfig {
-                voters: [1, 2].into(),
-                learners: [4].into(),
-                removed: [3].into(),
-            },
-            context: Bytes::from_static(b"http://n4"),
+        let previous = ClusterConfig {
+            voters: [1, 2, 3].into(),
+            learners: [4].into(),
+            removed: [5].into(),
         };
+        let context = Bytes::from_static(b"http://n4");
+        let entry = ConfigEntry::new(previous.clone(), ConfChange::Remove(3), context).unwrap();
+        assert_eq!(entry.config.removed, [3, 5].into());
         let bytes = entry.encode();
         assert_eq!(ConfigEntry::decode(bytes.clone()), Some(entry));
+        // A step that does not apply to the configuration it names.
+        let promote_a_voter = ConfigEntry {
+            change: ConfChange::Promote(1),
+            ..ConfigEntry::decode(bytes.clone()).unwrap()
+        };
+        assert_eq!(ConfigEntry::decode(promote_a_voter.encode()), None);
         for cut in 0..bytes.len() - 9 {
             assert_eq!(
                 ConfigEntry::decode(bytes.slice(..cut)),

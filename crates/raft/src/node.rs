@@ -86,7 +86,7 @@ pub struct Status {
 /// One Raft node as a pure state machine: no I/O, no clock, no global
 /// randomness. Drive it with [`tick`](Self::tick), [`step`](Self::step),
 /// [`propose`](Self::propose) and [`read_index`](Self::read_index); collect
-/// work with [`ready`](Self::ready), do it as [`Ready`] describes, then
+/// work with [`ready`](Self::ready), do it as [`Ready`](crate::Ready) describes, then
 /// [`advance`](Self::advance).
 ///
 /// Invariants, asserted after every input: at most one vote per term (the

@@ -40,17 +40,12 @@ impl Raft {
         if let Some(index) = self.pending_conf_change() {
             return Err(ConfChangeError::ChangePending { index });
         }
-        let config = self.cluster().apply(change)?;
+        let entry = ConfigEntry::new(self.cluster().clone(), change, context)?;
         if let ConfChange::Promote(id) = change {
             self.check_caught_up(id)?;
         }
-        let entry = ConfigEntry {
-            change,
-            config: config.clone(),
-            context,
-        };
         let index = self.append_entry(EntryKind::Config, entry.encode());
-        self.membership.push(index, self.term, config);
+        self.membership.push(index, self.term, entry);
         // A newcomer is sent the change itself first (and probes back).
         self.sync_progress(index);
         self.broadcast_append();

@@ -245,8 +245,7 @@ impl Raft {
         {
             let decoded = ConfigEntry::decode(entry.data.clone())
                 .expect("configuration entries are checked on receipt");
-            self.membership
-                .push(entry.index, entry.term, decoded.config);
+            self.membership.push(entry.index, entry.term, decoded);
         }
     }
 

@@ -139,7 +139,7 @@ fn restore_membership(
                 entry.index
             ))
         })?;
-        membership.push(entry.index, entry.term, decoded.config);
+        membership.push(entry.index, entry.term, decoded);
     }
     Ok(membership)
 }
