@@ -243,11 +243,7 @@ fn process(cluster: &mut Cluster, ids: &[NodeId], indent: &str, out: &mut Vec<St
 }
 
 fn tick(cluster: &mut Cluster, args: &Args, out: &mut Vec<String>) {
-    let ids = if args.words.is_empty() {
-        cluster.ids()
-    } else {
-        args.ids()
-    };
+    let ids = chosen_ids(cluster, args);
     for _ in 0..args.option("n").unwrap_or(1) {
         for &id in &ids {
             cluster.tick(id);
@@ -335,11 +331,7 @@ fn step(cluster: &mut Cluster, args: &Args, out: &mut Vec<String>) {
 }
 
 fn status(cluster: &Cluster, args: &Args, out: &mut Vec<String>) {
-    let ids = if args.words.is_empty() {
-        cluster.ids()
-    } else {
-        args.ids()
-    };
+    let ids = chosen_ids(cluster, args);
     for id in ids {
         if cluster.is_up(id) {
             out.push(render::status(&cluster.raft(id).status()));
@@ -382,11 +374,7 @@ fn conf_change(cluster: &mut Cluster, args: &Args, change: ConfChange, out: &mut
 }
 
 fn config(cluster: &Cluster, args: &Args, out: &mut Vec<String>) {
-    let ids = if args.words.is_empty() {
-        cluster.ids()
-    } else {
-        args.ids()
-    };
+    let ids = chosen_ids(cluster, args);
     for id in ids {
         if !cluster.is_up(id) {
             out.push(format!("{id}: down"));
@@ -403,5 +391,14 @@ fn config(cluster: &Cluster, args: &Args, out: &mut Vec<String>) {
             }
         }
         out.push(line);
+    }
+}
+
+/// The nodes a command names, or every node when it names none.
+fn chosen_ids(cluster: &Cluster, args: &Args) -> Vec<NodeId> {
+    if args.words.is_empty() {
+        cluster.ids()
+    } else {
+        args.ids()
     }
 }
