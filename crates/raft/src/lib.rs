@@ -74,8 +74,10 @@
 //!   count the voters of the latest configuration only: never a learner,
 //!   never a removed node, and not the leader itself once it has removed
 //!   itself; such a leader keeps leading until its removal commits, then
-//!   steps down. Any node answers a vote request (the candidate may know a
-//!   newer configuration in which it is a voter).
+//!   steps down and hands over to the voter with the longest matching log
+//!   (`TimeoutNow`), so the group does not wait an election timeout. Any
+//!   node answers a vote request (the candidate may know a newer
+//!   configuration in which it is a voter).
 //!
 //!   Why not joint consensus: any two majorities of configurations one
 //!   server apart overlap, so single-server changes need no joint phase,
@@ -97,9 +99,6 @@
 //!   configuration before it too). A snapshot it took before either reached
 //!   it would hold that empty configuration: the layer above should not
 //!   snapshot while [`Raft::cluster`] has no voter.
-//! - A leader that steps down after removing itself does not hand over
-//!   leadership: the voters elect a new leader after their election
-//!   timeout (etcd behaves the same).
 //! - No lease reads (read index only).
 //! - The whole log after the last snapshot is kept in memory; the service is
 //!   expected to snapshot often enough to bound it.

@@ -12,12 +12,16 @@
 //!   appended, on the leader as on followers, so the entry itself commits
 //!   under the new configuration;
 //! - a leader that removed itself keeps leading (and replicating) without
-//!   counting itself, until the change commits; then it steps down and,
-//!   no longer a voter, never campaigns again.
+//!   counting itself, until the change commits; then it steps down, hands
+//!   over to the voter with the longest log known to match its own
+//!   (`TimeoutNow`, as a leadership transfer does) so the group need not
+//!   wait an election timeout, and, no longer a voter, never campaigns
+//!   again.
 
 use bytes::Bytes;
 
 use crate::membership::{ConfChange, ConfChangeError, ConfigEntry};
+use crate::message::MessageBody;
 use crate::node::{Raft, Role};
 use crate::progress::Progress;
 use crate::types::{EntryKind, LogIndex, NodeId, Term};
@@ -109,13 +113,27 @@ impl Raft {
 
     /// The commit index moved on the leader: a committed change stops the
     /// replication to the nodes it removed, and a leader whose removal is
-    /// committed steps down.
+    /// committed steps down, handing over to a caught-up voter.
     pub(crate) fn configuration_committed(&mut self) {
         if self.membership.current_index() > self.log.commit {
             return;
         }
         if !self.cluster().is_voter(self.config.id) {
+            // The voter with the longest log known to match ours; it holds
+            // the change (a quorum does), so it knows it is a voter.
+            let commit = self.log.commit;
+            let successor = self
+                .cluster()
+                .voters
+                .iter()
+                .filter_map(|id| Some((self.progress.get(id)?.match_index(), *id)))
+                .filter(|&(matched, _)| matched >= commit)
+                .max_by_key(|&(matched, id)| (matched, std::cmp::Reverse(id)))
+                .map(|(_, id)| id);
             self.become_follower(self.term, None);
+            if let Some(to) = successor {
+                self.send(to, MessageBody::TimeoutNow);
+            }
             return;
         }
         self.sync_progress(self.log.last_index() + 1);
