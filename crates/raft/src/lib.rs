@@ -96,9 +96,10 @@
 //! - A joining node starts knowing no configuration
 //!   ([`ClusterConfig::joining`]) and learns it from the leader's snapshot,
 //!   or from the first configuration entry of the log (each carries the
-//!   configuration before it too). A snapshot it took before either reached
-//!   it would hold that empty configuration: the layer above should not
-//!   snapshot while [`Raft::cluster`] has no voter.
+//!   configuration before it too). A snapshot it takes before either
+//!   reaches it records no configuration; the core sends it to others with
+//!   the configuration it knows by then, and a restart learns it again
+//!   from the log.
 //! - No lease reads (read index only).
 //! - The whole log after the last snapshot is kept in memory; the service is
 //!   expected to snapshot often enough to bound it.

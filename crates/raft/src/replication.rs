@@ -8,7 +8,7 @@ use crate::message::{
 };
 use crate::node::{Raft, Role};
 use crate::progress::ProgressState;
-use crate::types::{EntryKind, LogIndex, NodeId, Snapshot, Term};
+use crate::types::{EntryKind, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 impl Raft {
     /// Sends what each follower is missing, as far as flow control allows.
@@ -345,8 +345,15 @@ impl Raft {
         let total = snapshot.data.len() as u64;
         let start = offset.min(total);
         let end = (start + self.config.snapshot_chunk_bytes).min(total);
+        // The configuration as this node knows it now: a snapshot it took
+        // as a joining node, before it had heard of any configuration,
+        // holds none (`ClusterConfig::joining`).
+        let meta = SnapshotMeta {
+            config: self.membership.at(snapshot.meta.index).clone(),
+            ..snapshot.meta.clone()
+        };
         let request = InstallSnapshot {
-            meta: snapshot.meta.clone(),
+            meta,
             total_bytes: total,
             offset: start,
             data: snapshot.data.slice(start as usize..end as usize),

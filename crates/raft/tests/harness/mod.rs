@@ -16,6 +16,11 @@ use cairn_raft::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// More messages than this, each answering the one before, with no tick in
+/// between, is a storm (two nodes ping-ponging for ever): the harness fails
+/// instead of hanging.
+const MAX_DELIVERIES_WITHOUT_A_TICK: usize = 100_000;
+
 /// What survives a crash: exactly what `Ready` step 1 persisted and
 /// synced. A hard state written without a sync (the core said it need not,
 /// `Ready::must_sync`: only the commit index moved) is lost by a crash
@@ -358,7 +363,14 @@ impl Cluster {
             if self.pool.is_empty() {
                 return;
             }
+            let mut deliveries = 0;
             while !self.pool.is_empty() {
+                deliveries += 1;
+                assert!(
+                    deliveries <= MAX_DELIVERIES_WITHOUT_A_TICK,
+                    "a message storm: {deliveries} messages without a tick, the latest {:?}",
+                    self.pool.first()
+                );
                 self.deliver(0);
                 self.process_readies();
             }
