@@ -9,12 +9,34 @@ use crate::types::{NodeId, Term};
 
 impl Raft {
     /// The election timeout fired (or a leader asked us to take over).
+    /// Only a voter campaigns: a learner, a removed node or a joining node
+    /// that knows no configuration yet waits for a leader.
     pub(crate) fn start_election(&mut self, transfer: bool) {
+        if !self.may_campaign() {
+            // It has lost its leader all the same: its lease is over, and
+            // it answers a candidate that asks for its vote.
+            self.leader = None;
+            self.reset_election_timer();
+            return;
+        }
         if self.config.pre_vote && !transfer {
             self.become_pre_candidate();
         } else {
             self.become_candidate(transfer);
         }
+    }
+
+    /// Whether this node may stand for election: it is a voter of its
+    /// latest configuration, or of the one before while the latest is not
+    /// known to be committed. A voter whose removal is pending may still be
+    /// needed to commit it (thesis §4.2.2, Figure 4.6): were the leader that
+    /// removed it to crash, it may hold the only copy a new leader could
+    /// carry to the new configuration's voters. Its votes are counted in
+    /// the latest configuration, which need not include itself.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let id = self.config.id;
+        self.cluster().is_voter(id)
+            || (self.pending_conf_change().is_some() && self.membership.previous().is_voter(id))
     }
 
     fn become_pre_candidate(&mut self) {
@@ -54,7 +76,7 @@ impl Raft {
             last_term: self.log.last_term(),
         };
         let voters: Vec<NodeId> = self
-            .cluster
+            .cluster()
             .voters
             .iter()
             .copied()
@@ -70,14 +92,14 @@ impl Raft {
         }
     }
 
-    /// `Some(true)` once a quorum granted, `Some(false)` once a quorum
-    /// refused, else `None`.
+    /// `Some(true)` once a quorum of voters granted, `Some(false)` once a
+    /// quorum refused, else `None`. The answers of learners and of nodes
+    /// outside the configuration do not count.
     fn tally(&self) -> Option<bool> {
-        let granted = self.votes.values().filter(|&&granted| granted).count();
-        let refused = self.votes.len() - granted;
-        if granted >= self.cluster.quorum() {
+        let cluster = self.cluster();
+        if cluster.has_quorum(|id| self.votes.get(&id) == Some(&true)) {
             Some(true)
-        } else if refused >= self.cluster.quorum() {
+        } else if cluster.has_quorum(|id| self.votes.get(&id) == Some(&false)) {
             Some(false)
         } else {
             None
@@ -146,8 +168,8 @@ impl Raft {
     }
 
     pub(crate) fn handle_timeout_now(&mut self, _from: NodeId) {
-        if self.role != Role::Leader && self.cluster.contains(self.config.id) {
-            self.become_candidate(true);
+        if self.role != Role::Leader {
+            self.start_election(true);
         }
     }
 }

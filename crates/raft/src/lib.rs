@@ -8,6 +8,8 @@
 //! - [`Raft::step`]: a [`Message`] arrived from another node;
 //! - [`Raft::propose`]: a client wants a command in the log;
 //! - [`Raft::read_index`]: a client wants a linearizable read;
+//! - [`Raft::propose_conf_change`]: an operator adds, promotes or removes a
+//!   member;
 //! - [`Raft::compact`]: the service took a snapshot.
 //!
 //! and it answers with a [`Ready`]: state to persist, messages to send,
@@ -53,40 +55,82 @@
 //!   a heartbeat round, started after the request, confirms leadership.
 //! - **Leadership transfer** (thesis §3.10): the leader brings the successor
 //!   up to date and sends it `TimeoutNow`; it campaigns at once.
-//! - The members are a [`ClusterConfig`] value carried in snapshots, not a
-//!   fixed peer list.
+//! - **Membership change** (thesis §4, with Ongaro's 2015 fix): the members
+//!   are a [`ClusterConfig`] (voters, learners, and the ids removed for
+//!   good) that lives in the log and in snapshots. A change is one server
+//!   at a time, a [`ConfChange`]: add a learner, promote a learner, remove a
+//!   member. Learners receive the log and snapshots but never count in a
+//!   quorum and never campaign; a new machine joins as one, catches up,
+//!   and is promoted (refused while it lacks more than
+//!   `promote_max_lag_entries`, or was never heard from). Each change is an
+//!   [`EntryKind::Config`] entry carrying the whole new configuration
+//!   ([`ConfigEntry`]), in effect as soon as a node appends it, committed
+//!   or not (so the entry commits under the configuration it creates); a
+//!   truncated one is rolled back, and a restarted node rebuilds its
+//!   configuration from its snapshot and log. A leader proposes a change
+//!   only after it has committed an entry of its own term, and only when
+//!   no other change is pending ([`ConfChangeError`] says which, and what
+//!   to do). Quorums (commitment, elections, check quorum, read index)
+//!   count the voters of the latest configuration only: never a learner,
+//!   never a removed node, and not the leader itself once it has removed
+//!   itself; such a leader keeps leading until its removal commits, then
+//!   steps down and hands over to the voter with the longest matching log
+//!   (`TimeoutNow`), so the group does not wait an election timeout. Any
+//!   node answers a vote request (the candidate may know a newer
+//!   configuration in which it is a voter).
+//!
+//!   Why not joint consensus: any two majorities of configurations one
+//!   server apart overlap, so single-server changes need no joint phase,
+//!   no second entry and no "leave" step, and the thesis recommends them.
+//!   Replacing a member is two changes (add, then remove), which is also
+//!   how an operator thinks of it; the learner step keeps a slow newcomer
+//!   from costing the group its availability meanwhile.
 //!
 //! ## Implementation caveats
 //!
-//! - Membership changes (joint consensus or single-server changes) are not
-//!   implemented yet; the configuration is fixed when the group is created.
-//! - No learners, no lease reads (read index only).
+//! - No joint consensus: a change that moves several voters at once is
+//!   several changes, each committed before the next.
+//! - Ids are never reused: `ClusterConfig::removed` records every id ever
+//!   removed, and re-adding one is refused; the layer above must give a
+//!   wiped machine a new id. The record grows by one id per removal.
+//! - A joining node starts knowing no configuration
+//!   ([`ClusterConfig::joining`]) and learns it from the leader's snapshot,
+//!   or from the first configuration entry of the log (each carries the
+//!   configuration before it too). A snapshot it takes before either
+//!   reaches it records no configuration; the core sends it to others with
+//!   the configuration it knows by then, and a restart learns it again
+//!   from the log.
+//! - No lease reads (read index only).
 //! - The whole log after the last snapshot is kept in memory; the service is
 //!   expected to snapshot often enough to bound it.
 //! - A follower installing a snapshot receives it whole in memory before
 //!   handing it to the state machine.
 
 mod config;
+mod config_history;
 mod election;
 mod log;
+mod membership;
 mod message;
 mod node;
 mod progress;
 mod read;
 mod ready;
+mod reconfigure;
 mod replication;
+mod start;
 mod step;
 mod types;
 
 pub use config::{Config, ConfigError};
+pub use membership::{ClusterConfig, ConfChange, ConfChangeError, ConfigEntry};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, Message, MessageBody, Reject, RequestVote, RequestVoteResponse,
 };
-pub use node::{InitialState, ProposeError, Raft, Role, Status};
+pub use node::{ProposeError, Raft, Role, Status};
 pub use progress::{Progress, ProgressState};
 pub use ready::{ReadState, Ready};
 pub use replication::MAX_SNAPSHOT_BYTES;
-pub use types::{
-    ClusterConfig, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
-};
+pub use start::InitialState;
+pub use types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};

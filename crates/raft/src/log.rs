@@ -123,11 +123,17 @@ impl RaftLog {
     }
 
     /// Appends entries that follow the leader's `prev_index`, truncating any
-    /// conflicting suffix first. Returns the index of the last entry given.
+    /// conflicting suffix first. Returns the index of the last entry given,
+    /// and the index from which the log was written (any entries there
+    /// before were replaced), if anything was.
     ///
     /// # Panics
     /// If a conflict would remove a committed entry: a safety violation.
-    pub(crate) fn append_after(&mut self, prev_index: LogIndex, entries: &[Entry]) -> LogIndex {
+    pub(crate) fn append_after(
+        &mut self,
+        prev_index: LogIndex,
+        entries: &[Entry],
+    ) -> (LogIndex, Option<LogIndex>) {
         let mut skip = 0;
         for entry in entries {
             match self.term(entry.index) {
@@ -148,7 +154,8 @@ impl RaftLog {
         for entry in &entries[skip..] {
             self.push(entry.clone());
         }
-        prev_index + entries.len() as u64
+        let written_from = entries.get(skip).map(|e| e.index);
+        (prev_index + entries.len() as u64, written_from)
     }
 
     /// Appends one entry at `last_index() + 1`.

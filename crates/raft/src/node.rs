@@ -1,21 +1,22 @@
 //! [`Raft`]: one node's protocol state, its clock and its role changes.
-//! Message handling lives beside it: `election.rs`, `replication.rs` and
-//! `read.rs`.
+//! Beside it: where a node starts (`start.rs`), message handling
+//! (`election.rs`, `replication.rs`, `read.rs`), membership changes
+//! (`reconfigure.rs`) and the `Ready` hand-over (`ready.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
+use crate::config_history::ConfigHistory;
 use crate::log::RaftLog;
+use crate::membership::ClusterConfig;
 use crate::message::{Message, MessageBody};
 use crate::progress::Progress;
-use crate::ready::{ReadState, Ready};
-use crate::types::{
-    ClusterConfig, Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term,
-};
+use crate::ready::ReadState;
+use crate::types::{Entry, EntryKind, HardState, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 /// A node's role (Raft §5.1, plus the pre-candidate of thesis §9.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,32 +29,6 @@ pub enum Role {
     Candidate,
     /// Leads its term.
     Leader,
-}
-
-/// What a node starts from: what its storage recovered.
-#[derive(Debug, Clone)]
-pub struct InitialState {
-    /// The group's members (used when there is no snapshot yet).
-    pub cluster: ClusterConfig,
-    /// The durable term, vote and commit.
-    pub hard_state: HardState,
-    /// The latest durable snapshot, if any. The caller restores its state
-    /// machine from it; the core resumes applying at its index + 1.
-    pub snapshot: Option<Snapshot>,
-    /// The durable entries after the snapshot, consecutive.
-    pub entries: Vec<Entry>,
-}
-
-impl InitialState {
-    /// A brand-new node of `cluster`.
-    pub fn new(cluster: ClusterConfig) -> Self {
-        Self {
-            cluster,
-            hard_state: HardState::default(),
-            snapshot: None,
-            entries: Vec::new(),
-        }
-    }
 }
 
 /// Why a proposal or read was refused.
@@ -71,6 +46,15 @@ pub enum ProposeError {
     Transferring {
         /// The successor.
         to: NodeId,
+    },
+    /// Leadership can only be handed to a voter.
+    #[error(
+        "node {id} is not a voter of this group and cannot lead; \
+         promote it first, or choose a voter"
+    )]
+    NotVoter {
+        /// The refused successor.
+        id: NodeId,
     },
 }
 
@@ -102,7 +86,7 @@ pub struct Status {
 /// One Raft node as a pure state machine: no I/O, no clock, no global
 /// randomness. Drive it with [`tick`](Self::tick), [`step`](Self::step),
 /// [`propose`](Self::propose) and [`read_index`](Self::read_index); collect
-/// work with [`ready`](Self::ready), do it as [`Ready`] describes, then
+/// work with [`ready`](Self::ready), do it as [`Ready`](crate::Ready) describes, then
 /// [`advance`](Self::advance).
 ///
 /// Invariants, asserted after every input: at most one vote per term (the
@@ -112,13 +96,14 @@ pub struct Status {
 #[derive(Debug)]
 pub struct Raft {
     pub(crate) config: Config,
-    pub(crate) cluster: ClusterConfig,
+    /// The configurations in the log; the latest is in effect.
+    pub(crate) membership: ConfigHistory,
     pub(crate) term: Term,
     pub(crate) vote: Option<NodeId>,
     pub(crate) role: Role,
     pub(crate) leader: Option<NodeId>,
     pub(crate) log: RaftLog,
-    rng: StdRng,
+    pub(crate) rng: StdRng,
     /// Ticks since the last election reset (followers and candidates) or the
     /// last check-quorum round (leaders).
     pub(crate) election_elapsed: u32,
@@ -143,8 +128,8 @@ pub struct Raft {
     pub(crate) transfer_sent: bool,
     /// The commit index moved since followers were last told.
     pub(crate) commit_broadcast_due: bool,
-    last_hard_state: HardState,
-    ready_outstanding: bool,
+    pub(crate) last_hard_state: HardState,
+    pub(crate) ready_outstanding: bool,
     /// See [`Status::protocol_violations`].
     pub(crate) protocol_violations: u64,
 }
@@ -160,77 +145,6 @@ pub(crate) struct PendingRead {
 }
 
 impl Raft {
-    /// A node starting from `initial`, drawing its election timeouts from a
-    /// generator seeded with `seed`.
-    pub fn new(config: Config, initial: InitialState, seed: u64) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let (snapshot_index, snapshot_term, cluster) = match &initial.snapshot {
-            Some(snapshot) => (
-                snapshot.meta.index,
-                snapshot.meta.term,
-                snapshot.meta.config.clone(),
-            ),
-            None => (0, 0, initial.cluster.clone()),
-        };
-        if !cluster.contains(config.id) {
-            return Err(ConfigError(format!(
-                "node {} is not a member of the cluster {:?}",
-                config.id, cluster.voters
-            )));
-        }
-        let entries: Vec<Entry> = initial
-            .entries
-            .into_iter()
-            .filter(|e| e.index > snapshot_index)
-            .collect();
-        if let Some(first) = entries.first()
-            && first.index != snapshot_index + 1
-        {
-            return Err(ConfigError(format!(
-                "the stored log starts at {} but the snapshot ends at {snapshot_index}",
-                first.index
-            )));
-        }
-        let log = RaftLog::restore(
-            snapshot_index,
-            snapshot_term,
-            entries,
-            initial.hard_state.commit,
-        );
-        let mut raft = Self {
-            config,
-            cluster,
-            term: initial.hard_state.term,
-            vote: initial.hard_state.vote,
-            role: Role::Follower,
-            leader: None,
-            log,
-            rng: StdRng::seed_from_u64(seed),
-            election_elapsed: 0,
-            heartbeat_elapsed: 0,
-            randomized_election_timeout: 0,
-            votes: BTreeMap::new(),
-            progress: BTreeMap::new(),
-            messages: Vec::new(),
-            snapshot: initial.snapshot,
-            snapshot_to_install: None,
-            incoming_snapshot: None,
-            read_round: 0,
-            pending_reads: VecDeque::new(),
-            read_states: Vec::new(),
-            transfer_target: None,
-            transfer_elapsed: 0,
-            transfer_sent: false,
-            commit_broadcast_due: false,
-            last_hard_state: initial.hard_state,
-            ready_outstanding: false,
-            protocol_violations: 0,
-        };
-        raft.last_hard_state.commit = raft.log.commit;
-        raft.reset_election_timer();
-        Ok(raft)
-    }
-
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.config.id
@@ -251,9 +165,23 @@ impl Raft {
         self.leader
     }
 
-    /// The group's members.
+    /// The group's members: the latest configuration in the log,
+    /// committed or not.
     pub fn cluster(&self) -> &ClusterConfig {
-        &self.cluster
+        self.membership.current()
+    }
+
+    /// The configuration as of `index` (at or above the snapshot's), for a
+    /// snapshot taken at `index`.
+    pub fn cluster_at(&self, index: LogIndex) -> &ClusterConfig {
+        self.membership.at(index)
+    }
+
+    /// The index of the configuration entry in effect when it is not
+    /// committed yet: no other change may be proposed until it is.
+    pub fn pending_conf_change(&self) -> Option<LogIndex> {
+        let index = self.membership.current_index();
+        (index > self.log.commit).then_some(index)
     }
 
     /// Monitoring information.
@@ -293,9 +221,7 @@ impl Raft {
             self.tick_leader();
         } else {
             self.election_elapsed += 1;
-            if self.election_elapsed >= self.randomized_election_timeout
-                && self.cluster.contains(self.config.id)
-            {
+            if self.election_elapsed >= self.randomized_election_timeout {
                 self.start_election(false);
             }
         }
@@ -326,16 +252,16 @@ impl Raft {
         }
     }
 
-    /// Whether a quorum (self included) has been heard from since the last
-    /// round; resets the marks for the next.
+    /// Whether a quorum of voters (self included, if a voter) has been
+    /// heard from since the last round; resets the marks for the next.
     fn quorum_active(&mut self) -> bool {
-        let mut active = 1;
-        for progress in self.progress.values_mut() {
+        let mut active = std::collections::BTreeSet::from([self.config.id]);
+        for (&id, progress) in &mut self.progress {
             if progress.take_recently_active() {
-                active += 1;
+                active.insert(id);
             }
         }
-        active >= self.cluster.quorum()
+        self.cluster().has_quorum(|id| active.contains(&id))
     }
 
     /// Proposes a command. Leaders append it at once and send it to followers
@@ -379,7 +305,7 @@ impl Raft {
         Ok(())
     }
 
-    fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> LogIndex {
+    pub(crate) fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> LogIndex {
         let index = self.log.last_index() + 1;
         self.log.push(Entry {
             term: self.term,
@@ -413,6 +339,7 @@ impl Raft {
         }
         let meta = self.snapshot_meta_at(index);
         self.log.compact(index);
+        self.membership.compact_to(index);
         self.snapshot = Some(Snapshot {
             meta: meta.clone(),
             data,
@@ -425,7 +352,7 @@ impl Raft {
         SnapshotMeta {
             index,
             term: self.log.term(index).unwrap_or(self.log.snapshot_term),
-            config: self.cluster.clone(),
+            config: self.membership.at(index).clone(),
         }
     }
 
@@ -483,85 +410,13 @@ impl Raft {
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
-        let next = self.log.last_index() + 1;
-        self.progress = self
-            .cluster
-            .voters
-            .iter()
-            .filter(|&&id| id != self.config.id)
-            .map(|&id| (id, Progress::new(next)))
-            .collect();
+        self.progress.clear();
+        self.sync_progress(self.log.last_index() + 1);
         // A no-op of the new term: it commits everything before it (Raft
         // §5.4.2) and lets read index work (thesis §6.4).
         self.append_entry(EntryKind::Noop, Bytes::new());
         self.broadcast_append();
         self.maybe_commit();
-    }
-
-    /// Collects what the caller must do now. See [`Ready`] for the order.
-    pub fn ready(&mut self) -> Ready {
-        self.assert_no_ready();
-        let hard_state = HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.commit,
-        };
-        let entries = self.log.unpersisted();
-        let snapshot = self.snapshot_to_install.take();
-        let new_term_or_vote = (hard_state.term, hard_state.vote)
-            != (self.last_hard_state.term, self.last_hard_state.vote);
-        let ready = Ready {
-            hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
-            must_sync: !entries.is_empty() || snapshot.is_some() || new_term_or_vote,
-            entries,
-            snapshot,
-            early_messages: Vec::new(),
-            messages: std::mem::take(&mut self.messages),
-            committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),
-            read_states: std::mem::take(&mut self.read_states),
-        };
-        let mut ready = ready;
-        if self.role == Role::Leader {
-            let term = self.term;
-            let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut ready.messages)
-                .into_iter()
-                .partition(|m| m.term == term && m.is_leader_traffic());
-            ready.early_messages = early;
-            ready.messages = late;
-        }
-        self.last_hard_state = hard_state;
-        self.ready_outstanding = !ready.is_empty();
-        ready
-    }
-
-    /// Whether [`ready`](Self::ready) has anything.
-    pub fn has_ready(&self) -> bool {
-        let hard_state = HardState {
-            term: self.term,
-            vote: self.vote,
-            commit: self.log.commit,
-        };
-        hard_state != self.last_hard_state
-            || self.log.persisted < self.log.last_index()
-            || self.snapshot_to_install.is_some()
-            || !self.messages.is_empty()
-            || self.log.applied < self.log.commit.min(self.log.persisted)
-            || !self.read_states.is_empty()
-    }
-
-    /// Reports that the caller finished every step of `ready`.
-    pub fn advance(&mut self, ready: &Ready) {
-        self.ready_outstanding = false;
-        if let Some(last) = ready.entries.last() {
-            self.log.persisted_to(last.index, last.term);
-        }
-        if let Some(last) = ready.committed_entries.last() {
-            self.log.applied_to(last.index);
-        }
-        if self.role == Role::Leader {
-            self.maybe_commit();
-        }
-        self.assert_invariants();
     }
 
     pub(crate) fn assert_no_ready(&self) {
@@ -582,7 +437,16 @@ impl Raft {
 
     pub(crate) fn assert_invariants(&self) {
         self.log.assert_invariants();
+        self.membership.assert_invariants();
         if self.role == Role::Leader {
+            assert!(
+                self.membership
+                    .uncommitted_of_term(self.log.commit, self.term)
+                    <= 1,
+                "leader {} has two uncommitted configuration changes of term {}",
+                self.config.id,
+                self.term
+            );
             assert_eq!(
                 self.leader,
                 Some(self.config.id),

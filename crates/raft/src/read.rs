@@ -18,7 +18,7 @@ impl Raft {
         self.assert_no_ready();
         self.check_leader()?;
         let committed_in_term = self.log.term(self.log.commit) == Some(self.term);
-        if self.cluster.voters.len() == 1 && committed_in_term {
+        if self.is_sole_voter() && committed_in_term {
             self.read_states.push(ReadState {
                 ctx,
                 index: self.log.commit,
@@ -55,19 +55,27 @@ impl Raft {
             read.index = Some(commit);
             read.round = round;
         }
-        if self.cluster.voters.len() == 1 {
+        if self.is_sole_voter() {
             self.advance_reads();
         } else {
             self.broadcast_heartbeat();
         }
     }
 
+    /// Whether this node alone is a quorum (a group of one voter: itself).
+    fn is_sole_voter(&self) -> bool {
+        self.cluster().has_quorum(|id| id == self.config.id)
+    }
+
     /// Hands over the reads whose round a quorum has acknowledged.
     pub(crate) fn advance_reads(&mut self) {
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round()).collect();
-        rounds.push(u64::MAX); // this node
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.cluster.quorum() - 1];
+        let confirmed = self.cluster().quorum_value(|id| {
+            if id == self.config.id {
+                u64::MAX
+            } else {
+                self.progress.get(&id).map_or(0, |p| p.read_round())
+            }
+        });
         while let Some(read) = self.pending_reads.front() {
             let Some(index) = read.index else { break };
             if read.round > confirmed {
@@ -90,8 +98,11 @@ impl Raft {
             return Ok(());
         }
         self.check_leader()?;
-        if to == self.config.id || !self.progress.contains_key(&to) {
+        if to == self.config.id {
             return Ok(());
+        }
+        if !self.cluster().is_voter(to) || !self.progress.contains_key(&to) {
+            return Err(ProposeError::NotVoter { id: to });
         }
         self.transfer_target = Some(to);
         self.transfer_elapsed = 0;

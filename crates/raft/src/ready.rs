@@ -1,6 +1,8 @@
-//! [`Ready`]: what the core asks its caller to do, in order.
+//! [`Ready`]: what the core asks its caller to do, in order, and the
+//! [`Raft`] methods that hand it out and take it back.
 
 use crate::message::Message;
+use crate::node::{Raft, Role};
 use crate::types::{Entry, HardState, LogIndex, Snapshot};
 
 /// A batch of work for the caller of [`Raft`](crate::Raft), collected by
@@ -23,7 +25,11 @@ use crate::types::{Entry, HardState, LogIndex, Snapshot};
 ///    acknowledgement of appended entries), so never before it.
 /// 3. **Restore** the state machine from `snapshot`, if any.
 /// 4. **Apply** `committed_entries` in order (skipping
-///    [`EntryKind::Noop`](crate::EntryKind::Noop)).
+///    [`EntryKind::Noop`](crate::EntryKind::Noop); an
+///    [`EntryKind::Config`](crate::EntryKind::Config) entry is already in
+///    effect in the core, and the layer above may read its
+///    [`ConfigEntry`](crate::ConfigEntry), for example a new member's
+///    address in its context).
 /// 5. **Serve** the reads in `read_states` once the state machine has
 ///    applied their index.
 /// 6. Call [`Raft::advance`](crate::Raft::advance) with this `Ready`.
@@ -78,4 +84,72 @@ pub struct ReadState {
     pub ctx: u64,
     /// The commit index when the request was made.
     pub index: LogIndex,
+}
+
+impl Raft {
+    /// Collects what the caller must do now. See [`Ready`] for the order.
+    pub fn ready(&mut self) -> Ready {
+        self.assert_no_ready();
+        let hard_state = HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        };
+        let entries = self.log.unpersisted();
+        let snapshot = self.snapshot_to_install.take();
+        let new_term_or_vote = (hard_state.term, hard_state.vote)
+            != (self.last_hard_state.term, self.last_hard_state.vote);
+        let ready = Ready {
+            hard_state: (hard_state != self.last_hard_state).then_some(hard_state),
+            must_sync: !entries.is_empty() || snapshot.is_some() || new_term_or_vote,
+            entries,
+            snapshot,
+            early_messages: Vec::new(),
+            messages: std::mem::take(&mut self.messages),
+            committed_entries: self.log.next_to_apply(self.config.max_apply_bytes),
+            read_states: std::mem::take(&mut self.read_states),
+        };
+        let mut ready = ready;
+        if self.role == Role::Leader {
+            let term = self.term;
+            let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut ready.messages)
+                .into_iter()
+                .partition(|m| m.term == term && m.is_leader_traffic());
+            ready.early_messages = early;
+            ready.messages = late;
+        }
+        self.last_hard_state = hard_state;
+        self.ready_outstanding = !ready.is_empty();
+        ready
+    }
+
+    /// Whether [`ready`](Self::ready) has anything.
+    pub fn has_ready(&self) -> bool {
+        let hard_state = HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.log.commit,
+        };
+        hard_state != self.last_hard_state
+            || self.log.persisted < self.log.last_index()
+            || self.snapshot_to_install.is_some()
+            || !self.messages.is_empty()
+            || self.log.applied < self.log.commit.min(self.log.persisted)
+            || !self.read_states.is_empty()
+    }
+
+    /// Reports that the caller finished every step of `ready`.
+    pub fn advance(&mut self, ready: &Ready) {
+        self.ready_outstanding = false;
+        if let Some(last) = ready.entries.last() {
+            self.log.persisted_to(last.index, last.term);
+        }
+        if let Some(last) = ready.committed_entries.last() {
+            self.log.applied_to(last.index);
+        }
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+        self.assert_invariants();
+    }
 }

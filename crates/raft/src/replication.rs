@@ -1,13 +1,14 @@
 //! Log replication (Raft §5.3), commitment (§5.4.2) and snapshot transfer
 //! (§7).
 
+use crate::membership::ConfigEntry;
 use crate::message::{
     AppendEntries, AppendEntriesResponse, Heartbeat, HeartbeatResponse, InstallSnapshot,
     InstallSnapshotResponse, MessageBody, Reject,
 };
 use crate::node::{Raft, Role};
 use crate::progress::ProgressState;
-use crate::types::{LogIndex, NodeId, Snapshot, Term};
+use crate::types::{EntryKind, LogIndex, NodeId, Snapshot, SnapshotMeta, Term};
 
 impl Raft {
     /// Sends what each follower is missing, as far as flow control allows.
@@ -98,7 +99,11 @@ impl Raft {
             return self.send(from, MessageBody::AppendEntriesResponse(response));
         }
         let response = if self.log.term(request.prev_index) == Some(request.prev_term) {
-            let match_index = self.log.append_after(request.prev_index, &request.entries);
+            let (match_index, written_from) =
+                self.log.append_after(request.prev_index, &request.entries);
+            if let Some(from) = written_from {
+                self.record_configurations(from, &request.entries);
+            }
             self.log.commit_to(request.commit.min(match_index));
             AppendEntriesResponse {
                 match_index,
@@ -229,18 +234,38 @@ impl Raft {
         }
     }
 
-    /// Commits the highest index a quorum has stored, if it is of this term
-    /// (Raft §5.4.2: never count replicas of an older term's entry).
-    /// Returns whether the commit index moved.
+    /// The log was written from `from` on with the tail of `entries`: the
+    /// configurations of the entries it replaced are rolled back, those of
+    /// the new ones take effect (a configuration applies once appended).
+    fn record_configurations(&mut self, from: LogIndex, entries: &[crate::types::Entry]) {
+        self.membership.truncate_from(from);
+        for entry in entries
+            .iter()
+            .filter(|e| e.index >= from && e.kind == EntryKind::Config)
+        {
+            let decoded = ConfigEntry::decode(entry.data.clone())
+                .expect("configuration entries are checked on receipt");
+            self.membership.push(entry.index, entry.term, decoded);
+        }
+    }
+
+    /// Commits the highest index a quorum of voters has stored, if it is of
+    /// this term (Raft §5.4.2: never count replicas of an older term's
+    /// entry). This node counts only if it is a voter of its latest
+    /// configuration. Returns whether the commit index moved.
     pub(crate) fn maybe_commit(&mut self) -> bool {
-        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index()).collect();
-        matched.push(self.log.persisted);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.cluster.quorum() - 1];
+        let candidate = self.cluster().quorum_value(|id| {
+            if id == self.config.id {
+                self.log.persisted
+            } else {
+                self.progress.get(&id).map_or(0, |p| p.match_index())
+            }
+        });
         if candidate > self.log.commit && self.log.term(candidate) == Some(self.term) {
             self.log.commit_to(candidate);
             self.commit_broadcast_due = true;
             self.release_reads_after_commit();
+            self.configuration_committed();
             return true;
         }
         false
@@ -320,8 +345,15 @@ impl Raft {
         let total = snapshot.data.len() as u64;
         let start = offset.min(total);
         let end = (start + self.config.snapshot_chunk_bytes).min(total);
+        // The configuration as this node knows it now: a snapshot it took
+        // as a joining node, before it had heard of any configuration,
+        // holds none (`ClusterConfig::joining`).
+        let meta = SnapshotMeta {
+            config: self.membership.at(snapshot.meta.index).clone(),
+            ..snapshot.meta.clone()
+        };
         let request = InstallSnapshot {
-            meta: snapshot.meta.clone(),
+            meta,
             total_bytes: total,
             offset: start,
             data: snapshot.data.slice(start as usize..end as usize),
@@ -394,7 +426,7 @@ impl Raft {
             return;
         }
         self.log.reset_to_snapshot(meta.index, meta.term);
-        self.cluster = meta.config.clone();
+        self.membership.reset(meta.index, meta.config.clone());
         self.snapshot = Some(snapshot.clone());
         self.snapshot_to_install = Some(snapshot);
     }
@@ -448,6 +480,9 @@ fn append_is_well_formed(request: &AppendEntries, term: Term) -> bool {
         if entry.index != next || entry.term < last_term || entry.term > term {
             return false;
         }
+        if entry.kind == EntryKind::Config && ConfigEntry::decode(entry.data.clone()).is_none() {
+            return false;
+        }
         expected_index = next;
         last_term = entry.term;
     }
@@ -462,6 +497,7 @@ fn snapshot_chunk_is_well_formed(request: &InstallSnapshot, term: Term) -> bool 
         && meta.term > 0
         && meta.term <= term
         && !meta.config.voters.is_empty()
+        && meta.config.is_valid()
         && request.total_bytes <= MAX_SNAPSHOT_BYTES
         && end.is_some_and(|end| end <= request.total_bytes)
 }

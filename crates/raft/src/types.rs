@@ -1,9 +1,9 @@
-//! The nouns of the protocol: terms, indices, entries, hard state, the
-//! cluster configuration and snapshots.
-
-use std::collections::BTreeSet;
+//! The nouns of the protocol: terms, indices, entries, hard state and
+//! snapshots (the cluster configuration is in `membership.rs`).
 
 use bytes::Bytes;
+
+use crate::membership::ClusterConfig;
 
 /// A node's identity in its Raft group. Never 0 (0 means "nobody" on the
 /// wire).
@@ -23,6 +23,10 @@ pub enum EntryKind {
     /// (Raft §5.4.2, §8) and to make read index work. Not applied to the
     /// state machine.
     Noop,
+    /// A configuration change: its data is a
+    /// [`ConfigEntry`](crate::ConfigEntry). The configuration takes effect
+    /// when the entry is appended; the state machine need not apply it.
+    Config,
 }
 
 /// One log entry.
@@ -35,9 +39,10 @@ pub struct Entry {
     pub term: Term,
     /// Its position in the log.
     pub index: LogIndex,
-    /// Command or no-op.
+    /// Command, no-op or configuration change.
     pub kind: EntryKind,
-    /// The command's bytes (empty for a no-op).
+    /// The command's bytes (empty for a no-op, an encoded
+    /// [`ConfigEntry`](crate::ConfigEntry) for a configuration change).
     pub data: Bytes,
 }
 
@@ -59,39 +64,6 @@ pub struct HardState {
     pub vote: Option<NodeId>,
     /// The highest index it knows to be committed.
     pub commit: LogIndex,
-}
-
-/// The members of the group. A value inside the protocol, carried in
-/// snapshots, so that membership changes can be added without a rewrite.
-///
-/// Invariant: not empty.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClusterConfig {
-    /// The voting members.
-    pub voters: BTreeSet<NodeId>,
-}
-
-impl ClusterConfig {
-    /// A configuration of the given voters.
-    ///
-    /// # Panics
-    /// If `voters` is empty or contains 0.
-    pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Self {
-        let voters: BTreeSet<NodeId> = voters.into_iter().collect();
-        assert!(!voters.is_empty(), "a cluster needs at least one voter");
-        assert!(!voters.contains(&0), "node id 0 is reserved");
-        Self { voters }
-    }
-
-    /// How many votes make a majority.
-    pub fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
-    }
-
-    /// Whether `id` is a voter.
-    pub fn contains(&self, id: NodeId) -> bool {
-        self.voters.contains(&id)
-    }
 }
 
 /// What a snapshot covers.

@@ -96,6 +96,11 @@ fn malformed_appends_are_refused() {
         vec![entry(4, 3)],
         // Entries that do not start right after prev_index.
         vec![entry(7, 2)],
+        // A configuration entry whose bytes are not a configuration.
+        vec![Entry {
+            kind: EntryKind::Config,
+            ..entry(4, 2)
+        }],
     ];
     for entries in malformed {
         let mut raft = follower(2, (1..=3).map(|i| entry(i, 2)).collect(), 2);
@@ -142,6 +147,33 @@ fn a_snapshot_chunk_claiming_a_huge_total_allocates_nothing() {
         other => panic!("expected a snapshot response, got {other:?}"),
     }
     assert_eq!(raft.status().snapshot_index, 0);
+}
+
+/// A snapshot whose configuration breaks the configuration's invariants
+/// (here a voter that is also recorded as removed) is not installed.
+#[test]
+fn a_snapshot_with_an_impossible_configuration_is_refused() {
+    let mut raft = follower(2, (1..=3).map(|i| entry(i, 2)).collect(), 3);
+    let mut config = ClusterConfig::new([1, 2, 3]);
+    config.removed.insert(3);
+    let chunk = InstallSnapshot {
+        meta: SnapshotMeta {
+            index: 10,
+            term: 2,
+            config,
+        },
+        total_bytes: 4,
+        offset: 0,
+        data: Bytes::from_static(b"tiny"),
+    };
+    raft.step(message(1, 2, 2, MessageBody::InstallSnapshot(chunk)));
+    let sent = drain(&mut raft);
+    assert!(
+        matches!(&sent[..], [m] if matches!(&m.body, MessageBody::InstallSnapshotResponse(r) if !r.done)),
+        "one refusal: {sent:?}"
+    );
+    assert_eq!(raft.status().snapshot_index, 0);
+    assert_eq!(raft.cluster(), &ClusterConfig::new([1, 2, 3]));
 }
 
 /// Bug 7: a pre-vote grant left over from an older pre-campaign (it carries

@@ -95,6 +95,7 @@ fn encode_entry(entry: &Entry) -> proto::Entry {
         kind: match entry.kind {
             EntryKind::Normal => 0,
             EntryKind::Noop => 1,
+            EntryKind::Config => 2,
         },
         data: entry.data.clone(),
     }
@@ -271,6 +272,7 @@ fn decode_append(request: proto::AppendEntries, term: u64) -> Result<AppendEntri
         let kind = match entry.kind {
             0 => EntryKind::Normal,
             1 => EntryKind::Noop,
+            2 => EntryKind::Config,
             other => return Err(bad(format!("unknown entry kind {other}"))),
         };
         entries.push(Entry {

@@ -156,7 +156,14 @@ impl<S: StateMachine> Driver<S> {
             Command::Read { read } => reads.push(read),
             Command::Inspect { read } => read(Ok(&self.machine)),
             Command::Transfer { to, reply } => {
-                let _ = reply.send(self.raft.transfer_leader(to).map_err(not_leader));
+                let result = match self.raft.transfer_leader(to) {
+                    // A transfer to a node that is not a voter was a no-op
+                    // before membership changes existed; it stays one here
+                    // until the rsm's membership commands (issue 16).
+                    Err(ProposeError::NotVoter { .. }) => Ok(()),
+                    other => other.map_err(not_leader),
+                };
+                let _ = reply.send(result);
             }
             Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
             Command::Shutdown => return false,
@@ -273,7 +280,7 @@ impl<S: StateMachine> Driver<S> {
             self.applied = entry.index;
             let output = match entry.kind {
                 EntryKind::Normal => Some(self.machine.apply(entry.index, &entry.data)),
-                EntryKind::Noop => None,
+                EntryKind::Noop | EntryKind::Config => None,
             };
             // Anything proposed at or below this index that is not this
             // entry was overwritten.
@@ -338,7 +345,7 @@ impl<S: StateMachine> Driver<S> {
                 .entry(status.applied)
                 .expect("an applied entry above the snapshot is in the log")
                 .term,
-            config: self.raft.cluster().clone(),
+            config: self.raft.cluster_at(status.applied).clone(),
         };
         if let Err(error) = self.storage.save_snapshot(&meta, &data) {
             let wait = self
@@ -454,5 +461,7 @@ pub(crate) fn not_leader(error: ProposeError) -> SubmitError {
     match error {
         ProposeError::NotLeader { hint } => SubmitError::NotLeader { hint },
         ProposeError::Transferring { to } => SubmitError::NotLeader { hint: Some(to) },
+        // Only a transfer is refused this way (see `Command::Transfer`).
+        ProposeError::NotVoter { .. } => SubmitError::NotLeader { hint: None },
     }
 }

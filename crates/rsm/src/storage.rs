@@ -220,6 +220,7 @@ fn encode_entry_data(kind: EntryKind, data: &Bytes) -> Bytes {
     out.put_u8(match kind {
         EntryKind::Normal => 0,
         EntryKind::Noop => 1,
+        EntryKind::Config => 2,
     });
     out.extend_from_slice(data);
     out.freeze()
@@ -232,6 +233,7 @@ fn decode_entry_data(mut data: Bytes) -> Option<(EntryKind, Bytes)> {
     let kind = match data.get_u8() {
         0 => EntryKind::Normal,
         1 => EntryKind::Noop,
+        2 => EntryKind::Config,
         _ => return None,
     };
     Some((kind, data))

@@ -10,11 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use cairn_raft::{
-    ClusterConfig, Config, Entry, EntryKind, HardState, InitialState, LogIndex, Message, NodeId,
-    Raft, Ready, Role, Snapshot, Term,
+    ClusterConfig, Config, ConfigEntry, Entry, EntryKind, HardState, InitialState, LogIndex,
+    Message, NodeId, Raft, Ready, Role, Snapshot, Term,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// More messages than this, each answering the one before, with no tick in
+/// between, is a storm (two nodes ping-ponging for ever): the harness fails
+/// instead of hanging.
+const MAX_DELIVERIES_WITHOUT_A_TICK: usize = 100_000;
 
 /// What survives a crash: exactly what `Ready` step 1 persisted and
 /// synced. A hard state written without a sync (the core said it need not,
@@ -68,6 +73,24 @@ impl Durable {
         if let Some(hard_state) = hard_state {
             self.hard_state = hard_state;
         }
+    }
+
+    /// Whether the entry at `index` of `term` is on disk (or covered by
+    /// the snapshot, which holds only committed entries).
+    fn holds(&self, index: LogIndex, term: Option<Term>) -> bool {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.index >= index)
+        {
+            return true;
+        }
+        // Stored entries are consecutive.
+        let first = self.entries.first().map_or(0, |e| e.index);
+        index
+            .checked_sub(first)
+            .and_then(|position| self.entries.get(position as usize))
+            .is_some_and(|e| e.index == index && Some(e.term) == term)
     }
 
     fn compact(&mut self, snapshot: Snapshot) {
@@ -132,11 +155,16 @@ pub struct Stats {
     pub snapshots_installed: u64,
     pub reads_confirmed: u64,
     pub entries_applied: u64,
+    /// Distinct configuration changes committed (counted by the sweep).
+    pub conf_changes_committed: u64,
 }
 
 /// The cluster and its oracle.
 pub struct Cluster {
     pub nodes: BTreeMap<NodeId, Node>,
+    /// The members the cluster was created with; nodes added later start
+    /// as joining nodes that know no configuration.
+    pub bootstrap: BTreeSet<NodeId>,
     pub pool: Vec<Message>,
     pub cut: BTreeSet<(NodeId, NodeId)>,
     pub rng: StdRng,
@@ -146,6 +174,8 @@ pub struct Cluster {
     /// For each applied index, the highest leader term seen when it was first
     /// applied: leaders of later terms must hold it (leader completeness).
     pub committed_by: BTreeMap<LogIndex, Term>,
+    /// The configuration of each configuration entry applied anywhere.
+    pub configs: BTreeMap<LogIndex, ClusterConfig>,
     /// The state machine after each applied index.
     pub digests: BTreeMap<LogIndex, u64>,
     /// The leader of each term ever seen.
@@ -172,12 +202,14 @@ impl Cluster {
         tune(&mut config);
         let mut cluster = Self {
             nodes: BTreeMap::new(),
+            bootstrap: (1..=size).collect(),
             pool: Vec::new(),
             cut: BTreeSet::new(),
             rng: StdRng::seed_from_u64(seed),
             config,
             applied: BTreeMap::new(),
             committed_by: BTreeMap::new(),
+            configs: BTreeMap::new(),
             digests: BTreeMap::new(),
             leaders: BTreeMap::new(),
             crash_in_ready: 0.0,
@@ -187,20 +219,24 @@ impl Cluster {
             trace: None,
         };
         for id in 1..=size {
-            let node = Node {
-                raft: None,
-                durable: Durable::default(),
-                machine: Machine::default(),
-                incarnation: 0,
-                last_commit: 0,
-                reads: Vec::new(),
-            };
-            cluster.nodes.insert(id, node);
-        }
-        for id in 1..=size {
-            cluster.start(id);
+            cluster.add_node(id);
         }
         cluster
+    }
+
+    /// Starts a new node with an empty disk (a member of the bootstrap
+    /// configuration, or a machine about to be added as a learner).
+    pub fn add_node(&mut self, id: NodeId) {
+        let node = Node {
+            raft: None,
+            durable: Durable::default(),
+            machine: Machine::default(),
+            incarnation: 0,
+            last_commit: 0,
+            reads: Vec::new(),
+        };
+        assert!(self.nodes.insert(id, node).is_none(), "node {id} exists");
+        self.start(id);
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -221,12 +257,16 @@ impl Cluster {
     }
 
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.nodes[&id].raft.is_some()
+        self.nodes.get(&id).is_some_and(|n| n.raft.is_some())
     }
 
     /// Starts (or restarts) a node from its durable state.
     pub fn start(&mut self, id: NodeId) {
-        let cluster_config = ClusterConfig::new(self.ids());
+        let cluster_config = if self.bootstrap.contains(&id) {
+            ClusterConfig::new(self.bootstrap.iter().copied())
+        } else {
+            ClusterConfig::joining()
+        };
         let seed = self.rng.r#gen();
         let mut config = self.config.clone();
         config.id = id;
@@ -305,7 +345,12 @@ impl Cluster {
         {
             return;
         }
-        if let Some(raft) = self.nodes.get_mut(&message.to).unwrap().raft.as_mut() {
+        // A message to a machine that was never started is lost.
+        if let Some(raft) = self
+            .nodes
+            .get_mut(&message.to)
+            .and_then(|n| n.raft.as_mut())
+        {
             raft.step(message);
         }
     }
@@ -318,7 +363,14 @@ impl Cluster {
             if self.pool.is_empty() {
                 return;
             }
+            let mut deliveries = 0;
             while !self.pool.is_empty() {
+                deliveries += 1;
+                assert!(
+                    deliveries <= MAX_DELIVERIES_WITHOUT_A_TICK,
+                    "a message storm: {deliveries} messages without a tick, the latest {:?}",
+                    self.pool.first()
+                );
                 self.deliver(0);
                 self.process_readies();
             }
@@ -434,6 +486,10 @@ impl Cluster {
                     "state machine safety: node {id} applied a different entry at {}",
                     entry.index
                 );
+                if entry.kind == EntryKind::Config {
+                    let decoded = ConfigEntry::decode(entry.data.clone()).expect("valid");
+                    self.configs.insert(entry.index, decoded.config);
+                }
                 node.machine.apply(entry);
                 check_digest(&mut self.digests, node.machine, id);
             }
@@ -472,7 +528,12 @@ impl Cluster {
             status.commit >= node.last_commit,
             "node {id}: commit went back"
         );
+        let committed_now = status.commit > node.last_commit;
         node.last_commit = status.commit;
+        self.check_configuration(id);
+        if status.role == Role::Leader && committed_now {
+            self.check_commit_quorum(id);
+        }
         if status.role == Role::Leader {
             let previous = *self.leaders.entry(status.term).or_insert(id);
             assert_eq!(
@@ -480,6 +541,7 @@ impl Cluster {
                 "election safety: two leaders in term {}",
                 status.term
             );
+            let raft = self.raft(id);
             // Leader completeness: every applied entry is in the leader's log.
             for (&index, (term, kind, data)) in self.applied.range(status.snapshot_index + 1..) {
                 if self.committed_by[&index] >= status.term {
@@ -498,6 +560,52 @@ impl Cluster {
                 );
             }
         }
+    }
+
+    /// A leader just moved its commit index: a quorum of the voters of its
+    /// configuration (never a learner, never a removed node) holds that
+    /// entry on disk.
+    fn check_commit_quorum(&self, leader: NodeId) {
+        let raft = self.raft(leader);
+        let commit = raft.status().commit;
+        let term = raft.entry(commit).map(|e| e.term);
+        let cluster = raft.cluster();
+        let holders: Vec<NodeId> = cluster
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| {
+                self.nodes
+                    .get(id)
+                    .is_some_and(|n| n.durable.holds(commit, term))
+            })
+            .collect();
+        assert!(
+            holders.len() >= cluster.quorum(),
+            "quorum: leader {leader} committed {commit} held only by {holders:?} of voters {:?}",
+            cluster.voters
+        );
+    }
+
+    /// The configuration a node applies with is the one the committed log
+    /// implies: that of the last configuration entry applied anywhere at or
+    /// below its applied index, or the bootstrap one (a joining node that
+    /// has not applied its own addition yet knows none).
+    fn check_configuration(&self, id: NodeId) {
+        let raft = self.raft(id);
+        let applied = raft.status().applied;
+        let config = raft.cluster_at(applied);
+        if config.voters.is_empty() {
+            return;
+        }
+        let expected = self.configs.range(..=applied).next_back().map_or_else(
+            || ClusterConfig::new(self.bootstrap.iter().copied()),
+            |(_, config)| config.clone(),
+        );
+        assert_eq!(
+            *config, expected,
+            "configurations disagree: node {id} at applied {applied}"
+        );
     }
 
     /// Log matching across every pair of live nodes.
@@ -533,11 +641,28 @@ impl Cluster {
         }
     }
 
-    /// Whether every live node applied at least `index`.
+    /// Whether every member (voter or learner) of the latest leader's
+    /// configuration is up and applied at least `index`.
     pub fn all_applied(&self, index: LogIndex) -> bool {
-        self.nodes
-            .values()
-            .all(|n| n.raft.is_some() && n.machine.applied >= index)
+        self.members().iter().all(|id| {
+            let node = &self.nodes[id];
+            node.raft.is_some() && node.machine.applied >= index
+        })
+    }
+
+    /// The members of the latest leader's configuration (every node while
+    /// there is no leader). Removed nodes and machines whose addition was
+    /// rolled back hear nothing more and are left out.
+    pub fn members(&self) -> Vec<NodeId> {
+        match self.leader() {
+            Some(leader) => self
+                .raft(leader)
+                .cluster()
+                .members()
+                .filter(|id| self.nodes.contains_key(id))
+                .collect(),
+            None => self.ids(),
+        }
     }
 
     /// Proposes at the leader and stabilizes; returns the index.

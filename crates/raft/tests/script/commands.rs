@@ -18,13 +18,16 @@
 //! | `partition ID...` | cuts the given nodes off from the others (both ways) |
 //! | `heal` | restores every link |
 //! | `crash ID` / `restart ID` | loses the node's memory / starts it from what it persisted |
+//! | `add-node ID` | starts a new machine with an empty disk, knowing no configuration |
+//! | `add-learner ID NEW`, `promote ID NEW`, `remove ID OLD` | node ID proposes the configuration change |
+//! | `config [ID...]` | each node's configuration (pending change, and on a leader each learner's lag) |
 //! | `status [ID...]`, `log ID`, `progress ID` | shows roles and indexes, a log, a leader's view of its followers |
 //!
 //! Any command may end with `quiet`: it runs, and prints nothing.
 
 use std::collections::BTreeMap;
 
-use cairn_raft::{Heartbeat, Message, MessageBody, NodeId, ProgressState, RequestVote};
+use cairn_raft::{ConfChange, Heartbeat, Message, MessageBody, NodeId, ProgressState, RequestVote};
 
 use super::render;
 use crate::harness::Cluster;
@@ -206,6 +209,15 @@ fn run(cluster: &mut Cluster, command: &str, args: &Args, out: &mut Vec<String>)
             process(cluster, &[id], "", out);
         }
         "status" => status(cluster, args, out),
+        "add-node" => {
+            let id = args.nth(0);
+            cluster.add_node(id);
+            process(cluster, &[id], "", out);
+        }
+        "add-learner" => conf_change(cluster, args, ConfChange::AddLearner(args.nth(1)), out),
+        "promote" => conf_change(cluster, args, ConfChange::Promote(args.nth(1)), out),
+        "remove" => conf_change(cluster, args, ConfChange::Remove(args.nth(1)), out),
+        "config" => config(cluster, args, out),
         "log" => {
             let raft = cluster.raft(args.nth(0));
             let status = raft.status();
@@ -231,11 +243,7 @@ fn process(cluster: &mut Cluster, ids: &[NodeId], indent: &str, out: &mut Vec<St
 }
 
 fn tick(cluster: &mut Cluster, args: &Args, out: &mut Vec<String>) {
-    let ids = if args.words.is_empty() {
-        cluster.ids()
-    } else {
-        args.ids()
-    };
+    let ids = chosen_ids(cluster, args);
     for _ in 0..args.option("n").unwrap_or(1) {
         for &id in &ids {
             cluster.tick(id);
@@ -323,11 +331,7 @@ fn step(cluster: &mut Cluster, args: &Args, out: &mut Vec<String>) {
 }
 
 fn status(cluster: &Cluster, args: &Args, out: &mut Vec<String>) {
-    let ids = if args.words.is_empty() {
-        cluster.ids()
-    } else {
-        args.ids()
-    };
+    let ids = chosen_ids(cluster, args);
     for id in ids {
         if cluster.is_up(id) {
             out.push(render::status(&cluster.raft(id).status()));
@@ -355,5 +359,46 @@ fn progress(cluster: &Cluster, id: NodeId, out: &mut Vec<String>) {
             inflight.join(","),
             progress.is_recently_active()
         ));
+    }
+}
+
+fn conf_change(cluster: &mut Cluster, args: &Args, change: ConfChange, out: &mut Vec<String>) {
+    let id = args.nth(0);
+    if let Err(error) = cluster
+        .raft_mut(id)
+        .propose_conf_change(change, bytes::Bytes::new())
+    {
+        out.push(format!("{id}: error: {error}"));
+    }
+    process(cluster, &[id], "", out);
+}
+
+fn config(cluster: &Cluster, args: &Args, out: &mut Vec<String>) {
+    let ids = chosen_ids(cluster, args);
+    for id in ids {
+        if !cluster.is_up(id) {
+            out.push(format!("{id}: down"));
+            continue;
+        }
+        let raft = cluster.raft(id);
+        let mut line = format!("{id}: {}", render::config(raft.cluster()));
+        if let Some(index) = raft.pending_conf_change() {
+            line.push_str(&format!(" pending={index}"));
+        }
+        for &learner in &raft.cluster().learners {
+            if let Some(lag) = raft.learner_lag(learner) {
+                line.push_str(&format!(" lag({learner})={lag}"));
+            }
+        }
+        out.push(line);
+    }
+}
+
+/// The nodes a command names, or every node when it names none.
+fn chosen_ids(cluster: &Cluster, args: &Args) -> Vec<NodeId> {
+    if args.words.is_empty() {
+        cluster.ids()
+    } else {
+        args.ids()
     }
 }

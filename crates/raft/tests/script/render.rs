@@ -7,14 +7,48 @@
 //!   a cut link is marked `(cut)`: the network loses it.
 
 use bytes::Bytes;
-use cairn_raft::{Entry, EntryKind, Message, MessageBody, NodeId, Ready, Reject, Role, Status};
+use cairn_raft::{
+    ClusterConfig, ConfChange, ConfigEntry, Entry, EntryKind, Message, MessageBody, NodeId, Ready,
+    Reject, Role, Status,
+};
 
 /// An entry: `2@1 "x"` is index 2, term 1, data `x`.
 pub(super) fn entry(entry: &Entry) -> String {
     match entry.kind {
         EntryKind::Noop => format!("{}@{} noop", entry.index, entry.term),
         EntryKind::Normal => format!("{}@{} {}", entry.index, entry.term, data(&entry.data)),
+        EntryKind::Config => {
+            let decoded = ConfigEntry::decode(entry.data.clone()).expect("a valid config entry");
+            let change = match decoded.change {
+                ConfChange::AddLearner(id) => format!("add-learner {id}"),
+                ConfChange::Promote(id) => format!("promote {id}"),
+                ConfChange::Remove(id) => format!("remove {id}"),
+            };
+            format!(
+                "{}@{} conf {change}: {}",
+                entry.index,
+                entry.term,
+                config(&decoded.config)
+            )
+        }
     }
+}
+
+/// A configuration: `voters=[1,2,3] learners=[4] removed=[5]` (empty
+/// learner and removed lists are left out).
+pub(super) fn config(config: &ClusterConfig) -> String {
+    let list = |ids: &std::collections::BTreeSet<NodeId>| {
+        let shown: Vec<String> = ids.iter().map(u64::to_string).collect();
+        format!("[{}]", shown.join(","))
+    };
+    let mut out = format!("voters={}", list(&config.voters));
+    if !config.learners.is_empty() {
+        out.push_str(&format!(" learners={}", list(&config.learners)));
+    }
+    if !config.removed.is_empty() {
+        out.push_str(&format!(" removed={}", list(&config.removed)));
+    }
+    out
 }
 
 fn data(data: &Bytes) -> String {
