@@ -6,6 +6,11 @@
 //! to a replica that may not hold the old one; the primary of the current
 //! version keeps its lease through the change by claiming it in its
 //! heartbeats.
+//!
+//! Here: the reports and what they say. By idea: leases and grants
+//! (`leases.rs`), healing and deletions (`healing.rs`), safemode
+//! (`safemode.rs`), decommissioning (`decommission.rs`), the balancer
+//! (`balance.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

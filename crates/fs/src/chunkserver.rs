@@ -9,6 +9,11 @@
 //! as one write with one sync while every secondary applies the same batch
 //! (group commit), and only then takes the next, so that every replica
 //! applies them in the same order.
+//!
+//! Here: the setup and the gRPC handlers. The write path is in
+//! `pipeline.rs`, reads in `reads.rs`, the heartbeat in `heartbeat.rs`,
+//! clones in `cloning.rs`, inspection and the scrub in `inspect.rs`,
+//! short-circuit reads in `local_reads.rs`, the state task in `state.rs`.
 
 mod cloning;
 #[cfg(all(test, not(madsim)))]
