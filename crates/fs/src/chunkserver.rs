@@ -85,6 +85,7 @@ pub const MAX_READ_BYTES: u64 = 4 << 20;
 pub const MAX_MESSAGE_BYTES: usize = 5 << 20;
 /// How long one call to a peer (forwarding, applying) may take.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most mutations of one chunk a primary makes as one batch (one sync
 /// on each replica).
 pub const MAX_BATCH: usize = 32;
 
