@@ -3,29 +3,31 @@
 //! (`put`, `get`, `cat`, `ls`, `mkdir`, `rm`, `undelete`, `mv`, `stat`,
 //! `append`, `status`, `df`, `safemode`, `setrep`, `snapshot`; `fsck`, `report`,
 //! `checksum` in `fs_health.rs`; `decommission`, `recommission`, `balance`
-//! in `fs_balance.rs`).
+//! in `fs_balance.rs`). The serve commands are in `fs/serve.rs`; `put`,
+//! `get`, `cat` and `append` in `fs/transfer.rs`; `ls`, `stat` and
+//! `status` in `fs/show.rs`.
 
-use std::io::{BufRead as _, Write as _};
-use std::net::SocketAddr;
+mod serve;
+mod show;
+mod transfer;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use cairn_fs::{
-    ChunkServer, ChunkServerConfig, Client, DiskSpace, FsPath, FsSettings, MasterServer,
-};
-use cairn_rpc::fs::EntryInfo;
+use anyhow::Context as _;
+use cairn_fs::{Client, FsPath, FsSettings};
 use clap::{Args, Subcommand};
 
+pub(crate) use serve::ServeChunkArgs;
+use serve::{serve_chunk, serve_master};
+use show::{ls, stat, status};
+use transfer::{append, get, put};
+
 use crate::config::Config;
-use crate::kv::{ServeArgs, prepare_node, run_until_stopped};
-use crate::progress::print_stdout;
+use crate::kv::ServeArgs;
 
 /// The masters of the store `cairn cluster --fs` starts.
 pub(crate) const DEFAULT_MASTERS: &str = crate::kv::DEFAULT_ENDPOINTS;
-/// How much a command reads or writes per call.
-const PIECE_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum FsCommand {
@@ -109,33 +111,6 @@ pub(crate) struct SafemodeArgs {
     action: crate::fs_safemode::SafemodeAction,
     #[command(flatten)]
     masters: MastersArgs,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ServeChunkArgs {
-    /// The URL the masters and clients reach this chunkserver at.
-    #[arg(long, value_parser = crate::kv::parse_endpoint)]
-    url: String,
-    /// The address to listen on (default: the host and port of --url).
-    #[arg(long)]
-    listen: Option<SocketAddr>,
-    /// Every master node, comma-separated.
-    #[arg(long, value_delimiter = ',', value_parser = crate::kv::parse_endpoint,
-          default_value = DEFAULT_MASTERS)]
-    masters: Vec<String>,
-    /// The most space the replicas may take (bytes, or with K, M, G, T);
-    /// less if the disk under --data-dir has less free.
-    #[arg(long, default_value = "1T", value_parser = crate::fs_admin::parse_bytes)]
-    capacity: u64,
-    /// Bytes per second each clone (re-replication, balancing) reads from
-    /// its source (with K, M, G; 0: no limit). At most 2 clones run on a
-    /// chunkserver at once.
-    #[arg(long, default_value = "200M", value_parser = crate::fs_admin::parse_bytes)]
-    clone_rate: u64,
-    /// Bytes per second the background scrub verifies of idle replicas
-    /// (with K, M, G; 0 turns the scrub off).
-    #[arg(long, default_value = "4M", value_parser = crate::fs_admin::parse_bytes)]
-    scrub_rate: u64,
 }
 
 #[derive(Debug, Args)]
@@ -343,317 +318,4 @@ async fn dispatch(command: FsCommand, config: &Config) -> anyhow::Result<()> {
         FsCommand::Recommission(args) => crate::fs_balance::recommission(args).await,
         FsCommand::Balance(args) => crate::fs_balance::balance(args).await,
     }
-}
-
-async fn serve_master(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
-    let prepared = prepare_node(&args, config)?;
-    let id = prepared.id;
-    let server = MasterServer::start(prepared.node_config.clone(), prepared.disk.clone())
-        .map_err(|e| anyhow::anyhow!("master {id} cannot start: {e}"))?;
-    let (addr, task) = serve_node!(server, prepared.listen)?;
-    tracing::info!(
-        "file-store master {id} serving on {addr}, data in {}",
-        prepared.data_dir.display()
-    );
-    let outcome = run_until_stopped(server.node(), &format!("master {id}")).await;
-    server.node().shutdown().await;
-    task.abort();
-    outcome
-}
-
-async fn serve_chunk(args: ServeChunkArgs, config: &Config) -> anyhow::Result<()> {
-    let (data_dir, disk, _lock) = crate::kv::open_data_dir(config)?;
-    let listen = match args.listen {
-        Some(listen) => listen,
-        None => crate::kv::listen_of(&args.url)?,
-    };
-    let probe_dir = data_dir.clone();
-    let config = ChunkServerConfig {
-        url: args.url.clone(),
-        masters: args.masters,
-        dir: "chunks".into(),
-        settings: FsSettings {
-            capacity_bytes: args.capacity,
-            clone_bytes_per_sec: args.clone_rate,
-            ..FsSettings::default()
-        },
-        observer: None,
-        clock: Default::default(),
-        space: Some(DiskSpace {
-            label: std::path::absolute(&data_dir)
-                .unwrap_or_else(|_| data_dir.clone())
-                .display()
-                .to_string(),
-            probe: Arc::new(move || crate::fs_admin::free_space(&probe_dir)),
-        }),
-        scrub_bytes_per_sec: args.scrub_rate,
-    };
-    let server = ChunkServer::start(config, disk)
-        .with_context(|| format!("opening the replicas in {}", data_dir.display()))?;
-    match server.serve_local_reads(&data_dir) {
-        Ok(socket) => tracing::info!("short-circuit reads on {}", socket.display()),
-        Err(error) => tracing::warn!(
-            "no short-circuit reads ({error}): clients on this machine read through the RPC"
-        ),
-    }
-    let (addr, task) = serve_node!(server, listen)?;
-    tracing::info!(
-        "chunkserver {} serving on {addr}, replicas in {}",
-        args.url,
-        data_dir.display()
-    );
-    crate::kv::wait_for_stop_signal().await;
-    task.abort();
-    Ok(())
-}
-
-async fn put(args: PutArgs) -> anyhow::Result<()> {
-    let target = path(&args.path)?;
-    let copying = path(&format!("{target}._COPYING_"))?;
-    let mut input: Box<dyn std::io::Read> = if args.local.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&args.local)
-                .with_context(|| format!("cannot open {}", args.local.display()))?,
-        )
-    };
-    let total = std::fs::metadata(&args.local).map(|m| m.len()).ok();
-    let mut client = client(&args.masters)?;
-    // A copy left by an interrupted put is replaced.
-    let _ = client.delete(&copying, false).await;
-    client.create(&copying).await?;
-    let bar = crate::progress::bytes_bar(total, args.masters.json);
-    let mut buffer = vec![0u8; PIECE_BYTES];
-    let mut writer = client.writer(&copying, 0);
-    loop {
-        let n = read_full(&mut input, &mut buffer)
-            .with_context(|| format!("reading {}", args.local.display()))?;
-        if n == 0 {
-            break;
-        }
-        writer.write(&buffer[..n]).await?;
-        bar.set_position(writer.acknowledged());
-    }
-    let offset = writer.finish().await?;
-    bar.set_position(offset);
-    client.rename(&copying, &target, true).await?;
-    bar.finish_and_clear();
-    if args.masters.json {
-        print_stdout(&format!(
-            "{}\n",
-            serde_json::json!({"path": target.as_str(), "bytes": offset})
-        ));
-    } else {
-        eprintln!("wrote {offset} bytes to {target}");
-    }
-    Ok(())
-}
-
-/// Fills `buffer` as far as the input goes; returns how much it read.
-fn read_full(input: &mut dyn std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buffer.len() {
-        match input.read(&mut buffer[done..])? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
-}
-
-async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let source = path(&args.path)?;
-    let mut client = client(&args.masters)?;
-    let entry = client.stat(&source).await?;
-    if entry.directory {
-        bail!("{source} is a directory; `cairn fs ls {source}` lists it");
-    }
-    let mut output: Box<dyn std::io::Write> = if args.local.as_os_str() == "-" {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(
-            std::fs::File::create(&args.local)
-                .with_context(|| format!("cannot create {}", args.local.display()))?,
-        )
-    };
-    let bar = crate::progress::bytes_bar(None, args.masters.json);
-    let mut reader = client.reader(&source, 0, u64::MAX);
-    while let Some(bytes) = reader.next().await? {
-        output.write_all(&bytes).context("writing the output")?;
-        bar.inc(bytes.len() as u64);
-    }
-    output.flush().context("writing the output")?;
-    bar.finish_and_clear();
-    Ok(())
-}
-
-fn describe(entry: &EntryInfo, long: bool) -> String {
-    if !long {
-        return format!("{}{}", entry.path, if entry.directory { "/" } else { "" });
-    }
-    if entry.directory {
-        format!("dir   {:>12}  {:>6}  {}/", "-", "-", entry.path)
-    } else {
-        format!(
-            "file  {:>12}  {:>6}  {}",
-            entry.length,
-            entry.chunks.len(),
-            entry.path
-        )
-    }
-}
-
-async fn ls(args: LsArgs) -> anyhow::Result<()> {
-    let client = client(&args.masters)?;
-    let mut pending = vec![path(&args.path)?];
-    let mut all = Vec::new();
-    while let Some(dir) = pending.pop() {
-        let entries = client.list(&dir).await?;
-        for entry in entries.iter().rev() {
-            if args.recursive && entry.directory && entry.path != dir.as_str() {
-                pending.push(path(&entry.path)?);
-            }
-        }
-        all.extend(entries);
-    }
-    if args.masters.json {
-        let list: Vec<_> = all.iter().map(entry_json).collect();
-        print_stdout(&format!("{}\n", serde_json::Value::Array(list)));
-    } else {
-        if args.long {
-            print_stdout(&format!("kind  {:>12}  chunks  path\n", "bytes"));
-        }
-        let lines: Vec<String> = all.iter().map(|e| describe(e, args.long)).collect();
-        if !lines.is_empty() {
-            print_stdout(&format!("{}\n", lines.join("\n")));
-        }
-    }
-    Ok(())
-}
-
-fn entry_json(entry: &EntryInfo) -> serde_json::Value {
-    serde_json::json!({
-        "path": entry.path,
-        "directory": entry.directory,
-        "bytes": entry.length,
-        "chunks": entry.chunks.iter().map(|c| serde_json::json!({"handle": c.handle, "version": c.version})).collect::<Vec<_>>(),
-    })
-}
-
-async fn stat(args: PathArgs) -> anyhow::Result<()> {
-    let target = path(&args.path)?;
-    let client = client(&args.masters)?;
-    let entry = client.stat(&target).await?;
-    let mut chunks = Vec::new();
-    for (index, chunk) in entry.chunks.iter().enumerate() {
-        let location = client.locate(&target, index as u64, false).await?;
-        chunks.push((chunk, location.replicas));
-    }
-    if args.masters.json {
-        let mut value = entry_json(&entry);
-        value["replicas"] = chunks.iter().map(|(_, r)| serde_json::json!(r)).collect();
-        print_stdout(&format!("{value}\n"));
-        return Ok(());
-    }
-    let mut out = format!(
-        "{}  {}\n",
-        entry.path,
-        if entry.directory { "directory" } else { "file" }
-    );
-    if !entry.directory {
-        out.push_str(&format!(
-            "{} bytes ({}; as of the chunkservers' last heartbeats), {} chunks\n",
-            entry.length,
-            crate::progress::human_bytes(entry.length),
-            chunks.len()
-        ));
-        for (index, (chunk, replicas)) in chunks.iter().enumerate() {
-            out.push_str(&format!(
-                "  chunk {index}: handle {} version {} replicas {}\n",
-                chunk.handle,
-                chunk.version,
-                replicas.join(",")
-            ));
-        }
-    }
-    print_stdout(&out);
-    Ok(())
-}
-
-async fn append(args: PathArgs) -> anyhow::Result<()> {
-    let target = path(&args.path)?;
-    let mut client = client(&args.masters)?;
-    if client.stat(&target).await.is_err() {
-        client.create(&target).await?;
-    }
-    let mut count = 0u64;
-    for line in std::io::stdin().lock().split(b'\n') {
-        let mut record = line.context("reading standard input")?;
-        record.push(b'\n');
-        let offset = client.append(&target, &record).await?;
-        count += 1;
-        if args.masters.json {
-            print_stdout(&format!("{}\n", serde_json::json!({"offset": offset})));
-        }
-    }
-    if !args.masters.json {
-        eprintln!("appended {count} records to {target}");
-    }
-    Ok(())
-}
-
-async fn status(args: MastersArgs) -> anyhow::Result<()> {
-    use cairn_rpc::fs::master_client::MasterClient as Stub;
-    use cairn_rpc::kv::StatusRequest;
-    let options = cairn_rpc::ClientOptions {
-        connect_timeout: Duration::from_secs(1),
-        call_timeout: Duration::from_secs(2),
-    };
-    let mut out = format!(
-        "{:<28} {:>4} {:<10} {:>6} {:>7} {:>9} {:>9}\n",
-        "master", "id", "role", "term", "leader", "commit", "applied"
-    );
-    let mut answered = 0;
-    let mut rows = Vec::new();
-    for endpoint in &args.masters {
-        let server = cairn_rpc::RpcClient::new(endpoint.clone(), options.clone())?;
-        match server
-            .call(StatusRequest {}, |c, r| async move {
-                Stub::new(c).status(r).await
-            })
-            .await
-        {
-            Ok(s) => {
-                answered += 1;
-                out.push_str(&format!(
-                    "{endpoint:<28} {:>4} {:<10} {:>6} {:>7} {:>9} {:>9}\n",
-                    s.id, s.role, s.term, s.leader, s.commit, s.applied
-                ));
-                rows.push(
-                    serde_json::json!({"endpoint": endpoint, "id": s.id, "role": s.role,
-                    "term": s.term, "leader": s.leader, "commit": s.commit, "applied": s.applied}),
-                );
-            }
-            Err(error) => {
-                out.push_str(&format!("{endpoint:<28} unreachable: {error}\n"));
-                rows.push(serde_json::json!({"endpoint": endpoint, "error": error.to_string()}));
-            }
-        }
-    }
-    if args.json {
-        print_stdout(&format!("{}\n", serde_json::Value::Array(rows)));
-    } else {
-        if let Ok(usage) = crate::fs_admin::fetch_usage(&args.masters).await {
-            for server in usage.servers.iter().filter(|s| s.decommissioning) {
-                let state = crate::fs_balance::service_state(server);
-                out.push_str(&format!("chunkserver {}: {state}\n", server.url));
-            }
-        }
-        print_stdout(&out);
-    }
-    if answered == 0 {
-        bail!("no master answered; is the store running? (`cairn cluster --fs` starts one)");
-    }
-    Ok(())
 }

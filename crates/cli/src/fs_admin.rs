@@ -189,6 +189,14 @@ pub(crate) fn check_mv(from: &str, to: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `df --json` and `report --json` both show of a chunkserver.
+pub(crate) fn server_json(s: &ServerUsage) -> serde_json::Value {
+    serde_json::json!({"url": s.url, "capacity_bytes": s.capacity_bytes,
+    "used_bytes": s.used_bytes, "free_bytes": s.free_bytes, "chunks": s.chunks,
+    "live": s.live, "full": s.full, "disk": s.disk,
+    "service": crate::fs_balance::service_json(s)})
+}
+
 /// The rows of `df` and its totals.
 pub(crate) fn render_df(reply: &UsageReply, settings: &FsSettings, json: bool) -> String {
     let live: Vec<&ServerUsage> = reply.servers.iter().filter(|s| s.live).collect();
@@ -204,10 +212,9 @@ pub(crate) fn render_df(reply: &UsageReply, settings: &FsSettings, json: bool) -
             .servers
             .iter()
             .map(|s| {
-                serde_json::json!({"url": s.url, "capacity_bytes": s.capacity_bytes,
-                "used_bytes": s.used_bytes, "free_bytes": s.free_bytes, "chunks": s.chunks,
-                "live": s.live, "full": s.full, "last_seen_ms": s.last_seen_ms, "disk": s.disk,
-                "service": crate::fs_balance::service_json(s)})
+                let mut server = server_json(s);
+                server["last_seen_ms"] = s.last_seen_ms.into();
+                server
             })
             .collect();
         return format!(

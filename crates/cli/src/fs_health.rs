@@ -304,12 +304,11 @@ fn render_report(reply: &UsageReply, json: bool) -> String {
             .servers
             .iter()
             .map(|s| {
-                serde_json::json!({"url": s.url, "capacity_bytes": s.capacity_bytes,
-                "used_bytes": s.used_bytes, "free_bytes": s.free_bytes, "chunks": s.chunks,
-                "last_heartbeat_ms": s.last_seen_ms, "live": s.live, "full": s.full,
-                "disk": s.disk, "scrubbed_bytes": s.scrubbed_bytes,
-                "scrub_corruptions": s.scrub_corruptions,
-                "service": crate::fs_balance::service_json(s)})
+                let mut server = crate::fs_admin::server_json(s);
+                server["last_heartbeat_ms"] = s.last_seen_ms.into();
+                server["scrubbed_bytes"] = s.scrubbed_bytes.into();
+                server["scrub_corruptions"] = s.scrub_corruptions.into();
+                server
             })
             .collect();
         return format!("{}\n", serde_json::json!({"servers": servers}));

@@ -33,22 +33,25 @@
 //! Nothing here is acknowledged before the data and the metadata are both
 //! durable.
 
+mod format;
+mod read_plan;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cairn_storage::{Disk, DiskFile, OpenMode, write_atomic};
+use cairn_storage::{Disk, OpenMode, write_atomic};
 use thiserror::Error;
+
+use format::{block_verifies, decode_meta, encode_meta, write_unsynced};
+pub use read_plan::{PlannedBlocks, ReadPlan};
 
 use crate::namespace::ChunkHandle;
 
 /// The bytes one checksum covers (GFS: 64 KB).
 pub const BLOCK_BYTES: u64 = 64 << 10;
-
-/// The first bytes of every metadata file.
-const META_MAGIC: &[u8; 8] = b"CRNCHNK1";
 
 /// A replica's durable description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,207 +494,6 @@ impl ChunkStore {
             &encode_meta(handle, replica),
         )
     }
-}
-
-/// A read planned by [`ChunkStore::plan_read`], to run off the task that
-/// owns the store (many at once: each opens the data file for itself).
-#[derive(Debug)]
-pub struct ReadPlan {
-    disk: Arc<dyn Disk>,
-    path: PathBuf,
-    blocks: PlannedBlocks,
-}
-
-impl ReadPlan {
-    /// Reads the blocks, checks every one against its checksum, and
-    /// returns the bytes wanted (no copy: a slice of what was read) with
-    /// the replica's version as planned.
-    pub fn run(self) -> Result<(Bytes, u64), ChunkError> {
-        if self.blocks.wanted.is_empty() {
-            return Ok((Bytes::new(), self.blocks.version));
-        }
-        let mut file = self.disk.open(&self.path, OpenMode::Read)?;
-        self.blocks
-            .run_on(|offset, length| file.read_exact_vec_at(offset, length))
-    }
-
-    /// The replica's data file, as the store's disk names it.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// What to read and check, without the file.
-    pub fn blocks(&self) -> &PlannedBlocks {
-        &self.blocks
-    }
-}
-
-/// The blocks a read touches, their checksums, and the bytes wanted
-/// within them: what a reader of the data file needs to return only
-/// verified bytes below the replica's length (the chunkserver itself, or a
-/// short-circuit reader given the file).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedBlocks {
-    pub handle: ChunkHandle,
-    pub version: u64,
-    /// The first block the read touches.
-    pub first: u64,
-    /// The bytes of the whole blocks touched (the last one ends at the
-    /// replica's length), and the bytes wanted within them.
-    pub blocks: std::ops::Range<u64>,
-    pub wanted: std::ops::Range<u64>,
-    /// The checksums of the blocks touched, in order.
-    pub checksums: Vec<u32>,
-}
-
-impl PlannedBlocks {
-    /// Whether the ranges and checksums fit together (a plan from
-    /// elsewhere is checked before use): whole blocks from `first`, one
-    /// checksum each, the wanted bytes within them.
-    pub fn is_consistent(&self) -> bool {
-        let block_count = (self.blocks.end.saturating_sub(self.blocks.start)).div_ceil(BLOCK_BYTES);
-        self.blocks.start == self.first.saturating_mul(BLOCK_BYTES)
-            && self.blocks.start <= self.blocks.end
-            && self.blocks.start <= self.wanted.start
-            && self.wanted.start <= self.wanted.end
-            && self.wanted.end <= self.blocks.end
-            && self.checksums.len() as u64 == block_count
-    }
-
-    /// Reads the blocks with `read` (offset, length), checks every one
-    /// against its checksum, and returns the bytes wanted (a slice of what
-    /// was read) with the version planned.
-    pub fn run_on(
-        &self,
-        read: impl FnOnce(u64, usize) -> io::Result<Vec<u8>>,
-    ) -> Result<(Bytes, u64), ChunkError> {
-        let length =
-            usize::try_from(self.blocks.end - self.blocks.start).map_err(io::Error::other)?;
-        let blocks = read(self.blocks.start, length)?;
-        verify(self.handle, &self.checksums, self.first, &blocks)?;
-        let from = (self.wanted.start - self.blocks.start) as usize;
-        let to = (self.wanted.end - self.blocks.start) as usize;
-        Ok((Bytes::from(blocks).slice(from..to), self.version))
-    }
-}
-
-/// Checks `blocks`, which start at block `first` of the replica, against
-/// `checksums`, the checksums of the replica's blocks from `first` on.
-fn verify(
-    handle: ChunkHandle,
-    checksums: &[u32],
-    first: u64,
-    blocks: &[u8],
-) -> Result<(), ChunkError> {
-    for (i, block) in blocks.chunks(BLOCK_BYTES as usize).enumerate() {
-        if checksums.get(i) != Some(&crc32c::crc32c(block)) {
-            return Err(ChunkError::Corrupt {
-                handle,
-                block: first + i as u64,
-            });
-        }
-    }
-    Ok(())
-}
-
-/// Whether block `index` of the replica, `block`, matches its checksum.
-fn block_verifies(replica: &Replica, index: u64, block: &[u8]) -> bool {
-    usize::try_from(index)
-        .ok()
-        .and_then(|index| replica.checksums.get(index))
-        == Some(&crc32c::crc32c(block))
-}
-
-/// Writes `data` at `offset` of the data `file` (not synced) and updates
-/// `replica`'s length and checksums to match (in memory): the blocks it
-/// only partly covers are verified first, so a corrupt block is never
-/// re-checksummed as if good. The offset is within the chunk (checked).
-fn write_unsynced(
-    file: &mut dyn DiskFile,
-    handle: ChunkHandle,
-    replica: &mut Replica,
-    offset: u64,
-    data: &[u8],
-) -> Result<(), ChunkError> {
-    let end = offset + data.len() as u64;
-    let new_length = replica.length.max(end);
-    // The changed range, a gap of zeros included, block-aligned.
-    let changed_from = offset.min(replica.length);
-    let first = changed_from / BLOCK_BYTES;
-    let start = first * BLOCK_BYTES;
-    let stop = end
-        .div_ceil(BLOCK_BYTES)
-        .saturating_mul(BLOCK_BYTES)
-        .min(new_length);
-    // The new contents of those blocks: the old bytes (verified), then
-    // zeros for a gap, then the data.
-    let mut blocks = vec![0; usize::try_from(stop - start).map_err(io::Error::other)?];
-    let old_stop = stop.min(replica.length);
-    if old_stop > start {
-        let old = &mut blocks[..(old_stop - start) as usize];
-        file.read_exact_at(start, old)?;
-        verify(handle, &replica.checksums[first as usize..], first, old)?;
-    }
-    let at = (offset - start) as usize;
-    blocks[at..at + data.len()].copy_from_slice(data);
-    file.write_at(changed_from, &blocks[(changed_from - start) as usize..])?;
-    replica.length = new_length;
-    let fresh: Vec<u32> = blocks
-        .chunks(BLOCK_BYTES as usize)
-        .map(crc32c::crc32c)
-        .collect();
-    let replaced = first as usize..(first as usize + fresh.len()).min(replica.checksums.len());
-    replica.checksums.splice(replaced, fresh);
-    debug_assert_eq!(
-        replica.checksums.len() as u64,
-        new_length.div_ceil(BLOCK_BYTES)
-    );
-    Ok(())
-}
-
-/// The metadata file: magic, handle, version, length, block count, the
-/// blocks' CRC32Cs, and a CRC32C of everything before it (little-endian).
-fn encode_meta(handle: ChunkHandle, replica: &Replica) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + 4 * replica.checksums.len());
-    out.extend_from_slice(META_MAGIC);
-    out.extend_from_slice(&handle.to_le_bytes());
-    out.extend_from_slice(&replica.version.to_le_bytes());
-    out.extend_from_slice(&replica.length.to_le_bytes());
-    out.extend_from_slice(&(replica.checksums.len() as u32).to_le_bytes());
-    for checksum in &replica.checksums {
-        out.extend_from_slice(&checksum.to_le_bytes());
-    }
-    let trailer = crc32c::crc32c(&out);
-    out.extend_from_slice(&trailer.to_le_bytes());
-    out
-}
-
-/// Decodes a metadata file; `None` if it is not one for `handle` or is
-/// damaged in any way.
-fn decode_meta(handle: ChunkHandle, bytes: &[u8]) -> Option<Replica> {
-    let (body, trailer) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body) != u32::from_le_bytes(trailer.try_into().ok()?) {
-        return None;
-    }
-    let rest = body.strip_prefix(META_MAGIC)?;
-    let (fixed, checksums) = rest.split_at_checked(28)?;
-    let u64_at = |at: usize| u64::from_le_bytes(fixed[at..at + 8].try_into().expect("8 bytes"));
-    let count = u32::from_le_bytes(fixed[24..28].try_into().expect("4 bytes")) as usize;
-    let (stored_handle, version, length) = (u64_at(0), u64_at(8), u64_at(16));
-    if stored_handle != handle
-        || checksums.len() != count.checked_mul(4)?
-        || count as u64 != length.div_ceil(BLOCK_BYTES)
-    {
-        return None;
-    }
-    Some(Replica {
-        version,
-        length,
-        checksums: checksums
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
-            .collect(),
-    })
 }
 
 #[cfg(test)]

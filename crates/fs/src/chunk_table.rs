@@ -6,16 +6,19 @@
 //! to a replica that may not hold the old one; the primary of the current
 //! version keeps its lease through the change by claiming it in its
 //! heartbeats.
+//!
+//! Here: the reports and what they say. By idea: leases and grants
+//! (`leases.rs`), healing and deletions (`healing.rs`), safemode
+//! (`safemode.rs`), decommissioning (`decommission.rs`), the balancer
+//! (`balance.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cairn_rpc::fs::{
-    FsckReplica, HeartbeatRequest, LeaseClaim, ReplicaState, ServerUsage, SetVersionReply,
-};
+use cairn_rpc::fs::{FsckReplica, HeartbeatRequest, LeaseClaim, ServerUsage, SetVersionReply};
 use tokio::time::Instant;
 
-use crate::healer::{ChunkHealth, Healing, ServerLoad};
+use crate::healer::Healing;
 use crate::namespace::ChunkHandle;
 use crate::safemode::Safemode;
 use crate::settings::FsSettings;
@@ -23,8 +26,6 @@ use crate::settings::FsSettings;
 /// The most chunkservers the master tracks; reports from more are ignored
 /// (with a warning) until one is forgotten.
 pub const MAX_CHUNKSERVERS: usize = 10_000;
-/// How long a grant in progress holds off other grants of the same chunk.
-const GRANT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What a chunkserver last reported.
 #[derive(Debug, Clone)]
@@ -277,221 +278,6 @@ impl ChunkTable {
             .collect()
     }
 
-    /// Where a read may go: live replicas at the latest version, and the
-    /// version to read at (lower only after a grant that not every replica
-    /// stored, see [`fallback`](Self::fallback)).
-    pub(crate) fn read_decision(
-        &self,
-        handle: ChunkHandle,
-        version: u64,
-        granted: &[String],
-        now: Instant,
-    ) -> Result<(Vec<String>, u64), Decision> {
-        let replicas = self.replicas_at(handle, version, now);
-        if !replicas.is_empty() {
-            return Ok((replicas, version));
-        }
-        let (fallback, lowest) = self.fallback(handle, version, granted, now);
-        if !fallback.is_empty() {
-            return Ok((fallback, lowest));
-        }
-        if version == 0 && !self.anywhere(handle) {
-            return Err(self.safemode_wait(now).unwrap_or(Decision::Place));
-        }
-        Err(Decision::Wait(self.no_replica(handle, version)))
-    }
-
-    /// When no replica at the latest `version` is alive: the live replicas
-    /// the log says that version was granted to (`granted`) which never
-    /// stored it, and the lowest of their versions. They hold every
-    /// acknowledged mutation: one at `version` needs every replica granted
-    /// it to have applied it (a secondary refuses another version), so there
-    /// was none; and they held every earlier one, being the up-to-date
-    /// replicas when the grant was made (a version never goes back, so one
-    /// below `version` is the one they had then). So they, and only they,
-    /// may take the next grant.
-    fn fallback(
-        &self,
-        handle: ChunkHandle,
-        version: u64,
-        granted: &[String],
-        now: Instant,
-    ) -> (Vec<String>, u64) {
-        let mut lowest = version;
-        let found = granted
-            .iter()
-            .filter(|url| self.live(url, now))
-            .filter_map(|url| {
-                let &(v, _) = self.servers.get(url)?.replicas.get(&handle)?;
-                (v < version).then(|| {
-                    lowest = lowest.min(v);
-                    url.clone()
-                })
-            })
-            .collect();
-        (found, lowest)
-    }
-
-    fn no_replica(&self, handle: ChunkHandle, version: u64) -> String {
-        format!(
-            "no live chunkserver holds chunk {handle} at its latest version {version} (others: {:?}); waiting for one to report: retry later",
-            self.others(handle, version)
-        )
-    }
-
-    /// What to do for a mutation of `handle`, whose version in the log is
-    /// `version` (the leader only).
-    pub(crate) fn decide(
-        &mut self,
-        handle: ChunkHandle,
-        version: u64,
-        granted: &[String],
-        now: Instant,
-    ) -> Decision {
-        let margin = self.settings.clock_margin();
-        if let Some(lease) = self.leases.get(&handle) {
-            if lease.version == version && now < lease.expires && self.all_live(lease, now) {
-                return Decision::Lease(lease.clone());
-            }
-            if now < lease.expires + margin {
-                return Decision::Wait(format!(
-                    "{} holds the lease on chunk {handle} for {:?} more (it or a secondary stopped answering, or it gave the lease up; it will not be extended); retry then",
-                    lease.primary,
-                    lease.expires + margin - now
-                ));
-            }
-            self.leases.remove(&handle);
-        }
-        if self.granting.get(&handle).is_some_and(|&until| now < until) {
-            return Decision::Wait(format!("a lease on chunk {handle} is being granted; retry"));
-        }
-        if let Some(lease) = self.claimed(handle, version, now) {
-            self.leases.insert(handle, lease.clone());
-            return Decision::Lease(lease);
-        }
-        // A predecessor's lease can only exist on a chunk that was ever
-        // granted one (every grant raises the version from 0), and only if
-        // there was a predecessor (the leader of term 1 has none).
-        let since = self.leader_since.unwrap_or(now);
-        let free_at = since + self.settings.lease + margin;
-        if version > 0 && self.led_term > 1 && now < free_at {
-            return Decision::Wait(format!(
-                "this master became leader {:?} ago and waits {:?} more for leases its predecessor granted to end; retry then",
-                now - since,
-                free_at - now
-            ));
-        }
-        if let Some(wait) = self.safemode_wait(now) {
-            return wait;
-        }
-        let mut candidates = self.replicas_at(handle, version, now);
-        if candidates.is_empty() {
-            candidates = self.fallback(handle, version, granted, now).0;
-        }
-        if candidates.is_empty() {
-            if version == 0 && !self.anywhere(handle) {
-                self.granting.insert(handle, now + GRANT_DEADLINE);
-                return Decision::Place;
-            }
-            return Decision::Wait(self.no_replica(handle, version));
-        }
-        // Replicas of one version that differ in length missed the end of
-        // a mutation that was never acknowledged (a secondary restarted and
-        // lost the unsynced bytes of an append that then failed). Granted
-        // to a shorter one, the primary's next append would land past a
-        // hole there: the same version and length as the others, other
-        // bytes. Only the longest take part (every replica of the version
-        // holds every acknowledged byte); the others go stale, and the
-        // healer clones good replicas in their place.
-        let length = |url: &String| self.servers.get(url).and_then(|s| s.replicas.get(&handle));
-        let longest = candidates.iter().filter_map(length).map(|&(_, l)| l).max();
-        candidates.retain(|url| length(url).map(|&(_, l)| l) == longest);
-        // A replica on a full disk would fail the mutations: leave it out
-        // (it goes stale) while a replica with room remains.
-        if candidates.iter().any(|url| !self.full(url)) {
-            candidates.retain(|url| !self.full(url));
-        }
-        candidates.truncate(crate::master_state::MAX_GRANT_REPLICAS);
-        self.granting.insert(handle, now + GRANT_DEADLINE);
-        Decision::Grant(candidates)
-    }
-
-    /// A lease a live chunkserver claims at the current version: granted by
-    /// this leader's predecessor (or by this leader before it learned of
-    /// it); taking it over creates no second primary.
-    fn claimed(&self, handle: ChunkHandle, version: u64, now: Instant) -> Option<Lease> {
-        let (url, claim) = self.servers.iter().find_map(|(url, s)| {
-            let claim = s.claims.get(&handle)?;
-            let live = self.live(url, now) && claim.secondaries.iter().all(|s| self.live(s, now));
-            (claim.version == version && live).then_some((url, claim))
-        })?;
-        Some(Lease {
-            primary: url.clone(),
-            secondaries: claim.secondaries.clone(),
-            version,
-            expires: now + self.settings.lease,
-        })
-    }
-
-    /// Starts placing or granting `handle`, unless another request does.
-    pub(crate) fn begin(&mut self, handle: ChunkHandle, now: Instant) -> bool {
-        if self.granting.get(&handle).is_some_and(|&until| now < until) {
-            return false;
-        }
-        self.granting.insert(handle, now + GRANT_DEADLINE);
-        true
-    }
-
-    /// The grant of `handle` ended (granted or not).
-    pub(crate) fn grant_done(&mut self, handle: ChunkHandle, lease: Option<Lease>) {
-        self.granting.remove(&handle);
-        if let Some(lease) = lease {
-            self.leases.insert(handle, lease);
-        }
-    }
-
-    /// Extends the leases `url` claims, for chunks whose latest version is
-    /// `versions[handle]`, to `now + lease`. Returns the handles extended.
-    /// Call only after confirming leadership (a read index) that started
-    /// after the heartbeat arrived.
-    pub(crate) fn extend(
-        &mut self,
-        url: &str,
-        claims: &[LeaseClaim],
-        versions: &BTreeMap<ChunkHandle, u64>,
-        now: Instant,
-    ) -> Vec<ChunkHandle> {
-        let mut extended = Vec::new();
-        for claim in claims {
-            if versions.get(&claim.handle) != Some(&claim.version) {
-                continue;
-            }
-            // A lease whose replicas are not all alive is left to end, so
-            // that the next grant leaves the dead ones out.
-            let replicas_live =
-                self.live(url, now) && claim.secondaries.iter().all(|s| self.live(s, now));
-            let ours = replicas_live
-                && match self.leases.get(&claim.handle) {
-                    Some(lease) => lease.primary == url && lease.version == claim.version,
-                    None => !self.granting.contains_key(&claim.handle),
-                };
-            if !ours {
-                continue;
-            }
-            self.leases.insert(
-                claim.handle,
-                Lease {
-                    primary: url.to_string(),
-                    secondaries: claim.secondaries.clone(),
-                    version: claim.version,
-                    expires: now + self.settings.lease,
-                },
-            );
-            extended.push(claim.handle);
-        }
-        extended
-    }
-
     /// Whether `url` last reported less free space than the floor.
     fn full(&self, url: &str) -> bool {
         self.servers
@@ -598,172 +384,6 @@ impl ChunkTable {
             && !self.in_safemode(now)
     }
 
-    /// Whether a lease, a grant or a clone of `handle` (at `version`) is
-    /// in progress, as far as this leader knows.
-    fn busy(&self, handle: ChunkHandle, version: u64, now: Instant) -> bool {
-        self.leased(handle, version, now)
-            || self.granting.get(&handle).is_some_and(|&until| now < until)
-            || self.healing.cloning(handle)
-    }
-
-    /// Whether a primary may hold a lease on `handle` at `version` now:
-    /// one this leader granted or took over (until it surely ended), or
-    /// one a live chunkserver claims.
-    pub(crate) fn leased(&self, handle: ChunkHandle, version: u64, now: Instant) -> bool {
-        let margin = self.settings.clock_margin();
-        self.leases
-            .get(&handle)
-            .is_some_and(|lease| now < lease.expires + margin)
-            || self.claimed(handle, version, now).is_some()
-    }
-
-    /// The primary and secondaries of a lease on `handle` at `version`
-    /// that may still be in force (granted here or claimed in a heartbeat),
-    /// each with whether it is live: a snapshot must reach each of them to
-    /// revoke it.
-    pub(crate) fn lease_holders(
-        &self,
-        handle: ChunkHandle,
-        version: u64,
-        now: Instant,
-    ) -> Vec<(String, bool)> {
-        let margin = self.settings.clock_margin();
-        let granted = self
-            .leases
-            .get(&handle)
-            .filter(|lease| lease.version == version && now < lease.expires + margin)
-            .cloned();
-        granted
-            .into_iter()
-            .chain(self.claimed(handle, version, now))
-            .flat_map(|lease| std::iter::once(lease.primary).chain(lease.secondaries))
-            .map(|url| {
-                let live = self.live(&url, now);
-                (url, live)
-            })
-            .collect()
-    }
-
-    /// Forgets the lease on `handle`: its replicas stored a new version
-    /// that names no primary, so none mutates it any more.
-    pub(crate) fn revoke(&mut self, handle: ChunkHandle) {
-        self.leases.remove(&handle);
-    }
-
-    /// Live replicas of `handle` at `version` that count toward its goal
-    /// (none on a server being decommissioned).
-    fn good(&self, handle: ChunkHandle, version: u64, now: Instant) -> Vec<String> {
-        let mut good = self.replicas_at(handle, version, now);
-        good.retain(|url| !self.decommissioning.contains(url));
-        good
-    }
-
-    /// How each chunk stands, for the healer: `chunks` are (handle, latest
-    /// version, goal).
-    pub(crate) fn health(
-        &self,
-        chunks: &[(ChunkHandle, u64, usize)],
-        now: Instant,
-    ) -> Vec<ChunkHealth> {
-        chunks
-            .iter()
-            .map(|&(handle, version, goal)| ChunkHealth {
-                handle,
-                version,
-                goal,
-                good: self.good(handle, version, now),
-                replicas: self.replicas_at(handle, version, now),
-                busy: self.busy(handle, version, now),
-            })
-            .collect()
-    }
-
-    /// Every live chunkserver as a clone target.
-    pub(crate) fn loads(&self, now: Instant) -> Vec<ServerLoad> {
-        self.servers
-            .iter()
-            .filter(|(url, _)| self.live(url, now))
-            .map(|(url, s)| ServerLoad {
-                url: url.clone(),
-                free_bytes: s.free_bytes,
-                takes_new: self.takes_new(url),
-            })
-            .collect()
-    }
-
-    /// The replicas `url` reported that it should delete (the leader,
-    /// once settled): orphans seen for [`FsSettings::heal_after`]; stale
-    /// replicas of chunks that have their goal of good ones; and, on a
-    /// chunk with more good replicas than its goal and nothing in
-    /// progress, the one on the fullest server. Each is forgotten here at
-    /// once, so it is not counted, nor listed twice.
-    pub(crate) fn deletions(
-        &mut self,
-        url: &str,
-        reported: &ReportedChunks,
-        now: Instant,
-    ) -> Vec<ReplicaState> {
-        let Some(server) = self.servers.get(url) else {
-            return Vec::new();
-        };
-        let replicas = server.replicas.clone();
-        self.decommissioning = reported.decommissioning.clone();
-        self.orphans_since
-            .retain(|(u, handle), _| u != url || reported.orphans.contains(handle));
-        if !self.settled(now) {
-            return Vec::new();
-        }
-        let grace = self.settings.heal_after();
-        let mut doomed = Vec::new();
-        for (&handle, &(version, length)) in &replicas {
-            let delete = match reported.referenced.get(&handle) {
-                None if reported.orphans.contains(&handle) => {
-                    let since = *self
-                        .orphans_since
-                        .entry((url.to_string(), handle))
-                        .or_insert(now);
-                    now >= since + grace
-                }
-                None => false,
-                Some(&(latest, goal)) => {
-                    let good = self.good(handle, latest, now);
-                    if version < latest {
-                        good.len() >= goal
-                    } else {
-                        version == latest
-                            && good.len() > goal
-                            && !self.busy(handle, latest, now)
-                            && self.extra_replica(handle, &good) == Some(url)
-                    }
-                }
-            };
-            if delete {
-                doomed.push(ReplicaState {
-                    handle,
-                    version,
-                    length,
-                });
-            }
-        }
-        if let Some(server) = self.servers.get_mut(url) {
-            for replica in &doomed {
-                server.replicas.remove(&replica.handle);
-                server.learned.remove(&replica.handle);
-            }
-        }
-        for replica in &doomed {
-            self.replica_deleted(url, replica.handle);
-        }
-        doomed
-    }
-
-    /// Of `urls`, the server with the least free space.
-    fn fullest<'a>(&self, urls: &'a [String]) -> Option<&'a str> {
-        urls.iter()
-            .min_by_key(|url| (self.servers.get(*url).map_or(0, |s| s.free_bytes), *url))
-            .map(String::as_str)
-    }
-
     /// The lease length, for heartbeat replies.
     pub(crate) fn lease(&self) -> Duration {
         self.settings.lease
@@ -775,5 +395,7 @@ mod tests;
 
 mod balance;
 mod decommission;
+mod healing;
+mod leases;
 mod safemode;
 pub(crate) use decommission::ChunkGoals;

@@ -9,6 +9,11 @@
 //! as one write with one sync while every secondary applies the same batch
 //! (group commit), and only then takes the next, so that every replica
 //! applies them in the same order.
+//!
+//! Here: the setup and the gRPC handlers. The write path is in
+//! `pipeline.rs`, reads in `reads.rs`, the heartbeat in `heartbeat.rs`,
+//! clones in `cloning.rs`, inspection and the scrub in `inspect.rs`,
+//! short-circuit reads in `local_reads.rs`, the state task in `state.rs`.
 
 mod cloning;
 #[cfg(all(test, not(madsim)))]
@@ -17,6 +22,8 @@ mod heartbeat;
 mod inspect;
 #[cfg(not(madsim))]
 mod local_reads;
+mod pipeline;
+mod reads;
 
 /// The simulation has no Unix sockets: a chunkserver there offers no
 /// short-circuit reads, and its clients read through the RPC.
@@ -36,11 +43,10 @@ mod state;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
-use bytes::Bytes;
-use cairn_rpc::fs::chunk_client::ChunkClient;
+use cairn_rpc::RpcClient;
 use cairn_rpc::fs::chunk_server::{Chunk, ChunkServer as ChunkGrpcServer};
 use cairn_rpc::fs::{
     AppendRequest, ApplyBatchReply, ApplyBatchRequest, ApplyRequest, CloneRequest,
@@ -48,9 +54,7 @@ use cairn_rpc::fs::{
     LocalReadsRequest, MutationReply, PushReply, PushRequest, ReadReply, ReadRequest,
     SetVersionReply, SetVersionRequest, WriteRequest,
 };
-use cairn_rpc::{RpcClient, RpcError};
 use cairn_storage::Disk;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -59,12 +63,13 @@ pub use inspect::MAX_INSPECT_HANDLES;
 use inspect::{ScrubCounters, inspect_replica, scrub_loop};
 #[cfg(not(madsim))]
 pub use local_reads::{LOCAL_READS_SOCKET, MAX_LOCAL_READERS};
+use pipeline::name_disk;
+use reads::run_plan;
 pub use state::PrimaryObserver;
-use state::{DISK_FULL, Mutation, MutationKind, Prepared, Refusal, ServerState, status_of};
+use state::{MutationKind, ServerState, status_of};
 
-use crate::chunk_store::{ChunkError, ChunkStore, ReadPlan};
+use crate::chunk_store::{ChunkError, ChunkStore};
 use crate::clock::Clock;
-use crate::namespace::ChunkHandle;
 use crate::owner::Owner;
 use crate::peers::{Peers, chunk_stub};
 use crate::push_buffer::PushBuffer;
@@ -80,8 +85,6 @@ pub const MAX_READ_BYTES: u64 = 4 << 20;
 pub const MAX_MESSAGE_BYTES: usize = 5 << 20;
 /// How long one call to a peer (forwarding, applying) may take.
 const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the primary tries a secondary's apply before giving up.
-const APPLY_ATTEMPTS: usize = 3;
 /// The most mutations of one chunk a primary makes as one batch (one sync
 /// on each replica).
 pub const MAX_BATCH: usize = 32;
@@ -253,314 +256,6 @@ impl ChunkServer {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-    }
-}
-
-/// Runs a read's file I/O and checksums off the async workers (inline in
-/// simulation, which has no threads of its own).
-async fn run_plan(plan: ReadPlan) -> Result<(Bytes, u64), ChunkError> {
-    #[cfg(not(madsim))]
-    {
-        tokio::task::spawn_blocking(move || plan.run())
-            .await
-            .unwrap_or_else(|error| Err(std::io::Error::other(error.to_string()).into()))
-    }
-    #[cfg(madsim)]
-    {
-        plan.run()
-    }
-}
-
-/// Names this chunkserver and its disk in a disk-full refusal (and
-/// remembers the disk is full until a write succeeds).
-fn name_disk<T>(inner: &Inner, result: Result<T, Status>) -> Result<T, Status> {
-    match result {
-        Ok(answer) => {
-            inner.disk_full.store(false, Ordering::Relaxed);
-            Ok(answer)
-        }
-        Err(status) if status.message().starts_with(DISK_FULL) => {
-            inner.disk_full.store(true, Ordering::Relaxed);
-            Err(Status::resource_exhausted(format!(
-                "chunkserver {}: {} (disk {})",
-                inner.url,
-                status.message(),
-                inner.disk
-            )))
-        }
-        Err(status) => Err(status),
-    }
-}
-
-/// Makes a batch of one chunk's mutations as primary: numbers them in
-/// their order, then makes them (one write, one sync) locally and on every
-/// secondary at once. Answers each mutation of the batch.
-async fn mutate_batch(
-    inner: &Arc<Inner>,
-    batch: &[Mutation],
-) -> Vec<Result<MutationReply, Status>> {
-    let handle = batch[0].handle;
-    let everyone = |status: Status| batch.iter().map(|_| Err(status.clone())).collect();
-    let mut asked = false;
-    let now = loop {
-        let now = inner.clock.now();
-        match inner.state.with(move |s| s.lease_live(handle, now)).await {
-            Err(error) => return everyone(stopped(error)),
-            Ok(Err(status)) => return everyone(status),
-            Ok(Ok(true)) => break now,
-            Ok(Ok(false)) if !asked => {
-                asked = true;
-                heartbeat::heartbeat_round(inner).await;
-            }
-            Ok(Ok(false)) => {
-                return everyone(Status::failed_precondition(format!(
-                    "the lease on chunk {handle} has expired here and the master did not extend it; ask the master for the current primary"
-                )));
-            }
-        }
-    };
-    let requests: Vec<_> = batch
-        .iter()
-        .map(|m| (m.version, m.kind, m.data_key))
-        .collect();
-    let prepared = match inner
-        .state
-        .with(move |s| s.prepare_batch(handle, &requests, now))
-        .await
-    {
-        Ok(prepared) => prepared,
-        Err(error) => return everyone(stopped(error)),
-    };
-    let made: Vec<&Prepared> = prepared.iter().filter_map(|p| p.as_ref().ok()).collect();
-    let outcome = match made.first() {
-        Some(first) => make_everywhere(inner, handle, first.apply.version, &made).await,
-        None => Ok(()),
-    };
-    prepared
-        .iter()
-        .map(|p| match (p, &outcome) {
-            (Err(Refusal::Status(status)), _) => Err(status.clone()),
-            (Err(Refusal::NeedLease), _) => Err(Status::failed_precondition(format!(
-                "the lease on chunk {handle} ended here; ask the master for the current primary"
-            ))),
-            (Ok(_), Err(status)) => Err(status.clone()),
-            (Ok(made), Ok(())) => Ok(made.reply),
-        })
-        .collect()
-}
-
-/// Makes numbered mutations of one chunk locally (one batch) while every
-/// secondary applies them (one batch each); gives the lease up if any
-/// replica failed.
-async fn make_everywhere(
-    inner: &Arc<Inner>,
-    handle: ChunkHandle,
-    version: u64,
-    made: &[&Prepared],
-) -> Result<(), Status> {
-    let writes: Vec<(u64, Bytes)> = made.iter().filter_map(|p| p.local.clone()).collect();
-    // The local write and the secondaries' applies run at once: the order
-    // is fixed already (the serial numbers), and success needs them all.
-    let local = async {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let written = inner
-            .state
-            .with(move |s| {
-                let slices: Vec<(u64, &[u8])> = writes.iter().map(|(o, b)| (*o, &b[..])).collect();
-                s.mutated.insert(handle, Instant::now());
-                let written = s.store.write_batch(handle, version, &slices);
-                s.checked(handle, written)
-            })
-            .await
-            .map_err(stopped)?
-            .map(|_| ())
-            .map_err(status_of);
-        name_disk(inner, written)
-    };
-    let request = ApplyBatchRequest {
-        mutations: made.iter().map(|p| p.apply.clone()).collect(),
-    };
-    let calls = made[0].secondaries.iter().map(|url| {
-        let request = request.clone();
-        async move { (url, apply_on(inner, url, request).await) }
-    });
-    let (local, applied) = futures::future::join(local, futures::future::join_all(calls)).await;
-    let mut full_disk =
-        matches!(&local, Err(status) if status.code() == tonic::Code::ResourceExhausted);
-    let mut failures: Vec<String> = applied
-        .into_iter()
-        .filter_map(|(url, result)| {
-            let error = result.err()?;
-            full_disk |= error.to_string().contains(DISK_FULL);
-            Some(format!("{url}: {error}"))
-        })
-        .collect();
-    if let Err(status) = &local {
-        failures.insert(0, format!("{}: {}", inner.url, status.message()));
-    }
-    if failures.is_empty() {
-        return Ok(());
-    }
-    let _ = inner
-        .state
-        .with(move |s| s.relinquish(handle, version))
-        .await;
-    let message = format!(
-        "not every replica made the mutation ({}); the primary gave up its lease on chunk {handle}: ask the master again and retry",
-        failures.join("; ")
-    );
-    // A full disk keeps its code, so the client (and the operator) can
-    // tell it from a replica that is down.
-    Err(if full_disk {
-        Status::resource_exhausted(message)
-    } else {
-        Status::unavailable(message)
-    })
-}
-
-/// Has one secondary apply a batch, retrying transport failures (an apply
-/// is idempotent: the serial numbers mark it).
-async fn apply_on(inner: &Inner, url: &str, request: ApplyBatchRequest) -> Result<(), RpcError> {
-    let peer = inner.peers.get(url)?;
-    let mut last = None;
-    for _ in 0..APPLY_ATTEMPTS {
-        let result = peer
-            .call(request.clone(), |c, r| async move {
-                ChunkClient::new(c).apply_batch(r).await
-            })
-            .await;
-        match result {
-            Ok(_) => return Ok(()),
-            Err(error) if error.outcome_unknown() => last = Some(error),
-            Err(error) => return Err(error),
-        }
-    }
-    Err(last.expect("at least one attempt"))
-}
-
-/// Runs one chunk's mutations in order until the primary's role changes:
-/// each time, every mutation waiting (up to [`MAX_BATCH`]) as one batch.
-async fn pipeline(inner: Arc<Inner>, mut queue: mpsc::Receiver<Mutation>) {
-    while let Some(first) = queue.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(mutation) => batch.push(mutation),
-                Err(_) => break,
-            }
-        }
-        let results = mutate_batch(&inner, &batch).await;
-        for (mutation, result) in batch.into_iter().zip(results) {
-            let _ = mutation.reply.send(result);
-        }
-    }
-}
-
-impl ChunkServer {
-    /// Queues a mutation on its chunk's pipeline and waits for it; a
-    /// disk-full refusal names this chunkserver and its disk.
-    async fn submit(
-        &self,
-        handle: ChunkHandle,
-        version: u64,
-        kind: MutationKind,
-        data_key: (u64, u64),
-    ) -> Result<Response<MutationReply>, Status> {
-        let (reply, answer) = oneshot::channel();
-        let mutation = Mutation {
-            handle,
-            version,
-            kind,
-            data_key,
-            reply,
-        };
-        let inner = self.inner.clone();
-        let queue = self
-            .inner
-            .state
-            .with(move |s| {
-                // Only a primary gets a queue: a request anywhere else is
-                // refused here, so requests cannot make tasks pile up.
-                s.designated(handle, version)?;
-                Ok::<_, Status>(
-                    s.pipelines
-                        .entry(handle)
-                        .or_insert_with(|| {
-                            let (sender, queue) = mpsc::channel(MAX_QUEUED_MUTATIONS);
-                            tokio::spawn(pipeline(inner, queue));
-                            sender
-                        })
-                        .clone(),
-                )
-            })
-            .await
-            .map_err(stopped)??;
-        queue.try_send(mutation).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => Status::resource_exhausted(format!(
-                "{MAX_QUEUED_MUTATIONS} mutations already wait on chunk {handle}; retry after a pause"
-            )),
-            mpsc::error::TrySendError::Closed(_) => Status::unavailable(format!(
-                "the primary of chunk {handle} changed; ask the master again"
-            )),
-        })?;
-        let result = match answer.await {
-            Ok(result) => result.map(Response::new),
-            Err(_) => Err(Status::unavailable(format!(
-                "the primary of chunk {handle} stopped before the mutation finished; ask the master again and retry"
-            ))),
-        };
-        name_disk(&self.inner, result)
-    }
-}
-
-impl ChunkServer {
-    /// The plan of the read `r` asks for, after the checks every read
-    /// passes (its size, the replica's presence and version), taken on the
-    /// state task: for the Read RPC and for short-circuit reads alike.
-    async fn plan_read(&self, r: ReadRequest) -> Result<ReadPlan, Status> {
-        if r.length > MAX_READ_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "a read of {} bytes; reads are limited to {MAX_READ_BYTES}: read in pieces",
-                r.length
-            )));
-        }
-        let handle = r.handle;
-        self.inner
-            .state
-            .with(move |s| {
-                let replica = s
-                    .store
-                    .replica(handle)
-                    .ok_or(ChunkError::NoSuchChunk(handle))
-                    .map_err(status_of)?;
-                if replica.version < r.version {
-                    return Err(Status::failed_precondition(format!(
-                        "the replica of chunk {handle} here is stale (version {} < {}); read another replica",
-                        replica.version, r.version
-                    )));
-                }
-                s.store
-                    .plan_read(handle, r.offset, r.length)
-                    .map_err(status_of)
-            })
-            .await
-            .map_err(stopped)?
-    }
-
-    /// Reads again on the state task, in order with the writes: a read
-    /// planned off that task can meet bytes a write changed meanwhile, so
-    /// only this read decides that a replica is corrupt (and sets it aside).
-    async fn read_in_order(&self, r: ReadRequest) -> Result<(Bytes, u64), Status> {
-        self.inner
-            .state
-            .with(move |s| {
-                let read = s.store.read(r.handle, r.offset, r.length);
-                s.checked(r.handle, read).map_err(status_of)
-            })
-            .await
-            .map_err(stopped)?
     }
 }
 

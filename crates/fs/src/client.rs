@@ -15,31 +15,26 @@
 //! (pushing the next while the primary commits the last), and a
 //! [`FileReader`] prefetches several pieces from the replicas in turn.
 
-use std::future::Future;
+mod mutations;
+mod reads;
+mod retry;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use cairn_rpc::fs::chunk_client::ChunkClient;
-use cairn_rpc::fs::{
-    AppendRequest, EntryInfo, FsErrorCode, LocateReply, MutationReply, PushRequest, ReadRequest,
-    TrashEntry, WriteRequest,
-};
-use cairn_rpc::{RpcClient, RpcError};
+use cairn_rpc::fs::{EntryInfo, FsErrorCode, LocateReply, TrashEntry};
 use rand::Rng;
 use rand::rngs::StdRng;
-use tokio::time::Instant;
-use tonic::Code;
 
-use crate::file_reader::{FileReader, READ_WINDOW};
-use crate::file_writer::FileWriter;
+pub(crate) use reads::read_from;
+pub(crate) use retry::Failure;
 
 use crate::chunkserver::MAX_READ_BYTES;
 use crate::location_cache::LocationCache;
 use crate::master_client::{MasterClient, MasterError};
 use crate::namespace::ChunkHandle;
 use crate::path::FsPath;
-use crate::peers::{Peers, chunk_stub};
+use crate::peers::Peers;
 use crate::settings::FsSettings;
 use crate::short_circuit::ShortCircuit;
 
@@ -47,8 +42,6 @@ use crate::short_circuit::ShortCircuit;
 pub(crate) const MAX_MUTATION_BYTES: u64 = MAX_READ_BYTES;
 /// How long one call to a chunkserver may take.
 const CHUNK_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-const FIRST_PAUSE: Duration = Duration::from_millis(10);
-const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// Why a file operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,58 +98,6 @@ impl ChunkLocation {
             replicas: reply.replicas,
             chunk_count: reply.chunk_count,
         }
-    }
-}
-
-/// Retry or give up.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    Retry(String),
-    Final(ClientError),
-}
-
-/// Whether a chunkserver's refusal may go away on a retry.
-fn classify(error: RpcError) -> Failure {
-    match &error {
-        RpcError::Rejected { status, .. }
-            if matches!(status.code(), Code::InvalidArgument | Code::OutOfRange) =>
-        {
-            Failure::Final(ClientError::Refused(status.message().to_string()))
-        }
-        _ => Failure::Retry(error.to_string()),
-    }
-}
-
-/// Pauses between attempts, growing, with jitter, until a deadline.
-pub(crate) struct Backoff {
-    what: String,
-    started: Instant,
-    deadline: Duration,
-    pause: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(what: String, deadline: Duration) -> Self {
-        Self {
-            what,
-            started: Instant::now(),
-            deadline,
-            pause: FIRST_PAUSE,
-        }
-    }
-
-    pub(crate) async fn wait(&mut self, rng: &mut StdRng, last: String) -> Result<(), ClientError> {
-        if self.started.elapsed() >= self.deadline {
-            return Err(ClientError::Timeout {
-                what: std::mem::take(&mut self.what),
-                after: self.deadline,
-                last,
-            });
-        }
-        let pause = self.pause / 2 + self.pause.mul_f64(rng.r#gen::<f64>() / 2.0);
-        tokio::time::sleep(pause).await;
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
-        Ok(())
     }
 }
 
@@ -323,320 +264,4 @@ impl Client {
         let reply = self.master.locate(path, index, mutate, mutate).await?;
         Ok(ChunkLocation::from_reply(reply))
     }
-
-    pub(crate) async fn mutation_location(
-        &mut self,
-        path: &FsPath,
-        index: u64,
-    ) -> Result<ChunkLocation, ClientError> {
-        // This client's reads of the chunk then ask the master again: a
-        // replica that misses this mutation keeps the old version, which a
-        // read at the old version would accept.
-        self.reads.forget(path, index);
-        if let Some(location) = self.mutations.get(path, index) {
-            return Ok(location);
-        }
-        let reply = self.master.locate(path, index, true, true).await?;
-        // Never cached past a lease of ours (nor an absurd answer).
-        let valid = Duration::from_millis(reply.valid_ms).min(self.settings.lease);
-        let until = Instant::now() + valid;
-        let location = ChunkLocation::from_reply(reply);
-        self.mutations.insert(path, index, location.clone(), until);
-        Ok(location)
-    }
-
-    pub(crate) fn forget(&mut self, path: &FsPath, index: u64) {
-        self.mutations.forget(path, index);
-    }
-
-    /// Writes `data` at `offset` of the file, adding chunks as needed. Each
-    /// piece (within a chunk, at most [`MAX_READ_BYTES`]) is one mutation,
-    /// several in flight at once: a failure part-way leaves some pieces
-    /// written and others not.
-    pub async fn write(
-        &mut self,
-        path: &FsPath,
-        offset: u64,
-        data: &[u8],
-    ) -> Result<(), ClientError> {
-        let mut writer = self.writer(path, offset);
-        writer.write(data).await?;
-        writer.finish().await?;
-        Ok(())
-    }
-
-    /// A writer of the file at `path` from `offset` on, which keeps several
-    /// mutations in flight; call [`FileWriter::finish`] at the end.
-    pub fn writer(&mut self, path: &FsPath, offset: u64) -> FileWriter<'_> {
-        FileWriter::new(self, path.clone(), offset)
-    }
-
-    /// Appends `record` atomically, at least once, at an offset the store
-    /// picks (GFS record append); returns that offset in the file.
-    pub async fn append(&mut self, path: &FsPath, record: &[u8]) -> Result<u64, ClientError> {
-        let max = self.settings.max_record_bytes();
-        if record.len() as u64 > max {
-            return Err(ClientError::RecordTooLarge {
-                len: record.len() as u64,
-                max,
-            });
-        }
-        let entry = self.master.stat(path).await?;
-        let mut index = (entry.chunks.len() as u64).saturating_sub(1);
-        loop {
-            let reply = self
-                .mutate(path, index, None, Bytes::copy_from_slice(record))
-                .await?;
-            if !reply.padded {
-                return Ok(index * self.settings.chunk_bytes + reply.offset);
-            }
-            index += 1;
-        }
-    }
-
-    /// One mutation of chunk `index`: a write at `within`, or an append.
-    pub(crate) async fn mutate(
-        &mut self,
-        path: &FsPath,
-        index: u64,
-        within: Option<u64>,
-        data: Bytes,
-    ) -> Result<MutationReply, ClientError> {
-        let what = match within {
-            Some(at) => format!(
-                "writing {} bytes at {at} of chunk {index} of {path}",
-                data.len()
-            ),
-            None => format!("appending {} bytes to {path}", data.len()),
-        };
-        let mut backoff = Backoff::new(what, self.deadline);
-        loop {
-            let location = self.mutation_location(path, index).await?;
-            match self.attempt(&location, within, data.clone()).await {
-                Ok(reply) => return Ok(reply),
-                Err(Failure::Final(error)) => return Err(error),
-                Err(Failure::Retry(last)) => {
-                    self.forget(path, index);
-                    backoff.wait(&mut self.rng, last).await?;
-                }
-            }
-        }
-    }
-
-    /// One attempt at a mutation, as a task of its own (it borrows
-    /// nothing): push the data along the replicas, then ask the primary to
-    /// commit it.
-    pub(crate) fn attempt(
-        &mut self,
-        location: &ChunkLocation,
-        within: Option<u64>,
-        data: Bytes,
-    ) -> impl Future<Output = Result<MutationReply, Failure>> + Send + 'static {
-        self.next_data_id += 1;
-        let (client_id, data_id) = (self.client_id, self.next_data_id);
-        let first = location
-            .primary
-            .as_ref()
-            .ok_or_else(|| Failure::Retry("the master named no primary".into()))
-            .and_then(|primary| {
-                self.peers
-                    .get(primary)
-                    .map_err(|e| Failure::Retry(e.to_string()))
-            });
-        let push = PushRequest {
-            client_id,
-            data_id,
-            data,
-            chain: location.replicas.clone(),
-        };
-        let (handle, version) = (location.handle, location.version);
-        async move {
-            let first = first?;
-            first
-                .call(push, |c, r| async move { chunk_stub(c).push(r).await })
-                .await
-                .map_err(classify)?;
-            let result = match within {
-                Some(offset) => {
-                    let request = WriteRequest {
-                        handle,
-                        version,
-                        offset,
-                        client_id,
-                        data_id,
-                    };
-                    first
-                        .call(
-                            request,
-                            |c, r| async move { ChunkClient::new(c).write(r).await },
-                        )
-                        .await
-                }
-                None => {
-                    let request = AppendRequest {
-                        handle,
-                        version,
-                        client_id,
-                        data_id,
-                    };
-                    first
-                        .call(request, |c, r| async move {
-                            ChunkClient::new(c).append(r).await
-                        })
-                        .await
-                }
-            };
-            result.map_err(classify)
-        }
-    }
-
-    /// Reads up to `length` bytes at `offset`; fewer at the end of the
-    /// file (the end of the first chunk shorter than asked, or of the last
-    /// chunk).
-    pub async fn read(
-        &mut self,
-        path: &FsPath,
-        offset: u64,
-        length: u64,
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut reader = self.reader(path, offset, length);
-        // Room for what is asked up front (bounded: a length may mean "to
-        // the end"), so the pieces are copied once, not again as it grows.
-        let room = length.min(MAX_READ_BYTES * READ_WINDOW as u64);
-        let mut out = Vec::with_capacity(usize::try_from(room).unwrap_or(0));
-        while let Some(bytes) = reader.next().await? {
-            out.extend_from_slice(&bytes);
-        }
-        Ok(out)
-    }
-
-    /// A reader of up to `length` bytes of the file at `path` from
-    /// `offset` on (as [`read`](Self::read) ends), prefetching several
-    /// pieces. It asks the master where each chunk is once, and keeps the
-    /// answer while it lives (as a GFS client caches locations until the
-    /// file is opened again), unless a replica fails.
-    pub fn reader(&mut self, path: &FsPath, offset: u64, length: u64) -> FileReader<'_> {
-        FileReader::new(self, path.clone(), offset, length)
-    }
-
-    /// Where chunk `index` is for a read, cached for one lease period (GFS
-    /// §2.7.1: within it, a replica that missed another client's later
-    /// mutations may serve their old bytes, never corrupt ones); `None` if
-    /// the file has no such chunk (not cached: the file may grow).
-    pub(crate) async fn read_location(
-        &mut self,
-        path: &FsPath,
-        index: u64,
-    ) -> Result<Option<ChunkLocation>, ClientError> {
-        if let Some(location) = self.reads.get(path, index) {
-            return Ok(Some(location));
-        }
-        let location = self.fresh_read_location(path, index).await?;
-        if let Some(location) = &location {
-            let until = Instant::now() + self.settings.lease;
-            self.reads.insert(path, index, location.clone(), until);
-        }
-        Ok(location)
-    }
-
-    /// Drops the cached read location of chunk `index` of `path` (one of
-    /// its replicas failed).
-    pub(crate) fn forget_read(&mut self, path: &FsPath, index: u64) {
-        self.reads.forget(path, index);
-    }
-
-    /// Where chunk `index` is for a read, as the master answers now.
-    async fn fresh_read_location(
-        &self,
-        path: &FsPath,
-        index: u64,
-    ) -> Result<Option<ChunkLocation>, ClientError> {
-        match self.master.locate(path, index, false, false).await {
-            Ok(reply) => Ok(Some(ChunkLocation::from_reply(reply))),
-            Err(error) if error.code() == Some(FsErrorCode::NoSuchChunk) => Ok(None),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Reads within one chunk from any up-to-date replica, asking the
-    /// master again after each round of failures; `None` if the file has
-    /// no chunk `index`.
-    pub(crate) async fn read_piece(
-        &mut self,
-        path: &FsPath,
-        index: u64,
-        within: u64,
-        length: u64,
-    ) -> Result<Option<Bytes>, ClientError> {
-        let what = format!("reading {length} bytes at {within} of chunk {index} of {path}");
-        let mut backoff = Backoff::new(what, self.deadline);
-        loop {
-            self.forget_read(path, index);
-            let Some(location) = self.read_location(path, index).await? else {
-                return Ok(None);
-            };
-            let mut errors = Vec::new();
-            let n = location.replicas.len().max(1);
-            let start = self.rng.gen_range(0..n);
-            for i in 0..location.replicas.len() {
-                let url = &location.replicas[(start + i) % n];
-                match self
-                    .read_replica(url, location.handle, location.version, within, length)
-                    .await
-                {
-                    Ok((bytes, _)) => return Ok(Some(bytes)),
-                    Err(error) => errors.push(format!("{url}: {error}")),
-                }
-            }
-            backoff.wait(&mut self.rng, errors.join("; ")).await?;
-        }
-    }
-
-    /// Reads from one replica (which refuses if older than `version`),
-    /// checked against its checksums there; returns the bytes and the
-    /// replica's version.
-    pub async fn read_replica(
-        &self,
-        url: &str,
-        handle: ChunkHandle,
-        version: u64,
-        offset: u64,
-        length: u64,
-    ) -> Result<(Bytes, u64), RpcError> {
-        let peer = self.peers.get(url)?;
-        read_from(
-            peer,
-            self.short_circuit.clone(),
-            handle,
-            version,
-            offset,
-            length,
-        )
-        .await
-    }
-}
-
-/// Reads from the replica `peer` serves (see [`Client::read_replica`]),
-/// through a file descriptor when it shares this machine ([`ShortCircuit`]).
-pub(crate) async fn read_from(
-    peer: Arc<RpcClient>,
-    local: Arc<ShortCircuit>,
-    handle: ChunkHandle,
-    version: u64,
-    offset: u64,
-    length: u64,
-) -> Result<(Bytes, u64), RpcError> {
-    let request = ReadRequest {
-        handle,
-        version,
-        offset,
-        length: length.min(MAX_READ_BYTES),
-    };
-    if let Some(read) = local.read(&peer, request).await {
-        return Ok(read);
-    }
-    let reply = peer
-        .call(request, |c, r| async move { chunk_stub(c).read(r).await })
-        .await?;
-    Ok((reply.data, reply.version))
 }

@@ -1,8 +1,8 @@
 //! [`MasterServer`]: one node of the file store's master — an `rsm::Node`
 //! running [`MasterState`], and the gRPC services (Raft and Master) it
 //! answers on one port. Its chunk requests (locate, heartbeats, leases)
-//! are in `master_chunks.rs`, on the volatile [`ChunkTable`] that one task
-//! owns.
+//! are in `master_chunks.rs` and `master_chunks/`, on the volatile
+//! [`ChunkTable`] that one task owns.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The leader heals the store (GFS §4.3): each heartbeat interval it looks
 //! at every chunk and starts the clones [`Healing::plan`] picks; the
 //! deletions of stale, orphaned and extra replicas ride on the heartbeat
-//! replies (`master_chunks.rs`, [`ChunkTable::deletions`]). A new leader
+//! replies (`master_chunks/reports.rs`, [`ChunkTable::deletions`]). A new leader
 //! does neither until it has led for [`FsSettings::heal_after`], so that
 //! every live chunkserver has reported to it.
 //!

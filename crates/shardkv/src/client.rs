@@ -37,22 +37,16 @@ const MAX_ROUTE_PAUSE: Duration = Duration::from_millis(400);
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShardKvError {
-    /// The request is invalid (empty or oversized key, oversized value);
-    /// nothing was applied.
-    #[error("invalid request: {0}")]
-    InvalidArgument(String),
-    /// No group completed the request within the deadline. A write may or
-    /// may not have been applied; retrying it through the same client is
-    /// safe.
-    #[error(
-        "the request did not complete within {after:?} ({last}); check that the controllers and the key's group are running"
-    )]
-    Timeout {
-        /// The deadline.
-        after: Duration,
-        /// The last error seen.
-        last: String,
-    },
+    /// The groups or the controllers did not complete the request, or it
+    /// is invalid (empty or oversized key, oversized value: checked here
+    /// before sending): see [`ReplicaError`]. A group that answers "wrong
+    /// group" or cannot be reached is not an error by itself: the clerk
+    /// asks the controllers again until the deadline, and a timeout's
+    /// `last` names the group or the controller that failed last. After a
+    /// timeout a write may or may not have been applied; retrying it
+    /// through the same client is safe.
+    #[error("{}", .0.with_hint(UNREACHABLE_HINT))]
+    Replica(#[from] ReplicaError),
     /// A shard forgot this client's session while a write's outcome was
     /// unknown: it may have been applied once, or not at all. The client's
     /// next write registers a new session.
@@ -69,28 +63,31 @@ pub enum ShardKvError {
         /// The value limit in bytes.
         limit: usize,
     },
-    /// A server refused the request for a reason retrying cannot change (a
-    /// message over the size limit, a server without the method); nothing
-    /// was applied.
-    #[error("a server refused the request: {0}")]
-    Refused(String),
+    /// A controller answered, but not as a shard controller should (no
+    /// session, no configuration); nothing was applied. (Its
+    /// [`ReplicaError`]s become [`Replica`](Self::Replica), never this.)
+    #[error("{0}; check that --endpoints names the shard controllers")]
+    Controller(CtrlerError),
     /// The addresses given are unusable.
     #[error("bad endpoint: {0}")]
     BadEndpoint(String),
 }
 
+/// What to do when nothing listens at the controllers' addresses.
+const UNREACHABLE_HINT: &str = "are the shard controllers running? Start a sharded cluster with `cairn cluster --sharded`, or pass --endpoints with the controllers' addresses";
+
 impl From<CtrlerError> for ShardKvError {
     fn from(error: CtrlerError) -> Self {
         match error {
-            CtrlerError::Replica(ReplicaError::InvalidArgument(message)) => {
-                Self::InvalidArgument(message)
+            CtrlerError::Replica(ReplicaError::Timeout { after, last }) => {
+                Self::Replica(ReplicaError::Timeout {
+                    after,
+                    last: format!("controller: {last}"),
+                })
             }
-            CtrlerError::Replica(ReplicaError::Timeout { after, last }) => Self::Timeout {
-                after,
-                last: format!("controller: {last}"),
-            },
+            CtrlerError::Replica(error) => Self::Replica(error),
             CtrlerError::BadEndpoint(message) => Self::BadEndpoint(message),
-            error => Self::Refused(error.to_string()),
+            error => Self::Controller(error),
         }
     }
 }
@@ -296,12 +293,10 @@ impl Client {
                         Ok(Outcome::WrongGroup) => {
                             last = format!("group {gid} does not serve shard {shard} (yet)")
                         }
-                        Err(ReplicaError::InvalidArgument(message)) => {
-                            return Err(ShardKvError::InvalidArgument(message));
-                        }
-                        Err(error @ ReplicaError::Refused { .. }) => {
-                            return Err(ShardKvError::Refused(error.to_string()));
-                        }
+                        Err(
+                            error @ (ReplicaError::InvalidArgument(_)
+                            | ReplicaError::Refused { .. }),
+                        ) => return Err(error.into()),
                         Err(ReplicaError::Timeout { last: error, .. }) => {
                             last = format!("group {gid}: {error}");
                         }
@@ -315,10 +310,10 @@ impl Client {
                 }
             }
             if started.elapsed() >= self.settings.deadline {
-                return Err(ShardKvError::Timeout {
+                return Err(ShardKvError::Replica(ReplicaError::Timeout {
                     after: self.settings.deadline,
                     last,
-                });
+                }));
             }
             if !self.config.shards.is_empty() {
                 let jittered = pause / 2 + pause.mul_f64(self.rng.gen_range(0.0..0.5));
@@ -327,12 +322,11 @@ impl Client {
             }
             match self.controller.query(None).await {
                 Ok(config) => self.config = config,
-                Err(CtrlerError::Replica(ReplicaError::InvalidArgument(message))) => {
-                    return Err(ShardKvError::InvalidArgument(message));
-                }
                 Err(
                     error @ (CtrlerError::Rejected(_)
-                    | CtrlerError::Replica(ReplicaError::Refused { .. })),
+                    | CtrlerError::Replica(
+                        ReplicaError::InvalidArgument(_) | ReplicaError::Refused { .. },
+                    )),
                 ) => return Err(error.into()),
                 Err(error) => last = format!("controller: {error}"),
             }
@@ -360,7 +354,8 @@ impl Client {
 /// words: a value far over them cannot even be sent (a message over
 /// [`MAX_MESSAGE_BYTES`] fails in the transport, like a broken connection).
 fn check(key: &[u8], value: Option<&[u8]>) -> Result<(), ShardKvError> {
-    check_key_value(key, value).map_err(|error| ShardKvError::InvalidArgument(error.to_string()))
+    check_key_value(key, value)
+        .map_err(|error| ReplicaError::InvalidArgument(error.to_string()).into())
 }
 
 /// A generated client whose message limits are the servers'.
@@ -368,4 +363,44 @@ fn stub(channel: Channel) -> ShardKvClient<Channel> {
     ShardKvClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_errors_become_the_clerks_with_what_to_do_next() {
+        let unreachable = ReplicaError::Unreachable {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            last: "connection refused".into(),
+        };
+        let error = ShardKvError::from(CtrlerError::Replica(unreachable.clone()));
+        assert_eq!(error, ShardKvError::Replica(unreachable));
+        assert!(
+            error
+                .to_string()
+                .contains("are the shard controllers running?"),
+            "{error}"
+        );
+
+        let timeout = CtrlerError::Replica(ReplicaError::Timeout {
+            after: Duration::from_secs(1),
+            last: "deadline".into(),
+        });
+        let error = ShardKvError::from(timeout);
+        assert!(
+            matches!(&error, ShardKvError::Replica(ReplicaError::Timeout { last, .. }) if last == "controller: deadline"),
+            "{error:?}"
+        );
+
+        let error = ShardKvError::from(CtrlerError::Rejected("no session".into()));
+        assert!(matches!(error, ShardKvError::Controller(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .contains("--endpoints names the shard controllers"),
+            "{error}"
+        );
+    }
 }

@@ -7,7 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_shardkv::{Client, ClientConfig, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES};
+use cairn_rpc::ReplicaError;
+use cairn_shardkv::{
+    Client, ClientConfig, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES, ShardKvError,
+};
 
 #[tokio::test]
 async fn oversized_requests_are_refused_before_they_are_routed() {
@@ -30,6 +33,13 @@ async fn oversized_requests_are_refused_before_they_are_routed() {
     }
     let error = clerk.get(&vec![b'k'; MAX_KEY_BYTES + 1]).await.unwrap_err();
     assert!(error.to_string().contains("keys are limited"), "{error}");
+    assert!(
+        matches!(
+            error,
+            ShardKvError::Replica(ReplicaError::InvalidArgument(_))
+        ),
+        "{error:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",

@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// How to open a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,4 +139,29 @@ pub fn write_atomic(disk: &dyn Disk, path: &Path, data: &[u8]) -> io::Result<()>
     drop(file);
     disk.rename(&temp, path)?;
     disk.sync_dir(path.parent().unwrap_or(Path::new("")))
+}
+
+/// Removes the files in `dir` whose names end in `suffix` (the temporary
+/// files a crash left behind), then syncs the directory if it removed any.
+/// Returns every name `dir` held; an error comes with the path it concerns.
+pub(crate) fn remove_temp_files(
+    disk: &dyn Disk,
+    dir: &Path,
+    suffix: &str,
+) -> Result<Vec<String>, (PathBuf, io::Error)> {
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| (path, error)
+    };
+    let names = disk.list(dir).map_err(at(dir))?;
+    let mut removed = false;
+    for name in names.iter().filter(|name| name.ends_with(suffix)) {
+        let path = dir.join(name);
+        disk.remove_file(&path).map_err(at(&path))?;
+        removed = true;
+    }
+    if removed {
+        disk.sync_dir(dir).map_err(at(dir))?;
+    }
+    Ok(names)
 }

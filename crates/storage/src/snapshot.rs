@@ -106,16 +106,8 @@ impl SnapshotStore {
     /// files left by a crash during [`save`](Self::save).
     pub fn open(disk: Arc<dyn Disk>, dir: &Path) -> Result<SnapshotStore, SnapshotError> {
         disk.create_dir_durable(dir).map_err(io_error(dir))?;
-        let names = disk.list(dir).map_err(io_error(dir))?;
-        let mut removed = false;
-        for name in names.iter().filter(|name| name.ends_with(TEMP_SUFFIX)) {
-            let path = dir.join(name);
-            disk.remove_file(&path).map_err(io_error(&path))?;
-            removed = true;
-        }
-        if removed {
-            disk.sync_dir(dir).map_err(io_error(dir))?;
-        }
+        let names = crate::disk::remove_temp_files(&*disk, dir, TEMP_SUFFIX)
+            .map_err(|(path, source)| SnapshotError::Io { path, source })?;
         let latest = names.iter().filter_map(|name| parse_name(name)).max();
         Ok(SnapshotStore {
             disk,

@@ -71,17 +71,9 @@ pub(crate) fn recover(disk: &dyn Disk, dir: &Path) -> Result<RecoveredLog, WalEr
 }
 
 fn remove_temp_files(disk: &dyn Disk, dir: &Path) -> Result<(), WalError> {
-    let names = disk.list(dir).map_err(io_error(dir))?;
-    let mut removed = false;
-    for name in names.iter().filter(|name| name.ends_with(TEMP_SUFFIX)) {
-        let path = dir.join(name);
-        disk.remove_file(&path).map_err(io_error(&path))?;
-        removed = true;
-    }
-    if removed {
-        sync_dir(disk, dir)?;
-    }
-    Ok(())
+    crate::disk::remove_temp_files(disk, dir, TEMP_SUFFIX)
+        .map(drop)
+        .map_err(|(path, source)| WalError::Io { path, source })
 }
 
 /// The sequence numbers of the segments in `dir`, ascending.
