@@ -35,8 +35,13 @@ pub(crate) struct SplitBuffer(Vec<u8>);
 
 impl SplitBuffer {
     /// The buffer, for a task to fill (empty, its capacity kept).
-    fn take(&mut self) -> Vec<u8> {
+    pub(crate) fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.0)
+    }
+
+    /// The buffer, to read a split into before the map task runs.
+    pub(crate) fn contents(&mut self) -> &mut Vec<u8> {
+        &mut self.0
     }
 
     /// Keeps a task's split contents as the next task's buffer, unless it

@@ -207,33 +207,43 @@ fn glob_regex(glob: &str) -> regex::Regex {
     regex::Regex::new(&pattern).expect("an escaped glob is a valid expression")
 }
 
-/// Reads the whole lines that start inside `split` of a store file.
+/// Reads the whole lines that start inside `split` of a store file into
+/// `data` (cleared first; a worker passes the same buffer for every split,
+/// so its pages are mapped once).
 pub(crate) async fn read_store_split(
     client: &mut Client,
     split: &Split,
-) -> Result<Vec<u8>, StoreError> {
+    data: &mut Vec<u8>,
+) -> Result<(), StoreError> {
+    data.clear();
     let path = parse_store_path(&split.path)?;
     if split.length == 0 {
-        return Ok(Vec::new());
+        return Ok(());
     }
     // One byte before the split tells whether a line starts at its offset.
     let from = split.offset.saturating_sub(1);
-    let mut data = client
-        .read(&path, from, split.length + (split.offset - from))
-        .await?;
+    {
+        let mut reader = client.reader(&path, from, split.length + (split.offset - from));
+        while let Some(piece) = reader.next().await? {
+            data.extend_from_slice(&piece);
+        }
+    }
     let start = if split.offset == 0 {
         0
     } else {
-        match data.iter().position(|byte| *byte == b'\n') {
+        match memchr::memchr(b'\n', data) {
             Some(newline) => newline + 1,
-            None => return Ok(Vec::new()),
+            None => {
+                data.clear();
+                return Ok(());
+            }
         }
     };
     // The last line runs on past the split to its newline (or the end).
     let mut at = from + data.len() as u64;
     while data.last().is_some_and(|byte| *byte != b'\n') {
         let more = client.read(&path, at, LINE_PROBE_BYTES).await?;
-        let Some(newline) = more.iter().position(|byte| *byte == b'\n') else {
+        let Some(newline) = memchr::memchr(b'\n', &more) else {
             data.extend_from_slice(&more);
             if (more.len() as u64) < LINE_PROBE_BYTES {
                 break;
@@ -244,10 +254,11 @@ pub(crate) async fn read_store_split(
         data.extend_from_slice(&more[..=newline]);
     }
     if start >= data.len() {
-        return Ok(Vec::new());
+        data.clear();
+    } else {
+        data.drain(..start);
     }
-    data.drain(..start);
-    Ok(data)
+    Ok(())
 }
 
 /// Copies the local file `local` on `disk` to the new store file `to`

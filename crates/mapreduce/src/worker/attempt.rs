@@ -69,19 +69,29 @@ pub(super) async fn run_map(
     let MapAttempt {
         split, progress, ..
     } = attempt;
-    let read = match store_path(&split.path) {
-        Some(_) => {
-            let mut client = crate::store::connect(&job.fs_masters)?;
-            let reading = crate::store::read_store_split(&mut client, &split);
-            Some(progress.bounded_wait(reading).await?)
-        }
-        None => None,
-    };
     let mut owned = std::mem::take(buffer);
+    let from_store = match store_path(&split.path) {
+        Some(_) => {
+            let started = tokio::time::Instant::now();
+            let mut client = crate::store::connect(&job.fs_masters)?;
+            let reading = crate::store::read_store_split(&mut client, &split, owned.contents());
+            progress.bounded_wait(reading).await?;
+            tracing::debug!(
+                bytes = owned.contents().len(),
+                elapsed = ?started.elapsed(),
+                "read split {} from the store",
+                split.index
+            );
+            true
+        }
+        None => false,
+    };
     let (owned, output) = run_blocking(move || {
-        let input = match read {
-            Some(contents) => SplitSource::Read(contents),
-            None => SplitSource::Disk(&*shared),
+        let mut owned = owned;
+        let input = if from_store {
+            SplitSource::Read(owned.take())
+        } else {
+            SplitSource::Disk(&*shared)
         };
         let output = run_map_task(
             &*app, input, &mut owned, &*scratch, &dir, &split, reduces, &progress,
