@@ -40,6 +40,11 @@ mod fs_safemode;
 mod fs_trash;
 mod kv;
 mod kv_status;
+#[cfg(not(madsim))]
+mod metrics_http;
+#[cfg(madsim)]
+#[path = "metrics_http_sim.rs"]
+mod metrics_http;
 mod mr;
 mod probe;
 mod progress;
