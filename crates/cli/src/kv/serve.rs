@@ -119,7 +119,10 @@ pub(crate) async fn prepare_node(
     let metrics = match &args.metrics_listen {
         Some(text) => {
             let addr = listen_address(text).with_context(|| {
-                format!("--metrics-listen {text:?}: pass HOST:PORT, e.g. 127.0.0.1:9701")
+                format!(
+                    "--metrics-listen {text:?} is not an address: pass --metrics-listen \
+                     HOST:PORT, e.g. 127.0.0.1:9701"
+                )
             })?;
             Some(MetricsListener::bind(addr).await?)
         }
