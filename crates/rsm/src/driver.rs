@@ -71,8 +71,8 @@ impl<S: StateMachine> Driver<S> {
         status: watch::Sender<NodeStatus>,
         max_raft_state: i64,
         applied: LogIndex,
-        metrics: Metrics,
     ) -> Self {
+        let metrics = Metrics::new(raft.id());
         Self {
             raft,
             storage,
@@ -91,6 +91,13 @@ impl<S: StateMachine> Driver<S> {
             problem_log_interval: Duration::from_secs(10),
             metrics,
         }
+    }
+
+    /// Counts into `metrics` (the node's, which it serves).
+    pub(crate) fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.reads = ReadQueue::new(metrics.read_index_rounds.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// How long without a leader before a warning, and between warnings.

@@ -318,8 +318,8 @@ impl<S: StateMachine> Node<S> {
             status_tx,
             config.max_raft_state,
             recovered_applied,
-            metrics.clone(),
         )
+        .with_metrics(metrics.clone())
         .with_problem_log_interval(config.problem_log_interval);
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
