@@ -31,6 +31,7 @@ mod bench_raft;
 mod cli;
 mod cluster;
 mod config;
+mod coordinator_metrics;
 mod fs;
 mod fs_admin;
 mod fs_balance;

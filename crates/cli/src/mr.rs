@@ -224,6 +224,10 @@ pub(crate) struct CoordinatorArgs {
     /// to exit (e.g. 5s; a bare number is seconds).
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     linger: Duration,
+    /// Serve the job's progress (Prometheus text format) over HTTP at
+    /// http://HOST:PORT/metrics. Off unless given.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -356,8 +360,10 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
     create_output_dir(&args.output)?;
     let job = args.job.config(&args.output)?;
     let data_dir = config.data_dir.0.join("mr-coordinator");
+    let metrics = crate::coordinator_metrics::bind(args.metrics_listen).await?;
     let (core, bound) =
         start_coordinator(&job, &args.job.fs_masters, data_dir, args.listen).await?;
+    let metrics = crate::coordinator_metrics::serve(metrics, &core)?;
     let url = coordinator_url(bound, args.advertise.as_deref())?;
     crate::progress::print_stdout(&format!("coordinator listening on {url}\n"));
     if bound.ip().is_unspecified() && args.advertise.is_none() {
@@ -391,6 +397,7 @@ async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyhow::Result<(
     };
     core.run_until_released(args.linger).await?;
     reporter.abort();
+    metrics.inspect(|task| task.abort());
     let status = core.status();
     crate::progress::print_report(&status, None);
     if !status.error.is_empty() {

@@ -213,3 +213,18 @@ fn a_metrics_address_that_cannot_be_bound_stops_the_node_at_once() {
         assert!(!data_dir.exists(), "nothing is created before the bind");
     }
 }
+
+#[test]
+fn a_coordinator_serves_its_job_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "a few words\n").unwrap();
+    let ports = free_ports(2);
+    let metrics = format!("127.0.0.1:{}", ports[1]);
+    let args = ["--app", "wc", "--metrics-listen", &metrics, "input.txt"];
+    let (child, _url) = common::coordinator(dir.path(), &args, &format!("127.0.0.1:{}", ports[0]));
+    let _coordinator = Processes(vec![child]);
+    let samples = scrape(&metrics).unwrap();
+    assert_eq!(samples["cairn_mr_maps_total"], 1.0, "{samples:#?}");
+    assert_eq!(samples["cairn_mr_maps_done"], 0.0, "{samples:#?}");
+    assert_eq!(samples["cairn_mr_done"], 0.0, "{samples:#?}");
+}
