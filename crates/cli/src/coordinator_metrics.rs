@@ -39,64 +39,26 @@ pub(crate) fn serve(
 /// The job's progress in the Prometheus text format.
 pub(crate) fn render(status: &StatusReply) -> String {
     let mut text = String::new();
-    let gauges: [(&str, &str, u64); 13] = [
-        (
-            "maps_total",
-            "Map tasks in the job.",
-            status.maps_total.into(),
-        ),
-        ("maps_done", "Map tasks done.", status.maps_done.into()),
-        (
-            "maps_running",
-            "Map tasks running.",
-            status.maps_running.into(),
-        ),
-        (
-            "reduces_total",
-            "Reduce tasks in the job.",
-            status.reduces_total.into(),
-        ),
-        (
-            "reduces_done",
-            "Reduce tasks done.",
-            status.reduces_done.into(),
-        ),
-        (
-            "reduces_running",
-            "Reduce tasks running.",
-            status.reduces_running.into(),
-        ),
-        (
-            "input_bytes_total",
-            "Input bytes of the job.",
-            status.input_bytes_total,
-        ),
-        (
-            "input_bytes_done",
-            "Input bytes mapped.",
-            status.input_bytes_done,
-        ),
-        (
-            "workers_alive",
-            "Workers heartbeating.",
-            status.workers_alive.into(),
-        ),
-        (
-            "workers_lost",
-            "Workers given up as lost.",
-            status.workers_lost.into(),
-        ),
-        (
-            "task_failures",
-            "Task attempts that failed.",
-            status.task_failures.into(),
-        ),
-        (
-            "attempts_lost",
-            "Attempts lost with a silent worker.",
-            status.attempts_lost.into(),
-        ),
-        ("done", "1 once the job is over.", u64::from(status.done)),
+    // Each field of the status, by its own name, with its help text.
+    macro_rules! gauges {
+        ($($field:ident: $help:literal),* $(,)?) => {
+            [$((stringify!($field), $help, u64::from(status.$field))),*]
+        };
+    }
+    let gauges = gauges![
+        maps_total: "Map tasks in the job.",
+        maps_done: "Map tasks done.",
+        maps_running: "Map tasks running.",
+        reduces_total: "Reduce tasks in the job.",
+        reduces_done: "Reduce tasks done.",
+        reduces_running: "Reduce tasks running.",
+        input_bytes_total: "Input bytes of the job.",
+        input_bytes_done: "Input bytes mapped.",
+        workers_alive: "Workers heartbeating.",
+        workers_lost: "Workers given up as lost.",
+        task_failures: "Task attempts that failed.",
+        attempts_lost: "Attempts lost with a silent worker.",
+        done: "1 once the job is over.",
     ];
     for (name, help, value) in gauges {
         let _ = writeln!(

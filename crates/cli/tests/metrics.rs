@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -120,7 +120,12 @@ fn metrics_move_with_load_and_a_one_shot_command_is_one_request() {
 #[test]
 fn cluster_metrics_say_where_they_are_and_time_each_peer() {
     let dir = tempfile::tempdir().unwrap();
-    let (_launcher, base) = launch_cluster_with_metrics(dir.path());
+    let (launcher, base, banner, _stderr) = common::launch_cluster(dir.path(), &["--metrics"], 103);
+    let _launcher = Processes(vec![launcher]);
+    for n in 1..=3 {
+        let url = format!("http://127.0.0.1:{}/metrics", base + 100 + n);
+        assert!(banner.contains(&url), "{url} not in the banner:\n{banner}");
+    }
     let endpoints: Vec<String> = (1..=3)
         .map(|n| format!("http://127.0.0.1:{}", base + n))
         .collect();
@@ -145,40 +150,6 @@ fn cluster_metrics_say_where_they_are_and_time_each_peer() {
         }
         Err("no leader with round trips to 2 peers".into())
     });
-}
-
-/// Starts `cairn cluster --metrics` in `dir`; returns it (killed when
-/// dropped) and its base port, once its banner names the metrics of
-/// every node.
-fn launch_cluster_with_metrics(dir: &std::path::Path) -> (Processes, u16) {
-    for _ in 0..20 {
-        let base = common::cluster_base_port(103);
-        let mut launcher = Command::new(CAIRN)
-            .args(["cluster", "--metrics", "--base-port", &base.to_string()])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = launcher.stderr.take().unwrap();
-        let launcher = Processes(vec![launcher]);
-        let mut banner = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            banner.push_str(&line);
-            banner.push('\n');
-            if line.contains("Ctrl-C stops every node") {
-                for n in 1..=3 {
-                    let url = format!("http://127.0.0.1:{}/metrics", base + 100 + n);
-                    assert!(banner.contains(&url), "{url} not in the banner:\n{banner}");
-                }
-                return (launcher, base);
-            }
-        }
-        assert!(banner.contains("in use"), "the launcher failed:\n{banner}");
-    }
-    panic!("the launcher found a port in use 20 times");
 }
 
 #[test]
