@@ -330,3 +330,48 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Hi
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     register(registry, Histogram::with_opts(opts).expect("valid"))
 }
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            id: 7,
+            term: 3,
+            role: Role::Leader,
+            leader: Some(7),
+            commit: 12,
+            applied: 11,
+            last_index: 12,
+            snapshot_index: 0,
+            raft_state_bytes: 100,
+            snapshot_bytes: 0,
+            running: true,
+            stopped: None,
+        }
+    }
+
+    #[test]
+    fn the_text_carries_the_status_and_each_timed_request() {
+        let metrics = Metrics::new(7);
+        let requests = RequestMetrics::new(&metrics, "kv", &["get", "put"]);
+        drop(requests.time("get"));
+        drop(requests.time("get"));
+        drop(requests.time("no such operation")); // ignored, not a panic
+        metrics.proposals.inc_by(5);
+        let text = metrics.render(&status(), Some(2));
+        for line in [
+            r#"cairn_raft_term{node="7"} 3"#,
+            r#"cairn_raft_role{role="leader",node="7"} 1"#,
+            r#"cairn_raft_role{role="follower",node="7"} 0"#,
+            r#"cairn_raft_applied_index{node="7"} 11"#,
+            r#"cairn_raft_proposals_total{node="7"} 5"#,
+            r#"cairn_sessions{node="7"} 2"#,
+            r#"cairn_kv_request_seconds_count{op="get",node="7"} 2"#,
+            r#"cairn_kv_request_seconds_count{op="put",node="7"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+}
