@@ -28,6 +28,8 @@ use tokio::sync::Semaphore;
 pub(crate) const MAX_REQUEST_BYTES: usize = 8192;
 /// How long a client may take to send its request head.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The pause after a failed accept before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// The most scrapes served at once.
 pub(crate) const MAX_METRICS_CONNECTIONS: usize = 16;
 
@@ -67,6 +69,8 @@ impl MetricsListener {
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = self.listener.accept().await else {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 };
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
