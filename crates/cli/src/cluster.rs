@@ -61,7 +61,14 @@ pub(crate) struct ClusterArgs {
     #[arg(long, default_value_t = 0, requires = "fs",
           value_parser = clap::value_parser!(u64).range(0..=9))]
     mr_workers: u64,
+    /// Every Raft node (key/value node, controller, group server, master)
+    /// serves its metrics at http://127.0.0.1:(its port + 100)/metrics.
+    #[arg(long)]
+    metrics: bool,
 }
+
+/// With `--metrics`: how far above its gRPC port a node serves metrics.
+const METRICS_PORT_OFFSET: u64 = 100;
 
 /// What a member process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +110,12 @@ impl Member {
         self.child
             .is_none()
             .then(|| format!("{}: down", self.label()))
+    }
+
+    /// Where it serves its metrics (`--metrics-listen`), if it does.
+    fn metrics_listen(&self) -> Option<&str> {
+        let flag = self.args.iter().position(|a| a == "--metrics-listen")?;
+        self.args.get(flag + 1).map(String::as_str)
     }
 
     fn label(&self) -> String {
@@ -147,14 +160,36 @@ pub(crate) fn exit_with_launcher() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The address of the first member whose port another process holds.
+/// The address of the first member's port, or metrics port, that another
+/// process holds.
 fn port_in_use(members: &[Member]) -> Option<String> {
     members.iter().find_map(|member| {
         let addr = member.url.trim_start_matches("http://");
-        std::net::TcpListener::bind(addr)
-            .is_err()
-            .then(|| addr.to_string())
+        std::iter::once(addr)
+            .chain(member.metrics_listen())
+            .find(|addr| std::net::TcpListener::bind(addr).is_err())
+            .map(str::to_string)
     })
+}
+
+/// `--metrics`: every Raft node gets `--metrics-listen` on its port +
+/// [`METRICS_PORT_OFFSET`].
+fn serve_metrics(members: &mut [Member]) {
+    for member in members {
+        let raft_node = matches!(
+            member.kind,
+            Kind::Kv | Kind::Controller | Kind::Group(_) | Kind::Master
+        );
+        let port = member
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u64>().ok());
+        if let (true, Some(port)) = (raft_node, port) {
+            let addr = format!("127.0.0.1:{}", port + METRICS_PORT_OFFSET);
+            member.args.extend(["--metrics-listen".into(), addr]);
+        }
+    }
 }
 
 /// Starts a member's process, its stderr appended to `<name>.log` in
@@ -337,6 +372,12 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     } else {
         u32::from(args.base_port) + args.nodes as u32
     };
+    let highest = highest
+        + if args.metrics {
+            METRICS_PORT_OFFSET as u32
+        } else {
+            0
+        };
     if highest > u32::from(u16::MAX) {
         bail!(
             "--base-port {} leaves no room for every node; pick a lower one",
@@ -353,6 +394,9 @@ async fn cluster(args: ClusterArgs, data_dir: &Path) -> anyhow::Result<()> {
     } else {
         kv_members(&args, data_dir)
     };
+    if args.metrics {
+        serve_metrics(&mut members);
+    }
     if !args.fs {
         // A file store's masters check their peers against their stored
         // identity themselves; its directories do not collide with these.
@@ -460,6 +504,16 @@ fn print_banner(members: &[Member], data_dir: &Path, reused: bool, endpoints: &[
             "  {role:<18} {}  pid {pid:<7}  log {}\n",
             member.url,
             data_dir.join(format!("{}.log", member.name)).display()
+        ));
+    }
+    let metrics: Vec<String> = members
+        .iter()
+        .filter_map(|m| Some(format!("http://{}/metrics", m.metrics_listen()?)))
+        .collect();
+    if !metrics.is_empty() {
+        out.push_str(&format!(
+            "\nMetrics (Prometheus text format; a node's port + {METRICS_PORT_OFFSET}):\n  {}\n",
+            metrics.join("\n  ")
         ));
     }
     let default = endpoints.join(",") == crate::kv::DEFAULT_ENDPOINTS;

@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 mod connect;
 mod serve;
 
+use connect::connect;
 pub(crate) use connect::wrong_service;
-use connect::{Store, connect};
 use serve::serve;
 pub(crate) use serve::{
     ServeArgs, listen_of, open_data_dir, prepare_node, run_until_stopped, wait_for_stop_signal,
@@ -232,20 +232,23 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
     match command {
         KvCommand::Get(args) => get(args).await?,
         KvCommand::Put(args) => {
-            let mut store = connect(&args.key.client).await?;
-            let existed = store.write("put", &args.key.key()?, &args.value()?).await?;
+            let client = &args.key.client;
+            let existed = connect(client)?
+                .write(client, "put", &args.key.key()?, &args.value()?)
+                .await?;
             report(args.key.client.json, "OK", true, existed);
         }
         KvCommand::Append(args) => {
-            let mut store = connect(&args.key.client).await?;
-            let existed = store
-                .write("append", &args.key.key()?, &args.value()?)
+            let client = &args.key.client;
+            let existed = connect(client)?
+                .write(client, "append", &args.key.key()?, &args.value()?)
                 .await?;
             report(args.key.client.json, "OK", true, existed);
         }
         KvCommand::Del(args) => {
-            let mut store = connect(&args.client).await?;
-            let existed = store.write("del", &args.key()?, b"").await?;
+            let existed = connect(&args.client)?
+                .write(&args.client, "del", &args.key()?, b"")
+                .await?;
             report(args.client.json, "deleted", existed, existed);
             if !existed {
                 if !args.client.json {
@@ -255,16 +258,20 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
             }
         }
         KvCommand::Cas(args) => {
-            let Store::Single(mut client) = connect(&args.client).await? else {
-                bail!("compare-and-swap is not available on a sharded cluster; use put");
-            };
             let expected = if args.expect_missing {
                 None
             } else {
                 args.expect.as_deref().map(str::as_bytes)
             };
-            let outcome = client
-                .cas(args.key.as_bytes(), expected, args.value.as_bytes())
+            let (key, value) = (args.key.as_bytes(), args.value.as_bytes());
+            let outcome = connect(&args.client)?
+                .run(
+                    &args.client,
+                    async |c: &mut Client| c.cas(key, expected, value).await,
+                    async |_: &mut cairn_shardkv::Client| {
+                        bail!("compare-and-swap is not available on a sharded cluster; use put")
+                    },
+                )
                 .await?;
             report(args.client.json, "swapped", outcome.ok, outcome.existed);
             if !outcome.ok {
@@ -286,8 +293,7 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
 /// JSON (base64 for bytes that are not UTF-8).
 async fn get(args: GetArgs) -> anyhow::Result<()> {
     let client = &args.key.client;
-    let mut store = connect(client).await?;
-    let value = store.get(&args.key.key()?).await?;
+    let value = connect(client)?.get(client, &args.key.key()?).await?;
     let Some(value) = value else {
         if client.json {
             let answer = serde_json::json!({ "key": args.key.key, "found": false });

@@ -31,6 +31,7 @@ mod bench_raft;
 mod cli;
 mod cluster;
 mod config;
+mod coordinator_metrics;
 mod fs;
 mod fs_admin;
 mod fs_balance;
@@ -40,6 +41,11 @@ mod fs_safemode;
 mod fs_trash;
 mod kv;
 mod kv_status;
+#[cfg(not(madsim))]
+mod metrics_http;
+#[cfg(madsim)]
+#[path = "metrics_http_sim.rs"]
+mod metrics_http;
 mod mr;
 mod probe;
 mod progress;

@@ -224,6 +224,10 @@ pub(crate) struct CoordinatorArgs {
     /// to exit (e.g. 5s; a bare number is seconds).
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration)]
     linger: Duration,
+    /// Serve the job's progress (Prometheus text format) over HTTP at
+    /// http://HOST:PORT/metrics. Off unless given.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

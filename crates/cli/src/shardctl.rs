@@ -327,7 +327,7 @@ fn print_config(config: &ShardConfig, json: bool) {
 }
 
 async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
-    let prepared = prepare_node(&args.node, config)?;
+    let mut prepared = prepare_node(&args.node, config).await?;
     let id = prepared.id;
     let server = CtrlerServer::start(
         prepared.node_config.clone(),
@@ -336,6 +336,7 @@ async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("controller {id} cannot start: {e}"))?;
     let (addr, task) = serve_node!(server, prepared.listen)?;
+    let metrics = prepared.serve_metrics(server.node(), &format!("controller {id}"))?;
     tracing::info!(
         "shard controller {id} serving on {addr} ({} shards), data in {}",
         args.shards,
@@ -345,5 +346,6 @@ async fn serve(args: CtrlServeArgs, config: &Config) -> anyhow::Result<()> {
     tracing::info!("controller {id} stopping");
     server.node().shutdown().await;
     task.abort();
+    metrics.inspect(|task| task.abort());
     outcome
 }

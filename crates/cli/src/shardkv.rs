@@ -54,7 +54,7 @@ pub(crate) fn run(command: ShardkvCommand, config: &Config) -> anyhow::Result<()
 }
 
 async fn serve(args: GroupServeArgs, config: &Config) -> anyhow::Result<()> {
-    let prepared = prepare_node(&args.node, config)?;
+    let mut prepared = prepare_node(&args.node, config).await?;
     let (id, gid) = (prepared.id, args.gid);
     let server = ShardKvServer::start(
         prepared.node_config.clone(),
@@ -66,16 +66,18 @@ async fn serve(args: GroupServeArgs, config: &Config) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("group {gid} server {id} cannot start: {e}"))?;
     let (addr, task) = serve_node!(server, prepared.listen)?;
+    let what = format!("group {gid} server {id}");
+    let metrics = prepared.serve_metrics(server.node(), &what)?;
     tracing::info!(
         "group {gid} server {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
     );
-    let what = format!("group {gid} server {id}");
     let outcome = run_until_stopped(server.node(), &what).await;
     tracing::info!("group {gid} server {id} stopping");
     tokio::time::timeout(Duration::from_secs(5), server.shutdown())
         .await
         .ok();
     task.abort();
+    metrics.inspect(|task| task.abort());
     outcome
 }

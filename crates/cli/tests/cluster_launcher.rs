@@ -3,44 +3,15 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::path::Path;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::{Child, ChildStderr, Command};
 use std::time::{Duration, Instant};
 
 use common::exited;
 
-/// Starts `cairn cluster` in `dir` and reads its banner; returns it, the
-/// base port and the rest of its stderr. The base lies below Linux's
-/// ephemeral range (32768 and up), where other tests' connections do not
-/// take ports; if a port is taken anyway between the check and the
-/// launcher's own, the launcher says so and a new base is tried.
 fn launch(dir: &Path) -> (Child, u16, String, BufReader<ChildStderr>) {
-    for _ in 0..20 {
-        let base = common::cluster_base_port(3);
-        let mut launcher = Command::new(common::CAIRN)
-            .args(["cluster", "--base-port", &base.to_string()])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(launcher.stderr.take().unwrap());
-        let mut banner = String::new();
-        let mut line = String::new();
-        while stderr.read_line(&mut line).unwrap() > 0 {
-            banner.push_str(&line);
-            if line.contains("Ctrl-C stops every node") {
-                return (launcher, base, banner, stderr);
-            }
-            line.clear();
-        }
-        // The launcher ended before its banner was complete.
-        launcher.wait().unwrap();
-        assert!(banner.contains("in use"), "the launcher failed:\n{banner}");
-    }
-    panic!("the launcher found a port in use 20 times");
+    common::launch_cluster(dir, &[], 3)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use cairn_rpc::kv::{
 };
 use cairn_rpc::kv_limits::check_key_value;
 use cairn_rpc::node::StatusReply;
-use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
+use cairn_rsm::{Node, NodeConfig, RequestMetrics, StartError, SubmitError};
 use cairn_storage::Disk;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -26,10 +26,18 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 pub use cairn_rpc::{LEADER_ID_KEY, LEADER_URL_KEY};
 
+/// The operations timed in `cairn_kv_request_seconds`: a write's op name,
+/// `get`, `register` (a new session) and `status`.
+const OPERATIONS: &[&str] = &[
+    "get", "put", "append", "delete", "cas", "register", "status",
+];
+
 /// One running key/value node.
 #[derive(Clone)]
 pub struct KvServer {
     node: Node<KvStore>,
+    /// Latency per operation (`cairn_kv_request_seconds{op=...}`).
+    requests: RequestMetrics,
 }
 
 impl std::fmt::Debug for KvServer {
@@ -45,7 +53,8 @@ impl KvServer {
     /// [`router`](Self::router) on the node's own URL from `config.peers`.
     pub fn start(config: NodeConfig, disk: Arc<dyn Disk>) -> Result<Self, StartError> {
         let node = Node::start(config, disk, KvStore::new())?;
-        Ok(Self { node })
+        let requests = RequestMetrics::new(node.metrics(), "kv", OPERATIONS);
+        Ok(Self { node, requests })
     }
 
     /// The Raft node underneath.
@@ -85,6 +94,7 @@ impl KvServer {
 #[tonic::async_trait]
 impl Kv for KvServer {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let _timer = self.requests.time("get");
         let key = request.into_inner().key;
         check_key_value(&key, None)?;
         let value = self
@@ -100,9 +110,11 @@ impl Kv for KvServer {
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
         let request = request.into_inner();
-        let value = match Op::try_from(request.op) {
-            Ok(Op::Put | Op::Append | Op::Cas) => Some(&request.value[..]),
-            Ok(Op::Delete) => None,
+        let (value, _timer) = match Op::try_from(request.op) {
+            Ok(op @ (Op::Put | Op::Append | Op::Cas)) => {
+                (Some(&request.value[..]), self.requests.time(op_name(op)))
+            }
+            Ok(Op::Delete) => (None, self.requests.time("delete")),
             Ok(Op::Unspecified | Op::Register) | Err(_) => {
                 return Err(Status::invalid_argument(format!(
                     "operation {} is not a write; use put, append, delete or cas (and Register to open a session)",
@@ -135,6 +147,7 @@ impl Kv for KvServer {
         &self,
         _request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
+        let _timer = self.requests.time("register");
         let registration = WriteRequest {
             op: Op::Register as i32,
             ..WriteRequest::default()
@@ -155,6 +168,18 @@ impl Kv for KvServer {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
+        let _timer = self.requests.time("status");
         Ok(Response::new(self.node.status_reply()))
+    }
+}
+
+/// A write operation's name in the request metrics.
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Put => "put",
+        Op::Append => "append",
+        Op::Cas => "cas",
+        Op::Delete => "delete",
+        Op::Register | Op::Unspecified => "other",
     }
 }

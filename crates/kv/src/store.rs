@@ -198,6 +198,10 @@ impl StateMachine for KvStore {
         out.freeze()
     }
 
+    fn session_count(&self) -> Option<usize> {
+        Some(self.sessions.len())
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         *self =
             decode_snapshot(snapshot).ok_or("the key/value snapshot is truncated or damaged")?;

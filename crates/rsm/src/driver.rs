@@ -17,6 +17,7 @@ use cairn_raft::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{FatalError, SubmitError};
+use crate::metrics::{Metrics, observe};
 use crate::node::{
     Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
     SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX, status_of,
@@ -58,6 +59,7 @@ pub(crate) struct Driver<S: StateMachine> {
     leaderless: Option<(tokio::time::Instant, Option<tokio::time::Instant>)>,
     /// How long without a leader before a warning, and between warnings.
     problem_log_interval: Duration,
+    metrics: Metrics,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -70,6 +72,7 @@ impl<S: StateMachine> Driver<S> {
         max_raft_state: i64,
         applied: LogIndex,
     ) -> Self {
+        let metrics = Metrics::new(raft.id());
         Self {
             raft,
             storage,
@@ -79,14 +82,22 @@ impl<S: StateMachine> Driver<S> {
             max_raft_state,
             proposals: BTreeMap::new(),
             replies: InboundReplies::new(),
-            reads: ReadQueue::new(),
+            reads: ReadQueue::new(metrics.read_index_rounds.clone()),
             stop_error: None,
             applied,
             violations: 0,
             snapshot_retry: None,
             leaderless: None,
             problem_log_interval: Duration::from_secs(10),
+            metrics,
         }
+    }
+
+    /// Counts into `metrics` (the node's, which it serves).
+    pub(crate) fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.reads = ReadQueue::new(metrics.read_index_rounds.clone());
+        self.metrics = metrics;
+        self
     }
 
     /// How long without a leader before a warning, and between warnings.
@@ -151,6 +162,9 @@ impl<S: StateMachine> Driver<S> {
             Command::Submit { command, reply } => proposals.push((command, Waiter::Output(reply))),
             Command::Start { command, reply } => {
                 let result = self.raft.propose(command).map_err(not_leader);
+                if result.is_ok() {
+                    self.metrics.proposals.inc();
+                }
                 let _ = reply.send(result);
             }
             Command::Read { read } => reads.push(read),
@@ -184,6 +198,7 @@ impl<S: StateMachine> Driver<S> {
         let (commands, waiters): (Vec<Bytes>, Vec<Waiter>) = proposals.into_iter().unzip();
         match self.raft.propose_batch(commands) {
             Ok(placed) => {
+                self.metrics.proposals.inc_by(placed.len() as u64);
                 for ((index, term), waiter) in placed.into_iter().zip(waiters) {
                     self.proposals.insert(index, (term, waiter));
                 }
@@ -214,9 +229,7 @@ impl<S: StateMachine> Driver<S> {
             // 0. A leader's appends and heartbeats go out while it writes.
             self.dispatch(&ready.early_messages);
             // 1. Persist.
-            self.storage
-                .persist(&ready)
-                .map_err(|e| FatalError::Persist(e.to_string()))?;
+            self.persist(&ready)?;
             // 2. Send (responses go back as replies to the requests' calls).
             self.dispatch(&ready.messages);
             // 3. Restore.
@@ -246,6 +259,24 @@ impl<S: StateMachine> Driver<S> {
             self.fail_all_waiters(SubmitError::NotLeader {
                 hint: self.raft.leader(),
             });
+        }
+        Ok(())
+    }
+
+    /// `Ready` step 1, measured: entries per batch, and the write and
+    /// fsync's time when the batch must be synced.
+    fn persist(&mut self, ready: &Ready) -> Result<(), FatalError> {
+        let started = ready.must_sync.then(tokio::time::Instant::now);
+        self.storage
+            .persist(ready)
+            .map_err(|e| FatalError::Persist(e.to_string()))?;
+        if let Some(started) = started {
+            observe(&self.metrics.fsync_seconds, started.elapsed());
+        }
+        if !ready.entries.is_empty() {
+            self.metrics
+                .batch_entries
+                .observe(ready.entries.len() as f64);
         }
         Ok(())
     }
@@ -337,6 +368,7 @@ impl<S: StateMachine> Driver<S> {
         }
         // Saved first, then the core compacts: a failed save leaves the
         // core and the log as they were.
+        let started = tokio::time::Instant::now();
         let data = self.machine.snapshot();
         let meta = SnapshotMeta {
             index: status.applied,
@@ -358,6 +390,8 @@ impl<S: StateMachine> Driver<S> {
             return;
         }
         self.snapshot_retry = None;
+        observe(&self.metrics.snapshot_seconds, started.elapsed());
+        self.metrics.snapshot_bytes.observe(data.len() as f64);
         let compacted = self.raft.compact(meta.index, data);
         debug_assert_eq!(compacted, meta, "the core's snapshot is the saved one");
         if let Err(error) = self.storage.compact(meta.index) {

@@ -61,6 +61,15 @@
 //!   say "node 3's address is answered by a node with this node's own id"
 //!   (two processes share an id) or "by node 2" (wrong `--peers`).
 //!
+//! ## Metrics
+//!
+//! Every node keeps [`Metrics`] (Prometheus series in a registry of its
+//! own): the Raft state sampled from the status at scrape time, and
+//! counters and histograms fed where things happen (proposals, entries
+//! per fsync and its latency, read-index rounds, snapshots, each peer's
+//! batch round trip). [`Node::scrape`] renders them in the text format;
+//! services add their request latencies through [`RequestMetrics`].
+//!
 //! ## Implementation caveats
 //!
 //! - fsync runs on the node's task: while it runs, the node queues commands
@@ -75,6 +84,7 @@ mod crash_tests;
 mod driver;
 mod error;
 mod identity;
+mod metrics;
 mod node;
 mod reads;
 mod replies;
@@ -89,11 +99,15 @@ mod transport;
 pub use cairn_raft::{LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
 pub use error::{FatalError, StartError, SubmitError};
+pub use metrics::{Metrics, RequestMetrics, RequestTimer};
 pub use node::{
     MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS,
     MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer, SNAPSHOT_RETRY_FIRST,
     SNAPSHOT_RETRY_MAX,
 };
+/// The Prometheus client library, for a service's own series in
+/// [`Metrics::registry`].
+pub use prometheus;
 pub use sessions::{Seen, Sessions};
 pub use state_machine::{RestoreError, StateMachine};
 pub use transport::{

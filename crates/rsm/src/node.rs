@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::driver::Driver;
 use crate::error::{FatalError, StartError, SubmitError};
 use crate::identity::Identity;
+use crate::metrics::Metrics;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::{LocalNet, Outbox, RaftService};
@@ -224,6 +225,7 @@ pub struct Node<S: StateMachine> {
     service: RaftService<S>,
     /// Every node's URL, to name the leader in a not-leader answer.
     peers: Arc<BTreeMap<NodeId, String>>,
+    metrics: Metrics,
 }
 
 impl<S: StateMachine> Clone for Node<S> {
@@ -233,6 +235,7 @@ impl<S: StateMachine> Clone for Node<S> {
             status: self.status.clone(),
             service: self.service.clone(),
             peers: self.peers.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -292,12 +295,13 @@ impl<S: StateMachine> Node<S> {
         let (commands, inbox) = mpsc::channel(MAX_QUEUED_COMMANDS);
         let status = status_of(&raft, &storage, true, None);
         let (status_tx, status_rx) = watch::channel(status);
+        let metrics = Metrics::new(config.raft.id);
         let outbox = match net {
             Some(net) => {
                 net.register(config.raft.id, commands.clone());
                 Outbox::local(&config, commands.clone(), net)
             }
-            None => Outbox::new(&config, commands.clone()),
+            None => Outbox::new(&config, commands.clone(), &metrics),
         };
         let service = RaftService::new(
             config.raft.id,
@@ -315,6 +319,7 @@ impl<S: StateMachine> Node<S> {
             config.max_raft_state,
             recovered_applied,
         )
+        .with_metrics(metrics.clone())
         .with_problem_log_interval(config.problem_log_interval);
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
@@ -322,6 +327,7 @@ impl<S: StateMachine> Node<S> {
             status: status_rx,
             service,
             peers,
+            metrics,
         })
     }
 
@@ -456,6 +462,19 @@ impl<S: StateMachine> Node<S> {
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
         self.status.clone()
+    }
+
+    /// The node's metrics, for a service to add its own series to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Every series of this node in the Prometheus text format: the Raft
+    /// state as it is now, the counters and histograms, the service's own
+    /// series and, if the state machine keeps sessions, their number.
+    pub async fn scrape(&self) -> String {
+        let sessions = self.inspect(|machine| machine.session_count()).await;
+        self.metrics.render(&self.status(), sessions.ok().flatten())
     }
 
     /// The gRPC service peers send Raft messages to.

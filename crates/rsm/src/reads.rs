@@ -28,15 +28,18 @@ pub(crate) struct ReadQueue<S> {
     confirmed: VecDeque<(LogIndex, Vec<ReadFn<S>>)>,
     /// The last round's token.
     last_token: u64,
+    /// Counts the rounds started (a metric).
+    rounds: prometheus::IntCounter,
 }
 
 impl<S> ReadQueue<S> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(rounds: prometheus::IntCounter) -> Self {
         Self {
             queued: Vec::new(),
             in_flight: BTreeMap::new(),
             confirmed: VecDeque::new(),
             last_token: 0,
+            rounds,
         }
     }
 
@@ -58,6 +61,7 @@ impl<S> ReadQueue<S> {
         self.last_token += 1;
         match raft.read_index(self.last_token) {
             Ok(()) => {
+                self.rounds.inc();
                 self.in_flight.insert(self.last_token, reads);
             }
             Err(error) => {

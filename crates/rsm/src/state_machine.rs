@@ -24,6 +24,12 @@ pub trait StateMachine: Send + 'static {
     /// unreadable: the node does not start with it, or stops with it
     /// ([`FatalError::Restore`](crate::FatalError::Restore)).
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
+
+    /// How many client sessions the state holds, for the node's metrics
+    /// (`cairn_sessions`); `None` for a service without sessions.
+    fn session_count(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Why a state machine could not restore a snapshot: its bytes do not

@@ -29,6 +29,7 @@ mod service;
 pub use service::RaftService;
 
 use crate::codec;
+use crate::metrics::{Metrics, observe};
 use crate::node::{Command, NodeConfig};
 use crate::state_machine::StateMachine;
 
@@ -52,11 +53,12 @@ struct Peer<S: StateMachine> {
     health: Arc<PeerHealth>,
 }
 
-/// What a peer last answered this node's calls, and when its refusals
-/// were last logged.
+/// What a peer last answered this node's calls, when its refusals were
+/// last logged, and how long its answers take (a metric).
 struct PeerHealth {
     heard: Mutex<Heard>,
     refusal_log: LogThrottle,
+    round_trip: Option<prometheus::Histogram>,
 }
 
 /// The outcome of the last call to a peer.
@@ -72,6 +74,7 @@ impl PeerHealth {
         Self {
             heard: Mutex::new(Heard::NotCalled),
             refusal_log: LogThrottle::new(interval),
+            round_trip: None,
         }
     }
 
@@ -179,7 +182,11 @@ pub(crate) struct Outbox<S: StateMachine> {
 
 impl<S: StateMachine> Outbox<S> {
     /// Sends over gRPC to the peers' URLs.
-    pub(crate) fn new(config: &NodeConfig, node: mpsc::Sender<Command<S>>) -> Self {
+    pub(crate) fn new(
+        config: &NodeConfig,
+        node: mpsc::Sender<Command<S>>,
+        metrics: &Metrics,
+    ) -> Self {
         let options = ClientOptions {
             connect_timeout: config.rpc_timeout,
             call_timeout: config.rpc_timeout,
@@ -194,7 +201,10 @@ impl<S: StateMachine> Outbox<S> {
                         Peer {
                             link: Link::Grpc(Arc::new(client)),
                             slots,
-                            health: Arc::new(PeerHealth::new(config.problem_log_interval)),
+                            health: Arc::new(PeerHealth {
+                                round_trip: Some(metrics.peer_round_trip(id)),
+                                ..PeerHealth::new(config.problem_log_interval)
+                            }),
                         },
                     );
                 }
@@ -324,6 +334,7 @@ async fn send_grpc<S: StateMachine>(
     batch: MessageBatch,
     node: mpsc::Sender<Command<S>>,
 ) {
+    let started = tokio::time::Instant::now();
     let result = client
         .call(batch, |channel, request| async move {
             RaftClient::new(channel)
@@ -335,6 +346,9 @@ async fn send_grpc<S: StateMachine>(
     let reply = match result {
         Ok(reply) => {
             health.record(Heard::Answered);
+            if let Some(round_trip) = &health.round_trip {
+                observe(round_trip, started.elapsed());
+            }
             reply
         }
         Err(cairn_rpc::RpcError::Rejected { status, .. }) => {

@@ -15,7 +15,7 @@ use cairn_rpc::shardctrler::shard_ctrler_server::{ShardCtrler, ShardCtrlerServer
 use cairn_rpc::shardctrler::{
     ChangeReply, ChangeRequest, Config as WireConfig, QueryRequest, Register,
 };
-use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
+use cairn_rsm::{Node, NodeConfig, RequestMetrics, StartError, SubmitError};
 use cairn_storage::Disk;
 use prost::Message as _;
 use tonic::{Request, Response, Status};
@@ -37,7 +37,12 @@ pub const MAX_ADDRESS_BYTES: usize = 512;
 pub struct CtrlerServer {
     node: Node<Controller>,
     shards: usize,
+    /// Latency per operation (`cairn_shardctrler_request_seconds{op=...}`).
+    requests: RequestMetrics,
 }
+
+/// The operations timed in `cairn_shardctrler_request_seconds`.
+const OPERATIONS: &[&str] = &["change", "register", "query", "status"];
 
 impl std::fmt::Debug for CtrlerServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,7 +76,12 @@ impl CtrlerServer {
     ) -> Result<Self, StartError> {
         let shards = controller.shards();
         let node = Node::start(config, disk, controller)?;
-        Ok(Self { node, shards })
+        let requests = RequestMetrics::new(node.metrics(), "shardctrler", OPERATIONS);
+        Ok(Self {
+            node,
+            shards,
+            requests,
+        })
     }
 
     /// The Raft node underneath.
@@ -186,6 +196,7 @@ impl ShardCtrler for CtrlerServer {
         &self,
         request: Request<ChangeRequest>,
     ) -> Result<Response<ChangeReply>, Status> {
+        let _timer = self.requests.time("change");
         let request = request.into_inner();
         self.validate(&request)?;
         let output = self
@@ -202,6 +213,7 @@ impl ShardCtrler for CtrlerServer {
         &self,
         _request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
+        let _timer = self.requests.time("register");
         let registration = ChangeRequest {
             change: Some(Change::Register(Register {})),
             ..ChangeRequest::default()
@@ -219,6 +231,7 @@ impl ShardCtrler for CtrlerServer {
     }
 
     async fn query(&self, request: Request<QueryRequest>) -> Result<Response<WireConfig>, Status> {
+        let _timer = self.requests.time("query");
         let num = u64::try_from(request.into_inner().num).ok();
         let config = self
             .node
@@ -235,6 +248,7 @@ impl ShardCtrler for CtrlerServer {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
+        let _timer = self.requests.time("status");
         Ok(Response::new(self.node.status_reply()))
     }
 }

@@ -195,6 +195,10 @@ impl StateMachine for Controller {
         .into()
     }
 
+    fn session_count(&self) -> Option<usize> {
+        Some(self.sessions.len())
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let snapshot = proto::Snapshot::decode(snapshot)
             .map_err(|e| format!("the shard controller's snapshot is damaged: {e}"))?;

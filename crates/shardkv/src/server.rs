@@ -14,7 +14,8 @@ use cairn_rpc::shardkv::{
     Command, DeleteReply, DeleteRequest, GetReply, GetRequest, GroupStatus, OfferReply,
     OfferRequest, Op, PullReply, PullRequest, WriteReply, WriteRequest, command,
 };
-use cairn_rsm::{Node, NodeConfig, StartError, SubmitError};
+use cairn_rsm::prometheus::IntCounter;
+use cairn_rsm::{Node, NodeConfig, RequestMetrics, StartError, SubmitError};
 use cairn_shardctrler::Gid;
 use cairn_storage::Disk;
 use prost::Message as _;
@@ -82,7 +83,14 @@ pub struct ShardKvServer {
     follower: Arc<tokio::task::JoinHandle<()>>,
     /// What the leader's loop last learned about the groups it waits on.
     notes: Arc<Notes>,
+    /// Latency per operation (`cairn_shardkv_request_seconds{op=...}`).
+    requests: RequestMetrics,
+    /// Bytes of shard data this server handed to other groups.
+    handover_bytes: IntCounter,
 }
+
+/// The operations timed in `cairn_shardkv_request_seconds`.
+const OPERATIONS: &[&str] = &["get", "write", "pull", "offer", "delete", "status"];
 
 impl std::fmt::Debug for ShardKvServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,11 +147,23 @@ impl ShardKvServer {
             notes: notes.clone(),
         };
         let follower = tokio::spawn(follower.run());
+        let requests = RequestMetrics::new(node.metrics(), "shardkv", OPERATIONS);
+        let handover_bytes = IntCounter::new(
+            "shardkv_handover_sent_bytes_total",
+            "Bytes of shard data (keys, values, sessions) this server handed to other groups.",
+        )
+        .expect("a valid name");
+        node.metrics()
+            .registry()
+            .register(Box::new(handover_bytes.clone()))
+            .expect("registered once");
         Ok(Self {
             node,
             gid,
             follower: Arc::new(follower),
             notes,
+            requests,
+            handover_bytes,
         })
     }
 
@@ -196,6 +216,7 @@ impl ShardKvServer {
 #[tonic::async_trait]
 impl ShardKv for ShardKvServer {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetReply>, Status> {
+        let _timer = self.requests.time("get");
         let key = request.into_inner().key;
         check_key_value(&key, None)?;
         let reply = self
@@ -207,6 +228,7 @@ impl ShardKv for ShardKvServer {
     }
 
     async fn write(&self, request: Request<WriteRequest>) -> Result<Response<WriteReply>, Status> {
+        let _timer = self.requests.time("write");
         let request = request.into_inner();
         let value = match Op::try_from(request.op) {
             Ok(Op::Put | Op::Append) => Some(&request.value[..]),
@@ -234,6 +256,7 @@ impl ShardKv for ShardKvServer {
         &self,
         request: Request<PullRequest>,
     ) -> Result<Response<PullReply>, Status> {
+        let _timer = self.requests.time("pull");
         let request = request.into_inner();
         let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX);
         // The last chunk goes out only once `handing` is in the log: read,
@@ -252,7 +275,10 @@ impl ShardKv for ShardKvServer {
                 .await
                 .map_err(|e| self.error(e))?;
             match pulled {
-                Ok(reply) => return Ok(Response::new(reply)),
+                Ok(reply) => {
+                    self.handover_bytes.inc_by(reply.encoded_len() as u64);
+                    return Ok(Response::new(reply));
+                }
                 Err(_unhanded) => {
                     let handing = DeleteRequest {
                         config_num: request.config_num,
@@ -271,6 +297,7 @@ impl ShardKv for ShardKvServer {
         &self,
         request: Request<OfferRequest>,
     ) -> Result<Response<OfferReply>, Status> {
+        let _timer = self.requests.time("offer");
         let offer = request.into_inner();
         let check = offer.clone();
         let needed = self
@@ -298,6 +325,7 @@ impl ShardKv for ShardKvServer {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteReply>, Status> {
+        let _timer = self.requests.time("delete");
         let request = request.into_inner();
         let output = self.submit(command::Command::Delete(request)).await?;
         let reply = DeleteReply::decode(output)
@@ -309,6 +337,7 @@ impl ShardKv for ShardKvServer {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<GroupStatus>, Status> {
+        let _timer = self.requests.time("status");
         Ok(Response::new(self.group_status().await))
     }
 }

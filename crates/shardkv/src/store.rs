@@ -551,6 +551,10 @@ impl StateMachine for ShardStore {
         .into()
     }
 
+    fn session_count(&self) -> Option<usize> {
+        Some(self.shards.values().map(|shard| shard.sessions.len()).sum())
+    }
+
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), cairn_rsm::RestoreError> {
         let damaged = |what: &str| format!("the shard group's snapshot is damaged: {what}");
         let snapshot = proto::Snapshot::decode(snapshot).map_err(|e| damaged(&e.to_string()))?;

@@ -38,6 +38,7 @@ impl LocalCluster {
             fs: false,
             chunkservers: 0,
             mr_workers: 0,
+            metrics: false,
         })
     }
 
@@ -56,6 +57,7 @@ impl LocalCluster {
             fs: true,
             chunkservers,
             mr_workers: 0,
+            metrics: false,
         })
     }
 

@@ -101,6 +101,7 @@ mod tests {
             fs: false,
             chunkservers: 3,
             mr_workers: 0,
+            metrics: false,
         }
     }
 

@@ -42,11 +42,12 @@ pub(crate) struct ServeChunkArgs {
 }
 
 pub(super) async fn serve_master(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
-    let prepared = prepare_node(&args, config)?;
+    let mut prepared = prepare_node(&args, config).await?;
     let id = prepared.id;
     let server = MasterServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("master {id} cannot start: {e}"))?;
     let (addr, task) = serve_node!(server, prepared.listen)?;
+    let metrics = prepared.serve_metrics(server.node(), &format!("master {id}"))?;
     tracing::info!(
         "file-store master {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
@@ -54,6 +55,7 @@ pub(super) async fn serve_master(args: ServeArgs, config: &Config) -> anyhow::Re
     let outcome = run_until_stopped(server.node(), &format!("master {id}")).await;
     server.node().shutdown().await;
     task.abort();
+    metrics.inspect(|task| task.abort());
     outcome
 }
 

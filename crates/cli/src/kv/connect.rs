@@ -1,12 +1,19 @@
-//! Which cluster `--endpoints` names: a probe round asks the endpoints
-//! whether they serve one Raft group's key/value service or are the shard
-//! controllers of a sharded cluster, and [`Store`] then sends each command
-//! to the one it found.
+//! Which cluster `--endpoints` names, learned from the first request's
+//! answer rather than asked first: a command sends its request as to one
+//! Raft group's key/value service, and only a server that answers
+//! "unimplemented" (a shard controller has no Kv service) makes it find
+//! out what the endpoints are and, for a sharded cluster's controllers,
+//! send the request again through the sharded client. So a one-shot
+//! command against a key/value cluster is one round trip for a read (a
+//! write opens its session first: two), not a `Status` probe and then the
+//! request; nothing is applied by a refused request, so sending it again
+//! is safe.
 
 use std::time::Duration;
 
-use cairn_kv::Client;
-use cairn_rpc::RpcError;
+use cairn_kv::{Client, KvError};
+use cairn_rpc::ReplicaError;
+use cairn_rpc::tonic::Code;
 
 use super::{ClientArgs, client};
 use crate::probe::{self, Service};
@@ -18,91 +25,39 @@ pub(super) enum Store {
     Sharded(cairn_shardkv::Client),
 }
 
-/// Connects to the cluster, finding out which kind it is: a server that
-/// answers the Kv service's `Status` with "unimplemented" is a shard
-/// controller, or a server of another kind, which is an error that names
-/// it.
-///
-/// A cluster that is still starting (right after `cairn cluster`) may not
-/// answer yet: the probe is repeated until one endpoint answers or the
-/// command's deadline passes, as the requests themselves would be; but when
-/// every endpoint refuses the connection for [`cairn_rpc::REFUSED_GIVE_UP`]
-/// nothing is starting there, and the command says so.
-pub(super) async fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
-    let single = client(args)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    let mut refused_since = None;
-    loop {
-        let last_refusal = match probe_round(args, &single).await? {
-            Probe::Single => return Ok(Store::Single(single)),
-            Probe::Sharded => return Ok(Store::Sharded(sharded_client(args)?)),
-            Probe::AllRefused(reason) => Some(reason),
-            Probe::NoAnswer => None,
-        };
-        let now = tokio::time::Instant::now();
-        match last_refusal {
-            Some(last) if now - *refused_since.get_or_insert(now) >= cairn_rpc::REFUSED_GIVE_UP => {
-                let endpoints = args.endpoints.clone();
-                let unreachable = cairn_rpc::ReplicaError::Unreachable { endpoints, last };
-                return Err(cairn_kv::KvError::from(unreachable).into());
-            }
-            Some(_) => {}
-            None => refused_since = None,
-        }
-        if now + CONNECT_PROBE_PAUSE >= deadline {
-            // Nobody answered: the single-group client's errors say so.
-            return Ok(Store::Single(single));
-        }
-        tokio::time::sleep(CONNECT_PROBE_PAUSE).await;
+/// A store that takes `--endpoints` for a key/value cluster until a
+/// request's answer says otherwise (see [`Store::run`]).
+pub(super) fn connect(args: &ClientArgs) -> anyhow::Result<Store> {
+    Ok(Store::Single(client(args)?))
+}
+
+/// Whether a key/value request failed because the server does not serve
+/// the Kv service (`UNIMPLEMENTED` at once, or an answer that is not gRPC,
+/// seen as the last error of a timeout): the endpoints are of another kind.
+fn wrong_kind(error: &KvError) -> bool {
+    match error {
+        KvError::Replica(ReplicaError::Refused { code, .. }) => *code == Code::Unimplemented,
+        KvError::Replica(ReplicaError::Timeout { last, .. }) => last.contains("h2 protocol error"),
+        _ => false,
     }
 }
 
-/// The pause between two rounds of `connect`'s probe.
-const CONNECT_PROBE_PAUSE: Duration = Duration::from_millis(100);
-
-/// What one round of `connect`'s probe found.
-enum Probe {
-    /// A key/value node answered.
-    Single,
-    /// A shard controller answered.
-    Sharded,
-    /// Every endpoint refused the connection (the last reason).
-    AllRefused(String),
-    /// No endpoint answered, and not every one refused.
-    NoAnswer,
-}
-
-/// Asks every endpoint for its Kv status once; an endpoint of another
-/// kind than a key/value node or a shard controller is an error naming it.
-async fn probe_round(args: &ClientArgs, single: &Client) -> anyhow::Result<Probe> {
-    let mut wrong = None;
-    let mut refusals = Vec::new();
-    for (index, endpoint) in args.endpoints.iter().enumerate() {
-        match single.status(index).await {
-            Ok(_) => return Ok(Probe::Single),
-            Err(RpcError::ConnectionRefused { reason, .. }) => refusals.push(reason),
-            Err(error)
-                if probe::not_grpc(&error)
-                    || error.status().map(|s| s.code())
-                        == Some(cairn_rpc::tonic::Code::Unimplemented) =>
-            {
-                match probe::identify(endpoint).await {
-                    Service::Controller => return Ok(Probe::Sharded),
-                    // Gone meanwhile: the next round or the clerk will say.
-                    Service::KvNode | Service::NoAnswer(_) => {}
-                    service => wrong = wrong.or(Some((endpoint, service))),
-                }
-            }
-            Err(_) => {}
+/// What the endpoints are, once a request found they serve no Kv service:
+/// the sharded client for shard controllers, or an error that names what
+/// answered and where to point instead.
+async fn sharded_or_error(
+    args: &ClientArgs,
+    error: KvError,
+) -> anyhow::Result<cairn_shardkv::Client> {
+    for endpoint in &args.endpoints {
+        match probe::identify(endpoint).await {
+            Service::Controller => return sharded_client(args),
+            // Gone meanwhile, or a node after all: the request's error says.
+            Service::KvNode | Service::NoAnswer(_) => {}
+            service => return Err(wrong_service(endpoint, &service)),
         }
     }
-    if let Some((endpoint, service)) = wrong {
-        return Err(wrong_service(endpoint, &service));
-    }
-    Ok(match refusals.pop() {
-        Some(last) if refusals.len() + 1 == args.endpoints.len() => Probe::AllRefused(last),
-        _ => Probe::NoAnswer,
-    })
+    Err(error.into())
 }
 
 /// The error for an endpoint that is neither a key/value node nor a shard
@@ -137,27 +92,68 @@ fn sharded_client(args: &ClientArgs) -> anyhow::Result<cairn_shardkv::Client> {
 }
 
 impl Store {
-    pub(super) async fn get(&mut self, key: &[u8]) -> anyhow::Result<Option<bytes::Bytes>> {
-        Ok(match self {
-            Store::Single(c) => c.get(key).await?,
-            Store::Sharded(c) => c.get(key).await?,
-        })
+    /// Runs a request: `single` on a key/value cluster; when its answer
+    /// shows the endpoints are shard controllers, the store becomes the
+    /// sharded client and `sharded` runs instead (and does for every later
+    /// request).
+    pub(super) async fn run<T>(
+        &mut self,
+        args: &ClientArgs,
+        single: impl AsyncFnOnce(&mut Client) -> Result<T, KvError>,
+        sharded: impl AsyncFnOnce(&mut cairn_shardkv::Client) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        if let Store::Single(client) = self {
+            match single(client).await {
+                Err(error) if wrong_kind(&error) => {
+                    *self = Store::Sharded(sharded_or_error(args, error).await?);
+                }
+                result => return Ok(result?),
+            }
+        }
+        match self {
+            Store::Sharded(client) => sharded(client).await,
+            Store::Single(_) => unreachable!("a single-group store answered above"),
+        }
+    }
+
+    pub(super) async fn get(
+        &mut self,
+        args: &ClientArgs,
+        key: &[u8],
+    ) -> anyhow::Result<Option<bytes::Bytes>> {
+        self.run(
+            args,
+            async |c: &mut Client| c.get(key).await,
+            async |c: &mut cairn_shardkv::Client| Ok(c.get(key).await?),
+        )
+        .await
     }
 
     /// Put, Append or Delete; returns whether the key existed.
     pub(super) async fn write(
         &mut self,
+        args: &ClientArgs,
         op: &str,
         key: &[u8],
         value: &[u8],
     ) -> anyhow::Result<bool> {
-        Ok(match (self, op) {
-            (Store::Single(c), "put") => c.put(key, value).await?.existed,
-            (Store::Single(c), "append") => c.append(key, value).await?.existed,
-            (Store::Single(c), _) => c.delete(key).await?.existed,
-            (Store::Sharded(c), "put") => c.put(key, value).await?,
-            (Store::Sharded(c), "append") => c.append(key, value).await?,
-            (Store::Sharded(c), _) => c.delete(key).await?,
-        })
+        self.run(
+            args,
+            async |c: &mut Client| {
+                Ok(match op {
+                    "put" => c.put(key, value).await?.existed,
+                    "append" => c.append(key, value).await?.existed,
+                    _ => c.delete(key).await?.existed,
+                })
+            },
+            async |c: &mut cairn_shardkv::Client| {
+                Ok(match op {
+                    "put" => c.put(key, value).await?,
+                    "append" => c.append(key, value).await?,
+                    _ => c.delete(key).await?,
+                })
+            },
+        )
+        .await
     }
 }

@@ -15,6 +15,7 @@ use cairn_storage::RealDisk;
 use clap::Args;
 
 use crate::config::Config;
+use crate::metrics_http::MetricsListener;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -34,6 +35,10 @@ pub(crate) struct ServeArgs {
     /// 8 MiB; -1: never).
     #[arg(long, allow_negative_numbers = true, value_name = "BYTES")]
     max_raft_state: Option<i64>,
+    /// Serve the node's metrics (Prometheus text format) over HTTP at
+    /// http://HOST:PORT/metrics. Off unless given.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
 }
 
 /// Parses `ID=URL` pairs.
@@ -70,13 +75,18 @@ pub(crate) struct PreparedNode {
     pub(crate) data_dir: std::path::PathBuf,
     pub(crate) disk: Arc<RealDisk>,
     pub(crate) node_config: NodeConfig,
+    /// The metrics listener, bound (`--metrics-listen`), if asked for.
+    pub(crate) metrics: Option<MetricsListener>,
     /// Held for the life of the node.
     _lock: std::fs::File,
 }
 
 /// Resolves `serve`'s flags and the `[node]` table, and locks and opens the
 /// data directory.
-pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<PreparedNode> {
+pub(crate) async fn prepare_node(
+    args: &ServeArgs,
+    config: &Config,
+) -> anyhow::Result<PreparedNode> {
     let node = &config.node;
     let id = args
         .id
@@ -106,6 +116,18 @@ pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<
             )
         })?,
     };
+    let metrics = match &args.metrics_listen {
+        Some(text) => {
+            let addr = listen_address(text).with_context(|| {
+                format!(
+                    "--metrics-listen {text:?} is not an address: pass --metrics-listen \
+                     HOST:PORT, e.g. 127.0.0.1:9701"
+                )
+            })?;
+            Some(MetricsListener::bind(addr).await?)
+        }
+        None => None,
+    };
     let (data_dir, disk, lock) = open_data_dir(config)?;
     let mut node_config = NodeConfig::new(id, peers, "raft");
     if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
@@ -117,16 +139,39 @@ pub(crate) fn prepare_node(args: &ServeArgs, config: &Config) -> anyhow::Result<
         data_dir,
         disk,
         node_config,
+        metrics,
         _lock: lock,
     })
 }
 
+impl PreparedNode {
+    /// Starts serving `node`'s metrics on the bound `--metrics-listen`
+    /// address, if there is one, and logs where they are.
+    pub(crate) fn serve_metrics<S: cairn_rsm::StateMachine>(
+        &mut self,
+        node: &cairn_rsm::Node<S>,
+        what: &str,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(listener) = self.metrics.take() else {
+            return Ok(None);
+        };
+        let addr = listener.local_addr()?;
+        tracing::info!("{what} serves its metrics at http://{addr}/metrics");
+        let node = node.clone();
+        Ok(Some(listener.serve(move || {
+            let node = node.clone();
+            async move { node.scrape().await }
+        })))
+    }
+}
+
 pub(super) async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
-    let prepared = prepare_node(&args, config)?;
+    let mut prepared = prepare_node(&args, config).await?;
     let id = prepared.id;
     let server = KvServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("node {id} cannot start: {e}"))?;
     let (addr, task) = serve_node!(server, prepared.listen)?;
+    let metrics = prepared.serve_metrics(server.node(), &format!("node {id}"))?;
     tracing::info!(
         "node {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
@@ -135,6 +180,7 @@ pub(super) async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()
     tracing::info!("node {id} stopping");
     server.node().shutdown().await;
     task.abort();
+    metrics.inspect(|task| task.abort());
     outcome
 }
 

@@ -67,8 +67,10 @@ pub(super) async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyho
     create_output_dir(&args.output)?;
     let job = args.job.config(&args.output)?;
     let data_dir = config.data_dir.0.join("mr-coordinator");
+    let metrics = crate::coordinator_metrics::bind(args.metrics_listen).await?;
     let (core, bound) =
         start_coordinator(&job, &args.job.fs_masters, data_dir, args.listen).await?;
+    let metrics = crate::coordinator_metrics::serve(metrics, &core)?;
     let url = coordinator_url(bound, args.advertise.as_deref())?;
     crate::progress::print_stdout(&format!("coordinator listening on {url}\n"));
     if bound.ip().is_unspecified() && args.advertise.is_none() {
@@ -102,6 +104,7 @@ pub(super) async fn coordinator(args: CoordinatorArgs, config: &Config) -> anyho
     };
     core.run_until_released(args.linger).await?;
     reporter.abort();
+    metrics.inspect(|task| task.abort());
     let status = core.status();
     crate::progress::print_report(&status, None);
     if !status.error.is_empty() {

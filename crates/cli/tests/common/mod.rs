@@ -249,6 +249,44 @@ pub(crate) fn cluster_base_port(span: u16) -> u16 {
     panic!("no run of {span} free ports found below 32768");
 }
 
+/// Starts `cairn cluster --base-port B ARGS` in `dir` and reads its
+/// banner; returns it, the base port and the rest of its stderr. The base
+/// is drawn with `span` free ports above it (see [`cluster_base_port`]);
+/// if a port is taken anyway between the check and the launcher's own, the
+/// launcher says so and a new base is tried.
+pub(crate) fn launch_cluster(
+    dir: &Path,
+    args: &[&str],
+    span: u16,
+) -> (Child, u16, String, BufReader<std::process::ChildStderr>) {
+    for _ in 0..20 {
+        let base = cluster_base_port(span);
+        let mut launcher = Command::new(CAIRN)
+            .args(["cluster", "--base-port", &base.to_string()])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(launcher.stderr.take().unwrap());
+        let mut banner = String::new();
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 {
+            banner.push_str(&line);
+            if line.contains("Ctrl-C stops every node") {
+                return (launcher, base, banner, stderr);
+            }
+            line.clear();
+        }
+        // The launcher ended before its banner was complete.
+        launcher.wait().unwrap();
+        assert!(banner.contains("in use"), "the launcher failed:\n{banner}");
+    }
+    panic!("the launcher found a port in use 20 times");
+}
+
 /// Ports free on loopback right now.
 pub(crate) fn free_ports(n: usize) -> Vec<u16> {
     let listeners: Vec<_> = (0..n)
