@@ -234,6 +234,35 @@ fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
     );
 }
 
+/// A web server (anything that answers HTTP/1, not gRPC) named as the
+/// endpoint: the request itself would retry it until its deadline, so a
+/// command asks what the endpoint is once the request has gone a second
+/// unanswered, and says it at once.
+#[test]
+fn pointed_at_a_web_server_a_command_says_so_well_before_its_deadline() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        for mut stream in listener.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let (output, took) = timed(&["kv", "get", "k", "--endpoints", &url, "--timeout", "60"]);
+    assert_eq!(code(&output), Some(1));
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?} of a 60 s deadline"
+    );
+    assert!(
+        stderr(&output).contains("does not speak gRPC"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 /// Issue 19: `kv cas --help` named only `--expect`.
 #[test]
 fn cas_help_explains_the_semantics_with_an_example() {

@@ -42,6 +42,34 @@ fn wrong_kind(error: &KvError) -> bool {
     }
 }
 
+/// How long a request may go unanswered before the endpoints are asked
+/// what they are.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// Resolves, [`PROBE_AFTER`] into a request, to the error for endpoints
+/// that all answer as something other than a key/value node or a shard
+/// controller (a web server, a MapReduce coordinator): the request would
+/// only retry them until its deadline. Never resolves otherwise (some
+/// endpoint is a node, a controller, or does not answer yet).
+async fn none_serve_kv(args: &ClientArgs) -> anyhow::Error {
+    tokio::time::sleep(PROBE_AFTER).await;
+    let mut first_wrong = None;
+    for endpoint in &args.endpoints {
+        match probe::identify(endpoint).await {
+            Service::KvNode | Service::Controller | Service::NoAnswer(_) => {
+                return std::future::pending().await;
+            }
+            service => {
+                first_wrong.get_or_insert_with(|| wrong_service(endpoint, &service));
+            }
+        }
+    }
+    match first_wrong {
+        Some(error) => error,
+        None => std::future::pending().await,
+    }
+}
+
 /// What the endpoints are, once a request found they serve no Kv service:
 /// the sharded client for shard controllers, or an error that names what
 /// answered and where to point instead.
@@ -103,7 +131,11 @@ impl Store {
         sharded: impl AsyncFnOnce(&mut cairn_shardkv::Client) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         if let Store::Single(client) = self {
-            match single(client).await {
+            let outcome = tokio::select! {
+                outcome = single(client) => outcome,
+                wrong = none_serve_kv(args) => return Err(wrong),
+            };
+            match outcome {
                 Err(error) if wrong_kind(&error) => {
                     *self = Store::Sharded(sharded_or_error(args, error).await?);
                 }
