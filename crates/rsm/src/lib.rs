@@ -75,6 +75,7 @@ mod crash_tests;
 mod driver;
 mod error;
 mod identity;
+mod membership;
 mod node;
 mod reads;
 mod replies;
@@ -86,9 +87,10 @@ mod transport;
 /// The Raft vocabulary a service needs, re-exported so that services never
 /// import `cairn-raft` (DESIGN.md, "Layers and who may import whom";
 /// `scripts/check-layers` enforces it).
-pub use cairn_raft::{LogIndex, NodeId, Role, Term};
+pub use cairn_raft::{ClusterConfig, ConfChange, ConfChangeError, LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
-pub use error::{FatalError, StartError, SubmitError};
+pub use error::{FatalError, MembershipError, StartError, SubmitError};
+pub use membership::Membership;
 pub use node::{
     MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS,
     MAX_QUEUED_COMMANDS, Node, NodeConfig, NodeStatus, RaftServer, SNAPSHOT_RETRY_FIRST,
