@@ -454,10 +454,20 @@ impl<S: StateMachine> Driver<S> {
         }
         *warned = Some(now);
         let for_how_long = now.duration_since(*since).as_secs();
-        let members = self.raft.cluster().voters.len();
-        let unanswering = self.outbox.unanswering_peers();
-        let answering = members - unanswering.len();
         let id = self.raft.id();
+        let voters = &self.raft.cluster().voters;
+        if voters.is_empty() {
+            tracing::warn!(
+                id,
+                "node {id} joined its group {for_how_long}s ago and was not added yet: add it \
+                 as a learner on the leader, with this node's URL"
+            );
+            return;
+        }
+        let members = voters.len();
+        // Learners and this node itself never count toward a leader.
+        let unanswering = self.outbox.unanswering_peers(|peer| voters.contains(&peer));
+        let answering = members - unanswering.len();
         let quorum = members / 2 + 1;
         if unanswering.is_empty() {
             tracing::warn!(

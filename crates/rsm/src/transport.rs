@@ -256,11 +256,12 @@ impl<S: StateMachine> Outbox<S> {
         self.peers.remove(&id);
     }
 
-    /// The peers whose last call got no answer or a refusal (or that were
-    /// never called), each as "node 2 at URL (why)", for a report.
-    pub(crate) fn unanswering_peers(&self) -> Vec<String> {
+    /// The peers for which `counted` holds whose last call got no answer
+    /// or a refusal (or that were never called), each as "node 2 at URL
+    /// (why)", for a report.
+    pub(crate) fn unanswering_peers(&self, counted: impl Fn(NodeId) -> bool) -> Vec<String> {
         let mut unanswering = Vec::new();
-        for (id, peer) in &self.peers {
+        for (id, peer) in self.peers.iter().filter(|(id, _)| counted(**id)) {
             let Link::Grpc(client) = &peer.link else {
                 continue; // in-process: always reachable
             };
