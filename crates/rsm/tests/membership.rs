@@ -341,7 +341,8 @@ async fn a_learner_added_after_compaction_installs_a_snapshot() {
 }
 
 /// M14: shrink from three voters to one and grow back to three with new
-/// ids, writing all along.
+/// ids, writing all along; on the way, M8 (a removed id is refused) and
+/// M13 (a second change while one is pending is refused).
 #[madsim::test]
 async fn shrink_to_one_and_grow_back_to_three() {
     let t = Arc::new(Tester::growable(3, 5, true, -1));
@@ -355,10 +356,43 @@ async fn shrink_to_one_and_grow_back_to_three() {
         members.lock().unwrap().retain(|&s| s != gone);
     }
     let sole = members.lock().unwrap()[0];
+    // M8: a removed id never comes back (a wiped machine joins anew).
+    let gone = (0..3).find(|&s| s != sole).unwrap();
+    assert_eq!(
+        change(&t, &[sole], ConfChange::AddLearner(node_id(gone))).await,
+        Err(MembershipError::Refused(ConfChangeError::IdRemoved {
+            id: node_id(gone)
+        }))
+    );
+    // M13: of two changes proposed at once, the second is refused while
+    // the first is pending.
+    t.join(3, sole);
+    let node = t.node(sole).unwrap();
+    let spare_url = url(3);
+    let (first, second) = tokio::join!(
+        node.propose_conf_change(
+            ConfChange::AddLearner(node_id(3)),
+            Some(&spare_url),
+            CHANGE_DEADLINE
+        ),
+        node.propose_conf_change(ConfChange::Remove(node_id(3)), None, CHANGE_DEADLINE),
+    );
+    assert!(first.is_ok(), "{first:?}");
+    assert!(
+        matches!(
+            second,
+            Err(MembershipError::Refused(
+                ConfChangeError::ChangePending { .. }
+            ))
+        ),
+        "{second:?}"
+    );
     for spare in [3, 4] {
-        t.join(spare, sole);
         let current = members.lock().unwrap().clone();
-        must_change(&t, &current, ConfChange::AddLearner(node_id(spare))).await;
+        if spare == 4 {
+            t.join(spare, sole);
+            must_change(&t, &current, ConfChange::AddLearner(node_id(spare))).await;
+        }
         promote(&t, &current, spare).await;
         members.lock().unwrap().push(spare);
     }
