@@ -47,15 +47,14 @@ pub(crate) fn read_split(disk: &dyn Disk, split: &Split) -> io::Result<Vec<u8>> 
     Ok(data)
 }
 
-/// Reads the whole lines that start inside `split` into `data` (cleared
-/// first), so that a worker can reuse one buffer for every split instead
+/// Reads the whole lines that start inside `split` into `data` (replacing
+/// what it held), so that a worker can reuse one buffer for every split instead
 /// of mapping fresh pages.
 pub(crate) fn read_split_into(
     disk: &dyn Disk,
     split: &Split,
     data: &mut Vec<u8>,
 ) -> io::Result<()> {
-    data.clear();
     let mut file = disk.open(Path::new(&split.path), OpenMode::Read)?;
     let len = file.len()?;
     let start = if split.offset == 0 {
@@ -76,9 +75,15 @@ pub(crate) fn read_split_into(
         }
     };
     if split.length == 0 || start >= end {
+        data.clear();
         return Ok(());
     }
-    data.resize((end - start) as usize, 0);
+    // Only bytes the buffer never held are zeroed first: the read
+    // overwrites them all (zeroing a whole split each time cost about 3% of
+    // a word count).
+    let length = (end - start) as usize;
+    data.truncate(length);
+    data.resize(length, 0);
     file.read_exact_at(start, data)
 }
 

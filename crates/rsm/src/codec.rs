@@ -107,14 +107,22 @@ pub(crate) fn encode_meta(meta: &SnapshotMeta) -> proto::SnapshotMeta {
         index: meta.index,
         term: meta.term,
         voters: meta.config.voters.iter().copied().collect(),
+        learners: meta.config.learners.iter().copied().collect(),
+        removed: meta.config.removed.iter().copied().collect(),
     }
 }
 
-/// Decodes snapshot metadata, checking the configuration.
+/// Decodes snapshot metadata, checking the configuration (a message of an
+/// older node has no learners nor removed ids: all its members vote).
 pub(crate) fn decode_meta(meta: proto::SnapshotMeta) -> Result<SnapshotMeta, CodecError> {
-    if meta.voters.is_empty() || meta.voters.contains(&0) {
+    let config = ClusterConfig {
+        voters: meta.voters.into_iter().collect(),
+        learners: meta.learners.into_iter().collect(),
+        removed: meta.removed.into_iter().collect(),
+    };
+    if config.voters.is_empty() || !config.is_valid() {
         return Err(bad(
-            "a snapshot's configuration needs voters, none of them 0",
+            "a snapshot's configuration needs voters, disjoint voter, learner and removed sets, and no id 0",
         ));
     }
     if meta.index == 0 || meta.term == 0 {
@@ -123,7 +131,7 @@ pub(crate) fn decode_meta(meta: proto::SnapshotMeta) -> Result<SnapshotMeta, Cod
     Ok(SnapshotMeta {
         index: meta.index,
         term: meta.term,
-        config: ClusterConfig::new(meta.voters),
+        config,
     })
 }
 
@@ -339,5 +347,37 @@ mod tests {
             body: None,
         };
         assert!(decode(no_body).is_err());
+    }
+
+    /// An InstallSnapshot carries the whole configuration; one from an
+    /// older node (voters only) decodes with every member a voter, and
+    /// an impossible configuration is refused.
+    #[test]
+    fn snapshot_metadata_carries_the_whole_configuration() {
+        let meta = SnapshotMeta {
+            index: 7,
+            term: 2,
+            config: ClusterConfig {
+                voters: [1, 2].into(),
+                learners: [4].into(),
+                removed: [3].into(),
+            },
+        };
+        assert_eq!(decode_meta(encode_meta(&meta)).unwrap(), meta);
+        let older = proto::SnapshotMeta {
+            index: 7,
+            term: 2,
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        assert_eq!(
+            decode_meta(older).unwrap().config,
+            ClusterConfig::new([1, 2, 3])
+        );
+        let overlapping = proto::SnapshotMeta {
+            learners: vec![2],
+            ..encode_meta(&meta)
+        };
+        assert!(decode_meta(overlapping).is_err());
     }
 }

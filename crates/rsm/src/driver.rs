@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_raft::{
-    EntryKind, LogIndex, Message, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
+    ClusterConfig, ConfChange, ConfChangeError, ConfigEntry, Entry, EntryKind, LogIndex, Message,
+    NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::error::{FatalError, SubmitError};
+use crate::error::{FatalError, MembershipError, SubmitError};
+use crate::membership::Membership;
 use crate::metrics::{Metrics, observe};
 use crate::node::{
     Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
@@ -30,7 +32,19 @@ use crate::transport::Outbox;
 
 /// A proposal waiting for its entry to be applied.
 enum Waiter {
+    /// A command: answered with the state machine's output.
     Output(oneshot::Sender<Result<Bytes, SubmitError>>),
+    /// A configuration change: answered with the configuration it made.
+    Config(oneshot::Sender<Result<ClusterConfig, MembershipError>>),
+}
+
+impl Waiter {
+    fn fail(self, error: SubmitError) {
+        match self {
+            Waiter::Output(reply) => drop(reply.send(Err(error))),
+            Waiter::Config(reply) => drop(reply.send(Err(error.into()))),
+        }
+    }
 }
 
 /// The node task's state. Owned by one task; changed only by its loop.
@@ -170,14 +184,34 @@ impl<S: StateMachine> Driver<S> {
             Command::Read { read } => reads.push(read),
             Command::Inspect { read } => read(Ok(&self.machine)),
             Command::Transfer { to, reply } => {
-                let result = match self.raft.transfer_leader(to) {
-                    // A transfer to a node that is not a voter was a no-op
-                    // before membership changes existed; it stays one here
-                    // until the rsm's membership commands (issue 16).
-                    Err(ProposeError::NotVoter { .. }) => Ok(()),
-                    other => other.map_err(not_leader),
-                };
+                let result = self.raft.transfer_leader(to).map_err(|error| match error {
+                    ProposeError::NotVoter { id } => MembershipError::NotVoter { id },
+                    other => not_leader(other).into(),
+                });
                 let _ = reply.send(result);
+            }
+            Command::ConfChange {
+                change,
+                context,
+                reply,
+            } => match self.raft.propose_conf_change(change, context) {
+                Ok((index, term)) => {
+                    self.proposals.insert(index, (term, Waiter::Config(reply)));
+                }
+                Err(error) => drop(reply.send(Err(refused(error)))),
+            },
+            Command::Membership { reply } => {
+                let config = self.raft.cluster().clone();
+                let learner_lag = config
+                    .learners
+                    .iter()
+                    .filter_map(|&id| Some((id, self.raft.learner_lag(id)?)))
+                    .collect();
+                let _ = reply.send(Membership {
+                    config,
+                    leader: self.raft.leader(),
+                    learner_lag,
+                });
             }
             Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
             Command::Shutdown => return false,
@@ -188,8 +222,8 @@ impl<S: StateMachine> Driver<S> {
     fn propose(&mut self, mut proposals: Vec<(Bytes, Waiter)>) {
         let room = MAX_PENDING_PROPOSALS.saturating_sub(self.proposals.len());
         if proposals.len() > room {
-            for (_, Waiter::Output(reply)) in proposals.drain(room..) {
-                let _ = reply.send(Err(SubmitError::Overloaded));
+            for (_, waiter) in proposals.drain(room..) {
+                waiter.fail(SubmitError::Overloaded);
             }
         }
         if proposals.is_empty() {
@@ -204,8 +238,8 @@ impl<S: StateMachine> Driver<S> {
                 }
             }
             Err(error) => {
-                for Waiter::Output(reply) in waiters {
-                    let _ = reply.send(Err(not_leader(error)));
+                for waiter in waiters {
+                    waiter.fail(not_leader(error));
                 }
             }
         }
@@ -226,6 +260,9 @@ impl<S: StateMachine> Driver<S> {
     fn process_ready(&mut self) -> Result<(), FatalError> {
         while self.raft.has_ready() {
             let ready = self.raft.ready();
+            // A member added in these entries is reachable from now on
+            // (the leader's first append to it is among the messages).
+            self.learn_addresses(&ready.entries);
             // 0. A leader's appends and heartbeats go out while it writes.
             self.dispatch(&ready.early_messages);
             // 1. Persist.
@@ -247,8 +284,9 @@ impl<S: StateMachine> Driver<S> {
                     self.fail_proposal(index);
                 }
             }
-            // 4. Apply.
+            // 4. Apply (a committed removal ends the talk with that node).
             self.apply(&ready);
+            self.forget_removed(&ready.committed_entries);
             // 5. Serve reads (those whose index is not applied yet wait).
             self.reads.confirm(&ready.read_states);
             self.reads.serve(self.applied, &self.machine);
@@ -323,30 +361,63 @@ impl<S: StateMachine> Driver<S> {
             for index in older {
                 self.fail_proposal(index);
             }
-            if let Some((term, Waiter::Output(reply))) = self.proposals.remove(&entry.index) {
-                let result = match output {
-                    Some(output) if term == entry.term => Ok(output),
-                    _ => Err(SubmitError::NotLeader {
-                        hint: self.raft.leader(),
-                    }),
-                };
-                let _ = reply.send(result);
+            let Some((term, waiter)) = self.proposals.remove(&entry.index) else {
+                continue;
+            };
+            match (waiter, output) {
+                (Waiter::Output(reply), Some(output)) if term == entry.term => {
+                    let _ = reply.send(Ok(output));
+                }
+                (Waiter::Config(reply), None)
+                    if term == entry.term && entry.kind == EntryKind::Config =>
+                {
+                    let config = self.raft.cluster_at(entry.index).clone();
+                    let _ = reply.send(Ok(config));
+                }
+                (waiter, _) => waiter.fail(SubmitError::NotLeader {
+                    hint: self.raft.leader(),
+                }),
+            }
+        }
+    }
+
+    /// Learns the address of every member added in `entries` (the URL
+    /// its configuration entry carries).
+    fn learn_addresses(&mut self, entries: &[Entry]) {
+        for (change, context) in conf_changes(entries) {
+            if let ConfChange::AddLearner(id) = change {
+                match std::str::from_utf8(&context) {
+                    Ok(url) => self.outbox.add_peer(id, url),
+                    Err(_) => tracing::error!(
+                        id,
+                        "a new member's address is not UTF-8; it cannot be reached"
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Stops talking to every member whose removal is in `committed`.
+    fn forget_removed(&mut self, committed: &[Entry]) {
+        for (change, _) in conf_changes(committed) {
+            if let ConfChange::Remove(id) = change {
+                self.outbox.remove_peer(id);
             }
         }
     }
 
     fn fail_proposal(&mut self, index: LogIndex) {
-        if let Some((_, Waiter::Output(reply))) = self.proposals.remove(&index) {
-            let _ = reply.send(Err(SubmitError::NotLeader {
+        if let Some((_, waiter)) = self.proposals.remove(&index) {
+            waiter.fail(SubmitError::NotLeader {
                 hint: self.raft.leader(),
-            }));
+            });
         }
     }
 
     /// Leadership is gone: nobody here will answer the waiting clients.
     fn fail_all_waiters(&mut self, error: SubmitError) {
-        for (_, (_, Waiter::Output(reply))) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(error.clone()));
+        for (_, (_, waiter)) in std::mem::take(&mut self.proposals) {
+            waiter.fail(error.clone());
         }
         self.reads.fail_all(&error);
     }
@@ -417,10 +488,20 @@ impl<S: StateMachine> Driver<S> {
         }
         *warned = Some(now);
         let for_how_long = now.duration_since(*since).as_secs();
-        let members = self.raft.cluster().voters.len();
-        let unanswering = self.outbox.unanswering_peers();
-        let answering = members - unanswering.len();
         let id = self.raft.id();
+        let voters = &self.raft.cluster().voters;
+        if voters.is_empty() {
+            tracing::warn!(
+                id,
+                "node {id} joined its group {for_how_long}s ago and was not added yet: add it \
+                 as a learner on the leader, with this node's URL"
+            );
+            return;
+        }
+        let members = voters.len();
+        // Learners and this node itself never count toward a leader.
+        let unanswering = self.outbox.unanswering_peers(|peer| voters.contains(&peer));
+        let answering = members - unanswering.len();
         let quorum = members / 2 + 1;
         if unanswering.is_empty() {
             tracing::warn!(
@@ -488,6 +569,24 @@ impl<S: StateMachine> Driver<S> {
         self.publish_status(false);
         inbox.close();
         self.fail_all_waiters(error);
+    }
+}
+
+/// The configuration changes in `entries`, with the bytes each carries
+/// (the URL of a member it adds).
+pub(crate) fn conf_changes(entries: &[Entry]) -> impl Iterator<Item = (ConfChange, Bytes)> + '_ {
+    entries
+        .iter()
+        .filter(|entry| entry.kind == EntryKind::Config)
+        .filter_map(|entry| ConfigEntry::decode(entry.data.clone()))
+        .map(|entry| (entry.change, entry.context))
+}
+
+/// A refused change: a leadership problem fails like a command.
+fn refused(error: ConfChangeError) -> MembershipError {
+    match error {
+        ConfChangeError::Leader(error) => MembershipError::Submit(not_leader(error)),
+        other => MembershipError::Refused(other),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The runtime's errors, with their retry semantics.
 
-use cairn_raft::NodeId;
+use cairn_raft::{ConfChangeError, NodeId};
 
 use crate::state_machine::RestoreError;
 
@@ -41,6 +41,35 @@ pub enum SubmitError {
         bytes: usize,
         /// [`MAX_COMMAND_BYTES`](crate::MAX_COMMAND_BYTES).
         limit: usize,
+    },
+}
+
+/// Why a membership change or a leadership transfer was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// It failed like a submitted command: [`SubmitError::NotLeader`]
+    /// names the leader to ask; on a timeout the change may or may not
+    /// have been made (list the members to see).
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    /// The leader refused the change and nothing changed; the error says
+    /// what to do (wait for a pending change, let a learner catch up, use a
+    /// new id, ...).
+    #[error(transparent)]
+    Refused(ConfChangeError),
+    /// Leadership can only go to a voter.
+    #[error(
+        "node {id} is not a voter of this group and cannot lead; promote it first, or choose a voter"
+    )]
+    NotVoter {
+        /// The refused successor.
+        id: NodeId,
+    },
+    /// A learner is added with the URL its peers reach it at.
+    #[error("node {id} needs a URL (http://host:port) to be added; give its address")]
+    NoUrl {
+        /// The node to add.
+        id: NodeId,
     },
 }
 

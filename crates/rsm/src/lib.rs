@@ -38,6 +38,16 @@
 //! to [`SNAPSHOT_RETRY_MAX`]. A node that stops being leader fails every
 //! waiting submitter and reader at once with [`SubmitError::NotLeader`].
 //!
+//! ## Membership
+//!
+//! [`Node::propose_conf_change`] changes the group one server at a time as
+//! the Raft core rules (add a learner with its URL, promote it once caught
+//! up, remove a member), answered when the change is applied or refused
+//! with a [`MembershipError`] that says what to do; [`Node::membership`]
+//! shows the configuration and each learner's lag. A learner's URL rides in
+//! its configuration entry, so every node learns to reach it (see
+//! `membership.rs`); snapshots carry the whole configuration.
+//!
 //! ## Identity, bounds, stops
 //!
 //! - The member list given at the first start is stored with the data (a
@@ -72,6 +82,12 @@
 //!
 //! ## Implementation caveats
 //!
+//! - Addresses of members added after bootstrap live in the log only: a
+//!   node that restarts from a snapshot which covers the learner's
+//!   configuration entry (or installs such a snapshot) does not learn its
+//!   URL; it reaches that member only if its flags list it.
+//! - The leader hint's URL in a not-leader answer comes from the bootstrap
+//!   `--peers` list; a leader added later is named by id only.
 //! - fsync runs on the node's task: while it runs, the node queues commands
 //!   (which is what batches them).
 //! - A snapshot is taken synchronously on the node's task.
@@ -84,6 +100,7 @@ mod crash_tests;
 mod driver;
 mod error;
 mod identity;
+mod membership;
 mod metrics;
 mod node;
 mod reads;
@@ -96,9 +113,10 @@ mod transport;
 /// The Raft vocabulary a service needs, re-exported so that services never
 /// import `cairn-raft` (DESIGN.md, "Layers and who may import whom";
 /// `scripts/check-layers` enforces it).
-pub use cairn_raft::{LogIndex, NodeId, Role, Term};
+pub use cairn_raft::{ClusterConfig, ConfChange, ConfChangeError, LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
-pub use error::{FatalError, StartError, SubmitError};
+pub use error::{FatalError, MembershipError, StartError, SubmitError};
+pub use membership::Membership;
 pub use metrics::{Metrics, RequestMetrics, RequestTimer};
 pub use node::{
     MAX_COMMAND_BYTES, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, MAX_PENDING_READS,

@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::{ClusterConfig, LogIndex, Message, NodeId, Raft, Role, Term};
+use cairn_raft::{ClusterConfig, ConfChange, LogIndex, Message, NodeId, Raft, Role, Term};
 use cairn_storage::Disk;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::driver::Driver;
-use crate::error::{FatalError, StartError, SubmitError};
+use crate::error::{FatalError, MembershipError, StartError, SubmitError};
 use crate::identity::Identity;
+use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
@@ -49,7 +50,16 @@ pub struct NodeConfig {
     /// another cluster id are refused.
     pub cluster: String,
     /// Every member's id and URL (`http://host:port`), this node included.
+    /// At the first start they are the group's members (bootstrap); later
+    /// the configuration stored in the log and snapshot rules, and members
+    /// added since are reached at the URLs their configuration entries
+    /// carry.
     pub peers: BTreeMap<NodeId, String>,
+    /// The id of the running group's cluster ([`Node::cluster_id`]) if this
+    /// node starts empty to join it: it knows no configuration, never
+    /// campaigns, and waits for the leader to add it as a learner. `peers`
+    /// then gives the addresses of the members it may need to reach.
+    pub join: Option<String>,
     /// Where the log and snapshots live, relative to the disk's root.
     pub data_dir: PathBuf,
     /// The protocol's settings (its `id` is this node's id).
@@ -74,6 +84,7 @@ impl NodeConfig {
         Self {
             cluster: "cairn".into(),
             peers,
+            join: None,
             data_dir: data_dir.into(),
             raft: cairn_raft::Config::new(id),
             tick: Duration::from_millis(10),
@@ -209,7 +220,15 @@ pub(crate) enum Command<S> {
     },
     Transfer {
         to: NodeId,
-        reply: oneshot::Sender<Result<(), SubmitError>>,
+        reply: oneshot::Sender<Result<(), MembershipError>>,
+    },
+    ConfChange {
+        change: ConfChange,
+        context: Bytes,
+        reply: oneshot::Sender<Result<ClusterConfig, MembershipError>>,
+    },
+    Membership {
+        reply: oneshot::Sender<Membership>,
     },
     Inbound {
         messages: Vec<Message>,
@@ -226,6 +245,8 @@ pub struct Node<S: StateMachine> {
     /// Every node's URL, to name the leader in a not-leader answer.
     peers: Arc<BTreeMap<NodeId, String>>,
     metrics: Metrics,
+    /// The id every message batch of this node's group carries.
+    pub(crate) cluster_id: Arc<str>,
 }
 
 impl<S: StateMachine> Clone for Node<S> {
@@ -236,6 +257,7 @@ impl<S: StateMachine> Clone for Node<S> {
             service: self.service.clone(),
             peers: self.peers.clone(),
             metrics: self.metrics.clone(),
+            cluster_id: self.cluster_id.clone(),
         }
     }
 }
@@ -276,11 +298,18 @@ impl<S: StateMachine> Node<S> {
         config.validate()?;
         // The flags' member list counts once, at bootstrap; later starts
         // must agree with what the data says. Messages carry the id.
-        let flags = Identity::from_flags(&config.cluster, config.raft.id, &config.peers);
+        let mut flags = Identity::from_flags(&config.cluster, config.raft.id, &config.peers);
+        if let Some(cluster_id) = &config.join {
+            flags.cluster_id = cluster_id.clone();
+        }
         let identity = crate::identity::check_or_store(&*disk, &config.data_dir, flags)?;
         config.cluster = identity.cluster_id;
-        let cluster = ClusterConfig::new(config.peers.keys().copied());
+        let cluster = match config.join {
+            Some(_) => ClusterConfig::joining(),
+            None => ClusterConfig::new(config.peers.keys().copied()),
+        };
         let (storage, recovered) = RaftStorage::open(disk, &config.data_dir, cluster)?;
+        let addresses = crate::membership::AddressChanges::recovered(&recovered.initial);
         if let Some(snapshot) = &recovered.machine_snapshot {
             machine.restore(snapshot).map_err(StartError::Restore)?;
         }
@@ -296,13 +325,14 @@ impl<S: StateMachine> Node<S> {
         let status = status_of(&raft, &storage, true, None);
         let (status_tx, status_rx) = watch::channel(status);
         let metrics = Metrics::new(config.raft.id);
-        let outbox = match net {
+        let mut outbox = match net {
             Some(net) => {
                 net.register(config.raft.id, commands.clone());
                 Outbox::local(&config, commands.clone(), net)
             }
             None => Outbox::new(&config, commands.clone(), &metrics),
         };
+        addresses.apply_to(&mut outbox);
         let service = RaftService::new(
             config.raft.id,
             config.cluster.clone(),
@@ -328,6 +358,7 @@ impl<S: StateMachine> Node<S> {
             service,
             peers,
             metrics,
+            cluster_id: config.cluster.as_str().into(),
         })
     }
 
@@ -417,13 +448,6 @@ impl<S: StateMachine> Node<S> {
         }
     }
 
-    /// Asks the leader to hand leadership to `to`.
-    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError> {
-        let (reply, answer) = oneshot::channel();
-        self.send(Command::Transfer { to, reply }).await?;
-        answer.await.unwrap_or_else(|_| Err(self.gone()))
-    }
-
     /// The node's latest status.
     pub fn status(&self) -> NodeStatus {
         self.status.borrow().clone()
@@ -489,7 +513,7 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Queues a client's command, or fails at once if the queue is full.
-    fn offer(&self, command: Command<S>) -> Result<(), SubmitError> {
+    pub(crate) fn offer(&self, command: Command<S>) -> Result<(), SubmitError> {
         self.commands
             .try_send(command)
             .map_err(|error| match error {
@@ -500,14 +524,14 @@ impl<S: StateMachine> Node<S> {
 
     /// Why the node task no longer takes commands: it stopped on its own
     /// (and says why), or it was shut down.
-    fn gone(&self) -> SubmitError {
+    pub(crate) fn gone(&self) -> SubmitError {
         match &self.status.borrow().stopped {
             Some(reason) => SubmitError::Stopped(reason.clone()),
             None => SubmitError::Shutdown,
         }
     }
 
-    async fn send(&self, command: Command<S>) -> Result<(), SubmitError> {
+    pub(crate) async fn send(&self, command: Command<S>) -> Result<(), SubmitError> {
         self.commands.send(command).await.map_err(|_| self.gone())
     }
 }

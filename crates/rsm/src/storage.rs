@@ -1,12 +1,13 @@
 //! [`RaftStorage`]: the durable side of a node — the write-ahead log (hard
 //! state and entries) and the snapshot store, both on a [`Disk`].
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cairn_raft::{
-    ClusterConfig, Entry, EntryKind, HardState, InitialState, Ready, Snapshot, SnapshotMeta,
+    ClusterConfig, Entry, EntryKind, HardState, InitialState, NodeId, Ready, Snapshot, SnapshotMeta,
 };
 use cairn_storage::{Disk, SnapshotError, SnapshotStore, Wal, WalEntry, WalError, WalOptions};
 
@@ -239,31 +240,71 @@ fn decode_entry_data(mut data: Bytes) -> Option<(EntryKind, Bytes)> {
     Some((kind, data))
 }
 
-/// A stored snapshot: the voters (count, then ids), then the state
-/// machine's bytes.
+/// The first word of a snapshot in the current format. The first format
+/// began with the voter count, which is never this (its ids must follow).
+const SNAPSHOT_FORMAT_MARK: u64 = u64::MAX;
+/// The current snapshot format: the mark, this version, then the
+/// configuration's voters, learners and removed ids (each a count, then
+/// the ids), then the state machine's bytes.
+const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+
+/// A stored snapshot in the current format (see
+/// [`SNAPSHOT_FORMAT_VERSION`]).
 fn encode_snapshot(config: &ClusterConfig, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 8 * config.voters.len() + data.len());
-    out.put_u64_le(config.voters.len() as u64);
-    for &voter in &config.voters {
-        out.put_u64_le(voter);
+    let ids = config.voters.len() + config.learners.len() + config.removed.len();
+    let mut out = Vec::with_capacity(9 + 24 + 8 * ids + data.len());
+    out.put_u64_le(SNAPSHOT_FORMAT_MARK);
+    out.put_u8(SNAPSHOT_FORMAT_VERSION);
+    for set in [&config.voters, &config.learners, &config.removed] {
+        out.put_u64_le(set.len() as u64);
+        set.iter().for_each(|&id| out.put_u64_le(id));
     }
     out.extend_from_slice(data);
     out
 }
 
+/// Decodes a stored snapshot of either format: the current one, or the
+/// first (the voter count, the voters, the data), whose members all vote.
 fn decode_snapshot(mut data: Bytes) -> Option<(ClusterConfig, Bytes)> {
     if data.len() < 8 {
         return None;
     }
-    let count = usize::try_from(data.get_u64_le()).ok()?;
-    if count == 0 || data.len() < count.checked_mul(8)? {
+    let first = data.get_u64_le();
+    let config = if first == SNAPSHOT_FORMAT_MARK {
+        if data.is_empty() || data.get_u8() != SNAPSHOT_FORMAT_VERSION {
+            return None;
+        }
+        let voters = decode_ids(&mut data, None)?;
+        let learners = decode_ids(&mut data, None)?;
+        let removed = decode_ids(&mut data, None)?;
+        ClusterConfig {
+            voters,
+            learners,
+            removed,
+        }
+    } else {
+        ClusterConfig {
+            voters: decode_ids(&mut data, Some(first))?,
+            ..ClusterConfig::default()
+        }
+    };
+    (!config.voters.is_empty() && config.is_valid()).then_some((config, data))
+}
+
+/// A set of ids: its count (read here unless already read), then the ids;
+/// `None` if the bytes are too short or repeat an id.
+fn decode_ids(data: &mut Bytes, count: Option<u64>) -> Option<BTreeSet<NodeId>> {
+    let count = match count {
+        Some(count) => count,
+        None if data.len() >= 8 => data.get_u64_le(),
+        None => return None,
+    };
+    let count = usize::try_from(count).ok()?;
+    if data.len() / 8 < count {
         return None;
     }
-    let voters: Vec<u64> = (0..count).map(|_| data.get_u64_le()).collect();
-    if voters.contains(&0) {
-        return None;
-    }
-    Some((ClusterConfig::new(voters), data))
+    let ids: BTreeSet<NodeId> = (0..count).map(|_| data.get_u64_le()).collect();
+    (ids.len() == count).then_some(ids)
 }
 
 #[cfg(test)]
@@ -300,11 +341,45 @@ mod tests {
         let data = Bytes::from_static(b"command");
         let encoded = encode_entry_data(EntryKind::Normal, &data);
         assert_eq!(decode_entry_data(encoded), Some((EntryKind::Normal, data)));
-        let config = ClusterConfig::new([1, 2, 3]);
+        let config = ClusterConfig {
+            voters: [1, 2, 3].into(),
+            learners: [4].into(),
+            removed: [5, 6].into(),
+        };
         let snapshot = encode_snapshot(&config, b"state");
         assert_eq!(
             decode_snapshot(Bytes::from(snapshot)),
             Some((config, Bytes::from_static(b"state")))
+        );
+    }
+
+    /// A snapshot file written before learners existed (the voter count,
+    /// the voters, the data) still loads, every member a voter.
+    #[test]
+    fn a_snapshot_of_the_first_format_loads_with_all_members_voting() {
+        let mut old = Vec::new();
+        for word in [3u64, 1, 2, 3] {
+            old.put_u64_le(word);
+        }
+        old.extend_from_slice(b"state");
+        assert_eq!(
+            decode_snapshot(Bytes::from(old)),
+            Some((ClusterConfig::new([1, 2, 3]), Bytes::from_static(b"state")))
+        );
+    }
+
+    /// A configuration that breaks the invariants (an id both voter and
+    /// learner) is refused, not believed.
+    #[test]
+    fn a_snapshot_with_an_impossible_configuration_is_refused() {
+        let config = ClusterConfig {
+            voters: [1, 2].into(),
+            learners: [2].into(),
+            removed: BTreeSet::new(),
+        };
+        assert_eq!(
+            decode_snapshot(Bytes::from(encode_snapshot(&config, b""))),
+            None
         );
     }
 }

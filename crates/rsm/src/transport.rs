@@ -171,13 +171,25 @@ impl<S: StateMachine> LocalNet<S> {
 }
 
 /// Sends message batches to peers, each call in its own task; the responses
-/// come back to the node as inbound messages.
+/// come back to the node as inbound messages. Peers can be added and
+/// removed while the node runs (membership change).
 pub(crate) struct Outbox<S: StateMachine> {
     /// This node.
     id: NodeId,
     cluster: String,
     peers: BTreeMap<NodeId, Peer<S>>,
     node: mpsc::Sender<Command<S>>,
+    /// How a new peer is reached.
+    network: Network<S>,
+    problem_log_interval: Duration,
+    /// Where round trips to gRPC peers are timed (none in process).
+    metrics: Option<Metrics>,
+}
+
+/// The network an [`Outbox`] reaches its peers through.
+enum Network<S: StateMachine> {
+    Grpc(ClientOptions),
+    Local(LocalNet<S>),
 }
 
 impl<S: StateMachine> Outbox<S> {
@@ -191,34 +203,7 @@ impl<S: StateMachine> Outbox<S> {
             connect_timeout: config.rpc_timeout,
             call_timeout: config.rpc_timeout,
         };
-        let mut peers = BTreeMap::new();
-        for (&id, url) in config.peers.iter().filter(|&(&id, _)| id != config.raft.id) {
-            match RpcClient::new(url.clone(), options.clone()) {
-                Ok(client) => {
-                    let slots = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES_PER_PEER));
-                    peers.insert(
-                        id,
-                        Peer {
-                            link: Link::Grpc(Arc::new(client)),
-                            slots,
-                            health: Arc::new(PeerHealth {
-                                round_trip: Some(metrics.peer_round_trip(id)),
-                                ..PeerHealth::new(config.problem_log_interval)
-                            }),
-                        },
-                    );
-                }
-                Err(error) => {
-                    tracing::error!(peer = id, %error, "cannot reach this peer: its address is invalid")
-                }
-            }
-        }
-        Self {
-            id: config.raft.id,
-            cluster: config.cluster.clone(),
-            peers,
-            node,
-        }
+        Self::with_network(config, node, Network::Grpc(options), Some(metrics.clone()))
     }
 
     /// Sends through `net` instead of gRPC.
@@ -227,35 +212,70 @@ impl<S: StateMachine> Outbox<S> {
         node: mpsc::Sender<Command<S>>,
         net: &LocalNet<S>,
     ) -> Self {
-        let peers = config
-            .peers
-            .keys()
-            .filter(|&&id| id != config.raft.id)
-            .map(|&id| {
-                let slots = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES_PER_PEER));
-                (
-                    id,
-                    Peer {
-                        link: Link::Local(net.clone(), id),
-                        slots,
-                        health: Arc::new(PeerHealth::new(config.problem_log_interval)),
-                    },
-                )
-            })
-            .collect();
-        Self {
-            id: config.raft.id,
-            cluster: config.cluster.clone(),
-            peers,
-            node,
-        }
+        Self::with_network(config, node, Network::Local(net.clone()), None)
     }
 
-    /// The peers whose last call got no answer or a refusal (or that were
-    /// never called), each as "node 2 at URL (why)", for a report.
-    pub(crate) fn unanswering_peers(&self) -> Vec<String> {
+    fn with_network(
+        config: &NodeConfig,
+        node: mpsc::Sender<Command<S>>,
+        network: Network<S>,
+        metrics: Option<Metrics>,
+    ) -> Self {
+        let mut outbox = Self {
+            id: config.raft.id,
+            cluster: config.cluster.clone(),
+            peers: BTreeMap::new(),
+            node,
+            network,
+            problem_log_interval: config.problem_log_interval,
+            metrics,
+        };
+        for (&id, url) in &config.peers {
+            outbox.add_peer(id, url);
+        }
+        outbox
+    }
+
+    /// Starts talking to node `id` at `url` (a member added while the node
+    /// runs). A peer already known keeps its address; this node is not its
+    /// own peer.
+    pub(crate) fn add_peer(&mut self, id: NodeId, url: &str) {
+        if id == self.id || self.peers.contains_key(&id) {
+            return;
+        }
+        let link = match &self.network {
+            Network::Local(net) => Link::Local(net.clone(), id),
+            Network::Grpc(options) => match RpcClient::new(url.to_string(), options.clone()) {
+                Ok(client) => Link::Grpc(Arc::new(client)),
+                Err(error) => {
+                    tracing::error!(peer = id, url, %error, "cannot reach this peer: its address is invalid");
+                    return;
+                }
+            },
+        };
+        let peer = Peer {
+            link,
+            slots: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES_PER_PEER)),
+            health: Arc::new(PeerHealth {
+                round_trip: self.metrics.as_ref().map(|m| m.peer_round_trip(id)),
+                ..PeerHealth::new(self.problem_log_interval)
+            }),
+        };
+        self.peers.insert(id, peer);
+    }
+
+    /// Stops talking to node `id` (removed from the group); calls in
+    /// flight finish on their own.
+    pub(crate) fn remove_peer(&mut self, id: NodeId) {
+        self.peers.remove(&id);
+    }
+
+    /// The peers for which `counted` holds whose last call got no answer
+    /// or a refusal (or that were never called), each as "node 2 at URL
+    /// (why)", for a report.
+    pub(crate) fn unanswering_peers(&self, counted: impl Fn(NodeId) -> bool) -> Vec<String> {
         let mut unanswering = Vec::new();
-        for (id, peer) in &self.peers {
+        for (id, peer) in self.peers.iter().filter(|(id, _)| counted(**id)) {
             let Link::Grpc(client) = &peer.link else {
                 continue; // in-process: always reachable
             };

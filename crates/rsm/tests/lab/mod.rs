@@ -132,68 +132,108 @@ pub struct Tester {
     alive: Mutex<Vec<bool>>,
     names: Vec<String>,
     seed: u64,
+    max_raft_state: i64,
 }
 
 pub fn name(server: usize) -> String {
     format!("s{server}")
 }
 
-fn node_id(server: usize) -> NodeId {
+pub fn node_id(server: usize) -> NodeId {
     server as NodeId + 1
+}
+
+/// The URL server `server` serves Raft at.
+pub fn url(server: usize) -> String {
+    format!("http://{}:{RAFT_PORT}", name(server))
+}
+
+/// Adds `server` to the world, running a node with `config` (again at
+/// every restart, from what its disk kept).
+fn add_server(world: &mut World, server: usize, config: NodeConfig, shared: &Arc<Mutex<Shared>>) {
+    let shared = shared.clone();
+    world.add_node(&name(server), move |context: NodeContext| {
+        let (shared, config) = (shared.clone(), config.clone());
+        async move {
+            let machine = LabMachine {
+                server,
+                shared: shared.clone(),
+                last_applied: 0,
+                log: BTreeMap::new(),
+            };
+            let node = Node::start(config, Arc::new(context.disk.clone()), machine)
+                .unwrap_or_else(|e| panic!("server {server} cannot start: {e}"));
+            shared.lock().unwrap().nodes[server] = Some(node.clone());
+            let served = tonic::transport::Server::builder()
+                .add_service(node.raft_service())
+                .serve(context.bind(RAFT_PORT))
+                .await;
+            if let Err(error) = served {
+                panic!("server {server} cannot serve: {error}");
+            }
+        }
+    });
 }
 
 impl Tester {
     /// `n` servers; `max_raft_state` as the service would set it (-1: the
     /// service never snapshots).
     pub fn new(n: usize, reliable: bool, max_raft_state: i64) -> Self {
+        Self::growable(n, n, reliable, max_raft_state)
+    }
+
+    /// `total` servers of which the first `bootstrap` form the group and
+    /// run; the others are spare machines, started later with
+    /// [`join`](Self::join) to be added by membership change.
+    pub fn growable(bootstrap: usize, total: usize, reliable: bool, max_raft_state: i64) -> Self {
         cairn_testkit::init_logging();
         let mut world = World::new();
         world.set_reliable(reliable);
         let shared = Arc::new(Mutex::new(Shared {
-            nodes: (0..n).map(|_| None).collect(),
-            logs: vec![BTreeMap::new(); n],
+            nodes: (0..total).map(|_| None).collect(),
+            logs: vec![BTreeMap::new(); total],
             ..Shared::default()
         }));
-        let peers: BTreeMap<NodeId, String> = (0..n)
-            .map(|i| (node_id(i), format!("http://{}:{RAFT_PORT}", name(i))))
-            .collect();
-        for server in 0..n {
-            let (shared, peers) = (shared.clone(), peers.clone());
-            world.add_node(&name(server), move |context: NodeContext| {
-                let (shared, peers) = (shared.clone(), peers.clone());
-                async move {
-                    let mut config = NodeConfig::new(node_id(server), peers, "raft");
-                    config.max_raft_state = max_raft_state;
-                    let machine = LabMachine {
-                        server,
-                        shared: shared.clone(),
-                        last_applied: 0,
-                        log: BTreeMap::new(),
-                    };
-                    let node = Node::start(config, Arc::new(context.disk.clone()), machine)
-                        .unwrap_or_else(|e| panic!("server {server} cannot start: {e}"));
-                    shared.lock().unwrap().nodes[server] = Some(node.clone());
-                    let served = tonic::transport::Server::builder()
-                        .add_service(node.raft_service())
-                        .serve(context.bind(RAFT_PORT))
-                        .await;
-                    if let Err(error) = served {
-                        panic!("server {server} cannot serve: {error}");
-                    }
-                }
-            });
+        let peers: BTreeMap<NodeId, String> =
+            (0..bootstrap).map(|i| (node_id(i), url(i))).collect();
+        for server in 0..bootstrap {
+            let mut config = NodeConfig::new(node_id(server), peers.clone(), "raft");
+            config.max_raft_state = max_raft_state;
+            add_server(&mut world, server, config, &shared);
         }
-        let names = (0..n).map(name).collect();
+        let names = (0..total).map(name).collect();
         let seed = world.seed();
         Self {
             world: Mutex::new(world),
-            n,
+            n: total,
             shared,
-            connected: Mutex::new(vec![true; n]),
-            alive: Mutex::new(vec![true; n]),
+            connected: Mutex::new(vec![true; total]),
+            alive: Mutex::new((0..total).map(|i| i < bootstrap).collect()),
             names,
             seed,
+            max_raft_state,
         }
+    }
+
+    /// Starts spare `server` empty, as a machine that joins the running
+    /// group (of the cluster `via` belongs to) and waits to be added.
+    pub fn join(&self, server: usize, via: usize) {
+        let cluster_id = self
+            .node(via)
+            .unwrap_or_else(|| self.fail(format!("server {via} does not run")))
+            .cluster_id()
+            .to_string();
+        let peers: BTreeMap<NodeId, String> = (0..self.n).map(|i| (node_id(i), url(i))).collect();
+        let mut config = NodeConfig::new(node_id(server), peers, "raft");
+        config.max_raft_state = self.max_raft_state;
+        config.join = Some(cluster_id);
+        add_server(
+            &mut self.world.lock().unwrap(),
+            server,
+            config,
+            &self.shared,
+        );
+        self.alive.lock().unwrap()[server] = true;
     }
 
     pub fn seed(&self) -> u64 {
@@ -208,7 +248,7 @@ impl Tester {
         self.alive.lock().unwrap()[server]
     }
 
-    fn fail(&self, message: String) -> ! {
+    pub fn fail(&self, message: String) -> ! {
         panic!(
             "{message} (seed {}; replay with MADSIM_TEST_SEED={})",
             self.seed(),
@@ -216,7 +256,7 @@ impl Tester {
         )
     }
 
-    fn node(&self, server: usize) -> Option<Node<LabMachine>> {
+    pub fn node(&self, server: usize) -> Option<Node<LabMachine>> {
         if !self.is_alive(server) {
             return None;
         }

@@ -1,0 +1,135 @@
+//! Membership change on a running node: [`Node::propose_conf_change`]
+//! (add a learner, promote it, remove a member — one server at a time, as
+//! the Raft core rules), [`Node::membership`], [`Node::transfer_leader`],
+//! and how every node learns its peers' addresses as members come and go.
+//!
+//! The idea: the configuration lives in the log, and so does the address
+//! of each member added after bootstrap — the configuration entry that
+//! adds a learner carries its URL (the entry's `context` bytes, UTF-8).
+//! Every node starts talking to the newcomer when it appends that entry
+//! (the leader before it sends its first append), and stops talking to a
+//! removed member when the removal commits (until then the removed node
+//! must still hear of its removal). A restarted node relearns the
+//! addresses from the entries it recovers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cairn_raft::{ClusterConfig, ConfChange, InitialState, NodeId};
+use tokio::sync::oneshot;
+
+use crate::driver::conf_changes;
+use crate::error::MembershipError;
+use crate::node::{Command, Node};
+use crate::state_machine::StateMachine;
+use crate::transport::Outbox;
+
+/// The group's configuration as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Voters, learners and removed ids (the latest configuration entry,
+    /// committed or not).
+    pub config: ClusterConfig,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// On the leader: how many of its entries each learner lacks (the
+    /// learner can be promoted when this is at most the core's
+    /// `promote_max_lag_entries`). Empty on other nodes.
+    pub learner_lag: BTreeMap<NodeId, u64>,
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Proposes one configuration change on the leader and answers with
+    /// the configuration it made once its entry is applied here. Adding a
+    /// learner needs its `url`. Fails with
+    /// [`SubmitError::NotLeader`](crate::SubmitError::NotLeader) (ask the
+    /// hinted leader), a refusal that says what to do
+    /// ([`MembershipError::Refused`]: a change pending, a learner behind by
+    /// N entries, a removed id, ...), or a timeout after `deadline` (the
+    /// change may still be made: look at [`membership`](Self::membership)).
+    pub async fn propose_conf_change(
+        &self,
+        change: ConfChange,
+        url: Option<&str>,
+        deadline: Duration,
+    ) -> Result<ClusterConfig, MembershipError> {
+        let context = match (change, url) {
+            (ConfChange::AddLearner(id), None) => return Err(MembershipError::NoUrl { id }),
+            (ConfChange::AddLearner(_), Some(url)) => Bytes::copy_from_slice(url.as_bytes()),
+            _ => Bytes::new(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.offer(Command::ConfChange {
+            change,
+            context,
+            reply,
+        })?;
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.gone().into()),
+            Err(_) => Err(crate::SubmitError::Timeout.into()),
+        }
+    }
+
+    /// The configuration this node knows, with each learner's lag when it
+    /// is the leader.
+    pub async fn membership(&self) -> Result<Membership, MembershipError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Membership { reply }).await?;
+        answer.await.map_err(|_| self.gone().into())
+    }
+
+    /// Asks the leader to hand leadership to voter `to`; a node that is
+    /// not a voter is refused ([`MembershipError::NotVoter`]).
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), MembershipError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Transfer { to, reply }).await?;
+        answer.await.unwrap_or_else(|_| Err(self.gone().into()))
+    }
+
+    /// The id of this node's cluster, which a node joining the group is
+    /// started with (`NodeConfig::join`).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+}
+
+/// The peers a restarted node adds and drops beyond its flags: members
+/// added (with their URLs) and removed in its recovered log, and the ids
+/// its snapshot says were removed.
+pub(crate) struct AddressChanges {
+    changes: Vec<(ConfChange, Bytes)>,
+    removed: Vec<NodeId>,
+}
+
+impl AddressChanges {
+    pub(crate) fn recovered(initial: &InitialState) -> Self {
+        let removed = initial
+            .snapshot
+            .iter()
+            .flat_map(|s| s.meta.config.removed.iter().copied())
+            .collect();
+        Self {
+            changes: conf_changes(&initial.entries).collect(),
+            removed,
+        }
+    }
+
+    pub(crate) fn apply_to<S: StateMachine>(self, outbox: &mut Outbox<S>) {
+        for id in self.removed {
+            outbox.remove_peer(id);
+        }
+        for (change, context) in self.changes {
+            match change {
+                ConfChange::AddLearner(id) => {
+                    if let Ok(url) = std::str::from_utf8(&context) {
+                        outbox.add_peer(id, url);
+                    }
+                }
+                ConfChange::Remove(id) => outbox.remove_peer(id),
+                ConfChange::Promote(_) => {}
+            }
+        }
+    }
+}
