@@ -242,12 +242,23 @@ fn pointed_at_another_kind_of_server_a_command_says_what_it_is() {
 fn pointed_at_a_web_server_a_command_says_so_well_before_its_deadline() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    // Each connection on a thread of its own, as a web server serves them:
+    // a client that connects and waits must not hold up the next one.
     std::thread::spawn(move || {
-        use std::io::Read as _;
-        for mut stream in listener.incoming().flatten() {
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut stream = stream;
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+                // Close as a web server does: no more writes, and what the
+                // client still sends is read, so the close is not a reset
+                // that loses the answer.
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                while matches!(stream.read(&mut request), Ok(n) if n > 0) {}
+            });
         }
     });
     let (output, took) = timed(&["kv", "get", "k", "--endpoints", &url, "--timeout", "60"]);

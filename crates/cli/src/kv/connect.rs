@@ -46,28 +46,34 @@ fn wrong_kind(error: &KvError) -> bool {
 /// what they are.
 const PROBE_AFTER: Duration = Duration::from_secs(1);
 
-/// Resolves, [`PROBE_AFTER`] into a request, to the error for endpoints
+/// Resolves, while a request goes unanswered, to the error for endpoints
 /// that all answer as something other than a key/value node or a shard
 /// controller (a web server, a MapReduce coordinator): the request would
-/// only retry them until its deadline. Never resolves otherwise (some
-/// endpoint is a node, a controller, or does not answer yet).
+/// only retry them until its deadline. Asks every [`PROBE_AFTER`]; never
+/// resolves while some endpoint is a node, a controller, or gives no
+/// answer to tell.
 async fn none_serve_kv(args: &ClientArgs) -> anyhow::Error {
-    tokio::time::sleep(PROBE_AFTER).await;
+    loop {
+        tokio::time::sleep(PROBE_AFTER).await;
+        if let Some(error) = all_serve_something_else(args).await {
+            return error;
+        }
+    }
+}
+
+/// The error for the first endpoint, when every endpoint answers as
+/// something other than a key/value node or a shard controller.
+async fn all_serve_something_else(args: &ClientArgs) -> Option<anyhow::Error> {
     let mut first_wrong = None;
     for endpoint in &args.endpoints {
         match probe::identify(endpoint).await {
-            Service::KvNode | Service::Controller | Service::NoAnswer(_) => {
-                return std::future::pending().await;
-            }
+            Service::KvNode | Service::Controller | Service::NoAnswer(_) => return None,
             service => {
                 first_wrong.get_or_insert_with(|| wrong_service(endpoint, &service));
             }
         }
     }
-    match first_wrong {
-        Some(error) => error,
-        None => std::future::pending().await,
-    }
+    first_wrong
 }
 
 /// What the endpoints are, once a request found they serve no Kv service:
