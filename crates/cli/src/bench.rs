@@ -63,16 +63,21 @@ pub(crate) struct Outcome {
     pub(crate) first_error: Option<String>,
     latencies: Vec<std::time::Duration>,
     elapsed: std::time::Duration,
+    longest_gap: std::time::Duration,
 }
 
 /// What one load task counted: the latency of each operation it started
-/// in the measured window, its failures there, and its first failure
-/// (warm-up included).
+/// in the measured window, its failures there, its first failure (warm-up
+/// included), and the longest time it went without completing an
+/// operation (with one client writing in a loop while the leader is
+/// killed: how long the failover took, as the client saw it).
 #[derive(Debug, Default)]
 pub(crate) struct Tally {
     latencies: Vec<std::time::Duration>,
     errors: u64,
     first_error: Option<String>,
+    last_done: Option<Instant>,
+    longest_gap: std::time::Duration,
 }
 
 impl Tally {
@@ -90,7 +95,14 @@ impl Tally {
             return;
         }
         match result {
-            Ok(_) => self.latencies.push(started.elapsed()),
+            Ok(_) => {
+                let now = Instant::now();
+                self.latencies.push(now - started);
+                if let Some(last) = self.last_done {
+                    self.longest_gap = self.longest_gap.max(now - last);
+                }
+                self.last_done = Some(now);
+            }
             Err(_) => self.errors += 1,
         }
     }
@@ -104,6 +116,7 @@ impl Outcome {
             first_error: None,
             latencies: Vec::new(),
             elapsed,
+            longest_gap: std::time::Duration::ZERO,
         }
     }
 
@@ -116,6 +129,7 @@ impl Outcome {
     /// Adds one load task's tally (its first failure if none is known).
     pub(crate) fn add_tally(&mut self, tally: Tally) {
         self.add(tally.latencies, tally.errors);
+        self.longest_gap = self.longest_gap.max(tally.longest_gap);
         if self.first_error.is_none() {
             self.first_error = tally.first_error;
         }
@@ -150,6 +164,12 @@ impl Outcome {
         }
         let at = ((self.latencies.len() as f64 * p) as usize).min(self.latencies.len() - 1);
         self.latencies[at]
+    }
+
+    /// The longest any one task went between two completed operations in
+    /// the measured window.
+    pub(crate) fn longest_gap(&self) -> std::time::Duration {
+        self.longest_gap
     }
 
     /// A percentile in milliseconds.
