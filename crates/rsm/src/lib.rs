@@ -100,6 +100,7 @@ mod crash_tests;
 mod driver;
 mod error;
 mod identity;
+mod members_service;
 mod membership;
 mod metrics;
 mod node;
@@ -116,6 +117,7 @@ mod transport;
 pub use cairn_raft::{ClusterConfig, ConfChange, ConfChangeError, LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
 pub use error::{FatalError, MembershipError, StartError, SubmitError};
+pub use members_service::{MEMBER_CHANGE_DEADLINE, MembersServer, MembersService, TRANSFER_WAIT};
 pub use membership::Membership;
 pub use metrics::{Metrics, RequestMetrics, RequestTimer};
 pub use node::{
