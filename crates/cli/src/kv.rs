@@ -8,13 +8,15 @@ use cairn_kv::{Client, ClientConfig};
 use clap::{Args, Subcommand};
 
 mod connect;
+mod join;
 mod serve;
 
 use connect::connect;
 pub(crate) use connect::wrong_service;
 use serve::serve;
 pub(crate) use serve::{
-    ServeArgs, listen_of, open_data_dir, prepare_node, run_until_stopped, wait_for_stop_signal,
+    KvServeArgs, ServeArgs, listen_of, open_data_dir, prepare_node, run_until_stopped,
+    wait_for_stop_signal,
 };
 
 use crate::config::Config;
@@ -32,7 +34,7 @@ pub(crate) enum KvCommand {
     /// Every node needs the same --peers list, e.g.
     /// `cairn kv serve --id 1 --peers 1=http://10.0.0.1:7701,2=http://10.0.0.2:7701,3=http://10.0.0.3:7701
     /// --data-dir /var/lib/cairn`. The `[node]` table of the --config file can hold the same settings.
-    Serve(ServeArgs),
+    Serve(KvServeArgs),
     /// Print a key's value (exit status 3 if it is missing, 1 if the
     /// cluster could not answer). The value is printed as text with a
     /// newline; --raw prints its exact bytes, --output writes them to a

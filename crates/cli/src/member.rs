@@ -116,13 +116,7 @@ pub(crate) async fn run<T: Args>(action: MemberAction<T>, group: &Group) -> anyh
     let request = ChangeMembersRequest {
         change: Some(change.clone()),
     };
-    let reply = group
-        .replicas()?
-        .request(request, |channel, request| async move {
-            MembersClient::new(channel).change(request).await
-        })
-        .await
-        .map_err(|e| refused(what, e))?;
+    let reply = self::change(group, request, what).await?;
     let done = match change {
         Change::AddLearner(url) => format!(
             "node {} added as a learner at {url}; once it has caught up: {} member promote {}{}",
@@ -133,6 +127,22 @@ pub(crate) async fn run<T: Args>(action: MemberAction<T>, group: &Group) -> anyh
     };
     print_reply(group.json, &reply, &done);
     Ok(())
+}
+
+/// Sends one change to the group's leader; `what` names the command in
+/// errors.
+pub(crate) async fn change(
+    group: &Group,
+    request: ChangeMembersRequest,
+    what: &str,
+) -> anyhow::Result<MembersReply> {
+    group
+        .replicas()?
+        .request(request, |channel, request| async move {
+            MembersClient::new(channel).change(request).await
+        })
+        .await
+        .map_err(|e| refused(what, e))
 }
 
 /// `transfer-leader ID`: hands the group's leadership to voter `to`.
@@ -219,7 +229,10 @@ async fn list(group: &Group, local: bool) -> anyhow::Result<()> {
 fn refused(what: &str, error: ReplicaError) -> anyhow::Error {
     match error {
         ReplicaError::InvalidArgument(message) => anyhow::anyhow!("{what} refused: {message}"),
-        ReplicaError::Refused { code, .. } if code == cairn_rpc::tonic::Code::Unimplemented => {
+        ReplicaError::Refused {
+            code: cairn_rpc::tonic::Code::Unimplemented,
+            ..
+        } => {
             anyhow::anyhow!(
                 "{what}: the endpoints do not serve membership commands (a node of an older \
                  version, or not a Raft group's node); check --endpoints"
