@@ -139,10 +139,7 @@ pub(crate) async fn prepare_node(
     };
     let metrics = bind_metrics(args).await?;
     let (data_dir, disk, lock) = open_data_dir(config)?;
-    let mut node_config = NodeConfig::new(id, peers, "raft");
-    if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
-        node_config.max_raft_state = max;
-    }
+    let node_config = node_config(args, config, id, peers);
     Ok(PreparedNode {
         id,
         listen,
@@ -152,6 +149,20 @@ pub(crate) async fn prepare_node(
         metrics,
         _lock: lock,
     })
+}
+
+/// The node's settings: node `id` of `peers`, its log under `raft/`.
+fn node_config(
+    args: &ServeArgs,
+    config: &Config,
+    id: u64,
+    peers: BTreeMap<u64, String>,
+) -> NodeConfig {
+    let mut node_config = NodeConfig::new(id, peers, "raft");
+    if let Some(max) = args.max_raft_state.or(config.node.max_raft_state) {
+        node_config.max_raft_state = max;
+    }
+    node_config
 }
 
 /// The metrics listener of `--metrics-listen`, bound, if asked for.
@@ -218,11 +229,8 @@ async fn prepare_joined(
         None => listen_of(own_url)?,
     };
     let metrics = bind_metrics(&args.node).await?;
-    let mut node_config = NodeConfig::new(joined.id, joined.peers.clone(), "raft");
+    let mut node_config = node_config(&args.node, config, joined.id, joined.peers.clone());
     node_config.join = Some(joined.cluster_id.clone());
-    if let Some(max) = args.node.max_raft_state.or(config.node.max_raft_state) {
-        node_config.max_raft_state = max;
-    }
     let others = joined.peers.iter().filter(|(id, _)| **id != joined.id);
     let members = others.map(|(_, url)| url.clone()).collect();
     let prepared = PreparedNode {
