@@ -1,8 +1,9 @@
 //! The sharded cluster and `kv status` operated the way people do, as real
 //! processes: a typo in `shardctl join` is refused (and, forced, waits
 //! visibly and is undone by `leave`), `kv status` lists every node and the
-//! groups that left, `bench kv` runs through the controllers, and
-//! `cairn cluster` refuses data of another shape.
+//! groups that left, `member list` lists the controllers and a group's
+//! servers, `bench kv` runs through the controllers, and `cairn cluster`
+//! refuses data of another shape.
 
 mod common;
 
