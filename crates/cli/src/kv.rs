@@ -8,16 +8,19 @@ use cairn_kv::{Client, ClientConfig};
 use clap::{Args, Subcommand};
 
 mod connect;
+mod join;
 mod serve;
 
 use connect::connect;
 pub(crate) use connect::wrong_service;
 use serve::serve;
 pub(crate) use serve::{
-    ServeArgs, listen_of, open_data_dir, prepare_node, run_until_stopped, wait_for_stop_signal,
+    KvServeArgs, ServeArgs, listen_of, open_data_dir, prepare_node, run_until_stopped,
+    wait_for_stop_signal,
 };
 
 use crate::config::Config;
+use crate::member::{self, Group, MemberAction, TransferArgs};
 use crate::progress::print_stdout;
 
 /// The endpoints of the cluster `cairn cluster` starts by default.
@@ -31,7 +34,7 @@ pub(crate) enum KvCommand {
     /// Every node needs the same --peers list, e.g.
     /// `cairn kv serve --id 1 --peers 1=http://10.0.0.1:7701,2=http://10.0.0.2:7701,3=http://10.0.0.3:7701
     /// --data-dir /var/lib/cairn`. The `[node]` table of the --config file can hold the same settings.
-    Serve(ServeArgs),
+    Serve(KvServeArgs),
     /// Print a key's value (exit status 3 if it is missing, 1 if the
     /// cluster could not answer). The value is printed as text with a
     /// newline; --raw prints its exact bytes, --output writes them to a
@@ -62,6 +65,17 @@ pub(crate) enum KvCommand {
     /// cluster the controllers, every server of every group (with what a
     /// group waits for), and groups that left but still answer.
     Status(ClientArgs),
+    /// The group's members: `member list`, `member add-learner URL`,
+    /// `member promote ID`, `member remove ID`.
+    ///
+    /// Replacing a node: start the new one with `cairn kv serve --join
+    /// URL,... --listen HOST:PORT --data-dir DIR`, promote it once it has
+    /// caught up (`member promote ID`), then `member remove` the old one.
+    #[command(subcommand)]
+    Member(MemberAction<ClientArgs>),
+    /// Hand leadership to voter ID (answered once it leads), e.g. before
+    /// the leader's machine goes down for maintenance.
+    TransferLeader(TransferArgs<ClientArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -215,7 +229,24 @@ pub(crate) fn run(command: KvCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         KvCommand::Serve(args) => runtime.block_on(serve(args, config)),
         KvCommand::Status(args) => runtime.block_on(crate::kv_status::status(args)),
+        KvCommand::Member(action) => {
+            let group = group(action.target());
+            runtime.block_on(member::run(action, &group))
+        }
+        KvCommand::TransferLeader(args) => {
+            runtime.block_on(member::transfer_leader(args.id, &group(&args.target)))
+        }
         command => runtime.block_on(request(command)),
+    }
+}
+
+/// The group `--endpoints` names, for the membership commands.
+fn group(args: &ClientArgs) -> Group {
+    Group {
+        endpoints: args.endpoints.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        json: args.json,
+        command: ("cairn kv", String::new()),
     }
 }
 
@@ -284,7 +315,10 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
                 std::process::exit(EXIT_NO);
             }
         }
-        KvCommand::Serve(_) | KvCommand::Status(_) => unreachable!("dispatched in run()"),
+        KvCommand::Serve(_)
+        | KvCommand::Status(_)
+        | KvCommand::Member(_)
+        | KvCommand::TransferLeader(_) => unreachable!("dispatched in run()"),
     }
     Ok(())
 }

@@ -33,6 +33,8 @@ struct StatusRow {
     extra: Option<(u64, usize)>,
     /// What a sharded group waits for, as its server sees it.
     waiting: Vec<String>,
+    /// The voters and learners as this node knows them.
+    members: Option<(Vec<u64>, Vec<u64>)>,
 }
 
 /// Which service's `Status` to call.
@@ -131,6 +133,7 @@ fn row(kind: &str, endpoint: &str, status: Result<StatusReply, String>) -> Statu
         status,
         extra: None,
         waiting: Vec::new(),
+        members: None,
     }
 }
 
@@ -143,7 +146,10 @@ pub(crate) async fn status(args: ClientArgs) -> anyhow::Result<()> {
     if sharded {
         check_controllers(&args.endpoints).await?;
         rows = sharded_status(&args).await?;
+    } else {
+        add_joined_members(&mut rows).await;
     }
+    add_memberships(&mut rows).await;
     if args.json {
         print_json(&rows);
     } else {
@@ -153,6 +159,83 @@ pub(crate) async fn status(args: ClientArgs) -> anyhow::Result<()> {
         bail!("no node answered; is the cluster running? (`cairn cluster` starts one)");
     }
     Ok(())
+}
+
+/// Adds a row for every member the nodes' member lists name that is not
+/// shown yet (a node added after bootstrap is not among the members a
+/// node's status reports).
+async fn add_joined_members(rows: &mut Vec<StatusRow>) {
+    let mut shown: BTreeSet<String> = rows.iter().map(|r| normalized(&r.endpoint)).collect();
+    let answering: Vec<String> = rows
+        .iter()
+        .filter(|r| r.status.is_ok())
+        .map(|r| r.endpoint.clone())
+        .collect();
+    for endpoint in answering {
+        let Ok(list) = crate::member::list_at(&normalized(&endpoint), Duration::from_secs(2)).await
+        else {
+            continue;
+        };
+        for member in list.voters.iter().chain(&list.learners) {
+            if !member.url.is_empty() && shown.insert(normalized(&member.url)) {
+                let status = node_status(Service::Kv, &member.url).await;
+                rows.push(row("node", &member.url, status.map_err(|e| e.to_string())));
+            }
+        }
+    }
+}
+
+/// Asks every answering node for its members: a learner's role is shown as
+/// "learner", and each node's configuration is kept for the output.
+async fn add_memberships(rows: &mut [StatusRow]) {
+    for row in rows.iter_mut() {
+        let Ok(status) = &mut row.status else {
+            continue;
+        };
+        let timeout = Duration::from_secs(2);
+        let Ok(list) = crate::member::list_at(&normalized(&row.endpoint), timeout).await else {
+            continue;
+        };
+        let ids = |members: &[cairn_rpc::node::MemberState]| members.iter().map(|m| m.id).collect();
+        let (voters, learners): (Vec<u64>, Vec<u64>) = (ids(&list.voters), ids(&list.learners));
+        if learners.contains(&status.id) && status.role == "follower" {
+            status.role = "learner".into();
+        }
+        row.members = Some((voters, learners));
+    }
+}
+
+/// The configurations the nodes know, one line for each distinct one,
+/// naming the nodes that know it.
+fn configurations(rows: &[StatusRow]) -> String {
+    let mut known: BTreeMap<&(Vec<u64>, Vec<u64>), Vec<String>> = BTreeMap::new();
+    for row in rows {
+        if let (Some(members), Ok(status)) = (&row.members, &row.status) {
+            known
+                .entry(members)
+                .or_default()
+                .push(status.id.to_string());
+        }
+    }
+    let list = |ids: &[u64]| {
+        ids.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::new();
+    for ((voters, learners), nodes) in known {
+        let learners = match learners.is_empty() {
+            true => "none".to_string(),
+            false => list(learners),
+        };
+        out.push_str(&format!(
+            "configuration (as nodes {} know it): voters {}; learners {learners}\n",
+            nodes.join(", "),
+            list(voters)
+        ));
+    }
+    out
 }
 
 /// Endpoints that do not serve the key/value service are a sharded
@@ -190,6 +273,10 @@ fn print_json(rows: &[StatusRow]) {
                     "endpoint": row.endpoint, "kind": row.kind, "error": error,
                 }),
             };
+            if let Some((voters, learners)) = &row.members {
+                value["voters"] = serde_json::json!(voters);
+                value["learners"] = serde_json::json!(learners);
+            }
             if let Some((config, shards)) = row.extra {
                 value["config"] = config.into();
                 value["serving_shards"] = shards.into();
@@ -232,6 +319,9 @@ fn print_table(rows: &[StatusRow], sharded: bool) {
                 out.push_str(&format!("{kind:<16} {endpoint:<26} unreachable: {error}\n"))
             }
         }
+    }
+    if !sharded {
+        out.push_str(&configurations(rows));
     }
     out.push_str(&waits(rows));
     if rows.iter().any(|r| r.kind.ends_with("(left)")) {
@@ -325,6 +415,7 @@ async fn group_server_row(kind: &str, endpoint: &str) -> StatusRow {
             status: group.node.ok_or_else(|| "no status".to_string()),
             extra: Some((group.config_num, group.serving.len())),
             waiting: group.waiting,
+            members: None,
         },
         Err(error) => row(kind, endpoint, Err(error.to_string())),
     }
@@ -345,6 +436,7 @@ mod tests {
             status: Ok(status),
             extra: Some((5, 1)),
             waiting: lines.iter().map(|l| l.to_string()).collect(),
+            members: None,
         }
     }
 

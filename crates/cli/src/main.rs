@@ -47,6 +47,7 @@ mod fs_safemode;
 mod fs_trash;
 mod kv;
 mod kv_status;
+mod member;
 #[cfg(not(madsim))]
 mod metrics_http;
 #[cfg(madsim)]

@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Config;
 use crate::kv::{ServeArgs, prepare_node, run_until_stopped};
+use crate::member::{self, Group, MemberAction, TransferArgs};
 use crate::progress::print_stdout;
 
 /// The controllers a local sharded cluster (`cairn cluster --sharded`)
@@ -37,6 +38,12 @@ pub(crate) enum ShardctlCommand {
     Move(MoveArgs),
     /// Print a configuration (the latest without a number).
     Query(QueryArgs),
+    /// The controllers' members: `member list`, `member add-learner URL`,
+    /// `member promote ID`, `member remove ID` (as `cairn kv member`).
+    #[command(subcommand)]
+    Member(MemberAction<CtrlClientArgs>),
+    /// Hand the controllers' leadership to voter ID.
+    TransferLeader(TransferArgs<CtrlClientArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +123,13 @@ pub(crate) fn run(command: ShardctlCommand, config: &Config) -> anyhow::Result<(
     runtime.block_on(async move {
         match command {
             ShardctlCommand::Serve(args) => serve(args, config).await,
+            ShardctlCommand::Member(action) => {
+                let group = group(action.target());
+                member::run(action, &group).await
+            }
+            ShardctlCommand::TransferLeader(args) => {
+                member::transfer_leader(args.id, &group(&args.target)).await
+            }
             ShardctlCommand::Join(args) => {
                 let groups = parse_groups(&args.groups)?;
                 if !args.force {
@@ -144,6 +158,16 @@ pub(crate) fn run(command: ShardctlCommand, config: &Config) -> anyhow::Result<(
             }
         }
     })
+}
+
+/// The controllers' group, for the membership commands.
+fn group(args: &CtrlClientArgs) -> Group {
+    Group {
+        endpoints: args.endpoints.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        json: args.json,
+        command: ("cairn shardctl", String::new()),
+    }
 }
 
 fn client(args: &CtrlClientArgs) -> anyhow::Result<Client> {

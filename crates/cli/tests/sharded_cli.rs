@@ -1,8 +1,9 @@
 //! The sharded cluster and `kv status` operated the way people do, as real
 //! processes: a typo in `shardctl join` is refused (and, forced, waits
 //! visibly and is undone by `leave`), `kv status` lists every node and the
-//! groups that left, `bench kv` runs through the controllers, and
-//! `cairn cluster` refuses data of another shape.
+//! groups that left, `member list` lists the controllers and a group's
+//! servers, `bench kv` runs through the controllers, and `cairn cluster`
+//! refuses data of another shape.
 
 mod common;
 
@@ -113,6 +114,34 @@ async fn a_typo_in_join_is_refused_and_a_forced_phantom_is_undone_by_leave() {
     wait_until("group 1 can be joined", Duration::from_secs(30), || {
         admin(&["join", &join_arg(1, &groups[&1])]).status.success()
     });
+    // The membership commands: the controllers', and a group's (its
+    // servers found through the controllers).
+    let voters = |json: &str| -> Vec<String> {
+        let list: serde_json::Value = serde_json::from_str(json).unwrap();
+        let voters = list["voters"].as_array().unwrap().iter();
+        voters
+            .map(|m| m["url"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = ok(
+        &admin(&["member", "list", "--json"]),
+        "shardctl member list",
+    );
+    assert_eq!(voters(&list), controllers.urls);
+    let group_list = |gid: &str| {
+        Command::new(CAIRN)
+            .args(["shardkv", "member", "list", "--json", "--gid", gid])
+            .args(["--controllers", &controllers.endpoints()])
+            .output()
+            .unwrap()
+    };
+    let list = ok(&group_list("1"), "shardkv member list --gid 1");
+    assert_eq!(voters(&list), groups[&1].urls);
+    let error = failed(&group_list("7"), "shardkv member list --gid 7");
+    assert!(
+        error.contains("group 7 is not in the controllers'"),
+        "{error}"
+    );
     // Group 1's servers under another gid, and an address where nothing
     // runs: refused, nothing changes.
     let error = failed(

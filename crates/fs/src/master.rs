@@ -96,6 +96,7 @@ impl MasterServer {
     pub fn router(&self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
+            .add_service(self.node.members_service())
             .add_service(MasterGrpcServer::new(self.clone()))
     }
 
@@ -104,6 +105,7 @@ impl MasterServer {
     #[cfg(not(madsim))]
     pub fn routes(&self) -> tonic::service::Routes {
         tonic::service::Routes::new(self.node.raft_service())
+            .add_service(self.node.members_service())
             .add_service(MasterGrpcServer::new(self.clone()))
     }
 

@@ -67,6 +67,7 @@ impl KvServer {
     pub fn router(&self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
+            .add_service(self.node.members_service())
             .add_service(
                 KvGrpcServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -79,11 +80,13 @@ impl KvServer {
     /// requests in flight, keepalive).
     #[cfg(not(madsim))]
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(self.node.raft_service()).add_service(
-            KvGrpcServer::new(self.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        tonic::service::Routes::new(self.node.raft_service())
+            .add_service(self.node.members_service())
+            .add_service(
+                KvGrpcServer::new(self.clone())
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
     }
 
     fn error(&self, error: SubmitError) -> Status {

@@ -18,7 +18,7 @@ use cairn_raft::{
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{FatalError, MembershipError, SubmitError};
-use crate::membership::Membership;
+use crate::membership::{Membership, check_address};
 use crate::metrics::{Metrics, observe};
 use crate::node::{
     Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
@@ -194,12 +194,21 @@ impl<S: StateMachine> Driver<S> {
                 change,
                 context,
                 reply,
-            } => match self.raft.propose_conf_change(change, context) {
-                Ok((index, term)) => {
-                    self.proposals.insert(index, (term, Waiter::Config(reply)));
+            } => {
+                let urls = self.outbox.peer_urls();
+                let proposed = check_address(change, &context, self.raft.cluster(), &urls)
+                    .and_then(|()| {
+                        self.raft
+                            .propose_conf_change(change, context)
+                            .map_err(refused)
+                    });
+                match proposed {
+                    Ok((index, term)) => {
+                        self.proposals.insert(index, (term, Waiter::Config(reply)));
+                    }
+                    Err(error) => drop(reply.send(Err(error))),
                 }
-                Err(error) => drop(reply.send(Err(refused(error)))),
-            },
+            }
             Command::Membership { reply } => {
                 let config = self.raft.cluster().clone();
                 let learner_lag = config
@@ -211,6 +220,7 @@ impl<S: StateMachine> Driver<S> {
                     config,
                     leader: self.raft.leader(),
                     learner_lag,
+                    urls: self.outbox.peer_urls(),
                 });
             }
             Command::Inbound { messages, reply } => self.step_inbound(messages, reply),

@@ -65,6 +65,18 @@ pub enum MembershipError {
         /// The refused successor.
         id: NodeId,
     },
+    /// Another member already has the address a new learner was given:
+    /// two ids at one address would each receive the other's messages.
+    /// There is no address update: remove the member first.
+    #[error(
+        "node {id} already has the address {url}; remove it first (member remove {id}), or give the new node its own address"
+    )]
+    AddressInUse {
+        /// The member at that address.
+        id: NodeId,
+        /// The address.
+        url: String,
+    },
     /// A learner is added with the URL its peers reach it at.
     #[error("node {id} needs a URL (http://host:port) to be added; give its address")]
     NoUrl {

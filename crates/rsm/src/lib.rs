@@ -46,7 +46,11 @@
 //! with a [`MembershipError`] that says what to do; [`Node::membership`]
 //! shows the configuration and each learner's lag. A learner's URL rides in
 //! its configuration entry, so every node learns to reach it (see
-//! `membership.rs`); snapshots carry the whole configuration.
+//! `membership.rs`); snapshots carry the whole configuration. Operators
+//! and joining nodes reach all this through the `Members` gRPC service
+//! ([`Node::members_service`], mounted by every service beside
+//! [`Node::raft_service`]): list, add a learner (the leader picks an id
+//! never used), promote, remove, transfer leadership, join.
 //!
 //! ## Identity, bounds, stops
 //!
@@ -87,7 +91,8 @@
 //!   configuration entry (or installs such a snapshot) does not learn its
 //!   URL; it reaches that member only if its flags list it.
 //! - The leader hint's URL in a not-leader answer comes from the bootstrap
-//!   `--peers` list; a leader added later is named by id only.
+//!   `--peers` list; a leader added later is named by id only (the
+//!   `Members` service names it with the URL its configuration carries).
 //! - fsync runs on the node's task: while it runs, the node queues commands
 //!   (which is what batches them).
 //! - A snapshot is taken synchronously on the node's task.
@@ -100,6 +105,7 @@ mod crash_tests;
 mod driver;
 mod error;
 mod identity;
+mod members_service;
 mod membership;
 mod metrics;
 mod node;
@@ -116,6 +122,7 @@ mod transport;
 pub use cairn_raft::{ClusterConfig, ConfChange, ConfChangeError, LogIndex, NodeId, Role, Term};
 pub use codec::{CodecError, MAX_TERM_OR_INDEX, decode, encode};
 pub use error::{FatalError, MembershipError, StartError, SubmitError};
+pub use members_service::{MEMBER_CHANGE_DEADLINE, MembersServer, MembersService, TRANSFER_WAIT};
 pub use membership::Membership;
 pub use metrics::{Metrics, RequestMetrics, RequestTimer};
 pub use node::{

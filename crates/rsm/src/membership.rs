@@ -37,12 +37,37 @@ pub struct Membership {
     /// learner can be promoted when this is at most the core's
     /// `promote_max_lag_entries`). Empty on other nodes.
     pub learner_lag: BTreeMap<NodeId, u64>,
+    /// The URL of every member this node can reach (itself included):
+    /// the bootstrap peers and the members added since, as their
+    /// configuration entries carry them.
+    pub urls: BTreeMap<NodeId, String>,
+}
+
+impl Membership {
+    /// The member (voter or learner) already reached at `url`, if any
+    /// (a trailing `/` does not count).
+    pub fn member_at(&self, url: &str) -> Option<NodeId> {
+        member_at(&self.config, &self.urls, url)
+    }
+
+    /// The id a new member gets: one above every id this group ever used
+    /// (voters, learners, removed), so that no id is ever reused.
+    pub fn fresh_id(&self) -> NodeId {
+        let config = &self.config;
+        let used = config
+            .voters
+            .iter()
+            .chain(&config.learners)
+            .chain(&config.removed);
+        used.max().map_or(1, |&id| id + 1)
+    }
 }
 
 impl<S: StateMachine> Node<S> {
     /// Proposes one configuration change on the leader and answers with
     /// the configuration it made once its entry is applied here. Adding a
-    /// learner needs its `url`. Fails with
+    /// learner needs its `url`, which no current member may have
+    /// ([`MembershipError::AddressInUse`]). Fails with
     /// [`SubmitError::NotLeader`](crate::SubmitError::NotLeader) (ask the
     /// hinted leader), a refusal that says what to do
     /// ([`MembershipError::Refused`]: a change pending, a learner behind by
@@ -56,7 +81,15 @@ impl<S: StateMachine> Node<S> {
     ) -> Result<ClusterConfig, MembershipError> {
         let context = match (change, url) {
             (ConfChange::AddLearner(id), None) => return Err(MembershipError::NoUrl { id }),
-            (ConfChange::AddLearner(_), Some(url)) => Bytes::copy_from_slice(url.as_bytes()),
+            (ConfChange::AddLearner(_), Some(url)) => {
+                // This node's own address; the node task checks its peers'.
+                let own = self.status().id;
+                let own_url = self.peers.iter().filter(|(id, _)| **id == own);
+                if let Some(id) = member_at(&ClusterConfig::new([own]), own_url, url) {
+                    return Err(address_in_use(id, url));
+                }
+                Bytes::copy_from_slice(url.as_bytes())
+            }
             _ => Bytes::new(),
         };
         let (reply, answer) = oneshot::channel();
@@ -77,7 +110,13 @@ impl<S: StateMachine> Node<S> {
     pub async fn membership(&self) -> Result<Membership, MembershipError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::Membership { reply }).await?;
-        answer.await.map_err(|_| self.gone().into())
+        let mut membership = answer.await.map_err(|_| self.gone())?;
+        // The bootstrap peers' URLs (this node's own among them) where the
+        // transport knows none.
+        for (id, url) in self.peers.iter() {
+            membership.urls.entry(*id).or_insert_with(|| url.clone());
+        }
+        Ok(membership)
     }
 
     /// Asks the leader to hand leadership to voter `to`; a node that is
@@ -92,6 +131,44 @@ impl<S: StateMachine> Node<S> {
     /// started with (`NodeConfig::join`).
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
+    }
+}
+
+/// The member of `config` whose URL in `urls` is `url` (a trailing `/`
+/// does not count), if any.
+fn member_at<'a>(
+    config: &ClusterConfig,
+    urls: impl IntoIterator<Item = (&'a NodeId, &'a String)>,
+    url: &str,
+) -> Option<NodeId> {
+    let wanted = url.trim_end_matches('/');
+    urls.into_iter()
+        .find(|(id, known)| config.is_member(**id) && known.trim_end_matches('/') == wanted)
+        .map(|(&id, _)| id)
+}
+
+fn address_in_use(id: NodeId, url: &str) -> MembershipError {
+    MembershipError::AddressInUse {
+        id,
+        url: url.to_string(),
+    }
+}
+
+/// In the node task, before a change is proposed: a learner is not added
+/// at the address of a member in `config` (`urls`: the peers' addresses).
+pub(crate) fn check_address(
+    change: ConfChange,
+    context: &Bytes,
+    config: &ClusterConfig,
+    urls: &BTreeMap<NodeId, String>,
+) -> Result<(), MembershipError> {
+    let ConfChange::AddLearner(_) = change else {
+        return Ok(());
+    };
+    let url = String::from_utf8_lossy(context);
+    match member_at(config, urls, &url) {
+        Some(id) => Err(address_in_use(id, &url)),
+        None => Ok(()),
     }
 }
 

@@ -243,7 +243,7 @@ pub struct Node<S: StateMachine> {
     status: watch::Receiver<NodeStatus>,
     service: RaftService<S>,
     /// Every node's URL, to name the leader in a not-leader answer.
-    peers: Arc<BTreeMap<NodeId, String>>,
+    pub(crate) peers: Arc<BTreeMap<NodeId, String>>,
     metrics: Metrics,
     /// The id every message batch of this node's group carries.
     pub(crate) cluster_id: Arc<str>,

@@ -264,6 +264,19 @@ impl<S: StateMachine> Outbox<S> {
         self.peers.insert(id, peer);
     }
 
+    /// The URL of every peer reached over gRPC (members added at runtime
+    /// included), for the member list.
+    pub(crate) fn peer_urls(&self) -> BTreeMap<NodeId, String> {
+        let urls = self
+            .peers
+            .iter()
+            .filter_map(|(&id, peer)| match &peer.link {
+                Link::Grpc(client) => Some((id, client.addr().to_string())),
+                Link::Local(..) => None,
+            });
+        urls.collect()
+    }
+
     /// Stops talking to node `id` (removed from the group); calls in
     /// flight finish on their own.
     pub(crate) fn remove_peer(&mut self, id: NodeId) {

@@ -9,8 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cairn_raft::{LogIndex, Role};
+use cairn_rpc::node::change_members_request::Change;
+use cairn_rpc::node::members_client::MembersClient;
+use cairn_rpc::node::{
+    ChangeMembersRequest, JoinRequest, ListMembersRequest, MemberState, TransferLeaderRequest,
+};
 use cairn_rsm::{LocalNet, Node, NodeConfig, StateMachine, SubmitError};
 use cairn_storage::{MemDisk, RealDisk};
+use tonic::Code;
 
 /// Sums the numbers it applies; answers with the running sum.
 #[derive(Default)]
@@ -63,14 +69,21 @@ async fn start(
     config.max_raft_state = 4096; // snapshot often
     let disk = Arc::new(RealDisk::new(root.join(format!("node{id}"))).unwrap());
     let node = Node::start(config, disk, Sum::default()).unwrap();
-    let router = tonic::transport::Server::builder().add_service(node.raft_service());
+    let router = tonic::transport::Server::builder()
+        .add_service(node.raft_service())
+        .add_service(node.members_service());
     let (_, server) = cairn_rpc::serve_on(router, listener).unwrap();
     (node, server)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_over_grpc_survive_the_loss_of_the_leader() {
-    let root = tempfile::tempdir().unwrap();
+/// Nodes 1-3 on loopback ports, with their servers and URLs.
+async fn start_three(
+    root: &std::path::Path,
+) -> (
+    Vec<Option<Node<Sum>>>,
+    Vec<Option<cairn_rpc::ServerTask>>,
+    BTreeMap<u64, String>,
+) {
     let mut listeners = Vec::new();
     let mut peers = BTreeMap::new();
     for id in 1..=3u64 {
@@ -81,10 +94,17 @@ async fn three_nodes_over_grpc_survive_the_loss_of_the_leader() {
     let mut nodes: Vec<Option<Node<Sum>>> = Vec::new();
     let mut servers = Vec::new();
     for (id, listener) in (1..=3u64).zip(listeners) {
-        let (node, server) = start(id, &peers, listener, root.path()).await;
+        let (node, server) = start(id, &peers, listener, root).await;
         nodes.push(Some(node));
         servers.push(Some(server));
     }
+    (nodes, servers, peers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_over_grpc_survive_the_loss_of_the_leader() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut nodes, mut servers, peers) = start_three(root.path()).await;
     let leader = wait_for("a leader", || leader_of(&nodes)).await;
     let node = nodes[leader].clone().unwrap();
     let mut expected = 0;
@@ -190,4 +210,90 @@ async fn local_net_group_applies_in_order() {
         (1..=32).collect::<Vec<_>>(),
         "each command saw the sum after it, once"
     );
+}
+
+/// A `Members` client of the node at `url`.
+async fn members(url: &str) -> MembersClient<tonic::transport::Channel> {
+    MembersClient::connect(url.to_string()).await.unwrap()
+}
+
+fn ids(members: &[MemberState]) -> Vec<u64> {
+    members.iter().map(|m| m.id).collect()
+}
+
+/// The `Members` service: a follower lists and refuses changes naming the
+/// leader's URL; the leader joins new nodes under ids never used, refuses
+/// an address in use, a lagging promotion and a transfer to a learner with
+/// what to do, and transfers leadership.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_members_service_changes_the_group_and_refuses_clearly() {
+    let root = tempfile::tempdir().unwrap();
+    let (nodes, _servers, peers) = start_three(root.path()).await;
+    let leader = wait_for("a leader", || leader_of(&nodes)).await as u64 + 1;
+    let follower = leader % 3 + 1;
+    nodes[leader as usize - 1]
+        .as_ref()
+        .unwrap()
+        .submit(number(1), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let (at_leader, at_follower) = (&peers[&leader], &peers[&follower]);
+
+    let list = members(at_follower)
+        .await
+        .list(ListMembersRequest {})
+        .await
+        .unwrap();
+    let list = list.into_inner();
+    assert_eq!((list.answered_by, list.leader), (follower, leader));
+    let urls: Vec<String> = list.voters.iter().map(|m| m.url.clone()).collect();
+    assert_eq!(urls, peers.values().cloned().collect::<Vec<_>>());
+
+    let new_url = "http://127.0.0.1:1";
+    let join = |url: &str| JoinRequest { url: url.into() };
+    let refused = members(at_follower)
+        .await
+        .join(join(new_url))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let hint = refused.metadata().get(cairn_rpc::LEADER_URL_KEY).unwrap();
+    assert_eq!(hint.to_str().unwrap(), at_leader);
+
+    let mut client = members(at_leader).await;
+    let joined = client.join(join(new_url)).await.unwrap().into_inner();
+    assert_eq!(joined.added, 4);
+    assert_eq!(ids(&joined.learners), [4]);
+    assert!(joined.learners[0].lag.is_some(), "{joined:?}");
+    for url in [new_url, at_follower.as_str()] {
+        let refused = client.join(join(url)).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument);
+        assert!(refused.message().contains("remove it first"), "{refused:?}");
+    }
+    let promote = |id| ChangeMembersRequest {
+        change: Some(Change::Promote(id)),
+    };
+    let refused = client.change(promote(4)).await.unwrap_err();
+    assert!(refused.message().contains("entries behind"), "{refused:?}");
+    let refused = client
+        .transfer_leader(TransferLeaderRequest { to: 4 })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("promote it first"),
+        "{refused:?}"
+    );
+
+    let remove = ChangeMembersRequest {
+        change: Some(Change::Remove(4)),
+    };
+    let removed = client.change(remove).await.unwrap().into_inner();
+    assert_eq!(removed.removed, [4]);
+    let again = client.join(join(new_url)).await.unwrap().into_inner();
+    assert_eq!(again.added, 5, "ids are never reused");
+
+    let moved = client
+        .transfer_leader(TransferLeaderRequest { to: follower })
+        .await;
+    assert_eq!(moved.unwrap().into_inner().leader, follower);
 }

@@ -1,6 +1,6 @@
 //! Membership change through the replicated-state-machine runtime, in
 //! simulation (issue 16; the cases are the catalog's M1, M2, M4, M5, M12
-//! and M14 in `reference/membership-tests.md`).
+//! M14 and M17 in `reference/membership-tests.md`).
 //!
 //! Each test runs the lab 2 tester's nodes (a state machine that records
 //! what it applied and fails the test if two servers apply different
@@ -440,4 +440,34 @@ async fn every_node_restarted_after_a_promotion_keeps_the_configuration() {
     t.start1(2);
     let config = check_members_agree(&t, &[0, 1, 2, 3], &[1, 2]).await;
     assert_eq!(config.voters, voters(&[0, 1, 2, 3]));
+}
+
+/// M17: adding a learner at an address another member has is refused
+/// (naming that member, saying to remove it first) and changes nothing;
+/// the same node at its own address is then added.
+#[madsim::test]
+async fn an_address_pointing_at_another_node_is_refused() {
+    let t = Arc::new(Tester::growable(3, 4, true, -1));
+    t.one(command(1), 3, true).await;
+    let at_leader = t.node(leader(&t, &[0, 1, 2]).await).unwrap();
+    let before = at_leader.membership().await.unwrap().config;
+    let refused = at_leader
+        .propose_conf_change(
+            ConfChange::AddLearner(node_id(3)),
+            Some(&format!("{}/", url(1))),
+            CHANGE_DEADLINE,
+        )
+        .await;
+    match &refused {
+        Err(error @ MembershipError::AddressInUse { id, .. }) => {
+            assert_eq!(*id, node_id(1));
+            assert!(error.to_string().contains("remove it first"), "{error}");
+        }
+        other => t.fail(format!("a second node at node 2's address: {other:?}")),
+    }
+    assert_eq!(at_leader.membership().await.unwrap().config, before);
+    t.join(3, 0);
+    let config = must_change(&t, &[0, 1, 2], ConfChange::AddLearner(node_id(3))).await;
+    assert!(config.is_learner(node_id(3)), "{config:?}");
+    check_members_agree(&t, &[0, 1, 2, 3], &[1]).await;
 }

@@ -94,6 +94,7 @@ impl CtrlerServer {
     pub fn router(&self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
+            .add_service(self.node.members_service())
             .add_service(ShardCtrlerServer::new(self.clone()))
     }
 
@@ -102,6 +103,7 @@ impl CtrlerServer {
     #[cfg(not(madsim))]
     pub fn routes(&self) -> tonic::service::Routes {
         tonic::service::Routes::new(self.node.raft_service())
+            .add_service(self.node.members_service())
             .add_service(ShardCtrlerServer::new(self.clone()))
     }
 

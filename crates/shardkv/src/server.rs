@@ -183,6 +183,7 @@ impl ShardKvServer {
     pub fn router(&self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
+            .add_service(self.node.members_service())
             .add_service(
                 ShardKvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_HANDOVER_BYTES),
             )
@@ -192,9 +193,11 @@ impl ShardKvServer {
     /// `cairn_rpc::serve_routes` serves with every limit.
     #[cfg(not(madsim))]
     pub fn routes(&self) -> tonic::service::Routes {
-        tonic::service::Routes::new(self.node.raft_service()).add_service(
-            ShardKvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_HANDOVER_BYTES),
-        )
+        tonic::service::Routes::new(self.node.raft_service())
+            .add_service(self.node.members_service())
+            .add_service(
+                ShardKvGrpcServer::new(self.clone()).max_decoding_message_size(MAX_HANDOVER_BYTES),
+            )
     }
 
     fn error(&self, error: SubmitError) -> Status {

@@ -14,6 +14,7 @@ use cairn_rsm::NodeConfig;
 use cairn_storage::RealDisk;
 use clap::Args;
 
+use super::join::{JOINED_FILE, Joined};
 use crate::config::Config;
 use crate::metrics_http::MetricsListener;
 
@@ -39,6 +40,26 @@ pub(crate) struct ServeArgs {
     /// http://HOST:PORT/metrics. Off unless given.
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+}
+
+/// `cairn kv serve`'s arguments: a node's, and how it joins a running
+/// cluster instead.
+#[derive(Debug, Args)]
+pub(crate) struct KvServeArgs {
+    #[command(flatten)]
+    node: ServeArgs,
+    /// Join the running cluster at these nodes (comma-separated URLs)
+    /// instead of bootstrapping one: the cluster gives this node a new id
+    /// and adds it as a learner. Needs --listen (the address the others
+    /// reach it at) and an empty --data-dir; later starts of that data
+    /// directory resume as the same node (no --join needed).
+    #[arg(long, value_delimiter = ',', value_name = "URL,...", conflicts_with_all = ["id", "peers"],
+          value_parser = super::parse_endpoint)]
+    join: Vec<String>,
+    /// With --join: ask to be promoted to voter once caught up (otherwise
+    /// the operator promotes it: cairn kv member promote ID).
+    #[arg(long)]
+    auto_promote: bool,
 }
 
 /// Parses `ID=URL` pairs.
@@ -116,23 +137,9 @@ pub(crate) async fn prepare_node(
             )
         })?,
     };
-    let metrics = match &args.metrics_listen {
-        Some(text) => {
-            let addr = listen_address(text).with_context(|| {
-                format!(
-                    "--metrics-listen {text:?} is not an address: pass --metrics-listen \
-                     HOST:PORT, e.g. 127.0.0.1:9701"
-                )
-            })?;
-            Some(MetricsListener::bind(addr).await?)
-        }
-        None => None,
-    };
+    let metrics = bind_metrics(args).await?;
     let (data_dir, disk, lock) = open_data_dir(config)?;
-    let mut node_config = NodeConfig::new(id, peers, "raft");
-    if let Some(max) = args.max_raft_state.or(node.max_raft_state) {
-        node_config.max_raft_state = max;
-    }
+    let node_config = node_config(args, config, id, peers);
     Ok(PreparedNode {
         id,
         listen,
@@ -142,6 +149,100 @@ pub(crate) async fn prepare_node(
         metrics,
         _lock: lock,
     })
+}
+
+/// The node's settings: node `id` of `peers`, its log under `raft/`.
+fn node_config(
+    args: &ServeArgs,
+    config: &Config,
+    id: u64,
+    peers: BTreeMap<u64, String>,
+) -> NodeConfig {
+    let mut node_config = NodeConfig::new(id, peers, "raft");
+    if let Some(max) = args.max_raft_state.or(config.node.max_raft_state) {
+        node_config.max_raft_state = max;
+    }
+    node_config
+}
+
+/// The metrics listener of `--metrics-listen`, bound, if asked for.
+async fn bind_metrics(args: &ServeArgs) -> anyhow::Result<Option<MetricsListener>> {
+    let Some(text) = &args.metrics_listen else {
+        return Ok(None);
+    };
+    let addr = listen_address(text).with_context(|| {
+        format!(
+            "--metrics-listen {text:?} is not an address: pass --metrics-listen \
+             HOST:PORT, e.g. 127.0.0.1:9701"
+        )
+    })?;
+    Ok(Some(MetricsListener::bind(addr).await?))
+}
+
+/// A node that joins a running cluster (`--join`), or resumes as the node
+/// it joined as (its data directory says so): its identity comes from the
+/// cluster, not from flags. Answers the node and the members' URLs.
+async fn prepare_joined(
+    args: &KvServeArgs,
+    config: &Config,
+) -> anyhow::Result<(PreparedNode, Vec<String>)> {
+    let (data_dir, disk, lock) = open_data_dir(config)?;
+    let joined = match Joined::load(&*disk, &data_dir)? {
+        Some(joined) if args.node.id.is_some() || !args.node.peers.is_empty() => bail!(
+            "this data directory belongs to node {}, which joined cluster {}; start it with just \
+             --data-dir (and --listen), without --id or --peers",
+            joined.id,
+            joined.cluster_id
+        ),
+        Some(joined) => {
+            tracing::info!(
+                "node {} of cluster {}: resuming (identity from the data directory)",
+                joined.id,
+                joined.cluster_id
+            );
+            joined
+        }
+        None => {
+            let listen = args.node.listen.as_deref().context(
+                "--join needs --listen HOST:PORT: the address the other nodes reach this node at",
+            )?;
+            if listen_address(listen)?.ip().is_unspecified() {
+                bail!(
+                    "--listen {listen}: give the address the other nodes reach this node at, not 0.0.0.0"
+                );
+            }
+            let joined = super::join::join(&*disk, &args.join, &format!("http://{listen}")).await?;
+            tracing::info!(
+                "node {} of cluster {}: joined as a learner",
+                joined.id,
+                joined.cluster_id
+            );
+            joined
+        }
+    };
+    let own_url = joined
+        .peers
+        .get(&joined.id)
+        .context("the stored identity lacks this node's URL")?;
+    let listen = match &args.node.listen {
+        Some(listen) => listen_address(listen)?,
+        None => listen_of(own_url)?,
+    };
+    let metrics = bind_metrics(&args.node).await?;
+    let mut node_config = node_config(&args.node, config, joined.id, joined.peers.clone());
+    node_config.join = Some(joined.cluster_id.clone());
+    let others = joined.peers.iter().filter(|(id, _)| **id != joined.id);
+    let members = others.map(|(_, url)| url.clone()).collect();
+    let prepared = PreparedNode {
+        id: joined.id,
+        listen,
+        data_dir,
+        disk,
+        node_config,
+        metrics,
+        _lock: lock,
+    };
+    Ok((prepared, members))
 }
 
 impl PreparedNode {
@@ -165,8 +266,12 @@ impl PreparedNode {
     }
 }
 
-pub(super) async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()> {
-    let mut prepared = prepare_node(&args, config).await?;
+pub(super) async fn serve(args: KvServeArgs, config: &Config) -> anyhow::Result<()> {
+    let joined = !args.join.is_empty() || config.data_dir.0.join(JOINED_FILE).exists();
+    let (mut prepared, members) = match joined {
+        true => prepare_joined(&args, config).await?,
+        false => (prepare_node(&args.node, config).await?, Vec::new()),
+    };
     let id = prepared.id;
     let server = KvServer::start(prepared.node_config.clone(), prepared.disk.clone())
         .map_err(|e| anyhow::anyhow!("node {id} cannot start: {e}"))?;
@@ -176,11 +281,16 @@ pub(super) async fn serve(args: ServeArgs, config: &Config) -> anyhow::Result<()
         "node {id} serving on {addr}, data in {}",
         prepared.data_dir.display()
     );
+    let progress = joined.then(|| {
+        let report = super::join::report_progress(id, members, args.auto_promote);
+        tokio::spawn(report)
+    });
     let outcome = run_until_stopped(server.node(), &format!("node {id}")).await;
     tracing::info!("node {id} stopping");
     server.node().shutdown().await;
     task.abort();
     metrics.inspect(|task| task.abort());
+    progress.inspect(|task| task.abort());
     outcome
 }
 
