@@ -94,6 +94,8 @@
 //! - Messages to a peer with [`MAX_INFLIGHT_BATCHES_PER_PEER`] calls
 //!   outstanding are dropped; Raft retransmits.
 
+mod backup;
+mod backup_file;
 mod codec;
 #[cfg(test)]
 mod crash_tests;
@@ -110,6 +112,13 @@ mod state_machine;
 mod storage;
 mod transport;
 
+pub use backup::{
+    BACKUP_CHUNK_BYTES, BACKUP_DEADLINE, BackupError, BackupServer, BackupService, DataDirSnapshot,
+    StateSnapshot, restore_data_dir, snapshot_of_data_dir,
+};
+pub use backup_file::{
+    BACKUP_FORMAT_VERSION, BackupChecksum, BackupFile, BackupFileError, BackupHeader,
+};
 /// The Raft vocabulary a service needs, re-exported so that services never
 /// import `cairn-raft` (DESIGN.md, "Layers and who may import whom";
 /// `scripts/check-layers` enforces it).
