@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 
 mod connect;
 mod serve;
+mod snapshot;
 
 use connect::connect;
 pub(crate) use connect::wrong_service;
@@ -62,6 +63,10 @@ pub(crate) enum KvCommand {
     /// cluster the controllers, every server of every group (with what a
     /// group waits for), and groups that left but still answer.
     Status(ClientArgs),
+    /// Back up the cluster's data to a file, or start a new cluster from
+    /// one (also the recovery when the cluster lost its quorum for good).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 #[derive(Debug, Args)]
@@ -215,6 +220,7 @@ pub(crate) fn run(command: KvCommand, config: &Config) -> anyhow::Result<()> {
     match command {
         KvCommand::Serve(args) => runtime.block_on(serve(args, config)),
         KvCommand::Status(args) => runtime.block_on(crate::kv_status::status(args)),
+        KvCommand::Snapshot(command) => runtime.block_on(snapshot::run(command, config)),
         command => runtime.block_on(request(command)),
     }
 }
@@ -284,7 +290,9 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
                 std::process::exit(EXIT_NO);
             }
         }
-        KvCommand::Serve(_) | KvCommand::Status(_) => unreachable!("dispatched in run()"),
+        KvCommand::Serve(_) | KvCommand::Status(_) | KvCommand::Snapshot(_) => {
+            unreachable!("dispatched in run()")
+        }
     }
     Ok(())
 }

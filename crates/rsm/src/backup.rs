@@ -201,13 +201,16 @@ pub struct DataDirSnapshot {
 
 /// The state of a stopped node's data directory `dir` on `disk`, through
 /// `machine`: its snapshot, then its log up to the commit index it
-/// stored. It holds every write the node knew committed; a node that was
-/// behind lacks the last writes the group acknowledged. Opening the log
-/// drops a torn tail, as the node's own start would.
+/// stored (or, with `whole_log`, to its end). It holds every write the
+/// node knew committed; a node that was behind lacks the last writes the
+/// group acknowledged. The whole log may also hold entries that were
+/// never committed (a write whose client was told it failed or timed
+/// out). Opening the log drops a torn tail, as the node's own start would.
 pub fn snapshot_of_data_dir<S: StateMachine>(
     disk: Arc<dyn Disk>,
     dir: &Path,
     mut machine: S,
+    whole_log: bool,
 ) -> Result<DataDirSnapshot, BackupError> {
     if !disk.exists(&dir.join(IDENTITY_FILE)) {
         return Err(BackupError::NotADataDir(dir.display().to_string()));
@@ -223,11 +226,11 @@ pub fn snapshot_of_data_dir<S: StateMachine>(
         .as_ref()
         .map_or((0, 0), |s| (s.meta.index, s.meta.term));
     let last_index = initial.entries.last().map_or(index, |e| e.index);
-    for entry in initial
-        .entries
-        .iter()
-        .take_while(|e| e.index <= initial.hard_state.commit)
-    {
+    let through = match whole_log {
+        true => last_index,
+        false => initial.hard_state.commit,
+    };
+    for entry in initial.entries.iter().take_while(|e| e.index <= through) {
         if entry.kind == cairn_raft::EntryKind::Normal {
             machine.apply(entry.index, &entry.data);
         }
@@ -344,7 +347,7 @@ mod tests {
         )
         .unwrap();
         assert!(cluster.starts_with("cairn-restored-"), "{cluster}");
-        let read = snapshot_of_data_dir(disk.clone(), dir, Text::default()).unwrap();
+        let read = snapshot_of_data_dir(disk.clone(), dir, Text::default(), false).unwrap();
         assert_eq!(read.snapshot, snapshot(b"state"));
         assert_eq!(read.last_index, 41);
         let error =
@@ -367,7 +370,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(error, BackupError::Restore(_)), "{error}");
         assert!(!disk.exists(dir));
-        let error = snapshot_of_data_dir(disk, dir, Text::default()).unwrap_err();
+        let error = snapshot_of_data_dir(disk, dir, Text::default(), true).unwrap_err();
         assert!(error.to_string().contains("stopped node"), "{error}");
     }
 
