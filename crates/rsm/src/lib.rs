@@ -48,6 +48,16 @@
 //! its configuration entry, so every node learns to reach it (see
 //! `membership.rs`); snapshots carry the whole configuration.
 //!
+//! ## Backups
+//!
+//! [`Node::backup`] is a consistent snapshot: a read barrier (read index,
+//! as [`Node::read`]), then the state machine's snapshot as applied, taken
+//! on the node's task; [`Node::backup_service`] streams it as
+//! `Backup.Save` (header, 1 MiB chunks, CRC-32C) and [`BackupFile`] is its
+//! file format. [`snapshot_of_data_dir`] reads a stopped node's data
+//! directory (disaster recovery), and [`restore_data_dir`] writes a new
+//! one-node cluster, with a new cluster id, from either (see `backup.rs`).
+//!
 //! ## Identity, bounds, stops
 //!
 //! - The member list given at the first start is stored with the data (a
