@@ -4,6 +4,7 @@
 //! write; `cairn kv snapshot restore` into a new data directory; the
 //! restored node served as a one-node cluster on a new port holds every
 //! write acknowledged before the backup began, with its value.
+#![cfg(not(madsim))] // real processes, real time
 
 mod common;
 

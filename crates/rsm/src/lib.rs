@@ -101,6 +101,9 @@
 //! - fsync runs on the node's task: while it runs, the node queues commands
 //!   (which is what batches them).
 //! - A snapshot is taken synchronously on the node's task.
+//! - A backup is held whole in memory while it streams (on the leader, and
+//!   in `cairn kv snapshot save` until its checksum is verified), as the
+//!   state machine's snapshot already is.
 //! - Messages to a peer with [`MAX_INFLIGHT_BATCHES_PER_PEER`] calls
 //!   outstanding are dropped; Raft retransmits.
 
