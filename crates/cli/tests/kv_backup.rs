@@ -3,7 +3,10 @@
 //! save`, asked of a follower (so it follows the leader hint), while they
 //! write; `cairn kv snapshot restore` into a new data directory; the
 //! restored node served as a one-node cluster on a new port holds every
-//! write acknowledged before the backup began, with its value.
+//! write acknowledged before the backup began, with its value. Then the
+//! disaster recovery path: a follower's data directory, refused while the
+//! node runs, read with `--from-data-dir --whole-log` once it is killed,
+//! holds every acknowledged write.
 #![cfg(not(madsim))] // real processes, real time
 
 mod common;
@@ -14,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn_kv::{Client, ClientConfig};
+use cairn_kv::{BACKUP_KIND, Client, ClientConfig, KvStore};
+use cairn_rsm::{BackupFile, StateMachine as _};
 use common::{CAIRN, NodeProcesses, Processes, free_ports, poll_until};
 
 const WRITERS: usize = 3;
@@ -72,6 +76,33 @@ async fn follower(client: &Client, nodes: usize) -> usize {
     }
 }
 
+/// Waits until every one of `nodes` has applied what the leader had
+/// committed when the wait began (up to 20 s).
+async fn wait_applied_everywhere(client: &Client, nodes: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut target = None;
+    loop {
+        let mut statuses = Vec::new();
+        for index in 0..nodes {
+            statuses.push(client.status(index).await.ok());
+        }
+        let leader = statuses.iter().flatten().find(|s| s.role == "leader");
+        target = target.or(leader.map(|s| s.commit));
+        if let Some(target) = target
+            && statuses
+                .iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.applied >= target))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied everywhere in 20 s: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Writers that put distinct keys until stopped, each recording the
 /// writes acknowledged.
 struct Writers {
@@ -111,18 +142,18 @@ impl Writers {
         self.acknowledged.lock().unwrap().clone()
     }
 
-    async fn stop(self) -> usize {
+    async fn stop(self) -> Vec<(String, String)> {
         self.stop.store(true, Ordering::SeqCst);
         for task in self.tasks {
             task.await.unwrap();
         }
-        self.acknowledged.lock().unwrap().len()
+        self.acknowledged.lock().unwrap().clone()
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_load_restores_as_a_new_cluster_with_every_acknowledged_write() {
-    let cluster = NodeProcesses::start(&["kv", "serve", "--max-raft-state", "20000"], 3);
+    let mut cluster = NodeProcesses::start(&["kv", "serve", "--max-raft-state", "20000"], 3);
     let started = Instant::now();
     let probe = client(&cluster.urls);
     let follower = follower(&probe, 3).await;
@@ -145,6 +176,7 @@ async fn a_backup_under_load_restores_as_a_new_cluster_with_every_acknowledged_w
     .await
     .unwrap();
     let written = writers.stop().await;
+    assert!(written.len() >= before.len());
     assert!(saved.status.success(), "save failed: {}", text(&saved));
     assert!(
         text(&saved).contains("index") && text(&saved).contains("crc32c"),
@@ -221,8 +253,48 @@ async fn a_backup_under_load_restores_as_a_new_cluster_with_every_acknowledged_w
         Some(&b"restore"[..])
     );
     eprintln!(
-        "{} writes acknowledged before the backup, {written} in all; {:?} from start to check",
+        "{} writes acknowledged before the backup, {} in all; {:?} from start to check",
         before.len(),
+        written.len(),
         started.elapsed()
     );
+
+    // Disaster recovery: a node's data directory, read once it stopped.
+    let id = follower as u64 + 1;
+    let (lost, dir) = (cluster.dir.path().join("lost.cairn"), cluster.node_dir(id));
+    let save_offline = |extra: &[&str]| {
+        Command::new(CAIRN)
+            .args(["kv", "snapshot", "save"])
+            .arg(&lost)
+            .arg("--from-data-dir")
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let running = save_offline(&[]);
+    assert!(
+        !running.status.success() && text(&running).contains("another cairn node is using"),
+        "a running node's directory: {}",
+        text(&running)
+    );
+    wait_applied_everywhere(&probe, 3).await;
+    cluster.kill(id);
+    let offline = save_offline(&["--whole-log"]);
+    assert!(offline.status.success(), "offline save: {}", text(&offline));
+    assert!(
+        text(&offline).contains("stopped node"),
+        "{}",
+        text(&offline)
+    );
+    let backup = BackupFile::decode(&std::fs::read(&lost).unwrap(), BACKUP_KIND).unwrap();
+    let mut store = KvStore::new();
+    store.restore(&backup.data).unwrap();
+    for (key, value) in &written {
+        assert_eq!(
+            store.get(key.as_bytes()).as_deref(),
+            Some(value.as_bytes()),
+            "key {key}, acknowledged, not in node {id}'s whole log"
+        );
+    }
 }
