@@ -333,8 +333,21 @@ mod tests {
         }
     }
 
+    /// Runs `body` where the runtime's seeded randomness is available (a
+    /// simulation build takes it from the simulator).
+    fn with_runtime(body: impl FnOnce() + Send + 'static) {
+        #[cfg(madsim)]
+        madsim::runtime::Runtime::new().block_on(async move { body() });
+        #[cfg(not(madsim))]
+        body();
+    }
+
     #[test]
     fn a_restored_directory_reads_back_as_the_snapshot() {
+        with_runtime(restored_directory_reads_back);
+    }
+
+    fn restored_directory_reads_back() {
         let disk: Arc<dyn Disk> = Arc::new(MemDisk::new());
         let dir = Path::new("raft");
         let cluster = restore_data_dir(
