@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "proto/shardctrler.proto",
     "proto/shardkv.proto",
     "proto/fs.proto",
+    "proto/backup.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_protoc_run()
         .bytes([
             ".cairn.raft",
+            ".cairn.backup",
             ".cairn.kv",
             ".cairn.shardkv",
             ".etcdserverpb",

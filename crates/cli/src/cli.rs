@@ -93,11 +93,12 @@ pub(crate) struct ConfigArgs {
 /// the command line; the others refuse the flag (the global flag is
 /// accepted everywhere by the parser, so a misplaced one would otherwise be
 /// silently ignored).
-const DATA_DIR_COMMANDS: [&str; 11] = [
+const DATA_DIR_COMMANDS: [&str; 12] = [
     "config",
     "bench fs",
     "cluster",
     "kv serve",
+    "kv snapshot restore",
     "shardctl serve",
     "shardkv serve",
     "fs serve-master",

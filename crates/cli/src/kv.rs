@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 mod connect;
 mod join;
 mod serve;
+mod snapshot;
 
 use connect::connect;
 pub(crate) use connect::wrong_service;
@@ -76,6 +77,10 @@ pub(crate) enum KvCommand {
     /// Hand leadership to voter ID (answered once it leads), e.g. before
     /// the leader's machine goes down for maintenance.
     TransferLeader(TransferArgs<ClientArgs>),
+    /// Back up the cluster's data to a file, or start a new cluster from
+    /// one (also the recovery when the cluster lost its quorum for good).
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
 }
 
 #[derive(Debug, Args)]
@@ -236,6 +241,7 @@ pub(crate) fn run(command: KvCommand, config: &Config) -> anyhow::Result<()> {
         KvCommand::TransferLeader(args) => {
             runtime.block_on(member::transfer_leader(args.id, &group(&args.target)))
         }
+        KvCommand::Snapshot(command) => runtime.block_on(snapshot::run(command, config)),
         command => runtime.block_on(request(command)),
     }
 }
@@ -318,7 +324,8 @@ async fn request(command: KvCommand) -> anyhow::Result<()> {
         KvCommand::Serve(_)
         | KvCommand::Status(_)
         | KvCommand::Member(_)
-        | KvCommand::TransferLeader(_) => unreachable!("dispatched in run()"),
+        | KvCommand::TransferLeader(_)
+        | KvCommand::Snapshot(_) => unreachable!("dispatched in run()"),
     }
     Ok(())
 }

@@ -66,6 +66,7 @@ mod store;
 
 pub use client::{Client, ClientConfig, KvError, WriteOutcome};
 pub use server::{
-    KvServer, LEADER_ID_KEY, LEADER_URL_KEY, MAX_KEY_BYTES, MAX_MESSAGE_BYTES, MAX_VALUE_BYTES,
+    BACKUP_KIND, KvServer, LEADER_ID_KEY, LEADER_URL_KEY, MAX_KEY_BYTES, MAX_MESSAGE_BYTES,
+    MAX_VALUE_BYTES,
 };
 pub use store::{KvStore, MAX_SESSIONS};

@@ -32,6 +32,10 @@ const OPERATIONS: &[&str] = &[
     "get", "put", "append", "delete", "cas", "register", "status",
 ];
 
+/// The service kind a key/value backup names (`cairn kv snapshot`): only a
+/// key/value node restores it.
+pub const BACKUP_KIND: &str = "kv";
+
 /// One running key/value node.
 #[derive(Clone)]
 pub struct KvServer {
@@ -68,6 +72,7 @@ impl KvServer {
         tonic::transport::Server::builder()
             .add_service(self.node.raft_service())
             .add_service(self.node.members_service())
+            .add_service(self.node.backup_service(BACKUP_KIND))
             .add_service(
                 KvGrpcServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -82,6 +87,7 @@ impl KvServer {
     pub fn routes(&self) -> tonic::service::Routes {
         tonic::service::Routes::new(self.node.raft_service())
             .add_service(self.node.members_service())
+            .add_service(self.node.backup_service(BACKUP_KIND))
             .add_service(
                 KvGrpcServer::new(self.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)

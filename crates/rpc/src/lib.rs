@@ -144,5 +144,12 @@ pub mod fs {
     tonic::include_proto!("cairn.fs");
 }
 
+/// Generated code for `proto/backup.proto`: a consistent snapshot of any
+/// Raft group, streamed from its leader (`cairn-rsm`'s backup service).
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod backup {
+    tonic::include_proto!("cairn.backup");
+}
+
 /// Re-exported so that dependants name one tonic (the renamed one).
 pub use tonic;

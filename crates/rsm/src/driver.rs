@@ -183,6 +183,12 @@ impl<S: StateMachine> Driver<S> {
             }
             Command::Read { read } => reads.push(read),
             Command::Inspect { read } => read(Ok(&self.machine)),
+            Command::Snapshot { reply } => drop(reply.send(crate::backup::snapshot_now(
+                &self.raft,
+                &self.storage,
+                &self.machine,
+                self.applied,
+            ))),
             Command::Transfer { to, reply } => {
                 let result = self.raft.transfer_leader(to).map_err(|error| match error {
                     ProposeError::NotVoter { id } => MembershipError::NotVoter { id },

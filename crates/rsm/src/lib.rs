@@ -52,6 +52,16 @@
 //! [`Node::raft_service`]): list, add a learner (the leader picks an id
 //! never used), promote, remove, transfer leadership, join.
 //!
+//! ## Backups
+//!
+//! [`Node::backup`] is a consistent snapshot: a read barrier (read index,
+//! as [`Node::read`]), then the state machine's snapshot as applied, taken
+//! on the node's task; [`Node::backup_service`] streams it as
+//! `Backup.Save` (header, 1 MiB chunks, CRC-32C) and [`BackupFile`] is its
+//! file format. [`snapshot_of_data_dir`] reads a stopped node's data
+//! directory (disaster recovery), and [`restore_data_dir`] writes a new
+//! one-node cluster, with a new cluster id, from either (see `backup.rs`).
+//!
 //! ## Identity, bounds, stops
 //!
 //! - The member list given at the first start is stored with the data (a
@@ -96,9 +106,14 @@
 //! - fsync runs on the node's task: while it runs, the node queues commands
 //!   (which is what batches them).
 //! - A snapshot is taken synchronously on the node's task.
+//! - A backup is held whole in memory while it streams (on the leader, and
+//!   in `cairn kv snapshot save` until its checksum is verified), as the
+//!   state machine's snapshot already is.
 //! - Messages to a peer with [`MAX_INFLIGHT_BATCHES_PER_PEER`] calls
 //!   outstanding are dropped; Raft retransmits.
 
+mod backup;
+mod backup_file;
 mod codec;
 #[cfg(test)]
 mod crash_tests;
@@ -116,6 +131,13 @@ mod state_machine;
 mod storage;
 mod transport;
 
+pub use backup::{
+    BACKUP_CHUNK_BYTES, BACKUP_DEADLINE, BackupError, BackupServer, BackupService, DataDirSnapshot,
+    StateSnapshot, restore_data_dir, snapshot_of_data_dir,
+};
+pub use backup_file::{
+    BACKUP_FORMAT_VERSION, BackupChecksum, BackupFile, BackupFileError, BackupHeader,
+};
 /// The Raft vocabulary a service needs, re-exported so that services never
 /// import `cairn-raft` (DESIGN.md, "Layers and who may import whom";
 /// `scripts/check-layers` enforces it).

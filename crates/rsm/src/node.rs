@@ -218,6 +218,11 @@ pub(crate) enum Command<S> {
     Inspect {
         read: ReadFn<S>,
     },
+    /// The state machine's snapshot as applied now (a backup, after its
+    /// read barrier).
+    Snapshot {
+        reply: oneshot::Sender<crate::backup::StateSnapshot>,
+    },
     Transfer {
         to: NodeId,
         reply: oneshot::Sender<Result<(), MembershipError>>,

@@ -187,6 +187,11 @@ impl RaftStorage {
         Ok(self.wal.compact(index)?)
     }
 
+    /// The (index, term) of the latest stored snapshot.
+    pub(crate) fn latest_snapshot(&self) -> Option<(u64, u64)> {
+        self.snapshots.latest_meta()
+    }
+
     /// The size of the Raft state (6.824's `RaftStateSize`).
     pub(crate) fn raft_state_bytes(&self) -> u64 {
         self.wal.live_bytes()

@@ -354,7 +354,7 @@ pub(crate) fn open_data_dir(
     Ok((data_dir, disk, lock))
 }
 
-fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+pub(super) fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let file = std::fs::File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),

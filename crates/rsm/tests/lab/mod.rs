@@ -236,6 +236,30 @@ impl Tester {
         self.alive.lock().unwrap()[server] = true;
     }
 
+    /// A state machine of `server` that records into the tester, for
+    /// work done outside a node (reading a stopped node's data directory).
+    pub fn machine(&self, server: usize) -> LabMachine {
+        LabMachine {
+            server,
+            shared: self.shared.clone(),
+            last_applied: 0,
+            log: BTreeMap::new(),
+        }
+    }
+
+    /// Starts spare `server` as the one voter of its own new group, after
+    /// `prepare` has written its empty disk (a restored backup). The node
+    /// runs once the caller awaits next: `prepare` runs first.
+    pub fn start_alone(&self, server: usize, prepare: impl FnOnce(cairn_storage::MemDisk)) {
+        let peers = BTreeMap::from([(node_id(server), url(server))]);
+        let mut config = NodeConfig::new(node_id(server), peers, "raft");
+        config.max_raft_state = self.max_raft_state;
+        let mut world = self.world.lock().unwrap();
+        add_server(&mut world, server, config, &self.shared);
+        prepare(world.disk(&name(server)));
+        self.alive.lock().unwrap()[server] = true;
+    }
+
     pub fn seed(&self) -> u64 {
         self.seed
     }
