@@ -169,7 +169,8 @@ async fn changes_by_two_leaders(
         Err(MembershipError::Refused(ConfChangeError::LeaderNotReady {
             term: new_term
         })),
-        "server {new} proposed a change before committing an entry of its term {new_term}"
+        "server {new} proposed a change before committing an entry of its term {new_term} (seed {})",
+        t.seed()
     );
     must_change(&t, &others, second).await;
     let outcome = first_outcome.await.expect("the proposal ends");
@@ -344,6 +345,48 @@ async fn every_node_killed_with_a_change_appended_but_not_committed() {
     let acknowledged: Vec<u64> = (1..=65).collect();
     let config = check_members_agree(&t, &[0, 1, 2], &acknowledged).await;
     assert_eq!(config, committed);
+    monitor.finish(&t);
+}
+
+/// M11: every node killed, at a moment the seed picks, while the leader
+/// removes a voter under load (with snapshots taken). Restarted, the group
+/// finishes the removal or rolls it back, the same on every member, and
+/// keeps every acknowledged write; a removal its proposer was told of is
+/// finished.
+#[madsim::test]
+async fn every_node_killed_at_a_random_moment_of_a_change() {
+    let t = Arc::new(Tester::growable(4, 4, true, 2000));
+    let monitor = Monitor::start(&t);
+    let members = Arc::new(Mutex::new(vec![0, 1, 2, 3]));
+    let writer = Writer::start(&t, members.clone(), 1);
+    writer.goes_on(&t, 60).await;
+    let old = leader(&t, &[0, 1, 2, 3]).await;
+    let gone = (old + 1) % 4;
+    let proposal = propose_at(&t, old, ConfChange::Remove(node_id(gone)));
+    random_pause(15).await;
+    for server in 0..4 {
+        t.crash1(server);
+    }
+    let outcome = proposal.await.expect("the proposal ends");
+    for server in 0..4 {
+        t.start1(server);
+    }
+    writer.goes_on(&t, 10).await;
+    let config = config_of(&t, leader(&t, &[0, 1, 2, 3]).await).await;
+    let finished = config.removed.contains(&node_id(gone));
+    assert!(
+        finished || outcome.is_err(),
+        "an acknowledged removal was rolled back: {config:?}"
+    );
+    if finished {
+        monitor.removed(gone);
+        members.lock().unwrap().retain(|&s| s != gone);
+    }
+    writer.goes_on(&t, 10).await;
+    let acknowledged = writer.finish().await;
+    let live = members.lock().unwrap().clone();
+    assert_eq!(check_members_agree(&t, &live, &acknowledged).await, config);
+    assert!(t.max_snapshot_index() > 0, "no snapshot was taken");
     monitor.finish(&t);
 }
 
