@@ -4,9 +4,11 @@
 //! partitions while a change is on its way, and crashes of the leader, of
 //! a learner installing a snapshot, and of every node.
 //!
-//! Cairn changes one server at a time and a configuration takes effect
-//! when appended, so a change cut off with its leader must either reach a
-//! quorum and commit or be truncated everywhere. Each test checks the
+//! Cairn changes one server at a time (there is no joint phase, so the
+//! catalog's "joint configuration with one side cut off" does not arise)
+//! and a configuration takes effect when appended, so a change cut off
+//! with its leader must either reach a quorum and commit or be truncated
+//! everywhere. Each test checks the
 //! catalog's oracles: the applied sequence (two servers applying different
 //! commands at one index fail the test as it happens), every acknowledged
 //! command applied by every member, the members agreeing on the
