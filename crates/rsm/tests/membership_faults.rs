@@ -71,13 +71,16 @@ fn propose_at(t: &Tester, server: usize, step: ConfChange) -> JoinHandle<Outcome
     })
 }
 
-/// Cuts the leader among `voters` off and has it append `step` (made from
-/// the leader and the other voters): the change is in its log only.
+/// Has the leader among `voters` append `step` (made from the leader and
+/// the other voters) and cuts it off: before it sends the change (`None`:
+/// the change is in its log only), or after letting it send for the given
+/// time (a few tens of microseconds reach some followers, or all).
 /// Returns the old leader, its term, and its proposal's outcome to come.
-async fn append_while_cut_off(
+async fn append_and_cut_off(
     t: &Tester,
     voters: &[usize],
     step: impl Fn(usize, &[usize]) -> ConfChange,
+    send_for: Option<Duration>,
 ) -> (usize, Term, JoinHandle<Outcome>) {
     let begin = tokio::time::Instant::now();
     while begin.elapsed() < CHANGE_DEADLINE {
@@ -86,8 +89,14 @@ async fn append_while_cut_off(
         let step = step(old, &others);
         let before = config_of(t, old).await;
         let term = t.node(old).unwrap().status().term;
-        t.disconnect(old);
+        if send_for.is_none() {
+            t.disconnect(old);
+        }
         let proposal = propose_at(t, old, step);
+        if let Some(duration) = send_for {
+            tokio::time::sleep(duration).await;
+            t.disconnect(old);
+        }
         let wanted = before.apply(step).expect("the step applies");
         for _ in 0..50 {
             if config_of(t, old).await == wanted {
@@ -98,17 +107,18 @@ async fn append_while_cut_off(
         // Leadership moved just before: try again at the new leader.
         t.connect(old);
     }
-    t.fail("no leader appended a change while cut off".into())
+    t.fail("no leader appended a change".into())
 }
 
 /// Has the first of `servers` that leads a term after `after` propose
-/// `step` the moment it becomes leader. Answers (server, term, outcome).
+/// `step` the moment it becomes leader. Answers (server, term, outcome),
+/// or `None` if none leads within [`CHANGE_DEADLINE`].
 fn propose_at_next_leader(
     t: &Tester,
     servers: &[usize],
     after: Term,
     step: ConfChange,
-) -> JoinHandle<(usize, Term, Outcome)> {
+) -> JoinHandle<Option<(usize, Term, Outcome)>> {
     let (sender, mut first) = tokio::sync::mpsc::channel(servers.len());
     let watchers: Vec<JoinHandle<()>> = servers
         .iter()
@@ -135,18 +145,25 @@ fn propose_at_next_leader(
         })
         .collect();
     tokio::spawn(async move {
-        let outcome = first.recv().await.expect("a server became leader");
+        let outcome = tokio::time::timeout(CHANGE_DEADLINE, first.recv()).await;
         watchers.iter().for_each(JoinHandle::abort);
-        outcome
+        outcome.ok().flatten()
     })
 }
 
+/// The voters 0-3 but `old`.
+fn others_of(old: usize) -> Vec<usize> {
+    (0..4).filter(|&s| s != old).collect()
+}
+
 /// M9, Ongaro's cases: the leader of voters 0-3 (learners 4 and 5 caught
-/// up) appends `first` and is cut off at once; the others elect a new
-/// leader, which proposes `second` the moment it leads — refused until it
-/// has committed an entry of its own term — then makes it. Healed, the old
-/// leader's change is truncated everywhere: both never commit, so no two
-/// quorums of disjoint configurations ever decide.
+/// up) appends `first` and is cut off, before it sends it or a moment
+/// after; the others elect a new leader, which proposes `second` the
+/// moment it leads — refused until it has committed an entry of its own
+/// term — then makes it. Healed, every member agrees that the old
+/// leader's change was either truncated or (if the new leader had it)
+/// committed before `second`: never both committed on their own, by
+/// quorums of disjoint configurations.
 async fn changes_by_two_leaders(
     first: fn(usize, &[usize]) -> ConfChange,
     second: fn(usize, &[usize]) -> ConfChange,
@@ -157,15 +174,24 @@ async fn changes_by_two_leaders(
         join(&t, spare, 0).await;
         must_change(&t, &[0, 1, 2, 3], ConfChange::AddLearner(node_id(spare))).await;
     }
-    let members = Arc::new(Mutex::new((0..6).collect::<Vec<usize>>()));
-    let writer = Writer::start(&t, members.clone(), 1);
+    let writer = Writer::start(&t, Arc::new(Mutex::new((0..6).collect())), 1);
     writer.goes_on(&t, 10).await;
     let start = config_of(&t, 0).await;
-    let (old, old_term, first_outcome) = append_while_cut_off(&t, &[0, 1, 2, 3], first).await;
-    let others: Vec<usize> = (0..4).filter(|&s| s != old).collect();
-    let second = second(old, &others);
+    // Half the seeds cut the old leader off before it sends its change,
+    // half a moment after, when some or all of the others may have it.
+    let send_for = madsim::rand::thread_rng()
+        .gen_bool(0.5)
+        .then(|| Duration::from_micros(madsim::rand::thread_rng().gen_range(0..200)));
+    let (old, old_term, first_outcome) =
+        append_and_cut_off(&t, &[0, 1, 2, 3], first, send_for).await;
+    let first = first(old, &others_of(old));
+    let second = second(old, &others_of(old));
+    // Learner 4 may lead too, if the first change promoted it.
+    let others: Vec<usize> = (0..6).filter(|&s| s != old).collect();
     let early = propose_at_next_leader(&t, &others, old_term, second);
-    let (new, new_term, outcome) = early.await.expect("the watch ends");
+    let Some((new, new_term, outcome)) = early.await.expect("the watch ends") else {
+        t.fail(format!("no server but {old} led after term {old_term}"))
+    };
     assert_eq!(
         outcome,
         Err(MembershipError::Refused(ConfChangeError::LeaderNotReady {
@@ -175,18 +201,34 @@ async fn changes_by_two_leaders(
         t.seed()
     );
     must_change(&t, &others, second).await;
-    let outcome = first_outcome.await.expect("the proposal ends");
-    assert!(outcome.is_err(), "the cut-off change was made: {outcome:?}");
-    if second == ConfChange::Remove(node_id(old)) {
-        monitor.removed(old);
-        members.lock().unwrap().retain(|&s| s != old);
+    let first_made = first_outcome.await.expect("the proposal ends").is_ok();
+    let config = config_of(&t, leader(&t, &others).await).await;
+    for server in (0..6).filter(|&s| config.removed.contains(&node_id(s))) {
+        monitor.removed(server);
     }
     t.connect(old);
     writer.goes_on(&t, 10).await;
     let acknowledged = writer.finish().await;
-    let live = members.lock().unwrap().clone();
-    let config = check_members_agree(&t, &live, &acknowledged).await;
-    assert_eq!(config, start.apply(second).unwrap());
+    let live: Vec<usize> = (0..6).filter(|&s| config.is_member(node_id(s))).collect();
+    assert_eq!(check_members_agree(&t, &live, &acknowledged).await, config);
+    // The first change is made (committed by the next leader, which had
+    // it) or truncated everywhere; made if its proposer was told so, and
+    // truncated if it never left the old leader.
+    let without_first = start.apply(second).unwrap();
+    let with_first = start.apply(first).and_then(|c| c.apply(second)).ok();
+    if first_made {
+        assert_eq!(Some(config), with_first, "an acknowledged change was lost");
+    } else if send_for.is_none() {
+        assert_eq!(
+            config, without_first,
+            "a change only the old leader had was made"
+        );
+    } else {
+        assert!(
+            config == without_first || Some(&config) == with_first.as_ref(),
+            "{config:?}"
+        );
+    }
     monitor.finish(&t);
 }
 
@@ -333,9 +375,12 @@ async fn every_node_killed_with_a_change_appended_but_not_committed() {
     for value in 1..=60 {
         t.one(command(value), 3, true).await;
     }
-    let (old, _, _) = append_while_cut_off(&t, &[0, 1, 2], |_, others| {
-        ConfChange::Remove(node_id(others[0]))
-    })
+    let (old, _, _) = append_and_cut_off(
+        &t,
+        &[0, 1, 2],
+        |_, others| ConfChange::Remove(node_id(others[0])),
+        None,
+    )
     .await;
     let others: Vec<usize> = (0..3).filter(|&s| s != old).collect();
     for server in 0..3 {
