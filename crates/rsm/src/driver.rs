@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_raft::{
     ClusterConfig, ConfChange, ConfChangeError, ConfigEntry, Entry, EntryKind, LogIndex, Message,
-    NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
+    MessageBody, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{FatalError, MembershipError, SubmitError};
-use crate::membership::{Membership, check_address};
+use crate::membership::{AddressChanges, Membership, check_address};
 use crate::metrics::{Metrics, observe};
 use crate::node::{
     Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
@@ -279,8 +279,9 @@ impl<S: StateMachine> Driver<S> {
             self.persist(&ready)?;
             // 2. Send (responses go back as replies to the requests' calls).
             self.dispatch(&ready.messages);
-            // 3. Restore.
+            // 3. Restore (and reach the members the snapshot names).
             if let Some(snapshot) = &ready.snapshot {
+                AddressChanges::of_snapshot(&snapshot.meta).apply_to(&mut self.outbox);
                 self.applied = snapshot.meta.index;
                 self.machine
                     .restore(&snapshot.data)
@@ -338,15 +339,23 @@ impl<S: StateMachine> Driver<S> {
             if message.is_response() {
                 self.replies.route(message.clone());
             } else {
-                outgoing
-                    .entry(message.to)
-                    .or_default()
-                    .push(message.clone());
+                let message = self.with_member_urls(message.clone());
+                outgoing.entry(message.to).or_default().push(message);
             }
         }
         for (to, messages) in outgoing {
             self.outbox.send(to, messages);
         }
+    }
+
+    /// A snapshot sent to a peer carries the URL of every member of its
+    /// configuration that this node knows, so that the receiver reaches
+    /// members added after bootstrap whose entries the snapshot covers.
+    fn with_member_urls(&self, mut message: Message) -> Message {
+        if let MessageBody::InstallSnapshot(request) = &mut message.body {
+            request.meta.urls = self.outbox.member_urls(&request.meta.config);
+        }
+        message
     }
 
     fn apply(&mut self, ready: &Ready) {
@@ -459,6 +468,11 @@ impl<S: StateMachine> Driver<S> {
                 .expect("an applied entry above the snapshot is in the log")
                 .term,
             config: self.raft.cluster_at(status.applied).clone(),
+            urls: BTreeMap::new(),
+        };
+        let meta = SnapshotMeta {
+            urls: self.outbox.member_urls(&meta.config),
+            ..meta
         };
         if let Err(error) = self.storage.save_snapshot(&meta, &data) {
             let wait = self
@@ -474,7 +488,11 @@ impl<S: StateMachine> Driver<S> {
         observe(&self.metrics.snapshot_seconds, started.elapsed());
         self.metrics.snapshot_bytes.observe(data.len() as f64);
         let compacted = self.raft.compact(meta.index, data);
-        debug_assert_eq!(compacted, meta, "the core's snapshot is the saved one");
+        debug_assert_eq!(
+            (compacted.index, compacted.term, &compacted.config),
+            (meta.index, meta.term, &meta.config),
+            "the core's snapshot is the saved one"
+        );
         if let Err(error) = self.storage.compact(meta.index) {
             tracing::error!(%error, "cannot drop the log a snapshot covers; it takes disk space until the next snapshot");
         }

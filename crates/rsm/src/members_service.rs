@@ -28,7 +28,7 @@ use cairn_rpc::node::{
 use tonic::{Request, Response, Status};
 
 use crate::error::{MembershipError, SubmitError};
-use crate::membership::Membership;
+use crate::membership::{MAX_URL_BYTES, Membership};
 use crate::node::Node;
 use crate::state_machine::StateMachine;
 
@@ -37,8 +37,6 @@ use crate::state_machine::StateMachine;
 pub const MEMBER_CHANGE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long `TransferLeader` waits for the new leader to take over.
 pub const TRANSFER_WAIT: Duration = Duration::from_secs(5);
-/// The longest URL a new member may be given.
-const MAX_URL_BYTES: usize = 256;
 
 /// The tonic server type of [`Node::members_service`].
 #[cfg(not(madsim))]

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_raft::{Message, NodeId};
+use cairn_raft::{ClusterConfig, Message, NodeId};
 use cairn_rpc::raft::raft_client::RaftClient;
 use cairn_rpc::raft::{self as proto, MessageBatch};
 use cairn_rpc::{ClientOptions, RpcClient};
@@ -176,6 +176,9 @@ impl<S: StateMachine> LocalNet<S> {
 pub(crate) struct Outbox<S: StateMachine> {
     /// This node.
     id: NodeId,
+    /// This node's own URL, as its peers reach it (for the snapshots it
+    /// sends and stores).
+    own_url: Option<String>,
     cluster: String,
     peers: BTreeMap<NodeId, Peer<S>>,
     node: mpsc::Sender<Command<S>>,
@@ -223,6 +226,7 @@ impl<S: StateMachine> Outbox<S> {
     ) -> Self {
         let mut outbox = Self {
             id: config.raft.id,
+            own_url: config.peers.get(&config.raft.id).cloned(),
             cluster: config.cluster.clone(),
             peers: BTreeMap::new(),
             node,
@@ -275,6 +279,15 @@ impl<S: StateMachine> Outbox<S> {
                 Link::Local(..) => None,
             });
         urls.collect()
+    }
+
+    /// The URL of every member of `config` this node knows (itself
+    /// included), for a snapshot to carry.
+    pub(crate) fn member_urls(&self, config: &ClusterConfig) -> BTreeMap<NodeId, String> {
+        let mut urls = self.peer_urls();
+        urls.extend(self.own_url.clone().map(|url| (self.id, url)));
+        urls.retain(|&id, _| config.is_member(id));
+        urls
     }
 
     /// Stops talking to node `id` (removed from the group); calls in
