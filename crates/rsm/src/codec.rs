@@ -402,11 +402,17 @@ mod tests {
         };
         assert_eq!(decode_meta(encode_meta(&meta)).unwrap(), meta);
         // A URL for a removed node, or two for one member, is refused.
-        for urls in [vec![(3, "http://c:3")], vec![(1, "http://a:1"), (1, "http://b:2")]] {
+        for urls in [
+            vec![(3, "http://c:3")],
+            vec![(1, "http://a:1"), (1, "http://b:2")],
+        ] {
             let odd = proto::SnapshotMeta {
                 urls: urls
                     .into_iter()
-                    .map(|(id, url)| proto::MemberUrl { id, url: url.into() })
+                    .map(|(id, url)| proto::MemberUrl {
+                        id,
+                        url: url.into(),
+                    })
                     .collect(),
                 ..encode_meta(&meta)
             };

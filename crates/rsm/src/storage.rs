@@ -64,8 +64,8 @@ impl RaftStorage {
         let stored = snapshots.load_latest().map_err(|e| storage_error(&e))?;
         let (snapshot, machine_snapshot) = match stored {
             Some(stored) => {
-                let (StoredMeta { config, urls }, data) = decode_snapshot(stored.data)
-                    .ok_or_else(|| {
+                let (StoredMeta { config, urls }, data) =
+                    decode_snapshot(stored.data).ok_or_else(|| {
                         StartError::Storage(format!(
                             "snapshot at index {} is unreadable",
                             stored.index
