@@ -74,6 +74,9 @@ pub(crate) struct Driver<S: StateMachine> {
     /// How long without a leader before a warning, and between warnings.
     problem_log_interval: Duration,
     metrics: Metrics,
+    /// Where the URLs of the nodes this one talks to are published (for
+    /// the node handle's status and not-leader hints).
+    urls: watch::Sender<BTreeMap<NodeId, String>>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -104,7 +107,25 @@ impl<S: StateMachine> Driver<S> {
             leaderless: None,
             problem_log_interval: Duration::from_secs(10),
             metrics,
+            urls: watch::Sender::new(BTreeMap::new()),
         }
+    }
+
+    /// Publishes the URLs of the nodes this one talks to in `urls`, now
+    /// and whenever members come or go.
+    pub(crate) fn publishing_urls(mut self, urls: watch::Sender<BTreeMap<NodeId, String>>) -> Self {
+        self.urls = urls;
+        self.publish_urls();
+        self
+    }
+
+    fn publish_urls(&self) {
+        let urls = self.outbox.urls();
+        self.urls.send_if_modified(|current| {
+            let changed = *current != urls;
+            *current = urls;
+            changed
+        });
     }
 
     /// Counts into `metrics` (the node's, which it serves).
@@ -195,7 +216,7 @@ impl<S: StateMachine> Driver<S> {
                 context,
                 reply,
             } => {
-                let urls = self.outbox.peer_urls();
+                let urls = self.outbox.urls();
                 let proposed = check_address(change, &context, self.raft.cluster(), &urls)
                     .and_then(|()| {
                         self.raft
@@ -220,7 +241,7 @@ impl<S: StateMachine> Driver<S> {
                     config,
                     leader: self.raft.leader(),
                     learner_lag,
-                    urls: self.outbox.peer_urls(),
+                    urls: self.outbox.urls(),
                 });
             }
             Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
@@ -282,6 +303,7 @@ impl<S: StateMachine> Driver<S> {
             // 3. Restore (and reach the members the snapshot names).
             if let Some(snapshot) = &ready.snapshot {
                 AddressChanges::of_snapshot(&snapshot.meta).apply_to(&mut self.outbox);
+                self.publish_urls();
                 self.applied = snapshot.meta.index;
                 self.machine
                     .restore(&snapshot.data)
@@ -412,6 +434,7 @@ impl<S: StateMachine> Driver<S> {
                         "a new member's address is not UTF-8; it cannot be reached"
                     ),
                 }
+                self.publish_urls();
             }
         }
     }
@@ -421,6 +444,7 @@ impl<S: StateMachine> Driver<S> {
         for (change, _) in conf_changes(committed) {
             if let ConfChange::Remove(id) = change {
                 self.outbox.remove_peer(id);
+                self.publish_urls();
             }
         }
     }

@@ -48,6 +48,7 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 pub const NODE_ID_KEY: &str = "cairn-node-id";
 
 struct Peer<S: StateMachine> {
+    url: String,
     link: Link<S>,
     slots: Arc<Semaphore>,
     health: Arc<PeerHealth>,
@@ -258,6 +259,7 @@ impl<S: StateMachine> Outbox<S> {
             },
         };
         let peer = Peer {
+            url: url.to_string(),
             link,
             slots: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES_PER_PEER)),
             health: Arc::new(PeerHealth {
@@ -268,24 +270,18 @@ impl<S: StateMachine> Outbox<S> {
         self.peers.insert(id, peer);
     }
 
-    /// The URL of every peer reached over gRPC (members added at runtime
-    /// included), for the member list.
-    pub(crate) fn peer_urls(&self) -> BTreeMap<NodeId, String> {
-        let urls = self
-            .peers
-            .iter()
-            .filter_map(|(&id, peer)| match &peer.link {
-                Link::Grpc(client) => Some((id, client.addr().to_string())),
-                Link::Local(..) => None,
-            });
-        urls.collect()
+    /// The URL of every node this one talks to, itself included: the
+    /// bootstrap peers and the members added since, less those removed.
+    pub(crate) fn urls(&self) -> BTreeMap<NodeId, String> {
+        let peers = self.peers.iter().map(|(&id, peer)| (id, peer.url.clone()));
+        let own = self.own_url.clone().map(|url| (self.id, url));
+        peers.chain(own).collect()
     }
 
     /// The URL of every member of `config` this node knows (itself
     /// included), for a snapshot to carry.
     pub(crate) fn member_urls(&self, config: &ClusterConfig) -> BTreeMap<NodeId, String> {
-        let mut urls = self.peer_urls();
-        urls.extend(self.own_url.clone().map(|url| (self.id, url)));
+        let mut urls = self.urls();
         urls.retain(|&id, _| config.is_member(id));
         urls
     }
