@@ -116,7 +116,10 @@ pub(crate) async fn run<T: Args>(action: MemberAction<T>, group: &Group) -> anyh
     let request = ChangeMembersRequest {
         change: Some(change.clone()),
     };
-    let reply = self::change(group, request, what).await?;
+    let reply = match self::change(group, request, what).await {
+        Ok(reply) => reply,
+        Err(error) => return already_made(group, &change, error).await,
+    };
     let done = match change {
         Change::AddLearner(url) => format!(
             "node {} added as a learner at {url}; once it has caught up: {} member promote {}{}",
@@ -126,6 +129,26 @@ pub(crate) async fn run<T: Args>(action: MemberAction<T>, group: &Group) -> anyh
         Change::Remove(id) => format!("node {id} removed (its id is never reused)"),
     };
     print_reply(group.json, &reply, &done);
+    Ok(())
+}
+
+/// A promotion or removal refused because it was already made (a retry
+/// whose first reply was lost, or a second run) is a success: the
+/// leader's view says so. Any other refusal is `error`.
+async fn already_made(group: &Group, change: &Change, error: anyhow::Error) -> anyhow::Result<()> {
+    let Ok(view) = leader_view(group).await else {
+        return Err(error);
+    };
+    let done = match *change {
+        Change::Promote(id) if view.voters.iter().any(|m| m.id == id) => {
+            format!("node {id} is already a voter")
+        }
+        Change::Remove(id) if view.removed.contains(&id) => {
+            format!("node {id} is already removed (its id is never reused)")
+        }
+        _ => return Err(error),
+    };
+    print_reply(group.json, &view, &done);
     Ok(())
 }
 

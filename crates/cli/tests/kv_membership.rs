@@ -5,7 +5,10 @@
 //! removed with `cairn kv member remove`. At the end every acknowledged
 //! append is present exactly once, no token is present twice, and every
 //! live node's `member list` agrees. The joined node restarted with the
-//! same command resumes as the same member.
+//! same command resumes as the same member; running the promotion and
+//! removal again says they are made; once the joined node leads, a put
+//! given only a follower reaches it. A second test joins a node with
+//! `--auto-promote`, which promotes itself.
 
 mod common;
 
@@ -132,9 +135,9 @@ fn ids(list: &Value, field: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Starts `cairn kv serve --join JOIN --listen LISTEN` on `data_dir`,
-/// logging to `log`.
-fn join(join: &str, listen: &str, data_dir: &Path, log: &Path) -> Child {
+/// Starts `cairn kv serve --join JOIN --listen LISTEN EXTRA...` on
+/// `data_dir`, logging to `log`.
+fn join(join: &str, listen: &str, data_dir: &Path, log: &Path, extra: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -144,6 +147,7 @@ fn join(join: &str, listen: &str, data_dir: &Path, log: &Path) -> Child {
         .arg("--data-dir")
         .arg(data_dir)
         .args(["kv", "serve", "--join", join, "--listen", listen])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -174,7 +178,9 @@ fn a_node_is_replaced_under_load_and_no_acknowledged_append_is_lost() {
     let dir = cluster.dir.path().to_path_buf();
     let (data_dir, log) = (dir.join("node4"), dir.join("node4.log"));
     let mut processes = Processes::default();
-    processes.0.push(join(&survivors, &listen, &data_dir, &log));
+    processes
+        .0
+        .push(join(&survivors, &listen, &data_dir, &log, &[]));
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     poll_until("node 4 is a learner of the cluster", DEADLINE, || {
         let list = member(&["list"], &survivors)?;
@@ -188,6 +194,21 @@ fn a_node_is_replaced_under_load_and_no_acknowledged_append_is_lost() {
     });
     let removed = member(&["remove", "3"], &survivors).unwrap();
     assert_eq!(ids(&removed, "removed"), [3], "{removed}");
+    // Run again (as after a lost reply), both say the change is made.
+    for (args, said) in [
+        (["promote", "4"], "node 4 is already a voter"),
+        (["remove", "3"], "node 3 is already removed"),
+    ] {
+        let mut full = vec!["kv", "member"];
+        full.extend_from_slice(&args);
+        full.extend_from_slice(&["--timeout", "5", "--endpoints", &survivors]);
+        let again = cairn(&full);
+        assert!(
+            again.status.success() && text(&again).contains(said),
+            "{}",
+            text(&again)
+        );
+    }
     writers.wait_for_more(10, "writes go on after the replacement");
     let acknowledged = writers.finish(&runtime);
 
@@ -235,7 +256,9 @@ fn a_node_is_replaced_under_load_and_no_acknowledged_append_is_lost() {
     let mut node4 = processes.0.pop().unwrap();
     node4.kill().unwrap();
     node4.wait().unwrap();
-    processes.0.push(join(&survivors, &listen, &data_dir, &log));
+    processes
+        .0
+        .push(join(&survivors, &listen, &data_dir, &log, &[]));
     poll_until("node 4 answers again as node 4", DEADLINE, || {
         let list = member(&["list", "--local"], &new_url)?;
         match (list["answered_by"].as_u64(), ids(&list, "voters")) {
@@ -246,8 +269,50 @@ fn a_node_is_replaced_under_load_and_no_acknowledged_append_is_lost() {
     let list = member(&["list"], &survivors).unwrap();
     assert_eq!(ids(&list, "voters"), [1, 2, 4], "{list}");
     assert!(ids(&list, "learners").is_empty(), "it joined again: {list}");
+
+    // Node 4, which joined, leads: a plain put given only node 1 follows
+    // node 1's hint to node 4's URL.
+    let moved = cairn(&["kv", "transfer-leader", "4", "--endpoints", &survivors]);
+    assert!(moved.status.success(), "{}", text(&moved));
+    let put = cairn(&[
+        "kv",
+        "put",
+        "after",
+        "transfer",
+        "--endpoints",
+        &cluster.urls[0],
+    ]);
+    assert!(put.status.success(), "{}", text(&put));
     println!(
         "{} appends acknowledged across the replacement",
         acknowledged.len()
     );
+}
+
+/// `--auto-promote`: a node joined with it promotes itself once it has
+/// caught up, with no operator command.
+#[test]
+fn a_node_joined_with_auto_promote_becomes_a_voter() {
+    let cluster = NodeProcesses::start(&["kv", "serve"], 3);
+    let listen = format!("127.0.0.1:{}", free_ports(1)[0]);
+    let endpoints = cluster.urls.join(",");
+    let (data_dir, log) = (
+        cluster.dir.path().join("node4"),
+        cluster.dir.path().join("node4.log"),
+    );
+    let mut processes = Processes::default();
+    let extra = ["--auto-promote"];
+    processes
+        .0
+        .push(join(&endpoints, &listen, &data_dir, &log, &extra));
+    poll_until("node 4 promotes itself", DEADLINE, || {
+        let list = member(&["list"], &endpoints)?;
+        match ids(&list, "voters") == [1, 2, 3, 4] {
+            true => Ok(()),
+            false => Err(format!(
+                "{list}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )),
+        }
+    });
 }

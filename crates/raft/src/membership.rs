@@ -206,11 +206,9 @@ pub enum ConfChangeError {
         /// The id.
         id: NodeId,
     },
-    /// The learner lags too far behind to vote yet.
-    #[error(
-        "learner {id} is {behind} entries behind the leader (at most {threshold} allowed); \
-         retry once it has caught up"
-    )]
+    /// The learner lags too far behind to vote yet, or has never
+    /// answered the leader.
+    #[error("{}", learner_behind(*id, *behind, *threshold, *answered))]
     LearnerBehind {
         /// The learner.
         id: NodeId,
@@ -218,6 +216,9 @@ pub enum ConfChangeError {
         behind: u64,
         /// `Config::promote_max_lag_entries`.
         threshold: u64,
+        /// Whether it has ever acknowledged an entry (a learner never
+        /// heard from may be a machine that is not running).
+        answered: bool,
     },
     /// The id is neither a voter nor a learner.
     #[error("node {id} is not a member of this group; list the members and check the id")]
@@ -231,6 +232,22 @@ pub enum ConfChangeError {
         /// The id.
         id: NodeId,
     },
+}
+
+/// What [`ConfChangeError::LearnerBehind`] says: how far behind, or that
+/// the learner was never heard from.
+fn learner_behind(id: NodeId, behind: u64, threshold: u64, answered: bool) -> String {
+    if answered {
+        format!(
+            "learner {id} is {behind} entries behind the leader (at most {threshold} allowed); \
+             retry once it has caught up"
+        )
+    } else {
+        format!(
+            "learner {id} has not answered the leader yet (is it running and reachable at its \
+             URL?); retry once it has caught up"
+        )
+    }
 }
 
 /// What a configuration entry holds: the configuration before, the step

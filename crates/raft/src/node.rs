@@ -353,6 +353,7 @@ impl Raft {
             index,
             term: self.log.term(index).unwrap_or(self.log.snapshot_term),
             config: self.membership.at(index).clone(),
+            urls: Default::default(),
         }
     }
 

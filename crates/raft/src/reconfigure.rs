@@ -76,12 +76,13 @@ impl Raft {
     fn check_caught_up(&self, id: NodeId) -> Result<(), ConfChangeError> {
         let behind = self.learner_lag(id).expect("a learner, on the leader");
         let threshold = self.config.promote_max_lag_entries;
-        let never_heard = self.progress.get(&id).is_none_or(|p| p.match_index() == 0);
-        if behind > threshold || never_heard {
+        let answered = self.progress.get(&id).is_some_and(|p| p.match_index() > 0);
+        if behind > threshold || !answered {
             return Err(ConfChangeError::LearnerBehind {
                 id,
                 behind,
                 threshold,
+                answered,
             });
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! The nouns of the protocol: terms, indices, entries, hard state and
 //! snapshots (the cluster configuration is in `membership.rs`).
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use crate::membership::ClusterConfig;
@@ -75,6 +77,11 @@ pub struct SnapshotMeta {
     pub term: Term,
     /// The configuration as of `index`.
     pub config: ClusterConfig,
+    /// The service's address of each member, for the service: the core
+    /// carries it from a leader's InstallSnapshot into the snapshot it
+    /// hands over (`Ready::snapshot`) and never reads it. Empty where the
+    /// core makes the metadata itself (`Raft::compact`).
+    pub urls: BTreeMap<NodeId, String>,
 }
 
 /// A snapshot of the state machine at `meta.index`.

@@ -2,12 +2,16 @@
 //! validation: a malformed message from the network is refused here, never
 //! handed to the core (whose assertions would stop the node).
 
+use std::collections::BTreeMap;
+
 use cairn_raft::{
     AppendEntries, AppendEntriesResponse, ClusterConfig, Entry, EntryKind, Heartbeat,
-    HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, Message, MessageBody, Reject,
-    RequestVote, RequestVoteResponse, SnapshotMeta,
+    HeartbeatResponse, InstallSnapshot, InstallSnapshotResponse, Message, MessageBody, NodeId,
+    Reject, RequestVote, RequestVoteResponse, SnapshotMeta,
 };
 use cairn_rpc::raft as proto;
+
+use crate::membership::MAX_URL_BYTES;
 
 /// Why a message from the network was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +113,14 @@ pub(crate) fn encode_meta(meta: &SnapshotMeta) -> proto::SnapshotMeta {
         voters: meta.config.voters.iter().copied().collect(),
         learners: meta.config.learners.iter().copied().collect(),
         removed: meta.config.removed.iter().copied().collect(),
+        urls: meta
+            .urls
+            .iter()
+            .map(|(&id, url)| proto::MemberUrl {
+                id,
+                url: url.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -128,11 +140,35 @@ pub(crate) fn decode_meta(meta: proto::SnapshotMeta) -> Result<SnapshotMeta, Cod
     if meta.index == 0 || meta.term == 0 {
         return Err(bad("a snapshot covers at least index 1 of term 1"));
     }
+    let urls = decode_urls(meta.urls, &config)?;
     Ok(SnapshotMeta {
         index: meta.index,
         term: meta.term,
         config,
+        urls,
     })
+}
+
+/// The members' URLs of a snapshot: each of a member of `config`, once,
+/// at most [`MAX_URL_BYTES`] long.
+fn decode_urls(
+    urls: Vec<proto::MemberUrl>,
+    config: &ClusterConfig,
+) -> Result<BTreeMap<NodeId, String>, CodecError> {
+    let count = urls.len();
+    let mut decoded = BTreeMap::new();
+    for proto::MemberUrl { id, url } in urls {
+        if !config.is_member(id) || url.len() > MAX_URL_BYTES {
+            return Err(bad(format!(
+                "a snapshot names a URL for node {id}, which is not a member, or one over {MAX_URL_BYTES} bytes"
+            )));
+        }
+        decoded.insert(id, url);
+    }
+    if decoded.len() != count {
+        return Err(bad("a snapshot names two URLs for one member"));
+    }
+    Ok(decoded)
 }
 
 /// Decodes and validates a message received from the network.
@@ -362,8 +398,26 @@ mod tests {
                 learners: [4].into(),
                 removed: [3].into(),
             },
+            urls: [(1, "http://a:1".into()), (4, "http://d:4".into())].into(),
         };
         assert_eq!(decode_meta(encode_meta(&meta)).unwrap(), meta);
+        // A URL for a removed node, or two for one member, is refused.
+        for urls in [
+            vec![(3, "http://c:3")],
+            vec![(1, "http://a:1"), (1, "http://b:2")],
+        ] {
+            let odd = proto::SnapshotMeta {
+                urls: urls
+                    .into_iter()
+                    .map(|(id, url)| proto::MemberUrl {
+                        id,
+                        url: url.into(),
+                    })
+                    .collect(),
+                ..encode_meta(&meta)
+            };
+            assert!(decode_meta(odd).is_err());
+        }
         let older = proto::SnapshotMeta {
             index: 7,
             term: 2,

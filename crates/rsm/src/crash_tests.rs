@@ -119,6 +119,7 @@ fn install(index: u64, term: u64) -> Step {
                 index,
                 term,
                 config: cluster(),
+                urls: Default::default(),
             },
             data: Bytes::from_static(b"leader's state"),
         }),
@@ -182,6 +183,7 @@ fn run(steps: &[Step], fail_from: Option<u64>) -> (usize, CrashPoints) {
                     index: *index,
                     term: *term,
                     config: cluster(),
+                    urls: Default::default(),
                 };
                 storage
                     .save_snapshot(&meta, b"service state")

@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use cairn_raft::{
     ClusterConfig, ConfChange, ConfChangeError, ConfigEntry, Entry, EntryKind, LogIndex, Message,
-    NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
+    MessageBody, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::{FatalError, MembershipError, SubmitError};
-use crate::membership::{Membership, check_address};
+use crate::membership::{AddressChanges, Membership, check_address};
 use crate::metrics::{Metrics, observe};
 use crate::node::{
     Command, MAX_COMMANDS_PER_ROUND, MAX_PENDING_PROPOSALS, NodeStatus, ReadFn,
@@ -74,6 +74,9 @@ pub(crate) struct Driver<S: StateMachine> {
     /// How long without a leader before a warning, and between warnings.
     problem_log_interval: Duration,
     metrics: Metrics,
+    /// Where the URLs of the nodes this one talks to are published (for
+    /// the node handle's status and not-leader hints).
+    urls: watch::Sender<BTreeMap<NodeId, String>>,
 }
 
 impl<S: StateMachine> Driver<S> {
@@ -104,7 +107,25 @@ impl<S: StateMachine> Driver<S> {
             leaderless: None,
             problem_log_interval: Duration::from_secs(10),
             metrics,
+            urls: watch::Sender::new(BTreeMap::new()),
         }
+    }
+
+    /// Publishes the URLs of the nodes this one talks to in `urls`, now
+    /// and whenever members come or go.
+    pub(crate) fn publishing_urls(mut self, urls: watch::Sender<BTreeMap<NodeId, String>>) -> Self {
+        self.urls = urls;
+        self.publish_urls();
+        self
+    }
+
+    fn publish_urls(&self) {
+        let urls = self.outbox.urls();
+        self.urls.send_if_modified(|current| {
+            let changed = *current != urls;
+            *current = urls;
+            changed
+        });
     }
 
     /// Counts into `metrics` (the node's, which it serves).
@@ -201,7 +222,7 @@ impl<S: StateMachine> Driver<S> {
                 context,
                 reply,
             } => {
-                let urls = self.outbox.peer_urls();
+                let urls = self.outbox.urls();
                 let proposed = check_address(change, &context, self.raft.cluster(), &urls)
                     .and_then(|()| {
                         self.raft
@@ -226,7 +247,7 @@ impl<S: StateMachine> Driver<S> {
                     config,
                     leader: self.raft.leader(),
                     learner_lag,
-                    urls: self.outbox.peer_urls(),
+                    urls: self.outbox.urls(),
                 });
             }
             Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
@@ -285,8 +306,10 @@ impl<S: StateMachine> Driver<S> {
             self.persist(&ready)?;
             // 2. Send (responses go back as replies to the requests' calls).
             self.dispatch(&ready.messages);
-            // 3. Restore.
+            // 3. Restore (and reach the members the snapshot names).
             if let Some(snapshot) = &ready.snapshot {
+                AddressChanges::of_snapshot(&snapshot.meta).apply_to(&mut self.outbox);
+                self.publish_urls();
                 self.applied = snapshot.meta.index;
                 self.machine
                     .restore(&snapshot.data)
@@ -344,15 +367,23 @@ impl<S: StateMachine> Driver<S> {
             if message.is_response() {
                 self.replies.route(message.clone());
             } else {
-                outgoing
-                    .entry(message.to)
-                    .or_default()
-                    .push(message.clone());
+                let message = self.with_member_urls(message.clone());
+                outgoing.entry(message.to).or_default().push(message);
             }
         }
         for (to, messages) in outgoing {
             self.outbox.send(to, messages);
         }
+    }
+
+    /// A snapshot sent to a peer carries the URL of every member of its
+    /// configuration that this node knows, so that the receiver reaches
+    /// members added after bootstrap whose entries the snapshot covers.
+    fn with_member_urls(&self, mut message: Message) -> Message {
+        if let MessageBody::InstallSnapshot(request) = &mut message.body {
+            request.meta.urls = self.outbox.member_urls(&request.meta.config);
+        }
+        message
     }
 
     fn apply(&mut self, ready: &Ready) {
@@ -409,6 +440,7 @@ impl<S: StateMachine> Driver<S> {
                         "a new member's address is not UTF-8; it cannot be reached"
                     ),
                 }
+                self.publish_urls();
             }
         }
     }
@@ -418,6 +450,7 @@ impl<S: StateMachine> Driver<S> {
         for (change, _) in conf_changes(committed) {
             if let ConfChange::Remove(id) = change {
                 self.outbox.remove_peer(id);
+                self.publish_urls();
             }
         }
     }
@@ -465,6 +498,11 @@ impl<S: StateMachine> Driver<S> {
                 .expect("an applied entry above the snapshot is in the log")
                 .term,
             config: self.raft.cluster_at(status.applied).clone(),
+            urls: BTreeMap::new(),
+        };
+        let meta = SnapshotMeta {
+            urls: self.outbox.member_urls(&meta.config),
+            ..meta
         };
         if let Err(error) = self.storage.save_snapshot(&meta, &data) {
             let wait = self
@@ -480,7 +518,11 @@ impl<S: StateMachine> Driver<S> {
         observe(&self.metrics.snapshot_seconds, started.elapsed());
         self.metrics.snapshot_bytes.observe(data.len() as f64);
         let compacted = self.raft.compact(meta.index, data);
-        debug_assert_eq!(compacted, meta, "the core's snapshot is the saved one");
+        debug_assert_eq!(
+            (compacted.index, compacted.term, &compacted.config),
+            (meta.index, meta.term, &meta.config),
+            "the core's snapshot is the saved one"
+        );
         if let Err(error) = self.storage.compact(meta.index) {
             tracing::error!(%error, "cannot drop the log a snapshot covers; it takes disk space until the next snapshot");
         }

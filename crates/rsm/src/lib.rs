@@ -46,7 +46,10 @@
 //! with a [`MembershipError`] that says what to do; [`Node::membership`]
 //! shows the configuration and each learner's lag. A learner's URL rides in
 //! its configuration entry, so every node learns to reach it (see
-//! `membership.rs`); snapshots carry the whole configuration. Operators
+//! `membership.rs`); snapshots carry the whole configuration and every
+//! member's URL. A node's status and its not-leader answers name the
+//! members and the leader with the URLs of the current configuration.
+//! Operators
 //! and joining nodes reach all this through the `Members` gRPC service
 //! ([`Node::members_service`], mounted by every service beside
 //! [`Node::raft_service`]): list, add a learner (the leader picks an id
@@ -96,13 +99,8 @@
 //!
 //! ## Implementation caveats
 //!
-//! - Addresses of members added after bootstrap live in the log only: a
-//!   node that restarts from a snapshot which covers the learner's
-//!   configuration entry (or installs such a snapshot) does not learn its
-//!   URL; it reaches that member only if its flags list it.
-//! - The leader hint's URL in a not-leader answer comes from the bootstrap
-//!   `--peers` list; a leader added later is named by id only (the
-//!   `Members` service names it with the URL its configuration carries).
+//! - A member's URL never changes: it is fixed by the entry that adds it
+//!   (a moved machine is removed and joins again under a new id).
 //! - fsync runs on the node's task: while it runs, the node queues commands
 //!   (which is what batches them).
 //! - A snapshot is taken synchronously on the node's task.

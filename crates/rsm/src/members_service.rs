@@ -9,7 +9,9 @@
 //! the leader's, and a follower refuses them naming the leader (id and
 //! URL, as every not-leader answer does) so the client follows it. A new
 //! member is given the next id never used in the group (one above every
-//! voter, learner and removed id): ids are never reused.
+//! voter, learner and removed id): ids are never reused. A `Join` from the
+//! address of a current learner answers that learner's id: the joining
+//! node retried after its first answer was lost.
 //!
 //! How refusals travel: a refusal that waiting cures (a new leader not
 //! ready, another change pending) is `UNAVAILABLE`, which clients retry;
@@ -28,7 +30,7 @@ use cairn_rpc::node::{
 use tonic::{Request, Response, Status};
 
 use crate::error::{MembershipError, SubmitError};
-use crate::membership::Membership;
+use crate::membership::{MAX_URL_BYTES, Membership};
 use crate::node::Node;
 use crate::state_machine::StateMachine;
 
@@ -37,8 +39,6 @@ use crate::state_machine::StateMachine;
 pub const MEMBER_CHANGE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long `TransferLeader` waits for the new leader to take over.
 pub const TRANSFER_WAIT: Duration = Duration::from_secs(5);
-/// The longest URL a new member may be given.
-const MAX_URL_BYTES: usize = 256;
 
 /// The tonic server type of [`Node::members_service`].
 #[cfg(not(madsim))]
@@ -232,7 +232,18 @@ impl<S: StateMachine> members_server::Members for MembersService<S> {
         Ok(Response::new(self.reply(&membership, 0)))
     }
 
+    /// Adds the node at the request's URL as a learner; a learner already
+    /// there is answered with its id (a retry after a lost reply), while
+    /// a voter's address is refused like any address in use.
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<MembersReply>, Status> {
-        self.add_learner(&request.into_inner().url).await
+        let url = request.into_inner().url;
+        check_url(&url)?;
+        let membership = self.leader_membership().await?;
+        match membership.member_at(&url) {
+            Some(id) if membership.config.is_learner(id) => {
+                Ok(Response::new(self.reply(&membership, id)))
+            }
+            _ => self.add_learner(&url).await,
+        }
     }
 }

@@ -11,12 +11,18 @@
 //! removed member when the removal commits (until then the removed node
 //! must still hear of its removal). A restarted node relearns the
 //! addresses from the entries it recovers.
+//!
+//! Compaction drops those entries, so a snapshot carries the URL of every
+//! member of its configuration (voters and learners, bootstrap peers
+//! included): the node that takes it stores them with it, a leader puts
+//! the URLs it knows into every snapshot it sends, and a node reaches the
+//! members a snapshot names when it restarts from it or installs it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cairn_raft::{ClusterConfig, ConfChange, InitialState, NodeId};
+use cairn_raft::{ClusterConfig, ConfChange, InitialState, NodeId, SnapshotMeta};
 use tokio::sync::oneshot;
 
 use crate::driver::conf_changes;
@@ -24,6 +30,10 @@ use crate::error::MembershipError;
 use crate::node::{Command, Node};
 use crate::state_machine::StateMachine;
 use crate::transport::Outbox;
+
+/// The longest URL a member may have (a new member's, one a snapshot
+/// names).
+pub(crate) const MAX_URL_BYTES: usize = 256;
 
 /// The group's configuration as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,30 +182,45 @@ pub(crate) fn check_address(
     }
 }
 
-/// The peers a restarted node adds and drops beyond its flags: members
-/// added (with their URLs) and removed in its recovered log, and the ids
-/// its snapshot says were removed.
+/// The peers a node adds and drops beyond its flags: at restart, the
+/// members its snapshot names (with their URLs) and those added and
+/// removed in its recovered log; when it installs a leader's snapshot,
+/// the members that snapshot names.
 pub(crate) struct AddressChanges {
+    urls: BTreeMap<NodeId, String>,
     changes: Vec<(ConfChange, Bytes)>,
     removed: Vec<NodeId>,
 }
 
 impl AddressChanges {
     pub(crate) fn recovered(initial: &InitialState) -> Self {
-        let removed = initial
-            .snapshot
-            .iter()
-            .flat_map(|s| s.meta.config.removed.iter().copied())
-            .collect();
+        let mut changes = match &initial.snapshot {
+            Some(snapshot) => Self::of_snapshot(&snapshot.meta),
+            None => Self {
+                urls: BTreeMap::new(),
+                changes: Vec::new(),
+                removed: Vec::new(),
+            },
+        };
+        changes.changes = conf_changes(&initial.entries).collect();
+        changes
+    }
+
+    /// The members a snapshot names, and the ids it says were removed.
+    pub(crate) fn of_snapshot(meta: &SnapshotMeta) -> Self {
         Self {
-            changes: conf_changes(&initial.entries).collect(),
-            removed,
+            urls: meta.urls.clone(),
+            changes: Vec::new(),
+            removed: meta.config.removed.iter().copied().collect(),
         }
     }
 
     pub(crate) fn apply_to<S: StateMachine>(self, outbox: &mut Outbox<S>) {
         for id in self.removed {
             outbox.remove_peer(id);
+        }
+        for (id, url) in &self.urls {
+            outbox.add_peer(*id, url);
         }
         for (change, context) in self.changes {
             match change {

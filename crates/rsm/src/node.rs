@@ -247,8 +247,12 @@ pub struct Node<S: StateMachine> {
     commands: mpsc::Sender<Command<S>>,
     status: watch::Receiver<NodeStatus>,
     service: RaftService<S>,
-    /// Every node's URL, to name the leader in a not-leader answer.
+    /// The URLs given at start (this node's own among them).
     pub(crate) peers: Arc<BTreeMap<NodeId, String>>,
+    /// The URL of every node this one talks to now (bootstrap peers plus
+    /// members added, less those removed), to name the leader in a
+    /// not-leader answer and the members in the status.
+    urls: watch::Receiver<BTreeMap<NodeId, String>>,
     metrics: Metrics,
     /// The id every message batch of this node's group carries.
     pub(crate) cluster_id: Arc<str>,
@@ -261,6 +265,7 @@ impl<S: StateMachine> Clone for Node<S> {
             status: self.status.clone(),
             service: self.service.clone(),
             peers: self.peers.clone(),
+            urls: self.urls.clone(),
             metrics: self.metrics.clone(),
             cluster_id: self.cluster_id.clone(),
         }
@@ -345,6 +350,7 @@ impl<S: StateMachine> Node<S> {
             config.problem_log_interval,
         );
         let peers = Arc::new(config.peers.clone());
+        let (urls_tx, urls) = watch::channel(BTreeMap::new());
         let driver = Driver::new(
             raft,
             storage,
@@ -355,13 +361,15 @@ impl<S: StateMachine> Node<S> {
             recovered_applied,
         )
         .with_metrics(metrics.clone())
-        .with_problem_log_interval(config.problem_log_interval);
+        .with_problem_log_interval(config.problem_log_interval)
+        .publishing_urls(urls_tx);
         tokio::spawn(driver.run(inbox, config.tick));
         Ok(Self {
             commands,
             status: status_rx,
             service,
             peers,
+            urls,
             metrics,
             cluster_id: config.cluster.as_str().into(),
         })
@@ -433,7 +441,8 @@ impl<S: StateMachine> Node<S> {
     pub fn error_status(&self, error: SubmitError) -> tonic::Status {
         match error {
             SubmitError::NotLeader { hint } => {
-                cairn_rpc::not_leader(hint.and_then(|id| Some((id, self.peers.get(&id)?.as_str()))))
+                let urls = self.urls.borrow();
+                cairn_rpc::not_leader(hint.and_then(|id| Some((id, urls.get(&id)?.as_str()))))
             }
             SubmitError::Timeout => tonic::Status::deadline_exceeded(
                 "the request was not applied in time (the outcome is unknown); retry with the same sequence number",
@@ -459,11 +468,12 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// This node's status as the `Status` RPCs answer it, with every member
-    /// of its group (id and URL).
+    /// of its group (id and URL) as the current configuration has them.
     pub fn status_reply(&self) -> cairn_rpc::node::StatusReply {
         let mut reply = self.status().to_reply();
         reply.members = self
-            .peers
+            .urls
+            .borrow()
             .iter()
             .map(|(&id, url)| cairn_rpc::node::Member {
                 id,

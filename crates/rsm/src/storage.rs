@@ -1,7 +1,7 @@
 //! [`RaftStorage`]: the durable side of a node — the write-ahead log (hard
 //! state and entries) and the snapshot store, both on a [`Disk`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -64,13 +64,18 @@ impl RaftStorage {
         let stored = snapshots.load_latest().map_err(|e| storage_error(&e))?;
         let (snapshot, machine_snapshot) = match stored {
             Some(stored) => {
-                let (config, data) = decode_snapshot(stored.data).ok_or_else(|| {
-                    StartError::Storage(format!("snapshot at index {} is unreadable", stored.index))
-                })?;
+                let (StoredMeta { config, urls }, data) =
+                    decode_snapshot(stored.data).ok_or_else(|| {
+                        StartError::Storage(format!(
+                            "snapshot at index {} is unreadable",
+                            stored.index
+                        ))
+                    })?;
                 let meta = SnapshotMeta {
                     index: stored.index,
                     term: stored.term,
                     config,
+                    urls,
                 };
                 (
                     Some(Snapshot {
@@ -177,7 +182,7 @@ impl RaftStorage {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> Result<(), StorageError> {
-        let encoded = encode_snapshot(&meta.config, data);
+        let encoded = encode_snapshot(meta, data);
         Ok(self.snapshots.save(meta.index, meta.term, &encoded)?)
     }
 
@@ -250,38 +255,61 @@ fn decode_entry_data(mut data: Bytes) -> Option<(EntryKind, Bytes)> {
 const SNAPSHOT_FORMAT_MARK: u64 = u64::MAX;
 /// The current snapshot format: the mark, this version, then the
 /// configuration's voters, learners and removed ids (each a count, then
-/// the ids), then the state machine's bytes.
-const SNAPSHOT_FORMAT_VERSION: u8 = 2;
+/// the ids), then the members' URLs (a count, then for each the id, the
+/// URL's length and its UTF-8 bytes), then the state machine's bytes.
+/// Version 2 was the same without the URLs.
+const SNAPSHOT_FORMAT_VERSION: u8 = 3;
+
+/// What a stored snapshot holds besides the state machine's bytes.
+#[derive(Debug, PartialEq, Eq)]
+struct StoredMeta {
+    config: ClusterConfig,
+    urls: BTreeMap<NodeId, String>,
+}
 
 /// A stored snapshot in the current format (see
 /// [`SNAPSHOT_FORMAT_VERSION`]).
-fn encode_snapshot(config: &ClusterConfig, data: &[u8]) -> Vec<u8> {
+fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let config = &meta.config;
     let ids = config.voters.len() + config.learners.len() + config.removed.len();
-    let mut out = Vec::with_capacity(9 + 24 + 8 * ids + data.len());
+    let url_bytes: usize = meta.urls.values().map(|url| 16 + url.len()).sum();
+    let mut out = Vec::with_capacity(9 + 32 + 8 * ids + url_bytes + data.len());
     out.put_u64_le(SNAPSHOT_FORMAT_MARK);
     out.put_u8(SNAPSHOT_FORMAT_VERSION);
     for set in [&config.voters, &config.learners, &config.removed] {
         out.put_u64_le(set.len() as u64);
         set.iter().for_each(|&id| out.put_u64_le(id));
     }
+    out.put_u64_le(meta.urls.len() as u64);
+    for (&id, url) in &meta.urls {
+        out.put_u64_le(id);
+        out.put_u64_le(url.len() as u64);
+        out.extend_from_slice(url.as_bytes());
+    }
     out.extend_from_slice(data);
     out
 }
 
-/// Decodes a stored snapshot of either format: the current one, or the
-/// first (the voter count, the voters, the data), whose members all vote.
-fn decode_snapshot(mut data: Bytes) -> Option<(ClusterConfig, Bytes)> {
+/// Decodes a stored snapshot of any format: the current one, version 2
+/// (no URLs), or the first (the voter count, the voters, the data), whose
+/// members all vote.
+fn decode_snapshot(mut data: Bytes) -> Option<(StoredMeta, Bytes)> {
     if data.len() < 8 {
         return None;
     }
     let first = data.get_u64_le();
+    let mut urls = BTreeMap::new();
     let config = if first == SNAPSHOT_FORMAT_MARK {
-        if data.is_empty() || data.get_u8() != SNAPSHOT_FORMAT_VERSION {
+        let version = (!data.is_empty()).then(|| data.get_u8())?;
+        if version != 2 && version != SNAPSHOT_FORMAT_VERSION {
             return None;
         }
         let voters = decode_ids(&mut data, None)?;
         let learners = decode_ids(&mut data, None)?;
         let removed = decode_ids(&mut data, None)?;
+        if version == SNAPSHOT_FORMAT_VERSION {
+            urls = decode_urls(&mut data)?;
+        }
         ClusterConfig {
             voters,
             learners,
@@ -293,7 +321,31 @@ fn decode_snapshot(mut data: Bytes) -> Option<(ClusterConfig, Bytes)> {
             ..ClusterConfig::default()
         }
     };
-    (!config.voters.is_empty() && config.is_valid()).then_some((config, data))
+    let valid = !config.voters.is_empty() && config.is_valid();
+    (valid && urls.keys().all(|&id| config.is_member(id)))
+        .then_some((StoredMeta { config, urls }, data))
+}
+
+/// The members' URLs: a count, then each id, length and bytes; `None` if
+/// the bytes are too short, not UTF-8, or repeat an id.
+fn decode_urls(data: &mut Bytes) -> Option<BTreeMap<NodeId, String>> {
+    let count = (data.len() >= 8).then(|| data.get_u64_le())?;
+    let mut urls = BTreeMap::new();
+    for _ in 0..count {
+        if data.len() < 16 {
+            return None;
+        }
+        let id = data.get_u64_le();
+        let length = usize::try_from(data.get_u64_le()).ok()?;
+        if data.len() < length {
+            return None;
+        }
+        let url = String::from_utf8(data.split_to(length).to_vec()).ok()?;
+        if urls.insert(id, url).is_some() {
+            return None;
+        }
+    }
+    Some(urls)
 }
 
 /// A set of ids: its count (read here unless already read), then the ids;
@@ -326,8 +378,8 @@ mod tests {
         fn stored_records_decode_or_refuse(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
             let _ = decode_hard_state(&bytes);
             let _ = decode_entry_data(Bytes::from(bytes.clone()));
-            if let Some((config, _)) = decode_snapshot(Bytes::from(bytes)) {
-                prop_assert!(!config.voters.is_empty());
+            if let Some((stored, _)) = decode_snapshot(Bytes::from(bytes)) {
+                prop_assert!(!stored.config.voters.is_empty());
             }
         }
     }
@@ -351,10 +403,61 @@ mod tests {
             learners: [4].into(),
             removed: [5, 6].into(),
         };
-        let snapshot = encode_snapshot(&config, b"state");
+        let meta = SnapshotMeta {
+            index: 9,
+            term: 4,
+            config,
+            urls: [(1, "http://a:1".into()), (4, "http://d:4".into())].into(),
+        };
+        let snapshot = encode_snapshot(&meta, b"state");
+        let stored = StoredMeta {
+            config: meta.config,
+            urls: meta.urls,
+        };
         assert_eq!(
             decode_snapshot(Bytes::from(snapshot)),
-            Some((config, Bytes::from_static(b"state")))
+            Some((stored, Bytes::from_static(b"state")))
+        );
+    }
+
+    /// A snapshot file of format 2 (the whole configuration, no URLs)
+    /// still loads, with no URLs known.
+    #[test]
+    fn a_snapshot_of_the_second_format_loads_without_urls() {
+        let mut old = Vec::new();
+        old.put_u64_le(SNAPSHOT_FORMAT_MARK);
+        old.put_u8(2);
+        for word in [2u64, 1, 2, 1, 4, 0] {
+            old.put_u64_le(word);
+        }
+        old.extend_from_slice(b"state");
+        let config = ClusterConfig {
+            voters: [1, 2].into(),
+            learners: [4].into(),
+            removed: BTreeSet::new(),
+        };
+        let stored = StoredMeta {
+            config,
+            urls: BTreeMap::new(),
+        };
+        assert_eq!(
+            decode_snapshot(Bytes::from(old)),
+            Some((stored, Bytes::from_static(b"state")))
+        );
+    }
+
+    /// A URL for a node that is not a member is refused, not believed.
+    #[test]
+    fn a_snapshot_with_a_url_of_a_non_member_is_refused() {
+        let meta = SnapshotMeta {
+            index: 9,
+            term: 4,
+            config: ClusterConfig::new([1, 2]),
+            urls: [(3, "http://c:3".into())].into(),
+        };
+        assert_eq!(
+            decode_snapshot(Bytes::from(encode_snapshot(&meta, b""))),
+            None
         );
     }
 
@@ -367,9 +470,13 @@ mod tests {
             old.put_u64_le(word);
         }
         old.extend_from_slice(b"state");
+        let stored = StoredMeta {
+            config: ClusterConfig::new([1, 2, 3]),
+            urls: BTreeMap::new(),
+        };
         assert_eq!(
             decode_snapshot(Bytes::from(old)),
-            Some((ClusterConfig::new([1, 2, 3]), Bytes::from_static(b"state")))
+            Some((stored, Bytes::from_static(b"state")))
         );
     }
 
@@ -382,8 +489,14 @@ mod tests {
             learners: [2].into(),
             removed: BTreeSet::new(),
         };
+        let meta = SnapshotMeta {
+            index: 9,
+            term: 4,
+            config,
+            urls: BTreeMap::new(),
+        };
         assert_eq!(
-            decode_snapshot(Bytes::from(encode_snapshot(&config, b""))),
+            decode_snapshot(Bytes::from(encode_snapshot(&meta, b""))),
             None
         );
     }

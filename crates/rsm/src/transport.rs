@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_raft::{Message, NodeId};
+use cairn_raft::{ClusterConfig, Message, NodeId};
 use cairn_rpc::raft::raft_client::RaftClient;
 use cairn_rpc::raft::{self as proto, MessageBatch};
 use cairn_rpc::{ClientOptions, RpcClient};
@@ -48,6 +48,7 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 pub const NODE_ID_KEY: &str = "cairn-node-id";
 
 struct Peer<S: StateMachine> {
+    url: String,
     link: Link<S>,
     slots: Arc<Semaphore>,
     health: Arc<PeerHealth>,
@@ -176,6 +177,9 @@ impl<S: StateMachine> LocalNet<S> {
 pub(crate) struct Outbox<S: StateMachine> {
     /// This node.
     id: NodeId,
+    /// This node's own URL, as its peers reach it (for the snapshots it
+    /// sends and stores).
+    own_url: Option<String>,
     cluster: String,
     peers: BTreeMap<NodeId, Peer<S>>,
     node: mpsc::Sender<Command<S>>,
@@ -223,6 +227,7 @@ impl<S: StateMachine> Outbox<S> {
     ) -> Self {
         let mut outbox = Self {
             id: config.raft.id,
+            own_url: config.peers.get(&config.raft.id).cloned(),
             cluster: config.cluster.clone(),
             peers: BTreeMap::new(),
             node,
@@ -254,6 +259,7 @@ impl<S: StateMachine> Outbox<S> {
             },
         };
         let peer = Peer {
+            url: url.to_string(),
             link,
             slots: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES_PER_PEER)),
             health: Arc::new(PeerHealth {
@@ -264,17 +270,20 @@ impl<S: StateMachine> Outbox<S> {
         self.peers.insert(id, peer);
     }
 
-    /// The URL of every peer reached over gRPC (members added at runtime
-    /// included), for the member list.
-    pub(crate) fn peer_urls(&self) -> BTreeMap<NodeId, String> {
-        let urls = self
-            .peers
-            .iter()
-            .filter_map(|(&id, peer)| match &peer.link {
-                Link::Grpc(client) => Some((id, client.addr().to_string())),
-                Link::Local(..) => None,
-            });
-        urls.collect()
+    /// The URL of every node this one talks to, itself included: the
+    /// bootstrap peers and the members added since, less those removed.
+    pub(crate) fn urls(&self) -> BTreeMap<NodeId, String> {
+        let peers = self.peers.iter().map(|(&id, peer)| (id, peer.url.clone()));
+        let own = self.own_url.clone().map(|url| (self.id, url));
+        peers.chain(own).collect()
+    }
+
+    /// The URL of every member of `config` this node knows (itself
+    /// included), for a snapshot to carry.
+    pub(crate) fn member_urls(&self, config: &ClusterConfig) -> BTreeMap<NodeId, String> {
+        let mut urls = self.urls();
+        urls.retain(|&id, _| config.is_member(id));
+        urls
     }
 
     /// Stops talking to node `id` (removed from the group); calls in

@@ -222,9 +222,11 @@ fn ids(members: &[MemberState]) -> Vec<u64> {
 }
 
 /// The `Members` service: a follower lists and refuses changes naming the
-/// leader's URL; the leader joins new nodes under ids never used, refuses
-/// an address in use, a lagging promotion and a transfer to a learner with
-/// what to do, and transfers leadership.
+/// leader's URL; the leader joins new nodes under ids never used (a
+/// retried join gets its first id), refuses a voter's address, a
+/// promotion of a learner never heard from and a transfer to a learner
+/// with what to do, and transfers leadership; every node's status lists
+/// the members added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_members_service_changes_the_group_and_refuses_clearly() {
     let root = tempfile::tempdir().unwrap();
@@ -265,16 +267,31 @@ async fn the_members_service_changes_the_group_and_refuses_clearly() {
     assert_eq!(joined.added, 4);
     assert_eq!(ids(&joined.learners), [4]);
     assert!(joined.learners[0].lag.is_some(), "{joined:?}");
-    for url in [new_url, at_follower.as_str()] {
-        let refused = client.join(join(url)).await.unwrap_err();
-        assert_eq!(refused.code(), Code::InvalidArgument);
-        assert!(refused.message().contains("remove it first"), "{refused:?}");
-    }
+    // A join retried (its answer lost) gets the same id; a voter's address
+    // is refused.
+    let retried = client.join(join(new_url)).await.unwrap().into_inner();
+    assert_eq!((retried.added, ids(&retried.learners)), (4, vec![4]));
+    let refused = client.join(join(at_follower)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("remove it first"), "{refused:?}");
+    // Every node's status lists the new member with its URL (a node's
+    // not-leader answers name the leader from the same list).
+    wait_for("every node lists node 4", || {
+        let listed = |n: &Option<Node<Sum>>| {
+            let members = n.as_ref().unwrap().status_reply().members;
+            members.iter().any(|m| m.id == 4 && m.url == new_url)
+        };
+        nodes.iter().all(listed).then_some(())
+    })
+    .await;
     let promote = |id| ChangeMembersRequest {
         change: Some(Change::Promote(id)),
     };
     let refused = client.change(promote(4)).await.unwrap_err();
-    assert!(refused.message().contains("entries behind"), "{refused:?}");
+    assert!(
+        refused.message().contains("has not answered the leader"),
+        "{refused:?}"
+    );
     let refused = client
         .transfer_leader(TransferLeaderRequest { to: 4 })
         .await

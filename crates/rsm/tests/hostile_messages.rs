@@ -121,6 +121,7 @@ fn meta() -> impl Strategy<Value = SnapshotMeta> {
             index,
             term,
             config: ClusterConfig::new(voters),
+            urls: Default::default(),
         },
     )
 }

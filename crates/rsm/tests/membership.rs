@@ -1,6 +1,7 @@
 //! Membership change through the replicated-state-machine runtime, in
 //! simulation (issue 16; the cases are the catalog's M1, M2, M4, M5, M12
-//! M14 and M17 in `reference/membership-tests.md`).
+//! (a configuration and its addresses in snapshots), M14, M17 and M18 in
+//! `reference/membership-tests.md`).
 //!
 //! Each test runs the lab 2 tester's nodes (a state machine that records
 //! what it applied and fails the test if two servers apply different
@@ -66,12 +67,22 @@ async fn promoting_a_lagging_learner_is_refused_with_its_lag() {
     must_change(&t, &[0, 1, 2], ConfChange::AddLearner(node_id(3))).await;
     let refused = change(&t, &[0, 1, 2], ConfChange::Promote(node_id(3))).await;
     match refused {
-        Err(MembershipError::Refused(ConfChangeError::LearnerBehind { id, behind, .. })) => {
+        Err(MembershipError::Refused(
+            error @ ConfChangeError::LearnerBehind {
+                id,
+                behind,
+                answered,
+                ..
+            },
+        )) => {
             assert_eq!(id, node_id(3));
             assert!(
                 behind >= 6,
                 "a learner that never ran lacks every entry: {behind}"
             );
+            assert!(!answered);
+            let said = error.to_string();
+            assert!(said.contains("has not answered the leader yet"), "{said}");
         }
         other => t.fail(format!(
             "a never-started learner was not refused: {other:?}"
@@ -249,27 +260,80 @@ async fn every_node_restarted_after_a_promotion_keeps_the_configuration() {
     // Server 0, an old voter, leads without server 2: its quorum of three
     // needs the promoted member, reached at the URL its log carries.
     t.crash1(2);
+    lead_and_commit(&t, 0, &[0, 1, 3], 2).await;
+    t.start1(2);
+    let config = check_members_agree(&t, &[0, 1, 2, 3], &[1, 2]).await;
+    assert_eq!(config.voters, voters(&[0, 1, 2, 3]));
+}
+
+/// Makes `server` lead (by transfer from the leader among `alive`) and
+/// commit `command(value)` in its own term on the members in `alive`,
+/// which needs it to reach them; fails the test otherwise.
+async fn lead_and_commit(t: &Tester, server: usize, alive: &[usize], value: u64) {
     let begin = tokio::time::Instant::now();
     let placed = loop {
-        if let Some(placed) = t.start(0, command(2)).await {
+        if let Some(placed) = t.start(server, command(value)).await {
             break placed;
         }
-        let lead = leader(&t, &[0, 1, 3]).await;
-        let _ = t.node(lead).unwrap().transfer_leader(node_id(0)).await;
+        let lead = leader(t, alive).await;
+        let _ = t.node(lead).unwrap().transfer_leader(node_id(server)).await;
         if begin.elapsed() > Duration::from_secs(10) {
-            t.fail("server 0 never became leader".into());
+            t.fail(format!("server {server} never became leader"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let (index, term) = placed;
-    if t.wait(index, 3, Some(term)).await.is_none() {
+    if t.wait(index, alive.len(), Some(term)).await.is_none() {
         t.fail(format!(
-            "server 0 lost its term {term} before committing index {index}"
+            "server {server} lost its term {term} before committing index {index}"
         ));
     }
-    t.start1(2);
-    let config = check_members_agree(&t, &[0, 1, 2, 3], &[1, 2]).await;
-    assert_eq!(config.voters, voters(&[0, 1, 2, 3]));
+}
+
+/// M12 (addresses in snapshots): a member added after bootstrap stays
+/// reachable once the group compacted past its configuration entry. Server
+/// 0 sleeps while server 3 joins, is promoted and server 2 is removed;
+/// back, it installs the leader's snapshot (its log never saw server 3)
+/// and, with server 1 stopped, must lead and commit with server 3 alone:
+/// first after the install, then after a restart from the snapshot it
+/// stored. Fails when snapshots do not carry the members' URLs.
+#[madsim::test]
+async fn a_member_added_before_a_snapshot_is_reached_through_it() {
+    let t = Arc::new(Tester::growable(3, 4, true, 1000));
+    t.one(command(1), 3, true).await;
+    t.crash1(0);
+    t.join(3, 1);
+    let added = must_change(&t, &[1, 2], ConfChange::AddLearner(node_id(3))).await;
+    assert!(added.is_learner(node_id(3)), "{added:?}");
+    promote(&t, &[1, 2], 3).await;
+    must_change(&t, &[1, 2, 3], ConfChange::Remove(node_id(2))).await;
+    let mut value = 2;
+    // Servers 1 and 3 compact far past server 3's entries.
+    while [1, 3]
+        .iter()
+        .any(|&s| t.node(s).unwrap().status().snapshot_index < 40)
+    {
+        if value > 400 {
+            t.fail("servers 1 and 3 never compacted past index 40".into());
+        }
+        t.one(command(value), 2, true).await;
+        value += 1;
+    }
+    let restores = t.restores();
+    t.start1(0);
+    t.one(command(value), 3, true).await;
+    assert!(
+        t.restores() > restores,
+        "server 0 did not install a snapshot"
+    );
+    t.crash1(1);
+    lead_and_commit(&t, 0, &[0, 3], value + 1).await;
+    t.start1(0);
+    lead_and_commit(&t, 0, &[0, 3], value + 2).await;
+    t.start1(1);
+    let acknowledged: Vec<u64> = (1..=value + 2).collect();
+    let config = check_members_agree(&t, &[0, 1, 3], &acknowledged).await;
+    assert_eq!(config.voters, voters(&[0, 1, 3]));
 }
 
 /// M17: adding a learner at an address another member has is refused

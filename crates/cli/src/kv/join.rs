@@ -14,7 +14,9 @@
 //! and the task asks again).
 //!
 //! A crash between the cluster's answer and the file's write leaves a
-//! learner that never runs: `cairn kv member remove ID` removes it.
+//! learner that never runs: joining again at the same URL is answered
+//! with that learner's id (the leader treats it as a retry), or
+//! `cairn kv member remove ID` removes it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
