@@ -288,6 +288,9 @@ pub fn restore_data_dir<S: StateMachine>(
                 index: snapshot.index,
                 term: snapshot.term,
                 config,
+                // The one member's address comes from its --peers when it
+                // starts; members added later carry theirs.
+                urls: Default::default(),
             },
             data: snapshot.data.clone(),
         }),
