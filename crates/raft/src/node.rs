@@ -364,6 +364,28 @@ impl Raft {
         }
     }
 
+    /// The caller's connection to `peer` broke (closed or reset: its
+    /// process likely died). A follower whose leader that is stops waiting
+    /// for the election timeout: it forgets the leader, and with it the
+    /// lease, and asks for pre-votes at once. The pre-vote keeps a live
+    /// leader safe: a voter that still hears from it refuses (its own
+    /// lease), and the leader's next heartbeat makes this node its
+    /// follower again. Without pre-vote the node only forgets the leader
+    /// (a real campaign would raise the term and depose a live leader).
+    /// Any other peer, or any other role, changes nothing.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.assert_no_ready();
+        if self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        if self.config.pre_vote {
+            self.start_election(false);
+        } else {
+            self.leader = None;
+        }
+        self.assert_invariants();
+    }
+
     pub(crate) fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
         let base = self.config.election_timeout_ticks;
