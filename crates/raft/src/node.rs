@@ -367,21 +367,37 @@ impl Raft {
     /// The caller's connection to `peer` broke (closed or reset: its
     /// process likely died). A follower whose leader that is stops waiting
     /// for the election timeout: it forgets the leader, and with it the
-    /// lease, and asks for pre-votes at once. The pre-vote keeps a live
-    /// leader safe: a voter that still hears from it refuses (its own
-    /// lease), and the leader's next heartbeat makes this node its
-    /// follower again. Without pre-vote the node only forgets the leader
-    /// (a real campaign would raise the term and depose a live leader).
-    /// Any other peer, or any other role, changes nothing.
+    /// lease, and asks for pre-votes after a wait set by its rank among
+    /// the other voters (by id, the lost leader left out): the first at
+    /// once, the next a tenth of the election timeout later, and so on.
+    /// The leader's followers all lose it at once; campaigning together
+    /// they would split the vote and fall back to the full timeout, and a
+    /// random wait of a few ticks still collides often. The pre-vote keeps
+    /// a live leader safe: a voter that still hears from it refuses (its
+    /// own lease), and the leader's next heartbeat makes this node its
+    /// follower again. Without pre-vote the node only forgets the leader (a
+    /// real campaign would raise the term and depose a live leader). Any
+    /// other peer, or any other role, changes nothing.
     pub fn report_unreachable(&mut self, peer: NodeId) {
         self.assert_no_ready();
         if self.role != Role::Follower || self.leader != Some(peer) {
             return;
         }
+        self.leader = None;
         if self.config.pre_vote {
-            self.start_election(false);
-        } else {
-            self.leader = None;
+            let id = self.config.id;
+            let rank = self
+                .cluster()
+                .voters
+                .iter()
+                .filter(|&&voter| voter != peer && voter < id)
+                .count() as u32;
+            let wait = rank * (self.config.election_timeout_ticks / 10).max(1);
+            if wait == 0 {
+                self.start_election(false);
+            } else {
+                self.randomized_election_timeout = self.election_elapsed + wait;
+            }
         }
         self.assert_invariants();
     }
