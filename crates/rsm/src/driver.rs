@@ -220,6 +220,7 @@ impl<S: StateMachine> Driver<S> {
                 }
                 self.raft.report_unreachable(peer);
             }
+            Command::PeerReachable { peer } => self.raft.report_reachable(peer),
             Command::Shutdown => return false,
         }
         true

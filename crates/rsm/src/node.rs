@@ -238,6 +238,10 @@ pub(crate) enum Command<S> {
     PeerUnreachable {
         peer: NodeId,
     },
+    /// This node's stream to `peer` opened again after it broke.
+    PeerReachable {
+        peer: NodeId,
+    },
     Shutdown,
 }
 

@@ -145,6 +145,13 @@ impl<S: StateMachine> Writer<S> {
                 }
             };
             wait = REOPEN_FIRST;
+            if self.health.heard() != Heard::Answered {
+                // Reached again after a break or failed opens.
+                let reached = Command::PeerReachable { peer: self.to };
+                if self.node.send(reached).await.is_err() {
+                    return;
+                }
+            }
             self.health.record(Heard::Answered);
             match self.carry(first, wire, answers).await {
                 Ended::Closed => return,
