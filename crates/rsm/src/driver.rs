@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cairn_raft::{
-    ClusterConfig, ConfChange, ConfChangeError, ConfigEntry, Entry, EntryKind, LogIndex, Message,
-    MessageBody, NodeId, ProposeError, Raft, Ready, Role, SnapshotMeta, Term,
+    ClusterConfig, ConfChangeError, EntryKind, LogIndex, Message, NodeId, ProposeError, Raft,
+    Ready, Role, SnapshotMeta, Term,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -28,6 +28,11 @@ use crate::reads::ReadQueue;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::Outbox;
+
+mod addresses;
+mod leaderless;
+
+pub(crate) use addresses::conf_changes;
 
 /// A proposal waiting for its entry to be applied.
 enum Waiter {
@@ -105,23 +110,6 @@ impl<S: StateMachine> Driver<S> {
             metrics,
             urls: watch::Sender::new(BTreeMap::new()),
         }
-    }
-
-    /// Publishes the URLs of the nodes this one talks to in `urls`, now
-    /// and whenever members come or go.
-    pub(crate) fn publishing_urls(mut self, urls: watch::Sender<BTreeMap<NodeId, String>>) -> Self {
-        self.urls = urls;
-        self.publish_urls();
-        self
-    }
-
-    fn publish_urls(&self) {
-        let urls = self.outbox.urls();
-        self.urls.send_if_modified(|current| {
-            let changed = *current != urls;
-            *current = urls;
-            changed
-        });
     }
 
     /// Counts into `metrics` (the node's, which it serves).
@@ -375,16 +363,6 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    /// A snapshot sent to a peer carries the URL of every member of its
-    /// configuration that this node knows, so that the receiver reaches
-    /// members added after bootstrap whose entries the snapshot covers.
-    fn with_member_urls(&self, mut message: Message) -> Message {
-        if let MessageBody::InstallSnapshot(request) = &mut message.body {
-            request.meta.urls = self.outbox.member_urls(&request.meta.config);
-        }
-        message
-    }
-
     fn apply(&mut self, ready: &Ready) {
         for entry in &ready.committed_entries {
             assert_eq!(
@@ -423,33 +401,6 @@ impl<S: StateMachine> Driver<S> {
                 (waiter, _) => waiter.fail(SubmitError::NotLeader {
                     hint: self.raft.leader(),
                 }),
-            }
-        }
-    }
-
-    /// Learns the address of every member added in `entries` (the URL
-    /// its configuration entry carries).
-    fn learn_addresses(&mut self, entries: &[Entry]) {
-        for (change, context) in conf_changes(entries) {
-            if let ConfChange::AddLearner(id) = change {
-                match std::str::from_utf8(&context) {
-                    Ok(url) => self.outbox.add_peer(id, url),
-                    Err(_) => tracing::error!(
-                        id,
-                        "a new member's address is not UTF-8; it cannot be reached"
-                    ),
-                }
-                self.publish_urls();
-            }
-        }
-    }
-
-    /// Stops talking to every member whose removal is in `committed`.
-    fn forget_removed(&mut self, committed: &[Entry]) {
-        for (change, _) in conf_changes(committed) {
-            if let ConfChange::Remove(id) = change {
-                self.outbox.remove_peer(id);
-                self.publish_urls();
             }
         }
     }
@@ -527,67 +478,6 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    /// A group that never elects a leader looks idle: after
-    /// `problem_log_interval` without one (and again after each further
-    /// interval) say so, naming the peers that do not answer. A peer that
-    /// does not exist (an extra node in --peers) or a second process with
-    /// this node's id shows up here.
-    fn warn_if_leaderless(&mut self) {
-        if self.raft.leader().is_some() {
-            self.leaderless = None;
-            return;
-        }
-        let now = tokio::time::Instant::now();
-        let (since, warned) = self.leaderless.get_or_insert((now, None));
-        let quiet_since = warned.unwrap_or(*since);
-        if now.duration_since(quiet_since) < self.problem_log_interval {
-            return;
-        }
-        *warned = Some(now);
-        let for_how_long = now.duration_since(*since).as_secs();
-        let id = self.raft.id();
-        let voters = &self.raft.cluster().voters;
-        if voters.is_empty() {
-            tracing::warn!(
-                id,
-                "node {id} joined its group {for_how_long}s ago and was not added yet: add it \
-                 as a learner on the leader, with this node's URL"
-            );
-            return;
-        }
-        let members = voters.len();
-        // Learners and this node itself never count toward a leader.
-        let unanswering = self.outbox.unanswering_peers(|peer| voters.contains(&peer));
-        let answering = members - unanswering.len();
-        let quorum = members / 2 + 1;
-        if unanswering.is_empty() {
-            tracing::warn!(
-                id,
-                "node {id} has had no leader for {for_how_long}s although every peer answers; \
-                 check that every node runs with the same --peers and its own --id"
-            );
-        } else if answering >= quorum {
-            tracing::warn!(
-                id,
-                "node {id} has had no leader for {for_how_long}s although {answering} of the \
-                 {members} nodes answer, enough for a leader; {} did not: look for errors \
-                 logged by the nodes (two processes with one --id, an address in --peers that \
-                 reaches another node)",
-                unanswering.join("; "),
-            );
-        } else {
-            tracing::warn!(
-                id,
-                "node {id} has had no leader for {for_how_long}s: {} did not answer. A leader \
-                 needs {quorum} of the {members} nodes in --peers, and {answering} answer (this \
-                 one included): start the missing nodes. A node listed in --peers by mistake \
-                 counts too (the members are fixed when a node first starts): start it, or \
-                 recreate the cluster with the right --peers and empty data directories",
-                unanswering.join("; "),
-            );
-        }
-    }
-
     fn publish_status(&mut self, running: bool) {
         let violations = self.raft.status().protocol_violations;
         if violations > self.violations {
@@ -627,16 +517,6 @@ impl<S: StateMachine> Driver<S> {
         inbox.close();
         self.fail_all_waiters(error);
     }
-}
-
-/// The configuration changes in `entries`, with the bytes each carries
-/// (the URL of a member it adds).
-pub(crate) fn conf_changes(entries: &[Entry]) -> impl Iterator<Item = (ConfChange, Bytes)> + '_ {
-    entries
-        .iter()
-        .filter(|entry| entry.kind == EntryKind::Config)
-        .filter_map(|entry| ConfigEntry::decode(entry.data.clone()))
-        .map(|entry| (entry.change, entry.context))
 }
 
 /// A refused change: a leadership problem fails like a command.
