@@ -181,12 +181,13 @@ async fn a_learner_added_after_compaction_installs_a_snapshot() {
     check_members_agree(&t, &[0, 1, 2, 3], &acknowledged).await;
 }
 
-/// M14: shrink from three voters to one and grow back to three with new
-/// ids, writing all along; on the way, M8 (a removed id is refused) and
-/// M13 (a second change while one is pending is refused).
+/// M14: shrink from three voters to one (through the two-member edge)
+/// and grow to five with new ids, writing all along; on the way, M8 (a
+/// removed id is refused) and M13 (a second change while one is pending is
+/// refused).
 #[madsim::test]
-async fn shrink_to_one_and_grow_back_to_three() {
-    let t = Arc::new(Tester::growable(3, 5, true, -1));
+async fn shrink_to_one_and_grow_back_to_five() {
+    let t = Arc::new(Tester::growable(3, 7, true, -1));
     let members = Arc::new(Mutex::new(vec![0, 1, 2]));
     let writer = Writer::start(&t, members.clone(), 1);
     for _ in 0..2 {
@@ -228,9 +229,9 @@ async fn shrink_to_one_and_grow_back_to_three() {
         ),
         "{second:?}"
     );
-    for spare in [3, 4] {
+    for spare in [3, 4, 5, 6] {
         let current = members.lock().unwrap().clone();
-        if spare == 4 {
+        if spare != 3 {
             t.join(spare, sole);
             must_change(&t, &current, ConfChange::AddLearner(node_id(spare))).await;
         }
@@ -239,8 +240,8 @@ async fn shrink_to_one_and_grow_back_to_three() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let acknowledged = writer.finish().await;
-    let config = check_members_agree(&t, &[sole, 3, 4], &acknowledged).await;
-    assert_eq!(config.voters, voters(&[sole, 3, 4]));
+    let config = check_members_agree(&t, &[sole, 3, 4, 5, 6], &acknowledged).await;
+    assert_eq!(config.voters, voters(&[sole, 3, 4, 5, 6]));
     assert_eq!(config.removed.len(), 2);
 }
 
