@@ -183,9 +183,13 @@ pub(crate) fn check_address(
 }
 
 /// The peers a node adds and drops beyond its flags: at restart, the
-/// members its snapshot names (with their URLs) and those added and
-/// removed in its recovered log; when it installs a leader's snapshot,
-/// the members that snapshot names.
+/// members its snapshot names (with their URLs) and those added in its
+/// recovered log; when it installs a leader's snapshot, the members that
+/// snapshot names. A removal in the recovered log drops nobody here: it
+/// may be uncommitted and rolled back, and while it is not committed the
+/// node must still answer the member it removes (its responses travel on
+/// its own stream to that peer). The driver drops the peer when it applies
+/// the removal again, as it does at run time.
 pub(crate) struct AddressChanges {
     urls: BTreeMap<NodeId, String>,
     changes: Vec<(ConfChange, Bytes)>,
@@ -229,8 +233,7 @@ impl AddressChanges {
                         outbox.add_peer(id, url);
                     }
                 }
-                ConfChange::Remove(id) => outbox.remove_peer(id),
-                ConfChange::Promote(_) => {}
+                ConfChange::Remove(_) | ConfChange::Promote(_) => {}
             }
         }
     }
