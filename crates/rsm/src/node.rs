@@ -235,17 +235,9 @@ pub(crate) enum Command<S> {
     Membership {
         reply: oneshot::Sender<Membership>,
     },
-    /// Messages from a peer's stream.
     Inbound {
         messages: Vec<Message>,
-    },
-    /// This node's stream to `peer` broke (the peer's process may have died).
-    PeerUnreachable {
-        peer: NodeId,
-    },
-    /// This node's stream to `peer` opened again after it broke.
-    PeerReachable {
-        peer: NodeId,
+        reply: Option<oneshot::Sender<Vec<Message>>>,
     },
     Shutdown,
 }

@@ -2,8 +2,7 @@
 //! bytes and arbitrary well-formed-but-hostile messages go through the codec
 //! (`cairn_rsm::decode`) into a follower, a candidate and a leader. Nothing
 //! may panic, and every request the core takes gets exactly one response
-//! (a transport may pair responses with requests by that rule; cairn-rsm's
-//! streams no longer need to).
+//! (the transport pairs responses with calls by that rule).
 //!
 //! 256 cases per property by default; `PROPTEST_CASES=N` runs more.
 
