@@ -55,6 +55,7 @@ impl Raft {
     fn become_candidate(&mut self, transfer: bool) {
         assert_ne!(self.role, Role::Leader, "a leader does not campaign");
         self.term += 1;
+        self.unreachable_leader = None;
         self.vote = Some(self.config.id);
         self.role = Role::Candidate;
         self.leader = None;

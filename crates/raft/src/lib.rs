@@ -10,7 +10,8 @@
 //! - [`Raft::read_index`]: a client wants a linearizable read;
 //! - [`Raft::propose_conf_change`]: an operator adds, promotes or removes a
 //!   member;
-//! - [`Raft::compact`]: the service took a snapshot.
+//! - [`Raft::compact`]: the service took a snapshot;
+//! - [`Raft::report_unreachable`]: the caller's connection to a peer broke.
 //!
 //! and it answers with a [`Ready`]: state to persist, messages to send,
 //! committed entries to apply, reads to serve. `Ready`'s documentation
@@ -31,7 +32,12 @@
 //!   with a quorum of pre-votes does it raise its term and ask for real
 //!   votes, so a node that rejoins after a partition cannot depose a healthy
 //!   leader by its inflated term. Voters also ignore vote requests while they
-//!   hear from a leader (the leader lease, thesis §4.2.3).
+//!   hear from a leader (the leader lease, thesis §4.2.3). A follower whose
+//!   caller reports its connection to the leader broken
+//!   ([`Raft::report_unreachable`]: the leader's process died) forgets the
+//!   leader and asks for pre-votes at once instead of waiting out the
+//!   timeout; voters that still hear the leader refuse, so a live leader
+//!   is safe (`testdata/unreachable_leader.txt`).
 //! - **Check quorum** (thesis §6.2): a leader that has not heard from a
 //!   quorum during an election timeout steps down, so a leader cut off from
 //!   the majority stops claiming leadership.

@@ -2,8 +2,9 @@
 //!
 //! Every request expects exactly one response from the node it went to, and
 //! the core always produces it (rejections included): a transport may pair
-//! the responses to a peer with that peer's requests in order, which is how
-//! `cairn-rsm` carries them as gRPC replies. [`MessageBody::TimeoutNow`] is
+//! the responses to a peer with that peer's requests in order (`cairn-rsm`
+//! does not: it streams responses like any other message, and matches
+//! them by term and index). [`MessageBody::TimeoutNow`] is
 //! the only message with no response.
 
 use bytes::Bytes;

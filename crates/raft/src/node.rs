@@ -124,6 +124,11 @@ pub struct Raft {
     pub(crate) pending_reads: VecDeque<PendingRead>,
     pub(crate) read_states: Vec<ReadState>,
     pub(crate) transfer_target: Option<NodeId>,
+    /// The leader of this term the caller reported unreachable: this node
+    /// no longer defends its lease (a late message from a dead leader
+    /// would otherwise renew it). Forgotten when the term changes or the
+    /// caller reaches it again.
+    pub(crate) unreachable_leader: Option<NodeId>,
     pub(crate) transfer_elapsed: u32,
     pub(crate) transfer_sent: bool,
     /// The commit index moved since followers were last told.
@@ -365,6 +370,66 @@ impl Raft {
         }
     }
 
+    /// The caller's connection to `peer` broke (closed or reset: its
+    /// process likely died). A follower whose leader that is stops waiting
+    /// for the election timeout: it forgets the leader, and with it the
+    /// lease, and asks for pre-votes after a wait set by its rank among
+    /// the other voters (by id, the lost leader left out): the first at
+    /// once (and again, if that fails, after every voter's turn), the next
+    /// a tenth of the election timeout later, and so on.
+    /// Until the term changes, or [`report_reachable`](Self::report_reachable),
+    /// it no longer defends that leader's lease (a late message from a
+    /// dead leader must not renew it).
+    /// The leader's followers all lose it at once; campaigning together
+    /// they would split the vote and fall back to the full timeout, and a
+    /// random wait of a few ticks still collides often. The pre-vote keeps
+    /// a live leader safe: a voter that still hears from it refuses (its
+    /// own lease), and the leader's next heartbeat makes this node its
+    /// follower again. Without pre-vote the node only forgets the leader (a
+    /// real campaign would raise the term and depose a live leader). Any
+    /// other peer, or any other role, changes nothing.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        self.assert_no_ready();
+        if self.role != Role::Follower || self.leader != Some(peer) {
+            return;
+        }
+        self.leader = None;
+        self.unreachable_leader = Some(peer);
+        if self.config.pre_vote {
+            let id = self.config.id;
+            let rank = self
+                .cluster()
+                .voters
+                .iter()
+                .filter(|&&voter| voter != peer && voter < id)
+                .count() as u32;
+            let spacing = (self.config.election_timeout_ticks / 10).max(1);
+            let wait = rank * spacing;
+            if wait == 0 {
+                self.start_election(false);
+                // The others may not have lost the leader yet when they
+                // hear this pre-vote, and refuse it for their lease: ask
+                // again once they all had their turn, not a whole
+                // randomized timeout later.
+                if self.role == Role::PreCandidate {
+                    let voters = self.cluster().voters.len() as u32;
+                    self.randomized_election_timeout = self.election_elapsed + voters * spacing;
+                }
+            } else {
+                self.randomized_election_timeout = self.election_elapsed + wait;
+            }
+        }
+        self.assert_invariants();
+    }
+
+    /// The caller's connection to `peer` works again (it reopened after
+    /// breaking): a leader reported unreachable is defended again.
+    pub fn report_reachable(&mut self, peer: NodeId) {
+        if self.unreachable_leader == Some(peer) {
+            self.unreachable_leader = None;
+        }
+    }
+
     pub(crate) fn reset_election_timer(&mut self) {
         self.election_elapsed = 0;
         let base = self.config.election_timeout_ticks;
@@ -389,6 +454,7 @@ impl Raft {
         if term > self.term {
             self.term = term;
             self.vote = None;
+            self.unreachable_leader = None;
         }
         self.role = Role::Follower;
         self.leader = leader;

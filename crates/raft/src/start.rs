@@ -110,6 +110,7 @@ impl Raft {
             pending_reads: VecDeque::new(),
             read_states: Vec::new(),
             transfer_target: None,
+            unreachable_leader: None,
             transfer_elapsed: 0,
             transfer_sent: false,
             commit_broadcast_due: false,

@@ -94,7 +94,9 @@ impl Raft {
         match self.role {
             Role::Leader => true,
             _ => {
-                self.leader.is_some() && self.election_elapsed < self.config.election_timeout_ticks
+                self.leader.is_some()
+                    && self.leader != self.unreachable_leader
+                    && self.election_elapsed < self.config.election_timeout_ticks
             }
         }
     }

@@ -125,6 +125,16 @@ impl RpcClient {
         // Boxed: the generated tonic futures are large (16 KiB in the
         // simulator), and every caller would otherwise carry one inline.
         let attempt = Box::pin(self.attempt(request, deadline, stub));
+        self.within(deadline, attempt).await
+    }
+
+    /// Runs `attempt` within `deadline`; a failure to reach the server
+    /// drops the cached connection, so that the next call connects again.
+    async fn within<T>(
+        &self,
+        deadline: Duration,
+        attempt: impl Future<Output = Result<T, RpcError>>,
+    ) -> Result<T, RpcError> {
         let result = match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
             Err(_) => Err(RpcError::Timeout {
@@ -133,7 +143,7 @@ impl RpcClient {
             }),
         };
         if let Err(RpcError::Unavailable { .. } | RpcError::ConnectionRefused { .. }) = &result {
-            self.forget_channel();
+            self.forget_connection();
         }
         result
     }
@@ -176,6 +186,43 @@ impl RpcClient {
         }
     }
 
+    /// Opens a long-lived streaming call with `stub` (a generated client's
+    /// streaming method on the channel it receives), connecting first if
+    /// needed. Opening must finish within the call timeout; the stream
+    /// itself has no deadline: it lasts until either side ends it or the
+    /// connection breaks, after which [`forget_connection`](Self::forget_connection)
+    /// makes the next call connect again.
+    pub async fn open_stream<T, F, Fut>(&self, stub: F) -> Result<T, RpcError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = self.options.call_timeout;
+        let open = Box::pin(async {
+            let channel = self.channel().await?;
+            stub(channel)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| RpcError::from_status(&self.addr, status, deadline))
+        });
+        self.within(deadline, open).await
+    }
+
+    /// The simulated network's fate of one message of `bytes` bytes on a
+    /// stream to this server (see `sim_net`): waits out its delay, and
+    /// says why it is lost if it is. `call`: the message carries a request
+    /// (else it counts as a reply).
+    #[cfg(madsim)]
+    pub async fn simulate_stream_message(&self, bytes: usize, call: bool) -> Result<(), String> {
+        crate::sim_net::stream_message(&self.endpoint, bytes, call).await
+    }
+
+    /// Drops the cached connection: the next call connects again (after a
+    /// stream on it broke).
+    pub fn forget_connection(&self) {
+        *self.lock_channel() = None;
+    }
+
     /// The cached channel, or a new connection.
     #[cfg(madsim)]
     async fn channel(&self) -> Result<Channel, RpcError> {
@@ -211,10 +258,6 @@ impl RpcClient {
         };
         *self.lock_channel() = Some(channel.clone());
         Ok(channel)
-    }
-
-    fn forget_channel(&self) {
-        *self.lock_channel() = None;
     }
 
     fn lock_channel(&self) -> std::sync::MutexGuard<'_, Option<Channel>> {

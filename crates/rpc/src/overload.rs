@@ -15,8 +15,8 @@ use tonic::codegen::http;
 
 /// The Raft service's path prefix. Raft messages between the nodes of a
 /// group have their own pool: refusing heartbeats under a client flood
-/// would depose the leader and make the overload worse. (Honest peers send
-/// at most `cairn_rsm::MAX_INFLIGHT_BATCHES_PER_PEER` each.)
+/// would depose the leader and make the overload worse. (Honest peers keep
+/// one long-lived stream open each.)
 pub(crate) const RAFT_PATH_PREFIX: &str = "/cairn.raft.";
 
 /// What an overloaded server answers; clients should retry after a pause.

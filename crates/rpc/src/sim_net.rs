@@ -16,6 +16,12 @@
 //!    after the handler ran. With [`set_long_reordering`], 2/3 of replies are
 //!    delayed by 200-2199 ms (skewed low).
 //!
+//! A message on a long-lived stream (the Raft transport's) meets rules 1-2
+//! as a request does; one that carries only responses (what a call's reply
+//! used to carry) also meets rule 4's long reordering and counts as a
+//! reply (bytes only), so that delays and RPC counts mean what labrpc's
+//! do: see [`stream_message`].
+//!
 //! Counters: every call counts toward [`total_rpcs`] and adds its request's
 //! encoded size to [`total_bytes`]; a reply adds its size when delivered. A
 //! call that reaches the server's handler counts toward [`rpc_count`] of that
@@ -329,11 +335,11 @@ pub(crate) async fn deliver_reply(link: Link, bytes: usize) -> Result<(), String
         let up = net.link_up(&link);
         let mut rng = madsim::rand::thread_rng();
         let drop = up && net.unreliable && rng.gen_range(0..1000) < 100;
-        let mut delay = Duration::ZERO;
-        if up && !drop && net.long_reordering && rng.gen_range(0..900) < 600 {
-            let spread = rng.gen_range(0..2000);
-            delay = Duration::from_millis(200 + rng.gen_range(0..=spread));
-        }
+        let delay = if up && !drop {
+            reordering_delay(net, &mut rng)
+        } else {
+            Duration::ZERO
+        };
         (up, drop, delay)
     });
     if !up {
@@ -346,5 +352,57 @@ pub(crate) async fn deliver_reply(link: Link, bytes: usize) -> Result<(), String
         tokio::time::sleep(delay).await;
     }
     with(|net| net.total_bytes += bytes as u64);
+    Ok(())
+}
+
+/// Rule 4's long reordering: 2/3 of replies wait 200-2199 ms (skewed low).
+fn reordering_delay(net: &Net, rng: &mut impl Rng) -> Duration {
+    if net.long_reordering && rng.gen_range(0..900) < 600 {
+        let spread = rng.gen_range(0..2000);
+        Duration::from_millis(200 + rng.gen_range(0..=spread))
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// The fate of one message of `bytes` bytes sent on a stream to the server
+/// of `endpoint`: rules 1-2 (lost over a down link; on an unreliable
+/// network delayed 0-26 ms and lost 10% of the time); a message that is
+/// not a `call` (it carries only responses) then meets rule 4's long
+/// reordering, with the link checked again at delivery, and counts as a
+/// reply. Waits out the delays; `Ok` when the message is to be delivered.
+pub(crate) async fn stream_message(
+    endpoint: &Endpoint,
+    bytes: usize,
+    call: bool,
+) -> Result<(), String> {
+    let link = match send_request(endpoint, bytes).await {
+        Ok(link) => link,
+        Err(reason) => {
+            if !call {
+                with(|net| net.total_rpcs -= 1);
+            }
+            return Err(reason);
+        }
+    };
+    let delay = with(|net| {
+        if !call {
+            net.total_rpcs -= 1;
+            if let Some(to) = link.to {
+                net.nodes[to].dispatched -= 1;
+            }
+        }
+        if call {
+            Duration::ZERO
+        } else {
+            reordering_delay(net, &mut madsim::rand::thread_rng())
+        }
+    });
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+        if !with(|net| net.link_up(&link)) {
+            return Err("link went down before delivery (simulated)".to_string());
+        }
+    }
     Ok(())
 }

@@ -4,8 +4,8 @@
 //! asserting the contract it follows (committed entries applied once each,
 //! in order, from the last applied index on; the core itself asserts that
 //! nothing calls it between `ready` and `advance`). Reads wait in a
-//! [`ReadQueue`](crate::reads::ReadQueue); the responses owed to peers'
-//! calls are kept by [`InboundReplies`](crate::replies::InboundReplies).
+//! [`ReadQueue`](crate::reads::ReadQueue); messages, requests and
+//! responses alike, go to the [`Outbox`], which streams them to each peer.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -25,7 +25,6 @@ use crate::node::{
     SNAPSHOT_RETRY_FIRST, SNAPSHOT_RETRY_MAX, status_of,
 };
 use crate::reads::ReadQueue;
-use crate::replies::InboundReplies;
 use crate::state_machine::StateMachine;
 use crate::storage::RaftStorage;
 use crate::transport::Outbox;
@@ -62,8 +61,6 @@ pub(crate) struct Driver<S: StateMachine> {
     max_raft_state: i64,
     /// Proposals by index: the term they were proposed in, and who waits.
     proposals: BTreeMap<LogIndex, (Term, Waiter)>,
-    /// The responses owed to peers' calls.
-    replies: InboundReplies,
     /// The linearizable reads, from queued to served.
     reads: ReadQueue<S>,
     stop_error: Option<FatalError>,
@@ -103,7 +100,6 @@ impl<S: StateMachine> Driver<S> {
             status,
             max_raft_state,
             proposals: BTreeMap::new(),
-            replies: InboundReplies::new(),
             reads: ReadQueue::new(metrics.read_index_rounds.clone()),
             stop_error: None,
             applied,
@@ -238,7 +234,18 @@ impl<S: StateMachine> Driver<S> {
                     urls: self.outbox.urls(),
                 });
             }
-            Command::Inbound { messages, reply } => self.step_inbound(messages, reply),
+            Command::Inbound { messages } => self.step_inbound(messages),
+            Command::PeerUnreachable { peer } => {
+                if self.raft.leader() == Some(peer) && self.raft.role() == Role::Follower {
+                    tracing::info!(
+                        id = self.raft.id(),
+                        leader = peer,
+                        "the stream to the leader broke; asking for pre-votes now"
+                    );
+                }
+                self.raft.report_unreachable(peer);
+            }
+            Command::PeerReachable { peer } => self.raft.report_reachable(peer),
             Command::Shutdown => return false,
         }
         true
@@ -270,13 +277,9 @@ impl<S: StateMachine> Driver<S> {
         }
     }
 
-    fn step_inbound(
-        &mut self,
-        messages: Vec<Message>,
-        reply: Option<oneshot::Sender<Vec<Message>>>,
-    ) {
-        self.replies.expect(&messages, reply);
+    fn step_inbound(&mut self, messages: Vec<Message>) {
         for message in messages {
+            self.outbox.heard(&message);
             self.raft.step(message);
         }
     }
@@ -292,7 +295,7 @@ impl<S: StateMachine> Driver<S> {
             self.dispatch(&ready.early_messages);
             // 1. Persist.
             self.persist(&ready)?;
-            // 2. Send (responses go back as replies to the requests' calls).
+            // 2. Send (responses too: they depend on what was persisted).
             self.dispatch(&ready.messages);
             // 3. Restore (and reach the members the snapshot names).
             if let Some(snapshot) = &ready.snapshot {
@@ -352,12 +355,8 @@ impl<S: StateMachine> Driver<S> {
         }
         let mut outgoing: BTreeMap<NodeId, Vec<Message>> = BTreeMap::new();
         for message in messages {
-            if message.is_response() {
-                self.replies.route(message.clone());
-            } else {
-                let message = self.with_member_urls(message.clone());
-                outgoing.entry(message.to).or_default().push(message);
-            }
+            let message = self.with_member_urls(message.clone());
+            outgoing.entry(message.to).or_default().push(message);
         }
         for (to, messages) in outgoing {
             self.outbox.send(to, messages);

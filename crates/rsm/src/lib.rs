@@ -20,10 +20,13 @@
 //!    own log toward commitment only once it is durable);
 //! 1. persist entries, hard state and any snapshot in the write-ahead log
 //!    (`cairn_storage::Wal`) with **one fsync for the batch** (group commit);
-//! 2. send the other messages: the requests for each peer in one gRPC call
-//!    (`Raft.Step`), each call in its own task so calls are pipelined; the
-//!    responses to requests that came in a call go back as that call's
-//!    reply, in order — which is why the core answers every request;
+//! 2. send the other messages, requests and responses alike: each peer's
+//!    as one batch on this node's long-lived gRPC stream to that peer
+//!    (`Raft.Stream`, opened lazily, reopened when it breaks). A peer
+//!    answers on its own stream back, so nothing pairs responses with
+//!    requests. When the stream to the leader breaks (its process died),
+//!    the node tells the core, which asks for pre-votes at once instead of
+//!    waiting out the election timeout;
 //! 3. restore the state machine from a snapshot the leader sent;
 //! 4. apply committed commands and answer their submitters, matched by
 //!    index *and* term (an entry at the index from another term means the
@@ -74,7 +77,7 @@
 //! - Every queue has a named bound: [`MAX_QUEUED_COMMANDS`] (a client's
 //!   command fails at once with [`SubmitError::Overloaded`] when it is
 //!   full), [`MAX_PENDING_PROPOSALS`], [`MAX_PENDING_READS`],
-//!   [`MAX_INFLIGHT_BATCHES_PER_PEER`].
+//!   [`MAX_QUEUED_BATCHES_PER_PEER`].
 //! - A node that cannot go on (an I/O error, a snapshot it cannot
 //!   restore) stops and says why, a [`FatalError`]: in its status, through
 //!   [`Node::stopped`], and to every client it fails
@@ -107,8 +110,11 @@
 //! - A backup is held whole in memory while it streams (on the leader, and
 //!   in `cairn kv snapshot save` until its checksum is verified), as the
 //!   state machine's snapshot already is.
-//! - Messages to a peer with [`MAX_INFLIGHT_BATCHES_PER_PEER`] calls
-//!   outstanding are dropped; Raft retransmits.
+//! - Messages to a peer whose queue holds [`MAX_QUEUED_BATCHES_PER_PEER`]
+//!   batches (its stream is being opened, or it reads slowly) are dropped,
+//!   and so is a batch that waited past the RPC timeout; Raft retransmits.
+//! - Only the stream's breaking tells of a dead leader: a leader that
+//!   hangs with its connections open is found by the election timeout.
 
 mod backup;
 mod backup_file;
@@ -123,7 +129,6 @@ mod membership;
 mod metrics;
 mod node;
 mod reads;
-mod replies;
 pub mod sessions;
 mod state_machine;
 mod storage;
@@ -156,5 +161,5 @@ pub use prometheus;
 pub use sessions::{Seen, Sessions};
 pub use state_machine::{RestoreError, StateMachine};
 pub use transport::{
-    LocalNet, MAX_BATCH_BYTES, MAX_INFLIGHT_BATCHES_PER_PEER, NODE_ID_KEY, RaftService,
+    LocalNet, MAX_BATCH_BYTES, MAX_QUEUED_BATCHES_PER_PEER, NODE_ID_KEY, RaftService,
 };

@@ -235,9 +235,17 @@ pub(crate) enum Command<S> {
     Membership {
         reply: oneshot::Sender<Membership>,
     },
+    /// Messages from a peer's stream.
     Inbound {
         messages: Vec<Message>,
-        reply: Option<oneshot::Sender<Vec<Message>>>,
+    },
+    /// This node's stream to `peer` broke (the peer's process may have died).
+    PeerUnreachable {
+        peer: NodeId,
+    },
+    /// This node's stream to `peer` opened again after it broke.
+    PeerReachable {
+        peer: NodeId,
     },
     Shutdown,
 }

@@ -1,7 +1,11 @@
 //! Messages between nodes: [`Outbox`] (this file) sends a node's messages
-//! to its peers in one gRPC call per peer per `Ready`; [`RaftService`]
-//! (`service.rs`) receives them and answers each call with the responses
-//! to the requests it carried.
+//! to its peers, each peer's on one long-lived stream
+//! ([`PeerStream`](stream::PeerStream), `stream.rs`, which says why
+//! responses travel on the responder's own stream); [`RaftService`]
+//! (`service.rs`) receives the streams and hands each batch to the node.
+//! Nothing pairs a response with its request: the core matches them by
+//! term and index, and the round-trip metric by what the response carries
+//! (`round_trip.rs`).
 //!
 //! A misconfigured group (two processes with one id, a peer address that
 //! reaches another node, a peer that does not exist) would otherwise only
@@ -18,25 +22,29 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_raft::{ClusterConfig, Message, NodeId};
-use cairn_rpc::raft::raft_client::RaftClient;
-use cairn_rpc::raft::{self as proto, MessageBatch};
+use cairn_rpc::raft::MessageBatch;
 use cairn_rpc::{ClientOptions, RpcClient};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::mpsc;
 use tonic::Status;
 
+mod round_trip;
 mod service;
+mod stream;
 
 pub use service::RaftService;
 
 use crate::codec;
-use crate::metrics::{Metrics, observe};
+use crate::metrics::Metrics;
 use crate::node::{Command, NodeConfig};
 use crate::state_machine::StateMachine;
+use round_trip::RoundTrips;
+use stream::PeerStream;
 
-/// The most message batches in flight to one peer. When full, a new batch
+/// The most message batches queued for one peer's stream (while it is
+/// being opened, or while the peer reads slowly). When full, a new batch
 /// to that peer is dropped: Raft resends what matters (the leader's
 /// heartbeat round trip resets its flow control).
-pub const MAX_INFLIGHT_BATCHES_PER_PEER: usize = 32;
+pub const MAX_QUEUED_BATCHES_PER_PEER: usize = 32;
 
 /// The largest message batch a node accepts (the core's appends and
 /// snapshot chunks are about 1 MiB each; several may share a batch).
@@ -50,19 +58,19 @@ pub const NODE_ID_KEY: &str = "cairn-node-id";
 struct Peer<S: StateMachine> {
     url: String,
     link: Link<S>,
-    slots: Arc<Semaphore>,
     health: Arc<PeerHealth>,
+    /// The appends and heartbeats waiting for an answer (gRPC peers only).
+    round_trips: Option<RoundTrips>,
 }
 
-/// What a peer last answered this node's calls, when its refusals were
-/// last logged, and how long its answers take (a metric).
+/// How this node's stream to a peer last fared, and when its refusals
+/// were last logged.
 struct PeerHealth {
     heard: Mutex<Heard>,
     refusal_log: LogThrottle,
-    round_trip: Option<prometheus::Histogram>,
 }
 
-/// The outcome of the last call to a peer.
+/// The outcome of the last attempt to reach a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Heard {
     NotCalled,
@@ -75,7 +83,6 @@ impl PeerHealth {
         Self {
             heard: Mutex::new(Heard::NotCalled),
             refusal_log: LogThrottle::new(interval),
-            round_trip: None,
         }
     }
 
@@ -115,7 +122,7 @@ impl LogThrottle {
 }
 
 enum Link<S: StateMachine> {
-    Grpc(Arc<RpcClient>),
+    Grpc(PeerStream),
     Local(LocalNet<S>, NodeId),
 }
 
@@ -171,9 +178,9 @@ impl<S: StateMachine> LocalNet<S> {
     }
 }
 
-/// Sends message batches to peers, each call in its own task; the responses
-/// come back to the node as inbound messages. Peers can be added and
-/// removed while the node runs (membership change).
+/// Sends message batches to peers, each peer's on its own stream; what a
+/// peer says back arrives on its stream to this node. Peers can be added
+/// and removed while the node runs (membership change).
 pub(crate) struct Outbox<S: StateMachine> {
     /// This node.
     id: NodeId,
@@ -248,24 +255,31 @@ impl<S: StateMachine> Outbox<S> {
         if id == self.id || self.peers.contains_key(&id) {
             return;
         }
+        let health = Arc::new(PeerHealth::new(self.problem_log_interval));
         let link = match &self.network {
             Network::Local(net) => Link::Local(net.clone(), id),
             Network::Grpc(options) => match RpcClient::new(url.to_string(), options.clone()) {
-                Ok(client) => Link::Grpc(Arc::new(client)),
+                Ok(client) => Link::Grpc(PeerStream::start(
+                    Arc::new(client),
+                    health.clone(),
+                    (self.id, id),
+                    self.node.clone(),
+                )),
                 Err(error) => {
                     tracing::error!(peer = id, url, %error, "cannot reach this peer: its address is invalid");
                     return;
                 }
             },
         };
+        let round_trips = match (&link, &self.metrics) {
+            (Link::Grpc(_), Some(metrics)) => Some(RoundTrips::new(metrics.peer_round_trip(id))),
+            _ => None,
+        };
         let peer = Peer {
             url: url.to_string(),
             link,
-            slots: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES_PER_PEER)),
-            health: Arc::new(PeerHealth {
-                round_trip: self.metrics.as_ref().map(|m| m.peer_round_trip(id)),
-                ..PeerHealth::new(self.problem_log_interval)
-            }),
+            health,
+            round_trips,
         };
         self.peers.insert(id, peer);
     }
@@ -286,8 +300,8 @@ impl<S: StateMachine> Outbox<S> {
         urls
     }
 
-    /// Stops talking to node `id` (removed from the group); calls in
-    /// flight finish on their own.
+    /// Stops talking to node `id` (removed from the group): its stream
+    /// ends once the batches handed to it are written.
     pub(crate) fn remove_peer(&mut self, id: NodeId) {
         self.peers.remove(&id);
     }
@@ -298,7 +312,7 @@ impl<S: StateMachine> Outbox<S> {
     pub(crate) fn unanswering_peers(&self, counted: impl Fn(NodeId) -> bool) -> Vec<String> {
         let mut unanswering = Vec::new();
         for (id, peer) in self.peers.iter().filter(|(id, _)| counted(**id)) {
-            let Link::Grpc(client) = &peer.link else {
+            let Link::Grpc(stream) = &peer.link else {
                 continue; // in-process: always reachable
             };
             let why = match peer.health.heard() {
@@ -306,122 +320,49 @@ impl<S: StateMachine> Outbox<S> {
                 Heard::NotCalled => "not called yet".to_string(),
                 Heard::Failed(error) => error,
             };
-            unanswering.push(format!("node {id} at {} ({why})", client.addr()));
+            unanswering.push(format!("node {id} at {} ({why})", stream.addr()));
         }
         unanswering
     }
 
-    /// Sends one batch to `to` in its own task.
-    pub(crate) fn send(&self, to: NodeId, messages: Vec<Message>) {
-        let Some(peer) = self.peers.get(&to) else {
+    /// Sends one batch to `to`, requests and responses alike; drops it
+    /// when the peer's queue is full.
+    pub(crate) fn send(&mut self, to: NodeId, messages: Vec<Message>) {
+        let Some(peer) = self.peers.get_mut(&to) else {
             return;
         };
-        let Ok(permit) = peer.slots.clone().try_acquire_owned() else {
-            tracing::debug!(to, "too many batches in flight to this peer; dropped one");
-            return;
-        };
-        let node = self.node.clone();
-        match &peer.link {
-            Link::Local(net, id) => {
-                let Some(peer) = net.sender(*id) else { return };
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let (reply, answer) = oneshot::channel();
-                    if peer
-                        .send(Command::Inbound {
-                            messages,
-                            reply: Some(reply),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if let Ok(responses) = answer.await
-                        && !responses.is_empty()
-                    {
-                        let _ = node
-                            .send(Command::Inbound {
-                                messages: responses,
-                                reply: None,
-                            })
-                            .await;
-                    }
-                });
-            }
-            Link::Grpc(client) => {
-                let messages = messages.iter().map(codec::encode).collect();
+        if let Some(round_trips) = &mut peer.round_trips {
+            round_trips.sent(&messages);
+        }
+        let queued = match &peer.link {
+            Link::Local(net, id) => net
+                .sender(*id)
+                .is_none_or(|peer| peer.try_send(Command::Inbound { messages }).is_ok()),
+            Link::Grpc(stream) => {
+                let call = messages.iter().any(Message::is_request);
                 let batch = MessageBatch {
                     cluster: self.cluster.clone(),
-                    messages,
+                    messages: messages.iter().map(codec::encode).collect(),
                 };
-                let client = client.clone();
-                let health = peer.health.clone();
-                let self_id = self.id;
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    send_grpc(&client, &health, self_id, to, batch, node).await;
-                });
+                stream.send(batch, call)
             }
+        };
+        if !queued {
+            tracing::debug!(to, "too many batches queued for this peer; dropped one");
         }
     }
-}
 
-/// One gRPC call; its responses go back to the node.
-async fn send_grpc<S: StateMachine>(
-    client: &RpcClient,
-    health: &PeerHealth,
-    self_id: NodeId,
-    to: NodeId,
-    batch: MessageBatch,
-    node: mpsc::Sender<Command<S>>,
-) {
-    let started = tokio::time::Instant::now();
-    let result = client
-        .call(batch, |channel, request| async move {
-            RaftClient::new(channel)
-                .max_encoding_message_size(MAX_BATCH_BYTES)
-                .step(request)
-                .await
-        })
-        .await;
-    let reply = match result {
-        Ok(reply) => {
-            health.record(Heard::Answered);
-            if let Some(round_trip) = &health.round_trip {
-                observe(round_trip, started.elapsed());
-            }
-            reply
+    /// Notes a message from a peer: a response stops the round-trip
+    /// timers it answers.
+    pub(crate) fn heard(&mut self, message: &Message) {
+        if let Some(Peer {
+            round_trips: Some(round_trips),
+            ..
+        }) = self.peers.get_mut(&message.from)
+            && message.is_response()
+        {
+            round_trips.answered(message);
         }
-        Err(cairn_rpc::RpcError::Rejected { status, .. }) => {
-            // Not a lost message: the peer refuses this node (another
-            // cluster, a shared id, a bad batch). The operator must act.
-            health.record(Heard::Failed(format!("refuses: {}", status.message())));
-            if health.refusal_log.ready() {
-                log_refusal(client.addr(), self_id, to, &status);
-            }
-            return;
-        }
-        Err(error) => {
-            let why = match &error {
-                cairn_rpc::RpcError::ConnectionRefused { reason, .. } => reason.clone(),
-                cairn_rpc::RpcError::Unavailable { reason, .. } => reason.clone(),
-                cairn_rpc::RpcError::Timeout { after, .. } => format!("no answer within {after:?}"),
-                error => error.to_string(),
-            };
-            health.record(Heard::Failed(why));
-            tracing::trace!(to, %error, "message batch lost");
-            return;
-        }
-    };
-    let responses = responses_in_reply(self_id, to, reply.messages);
-    if !responses.is_empty() {
-        let _ = node
-            .send(Command::Inbound {
-                messages: responses,
-                reply: None,
-            })
-            .await;
     }
 }
 
@@ -451,36 +392,6 @@ fn log_refusal(url: &str, self_id: NodeId, to: NodeId, status: &Status) {
             "node {to} at {url} refuses this node's messages: {reason}"
         ),
     }
-}
-
-/// The messages of a reply from `peer` that this node can take: responses
-/// from `peer` to `self_id`. Anything else (a request, a message for or from
-/// another node) would be paired with the wrong call's reply slot; it is
-/// dropped with a warning, as is what does not decode.
-fn responses_in_reply(
-    self_id: NodeId,
-    peer: NodeId,
-    messages: Vec<proto::Message>,
-) -> Vec<Message> {
-    let mut responses = Vec::with_capacity(messages.len());
-    for message in messages {
-        match codec::decode(message) {
-            Ok(message)
-                if message.is_response() && message.from == peer && message.to == self_id =>
-            {
-                responses.push(message)
-            }
-            Ok(message) => {
-                tracing::warn!(
-                    from = peer,
-                    ?message,
-                    "dropped a reply message that is not a response of this peer to this node"
-                )
-            }
-            Err(error) => tracing::warn!(from = peer, %error, "dropped a malformed response"),
-        }
-    }
-    responses
 }
 
 #[cfg(test)]

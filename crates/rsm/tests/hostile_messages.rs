@@ -2,7 +2,8 @@
 //! bytes and arbitrary well-formed-but-hostile messages go through the codec
 //! (`cairn_rsm::decode`) into a follower, a candidate and a leader. Nothing
 //! may panic, and every request the core takes gets exactly one response
-//! (the transport pairs responses with calls by that rule).
+//! (a transport may pair responses with requests by that rule; cairn-rsm's
+//! streams no longer need to).
 //!
 //! 256 cases per property by default; `PROPTEST_CASES=N` runs more.
 

@@ -161,6 +161,16 @@ fn run(cluster: &mut Cluster, command: &str, args: &Args, out: &mut Vec<String>)
             cluster.raft_mut(id).campaign();
             process(cluster, &[id], "", out);
         }
+        "unreachable" => {
+            let id = args.nth(0);
+            cluster.raft_mut(id).report_unreachable(args.nth(1));
+            process(cluster, &[id], "", out);
+        }
+        "reachable" => {
+            let id = args.nth(0);
+            cluster.raft_mut(id).report_reachable(args.nth(1));
+            process(cluster, &[id], "", out);
+        }
         "tick" => tick(cluster, args, out),
         "run" => {
             for _ in 0..args.option("n").unwrap_or(1) {

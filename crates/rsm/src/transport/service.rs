@@ -1,16 +1,20 @@
 //! The receiving side of the transport: [`RaftService`], the gRPC service
-//! that checks each incoming batch (every message a request to this node,
-//! all from one sender) and hands it to the node, answering the call with
-//! the responses to the requests it carried. A batch it refuses is logged,
-//! at most once per interval, and the refusal names this node.
+//! that takes a peer's stream (`Raft.Stream`), checks each batch on it
+//! (every message to this node, all from the one peer that opened the
+//! stream, of this node's cluster) and hands it to the node. What the node
+//! says back goes on its own stream to that peer; the reverse half of the
+//! peer's stream stays silent until it ends. A batch it refuses ends the
+//! stream with the refusal, which names this node, and is logged at most
+//! once per interval.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_raft::{Message, NodeId};
 use cairn_rpc::raft::{self as proto, MessageBatch};
+use futures::{Stream, StreamExt};
 use tokio::sync::{mpsc, oneshot};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{LogThrottle, NODE_ID_KEY};
 use crate::codec;
@@ -18,14 +22,14 @@ use crate::node::Command;
 use crate::state_machine::StateMachine;
 
 /// Checks an incoming batch before any of it reaches the node: every
-/// message is a request (or `TimeoutNow`) to this node, all from one other
-/// node. The reply slots pair each request with one response from the
-/// core, per sender, in order; a message the core would not answer (one
-/// "from" this node) or that is not a request would shift that pairing.
-fn check_batch(self_id: NodeId, messages: &[Message]) -> Result<(), Status> {
-    let Some(first) = messages.first() else {
-        return Ok(());
-    };
+/// message is to this node, from `sender` (the peer whose stream it came
+/// on: the first message's sender fixes it). A message "from" this node
+/// itself means two nodes share an id.
+fn check_batch(
+    self_id: NodeId,
+    sender: &mut Option<NodeId>,
+    messages: &[Message],
+) -> Result<(), Status> {
     for message in messages {
         if message.to != self_id {
             return Err(Status::failed_precondition(format!(
@@ -39,14 +43,9 @@ fn check_batch(self_id: NodeId, messages: &[Message]) -> Result<(), Status> {
                  two nodes share an id: give each node its own --id"
             )));
         }
-        if message.from != first.from {
+        if *sender.get_or_insert(message.from) != message.from {
             return Err(Status::invalid_argument(
-                "one batch carries messages from several nodes; a batch comes from its caller only",
-            ));
-        }
-        if message.is_response() {
-            return Err(Status::invalid_argument(
-                "a response in a request batch; responses travel in replies only",
+                "one stream carries messages from several nodes; a stream carries its opener's only",
             ));
         }
     }
@@ -91,8 +90,12 @@ impl<S: StateMachine> RaftService<S> {
     /// Checks a batch before any of it reaches the node. A refusal is
     /// logged here too (the sender may not be watched) and names this node
     /// in [`NODE_ID_KEY`].
-    fn admit(&self, batch: MessageBatch) -> Result<Vec<Message>, Status> {
-        let result = self.check(batch);
+    pub(super) fn admit(
+        &self,
+        batch: MessageBatch,
+        sender: &mut Option<NodeId>,
+    ) -> Result<Vec<Message>, Status> {
+        let result = self.check(batch, sender);
         if let Err(status) = &result
             && self.refusal_log.ready()
         {
@@ -111,7 +114,11 @@ impl<S: StateMachine> RaftService<S> {
         })
     }
 
-    fn check(&self, batch: MessageBatch) -> Result<Vec<Message>, Status> {
+    fn check(
+        &self,
+        batch: MessageBatch,
+        sender: &mut Option<NodeId>,
+    ) -> Result<Vec<Message>, Status> {
         if batch.cluster != self.cluster {
             return Err(Status::failed_precondition(format!(
                 "this node belongs to cluster {:?}, not {:?}; check the peer addresses",
@@ -124,33 +131,56 @@ impl<S: StateMachine> RaftService<S> {
                 codec::decode(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
             messages.push(message);
         }
-        check_batch(self.id, &messages)?;
+        check_batch(self.id, sender, &messages)?;
         Ok(messages)
+    }
+
+    /// Hands the batches of one peer's stream to the node until the stream
+    /// ends; returns the refusal that ends it early, if any.
+    async fn receive(&self, mut inbound: Streaming<MessageBatch>) -> Option<Status> {
+        let mut sender = None;
+        // A broken or finished stream just ends: the peer opens another.
+        while let Ok(Some(batch)) = inbound.message().await {
+            let messages = match self.admit(batch, &mut sender) {
+                Ok(messages) => messages,
+                Err(status) => return Some(status),
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            let delivered = self.node.send(Command::Inbound { messages }).await;
+            if delivered.is_err() {
+                return Some(Status::unavailable(
+                    "the node is shutting down; its peers will retry",
+                ));
+            }
+        }
+        None
     }
 }
 
-/// How long a call waits for the node to answer before giving up.
-const STEP_DEADLINE: Duration = Duration::from_secs(5);
+/// The reverse half of a peer's stream: nothing, then the end (with the
+/// refusal, if a batch was refused).
+type Ending = std::pin::Pin<Box<dyn Stream<Item = Result<MessageBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<S: StateMachine> proto::raft_server::Raft for RaftService<S> {
-    async fn step(&self, request: Request<MessageBatch>) -> Result<Response<MessageBatch>, Status> {
-        let messages = self.admit(request.into_inner())?;
-        let (reply, answer) = oneshot::channel();
-        self.node
-            .send(Command::Inbound {
-                messages,
-                reply: Some(reply),
-            })
-            .await
-            .map_err(|_| Status::unavailable("the node is shutting down"))?;
-        let responses = tokio::time::timeout(STEP_DEADLINE, answer)
-            .await
-            .map_err(|_| Status::deadline_exceeded("the node did not answer in time"))?
-            .map_err(|_| Status::unavailable("the node stopped before answering"))?;
-        Ok(Response::new(MessageBatch {
-            cluster: self.cluster.clone(),
-            messages: responses.iter().map(codec::encode).collect(),
-        }))
+    type StreamStream = Ending;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<MessageBatch>>,
+    ) -> Result<Response<Ending>, Status> {
+        let inbound = request.into_inner();
+        let (refused, refusal) = oneshot::channel();
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Some(status) = service.receive(inbound).await {
+                let _ = refused.send(status);
+            }
+        });
+        let ending = futures::stream::once(refusal)
+            .filter_map(|refusal| std::future::ready(refusal.ok().map(Err)));
+        Ok(Response::new(Box::pin(ending)))
     }
 }
