@@ -347,6 +347,7 @@ impl MasterClient {
         self.change(Op::Snapshot(Snapshot {
             src: src.as_str().as_bytes().to_vec(),
             dst: dst.as_str().as_bytes().to_vec(),
+            ..Snapshot::default()
         }))
         .await
         .map(drop)

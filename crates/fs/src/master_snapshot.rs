@@ -31,11 +31,30 @@ use crate::master_chunks::{Found, stopped};
 use crate::namespace::ChunkHandle;
 use crate::path::FsPath;
 
+/// How often a snapshot revokes its source's leases again when the source
+/// gained a chunk meanwhile, before it asks the client to retry.
+const SNAPSHOT_ATTEMPTS: usize = 5;
+
 impl MasterServer {
     /// A client's `Snapshot`: revokes the leases on the source's chunks,
-    /// then submits it.
+    /// then submits it, naming those chunks; again if the source gained a
+    /// chunk meanwhile (a writer appending to a file in it adds chunks, and
+    /// a new chunk's lease was not revoked).
     pub(crate) async fn snapshot(&self, command: &MasterCommand) -> Result<MasterReply, Status> {
-        let Some(Op::Snapshot(snapshot)) = &command.op else {
+        for _ in 0..SNAPSHOT_ATTEMPTS {
+            let reply = self.snapshot_once(command.clone()).await?;
+            if reply.error != FsErrorCode::SourceChanged as i32 {
+                return Ok(reply);
+            }
+        }
+        Err(Status::unavailable(format!(
+            "the source gained chunks during each of {SNAPSHOT_ATTEMPTS} attempts to revoke their leases; retry the snapshot"
+        )))
+    }
+
+    /// One attempt of [`Self::snapshot`].
+    async fn snapshot_once(&self, mut command: MasterCommand) -> Result<MasterReply, Status> {
+        let Some(Op::Snapshot(snapshot)) = &mut command.op else {
             unreachable!("called for snapshots only");
         };
         self.leading()?;
@@ -45,6 +64,8 @@ impl MasterServer {
             Err(_) => Vec::new(),
         };
         let handles: Vec<ChunkHandle> = chunks.iter().map(|&(h, _)| h).collect();
+        snapshot.revoked_known = true;
+        snapshot.revoked = handles.clone();
         let now = Instant::now();
         let taken = {
             let handles = handles.clone();
@@ -66,7 +87,7 @@ impl MasterServer {
             ))
         } else {
             match self.revoke_leases(&chunks).await {
-                Ok(()) => self.submit(command).await,
+                Ok(()) => self.submit(&command).await,
                 Err(status) => Err(status),
             }
         };

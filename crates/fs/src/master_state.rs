@@ -11,7 +11,7 @@
 
 use bytes::Bytes;
 use cairn_rpc::fs::master_command::Op;
-use cairn_rpc::fs::{FsErrorCode, MasterCommand, MasterReply};
+use cairn_rpc::fs::{FsErrorCode, MasterCommand, MasterReply, Snapshot};
 use cairn_rsm::{Seen, Sessions, StateMachine};
 use prost::Message as _;
 
@@ -72,6 +72,27 @@ impl MasterState {
     /// The chunkservers being decommissioned.
     pub fn decommissioning(&self) -> &BTreeSet<String> {
         &self.decommissioning
+    }
+
+    /// A snapshot whose source has a chunk the leader did not revoke the
+    /// lease of (added while it revoked the others): the refusal. Only
+    /// for commands the leader marked (`revoked_known`): an older log's
+    /// snapshots apply as they always did.
+    fn source_changed(&self, snapshot: &Snapshot) -> Option<MasterReply> {
+        if !snapshot.revoked_known {
+            return None;
+        }
+        let src = FsPath::from_bytes(&snapshot.src).ok()?;
+        let chunks = self.namespace.chunks_under(&src).ok()?;
+        let added = chunks
+            .into_iter()
+            .find(|handle| !snapshot.revoked.contains(handle))?;
+        Some(refusal(
+            FsErrorCode::SourceChanged,
+            format!(
+                "{src} gained chunk {added} while the leases on its chunks were revoked; nothing was done: retry the snapshot"
+            ),
+        ))
     }
 
     /// Carries out one command on the namespace.
@@ -289,6 +310,13 @@ impl StateMachine for MasterState {
                 ));
             }
             Seen::New => {}
+        }
+        if let Op::Snapshot(snapshot) = &op
+            && let Some(refused) = self.source_changed(snapshot)
+        {
+            // Not remembered: the leader retries under the same sequence
+            // number once it has revoked the new chunks' leases too.
+            return encode(refused);
         }
         let reply = encode(self.execute(&op));
         self.sessions

@@ -44,6 +44,7 @@ async fn append_until(mut client: Client, stop: Arc<AtomicBool>) -> Vec<(u32, In
         let data = record(0, seq, 3000 + (seq as usize * 977) % 20_000);
         let sent = Instant::now();
         client.append(&path("/d/log"), &data).await.unwrap();
+        eprintln!("DBG {:?} acked {seq} sent {:?}", Instant::now(), sent);
         acked.push((seq, sent, Instant::now()));
         seq += 1;
     }
@@ -84,6 +85,7 @@ async fn a_snapshot_is_a_point_in_time_copy_and_writes_copy_it_on_write() {
             let asked = Instant::now();
             client.snapshot(&path("/d"), &path("/s")).await.unwrap();
             let answered = Instant::now();
+            eprintln!("DBG asked {:?} answered {:?}", asked, answered);
             sleep(Duration::from_millis(700)).await;
             (client, asked, answered)
         })

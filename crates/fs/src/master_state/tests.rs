@@ -1,4 +1,4 @@
-use cairn_rpc::fs::{AddChunk, Create, Delete, GrantVersion, Mkdir, Register, Rename};
+use cairn_rpc::fs::{AddChunk, Create, Delete, GrantVersion, Mkdir, Register, Rename, Snapshot};
 use proptest::prelude::*;
 
 use super::*;
@@ -136,6 +136,67 @@ fn a_retried_command_is_answered_as_the_first_time_and_applied_once() {
     assert_eq!(
         code(&reply(state.apply(8, b"\xff\xff\xff"))),
         FsErrorCode::UnknownCommand
+    );
+}
+
+/// The race the leader's check closes: while it revoked the leases of a
+/// file's chunks, a writer added a chunk (and could hold a lease on it).
+/// The snapshot naming the old chunks is refused without being remembered,
+/// so the leader's retry under the same sequence number, naming the new
+/// chunk too, is carried out; a snapshot from an older log (unmarked)
+/// applies as before.
+#[test]
+fn a_snapshot_whose_source_gained_a_chunk_is_refused_and_retried() {
+    let mut state = MasterState::new();
+    let client = register(&mut state, 1);
+    let create = Op::Create(Create {
+        path: b"/d/log".to_vec(),
+    });
+    let mkdir = Op::Mkdir(Mkdir {
+        path: b"/d".to_vec(),
+        parents: true,
+    });
+    state.apply(2, &command(client, 1, mkdir));
+    state.apply(3, &command(client, 2, create));
+    let add = |index| {
+        Op::AddChunk(AddChunk {
+            path: b"/d/log".to_vec(),
+            index,
+        })
+    };
+    let first = reply(state.apply(4, &command(client, 3, add(0)))).handle;
+    let snapshot = |dst: &[u8], revoked: Vec<u64>| {
+        Op::Snapshot(Snapshot {
+            src: b"/d".to_vec(),
+            dst: dst.to_vec(),
+            revoked_known: true,
+            revoked,
+        })
+    };
+    // The leader revoked `first`'s lease; meanwhile chunk 1 was added.
+    let second = reply(state.apply(5, &command(client, 4, add(1)))).handle;
+    let before = state.clone();
+    let refused = reply(state.apply(6, &command(client, 5, snapshot(b"/s", vec![first]))));
+    assert_eq!(code(&refused), FsErrorCode::SourceChanged);
+    assert!(
+        refused.message.contains(&format!("chunk {second}")),
+        "{}",
+        refused.message
+    );
+    assert_eq!(state.namespace(), before.namespace());
+    // The retry, same sequence number, names both: carried out.
+    let done = reply(state.apply(7, &command(client, 5, snapshot(b"/s", vec![first, second]))));
+    assert_eq!(code(&done), FsErrorCode::Ok);
+    assert!(state.namespace().is_shared(second));
+    // Unmarked (an older log's command): no check.
+    let old = Op::Snapshot(Snapshot {
+        src: b"/d".to_vec(),
+        dst: b"/t".to_vec(),
+        ..Snapshot::default()
+    });
+    assert_eq!(
+        code(&reply(state.apply(8, &command(client, 6, old)))),
+        FsErrorCode::Ok
     );
 }
 
