@@ -335,9 +335,13 @@ impl<S: StateMachine> Driver<S> {
     /// fsync's time when the batch must be synced.
     fn persist(&mut self, ready: &Ready) -> Result<(), FatalError> {
         let started = ready.must_sync.then(tokio::time::Instant::now);
-        self.storage
-            .persist(ready)
-            .map_err(|e| FatalError::Persist(e.to_string()))?;
+        let storage = &mut self.storage;
+        let persisted = if ready.must_sync {
+            off_the_worker(|| storage.persist(ready))
+        } else {
+            storage.persist(ready)
+        };
+        persisted.map_err(|e| FatalError::Persist(e.to_string()))?;
         if let Some(started) = started {
             observe(&self.metrics.fsync_seconds, started.elapsed());
         }
@@ -534,4 +538,22 @@ pub(crate) fn not_leader(error: ProposeError) -> SubmitError {
         // Only a transfer is refused this way (see `Command::Transfer`).
         ProposeError::NotVoter { .. } => SubmitError::NotLeader { hint: None },
     }
+}
+
+/// Runs `f`, which waits on the disk (an fsync), without holding up the
+/// tasks queued on this worker thread. On a multi-threaded runtime the task
+/// a send just woke (the stream task carrying this node's appends, or a
+/// peer's driver in one process) waits in this worker's next-task slot,
+/// where no other worker may take it: without this, a leader's appends
+/// left only after its own fsync, and its fsync and the followers' ran one
+/// after the other instead of at once. `block_in_place` hands the worker's
+/// queue to another thread for the duration.
+fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(not(madsim))]
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        return tokio::task::block_in_place(f);
+    }
+    f()
 }
