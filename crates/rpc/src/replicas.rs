@@ -73,6 +73,19 @@ pub fn not_leader(leader: Option<(u64, &str)>) -> Status {
     status
 }
 
+/// The status a follower answers with when it knows the leader's id but not
+/// its address (a member that joined while this node was behind, say): the
+/// id in metadata and no URL, so a clerk tries its next server.
+pub fn not_leader_at_unknown_address(id: u64) -> Status {
+    let mut status = Status::failed_precondition(format!(
+        "not the leader; node {id} is, at an address this node has not learned yet; retry shortly, or give that node's address in --endpoints"
+    ));
+    if let Ok(value) = id.to_string().parse() {
+        status.metadata_mut().insert(LEADER_ID_KEY, value);
+    }
+    status
+}
+
 /// Why [`Replicas::call_leader`] gave up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplicaError {

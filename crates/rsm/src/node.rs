@@ -444,13 +444,20 @@ impl<S: StateMachine> Node<S> {
 
     /// The gRPC status a service answers a failed submit or read with:
     /// `FAILED_PRECONDITION` naming the leader (id and URL in metadata,
-    /// [`cairn_rpc::not_leader`]), `DEADLINE_EXCEEDED`, `UNAVAILABLE` or
+    /// [`cairn_rpc::not_leader`]; the id alone when its URL is not known
+    /// here), `DEADLINE_EXCEEDED`, `UNAVAILABLE` or
     /// `INVALID_ARGUMENT`.
     pub fn error_status(&self, error: SubmitError) -> tonic::Status {
         match error {
             SubmitError::NotLeader { hint } => {
                 let urls = self.urls.borrow();
-                cairn_rpc::not_leader(hint.and_then(|id| Some((id, urls.get(&id)?.as_str()))))
+                match hint {
+                    Some(id) => match urls.get(&id) {
+                        Some(url) => cairn_rpc::not_leader(Some((id, url.as_str()))),
+                        None => cairn_rpc::not_leader_at_unknown_address(id),
+                    },
+                    None => cairn_rpc::not_leader(None),
+                }
             }
             SubmitError::Timeout => tonic::Status::deadline_exceeded(
                 "the request was not applied in time (the outcome is unknown); retry with the same sequence number",

@@ -90,6 +90,58 @@ fn refused(addr: &str) -> RpcError {
 
 /// Issue 19: a clerk given only a follower waited out its deadline and
 /// reported "not the leader; node 3 at ... is".
+/// A follower that knows the leader's id but not its address says so,
+/// rather than "no leader is known", and the clerk moves to its next server.
+#[tokio::test]
+async fn a_leader_id_without_an_address_is_reported_and_the_next_server_tried() {
+    let status = not_leader_at_unknown_address(4);
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("node 4 is"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains("no leader"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(
+        status
+            .metadata()
+            .get(LEADER_ID_KEY)
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "4"
+    );
+    assert!(status.metadata().get(LEADER_URL_KEY).is_none());
+    let endpoints = ["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()];
+    let servers = Replicas::new(
+        &endpoints,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let call = |client: &RpcClient| {
+        let addr = client.addr().to_string();
+        async move {
+            if addr.ends_with(":1") {
+                Err(RpcError::Rejected {
+                    addr,
+                    status: not_leader_at_unknown_address(4),
+                })
+            } else {
+                Ok(addr)
+            }
+        }
+    };
+    assert_eq!(
+        servers.call_leader(call).await.unwrap(),
+        "http://127.0.0.1:2"
+    );
+}
+
 #[tokio::test]
 async fn a_hint_naming_a_server_not_given_is_followed() {
     let endpoints = ["127.0.0.1:1".to_string()];
