@@ -70,7 +70,7 @@ pub use error::RpcError;
 pub use random::seeded_rng;
 pub use replicas::{
     LEADER_ID_KEY, LEADER_URL_KEY, MAX_LEARNED_SERVERS, REFUSED_GIVE_UP, ReplicaError, Replicas,
-    not_leader, not_leader_at_unknown_address,
+    not_leader,
 };
 pub use serve::{
     HANDSHAKE_TIMEOUT, HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, IDLE_TIMEOUT,

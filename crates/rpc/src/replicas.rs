@@ -55,33 +55,26 @@ pub const LEADER_ID_KEY: &str = "cairn-leader-id";
 pub const LEADER_URL_KEY: &str = "cairn-leader-url";
 
 /// The status a follower answers with: `FAILED_PRECONDITION`, naming the
-/// leader (`Some((id, url))`) when one is known.
-pub fn not_leader(leader: Option<(u64, &str)>) -> Status {
-    let message = match leader {
-        Some((id, url)) => format!("not the leader; node {id} at {url} is"),
-        None => "not the leader, and no leader is known yet; retry shortly".into(),
+/// leader when one is known, with its URL when this node has learned it
+/// (a member that joined while this node was behind may be known by id
+/// only: then a clerk, finding no URL in the metadata, tries its next
+/// server).
+pub fn not_leader(leader: Option<u64>, url: Option<&str>) -> Status {
+    let message = match (leader, url) {
+        (Some(id), Some(url)) => format!("not the leader; node {id} at {url} is"),
+        (Some(id), None) => format!(
+            "not the leader; node {id} is, at an address this node has not learned yet; retry shortly, or give that node's address in --endpoints"
+        ),
+        (None, _) => "not the leader, and no leader is known yet; retry shortly".into(),
     };
     let mut status = Status::failed_precondition(message);
-    if let Some((id, url)) = leader {
+    if let Some(id) = leader {
         if let Ok(value) = id.to_string().parse() {
             status.metadata_mut().insert(LEADER_ID_KEY, value);
         }
-        if let Ok(value) = url.parse() {
+        if let Some(Ok(value)) = url.map(str::parse) {
             status.metadata_mut().insert(LEADER_URL_KEY, value);
         }
-    }
-    status
-}
-
-/// The status a follower answers with when it knows the leader's id but not
-/// its address (a member that joined while this node was behind, say): the
-/// id in metadata and no URL, so a clerk tries its next server.
-pub fn not_leader_at_unknown_address(id: u64) -> Status {
-    let mut status = Status::failed_precondition(format!(
-        "not the leader; node {id} is, at an address this node has not learned yet; retry shortly, or give that node's address in --endpoints"
-    ));
-    if let Ok(value) = id.to_string().parse() {
-        status.metadata_mut().insert(LEADER_ID_KEY, value);
     }
     status
 }

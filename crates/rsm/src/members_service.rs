@@ -112,7 +112,7 @@ impl<S: StateMachine> MembersService<S> {
             MembershipError::Submit(SubmitError::NotLeader { hint: Some(id) })
                 if urls.contains_key(&id) =>
             {
-                cairn_rpc::not_leader(Some((id, urls[&id].as_str())))
+                cairn_rpc::not_leader(Some(id), Some(urls[&id].as_str()))
             }
             MembershipError::Submit(error) => self.node.error_status(error),
             MembershipError::Refused(

@@ -451,13 +451,8 @@ impl<S: StateMachine> Node<S> {
         match error {
             SubmitError::NotLeader { hint } => {
                 let urls = self.urls.borrow();
-                match hint {
-                    Some(id) => match urls.get(&id) {
-                        Some(url) => cairn_rpc::not_leader(Some((id, url.as_str()))),
-                        None => cairn_rpc::not_leader_at_unknown_address(id),
-                    },
-                    None => cairn_rpc::not_leader(None),
-                }
+                let url = hint.and_then(|id| urls.get(&id)).map(String::as_str);
+                cairn_rpc::not_leader(hint, url)
             }
             SubmitError::Timeout => tonic::Status::deadline_exceeded(
                 "the request was not applied in time (the outcome is unknown); retry with the same sequence number",

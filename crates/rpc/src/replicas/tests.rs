@@ -94,7 +94,7 @@ fn refused(addr: &str) -> RpcError {
 /// rather than "no leader is known", and the clerk moves to its next server.
 #[tokio::test]
 async fn a_leader_id_without_an_address_is_reported_and_the_next_server_tried() {
-    let status = not_leader_at_unknown_address(4);
+    let status = not_leader(Some(4), None);
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(
         status.message().contains("node 4 is"),
@@ -129,7 +129,7 @@ async fn a_leader_id_without_an_address_is_reported_and_the_next_server_tried() 
             if addr.ends_with(":1") {
                 Err(RpcError::Rejected {
                     addr,
-                    status: not_leader_at_unknown_address(4),
+                    status: not_leader(Some(4), None),
                 })
             } else {
                 Ok(addr)
@@ -159,7 +159,7 @@ async fn a_hint_naming_a_server_not_given_is_followed() {
             if addr.ends_with(":1") {
                 Err(RpcError::Rejected {
                     addr,
-                    status: not_leader(Some((3, "http://127.0.0.1:3"))),
+                    status: not_leader(Some(3), Some("http://127.0.0.1:3")),
                 })
             } else {
                 Ok(addr)
@@ -199,7 +199,7 @@ async fn a_timeout_reports_the_leader_s_refusal_not_the_redirect_after_it() {
                 let status = if addr.ends_with(":1") {
                     Status::unavailable("the master is in safemode; retry in a few seconds")
                 } else {
-                    not_leader(Some((1, "http://127.0.0.1:1")))
+                    not_leader(Some(1), Some("http://127.0.0.1:1"))
                 };
                 Err(RpcError::Rejected { addr, status })
             }
@@ -226,7 +226,7 @@ async fn the_servers_learned_from_hints_are_bounded() {
             async move {
                 Err(RpcError::Rejected {
                     addr,
-                    status: not_leader(Some((7, &leader))),
+                    status: not_leader(Some(7), Some(&leader)),
                 })
             }
         })
