@@ -84,9 +84,11 @@ impl MasterState {
         }
         let src = FsPath::from_bytes(&snapshot.src).ok()?;
         let chunks = self.namespace.chunks_under(&src).ok()?;
+        // A set: a large tree has many chunks, and every replica applies this.
+        let revoked: BTreeSet<ChunkHandle> = snapshot.revoked.iter().copied().collect();
         let added = chunks
             .into_iter()
-            .find(|handle| !snapshot.revoked.contains(handle))?;
+            .find(|handle| !revoked.contains(handle))?;
         Some(refusal(
             FsErrorCode::SourceChanged,
             format!(
