@@ -94,6 +94,10 @@ pub(crate) struct ChunkTable {
     decommissioning: BTreeSet<String>,
     /// The leader's balancer, if one was started (`balance.rs`).
     pub(crate) balancer: Option<crate::balancer::Balancer>,
+    /// (handle, server) -> when the server last failed to store a new
+    /// version of the chunk (`leases.rs`: kept out of the next grants a
+    /// while, so that one broken replica does not fail every grant).
+    refused_versions: BTreeMap<(ChunkHandle, String), Instant>,
 }
 
 /// What the leader's namespace says of the replicas one chunkserver
@@ -140,6 +144,7 @@ impl ChunkTable {
             orphans_since: BTreeMap::new(),
             decommissioning: BTreeSet::new(),
             balancer: None,
+            refused_versions: BTreeMap::new(),
         }
     }
 

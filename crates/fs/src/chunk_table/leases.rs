@@ -40,15 +40,17 @@ impl ChunkTable {
         Err(Decision::Wait(self.no_replica(handle, version)))
     }
 
-    /// When no replica at the latest `version` is alive: the live replicas
-    /// the log says that version was granted to (`granted`) which never
-    /// stored it, and the lowest of their versions. They hold every
-    /// acknowledged mutation: one at `version` needs every replica granted
-    /// it to have applied it (a secondary refuses another version), so there
-    /// was none; and they held every earlier one, being the up-to-date
-    /// replicas when the grant was made (a version never goes back, so one
-    /// below `version` is the one they had then). So they, and only they,
-    /// may take the next grant.
+    /// The live replicas the log says the latest `version` was granted to
+    /// (`granted`) which never stored it, and the lowest of their versions.
+    /// They hold every acknowledged mutation: one at `version` needs every
+    /// replica granted it to have applied it (a secondary refuses another
+    /// version), so there was none; and they held every earlier one, since
+    /// a grant names only replicas that did (those at the version before,
+    /// and those that version was granted to and that never stored it: the
+    /// same argument, one version down; a version never goes back, so one
+    /// below `version` is the one they had then). When no replica at
+    /// `version` is alive, they, and only they, may take the next grant and
+    /// serve reads.
     pub(super) fn fallback(
         &self,
         handle: ChunkHandle,
@@ -69,6 +71,39 @@ impl ChunkTable {
             })
             .collect();
         (found, lowest)
+    }
+
+    /// Whether every one of `urls` last reported `handle` at `version`.
+    fn stored_by_all(&self, handle: ChunkHandle, version: u64, urls: &[String]) -> bool {
+        urls.iter().all(|url| {
+            self.servers
+                .get(url)
+                .and_then(|s| s.replicas.get(&handle))
+                .is_some_and(|&(v, _)| v == version)
+        })
+    }
+
+    /// Records that `urls` failed to store a new version of `handle`.
+    pub(crate) fn versions_refused(
+        &mut self,
+        handle: ChunkHandle,
+        urls: Vec<String>,
+        now: Instant,
+    ) {
+        let window = self.settings.lease;
+        self.refused_versions
+            .retain(|_, &mut at| now.saturating_duration_since(at) < window);
+        for url in urls {
+            self.refused_versions.insert((handle, url), now);
+        }
+    }
+
+    /// Whether `url` failed to store a new version of `handle` within the
+    /// last lease period.
+    fn refused_lately(&self, handle: ChunkHandle, url: &str, now: Instant) -> bool {
+        self.refused_versions
+            .get(&(handle, url.to_string()))
+            .is_some_and(|&at| now.saturating_duration_since(at) < self.settings.lease)
     }
 
     pub(super) fn no_replica(&self, handle: ChunkHandle, version: u64) -> String {
@@ -104,7 +139,14 @@ impl ChunkTable {
         if self.granting.get(&handle).is_some_and(|&until| now < until) {
             return Decision::Wait(format!("a lease on chunk {handle} is being granted; retry"));
         }
-        if let Some(lease) = self.claimed(handle, version, now) {
+        // A claim whose secondaries do not all hold its version comes from
+        // a grant that ended before every replica stored it (its master
+        // died midway): every mutation under it would fail at such a
+        // secondary, after the primary made it. Not taken over: the next
+        // grant names them all again (below).
+        if let Some(lease) = self.claimed(handle, version, now)
+            && self.stored_by_all(handle, version, &lease.secondaries)
+        {
             self.leases.insert(handle, lease.clone());
             return Decision::Lease(lease);
         }
@@ -123,9 +165,24 @@ impl ChunkTable {
         if let Some(wait) = self.safemode_wait(now) {
             return wait;
         }
+        // The live replicas at the latest version, and those the version
+        // was granted to that never stored it: they hold every acknowledged
+        // mutation too (see `fallback`). Left out, the chunk would shrink
+        // to the replicas that happened to store the version before a
+        // master died or a call failed, and the next writes would be
+        // acknowledged on fewer replicas until the healer copied them. One
+        // that failed to store a version lately stays out while another
+        // replica qualifies, so that a broken replica cannot fail every grant.
         let mut candidates = self.replicas_at(handle, version, now);
+        let behind = self.fallback(handle, version, granted, now).0;
         if candidates.is_empty() {
-            candidates = self.fallback(handle, version, granted, now).0;
+            candidates = behind;
+        } else {
+            candidates.extend(
+                behind
+                    .into_iter()
+                    .filter(|url| !self.refused_lately(handle, url, now)),
+            );
         }
         if candidates.is_empty() {
             if version == 0 && !self.anywhere(handle) {
@@ -212,7 +269,10 @@ impl ChunkTable {
             let ours = replicas_live
                 && match self.leases.get(&claim.handle) {
                     Some(lease) => lease.primary == url && lease.version == claim.version,
-                    None => !self.granting.contains_key(&claim.handle),
+                    None => {
+                        !self.granting.contains_key(&claim.handle)
+                            && self.stored_by_all(claim.handle, claim.version, &claim.secondaries)
+                    }
                 };
             if !ours {
                 continue;

@@ -126,6 +126,59 @@ async fn after_a_grant_no_replica_stored_its_granted_replicas_take_the_next() {
     assert!(table.read_decision(1, 4, &[], now).is_err());
 }
 
+#[tokio::test]
+async fn a_grant_a_dead_master_left_half_stored_is_made_again_on_every_replica() {
+    // Version 1 of chunk 1 was granted to a (primary) and b; a stored it,
+    // then the master died before b did. b, at 0, holds every acknowledged
+    // mutation (none was possible at 1 without it).
+    let now = Instant::now();
+    let mut table = ChunkTable::new(settings());
+    let mut a = report("a", &[(1, 1)], &[]);
+    a.claims = vec![LeaseClaim {
+        handle: 1,
+        version: 1,
+        secondaries: vec!["b".into()],
+    }];
+    table.record_heartbeat(&a, now);
+    table.record_heartbeat(&report("b", &[(1, 0)], &[]), now);
+    table.observe_term(2, now);
+    let granted = ["a".to_string(), "b".to_string()];
+    let versions = [(1, 1)].into_iter().collect();
+    // a's claim names a secondary without the version: neither extended
+    // nor taken over (every mutation under it would fail at b).
+    assert!(table.extend("a", &a.claims, &versions, now).is_empty());
+    assert!(matches!(
+        table.decide(1, 1, &granted, now),
+        Decision::Wait(_)
+    ));
+    // Once the predecessor's leases surely ended: both take the next grant.
+    let later = now + Duration::from_millis(2300);
+    table.record_heartbeat(&a, later);
+    table.record_heartbeat(&report("b", &[(1, 0)], &[]), later);
+    match table.decide(1, 1, &granted, later) {
+        Decision::Grant(candidates) => assert_eq!(candidates, ["a", "b"]),
+        other => panic!("{other:?}"),
+    }
+    table.grant_done(1, None);
+    // b failed to store that version: the next grants leave it out for a
+    // lease period, then try it again.
+    table.versions_refused(1, vec!["b".into()], later);
+    match table.decide(1, 1, &granted, later) {
+        Decision::Grant(candidates) => assert_eq!(candidates, ["a"]),
+        other => panic!("{other:?}"),
+    }
+    table.grant_done(1, None);
+    let retry = later + Duration::from_millis(2100);
+    table.record_heartbeat(&report("a", &[(1, 1)], &[]), retry);
+    table.record_heartbeat(&report("b", &[(1, 0)], &[]), retry);
+    assert!(matches!(table.decide(1, 1, &granted, retry), Decision::Grant(c) if c == ["a", "b"]));
+    // A replica behind that the version was not granted to stays out.
+    table.grant_done(1, None);
+    assert!(
+        matches!(table.decide(1, 1, &["a".to_string()], retry), Decision::Grant(c) if c == ["a"])
+    );
+}
+
 fn with_free(mut report: HeartbeatRequest, free_bytes: u64) -> HeartbeatRequest {
     report.free_bytes = free_bytes;
     report.capacity_bytes = 1 << 30;

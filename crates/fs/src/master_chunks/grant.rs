@@ -177,15 +177,21 @@ impl MasterServer {
         let replies: Vec<(String, SetVersionReply)> =
             results.iter().filter_map(|r| r.clone().ok()).collect();
         let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-        let stored = replies
+        let stored: Vec<(String, u64)> = replies
             .iter()
             .map(|(url, reply)| (url.clone(), reply.length))
+            .collect();
+        let refused: Vec<String> = replicas
+            .iter()
+            .filter(|url| !stored.iter().any(|(s, _)| s == *url))
+            .cloned()
             .collect();
         self.table
             .with(move |t| {
                 for (url, reply) in &replies {
                     t.record_replica(url, handle, new_version, reply, now);
                 }
+                t.versions_refused(handle, refused, now);
             })
             .await
             .map_err(stopped)?;
