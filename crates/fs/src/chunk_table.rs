@@ -5,7 +5,7 @@
 //! and waits one lease period (plus the clock margin) before it grants one
 //! to a replica that may not hold the old one; the primary of the current
 //! version keeps its lease through the change by claiming it in its
-//! heartbeats.
+//! heartbeats (if every secondary it names reports that version).
 //!
 //! Here: the reports and what they say. By idea: leases and grants
 //! (`leases.rs`), healing and deletions (`healing.rs`), safemode

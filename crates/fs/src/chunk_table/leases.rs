@@ -45,12 +45,15 @@ impl ChunkTable {
     /// They hold every acknowledged mutation: one at `version` needs every
     /// replica granted it to have applied it (a secondary refuses another
     /// version), so there was none; and they held every earlier one, since
-    /// a grant names only replicas that did (those at the version before,
-    /// and those that version was granted to and that never stored it: the
-    /// same argument, one version down; a version never goes back, so one
-    /// below `version` is the one they had then). When no replica at
-    /// `version` is alive, they, and only they, may take the next grant and
-    /// serve reads.
+    /// every raise of the version names only replicas that did: a lease's
+    /// grant names those at the version before and those this function
+    /// finds for it (the same argument, one version down); a clone's or a
+    /// snapshot's raise names those at the version before and the holders
+    /// of its lease (named in that lease's grant). A version never goes
+    /// back, so one below `version` is the one they had then; and an
+    /// adopted version clears the log's list (`MasterState::granted_to`),
+    /// whose replicas say nothing of it. When no replica at `version` is
+    /// alive, they, and only they, may take the next grant and serve reads.
     pub(super) fn fallback(
         &self,
         handle: ChunkHandle,
@@ -140,10 +143,11 @@ impl ChunkTable {
             return Decision::Wait(format!("a lease on chunk {handle} is being granted; retry"));
         }
         // A claim whose secondaries do not all hold its version comes from
-        // a grant that ended before every replica stored it (its master
-        // died midway): every mutation under it would fail at such a
-        // secondary, after the primary made it. Not taken over: the next
-        // grant names them all again (below).
+        // a grant that ended before every replica stored it (a `SetVersion`
+        // failed, or the master died midway): every mutation under it would
+        // fail at such a secondary, after the primary made it, leaving the
+        // primary longer than the others. Neither taken over nor extended
+        // (`extend`): the next grant names them all again (below).
         if let Some(lease) = self.claimed(handle, version, now)
             && self.stored_by_all(handle, version, &lease.secondaries)
         {
@@ -171,8 +175,11 @@ impl ChunkTable {
         // to the replicas that happened to store the version before a
         // master died or a call failed, and the next writes would be
         // acknowledged on fewer replicas until the healer copied them. One
-        // that failed to store a version lately stays out while another
-        // replica qualifies, so that a broken replica cannot fail every grant.
+        // that failed to store a version on this leader lately stays out
+        // while a replica at the version is live, so that a broken replica
+        // cannot fail every grant (and once a grant without it succeeds,
+        // the log no longer names it). The length and full-disk rules
+        // below apply to all of them.
         let mut candidates = self.replicas_at(handle, version, now);
         let behind = self.fallback(handle, version, granted, now).0;
         if candidates.is_empty() {

@@ -177,6 +177,14 @@ async fn a_grant_a_dead_master_left_half_stored_is_made_again_on_every_replica()
     assert!(
         matches!(table.decide(1, 1, &["a".to_string()], retry), Decision::Grant(c) if c == ["a"])
     );
+    // The same on the leader whose own grant failed at b (no leader change):
+    // a's claim is not extended either.
+    let mut table = ChunkTable::new(settings());
+    table.observe_term(1, now - Duration::from_secs(10));
+    table.record_heartbeat(&a, now);
+    table.record_heartbeat(&report("b", &[(1, 0)], &[]), now);
+    assert!(table.extend("a", &a.claims, &versions, now).is_empty());
+    assert!(matches!(table.decide(1, 1, &granted, now), Decision::Grant(c) if c == ["a", "b"]));
 }
 
 fn with_free(mut report: HeartbeatRequest, free_bytes: u64) -> HeartbeatRequest {

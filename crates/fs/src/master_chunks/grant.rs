@@ -129,7 +129,7 @@ impl MasterServer {
         let now = Instant::now();
         if !errors.is_empty() {
             return Err(Status::unavailable(format!(
-                "replicas did not store version {new_version} of chunk {handle} ({}); retry (the next grant leaves them out once they stop reporting)",
+                "replicas did not store version {new_version} of chunk {handle} ({}); retry (the next grants leave them out for a lease period)",
                 errors.join("; ")
             )));
         }

@@ -245,6 +245,23 @@ fn the_snapshot_keeps_the_namespace_and_the_sessions() {
     });
     assert_eq!(reply(state.apply(6, &command(0, 0, grant))).version, 1);
     assert_eq!(state.granted_to(chunk).len(), 2);
+    // Adopting the version it has changes nothing; a higher one forgets
+    // the grant (its replicas say nothing of the adopted version).
+    let adopt = |version| {
+        command(
+            0,
+            0,
+            Op::AdoptVersion(cairn_rpc::fs::AdoptVersion {
+                handle: chunk,
+                version,
+            }),
+        )
+    };
+    state.apply(7, &adopt(1));
+    assert_eq!(state.granted_to(chunk).len(), 2);
+    let mut adopted = state.clone();
+    adopted.apply(8, &adopt(3));
+    assert!(adopted.granted_to(chunk).is_empty());
     let mut restored = MasterState::new();
     restored.restore(&state.snapshot()).unwrap();
     assert_eq!(restored, state, "the grants survive a snapshot");
