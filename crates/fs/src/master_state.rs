@@ -107,12 +107,9 @@ impl MasterState {
             }
             return MasterReply::default();
         }
-        let version_of =
-            |state: &Self, handle| state.namespace.chunk(handle).map_or(0, |m| m.version);
-        let adopting = match op {
-            Op::AdoptVersion(a) => Some((a.handle, version_of(self, a.handle))),
-            _ => None,
-        };
+        // An adoption raises the version only past the one the log has.
+        let raises = matches!(op, Op::AdoptVersion(a)
+            if self.namespace.chunk(a.handle).is_ok_and(|m| a.version > m.version));
         let reply = self.execute_op(op);
         if reply.error == FsErrorCode::Ok as i32 {
             match op {
@@ -122,12 +119,8 @@ impl MasterState {
                 // The replicas granted an older version say nothing of the
                 // adopted one: the grant fallback (`ChunkTable::fallback`)
                 // must not name them.
-                Op::AdoptVersion(_) => {
-                    if let Some((handle, before)) = adopting
-                        && version_of(self, handle) > before
-                    {
-                        self.grants.remove(&handle);
-                    }
+                Op::AdoptVersion(a) if raises => {
+                    self.grants.remove(&a.handle);
                 }
                 Op::Delete(_) | Op::Rename(_) | Op::Purge(_) | Op::CopyDone(_) => {
                     for handle in &reply.freed {
